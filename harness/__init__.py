@@ -1,0 +1,1 @@
+"""Kernel-benchmark harness: build, boot and measure Linux mm patches."""

@@ -1,0 +1,175 @@
+"""Command line: parse, call one function, print. The only place that catches HarnessError."""
+
+import functools
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from harness import build, doctor, experiment, patches, source
+from harness.errors import HarnessError, MissingHostTool, NoSuchTree
+
+log = logging.getLogger("harness")
+
+
+class _ConsoleFilter(logging.Filter):
+    """Without -v the console shows progress, not command lines and their output."""
+
+    def __init__(self, verbose):
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record):
+        return self.verbose or record.name not in ("harness.run", "harness.output")
+
+
+def _setup_logging(cache_dir: Path, verbose: bool, command: str) -> Path:
+    logs = cache_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{time.strftime('%Y%m%d-%H%M%S')}-{command}.log"
+    root = logging.getLogger("harness")
+    root.setLevel(logging.DEBUG)
+    root.handlers.clear()
+    file_handler = logging.FileHandler(log_path)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.DEBUG if verbose else logging.INFO)
+    console.addFilter(_ConsoleFilter(verbose))
+    console.setFormatter(logging.Formatter("%(message)s"))
+    root.addHandler(file_handler)
+    root.addHandler(console)
+    return log_path
+
+
+def _guarded(function):
+    """Run a command; a HarnessError becomes one line on stderr plus the log path, exit 1."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        context = click.get_current_context()
+        log_path = _setup_logging(context.obj["cache_dir"], context.obj["verbose"], context.command_path.split(" ", 1)[-1].replace(" ", "-"))
+        log.debug("harness %s", " ".join(sys.argv[1:]))
+        try:
+            return function(*args, **kwargs)
+        except HarnessError as error:
+            log.debug("error: %s", error)
+            click.echo(f"error: {error}", err=True)
+            click.echo(f"(log: {log_path})", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo(f"interrupted (log: {log_path})", err=True)
+            sys.exit(130)
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Show host commands and their output.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=Path("~/.cache/harness").expanduser(),
+              show_default=True, help="Kernel sources, builds, ccache and logs.")
+@click.pass_context
+def main(context, verbose, cache_dir):
+    """Build a kernel with and without an mm patch, boot both, measure what changed."""
+    context.obj = {"verbose": verbose, "cache_dir": cache_dir.expanduser().resolve()}
+
+
+@main.command(name="doctor")
+@click.option("--install", is_flag=True, help="Install what is missing with apt-get (as root).")
+@_guarded
+def doctor_command(install):
+    """Check every host prerequisite; exit 1 if one is missing."""
+    if install and doctor.problems():
+        import os
+        packages = sorted({item.package for item, _ in doctor.problems()})
+        if os.geteuid() != 0:
+            raise MissingHostTool(what=f"Packages {' '.join(packages)}",
+                                  fix="run: sudo " + " ".join(doctor.install_command(packages)))
+        doctor.install_missing()
+    for line in doctor.report():
+        click.echo(line)
+    if doctor.problems():
+        sys.exit(1)
+
+
+@main.group(name="source")
+def source_group():
+    """Kernel source trees."""
+
+
+@source_group.command(name="fetch")
+@click.argument("spec", default=source.DEFAULT_SPEC)
+@click.pass_obj
+@_guarded
+def source_fetch(obj, spec):
+    """Print the path of the unpacked tree for SPEC, fetching it once."""
+    click.echo(source.fetch(source.parse_spec(spec), obj["cache_dir"]))
+
+
+def _tree(text: str | None, cache_dir: Path) -> Path:
+    """--tree: a directory, or a source SPEC (default: the default experiment's source)."""
+    if text and Path(text).expanduser().is_dir():
+        return Path(text).expanduser().resolve()
+    if text and ":" not in text:
+        raise NoSuchTree(path=text)
+    spec = text or experiment.load(None).source
+    return source.fetch(source.parse_spec(spec), cache_dir)
+
+
+@main.group(name="patch")
+def patch_group():
+    """Import and check patches."""
+
+
+@patch_group.command(name="import")
+@click.argument("message", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--tree", help="Kernel tree (folder or source SPEC) to anchor on [default: the experiment's source].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--author", default="", help="Override the author, 'Name <email>'.")
+@click.option("--upstream", default="", help="Upstream commit id to record in the message.")
+@click.pass_obj
+@_guarded
+def patch_import(obj, message, tree, output, author, upstream):
+    """Turn MESSAGE (format-patch, mbox, or a quoted, mangled mail) into a clean patch for TREE."""
+    tree_path = _tree(tree, obj["cache_dir"])
+    text = patches.import_message(message.read_text(errors="surrogateescape"), tree_path, message.name,
+                                  author, upstream)
+    partial = output.with_name(output.name + ".part")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_text(text, errors="surrogateescape")
+    partial.replace(output)
+    ok, detail = patches.git_check_series([output], tree_path)
+    click.echo(f"{output}: {'git apply --check accepts it on ' + str(tree_path) if ok else detail}")
+    if not ok:
+        sys.exit(1)
+
+
+@patch_group.command(name="check")
+@click.argument("patch_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--tree", help="Kernel tree (folder or source SPEC) [default: the experiment's source].")
+@click.pass_obj
+@_guarded
+def patch_check(obj, patch_files, tree):
+    """Say whether the series PATCH... applies to TREE, in order, hunk by hunk."""
+    tree_path = _tree(tree, obj["cache_dir"])
+    reports = patches.check_series(patch_files, tree_path)
+    for report in reports:
+        mark = "ok  " if report.ok else "FAIL"
+        click.echo(f"{mark} {report.patch} {report.file} hunk {report.number} {report.header}: {report.detail}")
+    ok, detail = patches.git_check_series(patch_files, tree_path)
+    click.echo("series applies (git apply --check)" if ok else f"series does not apply: {detail}")
+    if not ok or not all(report.ok for report in reports):
+        sys.exit(1)
+
+
+@main.command(name="build")
+@click.option("-e", "--experiment", "experiment_name", help="Experiment name in experiments/ or a .toml path.")
+@click.option("--variant", "variants", multiple=True, help="Variant to build (repeatable) [default: all].")
+@click.option("--rebuild", is_flag=True, help="Build again even when a cached build exists.")
+@click.pass_obj
+@_guarded
+def build_command(obj, experiment_name, variants, rebuild):
+    """Build bzImage and System.map for each variant and print where they are."""
+    spec = experiment.load(experiment_name)
+    for result in build.build_all(spec, spec.select(variants), obj["cache_dir"], rebuild):
+        click.echo(f"{result.variant}: {result.bzimage} ({result.release}, patches: "
+                   f"{', '.join(result.patches) or 'none'}, config {result.config_hash}, {result.duration_s:.0f} s)")

@@ -1,0 +1,102 @@
+"""Host prerequisites: what the harness needs from the host, how to check it, which Debian
+package brings it. `make setup` installs the missing ones through `harness doctor --install`."""
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import runner
+
+
+SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+
+
+@dataclass(frozen=True)
+class Prerequisite:
+    name: str
+    package: str
+    purpose: str
+    command: str = ""        # found on PATH (or at this absolute path)
+    file: str = ""           # a header or library that must exist
+    static: bool = False     # the command must be a statically linked ELF (it goes into the guest)
+
+    def problem(self) -> str:
+        """'' when present, else what is wrong."""
+        if self.command:
+            found = self.command if os.path.isabs(self.command) and os.access(self.command, os.X_OK) \
+                else shutil.which(self.command, path=SEARCH_PATH)
+            if not found:
+                return f"command {self.command} not found"
+            if self.static and is_dynamic_elf(Path(found)):
+                return f"{found} is dynamically linked; the guest needs the static build"
+        if self.file and not Path(self.file).exists():
+            return f"{self.file} not found"
+        return ""
+
+
+PREREQUISITES = (
+    Prerequisite("C compiler", "gcc", "kernel build", command="gcc"),
+    Prerequisite("make", "make", "kernel build", command="make"),
+    Prerequisite("flex", "flex", "kernel build (kconfig)", command="flex"),
+    Prerequisite("bison", "bison", "kernel build (kconfig)", command="bison"),
+    Prerequisite("bc", "bc", "kernel build", command="bc"),
+    Prerequisite("libelf headers", "libelf-dev", "kernel build (objtool)", file="/usr/include/libelf.h"),
+    Prerequisite("libssl headers", "libssl-dev", "kernel build (sign-file, certs)", file="/usr/include/openssl/ssl.h"),
+    Prerequisite("ccache", "ccache", "shared objects between variant builds", command="ccache"),
+    Prerequisite("xz", "xz-utils", "kernel source unpacking", command="xz"),
+    Prerequisite("git", "git", "patch apply and check", command="git"),
+    Prerequisite("apt-get download", "apt", "Debian kernel source packages", command="apt-get"),
+    Prerequisite("dpkg-deb", "dpkg", "Debian kernel source packages", command="dpkg-deb"),
+    Prerequisite("qemu-system-x86_64", "qemu-system-x86", "booting the kernels", command="qemu-system-x86_64"),
+    Prerequisite("cpio", "cpio", "guest initramfs", command="cpio"),
+    Prerequisite("static busybox", "busybox-static", "guest userland", command="/bin/busybox", static=True),
+    Prerequisite("redis-server", "redis-server", "redis workload (guest)", command="redis-server"),
+    Prerequisite("redis-cli", "redis-tools", "redis workload (guest)", command="redis-cli"),
+    Prerequisite("dropbear", "dropbear-bin", "SSH server in the guest", command="dropbear"),
+    Prerequisite("perf", "linux-perf", "counters in the guest", command="perf"),
+)
+
+
+def problems() -> list[tuple[Prerequisite, str]]:
+    return [(item, problem) for item in PREREQUISITES if (problem := item.problem())]
+
+
+def report() -> list[str]:
+    """One line per prerequisite: ok, or what is missing and how to get it."""
+    lines = []
+    for item in PREREQUISITES:
+        problem = item.problem()
+        status = "ok     " if not problem else "MISSING"
+        fix = f": {problem}; install with 'apt-get install {item.package}'" if problem else ""
+        lines.append(f"{status} {item.name:<20} ({item.purpose}){fix}")
+    return lines
+
+
+def install_command(packages) -> list[str]:
+    return ["apt-get", "install", "-y", "--no-install-recommends", *packages]
+
+
+def install_missing() -> list[str]:
+    """Install the Debian packages of the missing prerequisites (as root). Returns the packages."""
+    packages = sorted({item.package for item, _ in problems()})
+    if packages:
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        runner.run(["apt-get", "update"], env=env, timeout=900)
+        runner.run(install_command(packages), env=env, timeout=3600)
+    return packages
+
+
+def is_dynamic_elf(path: Path) -> bool:
+    """True when path is an ELF file with a PT_INTERP program header (needs a dynamic loader)."""
+    with open(path, "rb") as stream:
+        header = stream.read(64)
+        if header[:4] != b"\x7fELF" or header[4] != 2:   # 64-bit ELF only
+            return False
+        order = "little" if header[5] == 1 else "big"
+        phoff = int.from_bytes(header[32:40], order)
+        phentsize = int.from_bytes(header[54:56], order)
+        phnum = int.from_bytes(header[56:58], order)
+        stream.seek(phoff)
+        table = stream.read(phentsize * phnum)
+    return any(int.from_bytes(table[i * phentsize:i * phentsize + 4], order) == 3 for i in range(phnum))

@@ -1,0 +1,118 @@
+"""The two error families. Each class is a one-line template naming the thing and the fix.
+
+`UserError`: the input is wrong (bad patch, unknown variant, missing host tool).
+`WorldError`: the world did not cooperate (download failed, command crashed).
+Only the CLI catches them; it prints `str(error)` and the log path.
+"""
+
+
+class HarnessError(Exception):
+    template = "{detail}"
+
+    def __init__(self, **fields):
+        self.fields = fields
+        super().__init__(self.template.format(**fields))
+
+
+class UserError(HarnessError):
+    pass
+
+
+class WorldError(HarnessError):
+    pass
+
+
+# --- user mistakes -------------------------------------------------------
+
+class BadSourceSpec(UserError):
+    template = ("Kernel source spec '{spec}' is not understood ({why}): use debian:PKG=VERSION, "
+                "tarball:URL#sha256=HEX, git:PATH@REF or dir:PATH")
+
+
+class GitRefMissing(UserError):
+    template = "Git ref '{ref}' does not exist in {repo}: check 'git -C {repo} log {ref}'"
+
+
+class NotAKernelTree(UserError):
+    template = "{path} is not a kernel tree (no Makefile with VERSION =): pass the top of a Linux source tree"
+
+
+class NoSuchTree(UserError):
+    template = "Tree {path} is not a folder: pass a kernel tree folder or a source SPEC such as dir:PATH"
+
+
+class ChecksumMismatch(UserError):
+    template = ("{what} has sha256 {actual}, expected {expected}: the spec's checksum is wrong "
+                "or the download is corrupt; remove {path} and fetch again")
+
+
+class UnknownExperiment(UserError):
+    template = "Experiment '{name}' not found (looked in {folder}): pick one of {known} or pass a .toml path"
+
+
+class BadExperiment(UserError):
+    template = "Experiment file {path} is invalid: {why}"
+
+
+class UnknownVariant(UserError):
+    template = "Variant '{name}' is not in experiment '{experiment}': pick one of {known}"
+
+
+class UnknownFragment(UserError):
+    template = "Kconfig fragment '{name}' not found in {folder}: pick one of {known}"
+
+
+class MissingPatchFile(UserError):
+    template = "Patch {path} does not exist: import it with 'harness patch import' or fix the experiment file"
+
+
+class PatchParseError(UserError):
+    template = "Cannot read a diff from {path}: {why}"
+
+
+class HunkNotAnchored(UserError):
+    template = ("Hunk {hunk} of {file} ({header}) anchors nowhere in {tree}: the patch is for another "
+                "version of {file}; pick the tree it was written for")
+
+
+class HunkAnchorsTwice(UserError):
+    template = ("Hunk {hunk} of {file} ({header}) anchors in {count} places in {tree} (lines {lines}): "
+                "the context is ambiguous; import from an unmangled copy of the patch")
+
+
+class PatchDoesNotApply(UserError):
+    template = ("Patch {patch} does not apply to {tree} at {where}: run 'harness patch check {patch} "
+                "--tree {tree}' for the diff")
+
+
+class KconfigOptionDropped(UserError):
+    template = ("{option} asked for by kconfigs/{fragment} is {actual} after olddefconfig: add the "
+                "options it depends on to the fragment (see 'Depends on' in 'make menuconfig')")
+
+
+class MissingSymbol(UserError):
+    template = ("Symbol {symbol} is not in System.map of variant {variant} (inlined or compiled out): "
+                "probes need it; change the kconfig fragments or drop it from the experiment's probes")
+
+
+class MissingHostTool(UserError):
+    template = "{what} is missing: {fix}"
+
+
+# --- the world's failures ------------------------------------------------
+
+class CommandFailed(WorldError):
+    template = "{command} exited with status {status}; last output: {tail}"
+
+
+class CommandTimedOut(WorldError):
+    template = "{command} did not finish within {timeout:g} s and was killed; last output: {tail}"
+
+
+class DownloadFailed(WorldError):
+    template = "Download of {what} failed ({why}): check the network or the mirror, then retry"
+
+
+class MirrorNotFound(WorldError):
+    template = ("No Debian archive entry found in {where}: add a Debian mirror to the host's apt "
+                "sources, or use a tarball: or git: kernel source spec")

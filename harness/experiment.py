@@ -1,0 +1,131 @@
+"""Experiment files (TOML) -> frozen Experiment and Variant specs.
+
+An experiment names the kernel source SPEC, the kconfig fragments merged over tinyconfig,
+the functions the collectors will probe, and the variants: either explicit
+([[variants]] with a name and an ordered list of patches; no patches = the base kernel) or
+a patch series ([series] patches = [...]) that gives cumulative variants base, +1, +1..2, ...
+"""
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import project, source
+from harness.errors import BadExperiment, MissingPatchFile, UnknownExperiment, UnknownVariant
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    patches: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    path: Path
+    description: str
+    source: str
+    kconfigs: tuple[str, ...]
+    probes: tuple[str, ...]
+    variants: tuple[Variant, ...]
+
+    def select(self, names=()) -> list[Variant]:
+        """The variants called names, in the order given; all of them when names is empty."""
+        if not names:
+            return list(self.variants)
+        by_name = {variant.name: variant for variant in self.variants}
+        for name in names:
+            if name not in by_name:
+                raise UnknownVariant(name=name, experiment=self.name, known=", ".join(by_name))
+        return [by_name[name] for name in dict.fromkeys(names)]
+
+
+def locate(name_or_path: str | None) -> Path:
+    """An experiment name from experiments/, or a path to a .toml file."""
+    text = name_or_path or project.DEFAULT_EXPERIMENT
+    candidate = Path(text).expanduser()
+    if candidate.suffix == ".toml" and candidate.is_file():
+        return candidate.resolve()
+    named = project.EXPERIMENTS / f"{text}.toml"
+    if named.is_file():
+        return named
+    raise UnknownExperiment(name=text, folder=project.EXPERIMENTS,
+                            known=", ".join(project.names(project.EXPERIMENTS, ".toml")))
+
+
+def load(name_or_path: str | None = None) -> Experiment:
+    path = locate(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise BadExperiment(path=path, why=str(error)) from None
+    return from_dict(data, path)
+
+
+def from_dict(data: dict, path: Path) -> Experiment:
+    def fail(why):
+        raise BadExperiment(path=path, why=why)
+
+    unknown = set(data) - {"description", "source", "kconfigs", "probes", "variants", "series"}
+    if unknown:
+        fail(f"unknown key(s) {', '.join(sorted(unknown))}")
+    spec = data.get("source", source.DEFAULT_SPEC)
+    source.parse_spec(spec)
+    if ("variants" in data) == ("series" in data):
+        fail("give either [[variants]] or [series], exactly one of them")
+    variants = _series(data["series"], path, fail) if "series" in data else _variants(data["variants"], path, fail)
+    return Experiment(
+        name=path.stem, path=path, description=str(data.get("description", "")), source=spec,
+        kconfigs=tuple(_strings(data, "kconfigs", fail)), probes=tuple(_strings(data, "probes", fail)),
+        variants=tuple(variants))
+
+
+def _strings(data, key, fail) -> list[str]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        fail(f"'{key}' must be a list of strings")
+    return value
+
+
+def _variants(entries, path, fail) -> list[Variant]:
+    variants = []
+    for entry in entries:
+        if not isinstance(entry, dict) or "name" not in entry:
+            fail("every [[variants]] entry needs a name")
+        variants.append(Variant(entry["name"], tuple(resolve_patch(p, path) for p in _strings(entry, "patches", fail))))
+    names = [variant.name for variant in variants]
+    if len(set(names)) != len(names):
+        fail(f"variant names repeat: {', '.join(names)}")
+    return variants
+
+
+def _series(table, path, fail) -> list[Variant]:
+    """base, then either every prefix of the series (+1, +1..2, ...) or the whole series."""
+    patches = tuple(resolve_patch(p, path) for p in _strings(table, "patches", fail))
+    if not patches:
+        fail("[series] patches is empty")
+    if table.get("cumulative", True):
+        prefixes = range(1, len(patches) + 1)
+    else:
+        prefixes = [len(patches)]
+    return [Variant("base")] + [Variant(series_name(n), patches[:n]) for n in prefixes]
+
+
+def series_name(count: int) -> str:
+    return "+1" if count == 1 else f"+1..{count}"
+
+
+def resolve_patch(name: str, experiment_path: Path) -> Path:
+    """A patch named in an experiment: absolute, or relative to patches/ or to the experiment's
+    folder. Existence is checked when a variant is used (require_patches), not at load time."""
+    given = Path(name).expanduser()
+    candidates = [given] if given.is_absolute() else [project.PATCHES / name, experiment_path.parent / name]
+    return next((c.resolve() for c in candidates if c.is_file()), candidates[0])
+
+
+def require_patches(variants) -> None:
+    for variant in variants:
+        for patch in variant.patches:
+            if not patch.is_file():
+                raise MissingPatchFile(path=patch)

@@ -1,0 +1,16 @@
+import shutil
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+DATA = TESTS / "data"
+FAKELINUX = TESTS / "fakelinux"
+
+
+@pytest.fixture
+def fake_tree(tmp_path) -> Path:
+    """A writable copy of the fake kernel tree."""
+    tree = tmp_path / "fakelinux"
+    shutil.copytree(FAKELINUX, tree)
+    return tree

@@ -1,0 +1,57 @@
+from click.testing import CliRunner
+
+from harness.cli import main
+from tests.conftest import DATA
+from tests.test_patches import FORMAT_PATCH
+
+
+def invoke(tmp_path, *args):
+    return CliRunner().invoke(main, ["--cache-dir", str(tmp_path / "cache"), *args])
+
+
+def test_user_error_is_one_line_plus_the_log_path(tmp_path):
+    result = invoke(tmp_path, "build", "--variant", "nope")
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith("error: Variant 'nope' is not in experiment")
+    assert lines[1].startswith("(log: ") and str(tmp_path / "cache" / "logs") in lines[1]
+
+
+def test_patch_import_writes_a_clean_patch_atomically(tmp_path):
+    output = tmp_path / "out" / "seed.patch"
+    result = invoke(tmp_path, "patch", "import", str(DATA / "seed-message.txt"), "--tree", str(DATA / "excerpt"),
+                    "-o", str(output), "--author", "David Hildenbrand <david@redhat.com>", "--upstream", "53a05ad9f21d")
+    assert result.exit_code == 0, result.output
+    assert "git apply --check accepts it" in result.output
+    assert output.read_text() == (DATA / "seed-on-excerpt.patch").read_text()
+    assert list(output.parent.iterdir()) == [output]
+
+
+def test_patch_import_refusal_writes_nothing(tmp_path):
+    tree = tmp_path / "tree" / "mm"
+    tree.mkdir(parents=True)
+    (tree / "memory.c").write_text("int other;\n")
+    output = tmp_path / "seed.patch"
+    result = invoke(tmp_path, "patch", "import", str(DATA / "seed-message.txt"), "--tree", str(tree.parent),
+                    "-o", str(output))
+    assert result.exit_code == 1
+    assert "anchors nowhere" in result.output
+    assert not output.exists()
+
+
+def test_patch_check_prints_each_hunk(tmp_path, fake_tree):
+    patch = tmp_path / "0001.patch"
+    patch.write_text(FORMAT_PATCH)
+    result = invoke(tmp_path, "patch", "check", str(patch), "--tree", str(fake_tree))
+    assert result.exit_code == 0, result.output
+    assert "ok   0001.patch mm/memory.c hunk 1 @@ -5,3 +5,3 @@: applies at line 5" in result.output
+    assert "series applies" in result.output
+    result = invoke(tmp_path, "patch", "check", str(patch), "--tree", str(tmp_path / "nowhere"))
+    assert result.exit_code == 1 and "is not a folder" in result.output
+
+
+def test_doctor_prints_one_line_per_prerequisite(tmp_path):
+    result = invoke(tmp_path, "doctor")
+    assert "C compiler" in result.output and "perf" in result.output
+    assert result.exit_code in (0, 1)
+    assert (result.exit_code == 1) == ("MISSING" in result.output)

@@ -1,0 +1,61 @@
+import time
+
+import pytest
+
+from harness import runner
+from harness.errors import CommandFailed, CommandTimedOut, MissingHostTool
+
+
+def test_run_returns_output_and_writes_log(tmp_path):
+    log_file = tmp_path / "out.log"
+    lines = []
+    result = runner.run(["sh", "-c", "echo one; echo two >&2"], log_file=log_file, on_line=lines.append)
+    assert result.returncode == 0
+    assert result.output.splitlines() == ["one", "two"]
+    assert log_file.read_text().splitlines() == ["one", "two"]
+    assert lines == ["one\n", "two\n"]
+
+
+def test_failure_carries_status_and_tail():
+    with pytest.raises(CommandFailed) as caught:
+        runner.run(["sh", "-c", "echo first; echo 'last words'; exit 3"])
+    assert caught.value.fields["status"] == 3
+    assert "last words" in str(caught.value)
+    assert "sh -c" in str(caught.value)
+
+
+def test_check_false_returns_the_status():
+    assert runner.run(["sh", "-c", "exit 4"], check=False).returncode == 4
+
+
+def test_missing_command_is_a_user_error():
+    with pytest.raises(MissingHostTool, match="no-such-tool-here"):
+        runner.run(["no-such-tool-here"])
+
+
+def test_timeout_kills_the_whole_process_group(tmp_path):
+    pid_file = tmp_path / "child.pid"
+    started = time.monotonic()
+    with pytest.raises(CommandTimedOut):
+        runner.run(["sh", "-c", f"sleep 60 & echo $! > {pid_file}; wait"], timeout=1)
+    assert time.monotonic() - started < 10
+    child = int(pid_file.read_text())
+    time.sleep(0.2)
+    assert not alive(child), "the grandchild sleep must die with the group"
+
+
+def alive(pid: int) -> bool:
+    """Running and not a zombie (an orphan's zombie waits for init to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_stdin_text_is_fed():
+    assert runner.output_of(["cat"], stdin_text="hello\n") == "hello"
+
+
+def test_quote_is_shell_safe():
+    assert runner.quote(["echo", "a b", "c'd"]) == "echo 'a b' 'c'\"'\"'d'"
