@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test unit bench bench-build
+.PHONY: setup test unit bench bench-build bench-boot
 
 setup: $(VENV)/.installed
 	$(BIN)/harness doctor --install
@@ -30,3 +30,6 @@ bench: setup
 
 bench-build: setup
 	$(BIN)/python benchmarks/build_times.py
+
+bench-boot: setup
+	$(BIN)/python benchmarks/boot_times.py

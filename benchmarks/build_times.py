@@ -33,7 +33,8 @@ def main():
     parser.add_argument("--cache-dir", type=Path, default=Path("~/.cache/harness").expanduser())
     args = parser.parse_args()
     for folder in ("builds", "ccache"):
-        subprocess.run(["chmod", "-R", "u+w", str(args.cache_dir / folder)], stderr=subprocess.DEVNULL)
+        subprocess.run(["find", str(args.cache_dir / folder), "-type", "d", "-exec", "chmod", "u+w", "{}", "+"],
+                       stderr=subprocess.DEVNULL)
         shutil.rmtree(args.cache_dir / folder, ignore_errors=True)
 
     both = harness(args.cache_dir, "build", "--variant", "base", "--variant", "patched")
@@ -53,6 +54,9 @@ def main():
           f"{patched['duration_s'] / cold:>7.1%}  {rate(patched)}")
     print(f"{'forced rebuild, patched (--rebuild)':<44} {again['duration_s']:>8.0f} "
           f"{again['duration_s'] / cold:>7.1%}  {rate(again)}")
+    for name, record in (("base (cold)", base), ("patched (after base)", patched), ("patched (--rebuild)", again)):
+        stages = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in record["stage_seconds"].items())
+        print(f"  stages of {name}: {stages}")
     print(f"{'harness build base+patched, whole command':<44} {both:>8.0f}")
     print(f"{'harness build patched --rebuild, whole cmd':<44} {rebuild:>8.0f}")
 

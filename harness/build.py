@@ -6,6 +6,7 @@ hash_dir off) shares objects between variants: a variant that differs by a one-f
 recompiles that file and relinks.
 """
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -13,7 +14,8 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness import kconfig, patches, runner, source
@@ -48,6 +50,7 @@ class Build:
     duration_s: float
     ccache_hits: int
     ccache_misses: int
+    stage_seconds: dict = field(default_factory=dict, compare=False)
 
     @property
     def bzimage(self) -> Path:
@@ -105,26 +108,48 @@ def build_variant(variant: Variant, pristine: Path, source_key: str, fragments, 
     compiler = compiler_version()
     key = build_key(source_key, variant.patches, fragments, compiler)
     directory = cache_dir / "builds" / key
-    if not rebuild and (cached := load(directory)):
-        log.info("build %s: cached in %s", variant.name, directory)
-        return _as_variant(cached, variant.name)
+    with _locked(directory):
+        if not rebuild and (cached := load(directory)):
+            log.info("build %s: cached in %s", variant.name, directory)
+            return _as_variant(cached, variant.name)
+        return _build(variant, directory, key, pristine, fragments, probes, cache_dir, compiler)
+
+
+@contextmanager
+def _locked(directory: Path):
+    """One harness at a time per build directory; the others wait, then reuse its result."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.with_name(directory.name + ".lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("build: waiting for another harness that is building %s", directory)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _build(variant, directory, key, pristine, fragments, probes, cache_dir, compiler) -> Build:
     if directory.exists():
         _remove(directory)
     directory.mkdir(parents=True)
-    started = time.monotonic()
     tree = directory / "linux"
     log.info("build %s: preparing %s", variant.name, tree)
-    _copy_tree(pristine, tree)
-    _apply_patches(variant.patches, tree)
-    _configure(tree, fragments, directory / "build.log", cache_dir)
-    hits, misses = _compile(tree, directory / "build.log", cache_dir, variant.name)
+    stages = _Stages()
+    with stages("copy"):
+        _copy_tree(pristine, tree)
+    with stages("patch"):
+        _apply_patches(variant.patches, tree)
+    with stages("configure"):
+        _configure(tree, fragments, directory / "build.log", cache_dir)
+    with stages("compile"):
+        hits, misses = _compile(tree, directory / "build.log", cache_dir, variant.name)
     for name, target in (("arch/x86/boot/bzImage", "bzImage"), ("System.map", "System.map"), (".config", "config")):
         shutil.copyfile(tree / name, directory / target)
     check_symbols(directory / "System.map", probes, variant.name)
     result = Build(variant.name, key, directory, source.release(pristine),
                    tuple(Path(p).name for p in variant.patches), patch_hash(variant.patches),
                    hashlib.sha256((directory / "config").read_bytes()).hexdigest()[:16], compiler,
-                   round(time.monotonic() - started, 1), hits, misses)
+                   round(sum(stages.seconds.values()), 1), hits, misses, stages.seconds)
     _save(result)
     log.info("build %s: done in %.0f s (ccache %d hits, %d misses)", variant.name, result.duration_s, hits, misses)
     return result
@@ -163,17 +188,38 @@ def _save(build: Build) -> None:
 
 
 def _remove(directory: Path) -> None:
-    runner.run(["chmod", "-R", "u+w", directory], check=False)
+    # Only directories need write permission for removal; the files may be hard links
+    # to the pristine tree, whose read-only modes must stay.
+    runner.run(["find", directory, "-type", "d", "-exec", "chmod", "u+w", "{}", "+"], check=False)
     shutil.rmtree(directory)
 
 
 def _copy_tree(pristine: Path, tree: Path) -> None:
-    runner.run(["cp", "-a", pristine, tree])
-    runner.run(["chmod", "-R", "u+w", tree])
+    """A hard-link farm of the pristine tree (a full copy across file systems).
+
+    kbuild only creates files in an in-tree build, and every file a patch touches is
+    replaced by a private copy first (_unshare), so the pristine files are never written.
+    Directories are new and made writable; shared files stay read-only.
+    """
+    if runner.run(["cp", "-al", pristine, tree], check=False).returncode != 0:
+        shutil.rmtree(tree, ignore_errors=True)
+        runner.run(["cp", "-a", pristine, tree])
+    runner.run(["find", tree, "-type", "d", "-exec", "chmod", "u+w", "{}", "+"])
+
+
+def _unshare(path: Path) -> None:
+    """Replace a hard link by a private, writable copy of the file."""
+    if path.is_file() and path.stat().st_nlink > 1:
+        private = path.with_name(path.name + ".harness-copy")
+        shutil.copy2(path, private)
+        private.chmod(private.stat().st_mode | 0o200)
+        os.replace(private, path)
 
 
 def _apply_patches(patch_files, tree: Path) -> None:
     for patch in patch_files:
+        for touched in patches.touched_files(patch):
+            _unshare(tree / touched)
         result = runner.run(patches.git_apply_argv(patch), cwd=tree, env=patches.git_env(tree), check=False)
         if result.returncode != 0:
             raise PatchDoesNotApply(patch=patch, tree=tree, where=patches.first_failure(patch, tree))
@@ -207,6 +253,21 @@ def _compile(tree: Path, log_file: Path, cache_dir: Path, name: str) -> tuple[in
                  runner.output_of(["ccache", "--print-stats"], env=env).splitlines() if "\t" in line)
     hits = int(stats.get("direct_cache_hit", 0)) + int(stats.get("preprocessed_cache_hit", 0))
     return hits, int(stats.get("cache_miss", 0))
+
+
+class _Stages:
+    """Wall time of each named stage of a build."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name):
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.monotonic() - started, 1)
 
 
 class _Progress:

@@ -1,15 +1,19 @@
 """Command line: parse, call one function, print. The only place that catches HarnessError."""
 
 import functools
+import shlex
 import logging
+import os
+import signal
 import sys
 import time
 from pathlib import Path
 
 import click
 
-from harness import build, doctor, experiment, patches, source
-from harness.errors import HarnessError, MissingHostTool, NoSuchTree
+from harness import boot, build, doctor, experiment, patches, source, vm
+from harness import image as guest_image
+from harness.errors import HarnessError, MissingPackages, NoCommand, NoSuchTree
 
 log = logging.getLogger("harness")
 
@@ -43,12 +47,21 @@ def _setup_logging(cache_dir: Path, verbose: bool, command: str) -> Path:
     return log_path
 
 
+def _command_name(context) -> str:
+    """'patch-import' for `harness patch import`, however the program was started."""
+    names = []
+    while context.parent is not None:
+        names.insert(0, context.info_name)
+        context = context.parent
+    return "-".join(names)
+
+
 def _guarded(function):
     """Run a command; a HarnessError becomes one line on stderr plus the log path, exit 1."""
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         context = click.get_current_context()
-        log_path = _setup_logging(context.obj["cache_dir"], context.obj["verbose"], context.command_path.split(" ", 1)[-1].replace(" ", "-"))
+        log_path = _setup_logging(context.obj["cache_dir"], context.obj["verbose"], _command_name(context))
         log.debug("harness %s", " ".join(sys.argv[1:]))
         try:
             return function(*args, **kwargs)
@@ -71,6 +84,12 @@ def _guarded(function):
 def main(context, verbose, cache_dir):
     """Build a kernel with and without an mm patch, boot both, measure what changed."""
     context.obj = {"verbose": verbose, "cache_dir": cache_dir.expanduser().resolve()}
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def _terminate(signum, frame):
+    """SIGTERM unwinds like Ctrl-C, so that child process groups and staging folders are cleaned up."""
+    raise SystemExit(128 + signum)
 
 
 @main.command(name="doctor")
@@ -78,12 +97,10 @@ def main(context, verbose, cache_dir):
 @_guarded
 def doctor_command(install):
     """Check every host prerequisite; exit 1 if one is missing."""
-    if install and doctor.problems():
-        import os
-        packages = sorted({item.package for item, _ in doctor.problems()})
+    packages = doctor.missing_packages()
+    if install and packages:
         if os.geteuid() != 0:
-            raise MissingHostTool(what=f"Packages {' '.join(packages)}",
-                                  fix="run: sudo " + " ".join(doctor.install_command(packages)))
+            raise MissingPackages(packages=" ".join(packages), command=" ".join(doctor.install_command(packages)))
         doctor.install_missing()
     for line in doctor.report():
         click.echo(line)
@@ -173,3 +190,41 @@ def build_command(obj, experiment_name, variants, rebuild):
     for result in build.build_all(spec, spec.select(variants), obj["cache_dir"], rebuild):
         click.echo(f"{result.variant}: {result.bzimage} ({result.release}, patches: "
                    f"{', '.join(result.patches) or 'none'}, config {result.config_hash}, {result.duration_s:.0f} s)")
+
+
+@main.command(name="boot", context_settings={"ignore_unknown_options": True})
+@click.option("-e", "--experiment", "experiment_name", help="Experiment name in experiments/ or a .toml path.")
+@click.option("--variant", required=True, help="Variant whose kernel to boot.")
+@click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True,
+              help="auto uses KVM when a guest makes progress under it, else TCG.")
+@click.option("--dry-run", is_flag=True, help="Print the QEMU command line and exit.")
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds the guest command may take.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+@_guarded
+def boot_command(obj, experiment_name, variant, accel, dry_run, timeout, command):
+    """Boot VARIANT's kernel, run COMMAND in the guest over SSH, print its output, shut down.
+
+    Exits with COMMAND's exit status. Without COMMAND, opens a shell (when stdin is a terminal).
+    """
+    spec = experiment.load(experiment_name)
+    [built] = build.build_all(spec, spec.select([variant]), obj["cache_dir"])
+    image = guest_image.build(obj["cache_dir"])
+    if dry_run:
+        boot_dir = obj["cache_dir"] / "boots" / "boot-XXXXXX"
+        planned = boot.plan(built, spec.guest, boot_dir, obj["cache_dir"] / "logs" / "console.log", accel, 10022)
+        click.echo(" ".join(shlex.quote(part) for part in vm.qemu_argv(planned)))
+        if accel == "auto" and planned.accel == "kvm":
+            click.echo(f"# auto: rerun with -accel tcg -cpu max if the guest prints nothing in {vm.KVM_PROGRESS_S:g} s")
+        return
+    if not command and not sys.stdin.isatty():
+        raise NoCommand()
+    with boot.booted(built, image, spec.guest, accel, obj["cache_dir"] / "logs" / "boots",
+                     obj["cache_dir"] / "boots") as guest:
+        if not command:
+            guest.session.interactive_shell()
+            return
+        result = guest.session.run(list(command), timeout=timeout, check=False)
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+    sys.exit(result.status)

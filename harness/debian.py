@@ -51,10 +51,15 @@ def download(package_version: str, downloads: Path, suite: str = SUITE) -> Path:
         return existing[0]
     downloads.mkdir(parents=True, exist_ok=True)
     state = downloads / f".apt-{suite}"
-    _write_private_state(state, mirror_uri(), suite)
+    uri = mirror_uri()
+    _write_private_state(state, uri, suite)
     options = _apt_options(state)
     try:
-        runner.run(["apt-get", *options, "update"], timeout=600)
+        update = runner.run(["apt-get", *options, "update"], timeout=600)
+        if not list((state / "lists").glob("*_Packages*")):
+            problems = [line for line in update.output.splitlines() if line.startswith(("W:", "E:"))]
+            raise DownloadFailed(what=f"the {suite} package index from {uri}",
+                                 why=problems[0] if problems else "apt-get update fetched no index")
         runner.run(["apt-get", *options, "download", package_version], cwd=state, timeout=1800)
     except CommandFailed as error:
         raise DownloadFailed(what=package_version, why=f"apt-get: {error.fields['tail']}") from None

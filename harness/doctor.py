@@ -77,9 +77,13 @@ def install_command(packages) -> list[str]:
     return ["apt-get", "install", "-y", "--no-install-recommends", *packages]
 
 
+def missing_packages() -> list[str]:
+    return sorted({item.package for item, _ in problems()})
+
+
 def install_missing() -> list[str]:
     """Install the Debian packages of the missing prerequisites (as root). Returns the packages."""
-    packages = sorted({item.package for item, _ in problems()})
+    packages = missing_packages()
     if packages:
         env = {"DEBIAN_FRONTEND": "noninteractive"}
         runner.run(["apt-get", "update"], env=env, timeout=900)

@@ -95,6 +95,14 @@ class MissingSymbol(UserError):
                 "probes need it; change the kconfig fragments or drop it from the experiment's probes")
 
 
+class MissingPackages(UserError):
+    template = "Host packages {packages} are missing: run 'sudo {command}', then try again"
+
+
+class NoCommand(UserError):
+    template = "No command given and stdin is not a terminal: pass one after --, e.g. 'harness boot --variant base -- uname -r'"
+
+
 class MissingHostTool(UserError):
     template = "{what} is missing: {fix}"
 
@@ -111,6 +119,18 @@ class CommandTimedOut(WorldError):
 
 class DownloadFailed(WorldError):
     template = "Download of {what} failed ({why}): check the network or the mirror, then retry"
+
+
+class BootFailed(WorldError):
+    template = "The guest {what}; last console lines: {tail} (console log: {log})"
+
+
+class GuestCommandFailed(WorldError):
+    template = "Guest command {command} exited with status {status}; stderr: {tail}"
+
+
+class GuestTimedOut(WorldError):
+    template = "Guest command {command} did not finish within {timeout:g} s; the guest is being stopped"
 
 
 class MirrorNotFound(WorldError):

@@ -21,6 +21,15 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class GuestConfig:
+    """The machine each variant boots in. Swap is sized so that workloads keep swap use
+    below 50%: above it, 5.10 frees the swap slot on swap-in (vm_swap_full())."""
+    memory_mb: int = 1024
+    cpus: int = 2
+    swap_mb: int = 1024
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str
     path: Path
@@ -29,6 +38,7 @@ class Experiment:
     kconfigs: tuple[str, ...]
     probes: tuple[str, ...]
     variants: tuple[Variant, ...]
+    guest: GuestConfig = GuestConfig()
 
     def select(self, names=()) -> list[Variant]:
         """The variants called names, in the order given; all of them when names is empty."""
@@ -67,7 +77,7 @@ def from_dict(data: dict, path: Path) -> Experiment:
     def fail(why):
         raise BadExperiment(path=path, why=why)
 
-    unknown = set(data) - {"description", "source", "kconfigs", "probes", "variants", "series"}
+    unknown = set(data) - {"description", "source", "kconfigs", "probes", "variants", "series", "guest"}
     if unknown:
         fail(f"unknown key(s) {', '.join(sorted(unknown))}")
     spec = data.get("source", source.DEFAULT_SPEC)
@@ -78,7 +88,17 @@ def from_dict(data: dict, path: Path) -> Experiment:
     return Experiment(
         name=path.stem, path=path, description=str(data.get("description", "")), source=spec,
         kconfigs=tuple(_strings(data, "kconfigs", fail)), probes=tuple(_strings(data, "probes", fail)),
-        variants=tuple(variants))
+        variants=tuple(variants), guest=_guest(data.get("guest", {}), fail))
+
+
+def _guest(table, fail) -> GuestConfig:
+    known = set(GuestConfig.__dataclass_fields__)
+    if not isinstance(table, dict) or set(table) - known:
+        fail(f"[guest] takes only {', '.join(sorted(known))}")
+    for key, value in table.items():
+        if not isinstance(value, int) or value <= 0:
+            fail(f"[guest] {key} must be a positive integer")
+    return GuestConfig(**table)
 
 
 def _strings(data, key, fail) -> list[str]:

@@ -320,6 +320,12 @@ def first_failure(patch: Path, tree: Path) -> str:
     return f"{failed[0].file} hunk {failed[0].number}" if failed else "a place git apply refuses"
 
 
+def touched_files(patch: Path) -> list[str]:
+    """Paths in the tree that patch modifies or deletes."""
+    message = patchmail.parse(Path(patch).read_text(errors="surrogateescape"), str(patch))
+    return [diff.old_path for diff in message.files if diff.old_path != "/dev/null"]
+
+
 def git_apply_argv(patch: Path, check: bool = False) -> list[str]:
     return ["git", "apply", "--whitespace=nowarn", *(["--check"] if check else []), Path(patch).resolve()]
 

@@ -99,3 +99,39 @@ def test_make_command_lines():
     env = build._ccache_env(build.Path("/c"))
     assert env["CCACHE_BASEDIR"] == "/c/builds" and env["CCACHE_NOHASHDIR"] == "true"
     assert env["KBUILD_BUILD_TIMESTAMP"] and env["KBUILD_BUILD_USER"] and env["KBUILD_BUILD_HOST"]
+
+
+def test_variant_tree_shares_unpatched_files_and_never_writes_the_pristine_ones(tmp_path, fake_tree, fragments, patch):
+    pristine_memory = (fake_tree / "mm" / "memory.c").read_text()
+    patched = run_build(fake_tree, fragments, tmp_path / "cache", Variant("patched", (patch,)))
+    assert (fake_tree / "mm" / "memory.c").read_text() == pristine_memory
+    assert (patched.tree / "mm" / "memory.c").stat().st_ino != (fake_tree / "mm" / "memory.c").stat().st_ino
+    assert (patched.tree / "Makefile").stat().st_ino == (fake_tree / "Makefile").stat().st_ino
+
+
+def test_rebuild_keeps_the_pristine_files_read_only(tmp_path, fake_tree, fragments):
+    memory = fake_tree / "mm" / "memory.c"
+    memory.chmod(0o444)
+    run_build(fake_tree, fragments, tmp_path / "cache")
+    run_build(fake_tree, fragments, tmp_path / "cache", rebuild=True)
+    assert memory.stat().st_mode & 0o777 == 0o444
+
+
+def test_concurrent_builds_of_one_key_build_once(tmp_path, fake_tree, fragments):
+    import threading
+    results, errors = [], []
+
+    def build_it():
+        try:
+            results.append(run_build(fake_tree, fragments, tmp_path / "cache"))
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=build_it) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert results[0].bzimage.stat().st_mtime_ns == results[1].bzimage.stat().st_mtime_ns
+    assert results[0].duration_s == results[1].duration_s, "the second reused the first's build"

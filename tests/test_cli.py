@@ -55,3 +55,31 @@ def test_doctor_prints_one_line_per_prerequisite(tmp_path):
     assert "C compiler" in result.output and "perf" in result.output
     assert result.exit_code in (0, 1)
     assert (result.exit_code == 1) == ("MISSING" in result.output)
+
+
+def test_sigterm_stops_the_build_and_its_children(tmp_path, fake_tree):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_runner import alive
+
+    (fake_tree / "slow-build").write_text("")
+    experiment = tmp_path / "slow.toml"
+    experiment.write_text(f'source = "dir:{fake_tree}"\nkconfigs = ["qemu-guest"]\n[[variants]]\nname = "base"\n')
+    harness = subprocess.Popen([sys.executable, "-m", "harness", "--cache-dir", str(tmp_path / "cache"),
+                                "build", "-e", str(experiment)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    pid_files = []
+    deadline = time.monotonic() + 60
+    while not pid_files and time.monotonic() < deadline:
+        pid_files = list((tmp_path / "cache" / "builds").glob("*/linux/slow-build.pid"))
+        time.sleep(0.1)
+    assert pid_files, "the fake build never started"
+    time.sleep(0.3)
+    sleeper = int(pid_files[0].read_text())
+    harness.send_signal(signal.SIGTERM)
+    assert harness.wait(timeout=20) == 128 + signal.SIGTERM
+    time.sleep(0.2)
+    assert not alive(sleeper), "make's children die with the harness"
+    assert not list((tmp_path / "cache" / "builds").glob("*/build.json"))

@@ -5,7 +5,8 @@ import tarfile
 import pytest
 
 from harness import debian, source
-from harness.errors import BadSourceSpec, ChecksumMismatch, GitRefMissing, MirrorNotFound, NotAKernelTree
+from harness.errors import (BadSourceSpec, ChecksumMismatch, DownloadFailed, GitRefMissing, MirrorNotFound,
+                            NotAKernelTree)
 
 SHA = "f733d27d239d65598d96d7a72f71ac50f49f2380192a1b3b4ca2f5ad5144dd63"
 
@@ -104,3 +105,14 @@ def test_mirror_uri_from_deb822_and_one_line_sources(tmp_path):
     assert debian.mirror_uri(one_line, tmp_path / "empty") == "https://other.example/debian"
     with pytest.raises(MirrorNotFound):
         debian.mirror_uri(tmp_path / "none.list", tmp_path / "empty")
+
+
+def test_unreachable_mirror_is_a_one_line_download_error(tmp_path, monkeypatch):
+    # A closed loopback port: apt-get fails at once, no traffic leaves the machine.
+    monkeypatch.setattr(debian, "mirror_uri", lambda: "http://127.0.0.1:9/debian")
+    spec = source.parse_spec("debian:linux-source-5.10=5.10.223-1")
+    with pytest.raises(DownloadFailed, match="Download of the bullseye package index from http://127.0.0.1:9/debian failed") as caught:
+        source.fetch(spec, tmp_path / "cache")
+    assert "\n" not in str(caught.value)
+    assert not list((tmp_path / "cache").glob("downloads/*.deb"))
+    assert not (tmp_path / "cache" / "sources").exists() or not list((tmp_path / "cache" / "sources").iterdir())

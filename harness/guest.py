@@ -1,0 +1,191 @@
+"""The SSH session into a booted guest: commands with exit status and timeouts, file transfer.
+
+Workloads and collectors talk to the guest only through GuestSession. Keys are made per
+boot: the client key with cryptography (paramiko cannot generate ed25519 keys), the guest's
+host key with dropbearkey; the session accepts only that host key.
+"""
+
+import io
+import os
+import logging
+import shlex
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from harness import runner
+from harness.errors import BootFailed, GuestCommandFailed, GuestTimedOut
+
+log = logging.getLogger("harness.guest")
+output_log = logging.getLogger("harness.output")
+
+HOST_KEY_IN_GUEST = "etc/dropbear/dropbear_ed25519_host_key"
+AUTHORIZED_KEYS_IN_GUEST = "root/.ssh/authorized_keys"
+
+
+@dataclass(frozen=True)
+class Keys:
+    client_private: Path     # OpenSSH format, for paramiko
+    host_public: str         # "ssh-ed25519 AAAA..." of the guest's host key
+
+
+def make_keys(boot_dir: Path, keys_root: Path) -> Keys:
+    """Fresh ed25519 keys for one boot; the guest's halves go under keys_root (a cpio root)."""
+    client = Ed25519PrivateKey.generate()
+    client_path = boot_dir / "client_ed25519"
+    client_path.write_bytes(client.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                                 serialization.NoEncryption()))
+    client_path.chmod(0o600)
+    public = client.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    authorized = keys_root / AUTHORIZED_KEYS_IN_GUEST
+    authorized.parent.mkdir(parents=True, exist_ok=True)
+    authorized.write_bytes(public + b"\n")
+    host_key = keys_root / HOST_KEY_IN_GUEST
+    host_key.parent.mkdir(parents=True, exist_ok=True)
+    runner.run(["dropbearkey", "-t", "ed25519", "-f", host_key])
+    host_public = next(line for line in runner.output_of(["dropbearkey", "-y", "-f", host_key]).splitlines()
+                       if line.startswith("ssh-ed25519 "))
+    return Keys(client_path, " ".join(host_public.split()[:2]))
+
+
+@dataclass(frozen=True)
+class GuestResult:
+    command: str
+    status: int
+    stdout: str
+    stderr: str
+    duration_s: float
+
+
+class _ExpectedHostKey(paramiko.MissingHostKeyPolicy):
+    def __init__(self, expected: str):
+        self.expected = expected
+
+    def missing_host_key(self, client, hostname, key):
+        offered = f"{key.get_name()} {key.get_base64()}"
+        if offered != self.expected:
+            raise paramiko.SSHException(f"guest host key {offered[:40]}... is not this boot's key")
+
+
+class GuestSession:
+    """One SSH connection to the guest."""
+
+    def __init__(self, port: int, keys: Keys, host: str = "127.0.0.1"):
+        self.port, self.keys, self.host = port, keys, host
+        self.client: paramiko.SSHClient | None = None
+
+    def connect(self, timeout: float) -> None:
+        """Connect, retrying until timeout (dropbear may still be starting)."""
+        deadline = time.monotonic() + timeout
+        key = paramiko.Ed25519Key.from_private_key_file(str(self.keys.client_private))
+        while True:
+            client = paramiko.SSHClient()
+            client.set_missing_host_key_policy(_ExpectedHostKey(self.keys.host_public))
+            try:
+                client.connect(self.host, self.port, username="root", pkey=key, timeout=5, banner_timeout=5,
+                               auth_timeout=5, allow_agent=False, look_for_keys=False)
+                self.client = client
+                return
+            except (OSError, paramiko.SSHException) as error:
+                client.close()
+                if "not this boot's key" in str(error):
+                    raise BootFailed(what="offered a host key that is not this boot's", tail=str(error), log="-")
+                if time.monotonic() > deadline:
+                    raise BootFailed(what=f"did not accept SSH on 127.0.0.1:{self.port} within {timeout:g} s",
+                                     tail=str(error), log="-") from None
+                time.sleep(0.2)
+
+    def close(self) -> None:
+        if self.client:
+            self.client.close()
+            self.client = None
+
+    def run(self, command, timeout: float = 600, check: bool = True, stdin: bytes | None = None) -> GuestResult:
+        """Run command (an argv list, quoted for the remote shell, or a shell string) in the guest."""
+        text = shlex.join(command) if isinstance(command, (list, tuple)) else command
+        log.info("guest$ %s", text)
+        started = time.monotonic()
+        channel = self.client.get_transport().open_session(timeout=30)
+        channel.settimeout(timeout)
+        try:
+            channel.exec_command(text)
+            if stdin is not None:
+                channel.sendall(stdin)
+                channel.shutdown_write()
+            stdout, stderr = _drain(channel, started + timeout)
+            status = channel.recv_exit_status()
+        except socket.timeout:
+            raise GuestTimedOut(command=text, timeout=timeout) from None
+        finally:
+            channel.close()
+        result = GuestResult(text, status, stdout.decode(errors="replace"), stderr.decode(errors="replace"),
+                             time.monotonic() - started)
+        for line in (result.stdout + result.stderr).splitlines():
+            output_log.debug(line)
+        if check and status != 0:
+            tail = " | ".join(result.stderr.strip().splitlines()[-3:]) or "(none)"
+            raise GuestCommandFailed(command=text, status=status, tail=tail)
+        return result
+
+    def interactive_shell(self) -> None:
+        """A login shell on the guest, the local terminal in raw mode until the shell exits."""
+        import select
+        import sys
+        import termios
+        import tty
+        channel = self.client.invoke_shell(term="xterm", width=120, height=40)
+        saved = termios.tcgetattr(sys.stdin)
+        try:
+            tty.setraw(sys.stdin.fileno())
+            while not channel.exit_status_ready() or channel.recv_ready():
+                readable, _, _ = select.select([channel, sys.stdin], [], [], 0.5)
+                if channel in readable:
+                    data = channel.recv(4096)
+                    if not data:
+                        break
+                    sys.stdout.buffer.write(data)
+                    sys.stdout.flush()
+                if sys.stdin in readable:
+                    channel.send(os.read(sys.stdin.fileno(), 1024))
+        finally:
+            termios.tcsetattr(sys.stdin, termios.TCSADRAIN, saved)
+            channel.close()
+
+    def upload(self, local: Path, remote: str) -> None:
+        self.run(["sh", "-c", 'cat > "$1"', "upload", remote], stdin=Path(local).read_bytes())
+
+    def download(self, remote: str, local: Path) -> None:
+        Path(local).write_bytes(self._read_bytes(remote))
+
+    def _read_bytes(self, remote: str) -> bytes:
+        channel = self.client.get_transport().open_session(timeout=30)
+        try:
+            channel.exec_command(shlex.join(["cat", remote]))
+            stdout, stderr = _drain(channel, time.monotonic() + 600)
+            if channel.recv_exit_status() != 0:
+                raise GuestCommandFailed(command=f"cat {remote}", status=channel.recv_exit_status(),
+                                         tail=stderr.decode(errors="replace").strip())
+            return stdout
+        finally:
+            channel.close()
+
+
+def _drain(channel, deadline: float) -> tuple[bytes, bytes]:
+    stdout, stderr = io.BytesIO(), io.BytesIO()
+    while True:
+        if channel.recv_ready():
+            stdout.write(channel.recv(65536))
+        elif channel.recv_stderr_ready():
+            stderr.write(channel.recv_stderr(65536))
+        elif channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+            break
+        else:
+            if time.monotonic() > deadline:
+                raise socket.timeout()
+            time.sleep(0.01)
+    return stdout.getvalue(), stderr.getvalue()

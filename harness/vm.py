@@ -1,0 +1,198 @@
+"""QEMU: the command line (a pure function), the accelerator choice, boot and teardown.
+
+`auto` uses KVM only when it works: /dev/kvm must open, and the guest must reach the
+kernel's first console line within KVM_PROGRESS_S; a guest that makes no progress (nested
+virtualisation can hang right after the firmware) is killed and booted again under TCG.
+QEMU always goes away: on success, on error, on Ctrl-C and on SIGTERM (the CLI turns it
+into SystemExit), and with PR_SET_PDEATHSIG even when the harness is killed outright.
+"""
+
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from harness import runner
+from harness.errors import BootFailed
+
+log = logging.getLogger("harness.vm")
+
+KVM_PROGRESS_S = 5.0
+KERNEL_STARTED = "Linux version"
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    kernel: Path
+    initrd: Path
+    swap_disk: Path
+    console_log: Path
+    ssh_port: int
+    memory_mb: int = 1024
+    cpus: int = 2
+    accel: str = "tcg"         # kvm | tcg (auto is resolved before a spec is made)
+    append: str = ""
+
+
+def kernel_command_line(spec: VmSpec) -> str:
+    words = ["console=ttyS0", "panic=-1", "oops=panic", "harness.swap=/dev/vda", "rdinit=/init"]
+    return " ".join(words + ([spec.append] if spec.append else []))
+
+
+def qemu_argv(spec: VmSpec) -> list[str]:
+    """The exact QEMU command line for spec."""
+    cpu = "host" if spec.accel == "kvm" else "max"
+    return [
+        "qemu-system-x86_64",
+        "-accel", spec.accel, "-cpu", cpu, "-m", str(spec.memory_mb), "-smp", str(spec.cpus),
+        "-kernel", str(spec.kernel), "-initrd", str(spec.initrd),
+        "-append", kernel_command_line(spec),
+        "-drive", f"file={spec.swap_disk},if=virtio,format=raw,cache=unsafe,discard=unmap",
+        "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22",
+        "-device", "virtio-net-pci,netdev=net0",
+        "-serial", f"file:{spec.console_log}",
+        "-display", "none", "-monitor", "none", "-parallel", "none", "-nodefaults",
+        "-no-reboot",
+    ]
+
+
+def kvm_openable(device: str = "/dev/kvm") -> bool:
+    try:
+        os.close(os.open(device, os.O_RDWR | os.O_CLOEXEC))
+        return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def qemu_version() -> str:
+    return runner.output_of(["qemu-system-x86_64", "--version"]).splitlines()[0]
+
+
+def make_swap_disk(path: Path, size_mb: int) -> None:
+    """A fresh sparse raw file (the guest formats it)."""
+    with open(path, "wb") as disk:
+        disk.truncate(size_mb * 1024 * 1024)
+
+
+class Qemu:
+    """A running QEMU process; a context manager that always stops it."""
+
+    def __init__(self, spec: VmSpec, qemu_log: Path):
+        self.spec = spec
+        self.qemu_log = qemu_log
+        self.process: subprocess.Popen | None = None
+        self.started = 0.0
+
+    def __enter__(self):
+        if self.process is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def start(self) -> None:
+        argv = qemu_argv(self.spec)
+        log.info("$ %s", runner.quote(argv))
+        self.spec.console_log.write_text("")
+        with open(self.qemu_log, "ab") as sink:
+            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
+                                            start_new_session=True, preexec_fn=_die_with_parent)
+        self.started = time.monotonic()
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def console(self) -> str:
+        try:
+            return self.spec.console_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for(self, marker: str, timeout: float) -> bool:
+        """True when marker appears on the console within timeout; False on timeout or exit."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if marker in self.console():
+                return True
+            if not self.running():
+                return marker in self.console()
+            time.sleep(0.05)
+        return False
+
+    def wait_exit(self, timeout: float) -> bool:
+        try:
+            self.process.wait(timeout=timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            runner.kill_group(self.process)
+            if self.process.returncode is None:
+                self.process.wait()
+
+    def qemu_said(self) -> str:
+        """The last lines QEMU itself printed (errors), or '(nothing)'."""
+        try:
+            lines = [line.strip() for line in self.qemu_log.read_text(errors="replace").splitlines() if line.strip()]
+        except FileNotFoundError:
+            lines = []
+        return " | ".join(lines[-2:]) or "(nothing)"
+
+    def failure(self, what: str) -> BootFailed:
+        lines = [line.strip() for line in self.console().splitlines() if line.strip()]
+        said = [] if self.running() or self.qemu_said() == "(nothing)" else [f"QEMU: {self.qemu_said()}"]
+        tail = " | ".join(said + lines[-4:]) or "(nothing on the console)"
+        return BootFailed(what=what, tail=tail, log=self.spec.console_log)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when the harness dies, whatever kills it."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+_kvm_failed: str = ""   # why KVM did not work, remembered for the rest of this process
+
+
+def start_with_fallback(spec: VmSpec, accel: str, qemu_log: Path) -> Qemu:
+    """Start QEMU with accel (auto | kvm | tcg); under auto, fall back to TCG when KVM fails."""
+    global _kvm_failed
+    if accel == "auto" and not _kvm_failed and not kvm_openable():
+        _kvm_failed = "/dev/kvm cannot be opened"
+    if accel == "tcg" or (accel == "auto" and _kvm_failed):
+        if accel == "auto":
+            log.info("accelerator: TCG (KVM: %s)", _kvm_failed)
+        return _started(replace(spec, accel="tcg"), qemu_log)
+    qemu = _started(replace(spec, accel="kvm"), qemu_log)
+    if accel == "kvm" or qemu.wait_for(KERNEL_STARTED, KVM_PROGRESS_S):
+        return qemu
+    if qemu.running():
+        _kvm_failed = f"the guest printed no kernel output in {KVM_PROGRESS_S:g} s (nested virtualisation?)"
+    else:
+        _kvm_failed = "QEMU exited: " + qemu.qemu_said()
+    qemu.stop()
+    log.warning("accelerator: KVM does not work here (%s); falling back to TCG", _kvm_failed)
+    return _started(replace(spec, accel="tcg"), qemu_log)
+
+
+def _started(spec: VmSpec, qemu_log: Path) -> Qemu:
+    qemu = Qemu(spec, qemu_log)
+    qemu.start()
+    return qemu
