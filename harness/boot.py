@@ -38,17 +38,19 @@ class Booted:
     spec: vm.VmSpec
 
 
-def plan(build: Build, config: GuestConfig, boot_dir: Path, console_log: Path, accel: str, port: int) -> vm.VmSpec:
+def plan(build: Build, config: GuestConfig, boot_dir: Path, console_log: Path, accel: str, port: int,
+         append: str = "") -> vm.VmSpec:
     """The VmSpec a boot will use (accel 'auto' is shown as the first attempt)."""
     first = "kvm" if accel == "kvm" or (accel == "auto" and vm.kvm_openable()) else "tcg"
     return vm.VmSpec(kernel=build.bzimage, initrd=boot_dir / "initrd.cpio", swap_disk=boot_dir / "swap.img",
                      console_log=console_log, ssh_port=port, memory_mb=config.memory_mb, cpus=config.cpus,
-                     accel=first)
+                     accel=first, append=append)
 
 
 @contextmanager
 def booted(build: Build, image: guest_image.Image, config: GuestConfig, accel: str, log_dir: Path,
-           work_dir: Path, timeout: float = BOOT_TIMEOUT_S):
+           work_dir: Path, timeout: float = BOOT_TIMEOUT_S, append: str = ""):
+    """Boot build in a fresh guest and yield a Booted; extra kernel parameters in append."""
     log_dir.mkdir(parents=True, exist_ok=True)
     work_dir.mkdir(parents=True, exist_ok=True)
     boot_dir = Path(tempfile.mkdtemp(prefix="boot-", dir=work_dir))
@@ -59,7 +61,7 @@ def booted(build: Build, image: guest_image.Image, config: GuestConfig, accel: s
         keys = make_keys(boot_dir, keys_root)
         guest_image.boot_initrd(image, keys_root, boot_dir / "initrd.cpio")
         vm.make_swap_disk(boot_dir / "swap.img", config.swap_mb)
-        spec = plan(build, config, boot_dir, console_log, accel, vm.free_port())
+        spec = plan(build, config, boot_dir, console_log, accel, vm.free_port(), append)
         qemu = vm.start_with_fallback(spec, accel, boot_dir / "qemu.log")
         _wait_ready(qemu, timeout)
         session = GuestSession(spec.ssh_port, keys)

@@ -46,7 +46,7 @@ def run(argv, *, cwd=None, env=None, timeout=None, check=True, log_file: Path | 
     on_line is called with every output line (for progress displays).
     """
     argv = [str(part) for part in argv]
-    log.info("$ %s%s", quote(argv), f"  (in {cwd})" if cwd else "")
+    announce(argv, cwd)
     full_env = {**os.environ, **(env or {})}
     started = time.monotonic()
     try:
@@ -77,6 +77,11 @@ def run(argv, *, cwd=None, env=None, timeout=None, check=True, log_file: Path | 
     if check and process.returncode != 0:
         raise CommandFailed(command=quote(argv), status=process.returncode, tail=tail)
     return Result(tuple(argv), process.returncode, output, time.monotonic() - started)
+
+
+def announce(argv, cwd=None) -> None:
+    """Log the shell-quoted command line before it runs (for commands started elsewhere too)."""
+    log.info("$ %s%s", quote(argv), f"  (in {cwd})" if cwd else "")
 
 
 def output_of(argv, **kwargs) -> str:

@@ -10,6 +10,7 @@ into SystemExit), and with PR_SET_PDEATHSIG even when the harness is killed outr
 import ctypes
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ log = logging.getLogger("harness.vm")
 KVM_PROGRESS_S = 5.0
 KERNEL_STARTED = "Linux version"
 _PR_SET_PDEATHSIG = 1
+_ALARM = re.compile(r"Kernel panic|BUG:|Oops|Unable to|No working init|HARNESS-GUEST-ERROR")
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ class Qemu:
 
     def start(self) -> None:
         argv = qemu_argv(self.spec)
-        log.info("$ %s", runner.quote(argv))
+        runner.announce(argv)
         self.spec.console_log.write_text("")
         with open(self.qemu_log, "ab") as sink:
             self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
@@ -154,9 +156,12 @@ class Qemu:
         return " | ".join(lines[-2:]) or "(nothing)"
 
     def failure(self, what: str) -> BootFailed:
+        """A BootFailed quoting what matters: QEMU's own error, the panic line, the last lines."""
         lines = [line.strip() for line in self.console().splitlines() if line.strip()]
         said = [] if self.running() or self.qemu_said() == "(nothing)" else [f"QEMU: {self.qemu_said()}"]
-        tail = " | ".join(said + lines[-4:]) or "(nothing on the console)"
+        alarming = [line for line in lines if _ALARM.search(line)][:1]
+        tail = " | ".join(said + alarming + [line for line in lines[-3:] if line not in alarming])
+        tail = tail or "(nothing on the console)"
         return BootFailed(what=what, tail=tail, log=self.spec.console_log)
 
 
@@ -193,6 +198,6 @@ def start_with_fallback(spec: VmSpec, accel: str, qemu_log: Path) -> Qemu:
 
 
 def _started(spec: VmSpec, qemu_log: Path) -> Qemu:
-    qemu = Qemu(spec, qemu_log)
+    qemu = Qemu(spec, qemu_log.with_suffix(f".{spec.accel}.log"))   # one log per attempt
     qemu.start()
     return qemu

@@ -1,5 +1,6 @@
 """The real thing: boot the base kernel in QEMU (auto accelerator), talk to it over SSH."""
 
+import hashlib
 import re
 import select
 import signal
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import experiment
+from harness import boot, build, experiment, image
+from harness.errors import BootFailed, GuestCommandFailed, GuestTimedOut
 
 pytestmark = pytest.mark.real
 
@@ -62,3 +64,44 @@ def test_sigterm_during_a_guest_command_leaves_no_qemu(tmp_path):
     time.sleep(0.5)
     assert qemu_processes(str(boots)) == []
     assert not list(boots.glob("boot-*")), "the boot's temporary files are gone"
+
+
+@pytest.fixture(scope="module")
+def base_build_and_image():
+    cache = Path("~/.cache/harness").expanduser()
+    spec = experiment.load(None)
+    [built] = build.build_all(spec, spec.select(["base"]), cache)
+    return built, image.build(cache), spec.guest, cache
+
+
+def test_guest_session_runs_transfers_and_times_out(tmp_path, base_build_and_image):
+    built, guest_image, config, cache = base_build_and_image
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(bytes(range(256)) * 4096)
+    with boot.booted(built, guest_image, config, "auto", tmp_path / "logs", cache / "boots") as guest:
+        session = guest.session
+        assert guest.accelerator in ("kvm", "tcg") and guest.qemu_version.startswith("QEMU emulator version")
+        session.upload(payload, "/tmp/payload.bin")
+        digest = session.run(["sha256sum", "/tmp/payload.bin"]).stdout.split()[0]
+        assert digest == hashlib.sha256(payload.read_bytes()).hexdigest()
+        session.download("/tmp/payload.bin", tmp_path / "back.bin")
+        assert (tmp_path / "back.bin").read_bytes() == payload.read_bytes()
+        failed = session.run("echo out; echo err >&2; exit 3", check=False)
+        assert (failed.status, failed.stdout, failed.stderr) == (3, "out\n", "err\n")
+        with pytest.raises(GuestCommandFailed, match="exited with status 3; stderr: err"):
+            session.run("echo err >&2; exit 3")
+        with pytest.raises(GuestTimedOut):
+            session.run(["sleep", "30"], timeout=1)
+        assert session.run(["cat", "/proc/sys/kernel/osrelease"]).stdout.startswith("5.10.223")
+        for mounted in ("cgroup2 /sys/fs/cgroup", "tracefs /sys/kernel/tracing", "debugfs /sys/kernel/debug"):
+            assert mounted in session.run(["cat", "/proc/mounts"]).stdout
+    assert guest.console_log.is_file() and "Linux version 5.10.223" in guest.console_log.read_text()
+
+
+def test_a_failed_boot_quotes_the_console(tmp_path, base_build_and_image):
+    built, guest_image, config, cache = base_build_and_image
+    with pytest.raises(BootFailed, match=r"exited before it was ready.*(Kernel panic|No working init)"):
+        with boot.booted(built, guest_image, config, "auto", tmp_path / "logs", cache / "boots",
+                         append="rdinit=/nonexistent init=/nonexistent"):
+            pass
+    assert not qemu_processes(str(cache / "boots"))
