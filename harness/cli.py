@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
-from harness import boot, build, doctor, experiment, patches, source, vm
+from harness import boot, build, doctor, experiment, matrix, patches, results, source, vm, workloads
 from harness import image as guest_image
-from harness.errors import HarnessError, MissingPackages, NoCommand, NoSuchTree
+from harness.errors import BadWorkload, HarnessError, MissingPackages, NoCommand, NoSuchTree
 
 log = logging.getLogger("harness")
 
@@ -228,3 +228,42 @@ def boot_command(obj, experiment_name, variant, accel, dry_run, timeout, command
         sys.stdout.write(result.stdout)
         sys.stderr.write(result.stderr)
     sys.exit(result.status)
+
+
+def _workload_parameters(names, settings) -> tuple:
+    """(Workload, parameters) for each name; NAME=VALUE settings go to the workloads that have NAME."""
+    chosen = [workloads.load(name) for name in names]
+    overrides = dict(setting.split("=", 1) for setting in settings if "=" in setting)
+    bad = [setting for setting in settings if "=" not in setting]
+    if bad:
+        raise BadWorkload(name=", ".join(names), why=f"--param takes NAME=VALUE, not '{bad[0]}'")
+    for name in overrides:
+        if not any(name in dict(workload.parameters) for workload in chosen):
+            raise BadWorkload(name=", ".join(names), why=f"no parameter '{name}'")
+    return tuple((w, w.params({k: v for k, v in overrides.items() if k in dict(w.parameters)})) for w in chosen)
+
+
+@main.command(name="run")
+@click.option("-e", "--experiment", "experiment_name", help="Experiment name in experiments/ or a .toml path.")
+@click.option("--workload", "workload_names", multiple=True, help="Workload (repeatable) [default: the experiment's].")
+@click.option("--variant", "variants", multiple=True, help="Variant (repeatable) [default: all].")
+@click.option("--reps", type=click.IntRange(1), default=1, show_default=True, help="Boots per variant.")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory [default: results/<timestamp>-<experiment>].")
+@click.option("-p", "--param", "settings", multiple=True, help="Workload parameter NAME=VALUE (repeatable).")
+@click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True)
+@click.option("--no-probes", is_flag=True, help="No perf and no profiler: vmstat and timings only.")
+@click.pass_obj
+@_guarded
+def run_command(obj, experiment_name, workload_names, variants, reps, output, settings, accel, no_probes):
+    """Boot each variant (fresh boot and swap disk per repetition) and measure the workloads."""
+    spec = experiment.load(experiment_name)
+    names = workload_names or spec.workloads or tuple(workloads.discover())
+    out_dir = output or results.default_directory(spec.name)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise BadWorkload(name=", ".join(names), why=f"{out_dir} is not empty: pick another -o")
+    request = matrix.RunRequest(spec, _workload_parameters(names, settings), tuple(spec.select(variants)), reps,
+                                out_dir, accel, not no_probes, shlex.join(["harness", *sys.argv[1:]]))
+    directory = matrix.run(request, obj["cache_dir"])
+    valid = sum(row["valid"] for row in directory.runs)
+    click.echo(f"{directory.path}: {valid} of {len(directory.runs)} runs valid")

@@ -103,6 +103,14 @@ class NoCommand(UserError):
     template = "No command given and stdin is not a terminal: pass one after --, e.g. 'harness boot --variant base -- uname -r'"
 
 
+class UnknownWorkload(UserError):
+    template = "Workload '{name}' not found in {folder}: pick one of {known}"
+
+
+class BadWorkload(UserError):
+    template = "Workload {name} is not usable: {why}"
+
+
 class MissingHostTool(UserError):
     template = "{what} is missing: {fix}"
 
@@ -131,6 +139,10 @@ class GuestCommandFailed(WorldError):
 
 class GuestTimedOut(WorldError):
     template = "Guest command {command} did not finish within {timeout:g} s; the guest is being stopped"
+
+
+class GuestConnectionLost(WorldError):
+    template = "The SSH connection to the guest was lost during {command} ({why}): the guest's console log says why"
 
 
 class MirrorNotFound(WorldError):

@@ -39,6 +39,8 @@ class Experiment:
     probes: tuple[str, ...]
     variants: tuple[Variant, ...]
     guest: GuestConfig = GuestConfig()
+    cow_probe: str = "wp_page_copy"   # the probe whose count is the metric cow_copies
+    workloads: tuple[str, ...] = ()   # workloads/ names run by default; empty = all of them
 
     def select(self, names=()) -> list[Variant]:
         """The variants called names, in the order given; all of them when names is empty."""
@@ -77,7 +79,8 @@ def from_dict(data: dict, path: Path) -> Experiment:
     def fail(why):
         raise BadExperiment(path=path, why=why)
 
-    unknown = set(data) - {"description", "source", "kconfigs", "probes", "variants", "series", "guest"}
+    unknown = set(data) - {"description", "source", "kconfigs", "probes", "variants", "series", "guest",
+                           "cow_probe", "workloads"}
     if unknown:
         fail(f"unknown key(s) {', '.join(sorted(unknown))}")
     spec = data.get("source", source.DEFAULT_SPEC)
@@ -85,10 +88,14 @@ def from_dict(data: dict, path: Path) -> Experiment:
     if ("variants" in data) == ("series" in data):
         fail("give either [[variants]] or [series], exactly one of them")
     variants = _series(data["series"], path, fail) if "series" in data else _variants(data["variants"], path, fail)
-    return Experiment(
+    experiment = Experiment(
         name=path.stem, path=path, description=str(data.get("description", "")), source=spec,
         kconfigs=tuple(_strings(data, "kconfigs", fail)), probes=tuple(_strings(data, "probes", fail)),
-        variants=tuple(variants), guest=_guest(data.get("guest", {}), fail))
+        variants=tuple(variants), guest=_guest(data.get("guest", {}), fail),
+        cow_probe=str(data.get("cow_probe", "wp_page_copy")), workloads=tuple(_strings(data, "workloads", fail)))
+    if experiment.probes and experiment.cow_probe not in experiment.probes:
+        fail(f"cow_probe '{experiment.cow_probe}' is not one of the probes")
+    return experiment
 
 
 def _guest(table, fail) -> GuestConfig:

@@ -19,11 +19,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from harness import runner
-from harness.errors import BootFailed, GuestCommandFailed, GuestTimedOut
+from harness.errors import BootFailed, GuestCommandFailed, GuestConnectionLost, GuestTimedOut
 
 log = logging.getLogger("harness.guest")
 output_log = logging.getLogger("harness.output")
 
+CHANNEL_ATTEMPTS = 5
 HOST_KEY_IN_GUEST = "etc/dropbear/dropbear_ed25519_host_key"
 AUTHORIZED_KEYS_IN_GUEST = "root/.ssh/authorized_keys"
 
@@ -110,7 +111,7 @@ class GuestSession:
         text = shlex.join(command) if isinstance(command, (list, tuple)) else command
         log.info("guest$ %s", text)
         started = time.monotonic()
-        channel = self.client.get_transport().open_session(timeout=30)
+        channel = self._channel(text)
         channel.settimeout(timeout)
         try:
             channel.exec_command(text)
@@ -121,6 +122,8 @@ class GuestSession:
             status = channel.recv_exit_status()
         except socket.timeout:
             raise GuestTimedOut(command=text, timeout=timeout) from None
+        except (paramiko.SSHException, EOFError, OSError) as error:
+            raise GuestConnectionLost(command=text, why=str(error) or type(error).__name__) from None
         finally:
             channel.close()
         result = GuestResult(text, status, stdout.decode(errors="replace"), stderr.decode(errors="replace"),
@@ -131,6 +134,32 @@ class GuestSession:
             tail = " | ".join(result.stderr.strip().splitlines()[-3:]) or "(none)"
             raise GuestCommandFailed(command=text, status=status, tail=tail)
         return result
+
+    def start(self, command) -> "GuestProcess":
+        """Start a long-running command whose stdin and stdout the caller talks to line by line."""
+        text = shlex.join(command) if isinstance(command, (list, tuple)) else command
+        log.info("guest$ %s &", text)
+        channel = self._channel(text)
+        try:
+            channel.exec_command(text)
+        except (paramiko.SSHException, EOFError, OSError) as error:
+            raise GuestConnectionLost(command=text, why=str(error) or type(error).__name__) from None
+        return GuestProcess(text, channel)
+
+    def _channel(self, text: str):
+        transport = self.client.get_transport() if self.client else None
+        if transport is None or not transport.is_active():
+            raise GuestConnectionLost(command=text, why="the connection is closed")
+        for attempt in range(CHANNEL_ATTEMPTS):
+            try:
+                return transport.open_session(timeout=30)
+            except paramiko.ChannelException as refused:
+                # dropbear sometimes refuses a channel while it still tears down the last one
+                log.debug("guest refused a channel (%s), attempt %d", refused, attempt + 1)
+                time.sleep(0.2 * (attempt + 1))
+            except (paramiko.SSHException, EOFError, OSError) as error:
+                raise GuestConnectionLost(command=text, why=str(error) or type(error).__name__) from None
+        raise GuestConnectionLost(command=text, why=f"the guest refused {CHANNEL_ATTEMPTS} channel openings")
 
     def interactive_shell(self) -> None:
         """A login shell on the guest, the local terminal in raw mode until the shell exits."""
@@ -163,7 +192,7 @@ class GuestSession:
         Path(local).write_bytes(self._read_bytes(remote))
 
     def _read_bytes(self, remote: str) -> bytes:
-        channel = self.client.get_transport().open_session(timeout=30)
+        channel = self._channel(f"cat {remote}")
         try:
             channel.exec_command(shlex.join(["cat", remote]))
             stdout, stderr = _drain(channel, time.monotonic() + 600)
@@ -173,6 +202,46 @@ class GuestSession:
             return stdout
         finally:
             channel.close()
+
+
+class GuestProcess:
+    """A command running in the guest, spoken to line by line."""
+
+    def __init__(self, command: str, channel):
+        self.command, self.channel = command, channel
+        self.stdin = channel.makefile_stdin("wb")
+        self.stdout = channel.makefile("rb")
+
+    def send(self, line: str) -> None:
+        self.stdin.write((line + "\n").encode())
+        self.stdin.flush()
+
+    def read_line(self, timeout: float) -> str:
+        """The next line of output; GuestTimedOut if none comes in time, GuestCommandFailed at EOF."""
+        self.channel.settimeout(timeout)
+        try:
+            line = self.stdout.readline()
+        except socket.timeout:
+            raise GuestTimedOut(command=self.command, timeout=timeout) from None
+        if not line:
+            status = self.channel.recv_exit_status() if self.channel.exit_status_ready() else -1
+            stderr = self.channel.recv_stderr(65536).decode(errors="replace") if self.channel.recv_stderr_ready() else ""
+            raise GuestCommandFailed(command=self.command, status=status, tail=stderr.strip() or "(none)")
+        text = line.decode(errors="replace").rstrip("\n")
+        output_log.debug(text)
+        return text
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit status once the command has exited (None if it has not within timeout)."""
+        deadline = time.monotonic() + timeout
+        while not self.channel.exit_status_ready():
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.02)
+        return self.channel.recv_exit_status()
+
+    def close(self) -> None:
+        self.channel.close()
 
 
 def _drain(channel, deadline: float) -> tuple[bytes, bytes]:

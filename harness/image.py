@@ -94,6 +94,8 @@ def contents(cache_dir: Path) -> dict[str, Path | str]:
         entries[str(library)] = library.resolve()
     entries.update(FILES)
     entries["/init"] = init_script()
+    for tool in sorted((Path(__file__).parent / "guest_tools").iterdir()):
+        entries[f"/usr/bin/{tool.name}"] = tool
     return entries
 
 

@@ -1,0 +1,157 @@
+"""Counters around a phase: /proc/vmstat and memcg deltas, perf stat of kprobe and software
+events (for the workload process and system-wide), and the ftrace function profiler as a
+cross-check of the copy count. The guest half is guest_tools/harness-collect."""
+
+import re
+from dataclasses import dataclass, field
+
+VMSTAT_FIELDS = ("pswpin", "pswpout", "pgfault", "pgmajfault", "pgreuse", "swap_ra", "swap_ra_hit",
+                 "pgscan_direct", "pgscan_kswapd", "pgsteal_direct", "pgsteal_kswapd",
+                 "workingset_refault_anon", "oom_kill")
+MEMCG_DELTAS = ("memory.events.oom_kill", "memory.stat.pgfault", "memory.stat.pgmajfault",
+                "memory.stat.workingset_refault_anon")
+MEMCG_LEVELS = ("memory.current", "memory.swap.current")
+SOFTWARE_EVENTS = ("page-faults", "major-faults", "minor-faults")
+CROSS_CHECK_TOLERANCE = 0.01
+PAGE = 4096
+
+
+@dataclass
+class PhaseCounters:
+    """What one phase did, as metric name -> value, and warnings to keep with the sample."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    raw: str = ""
+
+
+def perf_events(probes) -> str:
+    """The perf event list; '' (counters off) when there are no probes."""
+    return ",".join([f"kprobes:{probe}" for probe in probes] + list(SOFTWARE_EVENTS)) if probes else ""
+
+
+def setup(session, probes) -> None:
+    """Create the kprobe events and the profiler filter in a freshly booted guest."""
+    session.run(["harness-collect", "setup", *probes])
+
+
+class Phase:
+    """Context manager around one phase: `with Phase(...) as counters:`; counters filled on exit."""
+
+    def __init__(self, session, probes, cow_probe: str, pid: int | None = None, cgroup: str = ""):
+        self.session, self.probes, self.cow_probe = session, tuple(probes), cow_probe
+        self.pid, self.cgroup = pid, cgroup
+        self.counters = PhaseCounters()
+        self.before = ""
+
+    def __enter__(self) -> PhaseCounters:
+        argv = ["harness-collect", "begin", perf_events(self.probes), str(self.pid or ""), self.cgroup]
+        self.before = self.session.run(argv, timeout=120).stdout
+        return self.counters
+
+    def __exit__(self, kind, value, traceback):
+        after = self.session.run(["harness-collect", "end", self.cgroup, str(self.pid or "")], timeout=120).stdout
+        if kind is None:
+            metrics, warnings = phase_metrics(self.before, after, self.cow_probe, has_process=self.pid is not None)
+            self.counters.metrics.update(metrics)
+            self.counters.warnings.extend(warnings)
+        self.counters.raw = "== BEFORE\n" + self.before + "\n== AFTER\n" + after
+        return False
+
+
+def sections(text: str) -> dict[str, str]:
+    """'== name' headed sections of harness-collect output."""
+    found, name, lines = {}, None, []
+    for line in text.splitlines():
+        if line.startswith("== "):
+            if name is not None:
+                found[name] = "\n".join(lines)
+            name, lines = line[3:].strip(), []
+        else:
+            lines.append(line)
+    if name is not None:
+        found[name] = "\n".join(lines)
+    return found
+
+
+def parse_keyed_numbers(text: str) -> dict[str, int]:
+    """'name value' lines (/proc/vmstat, the memcg snapshot) -> {name: value}."""
+    values = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and re.fullmatch(r"-?\d+", parts[1]):
+            values[parts[0]] = int(parts[1])
+    return values
+
+
+def parse_perf_csv(text: str) -> dict[str, int | None]:
+    """perf stat -x, output -> {event: count}; None for '<not counted>' / '<not supported>'."""
+    counts = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split(",")
+        if len(fields) < 3:
+            continue
+        value, event = fields[0], fields[2]
+        counts[event] = int(value) if re.fullmatch(r"\d+", value) else None
+    return counts
+
+
+def parse_profile(text: str) -> dict[str, int]:
+    """trace_stat/function* (one table per CPU) -> {function: hits summed over CPUs}."""
+    hits: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and re.fullmatch(r"\d+", parts[1]) and parts[0] not in ("Function", "--------"):
+            hits[parts[0]] = hits.get(parts[0], 0) + int(parts[1])
+    return hits
+
+
+def _event_name(event: str) -> str:
+    return event.split(":", 1)[1] if event.startswith("kprobes:") else event
+
+
+def phase_metrics(before: str, after: str, cow_probe: str, has_process: bool) -> tuple[dict, list[str]]:
+    """Metrics and warnings of one phase from harness-collect's begin and end output."""
+    first, last = sections(before), sections(after)
+    metrics: dict[str, float] = {}
+    vm_before, vm_after = parse_keyed_numbers(first.get("vmstat", "")), parse_keyed_numbers(last.get("vmstat", ""))
+    for name in VMSTAT_FIELDS:  # noqa: the fields this kernel has
+        if name in vm_after and name in vm_before:
+            metrics[f"vmstat.{name}"] = vm_after[name] - vm_before[name]
+    if "memcg" in last:
+        cg_before, cg_after = parse_keyed_numbers(first.get("memcg", "")), parse_keyed_numbers(last["memcg"])
+        for name in MEMCG_DELTAS:
+            if name in cg_after and name in cg_before:
+                metrics[f"memcg.{name.split('.')[-1]}"] = cg_after[name] - cg_before[name]
+        for name in MEMCG_LEVELS:
+            if name in cg_after:
+                metrics[f"memcg.{name.replace('memory.', '').replace('.', '_')}_kb"] = cg_after[name] // 1024
+    if "process" in last and "process" in first:
+        proc_before, proc_after = parse_keyed_numbers(first["process"]), parse_keyed_numbers(last["process"])
+        if "VmSwap" in proc_after and "VmSwap" in proc_before:
+            moved = (proc_after["VmSwap"] - proc_before["VmSwap"]) * 1024 // PAGE
+            metrics["process.vmswap_kb"] = proc_after["VmSwap"]
+            metrics["process.swapped_out_pages"] = max(moved, 0)
+            metrics["process.swapped_in_pages"] = max(-moved, 0)
+    for scope, prefix in (("system", "perf.system."), ("process", "perf.")):
+        for event, count in parse_perf_csv(last.get(f"perf {scope}", "")).items():
+            if count is not None:
+                metrics[prefix + _event_name(event)] = count
+    for function, hits in parse_profile(last.get("profile", "")).items():
+        metrics[f"ftrace.{function}"] = hits
+    copies_key = f"perf.{cow_probe}" if has_process else f"perf.system.{cow_probe}"
+    if copies_key in metrics:
+        metrics["cow_copies"] = metrics[copies_key]
+    return metrics, cross_check(metrics, cow_probe) if "perf system" in last else []
+
+
+def cross_check(metrics: dict, cow_probe: str) -> list[str]:
+    """perf (system-wide) and the function profiler must agree on the copy count within 1%."""
+    perf, profiled = metrics.get(f"perf.system.{cow_probe}"), metrics.get(f"ftrace.{cow_probe}")
+    if perf is None or profiled is None:
+        missing = "perf" if perf is None else "the function profiler"
+        return [f"cross-check of {cow_probe}: no count from {missing}"]
+    if abs(perf - profiled) > max(2, CROSS_CHECK_TOLERANCE * max(perf, profiled)):
+        return [f"cross-check of {cow_probe}: perf counted {perf}, the function profiler {profiled} (> 1% apart)"]
+    return []

@@ -1,0 +1,102 @@
+"""Results on disk: a run directory with metadata.json (written before the first boot),
+samples.csv (tidy: variant, workload, rep, phase, metric, value), runs.csv (one row per
+boot) and raw/ (console logs, harness-collect output). Every file is written whole to a
+temporary name and renamed, so a killed run never leaves half a file."""
+
+import csv
+import io
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import project
+
+FORMAT = 1
+SAMPLE_COLUMNS = ("variant", "workload", "rep", "phase", "metric", "value")
+RUN_COLUMNS = ("variant", "workload", "rep", "valid", "reason", "accelerator", "kernel_release", "config_hash",
+               "patch_hash", "qemu_version", "guest_memory_mb", "swap_mb", "cpus", "boot_ready_s", "duration_s",
+               "warnings")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.part")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def host_facts() -> dict:
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    memory_kb = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                      if line.startswith("MemTotal:")), 0)
+    return {"hostname": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(), "memory_mb": memory_kb // 1024,
+            "kernel": platform.release(), "os": _os_release(), "python": sys.version.split()[0]}
+
+
+def _os_release() -> str:
+    try:
+        fields = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
+        return fields.get("PRETTY_NAME", "").strip('"')
+    except OSError:
+        return ""
+
+
+@dataclass
+class RunDirectory:
+    """Accumulates samples and runs and rewrites the CSV files after every boot."""
+    path: Path
+    samples: list[dict] = field(default_factory=list)
+    runs: list[dict] = field(default_factory=list)
+
+    def __post_init__(self):
+        (self.path / "raw").mkdir(parents=True, exist_ok=True)
+
+    def write_metadata(self, metadata: dict) -> None:
+        write_atomic(self.path / "metadata.json", json.dumps({"format": FORMAT, **metadata}, indent=2) + "\n")
+
+    def update_metadata(self, **fields) -> None:
+        data = json.loads((self.path / "metadata.json").read_text())
+        data.update(fields)
+        write_atomic(self.path / "metadata.json", json.dumps(data, indent=2) + "\n")
+
+    def add(self, run: dict, samples: list[dict]) -> None:
+        self.runs.append(run)
+        self.samples.extend(samples)
+        write_atomic(self.path / "samples.csv", _csv(SAMPLE_COLUMNS, self.samples))
+        write_atomic(self.path / "runs.csv", _csv(RUN_COLUMNS, self.runs))
+
+    def raw(self, name: str, text: str) -> Path:
+        path = self.path / "raw" / name
+        write_atomic(path, text)
+        return path
+
+
+def _csv(columns, rows) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def default_directory(experiment: str) -> Path:
+    return project.ROOT / "results" / f"{time.strftime('%Y%m%d-%H%M%S')}-{experiment}"
+
+
+def read_samples(path: Path) -> list[dict]:
+    with open(path / "samples.csv", newline="") as stream:
+        return [{**row, "rep": int(row["rep"]), "value": float(row["value"])} for row in csv.DictReader(stream)]
+
+
+def read_runs(path: Path) -> list[dict]:
+    with open(path / "runs.csv", newline="") as stream:
+        return list(csv.DictReader(stream))

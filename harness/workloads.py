@@ -1,0 +1,204 @@
+"""Workloads: definitions discovered in workloads/*/workload.toml, and the drivers that run
+them phase by phase in a booted guest. A Python class exists only where behaviour differs:
+`phased-program` (a static program that takes phase names on stdin, e.g. swapcow) and
+`redis` (redis-server in a memory cgroup, driven by redisdrive)."""
+
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import project
+from harness.errors import BadWorkload, UnknownWorkload
+
+PHASE_TIMEOUT_S = 1800
+IDLE_S = 2.0
+CGROUP = "/sys/fs/cgroup/harness-workload"
+PAGE = 4096
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    folder: Path
+    description: str
+    driver: str
+    phases: tuple[str, ...]
+    parameters: tuple[tuple[str, object], ...]     # defaults, in file order
+    swapout_phase: str
+    read_phase: str
+    settings: tuple[tuple[str, object], ...] = ()  # the rest of the file, for the driver
+
+    def params(self, overrides: dict | None = None) -> dict:
+        """Defaults with overrides applied; an unknown name or a wrong type is refused."""
+        values = dict(self.parameters)
+        for name, value in (overrides or {}).items():
+            if name not in values:
+                raise BadWorkload(name=self.name, why=f"no parameter '{name}' (known: {', '.join(values)})")
+            values[name] = type(values[name])(value)
+        return values
+
+    def setting(self, name, default=None):
+        return dict(self.settings).get(name, default)
+
+
+def discover(folder: Path = project.WORKLOADS) -> dict[str, Workload]:
+    return {path.parent.name: _load(path) for path in sorted(folder.glob("*/workload.toml"))}
+
+
+def load(name: str, folder: Path = project.WORKLOADS) -> Workload:
+    known = discover(folder)
+    if name not in known:
+        raise UnknownWorkload(name=name, folder=folder, known=", ".join(known))
+    return known[name]
+
+
+def _load(path: Path) -> Workload:
+    data = tomllib.loads(path.read_text())
+    try:
+        core = {key: data.pop(key) for key in ("description", "driver", "phases", "swapout_phase", "read_phase")}
+    except KeyError as missing:
+        raise BadWorkload(name=path.parent.name, why=f"workload.toml lacks {missing}") from None
+    if core["driver"] not in DRIVERS:
+        raise BadWorkload(name=path.parent.name, why=f"unknown driver '{core['driver']}' (known: {', '.join(DRIVERS)})")
+    parameters = tuple(data.pop("parameters", {}).items())
+    return Workload(path.parent.name, path.parent, core["description"], core["driver"], tuple(core["phases"]),
+                    parameters, core["swapout_phase"], core["read_phase"], tuple(data.items()))
+
+
+@dataclass(frozen=True)
+class PhaseOutcome:
+    """What the workload itself says about a phase."""
+    pages: int                  # pages the workload touched (or meant to move, for swap-out phases)
+    duration_s: float
+    client: tuple[tuple[str, float], ...] = ()   # ops_per_s, latency_p50_ms, latency_p99_ms
+
+
+def parse_done(line: str, phase: str) -> dict[str, str]:
+    """'done PHASE key=value ...' -> {key: value}; anything else is an error of the phase."""
+    words = line.split()
+    if len(words) < 2 or words[0] != "done" or words[1] != phase:
+        raise BadWorkload(name=phase, why=f"unexpected answer '{line}'")
+    return dict(word.split("=", 1) for word in words[2:] if "=" in word)
+
+
+class Driver:
+    """Runs one workload in one guest. Subclasses: start, run_phase, problems, stop."""
+
+    def __init__(self, workload: Workload, params: dict, session):
+        self.workload, self.params, self.session = workload, params, session
+        self.pid: int | None = None
+        self.cgroup = ""
+
+    def phase_plan(self) -> list[str]:
+        return list(self.workload.phases)
+
+    def idle(self) -> PhaseOutcome:
+        started = time.monotonic()
+        time.sleep(IDLE_S)
+        return PhaseOutcome(0, time.monotonic() - started)
+
+    def problems(self) -> list[str]:
+        """Reasons the run is invalid that only the workload can see (lost data)."""
+        return []
+
+
+class PhasedProgram(Driver):
+    """A static program from the workload's folder: 'ready pid=P pages=N', then one phase per line."""
+
+    def start(self) -> None:
+        program = self.workload.setting("program")
+        args = [str(arg).format(**self.params) for arg in self.workload.setting("args", [])]
+        self.process = self.session.start([program, *args])
+        ready = self.process.read_line(timeout=120)
+        fields = dict(word.split("=", 1) for word in ready.split()[1:] if "=" in word)
+        if not ready.startswith("ready") or "pid" not in fields:
+            raise BadWorkload(name=self.workload.name, why=f"program said '{ready}' instead of 'ready pid=...'")
+        self.pid, self.pages = int(fields["pid"]), int(fields.get("pages", 0))
+
+    def phase_plan(self) -> list[str]:
+        repeated = self.workload.setting("repeat", [])
+        once = [phase for phase in self.workload.phases if phase not in repeated]
+        return once + repeated * int(self.params.get("cycles", 1))
+
+    def run_phase(self, phase: str) -> PhaseOutcome:
+        self.process.send(phase)
+        fields = parse_done(self.process.read_line(timeout=PHASE_TIMEOUT_S), phase)
+        return PhaseOutcome(int(fields.get("pages", 0)), float(fields["seconds"]))
+
+    def stop(self) -> None:
+        try:
+            self.process.send("quit")
+            self.process.wait(timeout=30)
+        finally:
+            self.process.close()
+
+
+class Redis(Driver):
+    """redis-server in its own cgroup v2 group; redisdrive does the client side of each phase."""
+
+    def phase_plan(self) -> list[str]:
+        if self.params["mode"] == "limit":
+            return list(self.workload.setting("limit_phases"))
+        return list(self.workload.phases)
+
+    def start(self) -> None:
+        if self.params["mode"] not in ("squeeze", "limit", "madvise"):
+            raise BadWorkload(name=self.workload.name, why=f"mode must be squeeze, limit or madvise, not {self.params['mode']}")
+        run = self.session.run
+        run(f"echo +memory > /sys/fs/cgroup/cgroup.subtree_control && mkdir -p {CGROUP}")
+        if self.params["mode"] == "limit":
+            run(f"echo {self.params['limit_mb']}M > {CGROUP}/memory.max")
+        run(f"setsid sh -c 'echo $$ > {CGROUP}/cgroup.procs && exec redis-server --port 6379 --save \"\" "
+            f"--appendonly no --protected-mode no' </dev/null >/tmp/redis.log 2>&1 &")
+        for _ in range(200):
+            if run("redis-cli -p 6379 ping", check=False).stdout.strip() == "PONG":
+                break
+            time.sleep(0.1)
+        self.pid = int(run(f"cat {CGROUP}/cgroup.procs").stdout.split()[0])
+        self.cgroup = CGROUP
+
+    def run_phase(self, phase: str) -> PhaseOutcome:
+        if phase in ("swapout", "reswap"):
+            return self._push_out()
+        fields = self._drive(phase)
+        pages = -(-self.params["keys"] * self.params["value_bytes"] // PAGE)
+        client = (("ops_per_s", int(fields["ops"]) / max(float(fields["seconds"]), 1e-9)),
+                  ("latency_p50_ms", float(fields["p50_ms"])), ("latency_p99_ms", float(fields["p99_ms"])))
+        return PhaseOutcome(pages, float(fields["seconds"]), client)
+
+    def _drive(self, phase: str) -> dict[str, str]:
+        argv = ["redisdrive", phase, self.params["keys"], self.params["value_bytes"], self.params["pipeline"]]
+        result = self.session.run([str(arg) for arg in argv], timeout=PHASE_TIMEOUT_S)
+        return parse_done(result.stdout.strip().splitlines()[-1], phase)
+
+    def _push_out(self) -> PhaseOutcome:
+        """Move the server's memory to swap; pages = what should have moved."""
+        run = self.session.run
+        before = int(run(f"cat {CGROUP}/memory.current").stdout)
+        started = time.monotonic()
+        if self.params["mode"] == "madvise":
+            run(["pageout", str(self.pid)], timeout=PHASE_TIMEOUT_S)
+            target = 0
+        else:
+            target = self.params["squeeze_mb"] << 20
+            run(f"echo {target} > {CGROUP}/memory.max && echo max > {CGROUP}/memory.max", timeout=PHASE_TIMEOUT_S)
+        return PhaseOutcome(max(0, before - target) // PAGE, time.monotonic() - started)
+
+    def problems(self) -> list[str]:
+        fields = self._drive("check")
+        lost = self.params["keys"] - int(fields["keys"])
+        short = int(fields["short"])
+        if lost or short:
+            return [f"redis lost {lost} keys and {short} values are short"]
+        return []
+
+    def stop(self) -> None:
+        self.session.run("redis-cli -p 6379 shutdown nosave", check=False)
+
+
+DRIVERS = {"phased-program": PhasedProgram, "redis": Redis}
+
+
+def driver(workload: Workload, params: dict, session) -> Driver:
+    return DRIVERS[workload.driver](workload, params, session)

@@ -1,0 +1,49 @@
+"""The real thing: swapcow and redis on base and patched, counted by perf in the guest."""
+
+import csv
+import subprocess
+import sys
+from collections import defaultdict
+
+import pytest
+
+pytestmark = pytest.mark.real
+
+
+def harness_run(tmp_path, *args):
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "harness", "run", "-o", str(out), *args],
+                            capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list(csv.DictReader(open(out / "runs.csv")))
+    values = defaultdict(float)
+    for row in csv.DictReader(open(out / "samples.csv")):
+        values[(row["variant"], row["phase"], row["metric"])] = float(row["value"])
+    return out, runs, values
+
+
+def test_swapcow_copies_every_page_unpatched_and_almost_none_patched(tmp_path):
+    out, runs, values = harness_run(tmp_path, "--workload", "swapcow", "-p", "size_mb=16")
+    assert [(r["variant"], r["valid"]) for r in runs] == [("base", "True"), ("patched", "True")], runs
+    for variant in ("base", "patched"):
+        assert values[(variant, "read", "process.swapped_in_pages")] >= 0.9 * 4096
+        assert values[(variant, "swapout", "vmstat.pswpout")] >= 0.9 * values[(variant, "swapout", "pages")]
+        assert values[(variant, "write", "pages")] == 4096
+    assert values[("base", "write", "cow_copies")] >= 0.9 * values[("base", "write", "pages")]
+    assert values[("patched", "write", "cow_copies")] <= 0.1 * values[("patched", "write", "pages")]
+    assert values[("base", "idle", "cow_copies")] > 0, "copies outside the workload are reported"
+    assert (out / "metadata.json").is_file() and list((out / "raw").glob("console-base-*.log"))
+    assert all(r["accelerator"] in ("kvm", "tcg") and r["kernel_release"].startswith("5.10.223") for r in runs)
+
+
+def test_redis_copies_what_it_swapped_in_unpatched_and_keeps_its_keys(tmp_path):
+    out, runs, values = harness_run(tmp_path, "--workload", "redis", "-p", "keys=6000")
+    assert [(r["variant"], r["valid"]) for r in runs] == [("base", "True"), ("patched", "True")], runs
+    for variant in ("base", "patched"):
+        swapped_in = values[(variant, "read", "process.swapped_in_pages")]
+        assert swapped_in > 200, "the read phase brought values back from swap"
+        assert values[(variant, "reswap", "vmstat.pswpout")] > 0
+        assert values[(variant, "write", "ops_per_s")] > 0
+    base_copies = values[("base", "write", "cow_copies")]
+    assert base_copies >= 0.5 * values[("base", "read", "process.swapped_in_pages")]
+    assert values[("patched", "write", "cow_copies")] <= 0.1 * base_copies
