@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test unit bench bench-build bench-boot
+.PHONY: setup test unit bench bench-build bench-boot bench-run
 
 setup: $(VENV)/.installed
 	$(BIN)/harness doctor --install
@@ -33,3 +33,6 @@ bench-build: setup
 
 bench-boot: setup
 	$(BIN)/python benchmarks/boot_times.py
+
+bench-run: setup
+	$(BIN)/python benchmarks/run_figures.py

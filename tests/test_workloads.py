@@ -86,3 +86,33 @@ def test_cycles_add_up_and_levels_do_not():
                            workloads.PhaseOutcome(100, 1.5, (("ops_per_s", 200.0),)))
     assert totals == {"cow_copies": 20, "memcg.swap_current_kb": 500, "pages": 200, "duration_s": 3.0,
                       "ops_per_s": 200.0}
+
+
+class FakeSession:
+    """Answers redisdrive with a line recorded from a real redisdrive run."""
+
+    def __init__(self, answer):
+        self.answer, self.commands = answer, []
+
+    def run(self, command, **_):
+        self.commands.append(command)
+        return type("Result", (), {"stdout": self.answer + "\n"})()
+
+
+def test_redis_client_output_becomes_ops_and_latency():
+    redis = workloads.load("redis")
+    session = FakeSession("done read ops=2000 seconds=0.002107 p50_ms=0.064 p99_ms=0.145 errors=0")
+    driver = workloads.driver(redis, redis.params({"keys": 2000}), session)
+    outcome = driver.run_phase("read")
+    assert session.commands == [["redisdrive", "read", "2000", "2048", "64"]]
+    client = dict(outcome.client)
+    assert round(client["ops_per_s"]) == round(2000 / 0.002107)
+    assert (client["latency_p50_ms"], client["latency_p99_ms"]) == (0.064, 0.145)
+    assert outcome.pages == 1000 and outcome.duration_s == 0.002107
+
+
+def test_redis_lost_keys_make_the_run_invalid():
+    redis = workloads.load("redis")
+    session = FakeSession("done check ops=2001 seconds=0.03 p50_ms=0 p99_ms=0 errors=0 keys=1990 short=0")
+    assert workloads.driver(redis, redis.params({"keys": 2000}), session).problems() == [
+        "redis lost 10 keys and 0 values are short"]
