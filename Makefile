@@ -25,8 +25,7 @@ unit: $(VENV)/.installed
 	$(BIN)/pytest -v -m "not real"
 
 bench: setup
-	@echo "make bench: not yet. The experiment matrix (harness bench) lands with the 'make bench' issue."
-	@echo "Until then, 'make bench-build' prints the kernel build benchmark."
+	$(BIN)/harness bench
 
 bench-build: setup
 	$(BIN)/python benchmarks/build_times.py

@@ -1,6 +1,7 @@
 """Command line: parse, call one function, print. The only place that catches HarnessError."""
 
 import functools
+import json
 import shlex
 import logging
 import os
@@ -10,8 +11,10 @@ import time
 from pathlib import Path
 
 import click
+import pandas as pd
 
-from harness import boot, build, doctor, experiment, matrix, patches, results, source, vm, workloads
+from harness import (analysis, boot, build, compare, doctor, experiment, matrix, patches, plots, results, source, vm,
+                     workloads)
 from harness import image as guest_image
 from harness.errors import BadWorkload, HarnessError, MissingPackages, NoCommand, NoSuchTree
 
@@ -243,27 +246,102 @@ def _workload_parameters(names, settings) -> tuple:
     return tuple((w, w.params({k: v for k, v in overrides.items() if k in dict(w.parameters)})) for w in chosen)
 
 
+def _run_options(function):
+    """The options `run` and `bench` share."""
+    options = [
+        click.option("-e", "--experiment", "experiment_name", help="Experiment name in experiments/ or a .toml path."),
+        click.option("--workload", "workload_names", multiple=True,
+                     help="Workload (repeatable) [default: the experiment's]."),
+        click.option("--variant", "variants", multiple=True, help="Variant (repeatable) [default: all]."),
+        click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+                     help="Run directory [default: results/<timestamp>-<experiment>]."),
+        click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=Path),
+                     help="Finish the interrupted run in this directory."),
+        click.option("-p", "--param", "settings", multiple=True, help="Workload parameter NAME=VALUE (repeatable)."),
+        click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True),
+        click.option("--seed", type=int, help="Seed of the cell order [default: random, recorded]."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _request(experiment_name, workload_names, variants, reps, output, resume, settings, accel, seed,
+             probes_on=True) -> matrix.RunRequest:
+    spec = experiment.load(experiment_name)
+    if resume:
+        recorded = json.loads((resume / "metadata.json").read_text()) if (resume / "metadata.json").is_file() else {}
+        workload_names = workload_names or tuple(recorded.get("workloads", {}))
+        settings = settings or tuple(f"{k}={v}" for params in recorded.get("workloads", {}).values()
+                                     for k, v in params.items())
+        variants = variants or tuple(v["name"] for v in recorded.get("variants", []))
+        reps = recorded.get("reps", reps)
+    names = workload_names or spec.workloads or tuple(workloads.discover())
+    out_dir = resume or output or results.default_directory(spec.name)
+    if not resume and out_dir.exists() and any(out_dir.iterdir()):
+        raise BadWorkload(name=", ".join(names), why=f"{out_dir} is not empty: pick another -o, or --resume it")
+    return matrix.RunRequest(spec, _workload_parameters(names, settings), tuple(spec.select(variants)), reps,
+                             out_dir, accel, probes_on, shlex.join(["harness", *sys.argv[1:]]), seed, bool(resume))
+
+
 @main.command(name="run")
-@click.option("-e", "--experiment", "experiment_name", help="Experiment name in experiments/ or a .toml path.")
-@click.option("--workload", "workload_names", multiple=True, help="Workload (repeatable) [default: the experiment's].")
-@click.option("--variant", "variants", multiple=True, help="Variant (repeatable) [default: all].")
+@_run_options
 @click.option("--reps", type=click.IntRange(1), default=1, show_default=True, help="Boots per variant.")
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
-              help="Run directory [default: results/<timestamp>-<experiment>].")
-@click.option("-p", "--param", "settings", multiple=True, help="Workload parameter NAME=VALUE (repeatable).")
-@click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True)
 @click.option("--no-probes", is_flag=True, help="No perf and no profiler: vmstat and timings only.")
 @click.pass_obj
 @_guarded
-def run_command(obj, experiment_name, workload_names, variants, reps, output, settings, accel, no_probes):
+def run_command(obj, experiment_name, workload_names, variants, output, resume, settings, accel, seed, reps,
+                no_probes):
     """Boot each variant (fresh boot and swap disk per repetition) and measure the workloads."""
-    spec = experiment.load(experiment_name)
-    names = workload_names or spec.workloads or tuple(workloads.discover())
-    out_dir = output or results.default_directory(spec.name)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise BadWorkload(name=", ".join(names), why=f"{out_dir} is not empty: pick another -o")
-    request = matrix.RunRequest(spec, _workload_parameters(names, settings), tuple(spec.select(variants)), reps,
-                                out_dir, accel, not no_probes, shlex.join(["harness", *sys.argv[1:]]))
+    request = _request(experiment_name, workload_names, variants, reps, output, resume, settings, accel, seed,
+                       not no_probes)
     directory = matrix.run(request, obj["cache_dir"])
-    valid = sum(row["valid"] for row in directory.runs)
+    valid = sum(str(row["valid"]) == "True" for row in directory.runs)
     click.echo(f"{directory.path}: {valid} of {len(directory.runs)} runs valid")
+
+
+@main.command(name="bench")
+@_run_options
+@click.option("--reps", type=click.IntRange(1), default=5, show_default=True, help="Boots per variant and workload.")
+@click.pass_obj
+@_guarded
+def bench_command(obj, experiment_name, workload_names, variants, output, resume, settings, accel, seed, reps):
+    """Build every variant, run every workload of the experiment, compare, plot and report."""
+    request = _request(experiment_name, workload_names, variants, reps, output, resume, settings, accel, seed)
+    directory = matrix.run(request, obj["cache_dir"])
+    report_path = analysis.analyse(directory.path, request.experiment)
+    click.echo(f"report: {report_path}")
+
+
+@main.command(name="compare")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--baseline", default="base", show_default=True)
+@click.option("--format", "output_format", type=click.Choice(["table", "markdown", "csv", "json"]), default="table",
+              show_default=True)
+@click.option("--all", "show_all", is_flag=True, help="Every metric, not only the headline ones.")
+@click.pass_obj
+@_guarded
+def compare_command(obj, run_dir, baseline, output_format, show_all):
+    """Statistics of every variant against the baseline, with a verdict per metric."""
+    samples, runs, _ = results.read(run_dir)
+    rows, invalid = compare.compare(samples, runs, baseline)
+    if output_format == "json":
+        click.echo(json.dumps([row.as_json() for row in rows], indent=1))
+    elif output_format == "csv":
+        click.echo(pd.DataFrame([row.as_dict() for row in rows]).to_csv(index=False), nl=False)
+    elif output_format == "markdown":
+        click.echo(compare.render_markdown(rows, show_all))
+    else:
+        click.echo(compare.render_table(rows, show_all))
+        click.echo(f"\n{invalid} invalid run(s) left out" if invalid else "")
+
+
+@main.command(name="plot")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.pass_obj
+@_guarded
+def plot_command(obj, run_dir):
+    """Write the figures of RUN_DIR into RUN_DIR/plots/ (PNG and SVG)."""
+    samples, runs, metadata = results.read(run_dir)
+    for path in plots.plot_all(samples, runs, metadata, run_dir / "plots"):
+        click.echo(path)

@@ -111,6 +111,15 @@ class BadWorkload(UserError):
     template = "Workload {name} is not usable: {why}"
 
 
+class NotComparable(UserError):
+    template = ("Runs differ in {field} ({values}): only the patches may differ between variants; "
+                "compare runs made with the same {field}")
+
+
+class NotAResultDirectory(UserError):
+    template = "{path} holds no run (no {missing}): pass a directory written by 'harness run' or 'harness bench'"
+
+
 class MissingHostTool(UserError):
     template = "{what} is missing: {fix}"
 

@@ -41,6 +41,7 @@ class Experiment:
     guest: GuestConfig = GuestConfig()
     cow_probe: str = "wp_page_copy"   # the probe whose count is the metric cow_copies
     workloads: tuple[str, ...] = ()   # workloads/ names run by default; empty = all of them
+    headline: str = ""                # WORKLOAD/PHASE/METRIC of the report's first sentence
 
     def select(self, names=()) -> list[Variant]:
         """The variants called names, in the order given; all of them when names is empty."""
@@ -80,7 +81,7 @@ def from_dict(data: dict, path: Path) -> Experiment:
         raise BadExperiment(path=path, why=why)
 
     unknown = set(data) - {"description", "source", "kconfigs", "probes", "variants", "series", "guest",
-                           "cow_probe", "workloads"}
+                           "cow_probe", "workloads", "headline"}
     if unknown:
         fail(f"unknown key(s) {', '.join(sorted(unknown))}")
     spec = data.get("source", source.DEFAULT_SPEC)
@@ -92,7 +93,10 @@ def from_dict(data: dict, path: Path) -> Experiment:
         name=path.stem, path=path, description=str(data.get("description", "")), source=spec,
         kconfigs=tuple(_strings(data, "kconfigs", fail)), probes=tuple(_strings(data, "probes", fail)),
         variants=tuple(variants), guest=_guest(data.get("guest", {}), fail),
-        cow_probe=str(data.get("cow_probe", "wp_page_copy")), workloads=tuple(_strings(data, "workloads", fail)))
+        cow_probe=str(data.get("cow_probe", "wp_page_copy")), workloads=tuple(_strings(data, "workloads", fail)),
+        headline=str(data.get("headline", "")))
+    if experiment.headline and len(experiment.headline.split("/")) != 3:
+        fail("headline must be WORKLOAD/PHASE/METRIC")
     if experiment.probes and experiment.cow_probe not in experiment.probes:
         fail(f"cow_probe '{experiment.cow_probe}' is not one of the probes")
     return experiment

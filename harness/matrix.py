@@ -3,11 +3,12 @@ per cell; each cell runs the workload phase by phase with the collectors around 
 applies the validity gates and adds its samples to the run directory."""
 
 import logging
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import boot, build, collectors, image, results, vm, workloads
+from harness import boot, build, collectors, image, results, source, vm, workloads
 from harness.errors import HarnessError
 from harness.experiment import Experiment
 
@@ -26,25 +27,81 @@ class RunRequest:
     accel: str = "auto"
     probes_on: bool = True
     command_line: str = ""
+    seed: int | None = None      # order of the variants within each block; None = random, recorded
+    resume: bool = False         # out_dir holds an interrupted run: finish it
+
+
+def plan(request: RunRequest, seed: int) -> list[tuple[str, str, int]]:
+    """(workload, variant, rep) in run order: one block per repetition and workload, holding
+    every variant once, shuffled with seed, so that host drift falls on all variants alike."""
+    rng = random.Random(seed)
+    cells = []
+    for rep in range(1, request.reps + 1):
+        for workload, _ in request.workloads:
+            order = [variant.name for variant in request.variants]
+            rng.shuffle(order)
+            cells += [(workload.name, name, rep) for name in order]
+    return cells
 
 
 def run(request: RunRequest, cache_dir: Path) -> results.RunDirectory:
-    """Build, boot and measure every cell; returns the run directory."""
-    directory = results.RunDirectory(request.out_dir)
-    directory.write_metadata(_metadata(request))
+    """Build, boot and measure every cell (the ones not done yet, when resuming)."""
+    if request.resume:
+        directory = results.RunDirectory.load(request.out_dir)
+        cells = [tuple(cell) for cell in directory.metadata()["plan"]]
+    else:
+        directory = results.RunDirectory(request.out_dir)
+        seed = request.seed if request.seed is not None else random.SystemRandom().randrange(2**31)
+        cells = plan(request, seed)
+        directory.write_metadata({**_metadata(request), "seed": seed, "plan": cells})
+    stages = {}
+    started = time.monotonic()
+    source.fetch(source.parse_spec(request.experiment.source), cache_dir)
+    stages["fetch"], started = round(time.monotonic() - started, 1), time.monotonic()
     builds = {b.variant: b for b in build.build_all(request.experiment, list(request.variants), cache_dir)}
+    stages["build"], started = round(time.monotonic() - started, 1), time.monotonic()
     guest_image = image.build(cache_dir)
+    stages["image"] = round(time.monotonic() - started, 1)
     directory.update_metadata(builds={name: _build_facts(b) for name, b in builds.items()},
-                              image=guest_image.digest, qemu=vm.qemu_version())
-    cells = [(workload, params, rep, variant) for workload, params in request.workloads
-             for rep in range(1, request.reps + 1) for variant in request.variants]
-    for number, (workload, params, rep, variant) in enumerate(cells, 1):
-        log.info("cell %d/%d: %s, %s rep %d", number, len(cells), workload.name, variant.name, rep)
-        cell = Cell(workload, params, rep)
-        run_row, samples = run_cell(request, cell, builds[variant.name], guest_image, directory, cache_dir)
+                              image=guest_image.digest, qemu=vm.qemu_version(), stage_seconds=stages)
+    done = {(row["workload"], row["variant"], int(row["rep"])) for row in directory.runs}
+    todo = [cell for cell in cells if cell not in done]
+    by_name = {workload.name: (workload, params) for workload, params in request.workloads}
+    progress = _Progress(len(cells), len(done), len(todo))
+    for workload_name, variant_name, rep in todo:
+        progress.start(workload_name, variant_name, rep)
+        cell = Cell(*by_name[workload_name], rep)
+        run_row, samples = run_cell(request, cell, builds[variant_name], guest_image, directory, cache_dir)
         directory.add(run_row, samples)
-    directory.update_metadata(finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        progress.finish()
+    boots = sum(float(row.get("boot_ready_s") or 0) for row in directory.runs)
+    cells_s = sum(float(row.get("duration_s") or 0) for row in directory.runs)
+    stages.update(boots=round(boots, 1), workloads=round(cells_s - boots, 1))
+    directory.update_metadata(finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), stage_seconds=stages)
     return directory
+
+
+class _Progress:
+    """'cell 3/20 (redis, patched, rep 2): 1m10s elapsed, about 4m left'."""
+
+    def __init__(self, total: int, done: int, todo: int):
+        self.total, self.number, self.todo = total, done, todo
+        self.started = time.monotonic()
+        self.finished = 0
+
+    def start(self, workload, variant, rep) -> None:
+        self.number += 1
+        elapsed = time.monotonic() - self.started
+        left = f", about {_minutes(elapsed / self.finished * (self.todo - self.finished))} left" if self.finished else ""
+        log.info("cell %d/%d (%s, %s, rep %d): %s elapsed%s", self.number, self.total, workload, variant, rep,
+                 _minutes(elapsed), left)
+
+    def finish(self) -> None:
+        self.finished += 1
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
 
 @dataclass(frozen=True)
@@ -59,6 +116,7 @@ def run_cell(request: RunRequest, cell: Cell, built: build.Build, guest_image, d
     started = time.monotonic()
     rep = cell.rep
     row = {"variant": built.variant, "workload": cell.workload.name, "rep": rep, "valid": False, "reason": "",
+           "source": request.experiment.source,
            "kernel_release": built.release, "config_hash": built.config_hash, "patch_hash": built.patch_hash,
            "guest_memory_mb": request.experiment.guest.memory_mb, "swap_mb": request.experiment.guest.swap_mb,
            "cpus": request.experiment.guest.cpus, "warnings": ""}
@@ -150,6 +208,7 @@ def _build_facts(built: build.Build) -> dict:
 
 def _metadata(request: RunRequest) -> dict:
     return {"command": request.command_line, "experiment": request.experiment.name,
+            "description": request.experiment.description,
             "experiment_file": str(request.experiment.path), "source": request.experiment.source,
             "workloads": {workload.name: params for workload, params in request.workloads},
             "variants": [{"name": v.name, "patches": [p.name for p in v.patches]} for v in request.variants],

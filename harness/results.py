@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import project
+from harness.errors import NotAResultDirectory
 
 FORMAT = 1
 SAMPLE_COLUMNS = ("variant", "workload", "rep", "phase", "metric", "value")
-RUN_COLUMNS = ("variant", "workload", "rep", "valid", "reason", "accelerator", "kernel_release", "config_hash",
+RUN_COLUMNS = ("variant", "workload", "rep", "valid", "reason", "accelerator", "source", "kernel_release", "config_hash",
                "patch_hash", "qemu_version", "guest_memory_mb", "swap_mb", "cpus", "boot_ready_s", "duration_s",
                "warnings")
 
@@ -60,6 +61,22 @@ class RunDirectory:
     def __post_init__(self):
         (self.path / "raw").mkdir(parents=True, exist_ok=True)
 
+    @classmethod
+    def load(cls, path: Path) -> "RunDirectory":
+        """An existing run directory, with the samples and runs it already holds (to resume it)."""
+        for name in ("metadata.json",):
+            if not (path / name).is_file():
+                raise NotAResultDirectory(path=path, missing=name)
+        directory = cls(path)
+        for name, rows in (("samples.csv", directory.samples), ("runs.csv", directory.runs)):
+            if (path / name).is_file():
+                with open(path / name, newline="") as stream:
+                    rows.extend(csv.DictReader(stream))
+        return directory
+
+    def metadata(self) -> dict:
+        return json.loads((self.path / "metadata.json").read_text())
+
     def write_metadata(self, metadata: dict) -> None:
         write_atomic(self.path / "metadata.json", json.dumps({"format": FORMAT, **metadata}, indent=2) + "\n")
 
@@ -92,11 +109,12 @@ def default_directory(experiment: str) -> Path:
     return project.ROOT / "results" / f"{time.strftime('%Y%m%d-%H%M%S')}-{experiment}"
 
 
-def read_samples(path: Path) -> list[dict]:
-    with open(path / "samples.csv", newline="") as stream:
-        return [{**row, "rep": int(row["rep"]), "value": float(row["value"])} for row in csv.DictReader(stream)]
-
-
-def read_runs(path: Path) -> list[dict]:
-    with open(path / "runs.csv", newline="") as stream:
-        return list(csv.DictReader(stream))
+def read(path: Path):
+    """(samples, runs, metadata) of a run directory, as pandas frames and a dict."""
+    import pandas as pd
+    for name in ("samples.csv", "runs.csv", "metadata.json"):
+        if not (path / name).is_file():
+            raise NotAResultDirectory(path=path, missing=name)
+    samples = pd.read_csv(path / "samples.csv", dtype={"variant": str, "workload": str, "phase": str, "metric": str})
+    runs = pd.read_csv(path / "runs.csv", dtype={"variant": str, "workload": str})
+    return samples, runs, json.loads((path / "metadata.json").read_text())

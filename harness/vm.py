@@ -181,9 +181,10 @@ def start_with_fallback(spec: VmSpec, accel: str, qemu_log: Path) -> Qemu:
     global _kvm_failed
     if accel == "auto" and not _kvm_failed and not kvm_openable():
         _kvm_failed = "/dev/kvm cannot be opened"
+        log.info("accelerator: TCG, because %s", _kvm_failed)
     if accel == "tcg" or (accel == "auto" and _kvm_failed):
         if accel == "auto":
-            log.info("accelerator: TCG (KVM: %s)", _kvm_failed)
+            log.debug("accelerator: TCG (KVM: %s)", _kvm_failed)
         return _started(replace(spec, accel="tcg"), qemu_log)
     qemu = _started(replace(spec, accel="kvm"), qemu_log)
     if accel == "kvm" or qemu.wait_for(KERNEL_STARTED, KVM_PROGRESS_S):
