@@ -100,7 +100,7 @@ def _panel(axis, data: pd.DataFrame, variants, workload: str, unit: str) -> None
     axis.set_xlim(-0.6, len(phases) - 0.4)
     axis.set_title(workload, fontsize=10)
     axis.set_ylabel(unit)
-    axis.set_ylim(bottom=0)
+    axis.set_ylim(0, axis.get_ylim()[1] * 1.08)   # room for the median labels
     axis.grid(axis="y", alpha=0.3)
     axis.spines[["top", "right"]].set_visible(False)
 
