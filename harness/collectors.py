@@ -116,7 +116,7 @@ def phase_metrics(before: str, after: str, cow_probe: str, has_process: bool) ->
     first, last = sections(before), sections(after)
     metrics: dict[str, float] = {}
     vm_before, vm_after = parse_keyed_numbers(first.get("vmstat", "")), parse_keyed_numbers(last.get("vmstat", ""))
-    for name in VMSTAT_FIELDS:  # noqa: the fields this kernel has
+    for name in VMSTAT_FIELDS:
         if name in vm_after and name in vm_before:
             metrics[f"vmstat.{name}"] = vm_after[name] - vm_before[name]
     if "memcg" in last:

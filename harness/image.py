@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import doctor, project, runner
+from harness.errors import MissingHostTool
 
 RECIPE_VERSION = 1
 READY_MARKER = "HARNESS-GUEST-READY"
@@ -49,13 +50,8 @@ def init_script() -> str:
 def host_path(command: str) -> Path:
     found = command if os.path.isabs(command) else shutil.which(command, path=doctor.SEARCH_PATH)
     if not found or not os.path.exists(found):
-        raise_missing(command)
+        raise MissingHostTool(what=f"Guest program {command}", fix="run 'harness doctor --install' (as root)")
     return Path(found).resolve()
-
-
-def raise_missing(command: str):
-    from harness.errors import MissingHostTool
-    raise MissingHostTool(what=f"Guest program {command}", fix="run 'harness doctor --install' (as root)")
 
 
 def shared_libraries(binaries) -> list[Path]:
@@ -76,8 +72,12 @@ def workload_programs() -> dict[Path, str]:
 
 
 def _compile_static(source: Path, output_dir: Path) -> Path:
-    output = output_dir / source.stem
-    runner.run(["gcc", "-static", "-O2", "-Wall", "-o", output, source])
+    """gcc -static, once per content of the source file."""
+    output = output_dir / f"{source.stem}-{hashlib.sha256(source.read_bytes()).hexdigest()[:12]}"
+    if not output.exists():
+        partial = output.with_name(output.name + ".part")
+        runner.run(["gcc", "-static", "-O2", "-Wall", "-o", partial, source])
+        os.replace(partial, output)
     return output
 
 

@@ -2,7 +2,6 @@
 check (does a series apply, hunk by hunk) and the git apply command line the build uses."""
 
 import hashlib
-import os
 import re
 import shutil
 import tempfile

@@ -83,3 +83,13 @@ def test_sigterm_stops_the_build_and_its_children(tmp_path, fake_tree):
     time.sleep(0.2)
     assert not alive(sleeper), "make's children die with the harness"
     assert not list((tmp_path / "cache" / "builds").glob("*/build.json"))
+
+
+def test_doctor_install_as_a_user_prints_the_exact_sudo_line(tmp_path, monkeypatch):
+    from harness import doctor
+    monkeypatch.setattr(doctor, "missing_packages", lambda: ["ccache", "cpio"])
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    result = invoke(tmp_path, "doctor", "--install")
+    assert result.exit_code == 1
+    assert ("error: Host packages ccache cpio are missing: run 'sudo apt-get install -y --no-install-recommends "
+            "ccache cpio', then try again") in result.output
