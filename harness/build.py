@@ -21,6 +21,7 @@ from pathlib import Path
 from harness import kconfig, patches, runner, source
 from harness.errors import MissingSymbol, PatchDoesNotApply
 from harness.experiment import Experiment, Variant, require_patches
+from harness.files import write_atomic
 
 log = logging.getLogger("harness.build")
 
@@ -182,9 +183,7 @@ def _as_variant(build: Build, name: str) -> Build:
 def _save(build: Build) -> None:
     fields = asdict(build)
     fields["directory"] = str(build.directory)
-    partial = build.directory / "build.json.part"
-    partial.write_text(json.dumps(fields, indent=2) + "\n")
-    os.replace(partial, build.directory / "build.json")
+    write_atomic(build.directory / "build.json", json.dumps(fields, indent=2) + "\n")
 
 
 def _remove(directory: Path) -> None:

@@ -2,9 +2,9 @@
 
 import functools
 import json
-import shlex
 import logging
 import os
+import shlex
 import signal
 import sys
 import time
@@ -13,10 +13,30 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from harness import (analysis, boot, build, compare, doctor, experiment, matrix, patches, plots, results, source, vm,
-                     workloads)
+from harness import (
+    analysis,
+    boot,
+    build,
+    compare,
+    doctor,
+    experiment,
+    matrix,
+    patches,
+    plots,
+    results,
+    source,
+    vm,
+    workloads,
+)
 from harness import image as guest_image
-from harness.errors import BadWorkload, HarnessError, MissingPackages, NoCommand, NoSuchTree
+from harness.errors import (
+    BadWorkload,
+    HarnessError,
+    MissingPackages,
+    NoCommand,
+    NoSuchTree,
+)
+from harness.files import write_atomic
 
 log = logging.getLogger("harness")
 
@@ -153,10 +173,8 @@ def patch_import(obj, message, tree, output, author, upstream):
     tree_path = _tree(tree, obj["cache_dir"])
     text = patches.import_message(message.read_text(errors="surrogateescape"), tree_path, message.name,
                                   author, upstream)
-    partial = output.with_name(output.name + ".part")
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial.write_text(text, errors="surrogateescape")
-    partial.replace(output)
+    write_atomic(output, text, errors="surrogateescape")
     ok, detail = patches.git_check_series([output], tree_path)
     click.echo(f"{output}: {'git apply --check accepts it on ' + str(tree_path) if ok else detail}")
     if not ok:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from harness import runner
 
-
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 
 

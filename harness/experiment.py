@@ -11,7 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import project, source
-from harness.errors import BadExperiment, MissingPatchFile, UnknownExperiment, UnknownVariant
+from harness.errors import (
+    BadExperiment,
+    MissingPatchFile,
+    UnknownExperiment,
+    UnknownVariant,
+)
 
 
 @dataclass(frozen=True)

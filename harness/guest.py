@@ -6,8 +6,8 @@ host key with dropbearkey; the session accepts only that host key.
 """
 
 import io
-import os
 import logging
+import os
 import shlex
 import socket
 import time
@@ -19,7 +19,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from harness import runner
-from harness.errors import BootFailed, GuestCommandFailed, GuestConnectionLost, GuestTimedOut
+from harness.errors import (
+    BootFailed,
+    GuestCommandFailed,
+    GuestConnectionLost,
+    GuestTimedOut,
+)
 
 log = logging.getLogger("harness.guest")
 output_log = logging.getLogger("harness.output")

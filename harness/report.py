@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness import compare
-from harness.results import write_atomic
+from harness.files import write_atomic
 
 
 def headline_sentence(rows: list[compare.Row], headline: str, release: str, accelerator: str) -> str:

@@ -16,18 +16,13 @@ from pathlib import Path
 
 from harness import project
 from harness.errors import NotAResultDirectory
+from harness.files import write_atomic
 
 FORMAT = 1
 SAMPLE_COLUMNS = ("variant", "workload", "rep", "phase", "metric", "value")
 RUN_COLUMNS = ("variant", "workload", "rep", "valid", "reason", "accelerator", "source", "kernel_release", "config_hash",
                "patch_hash", "qemu_version", "guest_memory_mb", "swap_mb", "cpus", "boot_ready_s", "duration_s",
                "warnings")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.part")
-    partial.write_text(text)
-    os.replace(partial, path)
 
 
 def host_facts() -> dict:

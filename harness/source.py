@@ -21,8 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import debian, runner
-from harness.errors import (BadSourceSpec, ChecksumMismatch, DownloadFailed, GitRefMissing,
-                            NotAKernelTree)
+from harness.errors import (
+    BadSourceSpec,
+    ChecksumMismatch,
+    DownloadFailed,
+    GitRefMissing,
+    NotAKernelTree,
+)
 
 DEFAULT_SPEC = ("debian:linux-source-5.10=5.10.223-1"
                 "#sha256=f733d27d239d65598d96d7a72f71ac50f49f2380192a1b3b4ca2f5ad5144dd63")

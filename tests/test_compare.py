@@ -79,6 +79,7 @@ def test_runs_that_differ_in_a_comparability_field_are_refused(tmp_path):
 
 def test_json_has_exactly_the_documented_keys(tmp_path):
     from click.testing import CliRunner
+
     from harness.cli import main
     result = CliRunner().invoke(main, ["--cache-dir", str(tmp_path), "compare", str(RUN), "--format", "json"])
     assert result.exit_code == 0, result.output

@@ -5,8 +5,14 @@ import tarfile
 import pytest
 
 from harness import debian, source
-from harness.errors import (BadSourceSpec, ChecksumMismatch, DownloadFailed, GitRefMissing, MirrorNotFound,
-                            NotAKernelTree)
+from harness.errors import (
+    BadSourceSpec,
+    ChecksumMismatch,
+    DownloadFailed,
+    GitRefMissing,
+    MirrorNotFound,
+    NotAKernelTree,
+)
 
 SHA = "f733d27d239d65598d96d7a72f71ac50f49f2380192a1b3b4ca2f5ad5144dd63"
 
