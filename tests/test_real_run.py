@@ -47,3 +47,23 @@ def test_redis_copies_what_it_swapped_in_unpatched_and_keeps_its_keys(tmp_path):
     base_copies = values[("base", "write", "cow_copies")]
     assert base_copies >= 0.5 * values[("base", "read", "process.swapped_in_pages")]
     assert values[("patched", "write", "cow_copies")] <= 0.1 * base_copies
+
+
+def test_redis_limit_mode_swaps_under_a_fixed_memory_max(tmp_path):
+    out, runs, values = harness_run(tmp_path, "--workload", "redis", "--variant", "base",
+                                    "-p", "mode=limit", "-p", "keys=6000")
+    assert [(r["variant"], r["valid"]) for r in runs] == [("base", "True")], runs
+    assert values[("base", "mixed", "vmstat.pswpin")] > 500, "reads and writes keep faulting pages back in"
+    assert values[("base", "mixed", "vmstat.pswpout")] > 500
+    assert values[("base", "mixed", "memcg.current_kb")] <= 12 * 1024, "memory.max of limit_mb holds"
+    assert values[("base", "mixed", "cow_copies")] > 100, "unpatched, writes after swap-in copy"
+    assert values[("base", "mixed", "ops_per_s")] > 0
+
+
+def test_redis_madvise_mode_pushes_the_server_out_with_process_madvise(tmp_path):
+    out, runs, values = harness_run(tmp_path, "--workload", "redis", "--variant", "base",
+                                    "-p", "mode=madvise", "-p", "keys=4000")
+    assert [(r["variant"], r["valid"]) for r in runs] == [("base", "True")], runs
+    swapout = values[("base", "swapout", "process.swapped_out_pages")]
+    assert swapout >= 0.9 * values[("base", "swapout", "pages")] and swapout > 1500
+    assert values[("base", "write", "cow_copies")] > 0.5 * values[("base", "read", "process.swapped_in_pages")]
