@@ -113,6 +113,16 @@ class GuestSession:
 
     def run(self, command, timeout: float = 600, check: bool = True, stdin: bytes | None = None) -> GuestResult:
         """Run command (an argv list, quoted for the remote shell, or a shell string) in the guest."""
+        text, status, stdout, stderr, duration = self._exec(command, timeout, stdin)
+        result = GuestResult(text, status, stdout.decode(errors="replace"), stderr.decode(errors="replace"), duration)
+        for line in (result.stdout + result.stderr).splitlines():
+            output_log.debug(line)
+        if check and status != 0:
+            raise _failed(text, status, result.stderr)
+        return result
+
+    def _exec(self, command, timeout: float, stdin: bytes | None = None):
+        """(command text, exit status, stdout bytes, stderr bytes, seconds) of one remote command."""
         text = shlex.join(command) if isinstance(command, (list, tuple)) else command
         log.info("guest$ %s", text)
         started = time.monotonic()
@@ -131,14 +141,7 @@ class GuestSession:
             raise GuestConnectionLost(command=text, why=str(error) or type(error).__name__) from None
         finally:
             channel.close()
-        result = GuestResult(text, status, stdout.decode(errors="replace"), stderr.decode(errors="replace"),
-                             time.monotonic() - started)
-        for line in (result.stdout + result.stderr).splitlines():
-            output_log.debug(line)
-        if check and status != 0:
-            tail = " | ".join(result.stderr.strip().splitlines()[-3:]) or "(none)"
-            raise GuestCommandFailed(command=text, status=status, tail=tail)
-        return result
+        return text, status, stdout, stderr, time.monotonic() - started
 
     def start(self, command) -> "GuestProcess":
         """Start a long-running command whose stdin and stdout the caller talks to line by line."""
@@ -193,20 +196,17 @@ class GuestSession:
     def upload(self, local: Path, remote: str) -> None:
         self.run(["sh", "-c", 'cat > "$1"', "upload", remote], stdin=Path(local).read_bytes())
 
-    def download(self, remote: str, local: Path) -> None:
-        Path(local).write_bytes(self._read_bytes(remote))
+    def download(self, remote: str, local: Path, timeout: float = 600) -> None:
+        """Copy a guest file to the host, byte for byte (run() would decode it as text)."""
+        text, status, stdout, stderr, _ = self._exec(["cat", remote], timeout)
+        if status != 0:
+            raise _failed(text, status, stderr.decode(errors="replace"))
+        Path(local).write_bytes(stdout)
 
-    def _read_bytes(self, remote: str) -> bytes:
-        channel = self._channel(f"cat {remote}")
-        try:
-            channel.exec_command(shlex.join(["cat", remote]))
-            stdout, stderr = _drain(channel, time.monotonic() + 600)
-            if channel.recv_exit_status() != 0:
-                raise GuestCommandFailed(command=f"cat {remote}", status=channel.recv_exit_status(),
-                                         tail=stderr.decode(errors="replace").strip())
-            return stdout
-        finally:
-            channel.close()
+
+def _failed(command: str, status: int, stderr: str) -> GuestCommandFailed:
+    tail = " | ".join(stderr.strip().splitlines()[-3:]) or "(none)"
+    return GuestCommandFailed(command=command, status=status, tail=tail)
 
 
 class GuestProcess:

@@ -39,7 +39,7 @@ class ResolvedFile:
 
 
 def _resolve_file(diff: FileDiff, tree: Path, loose: bool) -> ResolvedFile:
-    path = diff.new_path if diff.old_path == "/dev/null" else diff.old_path
+    path = diff.path
     target = tree / path
     old_text = target.read_text(errors="surrogateescape") if target.is_file() else ""
     file_lines = old_text.split("\n")
@@ -271,14 +271,13 @@ def check_series(patch_files, tree: Path) -> list[HunkReport]:
     contents = {}
     for _, message in parsed:
         for diff in message.files:
-            path = diff.old_path if diff.old_path != "/dev/null" else diff.new_path
-            if path not in contents:
-                contents[path] = (tree / path).read_text(errors="surrogateescape") if (tree / path).is_file() else ""
+            if diff.path not in contents:
+                source = tree / diff.path
+                contents[diff.path] = source.read_text(errors="surrogateescape") if source.is_file() else ""
     reports = []
     for patch, message in parsed:
         for diff in message.files:
-            path = diff.old_path if diff.old_path != "/dev/null" else diff.new_path
-            contents[path], file_reports = _check_file(patch.name, path, diff, contents[path])
+            contents[diff.path], file_reports = _check_file(patch.name, diff.path, diff, contents[diff.path])
             reports += file_reports
     return reports
 

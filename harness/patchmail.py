@@ -43,6 +43,11 @@ class FileDiff:
     new_path: str
     hunks: list[Hunk] = field(default_factory=list)
 
+    @property
+    def path(self) -> str:
+        """The file's path in the tree (the new path for a file the patch creates)."""
+        return self.new_path if self.old_path == "/dev/null" else self.old_path
+
 
 @dataclass
 class Message:

@@ -59,9 +59,8 @@ class RunDirectory:
     @classmethod
     def load(cls, path: Path) -> "RunDirectory":
         """An existing run directory, with the samples and runs it already holds (to resume it)."""
-        for name in ("metadata.json",):
-            if not (path / name).is_file():
-                raise NotAResultDirectory(path=path, missing=name)
+        if not (path / "metadata.json").is_file():
+            raise NotAResultDirectory(path=path, missing="metadata.json")
         directory = cls(path)
         for name, rows in (("samples.csv", directory.samples), ("runs.csv", directory.runs)):
             if (path / name).is_file():
