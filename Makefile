@@ -22,10 +22,10 @@ test: setup
 	$(BIN)/pytest -v -rs
 
 unit: $(VENV)/.installed
-	$(BIN)/pytest -v -m "not real"
+	$(BIN)/pytest -v -m "not real and not simulation"
 
 bench: setup
-	$(BIN)/harness bench
+	$(BIN)/harness bench --control --reps auto
 
 bench-build: setup
 	$(BIN)/python benchmarks/build_times.py

@@ -1,4 +1,5 @@
-"""After a run: the comparison (JSON and Markdown), the plots and the report, in the run directory."""
+"""After a run: the comparison (JSON and Markdown), the plots and the report, in the run directory;
+and the stopping rule of `--reps auto`, which is the same comparison on the data so far."""
 
 import json
 import time
@@ -9,17 +10,41 @@ from harness.experiment import Experiment
 from harness.files import write_atomic
 
 
-def analyse(run_dir: Path, experiment: Experiment, baseline: str = "base") -> Path:
+def comparison(run_dirs: list[Path], baseline: str | None = None) -> compare.Comparison:
+    """The comparison of one run directory, or of several pooled (then one look at all the data)."""
+    samples, runs, metadata = results.read_many(run_dirs)
+    plan = compare.Plan.from_metadata(metadata[0], baseline or metadata[0].get("baseline", "base"))
+    if len(run_dirs) > 1:
+        controls = {m.get("control") for m in metadata} - {None}
+        plan = compare.Plan(plan.baseline, plan.primary, plan.margin_pct, next(iter(controls), None))
+    return compare.compare(samples, runs, plan)
+
+
+def decided(directory: results.RunDirectory) -> bool:
+    """True when every primary row of every variant has a verdict (the stopping rule of --reps auto)."""
+    samples, runs, metadata = results.read(directory.path)
+    plan = compare.Plan.from_metadata(metadata, metadata.get("baseline", "base"))
+    if not plan.primary:
+        return False
+    kept, _ = compare.valid_samples(samples, runs)
+    cells = compare.gather(kept, runs)
+    variants = [plan.baseline] + [v for v in dict.fromkeys(runs["variant"]) if v != plan.baseline]
+    return compare.all_decided(cells, plan, variants)
+
+
+def analyse(run_dir: Path, experiment: Experiment, baseline: str | None = None) -> Path:
     """Write comparison.json, comparison.md, plots/ and report.md; returns the report's path."""
     started = time.monotonic()
+    result = comparison([run_dir], baseline)
     samples, runs, metadata = results.read(run_dir)
-    rows, invalid = compare.compare(samples, runs, baseline)
-    write_atomic(run_dir / "comparison.json", json.dumps([r.as_json() for r in rows], indent=1) + "\n")
-    write_atomic(run_dir / "comparison.md", compare.render_markdown(rows, show_all=True) + "\n")
-    figures = plots.plot_all(samples, runs, metadata, run_dir / "plots")
-    headline = experiment.headline or f"{samples['workload'].iloc[0]}/write/cow_copies"
-    path = report.write(run_dir, rows, invalid, figures, headline)
+    write_atomic(run_dir / "comparison.json", json.dumps([r.as_json() for r in result.rows], indent=1) + "\n")
+    write_atomic(run_dir / "comparison.md", "\n".join(compare.summary_lines(result)) + "\n\n"
+                 + compare.render_markdown(result.rows, show_all=True) + "\n")
+    figures = plots.plot_all(samples, runs, metadata, run_dir / "plots", result.rows)
+    headline = experiment.headline or (experiment.primary[0] if experiment.primary else
+                                       f"{samples['workload'].iloc[0]}/write/cow_copies")
+    path = report.write(run_dir, result, figures, headline)
+    directory = results.RunDirectory(run_dir)
     stages = {**metadata.get("stage_seconds", {}), "analysis": round(time.monotonic() - started, 1)}
-    metadata["stage_seconds"] = stages
-    write_atomic(run_dir / "metadata.json", json.dumps(metadata, indent=2) + "\n")
+    directory.update_metadata(stage_seconds=stages)
     return path

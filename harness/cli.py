@@ -3,11 +3,13 @@
 import functools
 import json
 import logging
+import math
 import os
 import shlex
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -30,15 +32,22 @@ from harness import (
 )
 from harness import image as guest_image
 from harness.errors import (
+    BadExperiment,
     BadWorkload,
     HarnessError,
     MissingPackages,
     NoCommand,
     NoSuchTree,
+    NotAResultDirectory,
 )
+from harness.experiment import Variant
 from harness.files import write_atomic
 
 log = logging.getLogger("harness")
+
+CONTROL = "control"      # the name of the variant --control adds
+DEFAULT_REPS = 6         # bench's fixed repetitions: the smallest n at which an exact test can decide several rows
+AUTO_FIRST_LOOK = 6      # --reps auto: the first look
 
 
 class _ConsoleFilter(logging.Filter):
@@ -284,74 +293,182 @@ def _run_options(function):
     return function
 
 
-def _request(experiment_name, workload_names, variants, reps, output, resume, settings, accel, seed,
-             probes_on=True) -> matrix.RunRequest:
-    spec = experiment.load(experiment_name)
-    if resume:
-        recorded = json.loads((resume / "metadata.json").read_text()) if (resume / "metadata.json").is_file() else {}
-        workload_names = workload_names or tuple(recorded.get("workloads", {}))
-        settings = settings or tuple(f"{k}={v}" for params in recorded.get("workloads", {}).values()
-                                     for k, v in params.items())
-        variants = variants or tuple(v["name"] for v in recorded.get("variants", []))
-        reps = recorded.get("reps", reps)
-    names = workload_names or spec.workloads or tuple(workloads.discover())
-    out_dir = resume or output or results.default_directory(spec.name)
-    if not resume and out_dir.exists() and any(out_dir.iterdir()):
+@dataclass(frozen=True)
+class _Choices:
+    """What `run` and `bench` were asked to do, before the experiment is read."""
+    experiment_name: str | None
+    workload_names: tuple
+    variants: tuple
+    reps: int
+    output: Path | None
+    resume: Path | None
+    settings: tuple
+    accel: str
+    seed: int | None
+    modes: tuple = ("counted",)
+    max_reps: int | None = None
+    control: bool = False
+
+
+def _request(choices: _Choices) -> matrix.RunRequest:
+    spec = experiment.load(choices.experiment_name)
+    if choices.resume:
+        return _resumed(spec, choices)
+    names = choices.workload_names or spec.workloads or tuple(workloads.discover())
+    out_dir = choices.output or results.default_directory(spec.name)
+    if out_dir.exists() and any(out_dir.iterdir()):
         raise BadWorkload(name=", ".join(names), why=f"{out_dir} is not empty: pick another -o, or --resume it")
-    return matrix.RunRequest(spec, _workload_parameters(names, settings), tuple(spec.select(variants)), reps,
-                             out_dir, accel, probes_on, shlex.join(["harness", *sys.argv[1:]]), seed, bool(resume))
+    chosen = _workload_parameters(names, choices.settings)
+    variants = spec.select(choices.variants)
+    control = None
+    if choices.control:
+        if any(v.name == CONTROL for v in spec.variants):
+            raise BadExperiment(path=spec.path, why=f"a variant is called '{CONTROL}', the name --control uses")
+        baseline = spec.variants[0]
+        variants = [baseline] + [v for v in variants if v.name != baseline.name] + [Variant(CONTROL, baseline.patches)]
+        control = CONTROL
+    primary = _measured_primary(spec, chosen)
+    request = matrix.RunRequest(spec, chosen, tuple(variants), choices.reps, out_dir, choices.accel, choices.modes,
+                                shlex.join(["harness", *sys.argv[1:]]), choices.seed, False, choices.max_reps,
+                                control, primary, spec.margin_pct)
+    _warn_unreachable(request)
+    return request
+
+
+def _resumed(spec, choices: _Choices) -> matrix.RunRequest:
+    """The request an interrupted run was made with, from its metadata."""
+    recorded = json.loads((choices.resume / "metadata.json").read_text()) \
+        if (choices.resume / "metadata.json").is_file() else {}
+    if not recorded:
+        raise NotAResultDirectory(path=choices.resume, missing="metadata.json")
+    params = recorded.get("workloads", {})
+    chosen = tuple((workloads.load(name), workloads.load(name).params(values)) for name, values in params.items())
+    by_name = {v.name: v for v in spec.variants}
+    control = recorded.get("control")
+    variants = tuple(Variant(control, by_name[recorded["baseline"]].patches) if v["name"] == control
+                     else spec.select([v["name"]])[0] for v in recorded.get("variants", []))
+    auto = recorded.get("reps") == "auto"
+    return matrix.RunRequest(spec, chosen, variants, int(recorded["min_reps"] if auto else recorded["reps"]),
+                             choices.resume, choices.accel, tuple(recorded.get("modes", ("counted",))),
+                             recorded.get("command", ""), recorded.get("seed"), True,
+                             int(recorded["max_reps"]) if auto else None, control,
+                             tuple(recorded.get("primary", ())), float(recorded.get("margin_pct", 5.0)))
+
+
+def _measured_primary(spec, chosen) -> tuple[str, ...]:
+    """The experiment's primary rows that this run measures (its workloads, in their phases)."""
+    phases = {workload.name: workloads.driver(workload, params, None).phase_plan() for workload, params in chosen}
+    kept = []
+    for row in spec.primary:
+        workload, phase, _ = row.split("/")
+        if workload in phases and phase in phases[workload]:
+            kept.append(row)
+        elif workload in phases:
+            log.warning("primary row %s is not measured: %s runs %s with these parameters", row, workload,
+                        ", ".join(phases[workload]))
+    return tuple(kept)
+
+
+def _warn_unreachable(request: matrix.RunRequest) -> None:
+    """Say before any boot when the repetitions cannot decide a primary row at all."""
+    rows = len(request.primary) * (len(request.variants) - 1)
+    if not rows:
+        return
+    design = compare.Design.sequential(request.reps, request.max_reps) if request.max_reps else compare.Design()
+    looks = design.looks or (request.reps,)
+    shares = design.shares or (1.0,)
+    for look, share in zip(looks, shares):
+        if 2 / math.comb(2 * look, look) <= compare.ALPHA * share / rows:
+            return
+    log.warning("with %s repetitions and %d primary rows no primary row can be decided (the smallest exact "
+                "p-value is %.2g): use more --reps or --reps auto", looks[-1], rows, 2 / math.comb(2 * looks[-1],
+                                                                                                  looks[-1]))
 
 
 @main.command(name="run")
 @_run_options
 @click.option("--reps", type=click.IntRange(1), default=1, show_default=True, help="Boots per variant.")
-@click.option("--no-probes", is_flag=True, help="No perf and no profiler: vmstat and timings only.")
+@click.option("--no-probes", is_flag=True, help="No perf and no profiler: vmstat and timings only (timed boots).")
+@click.option("--timing", is_flag=True, help="Also boot each cell without probes, for timings (timed boots).")
 @click.pass_obj
 @_guarded
 def run_command(obj, experiment_name, workload_names, variants, output, resume, settings, accel, seed, reps,
-                no_probes):
+                no_probes, timing):
     """Boot each variant (fresh boot and swap disk per repetition) and measure the workloads."""
-    request = _request(experiment_name, workload_names, variants, reps, output, resume, settings, accel, seed,
-                       not no_probes)
+    modes = ("timed",) if no_probes else matrix.MODES if timing else ("counted",)
+    request = _request(_Choices(experiment_name, workload_names, variants, reps, output, resume, settings, accel,
+                                seed, modes))
     directory = matrix.run(request, obj["cache_dir"])
     valid = sum(str(row["valid"]) == "True" for row in directory.runs)
     click.echo(f"{directory.path}: {valid} of {len(directory.runs)} runs valid")
 
 
+class _Reps(click.ParamType):
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if str(value) == "auto":
+            return "auto"
+        try:
+            number = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+        if number < 1:
+            self.fail(f"{number} is not at least 1", param, ctx)
+        return number
+
+
 @main.command(name="bench")
 @_run_options
-@click.option("--reps", type=click.IntRange(1), default=5, show_default=True, help="Boots per variant and workload.")
+@click.option("--reps", type=_Reps(), default=str(DEFAULT_REPS), show_default=True,
+              help=f"Boots per variant, workload and mode; 'auto': {AUTO_FIRST_LOOK} first, then one more block at "
+                   "a time until every primary row is decided or --max-reps.")
+@click.option("--max-reps", type=click.IntRange(2), default=10, show_default=True, help="The limit of --reps auto.")
+@click.option("--control", is_flag=True, help="Interleave the baseline kernel once more as variant 'control'.")
 @click.pass_obj
 @_guarded
-def bench_command(obj, experiment_name, workload_names, variants, output, resume, settings, accel, seed, reps):
-    """Build every variant, run every workload of the experiment, compare, plot and report."""
-    request = _request(experiment_name, workload_names, variants, reps, output, resume, settings, accel, seed)
-    directory = matrix.run(request, obj["cache_dir"])
+def bench_command(obj, experiment_name, workload_names, variants, output, resume, settings, accel, seed, reps,
+                  max_reps, control):
+    """Build every variant, run every workload of the experiment, compare, plot and report.
+
+    Every cell boots twice per repetition: with probes (counts) and without (timings).
+    """
+    auto = reps == "auto"
+    choices = _Choices(experiment_name, workload_names, variants, AUTO_FIRST_LOOK if auto else reps, output, resume,
+                       settings, accel, seed, matrix.MODES, max(max_reps, AUTO_FIRST_LOOK) if auto else None, control)
+    request = _request(choices)
+    directory = matrix.run(request, obj["cache_dir"], stop=analysis.decided)
     report_path = analysis.analyse(directory.path, request.experiment)
     click.echo(f"report: {report_path}")
 
 
 @main.command(name="compare")
-@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--baseline", default="base", show_default=True)
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--baseline", help="Variant the others are compared with [default: the run's baseline].")
 @click.option("--format", "output_format", type=click.Choice(["table", "markdown", "csv", "json"]), default="table",
               show_default=True)
-@click.option("--all", "show_all", is_flag=True, help="Every metric, not only the headline ones.")
+@click.option("--all", "show_all", is_flag=True, help="Every metric, not only the primary and headline ones.")
 @click.pass_obj
 @_guarded
-def compare_command(obj, run_dir, baseline, output_format, show_all):
-    """Statistics of every variant against the baseline, with a verdict per metric."""
-    samples, runs, _ = results.read(run_dir)
-    rows, invalid = compare.compare(samples, runs, baseline)
+def compare_command(obj, run_dirs, baseline, output_format, show_all):
+    """Statistics of every variant against the baseline, with a verdict per row.
+
+    Several RUN_DIRS are pooled (a baseline measured yesterday against today's patched runs)
+    when they measured the same thing the same way; otherwise refused, naming the field.
+    """
+    comparison = analysis.comparison(list(run_dirs), baseline)
+    rows = comparison.rows
     if output_format == "json":
         click.echo(json.dumps([row.as_json() for row in rows], indent=1))
     elif output_format == "csv":
         click.echo(pd.DataFrame([row.as_dict() for row in rows]).to_csv(index=False), nl=False)
     elif output_format == "markdown":
+        click.echo("\n".join(compare.summary_lines(comparison)) + "\n")
         click.echo(compare.render_markdown(rows, show_all))
     else:
+        click.echo("\n".join(compare.summary_lines(comparison)) + "\n")
         click.echo(compare.render_table(rows, show_all))
-        click.echo(f"\n{invalid} invalid run(s) left out" if invalid else "")
+        click.echo(f"\n{comparison.invalid} invalid run(s) left out" if comparison.invalid else "")
 
 
 @main.command(name="plot")
@@ -361,5 +478,6 @@ def compare_command(obj, run_dir, baseline, output_format, show_all):
 def plot_command(obj, run_dir):
     """Write the figures of RUN_DIR into RUN_DIR/plots/ (PNG and SVG)."""
     samples, runs, metadata = results.read(run_dir)
-    for path in plots.plot_all(samples, runs, metadata, run_dir / "plots"):
+    comparison = analysis.comparison([run_dir])
+    for path in plots.plot_all(samples, runs, metadata, run_dir / "plots", comparison.rows):
         click.echo(path)

@@ -1,6 +1,10 @@
 """Counters around a phase: /proc/vmstat and memcg deltas, perf stat of kprobe and software
 events (for the workload process and system-wide), and the ftrace function profiler as a
-cross-check of the copy count. The guest half is guest_tools/harness-collect."""
+cross-check of the copy count. The guest half is guest_tools/harness-collect, which takes the
+snapshots inside the perf window, so that vmstat and perf count over the same commands.
+
+Nothing goes missing silently: a probed function that the profiler did not see has 0 hits;
+an event perf did not count, or a missing copy count, is a problem that makes the run invalid."""
 
 import re
 from dataclasses import dataclass, field
@@ -18,9 +22,11 @@ PAGE = 4096
 
 @dataclass
 class PhaseCounters:
-    """What one phase did, as metric name -> value, and warnings to keep with the sample."""
+    """What one phase did, as metric name -> value; warnings to keep with the sample; problems
+    that make the run invalid."""
     metrics: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
     raw: str = ""
 
 
@@ -51,9 +57,11 @@ class Phase:
     def __exit__(self, kind, value, traceback):
         after = self.session.run(["harness-collect", "end", self.cgroup, str(self.pid or "")], timeout=120).stdout
         if kind is None:
-            metrics, warnings = phase_metrics(self.before, after, self.cow_probe, has_process=self.pid is not None)
+            metrics, warnings, problems = phase_metrics(self.before, after, self.probes, self.cow_probe,
+                                                        has_process=self.pid is not None)
             self.counters.metrics.update(metrics)
             self.counters.warnings.extend(warnings)
+            self.counters.problems.extend(problems)
         self.counters.raw = "== BEFORE\n" + self.before + "\n== AFTER\n" + after
         return False
 
@@ -111,39 +119,63 @@ def _event_name(event: str) -> str:
     return event.split(":", 1)[1] if event.startswith("kprobes:") else event
 
 
-def phase_metrics(before: str, after: str, cow_probe: str, has_process: bool) -> tuple[dict, list[str]]:
-    """Metrics and warnings of one phase from harness-collect's begin and end output."""
+def phase_metrics(before: str, after: str, probes, cow_probe: str, has_process: bool) -> tuple[dict, list, list]:
+    """(metrics, warnings, problems) of one phase from harness-collect's begin and end output."""
     first, last = sections(before), sections(after)
     metrics: dict[str, float] = {}
-    vm_before, vm_after = parse_keyed_numbers(first.get("vmstat", "")), parse_keyed_numbers(last.get("vmstat", ""))
-    for name in VMSTAT_FIELDS:
-        if name in vm_after and name in vm_before:
-            metrics[f"vmstat.{name}"] = vm_after[name] - vm_before[name]
-    if "memcg" in last:
-        cg_before, cg_after = parse_keyed_numbers(first.get("memcg", "")), parse_keyed_numbers(last["memcg"])
-        for name in MEMCG_DELTAS:
-            if name in cg_after and name in cg_before:
-                metrics[f"memcg.{name.split('.')[-1]}"] = cg_after[name] - cg_before[name]
-        for name in MEMCG_LEVELS:
-            if name in cg_after:
-                metrics[f"memcg.{name.replace('memory.', '').replace('.', '_')}_kb"] = cg_after[name] // 1024
-    if "process" in last and "process" in first:
-        proc_before, proc_after = parse_keyed_numbers(first["process"]), parse_keyed_numbers(last["process"])
-        if "VmSwap" in proc_after and "VmSwap" in proc_before:
-            moved = (proc_after["VmSwap"] - proc_before["VmSwap"]) * 1024 // PAGE
-            metrics["process.vmswap_kb"] = proc_after["VmSwap"]
-            metrics["process.swapped_out_pages"] = max(moved, 0)
-            metrics["process.swapped_in_pages"] = max(-moved, 0)
+    metrics.update(_vmstat(first, last))
+    metrics.update(_memcg(first, last))
+    metrics.update(_process(first, last))
+    problems: list[str] = []
     for scope, prefix in (("system", "perf.system."), ("process", "perf.")):
-        for event, count in parse_perf_csv(last.get(f"perf {scope}", "")).items():
-            if count is not None:
+        if f"perf {scope}" not in last:
+            continue
+        for event, count in parse_perf_csv(last[f"perf {scope}"]).items():
+            if count is None:
+                problems.append(f"perf did not count {event} ({scope})")
+            else:
                 metrics[prefix + _event_name(event)] = count
-    for function, hits in parse_profile(last.get("profile", "")).items():
-        metrics[f"ftrace.{function}"] = hits
-    copies_key = f"perf.{cow_probe}" if has_process else f"perf.system.{cow_probe}"
-    if copies_key in metrics:
-        metrics["cow_copies"] = metrics[copies_key]
-    return metrics, cross_check(metrics, cow_probe) if "perf system" in last else []
+    if "profile" in last:
+        hits = parse_profile(last["profile"])
+        for function in dict.fromkeys([*probes, *hits]):
+            metrics[f"ftrace.{function}"] = hits.get(function, 0)
+    if f"perf.system.{cow_probe}" in metrics:
+        metrics["system.cow_copies"] = metrics[f"perf.system.{cow_probe}"]
+    if has_process and f"perf.{cow_probe}" in metrics:
+        metrics["cow_copies"] = metrics[f"perf.{cow_probe}"]
+    if probes and cow_probe in probes and "system.cow_copies" not in metrics:
+        problems.append(f"no count of {cow_probe} from perf")
+    elif probes and cow_probe in probes and has_process and "cow_copies" not in metrics:
+        problems.append(f"no count of {cow_probe} in the workload process from perf")
+    warnings = cross_check(metrics, cow_probe) if "perf system" in last else []
+    return metrics, warnings, problems
+
+
+def _vmstat(first: dict, last: dict) -> dict:
+    before, after = parse_keyed_numbers(first.get("vmstat", "")), parse_keyed_numbers(last.get("vmstat", ""))
+    return {f"vmstat.{name}": after[name] - before[name] for name in VMSTAT_FIELDS if name in after and name in before}
+
+
+def _memcg(first: dict, last: dict) -> dict:
+    if "memcg" not in last:
+        return {}
+    before, after = parse_keyed_numbers(first.get("memcg", "")), parse_keyed_numbers(last["memcg"])
+    found = {f"memcg.{name.split('.')[-1]}": after[name] - before[name] for name in MEMCG_DELTAS
+             if name in after and name in before}
+    found.update({f"memcg.{name.replace('memory.', '').replace('.', '_')}_kb": after[name] // 1024
+                  for name in MEMCG_LEVELS if name in after})
+    return found
+
+
+def _process(first: dict, last: dict) -> dict:
+    if "process" not in last or "process" not in first:
+        return {}
+    before, after = parse_keyed_numbers(first["process"]), parse_keyed_numbers(last["process"])
+    if "VmSwap" not in after or "VmSwap" not in before:
+        return {}
+    moved = (after["VmSwap"] - before["VmSwap"]) * 1024 // PAGE
+    return {"process.vmswap_kb": after["VmSwap"], "process.swapped_out_pages": max(moved, 0),
+            "process.swapped_in_pages": max(-moved, 0)}
 
 
 def cross_check(metrics: dict, cow_probe: str) -> list[str]:

@@ -10,7 +10,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import project, source
+from harness import metrics, project, source
 from harness.errors import (
     BadExperiment,
     MissingPatchFile,
@@ -47,6 +47,12 @@ class Experiment:
     cow_probe: str = "wp_page_copy"   # the probe whose count is the metric cow_copies
     workloads: tuple[str, ...] = ()   # workloads/ names run by default; empty = all of them
     headline: str = ""                # WORKLOAD/PHASE/METRIC of the report's first sentence
+    primary: tuple[str, ...] = ()     # WORKLOAD/PHASE/METRIC rows whose verdicts are the experiment's claims
+    margin_pct: float = 5.0           # a primary row is `equivalent` when its change stays within +-margin_pct
+
+    @property
+    def baseline(self) -> str:
+        return self.variants[0].name
 
     def select(self, names=()) -> list[Variant]:
         """The variants called names, in the order given; all of them when names is empty."""
@@ -86,7 +92,7 @@ def from_dict(data: dict, path: Path) -> Experiment:
         raise BadExperiment(path=path, why=why)
 
     unknown = set(data) - {"description", "source", "kconfigs", "probes", "variants", "series", "guest",
-                           "cow_probe", "workloads", "headline"}
+                           "cow_probe", "workloads", "headline", "primary", "margin_pct"}
     if unknown:
         fail(f"unknown key(s) {', '.join(sorted(unknown))}")
     spec = data.get("source", source.DEFAULT_SPEC)
@@ -99,12 +105,33 @@ def from_dict(data: dict, path: Path) -> Experiment:
         kconfigs=tuple(_strings(data, "kconfigs", fail)), probes=tuple(_strings(data, "probes", fail)),
         variants=tuple(variants), guest=_guest(data.get("guest", {}), fail),
         cow_probe=str(data.get("cow_probe", "wp_page_copy")), workloads=tuple(_strings(data, "workloads", fail)),
-        headline=str(data.get("headline", "")))
+        headline=str(data.get("headline", "")), primary=tuple(_strings(data, "primary", fail)),
+        margin_pct=_margin(data.get("margin_pct", 5.0), fail))
     if experiment.headline and len(experiment.headline.split("/")) != 3:
         fail("headline must be WORKLOAD/PHASE/METRIC")
+    for row in experiment.primary:
+        _check_primary(row, experiment, fail)
     if experiment.probes and experiment.cow_probe not in experiment.probes:
         fail(f"cow_probe '{experiment.cow_probe}' is not one of the probes")
     return experiment
+
+
+def _margin(value, fail) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 100:
+        fail(f"margin_pct must be a number of percent between 0 and 100, not {value!r}")
+    return float(value)
+
+
+def _check_primary(row: str, experiment: Experiment, fail) -> None:
+    parts = row.split("/")
+    if len(parts) != 3 or not all(parts):
+        fail(f"primary row '{row}' must be WORKLOAD/PHASE/METRIC")
+    if experiment.workloads and parts[0] not in experiment.workloads:
+        fail(f"primary row '{row}' names workload {parts[0]}, which the experiment does not run "
+             f"({', '.join(experiment.workloads)})")
+    if metrics.meaning(parts[2]).direction == "none":
+        fail(f"primary row '{row}': metric {parts[2]} has no direction in harness/metrics.py, so it can "
+             "never be better or worse; pick a metric with one")
 
 
 def _guest(table, fail) -> GuestConfig:

@@ -1,52 +1,134 @@
-"""DIR/report.md: the headline finding in one sentence with its numbers, the comparison
-table, the plots, and the provenance of every number in it."""
+"""DIR/report.md: the calibration line, the headline finding in one sentence with its numbers,
+the primary hypotheses, what emulated timings can carry, the instrumentation cost, the
+comparison table, the plots, the boots used, and the provenance of every number in it."""
 
-import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from harness import compare
+from harness import compare, results
 from harness.files import write_atomic
+
+COST_PHASES = ("read", "write", "mixed")
+COST_METRICS = ("duration_s", "ops_per_s")
 
 
 def headline_sentence(rows: list[compare.Row], headline: str, release: str, accelerator: str) -> str:
     workload, phase, metric = headline.split("/")
     chosen = [r for r in rows if (r.workload, r.phase, r.metric) == (workload, phase, metric)]
     base = next((r for r in chosen if r.variant == r.baseline), None)
-    others = [r for r in chosen if r.variant != r.baseline]
+    others = [r for r in chosen if r.variant != r.baseline and r.role != "control"]
     if base is None or not others:
         return f"No valid samples of {metric} in the {phase} phase of {workload}: see runs.csv for why."
     parts = []
     for r in others:
         change = "" if r.change_pct is None else (
-            f" ({r.change_pct:+.1f}%, 95% CI [{r.change_ci_low:+.1f}%, {r.change_ci_high:+.1f}%]")
-        p_value = "" if r.p_value is None else f"; Mann-Whitney p = {r.p_value:.3g}"
+            f" ({r.change_pct:+.1f}%, 95% CI [{_pct(r.change_ci_low)}, {_pct(r.change_ci_high)}]")
+        p_value = "" if r.p_value is None else f"; exact rank test p = {r.p_value:.2g}"
+        adjusted = "" if r.p_adjusted is None else f", adjusted {r.p_adjusted:.2g}"
         parts.append(f"`{r.variant}` changes {metric} in the {phase} phase of {workload} from a median of "
-                     f"{base.median:,.0f} to {r.median:,.0f}{change}{p_value}; n = {base.n} + {r.n}"
+                     f"{_number(base.median)} to {_number(r.median)}{change}{p_value}{adjusted}; n = {base.n} + {r.n}"
                      f"{')' if change else ''}: **{r.verdict}**")
     return f"On Linux {release} under {accelerator.upper()}, " + "; ".join(parts) + "."
 
 
-def write(run_dir: Path, rows: list[compare.Row], invalid: int, plots: list[Path], headline: str) -> Path:
-    metadata = json.loads((run_dir / "metadata.json").read_text())
-    runs = pd.read_csv(run_dir / "runs.csv")
+def _pct(value: float | None) -> str:
+    return "unbounded" if value is None else f"{value:+.1f}%"
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 or value == int(value) else f"{value:.3g}"
+
+
+def primary_table(rows: list[compare.Row]) -> list[str]:
+    """Markdown lines: every primary row of every variant, with the look that decided it."""
+    chosen = [r for r in rows if r.margin_pct is not None and r.variant != r.baseline]
+    if not chosen:
+        return []
+    base = {r.key: r for r in rows if r.margin_pct is not None and r.variant == r.baseline}
+    lines = ["| row | variant | n | baseline | variant | change [95% CI] | p | p_adj | verdict | decided after |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in chosen:
+        change = "-" if r.change_pct is None else f"{r.change_pct:+.1f}% [{_pct(r.change_ci_low)}, {_pct(r.change_ci_high)}]"
+        lines.append(f"| {r.key} | {r.variant} | {base[r.key].n} + {r.n} | {_number(base[r.key].median)} | "
+                     f"{_number(r.median)} | {change} | {r.p_value:.2g} | {r.p_adjusted:.2g} | **{r.verdict}** | "
+                     f"{r.decided_after or '-'} |")
+    return lines
+
+
+def instrumentation_cost(samples: pd.DataFrame) -> list[str]:
+    """Markdown lines: timings with probes (counted boots) against without (timed boots)."""
+    chosen = samples[samples["metric"].isin(COST_METRICS) & samples["phase"].isin(COST_PHASES)]
+    if chosen.empty or set(chosen["mode"]) != {"counted", "timed"}:
+        return []
+    lines = ["| workload | phase | metric | variant | with probes | without | cost |", "|---|---|---|---|---|---|---|"]
+    for (workload, phase, metric, variant), part in chosen.groupby(["workload", "phase", "metric", "variant"],
+                                                                    sort=False):
+        counted = part[part["mode"] == "counted"]["value"]
+        timed = part[part["mode"] == "timed"]["value"]
+        if counted.empty or timed.empty:
+            continue
+        with_probes, without = float(np.median(counted)), float(np.median(timed))
+        lines.append(f"| {workload} | {phase} | {metric} | {variant} | {with_probes:.3g} | {without:.3g} | "
+                     f"{(with_probes / without - 1) * 100:+.0f}% |")
+    return lines
+
+
+def boots_used(runs: pd.DataFrame, comparison: compare.Comparison, metadata: dict) -> list[str]:
+    counts = runs.assign(valid=runs["valid"].astype(str) == "True").groupby(["workload", "variant", "mode"])["valid"]
+    lines = [f"- {workload}, {variant}, {mode}: {int(valid.sum())} valid of {len(valid)}"
+             for (workload, variant, mode), valid in counts]
+    design = comparison.plan.design
+    if metadata.get("reps") == "auto":
+        lines.insert(0, f"- Repetitions: auto, {metadata.get('reps_done', '?')} done (first look "
+                        f"{metadata.get('min_reps')}, at most {metadata.get('max_reps')}); {design.describe()}")
+    else:
+        lines.insert(0, f"- Repetitions: {metadata.get('reps', '?')} (fixed)")
+    return lines
+
+
+TIMING_NOTE = {
+    "tcg": ("Timings here are from QEMU TCG, an emulated CPU: a guest second is the time the emulator took, "
+            "and TCG's costs per instruction class differ from hardware (page-table walks, TLB flushes and "
+            "page copies are emulated in software). They can show that one kernel did more work than the other "
+            "under the same emulator; they cannot give the seconds or the ratio that hardware would show. "
+            "Quote counts for what the patch does; measure timings on KVM hosts."),
+    "kvm": ("Timings are from KVM guests: the guest runs on the host CPU, so seconds and ratios carry over to "
+            "hardware of the same kind, with the noise of a virtual machine."),
+}
+
+
+def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], headline: str) -> Path:
+    samples, runs, metadata = results.read(run_dir)
+    rows = comparison.rows
     valid = runs[runs["valid"].astype(str) == "True"]
     release = ", ".join(sorted(set(valid["kernel_release"].astype(str)))) or "?"
     accelerator = ", ".join(sorted(set(valid["accelerator"].dropna().astype(str)))) or "?"
-    lines = [f"# {metadata.get('experiment', run_dir.name)}: {metadata.get('description', '')}".rstrip(": "), "",
-             headline_sentence(rows, headline, release, accelerator), "",
-             "## Comparison", "",
-             f"Medians over valid runs ({len(valid)} valid, {invalid} invalid and left out), each variant against "
-             f"`{rows[0].baseline if rows else 'base'}`; change with its 95% bootstrap interval; two-sided "
-             "Mann-Whitney U p-value. `harness compare` shows every metric.", ""]
+    calibration = comparison.calibration_line()
+    lines = [f"# {metadata.get('experiment', run_dir.name)}: {metadata.get('description', '')}".rstrip(": "), ""]
+    if calibration:
+        lines += [f"**{calibration}**" if comparison.calibration_failed else calibration, ""]
+    lines += [headline_sentence(rows, headline, release, accelerator), ""]
+    lines += ["## Primary hypotheses", "", *compare.summary_lines(comparison)[1 if calibration else 0:], ""]
+    lines += [*primary_table(rows), ""]
+    lines += ["## What the timings can carry", "", TIMING_NOTE.get(accelerator, TIMING_NOTE["tcg"]), ""]
+    cost = instrumentation_cost(samples.merge(valid[["variant", "workload", "rep", "mode"]]))
+    if cost:
+        lines += ["## Instrumentation cost", "",
+                  "Medians of the same phases on boots with kprobes and the function profiler (counted) and "
+                  "without (timed); the comparison takes timings from the timed boots only.", "", *cost, ""]
+    lines += ["## Comparison", "",
+              f"Medians over valid runs ({len(valid)} valid, {comparison.invalid} invalid and left out), each variant "
+              f"against `{comparison.plan.baseline}`; change: the median of the pairwise ratios (Hodges-Lehmann) "
+              "with the 95% interval of the exact rank test; p: exact rank test (ties included); p_adj: adjusted "
+              "as above; * marks primary rows. `harness compare` shows every metric.", ""]
     for workload in dict.fromkeys(r.workload for r in rows):
         lines += [f"### {workload}", "", compare.render_markdown([r for r in rows if r.workload == workload]), ""]
-    if accelerator == "tcg":
-        lines += ["Timings are from QEMU TCG (emulated CPU): compare ratios between variants, not seconds.", ""]
     lines += ["## Figures", ""]
     lines += [f"![{path.stem}](plots/{path.name})" for path in plots if path.suffix == ".png"]
-    lines += ["", "## Provenance", "", *provenance(metadata, runs, invalid)]
+    lines += ["", "## Boots", "", *boots_used(runs, comparison, metadata)]
+    lines += ["", "## Provenance", "", *provenance(metadata, runs, comparison.invalid)]
     path = run_dir / "report.md"
     write_atomic(path, "\n".join(lines) + "\n")
     return path
@@ -59,8 +141,9 @@ def provenance(metadata: dict, runs: pd.DataFrame, invalid: int) -> list[str]:
     for variant in metadata.get("variants", []):
         build = builds.get(variant["name"], {})
         patches = ", ".join(variant["patches"]) or "no patches"
-        lines.append(f"- `{variant['name']}`: {patches} (patch hash {build.get('patch_hash', '?')}, config hash "
-                     f"{build.get('config_hash', '?')}, build {build.get('key', '?')}, {build.get('compiler', '?')})")
+        control = " (control: the baseline kernel again)" if variant["name"] == metadata.get("control") else ""
+        lines.append(f"- `{variant['name']}`{control}: {patches} (patch hash {build.get('patch_hash', '?')}, config "
+                     f"hash {build.get('config_hash', '?')}, build {build.get('key', '?')}, {build.get('compiler', '?')})")
     host = metadata.get("host", {})
     lines += [f"- QEMU: {metadata.get('qemu', '?')}; accelerator: "
               f"{', '.join(sorted(set(runs['accelerator'].dropna().astype(str)))) or '?'}",

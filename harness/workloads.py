@@ -3,6 +3,7 @@ them phase by phase in a booted guest. A Python class exists only where behaviou
 `phased-program` (a static program that takes phase names on stdin, e.g. swapcow) and
 `redis` (redis-server in a memory cgroup, driven by redisdrive)."""
 
+import re
 import time
 import tomllib
 from dataclasses import dataclass
@@ -15,6 +16,44 @@ PHASE_TIMEOUT_S = 1800
 IDLE_S = 2.0
 CGROUP = "/sys/fs/cgroup/harness-workload"
 PAGE = 4096
+
+
+GATE = re.compile(r"^\s*(\w+)\.(\S+)\s*>=\s*([0-9]*\.?[0-9]+)\s*\*\s*(\w+)\.(\S+)\s*$")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """'PHASE.METRIC >= SHARE * PHASE.METRIC': a run that does not do what the workload meant
+    (swap out most of its pages, bring them back, push them out again) is invalid."""
+    phase: str
+    metric: str
+    share: float
+    of_phase: str
+    of_metric: str
+
+    @classmethod
+    def parse(cls, text: str, workload: str) -> "Gate":
+        match = GATE.match(text)
+        if not match:
+            raise BadWorkload(name=workload, why=f"gate '{text}' is not 'PHASE.METRIC >= SHARE * PHASE.METRIC'")
+        phase, metric, share, of_phase, of_metric = match.groups()
+        return cls(phase, metric, float(share), of_phase, of_metric)
+
+    def problem(self, phases: dict[str, dict]) -> str | None:
+        """Why the run fails this gate, or None (also when a phase of the gate did not run)."""
+        if self.phase not in phases or self.of_phase not in phases:
+            return None
+        value, reference = phases[self.phase].get(self.metric), phases[self.of_phase].get(self.of_metric)
+        if value is None or reference is None:
+            missing = self.metric if value is None else self.of_metric
+            hint = ": a kernel without CONFIG_VM_EVENT_COUNTERS?" if missing.startswith("vmstat.") else ""
+            return f"{self.phase if value is None else self.of_phase} has no {missing}{hint}"
+        if reference <= 0:
+            return f"{self.of_phase}.{self.of_metric} is {reference:g}: the phase had nothing to move"
+        if value < self.share * reference:
+            return (f"{self.phase}: {self.metric} is {value:,.0f}, below {self.share:g} x "
+                    f"{self.of_phase}.{self.of_metric} ({reference:,.0f})")
+        return None
 
 
 @dataclass(frozen=True)
@@ -62,6 +101,9 @@ def _load(path: Path) -> Workload:
     if core["driver"] not in DRIVERS:
         raise BadWorkload(name=path.parent.name, why=f"unknown driver '{core['driver']}' (known: {', '.join(DRIVERS)})")
     parameters = tuple(data.pop("parameters", {}).items())
+    for key in [key for key in data if key == "gates" or key.endswith("_gates")]:
+        for text in data[key]:
+            Gate.parse(text, path.parent.name)
     return Workload(path.parent.name, path.parent, core["description"], core["driver"], tuple(core["phases"]),
                     parameters, core["swapout_phase"], core["read_phase"], tuple(data.items()))
 
@@ -72,6 +114,15 @@ class PhaseOutcome:
     pages: int                  # pages the workload touched (or meant to move, for swap-out phases)
     duration_s: float
     client: tuple[tuple[str, float], ...] = ()   # ops_per_s, latency_p50_ms, latency_p99_ms
+    said: str = ""              # the workload's own words, kept in raw/
+
+    def figures(self) -> dict[str, float]:
+        return {"pages": self.pages, "duration_s": self.duration_s, **dict(self.client)}
+
+    def raw(self) -> str:
+        """The figures as harness-collect style lines, for raw/: every figure of a sample is there."""
+        lines = [f"{name} {value!r}" for name, value in self.figures().items()]
+        return "\n".join(["== workload", *lines] + (["== workload said", self.said] if self.said else []))
 
 
 def parse_done(line: str, phase: str) -> dict[str, str]:
@@ -102,6 +153,9 @@ class Driver:
         """Reasons the run is invalid that only the workload can see (lost data)."""
         return []
 
+    def gates(self) -> list[Gate]:
+        return [Gate.parse(text, self.workload.name) for text in self.workload.setting("gates", [])]
+
 
 class PhasedProgram(Driver):
     """A static program from the workload's folder: 'ready pid=P pages=N', then one phase per line."""
@@ -123,8 +177,9 @@ class PhasedProgram(Driver):
 
     def run_phase(self, phase: str) -> PhaseOutcome:
         self.process.send(phase)
-        fields = parse_done(self.process.read_line(timeout=PHASE_TIMEOUT_S), phase)
-        return PhaseOutcome(int(fields.get("pages", 0)), float(fields["seconds"]))
+        line = self.process.read_line(timeout=PHASE_TIMEOUT_S)
+        fields = parse_done(line, phase)
+        return PhaseOutcome(int(fields.get("pages", 0)), float(fields["seconds"]), said=line)
 
     def stop(self) -> None:
         try:
@@ -141,6 +196,10 @@ class Redis(Driver):
         if self.params["mode"] == "limit":
             return list(self.workload.setting("limit_phases"))
         return list(self.workload.phases)
+
+    def gates(self) -> list[Gate]:
+        key = "limit_gates" if self.params["mode"] == "limit" else "gates"
+        return [Gate.parse(text, self.workload.name) for text in self.workload.setting(key, [])]
 
     def start(self) -> None:
         if self.params["mode"] not in ("squeeze", "limit", "madvise"):
@@ -161,16 +220,19 @@ class Redis(Driver):
     def run_phase(self, phase: str) -> PhaseOutcome:
         if phase in ("swapout", "reswap"):
             return self._push_out()
-        fields = self._drive(phase)
+        line = self._drive(phase)
+        fields = parse_done(line, phase)
         pages = -(-self.params["keys"] * self.params["value_bytes"] // PAGE)
         client = (("ops_per_s", int(fields["ops"]) / max(float(fields["seconds"]), 1e-9)),
                   ("latency_p50_ms", float(fields["p50_ms"])), ("latency_p99_ms", float(fields["p99_ms"])))
-        return PhaseOutcome(pages, float(fields["seconds"]), client)
+        return PhaseOutcome(pages, float(fields["seconds"]), client, said=line)
 
-    def _drive(self, phase: str) -> dict[str, str]:
+    def _drive(self, phase: str) -> str:
+        """redisdrive's 'done PHASE ...' line."""
         argv = ["redisdrive", phase, self.params["keys"], self.params["value_bytes"], self.params["pipeline"]]
         result = self.session.run([str(arg) for arg in argv], timeout=PHASE_TIMEOUT_S)
-        return parse_done(result.stdout.strip().splitlines()[-1], phase)
+        lines = result.stdout.strip().splitlines()
+        return lines[-1] if lines else ""
 
     def _push_out(self) -> PhaseOutcome:
         """Move the server's memory to swap; pages = what should have moved."""
@@ -183,10 +245,11 @@ class Redis(Driver):
         else:
             target = self.params["squeeze_mb"] << 20
             run(f"echo {target} > {CGROUP}/memory.max && echo max > {CGROUP}/memory.max", timeout=PHASE_TIMEOUT_S)
-        return PhaseOutcome(max(0, before - target) // PAGE, time.monotonic() - started)
+        return PhaseOutcome(max(0, before - target) // PAGE, time.monotonic() - started,
+                            said=f"memory.current {before} bytes before, target {target} bytes")
 
     def problems(self) -> list[str]:
-        fields = self._drive("check")
+        fields = parse_done(self._drive("check"), "check")
         lost = self.params["keys"] - int(fields["keys"])
         short = int(fields["short"])
         if lost or short:

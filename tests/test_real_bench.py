@@ -1,4 +1,5 @@
-"""The real thing end to end: a reduced `harness bench` of the default experiment, and an A/A run."""
+"""The real thing end to end: a reduced `harness bench` of the default experiment with the control
+and --reps auto, and an A/A bench (the same kernel twice) that must come out clean."""
 
 import json
 import subprocess
@@ -10,42 +11,58 @@ from tests.conftest import DATA
 
 pytestmark = pytest.mark.real
 
+SMALL = ("-p", "size_mb=16", "-p", "keys=4000")
+
 
 def bench(out, *args):
-    result = subprocess.run([sys.executable, "-m", "harness", "bench", "--reps", "2", "-o", str(out), *args],
-                            capture_output=True, text=True, timeout=1800)
+    result = subprocess.run([sys.executable, "-m", "harness", "bench", "-o", str(out), *SMALL, *args],
+                            capture_output=True, text=True, timeout=3600)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
-def verdicts(out) -> dict:
+def rows(out) -> dict:
     return {(r["workload"], r["phase"], r["metric"], r["variant"]): r
             for r in json.loads((out / "comparison.json").read_text())}
 
 
-def test_reduced_bench_of_the_default_experiment(tmp_path):
+def test_reduced_bench_with_control_and_auto_repetitions(tmp_path):
     out = tmp_path / "bench"
-    result = bench(out, "-p", "size_mb=16", "-p", "keys=4000", "--seed", "1")
+    result = bench(out, "--control", "--reps", "auto", "--max-reps", "7", "--seed", "1")
     assert f"report: {out / 'report.md'}" in result.stdout
-    found = verdicts(out)
+    found = rows(out)
     for workload in ("swapcow", "redis"):
-        row = found[(workload, "write", "cow_copies", "patched")]
-        assert row["verdict"] == "better", row
-        assert row["change_pct"] < -90
+        row = found[(workload, "write", "cow_copies_per_swapin", "patched")]
+        assert (row["verdict"], row["role"], row["margin_pct"]) == ("better", "primary", 5.0), row
+        assert row["change_pct"] < -95 and row["p_adjusted"] <= 0.05
+        assert found[(workload, "write", "cow_copies", "patched")]["change_pct"] < -90
+        control = found[(workload, "write", "cow_copies_per_swapin", "control")]
+        assert control["role"] == "control" and control["verdict"] in ("equivalent", "inconclusive"), control
     assert found[("swapcow", "write", "cow_copies", "base")]["median"] == 4096
+    assert not [r for r in found.values() if r["role"] == "control" and r["verdict"] in ("better", "worse")]
     report = (out / "report.md").read_text()
-    assert "**better**" in report.splitlines()[2]
-    for name in ("copies", "write-duration", "ops", "swapins", "swapouts", "reswap"):
+    assert report.splitlines()[2].startswith("Calibration passed: `control`")
+    assert "**better**" in report.splitlines()[4]
+    assert "## Instrumentation cost" in report
+    for name in ("copies", "copy-rate", "write-duration", "ops", "swapins", "swapouts", "reswap"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 10_000
     metadata = json.loads((out / "metadata.json").read_text())
-    assert metadata["seed"] == 1 and len(metadata["plan"]) == 8
+    assert (metadata["reps"], metadata["min_reps"], metadata["max_reps"], metadata["control"]) == ("auto", 6, 7,
+                                                                                                 "control")
+    assert metadata["reps_done"] in (6, 7) and len(metadata["plan"]) == 2 * 3 * 2 * metadata["reps_done"]
     assert set(metadata["stage_seconds"]) >= {"fetch", "build", "image", "boots", "workloads", "analysis"}
+    runs = (out / "runs.csv").read_text()
+    assert runs.count(",timed,") == runs.count(",counted,") == 2 * 3 * metadata["reps_done"]
 
 
-def test_a_kernel_against_itself_shows_no_significant_change(tmp_path):
+def test_a_kernel_against_itself_gets_no_verdict(tmp_path):
     out = tmp_path / "aa"
-    bench(out, "-e", str(DATA / "aa.toml"), "-p", "size_mb=16")
-    found = verdicts(out)
-    for phase in ("fill", "swapout", "read", "write"):
-        assert found[("swapcow", phase, "cow_copies", "again")]["verdict"] == "no significant change"
+    bench(out, "-e", str(DATA / "aa.toml"), "--reps", "5")
+    found = rows(out)
+    claims = [(key, r["verdict"], r["p_value"], r["p_adjusted"]) for key, r in found.items()
+              if r["verdict"] in ("better", "worse")]
+    assert claims == []
     assert found[("swapcow", "write", "cow_copies", "again")]["median"] == 4096
+    assert found[("redis", "write", "cow_copies_per_swapin", "again")]["n"] == 5
+    valid = (out / "runs.csv").read_text().count(",True,")
+    assert valid == 2 * 2 * 2 * 5, "every boot valid"

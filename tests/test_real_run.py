@@ -31,7 +31,11 @@ def test_swapcow_copies_every_page_unpatched_and_almost_none_patched(tmp_path):
         assert values[(variant, "write", "pages")] == 4096
     assert values[("base", "write", "cow_copies")] >= 0.9 * values[("base", "write", "pages")]
     assert values[("patched", "write", "cow_copies")] <= 0.1 * values[("patched", "write", "pages")]
-    assert values[("base", "idle", "cow_copies")] > 0, "copies outside the workload are reported"
+    assert values[("base", "idle", "system.cow_copies")] > 0, "copies outside the workload are reported"
+    assert ("base", "idle", "cow_copies") not in values, "the idle phase has no workload process"
+    assert values[("base", "write", "cow_copies_per_swapin")] > 0.95
+    assert values[("patched", "write", "cow_copies_per_swapin")] < 0.05
+    assert values[("base", "read", "ftrace.do_wp_page")] >= 0
     assert (out / "metadata.json").is_file() and list((out / "raw").glob("console-base-*.log"))
     assert all(r["accelerator"] in ("kvm", "tcg") and r["kernel_release"].startswith("5.10.223") for r in runs)
 
@@ -67,3 +71,21 @@ def test_redis_madvise_mode_pushes_the_server_out_with_process_madvise(tmp_path)
     swapout = values[("base", "swapout", "process.swapped_out_pages")]
     assert swapout >= 0.9 * values[("base", "swapout", "pages")] and swapout > 1500
     assert values[("base", "write", "cow_copies")] > 0.5 * values[("base", "read", "process.swapped_in_pages")]
+
+
+def test_timed_boots_run_without_probes_beside_counted_ones(tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "harness", "run", "-o", str(out), "--workload", "swapcow",
+                             "--variant", "base", "--timing", "-p", "size_mb=16"], capture_output=True, text=True,
+                            timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list(csv.DictReader(open(out / "runs.csv")))
+    assert sorted((r["mode"], r["valid"]) for r in runs) == [("counted", "True"), ("timed", "True")], runs
+    metrics = defaultdict(set)
+    for row in csv.DictReader(open(out / "samples.csv")):
+        metrics[row["mode"]].add(row["metric"])
+    assert {"cow_copies", "perf.page-faults", "ftrace.wp_page_copy"} <= metrics["counted"]
+    assert not {m for m in metrics["timed"] if m.startswith(("perf.", "ftrace.")) or "cow_copies" in m}
+    assert {"duration_s", "vmstat.pswpout", "process.swapped_in_pages"} <= metrics["timed"]
+    raw = (out / "raw" / "swapcow-base-rep1-timed-04-write.txt").read_text()
+    assert "== workload\npages 4096\nduration_s " in raw and "== perf" not in raw

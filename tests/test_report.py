@@ -1,9 +1,14 @@
+import json
 import shutil
 
-from harness import analysis, experiment, matrix, results, workloads
+import pytest
+
+from harness import analysis, cli, experiment, matrix, results, workloads
+from harness.errors import BadExperiment
 from tests.conftest import DATA
 
 RUN = DATA / "run-small"
+FIGURES = ("copies", "copy-rate", "write-duration", "ops", "swapins", "swapouts", "reswap")
 
 
 def test_plots_and_report_from_a_golden_run(tmp_path):
@@ -12,63 +17,107 @@ def test_plots_and_report_from_a_golden_run(tmp_path):
     report = analysis.analyse(copy, experiment.load(None))
     text = report.read_text()
     first = text.splitlines()[2]
-    assert first.startswith("On Linux 5.10.223 under TCG, `patched` changes cow_copies in the write phase of redis")
-    assert "**better**" in first and "n = 2 + 2" in first
-    assert "| redis | write | cow_copies | patched |" in text
-    for name in ("copies", "write-duration", "ops", "swapins", "swapouts", "reswap"):
+    assert first.startswith("On Linux 5.10.223 under TCG, `patched` changes cow_copies_per_swapin in the write "
+                            "phase of redis")
+    assert "**inconclusive**" in first and "n = 2 + 2" in first, "2 boots a side cannot decide anything"
+    assert "| redis/write/cow_copies_per_swapin | patched | 2 + 2 |" in text
+    assert "## Instrumentation cost" in text and "| swapcow | write | duration_s | base |" in text
+    assert "- redis, patched, timed: 2 valid of 2" in text and "- Repetitions: 2 (fixed)" in text
+    assert "cannot give the seconds or the ratio that hardware would show" in text
+    for name in FIGURES:
         png, svg = copy / "plots" / f"{name}.png", copy / "plots" / f"{name}.svg"
         assert png.stat().st_size > 10_000 and svg.is_file(), name
         assert f"![{name}](plots/{name}.png)" in text
     svg = (copy / "plots" / "write-duration.svg").read_text()
-    assert "TCG" in svg and "emulated" in svg
-    assert "Reproduce: `harness bench" in text and "patch hash" in text and "config hash" in text
-    assert (copy / "comparison.json").is_file() and (copy / "comparison.md").is_file()
+    assert "TCG" in svg and "emulated" in svg and "patched: no verdict" in svg
+    assert "Reproduce: `harness run" in text and "patch hash" in text and "config hash" in text
+    comparison = json.loads((copy / "comparison.json").read_text())
+    assert {row["role"] for row in comparison} == {"primary", "exploratory"}
     assert "analysis" in results.RunDirectory.load(copy).metadata()["stage_seconds"]
 
 
-def test_cells_are_interleaved_in_blocks_with_a_recorded_seed():
+def request_for(tmp_path, reps=3, modes=("counted",), max_reps=None, **more):
     spec = experiment.load(None)
     swapcow = workloads.load("swapcow")
-    request = matrix.RunRequest(spec, ((swapcow, swapcow.params()),), tuple(spec.variants), 3, DATA)
+    return matrix.RunRequest(spec, ((swapcow, swapcow.params()),), tuple(spec.variants), reps, tmp_path / "run",
+                             modes=modes, max_reps=max_reps, **more)
+
+
+def test_cells_are_interleaved_in_blocks_with_a_recorded_seed(tmp_path):
+    request = request_for(tmp_path, modes=matrix.MODES)
     first, again, other = matrix.plan(request, 7), matrix.plan(request, 7), matrix.plan(request, 8)
     assert first == again
-    assert len(first) == 6 and sorted(first) == sorted(other)
+    assert len(first) == 12 and sorted(first) == sorted(other) and first != other
     for block in range(3):
-        assert {variant for _, variant, _ in first[block * 2:block * 2 + 2]} == {"base", "patched"}
+        assert {(variant, mode) for _, variant, _, mode in first[block * 4:block * 4 + 4]} == {
+            ("base", "counted"), ("base", "timed"), ("patched", "counted"), ("patched", "timed")}
+    assert matrix.plan(request, 7, reps=5)[:12] == first, "a longer plan starts like the shorter one"
 
 
-def test_resume_runs_only_the_cells_not_done(tmp_path, monkeypatch):
-    spec = experiment.load(None)
-    swapcow = workloads.load("swapcow")
-    request = matrix.RunRequest(spec, ((swapcow, swapcow.params()),), tuple(spec.variants), 2, tmp_path / "run",
-                                seed=3)
+class FakeBuild:
+    def __init__(self, name):
+        self.variant, self.key, self.release, self.patches = name, name, "linux-5.10.223", ()
+        self.patch_hash, self.config_hash, self.compiler = "none", "c", "gcc"
+
+
+@pytest.fixture
+def fake_cells(monkeypatch):
+    """run_cell replaced: records (variant, rep, mode); the third cell of a fresh run is interrupted."""
     ran = []
 
-    class FakeBuild:
-        def __init__(self, name):
-            self.variant, self.key, self.release, self.patches = name, name, "linux-5.10.223", ()
-            self.patch_hash, self.config_hash, self.compiler = "none", "c", "gcc"
-
     def fake_cell(request, cell, built, image, directory, cache_dir):
-        ran.append((built.variant, cell.rep))
-        if len(ran) == 3 and not request.resume:
-            raise KeyboardInterrupt   # the run is interrupted in its third cell
-        return {"variant": built.variant, "workload": "swapcow", "rep": cell.rep, "valid": True}, []
+        ran.append((built.variant, cell.rep, cell.mode))
+        if len(ran) == 3 and not request.resume and not request.max_reps:
+            raise KeyboardInterrupt
+        return {"variant": built.variant, "workload": "swapcow", "rep": cell.rep, "mode": cell.mode,
+                "valid": True}, []
 
     monkeypatch.setattr(matrix.source, "fetch", lambda *a: None)
     monkeypatch.setattr(matrix.build, "build_all", lambda exp, variants, cache: [FakeBuild(v.name) for v in variants])
     monkeypatch.setattr(matrix.image, "build", lambda cache: type("Image", (), {"digest": "d"})())
     monkeypatch.setattr(matrix.vm, "qemu_version", lambda: "QEMU fake")
     monkeypatch.setattr(matrix, "run_cell", fake_cell)
-    try:
+    return ran
+
+
+def test_resume_runs_only_the_cells_not_done(tmp_path, fake_cells):
+    request = request_for(tmp_path, reps=2, seed=3)
+    with pytest.raises(KeyboardInterrupt):
         matrix.run(request, tmp_path / "cache")
-    except KeyboardInterrupt:
-        pass
     assert len(results.RunDirectory.load(tmp_path / "run").runs) == 2, "two cells were recorded before the stop"
-    done_before = list(ran[:2])
-    ran.clear()
-    resumed = matrix.RunRequest(spec, request.workloads, request.variants, 2, tmp_path / "run", resume=True)
-    directory = matrix.run(resumed, tmp_path / "cache")
-    assert len(ran) == 2 and not set(ran) & set(done_before)
+    done_before = list(fake_cells[:2])
+    fake_cells.clear()
+    directory = matrix.run(request_for(tmp_path, reps=2, resume=True), tmp_path / "cache")
+    assert len(fake_cells) == 2 and not set(fake_cells) & set(done_before)
     assert len(directory.runs) == 4
     assert "finished" in directory.metadata()
+
+
+def test_auto_repetitions_add_blocks_until_the_stop_rule_says_so(tmp_path, fake_cells):
+    asked = []
+
+    def stop(directory):
+        asked.append(len(directory.runs))
+        return len(directory.runs) >= 4 * 2      # decided once 4 repetitions of 2 variants are in
+
+    request = request_for(tmp_path, reps=2, max_reps=6, seed=5)
+    directory = matrix.run(request, tmp_path / "cache", stop=stop)
+    assert asked == [4, 6, 8] and len(directory.runs) == 8
+    metadata = directory.metadata()
+    assert (metadata["reps"], metadata["min_reps"], metadata["max_reps"], metadata["reps_done"]) == ("auto", 2, 6, 4)
+    assert [tuple(cell) for cell in metadata["plan"]] == matrix.plan(request, 5, reps=4)
+    never = request_for(tmp_path / "again", reps=2, max_reps=3, seed=5)
+    assert len(matrix.run(never, tmp_path / "cache", stop=lambda directory: False).runs) == 6, "max_reps holds"
+
+
+def test_control_boots_the_baseline_kernel_again(tmp_path):
+    choices = cli._Choices(None, ("swapcow",), (), 6, tmp_path / "out", None, (), "auto", 1, matrix.MODES, None, True)
+    request = cli._request(choices)
+    assert [v.name for v in request.variants] == ["base", "patched", "control"]
+    assert request.variants[2].patches == request.variants[0].patches == ()
+    assert request.control == "control" and request.primary == ("swapcow/write/cow_copies_per_swapin",)
+    toml = tmp_path / "with-control.toml"
+    toml.write_text('[[variants]]\nname = "base"\n[[variants]]\nname = "control"\n')
+    with pytest.raises(BadExperiment, match="a variant is called 'control'"):
+        cli._request(cli._Choices(str(toml), ("swapcow",), (), 6, tmp_path / "o2", None, (), "auto", 1,
+                                  matrix.MODES, None, True))

@@ -1,0 +1,210 @@
+"""Exact two-sample statistics for the handful of boots a kernel comparison can afford.
+
+Nothing here relies on a normal approximation or on n being large:
+
+- `rank_test`: the Wilcoxon-Mann-Whitney rank-sum test with its exact permutation
+  distribution, ties included (mid-ranks; the distribution is counted over all
+  C(n1 + n2, n2) equally likely labellings, by dynamic programming over the ranks).
+- `ratio_estimate` / `ratio_interval`: the change as a ratio r in the scale model
+  y ~ r * x (counts and times are positive; effects are proportional). The estimate is the
+  median of the pairwise ratios (Hodges-Lehmann); the interval inverts the rank test: it
+  holds every r at which `rank_test(r * x, y)` would not reject, the order statistics of the
+  pairwise ratios (Bauer 1972). Its coverage is at least the level for continuous data.
+- `equivalence_p`: two one-sided rank tests against r = 1 - margin and r = 1 + margin (TOST).
+- `median_interval`: the order-statistic interval of a median and its exact coverage.
+- `step_down`: Holm's step-down over hypotheses in groups of which at most one can be true
+  (a difference and an equivalence claim about the same row), Shaffer's refinement.
+- `false_discovery`: Benjamini-Hochberg adjusted p-values.
+"""
+
+import functools
+import math
+
+import numpy as np
+
+ALPHA = 0.05
+LEVEL = 0.95
+
+
+def _tidy(values) -> np.ndarray:
+    """Values rounded to 12 significant digits, so that r * x equal to y in decimal ties."""
+    array = np.asarray(values, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        digits = 11 - np.floor(np.log10(np.abs(array)))
+    digits = np.where(np.isfinite(digits), digits, 0).astype(int)
+    return np.array([round(value, digit) for value, digit in zip(array.tolist(), digits.tolist())])
+
+
+def _doubled_midranks(pooled: np.ndarray) -> np.ndarray:
+    """2 x the mid-ranks (1-based) of pooled: integers, so that rank sums can be counted exactly."""
+    order = np.argsort(pooled, kind="mergesort")
+    ordered = pooled[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    ends = np.append(starts[1:], len(ordered))
+    doubled_sorted = np.repeat(starts + ends + 1, ends - starts)   # 2 * mean of ranks start+1..end
+    doubled = np.empty(len(pooled), dtype=int)
+    doubled[order] = doubled_sorted
+    return doubled
+
+
+@functools.lru_cache(maxsize=200_000)
+def _rank_sum_distribution(doubled_ranks: tuple[int, ...], size: int) -> np.ndarray:
+    """P(the doubled ranks of a random size-subset sum to s), for s = 0, 1, ..., max."""
+    total = sum(sorted(doubled_ranks)[len(doubled_ranks) - size:])
+    counts = np.zeros((size + 1, total + 1))
+    counts[0, 0] = 1.0
+    for rank in doubled_ranks:
+        # numpy evaluates the right-hand side before adding (overlap-safe): each rank used once
+        counts[1:, rank:] += counts[:-1, :total + 1 - rank]
+    return counts[size] / math.comb(len(doubled_ranks), size)
+
+
+def rank_test(x, y, alternative: str = "two-sided") -> float:
+    """Exact p-value of the rank-sum test of y against x, ties included.
+
+    alternative: 'two-sided', 'greater' (y tends to be larger) or 'less'.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if not len(x) or not len(y):
+        return 1.0
+    pooled = _tidy(np.concatenate([x, y]))
+    doubled = _doubled_midranks(pooled)
+    observed = int(doubled[len(x):].sum())
+    distribution = _rank_sum_distribution(tuple(sorted(doubled.tolist())), len(y))
+    sums = np.arange(len(distribution))
+    if alternative == "greater":
+        p = distribution[sums >= observed].sum()
+    elif alternative == "less":
+        p = distribution[sums <= observed].sum()
+    else:
+        centre = len(y) * (len(pooled) + 1)          # the mean of the doubled rank sum
+        p = distribution[np.abs(sums - centre) >= abs(observed - centre)].sum()
+    return float(min(1.0, p))
+
+
+def pairwise_ratios(x, y) -> np.ndarray:
+    """y_j / x_i for every pair: inf where only x is 0, 1 where both are 0 (no evidence either way)."""
+    x, y = np.asarray(x, dtype=float)[:, None], np.asarray(y, dtype=float)[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = y / x
+    return np.where((x == 0) & (y == 0), 1.0, ratios).ravel()
+
+
+def median(values) -> float:
+    """The median of a short array (numpy's median costs more than sorting a dozen numbers)."""
+    ordered = np.sort(np.asarray(values, dtype=float))
+    middle = len(ordered) // 2
+    return float(ordered[middle]) if len(ordered) % 2 else float((ordered[middle - 1] + ordered[middle]) / 2)
+
+
+def ratio_estimate(x, y) -> float | None:
+    """The Hodges-Lehmann ratio: the median of the pairwise ratios (None when not finite)."""
+    if not len(x) or not len(y):
+        return None
+    with np.errstate(invalid="ignore"):
+        estimate = median(pairwise_ratios(x, y))
+    return estimate if math.isfinite(estimate) else None
+
+
+def _count_cumulative(n1: int, n2: int) -> np.ndarray:
+    """P(U <= u), u = 0, 1, ..., of the Mann-Whitney count U without ties."""
+    distribution = _rank_sum_distribution(tuple(range(2, 2 * (n1 + n2) + 1, 2)), n2)
+    offset = n2 * (n2 + 1)                             # the doubled rank sum when U = 0
+    return np.cumsum(distribution[offset::2])
+
+
+@functools.lru_cache(maxsize=4096)
+def accepted_count(n1: int, n2: int, alpha: float = ALPHA) -> int:
+    """The smallest Mann-Whitney count U (of n1 * n2) that the two-sided exact test accepts at alpha
+    (no ties); 0 when even U = 0 is accepted, i.e. these sizes cannot reach alpha."""
+    cumulative = _count_cumulative(n1, n2)
+    for count, below in enumerate(cumulative):
+        if 2 * below > alpha:
+            return count
+    return n1 * n2 // 2
+
+
+def ratio_interval_coverage(n1: int, n2: int, level: float = LEVEL) -> float:
+    """The exact coverage of ratio_interval for continuous data (at least level, where reachable)."""
+    count = accepted_count(n1, n2, round(1 - level, 12))
+    return 1.0 if count == 0 else float(1 - 2 * _count_cumulative(n1, n2)[count - 1])
+
+
+def ratio_interval(x, y, level: float = LEVEL) -> tuple[float, float] | None:
+    """The interval of r (y ~ r * x) that inverts the two-sided rank test at 1 - level.
+
+    (0, inf) when the sizes cannot reach that level; None without data.
+    """
+    if not len(x) or not len(y):
+        return None
+    count = accepted_count(len(x), len(y), round(1 - level, 12))
+    if count == 0:
+        return 0.0, math.inf
+    ratios = np.sort(pairwise_ratios(x, y))
+    return float(ratios[count - 1]), float(ratios[len(ratios) - count])
+
+
+def equivalence_p(x, y, margin: float) -> float:
+    """p-value of 'the ratio r lies within [1 - margin, 1 + margin]' (two one-sided rank tests)."""
+    above_lower = rank_test(np.asarray(x, dtype=float) * (1 - margin), y, "greater")
+    below_upper = rank_test(np.asarray(x, dtype=float) * (1 + margin), y, "less")
+    return max(above_lower, below_upper)
+
+
+@functools.lru_cache(maxsize=256)
+def _median_interval_rank(n: int, level: float) -> tuple[int, float]:
+    """(k, coverage): [x_(k), x_(n+1-k)] is the narrowest order-statistic interval of the median
+    with coverage >= level; k = 0 when no interval reaches it (coverage then that of [min, max])."""
+    best = (0, 1 - 2 * 0.5 ** n if n else 0.0)
+    tail = 0.0
+    for k in range(1, n // 2 + 1):
+        tail += math.comb(n, k - 1) / 2 ** n               # P(Binomial(n, 1/2) <= k - 1)
+        coverage = 1 - 2 * tail
+        if coverage >= level:
+            best = (k, coverage)
+    return best
+
+
+def median_interval(values, level: float = LEVEL) -> tuple[float | None, float | None, float]:
+    """(low, high, coverage) of the median; low and high are None when n cannot reach level."""
+    ordered = np.sort(np.asarray(values, dtype=float))
+    k, coverage = _median_interval_rank(len(ordered), level)
+    if k == 0:
+        return None, None, coverage
+    return float(ordered[k - 1]), float(ordered[len(ordered) - k]), coverage
+
+
+def step_down(p_values: list[float], groups: list) -> list[float]:
+    """Adjusted p-values of Holm's step-down, counting groups instead of hypotheses.
+
+    At most one hypothesis of a group can be true. At each step the multiplier is the number
+    of groups that still hold an unrejected hypothesis: before the first false rejection every
+    group with a true hypothesis still holds it, so the multiplier is at least the number of
+    true hypotheses, and Bonferroni over those bounds the family-wise error by alpha, under any
+    dependence (Shaffer 1986). With one hypothesis per group this is Holm's procedure.
+    """
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    remaining: dict = {}
+    for group in groups:
+        remaining[group] = remaining.get(group, 0) + 1
+    adjusted = [1.0] * len(p_values)
+    running = 0.0
+    for index in order:
+        open_groups = sum(1 for left in remaining.values() if left)
+        running = max(running, min(1.0, p_values[index] * open_groups))
+        adjusted[index] = running
+        remaining[groups[index]] -= 1
+    return adjusted
+
+
+def false_discovery(p_values: list[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (the false discovery rate at which each is rejected)."""
+    count = len(p_values)
+    order = sorted(range(count), key=lambda i: p_values[i], reverse=True)
+    adjusted = [1.0] * count
+    running = 1.0
+    for position, index in enumerate(order):
+        rank = count - position
+        running = min(running, p_values[index] * count / rank)
+        adjusted[index] = min(1.0, running)
+    return adjusted
