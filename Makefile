@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test unit bench bench-build bench-boot bench-run
+.PHONY: setup test unit bench bench-build bench-boot bench-run bench-verdicts bench-rates
 
 setup: $(VENV)/.installed
 	$(BIN)/harness doctor --install
@@ -35,3 +35,9 @@ bench-boot: setup
 
 bench-run: setup
 	$(BIN)/python benchmarks/run_figures.py
+
+bench-verdicts: setup
+	$(BIN)/python benchmarks/verdict_errors.py
+
+bench-rates: setup
+	$(BIN)/python benchmarks/rate_spread.py

@@ -17,7 +17,8 @@ def comparison(run_dirs: list[Path], baseline: str | None = None) -> compare.Com
     if len(run_dirs) > 1:
         controls = {m.get("control") for m in metadata} - {None}
         plan = compare.Plan(plan.baseline, plan.primary, plan.margin_pct, next(iter(controls), None))
-    return compare.compare(samples, runs, plan)
+    order = [variant["name"] for metadata_of_run in metadata for variant in metadata_of_run.get("variants", [])]
+    return compare.compare(samples, runs, plan, order)
 
 
 def decided(directory: results.RunDirectory) -> bool:

@@ -187,6 +187,8 @@ def source_mode(metric: str, modes: set[str]) -> str:
 
 def gather(samples: pd.DataFrame, runs: pd.DataFrame) -> Cells:
     """Valid samples as arrays per row and variant, each metric from the boots that measure it."""
+    if samples.empty:
+        return {}
     valid = runs[_is_valid(runs["valid"])]
     modes = {workload: set(part["mode"]) for workload, part in valid.groupby("workload")}
     wanted = {(workload, name): source_mode(name, modes.get(workload, set()))
@@ -336,7 +338,8 @@ def compare_cells(cells: Cells, plan: Plan, variants: list[str]) -> list[Row]:
                 row.update(verdict=decision.verdict, p_adjusted=decision.p_adjusted,
                            p_equivalence=decision.p_equivalence, decided_after=decision.decided_after)
             else:
-                row.update(verdict="inconclusive", degenerate=bool(np.all(values == base[0]) and np.all(base == base[0])))
+                degenerate = bool(np.all(values == base[0]) and np.all(base == base[0]))
+                row.update(verdict="inconclusive", degenerate=degenerate)
             rows.append(row)
     _exploratory_verdicts(rows, decisions, plan, cells)
     return [Row(**{k: v for k, v in row.items() if k != "degenerate"}) for row in rows]
@@ -360,14 +363,16 @@ def _exploratory_verdicts(rows: list[dict], decisions: dict, plan: Plan, cells: 
                                                 by_variant[row["variant"]][1])
 
 
-def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan()) -> Comparison:
-    """Every (workload, phase, metric, variant) against the plan's baseline; invalid runs left out and counted."""
+def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan(), order: list[str] = ()) -> Comparison:
+    """Every (workload, phase, metric, variant) against the plan's baseline; invalid runs left out and counted.
+
+    order: the experiment's variant order (rows follow it, the baseline first)."""
     check_comparable(runs)
     if plan.baseline not in set(runs["variant"]):
         raise UnknownVariant(name=plan.baseline, experiment="this run", known=", ".join(sorted(set(runs["variant"]))))
     kept, invalid = valid_samples(samples, runs)
     cells = gather(kept, runs)
-    variants = list(dict.fromkeys(runs["variant"]))
+    variants = list(dict.fromkeys([*[v for v in order if v in set(runs["variant"])], *runs["variant"]]))
     variants = [plan.baseline] + [v for v in variants if v != plan.baseline]
     rows = compare_cells(cells, plan, variants)
     looks = tuple(look for look, _ in looks_reached(plan, cells) if look is not None)
@@ -387,7 +392,7 @@ def _number(value, digits=3) -> str:
 def _bound(value: float | None, low: bool) -> str:
     if value is None:
         return "-inf" if low else "+inf"
-    return f"{value:+.0f}"
+    return f"{value:+.1f}" if abs(value) < 10 else f"{value:+.0f}"
 
 
 def headline_rows(rows: list[Row], show_all: bool = False) -> list[Row]:

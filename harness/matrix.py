@@ -130,7 +130,9 @@ class _Progress:
     def start(self, workload, variant, rep, mode) -> None:
         self.number += 1
         elapsed = time.monotonic() - self.started
-        left = f", about {_minutes(elapsed / self.finished * (self.todo - self.finished))} left" if self.finished else ""
+        left = ""
+        if self.finished:
+            left = f", about {_minutes(elapsed / self.finished * (self.todo - self.finished))} left"
         most = f" (at most {self.limit})" if self.limit and self.limit > self.total else ""
         log.info("cell %d/%d%s (%s, %s, rep %d, %s): %s elapsed%s", self.number, self.total, most, workload, variant,
                  rep, mode, _minutes(elapsed), left)

@@ -93,7 +93,7 @@ def derive(phases: dict[str, dict], read_phase: str) -> None:
     """
     order = list(phases)
     swapped_in = phases.get(read_phase, {}).get("process.swapped_in_pages")
-    for position, (phase, figures) in enumerate(phases.items()):
+    for position, figures in enumerate(phases.values()):
         pages = figures.get("pages")
         if pages:
             if "cow_copies" in figures:

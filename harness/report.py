@@ -47,24 +47,30 @@ def primary_table(rows: list[compare.Row]) -> list[str]:
     if not chosen:
         return []
     base = {r.key: r for r in rows if r.margin_pct is not None and r.variant == r.baseline}
-    lines = ["| row | variant | n | baseline | variant | change [95% CI] | p | p_adj | verdict | decided after |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| row | variant | n | baseline | variant | change [95% CI] | p (no change) | p (within margin) "
+             "| p_adj | verdict | decided after |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in chosen:
-        change = "-" if r.change_pct is None else f"{r.change_pct:+.1f}% [{_pct(r.change_ci_low)}, {_pct(r.change_ci_high)}]"
+        change = "-" if r.change_pct is None else \
+            f"{r.change_pct:+.1f}% [{_pct(r.change_ci_low)}, {_pct(r.change_ci_high)}]"
         lines.append(f"| {r.key} | {r.variant} | {base[r.key].n} + {r.n} | {_number(base[r.key].median)} | "
-                     f"{_number(r.median)} | {change} | {r.p_value:.2g} | {r.p_adjusted:.2g} | **{r.verdict}** | "
-                     f"{r.decided_after or '-'} |")
+                     f"{_number(r.median)} | {change} | {r.p_value:.2g} | {r.p_equivalence:.2g} | {r.p_adjusted:.2g} | "
+                     f"**{r.verdict}** | {r.decided_after or '-'} |")
     return lines
 
 
-def instrumentation_cost(samples: pd.DataFrame) -> list[str]:
+def instrumentation_cost(samples: pd.DataFrame, order: list[str]) -> list[str]:
     """Markdown lines: timings with probes (counted boots) against without (timed boots)."""
     chosen = samples[samples["metric"].isin(COST_METRICS) & samples["phase"].isin(COST_PHASES)]
     if chosen.empty or set(chosen["mode"]) != {"counted", "timed"}:
         return []
-    lines = ["| workload | phase | metric | variant | with probes | without | cost |", "|---|---|---|---|---|---|---|"]
-    for (workload, phase, metric, variant), part in chosen.groupby(["workload", "phase", "metric", "variant"],
-                                                                    sort=False):
+    rank = {variant: index for index, variant in enumerate(order)}
+    chosen = chosen.assign(rank=chosen["variant"].map(lambda v: rank.get(v, len(rank))))
+    lines = ["| workload | phase | metric | variant | with probes | without | probes change it by |",
+             "|---|---|---|---|---|---|---|"]
+    groups = chosen.groupby(["workload", "phase", "metric", "rank", "variant"], sort=False)
+    for (workload, phase, metric, _, variant), part in sorted(groups, key=lambda group: (
+            list(dict.fromkeys(chosen["workload"])).index(group[0][0]), COST_PHASES.index(group[0][1]),
+            group[0][2], group[0][3])):
         counted = part[part["mode"] == "counted"]["value"]
         timed = part[part["mode"] == "timed"]["value"]
         if counted.empty or timed.empty:
@@ -113,7 +119,9 @@ def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], head
     lines += ["## Primary hypotheses", "", *compare.summary_lines(comparison)[1 if calibration else 0:], ""]
     lines += [*primary_table(rows), ""]
     lines += ["## What the timings can carry", "", TIMING_NOTE.get(accelerator, TIMING_NOTE["tcg"]), ""]
-    cost = instrumentation_cost(samples.merge(valid[["variant", "workload", "rep", "mode"]]))
+    order = [comparison.plan.baseline] + [v["name"] for v in metadata.get("variants", [])]
+    cost = instrumentation_cost(samples.merge(valid[["variant", "workload", "rep", "mode"]]),
+                                list(dict.fromkeys(order)))
     if cost:
         lines += ["## Instrumentation cost", "",
                   "Medians of the same phases on boots with kprobes and the function profiler (counted) and "
@@ -143,7 +151,8 @@ def provenance(metadata: dict, runs: pd.DataFrame, invalid: int) -> list[str]:
         patches = ", ".join(variant["patches"]) or "no patches"
         control = " (control: the baseline kernel again)" if variant["name"] == metadata.get("control") else ""
         lines.append(f"- `{variant['name']}`{control}: {patches} (patch hash {build.get('patch_hash', '?')}, config "
-                     f"hash {build.get('config_hash', '?')}, build {build.get('key', '?')}, {build.get('compiler', '?')})")
+                     f"hash {build.get('config_hash', '?')}, build {build.get('key', '?')}, "
+                     f"{build.get('compiler', '?')})")
     host = metadata.get("host", {})
     lines += [f"- QEMU: {metadata.get('qemu', '?')}; accelerator: "
               f"{', '.join(sorted(set(runs['accelerator'].dropna().astype(str)))) or '?'}",

@@ -25,9 +25,9 @@ from harness.files import write_atomic
 
 FORMAT = 2
 SAMPLE_COLUMNS = ("variant", "workload", "rep", "mode", "phase", "metric", "value")
-RUN_COLUMNS = ("variant", "workload", "rep", "mode", "valid", "reason", "accelerator", "source", "kernel_release", "config_hash",
-               "patch_hash", "qemu_version", "guest_memory_mb", "swap_mb", "cpus", "boot_ready_s", "duration_s",
-               "warnings")
+RUN_COLUMNS = ("variant", "workload", "rep", "mode", "valid", "reason", "accelerator", "source", "kernel_release",
+               "config_hash", "patch_hash", "qemu_version", "guest_memory_mb", "swap_mb", "cpus", "boot_ready_s",
+               "duration_s", "warnings")
 
 
 def host_facts() -> dict:

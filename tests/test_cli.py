@@ -93,3 +93,27 @@ def test_doctor_install_as_a_user_prints_the_exact_sudo_line(tmp_path, monkeypat
     assert result.exit_code == 1
     assert ("error: Host packages ccache cpio are missing: run 'sudo apt-get install -y --no-install-recommends "
             "ccache cpio', then try again") in result.output
+
+
+def test_compare_prints_what_was_tested_before_the_table(tmp_path):
+    result = invoke(tmp_path, "compare", str(DATA / "run-small"))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("Primary (*): 3 rows x 1 variants against `base`, family-wise error 5%")
+    assert lines[1].startswith("Exploratory: Benjamini-Hochberg p_adj across all exploratory rows")
+    assert "write   cow_copies_per_swapin *" in result.output
+
+
+def test_bench_refuses_repetitions_it_cannot_read(tmp_path):
+    result = invoke(tmp_path, "bench", "--reps", "many")
+    assert result.exit_code == 2 and "'many' is neither a number nor 'auto'" in result.output
+
+
+def test_bench_warns_when_its_repetitions_cannot_decide(tmp_path, caplog):
+    from harness import cli, matrix
+    choices = cli._Choices(None, ("swapcow",), (), 3, tmp_path / "out", None, (), "auto", 1, matrix.MODES)
+    cli._request(choices)
+    assert "with 3 repetitions and 1 primary rows no primary row can be decided" in caplog.text
+    caplog.clear()
+    cli._request(cli._Choices(None, ("swapcow",), (), 6, tmp_path / "out2", None, (), "auto", 1, matrix.MODES))
+    assert "cannot be decided" not in caplog.text and "no primary row" not in caplog.text

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import analysis, compare, results
+from harness import analysis, compare, experiment, results
 from harness.errors import NotComparable
 from tests.conftest import DATA
 
@@ -90,7 +90,8 @@ def test_exploratory_verdicts_wait_for_a_primary_difference():
 
 
 def test_without_primary_rows_every_row_is_exploratory_and_adjusted():
-    cells = cells_of({("read", "vmstat.pgfault"): {"base": [10, 11, 12, 13, 14, 15], "patched": [50, 51, 52, 53, 54, 55]},
+    strong = {"base": [10, 11, 12, 13, 14, 15], "patched": [50, 51, 52, 53, 54, 55]}
+    cells = cells_of({("read", "vmstat.pgfault"): strong,
                       ("idle", "vmstat.oom_kill"): {"base": [0] * 6, "patched": [0] * 6}})
     rows = verdicts(compare.compare_cells(cells, compare.Plan(), ["base", "patched"]))
     assert rows[("read", "vmstat.pgfault", "patched")].verdict == "worse"
@@ -197,3 +198,16 @@ def test_json_has_exactly_the_documented_keys(tmp_path):
 def test_headline_table_fits_100_columns():
     rows = analysis.comparison([RUN]).rows
     assert max(len(line) for line in compare.render_table(rows).splitlines()) <= 100
+
+
+def test_a_run_without_a_valid_boot_compares_to_nothing(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    runs = pd.read_csv(copy / "runs.csv")
+    runs["valid"] = False
+    runs.to_csv(copy / "runs.csv", index=False)
+    comparison = analysis.comparison([copy])
+    assert comparison.rows == [] and comparison.invalid == len(runs)
+    assert not analysis.decided(results.RunDirectory.load(copy))
+    report = analysis.analyse(copy, experiment.load(None)).read_text()
+    assert "No valid samples of cow_copies_per_swapin in the write phase of redis: see runs.csv for why." in report

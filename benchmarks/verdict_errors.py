@@ -1,0 +1,49 @@
+"""How often the verdicts are wrong, by simulation (prints figures; the assertions live in
+tests/test_verdict_errors.py).
+
+Synthetic runs are resampled from a run's boots (default: the committed reference run) and
+judged by the real comparison code, with the default experiment's primary rows, a `control`
+and the baseline: A/A tables (every variant drawn from the baseline kernel's boots), whole
+boots or each metric on its own, and base/patched tables (the patched boots drawn from the
+patched variant). Fixed repetitions (bench's default) and --reps auto.
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+from harness import cli, compare, experiment, resample, results
+from harness.project import ROOT
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", nargs="?", type=Path, default=max(ROOT.glob("results/reference-*")))
+    parser.add_argument("--tables", type=int, default=1000)
+    parser.add_argument("--max-reps", type=int, default=10)
+    args = parser.parse_args()
+    spec = experiment.load(None)
+    samples, runs, _ = results.read(args.run_dir)
+    pools = resample.pools(samples, runs)
+    effects = {(w, "write", "cow_copies_per_swapin", "patched"): "better" for w in ("swapcow", "redis")}
+    print(f"{args.tables} synthetic tables per line, resampled from {args.run_dir.name} "
+          f"({len(runs)} boots); primary rows: {', '.join(spec.primary)}; variants base, patched, control")
+    print("| draws | repetitions | P(any better/worse) | better/worse per table | seed effects found | mean reps | s |")
+    print("|---|---|---|---|---|---|---|")
+    for aa, per_metric, auto in ((True, False, False), (True, True, False), (True, False, True), (True, True, True),
+                                 (False, False, False), (False, False, True)):
+        sources = {"base": pools["base"], "patched": pools["base" if aa else "patched"], "control": pools["base"]}
+        design = compare.Design.sequential(cli.AUTO_FIRST_LOOK, args.max_reps) if auto else compare.Design()
+        plan = compare.Plan("base", spec.primary, spec.margin_pct, "control", design)
+        started = time.monotonic()
+        tally = resample.tally(sources, plan, cli.AUTO_FIRST_LOOK if auto else cli.DEFAULT_REPS, args.tables, 1,
+                               per_metric, args.max_reps if auto else None, None if aa else effects)
+        draws = ("A/A, " if aa else "base/patched, ") + ("per metric" if per_metric else "whole boots")
+        reps = f"auto ({cli.AUTO_FIRST_LOOK}..{args.max_reps})" if auto else str(cli.DEFAULT_REPS)
+        found = "-" if aa else f"{tally.found / tally.tables:.3f}"
+        print(f"| {draws} | {reps} | {tally.any_claim / tally.tables:.3f} | {tally.claims / tally.tables:.3f} | "
+              f"{found} | {tally.reps_used:.2f} | {time.monotonic() - started:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
