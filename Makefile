@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: setup
-	$(BIN)/pytest -v -rs
+	$(BIN)/pytest -v -rsP
 
 unit: $(VENV)/.installed
 	$(BIN)/pytest -v -m "not real and not simulation"

@@ -27,14 +27,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", nargs="?", type=Path, default=max(ROOT.glob("results/reference-*")))
     args = parser.parse_args()
-    samples, runs, _ = results.read(args.run_dir)
+    samples, runs, metadata = results.read(args.run_dir)
     cells = compare.gather(compare.valid_samples(samples, runs)[0], runs)
+    order = [variant["name"] for variant in metadata.get("variants", [])]
     print(f"Spread (coefficient of variation) over the valid boots of {args.run_dir.name}")
     print("| workload | phase | variant | n | count | its CV | rate | its CV |")
     print("|---|---|---|---|---|---|---|---|")
     for workload, phase, count, rate in PAIRS:
         counts, rates = cells.get((workload, phase, count), {}), cells.get((workload, phase, rate), {})
-        for variant in counts:
+        for variant in sorted(counts, key=lambda name: order.index(name) if name in order else len(order)):
             if variant in rates:
                 print(f"| {workload} | {phase} | {variant} | {len(counts[variant][1])} | {count} | "
                       f"{spread(counts[variant][1])} | {rate} | {spread(rates[variant][1])} |")

@@ -6,6 +6,7 @@ figure. Counts that fall to near zero stay readable on a symmetric-log axis. Tim
 the boots without probes, counts from the instrumented ones, as in the comparison. Titles say
 what, in which unit, on which kernel with which patch, and under which accelerator."""
 
+import math
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,8 +142,9 @@ def _panel(axis, data: pd.DataFrame, present: list[str], order: list[str], workl
     positive = [m for m in medians if m > 0]
     if positive and max(positive) / max(min(positive), 1e-12) > LOG_SPAN or (positive and 0 in medians
                                                                              and max(positive) > LOG_SPAN):
-        threshold = min(positive) if min(positive) < 1 else 1.0
-        axis.set_yscale("symlog", linthresh=threshold)
+        # the linear part ends at a power of ten, one decade wide: 0 and the first decade never collide
+        threshold = 10.0 ** math.floor(math.log10(min(positive))) if min(positive) < 1 else 1.0
+        axis.set_yscale("symlog", linthresh=threshold, linscale=1.0)
         axis.set_ylim(0, axis.get_ylim()[1] * 8)       # room for the rotated labels on a log scale
         axis.set_ylabel(f"{unit} (symmetric log)")
     else:
