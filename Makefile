@@ -22,7 +22,7 @@ test: setup
 	$(BIN)/pytest -v -rsP
 
 unit: $(VENV)/.installed
-	$(BIN)/pytest -v -m "not real and not simulation"
+	$(BIN)/pytest -v -rP -m "not real and not simulation"
 
 bench: setup
 	$(BIN)/harness bench --control --reps auto

@@ -13,10 +13,12 @@ from harness.files import write_atomic
 def comparison(run_dirs: list[Path], baseline: str | None = None) -> compare.Comparison:
     """The comparison of one run directory, or of several pooled (then one look at all the data)."""
     samples, runs, metadata = results.read_many(run_dirs)
-    plan = compare.Plan.from_metadata(metadata[0], baseline or metadata[0].get("baseline", "base"))
-    if len(run_dirs) > 1:
-        controls = {m.get("control") for m in metadata} - {None}
-        plan = compare.Plan(plan.baseline, plan.primary, plan.margin_pct, next(iter(controls), None))
+    chosen = baseline or metadata[0].get("baseline", "base")
+    plan = compare.Plan.from_metadata(metadata[0], chosen)
+    # a control is its run's baseline booted again: it calibrates a comparison against that baseline only
+    control = next((m["control"] for m in metadata if m.get("control") and m.get("baseline", "base") == chosen), None)
+    design = plan.design if len(run_dirs) == 1 else compare.Design()    # pooled: one look at all the data
+    plan = compare.Plan(plan.baseline, plan.primary, plan.margin_pct, control, design)
     order = [variant["name"] for metadata_of_run in metadata for variant in metadata_of_run.get("variants", [])]
     return compare.compare(samples, runs, plan, order)
 

@@ -14,7 +14,7 @@ Every other row is exploratory: change, interval, and a Benjamini-Hochberg adjus
 across all exploratory rows. It gets a verdict only when the adjusted p allows it and its
 variant already has a `better` or `worse` primary row (gatekeeping: when no variant differs
 from the baseline, no exploratory verdict can appear, so a table's chance of any false
-verdict stays within ALPHA). An experiment without primary rows has no gate. A metric
+verdict stays within ALPHA); without primary rows there is no verdict at all. A metric
 without a direction in harness.metrics never gets a verdict. The `control` variant (the
 baseline kernel booted again) must come out `equivalent` or `inconclusive`; `better` or
 `worse` there means the measurement itself is not to be trusted: calibration failed.
@@ -264,8 +264,9 @@ def decide(cells: Cells, plan: Plan, variants: list[str]) -> dict[tuple, Decisio
             verdicts = {"difference": _direction_verdict(row[2], base, other) if usable else "inconclusive",
                         "equivalence": "equivalent"}
             reps = look if look is not None else _highest_rep(by_variant)
-            hypotheses += [(row, kind, p, verdicts[kind], reps) for kind, p in p_values.items()
-                           if (row, kind) not in rejected]
+            if (row, "difference") in rejected or (row, "equivalence") in rejected:
+                continue     # decided: its verdict stands (the stopping rule counted on it)
+            hypotheses += [(row, kind, p, verdicts[kind], reps) for kind, p in p_values.items()]
         adjusted = stats.step_down([h[2] for h in hypotheses], [h[0] for h in hypotheses])
         for (row, kind, _, verdict, reps), value in zip(hypotheses, adjusted):
             value = min(1.0, value / share)
@@ -355,7 +356,7 @@ def _exploratory_verdicts(rows: list[dict], decisions: dict, plan: Plan, cells: 
             row["p_adjusted"] = 1.0
     gate_open = {row[3] for row, decision in decisions.items() if decision.verdict in ("better", "worse")}
     for row in family:
-        if (plan.primary and row["variant"] not in gate_open) or row["direction"] == "none":
+        if row["variant"] not in gate_open or row["direction"] == "none":
             continue
         if row["p_adjusted"] <= ALPHA:
             by_variant = cells[(row["workload"], row["phase"], row["metric"])]
@@ -454,7 +455,8 @@ def summary_lines(comparison: Comparison) -> list[str]:
                      f"+-{plan.margin_pct:g}%; {plan.design.describe()}"
                      + (f"; looked after {', '.join(map(str, comparison.looks_done))}" if plan.design.looks else ""))
     else:
-        lines.append("No primary rows declared: every row is exploratory.")
-    lines.append("Exploratory: Benjamini-Hochberg p_adj across all exploratory rows"
-                 + ("; a verdict only for a variant with a better/worse primary row" if plan.primary else ""))
+        lines.append("No primary rows measured: no verdicts (declare `primary` rows in the experiment, and run "
+                     "the workloads and phases they name).")
+    lines.append("Exploratory: Benjamini-Hochberg p_adj across all exploratory rows; a verdict only for a variant "
+                 "with a better/worse primary row")
     return lines

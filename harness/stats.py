@@ -26,13 +26,21 @@ ALPHA = 0.05
 LEVEL = 0.95
 
 
+TIE_TOLERANCE = 1e-13    # relative: r * x and y that differ only by rounding are tied, distinct counts are not
+
+
 def _tidy(values) -> np.ndarray:
-    """Values rounded to 12 significant digits, so that r * x equal to y in decimal ties."""
+    """Values with neighbours closer than TIE_TOLERANCE made equal, so that r * x equal to y up to
+    rounding ties (0.95 * 100 is 94.99999999999999), while counts up to 1e12 stay distinct."""
     array = np.asarray(values, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        digits = 11 - np.floor(np.log10(np.abs(array)))
-    digits = np.where(np.isfinite(digits), digits, 0).astype(int)
-    return np.array([round(value, digit) for value, digit in zip(array.tolist(), digits.tolist())])
+    order = np.argsort(array, kind="mergesort")
+    ordered = array[order]
+    close = np.abs(np.diff(ordered)) <= TIE_TOLERANCE * np.maximum(np.abs(ordered[1:]), np.abs(ordered[:-1]))
+    group = np.concatenate(([0], np.cumsum(~close)))
+    firsts = ordered[np.concatenate(([True], ~close))]
+    tidied = np.empty_like(array)
+    tidied[order] = firsts[group]
+    return tidied
 
 
 def _doubled_midranks(pooled: np.ndarray) -> np.ndarray:
@@ -47,7 +55,7 @@ def _doubled_midranks(pooled: np.ndarray) -> np.ndarray:
     return doubled
 
 
-@functools.lru_cache(maxsize=200_000)
+@functools.lru_cache(maxsize=20_000)
 def _rank_sum_distribution(doubled_ranks: tuple[int, ...], size: int) -> np.ndarray:
     """P(the doubled ranks of a random size-subset sum to s), for s = 0, 1, ..., max."""
     total = sum(sorted(doubled_ranks)[len(doubled_ranks) - size:])

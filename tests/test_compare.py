@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import analysis, compare, experiment, results
+from harness import analysis, compare, experiment, resample, results
 from harness.errors import NotComparable
 from tests.conftest import DATA
 
@@ -89,12 +89,13 @@ def test_exploratory_verdicts_wait_for_a_primary_difference():
     assert opened[("read", "vmstat.pgfault", "patched")].role == "exploratory"
 
 
-def test_without_primary_rows_every_row_is_exploratory_and_adjusted():
+def test_without_primary_rows_there_is_no_verdict_only_adjusted_p():
     strong = {"base": [10, 11, 12, 13, 14, 15], "patched": [50, 51, 52, 53, 54, 55]}
-    cells = cells_of({("read", "vmstat.pgfault"): strong,
+    cells = cells_of({("read", "vmstat.pgfault"): strong, ("read", "vmstat.pswpin"): strong,
                       ("idle", "vmstat.oom_kill"): {"base": [0] * 6, "patched": [0] * 6}})
     rows = verdicts(compare.compare_cells(cells, compare.Plan(), ["base", "patched"]))
-    assert rows[("read", "vmstat.pgfault", "patched")].verdict == "worse"
+    assert rows[("read", "vmstat.pgfault", "patched")].verdict == "inconclusive", "nothing was declared"
+    assert rows[("read", "vmstat.pgfault", "patched")].p_adjusted == pytest.approx(2 / 924)
     assert rows[("idle", "vmstat.oom_kill", "patched")].p_adjusted == 1.0, "identical everywhere: not in the family"
 
 
@@ -109,6 +110,31 @@ def test_sequential_looks_spend_alpha_and_stop_when_everything_is_decided():
     assert row.p_adjusted == pytest.approx(2 / 924 / design.shares[0]), "scaled by the first look's share"
     noisy = cells_of({("write", "cow_copies"): {"base": BASE_COPIES, "patched": BASE_COPIES[::-1]}})
     assert not compare.all_decided(noisy, plan, ["base", "patched"])
+
+
+def test_a_row_decided_at_a_look_keeps_its_verdict():
+    base = [0.9812, 0.9787, 0.9863, 0.981, 0.9748, 0.9836, 0.9929, 0.9893, 0.9731, 0.9677]
+    patched = [0.9934, 1.0, 0.9766, 0.9974, 0.9872, 0.9923, 0.9942, 0.9964, 1.0037, 1.0101]   # about +2%
+    cells = cells_of({("reswap", "pswpout_per_swapout"): {"base": base, "patched": patched}})
+    key = ("w", "reswap", "pswpout_per_swapout", "patched")
+    fixed = compare.decide(cells, compare.Plan("base", ("w/reswap/pswpout_per_swapout",)), ["base", "patched"])[key]
+    assert fixed.verdict == "worse", "all ten boots at once find the 2%"
+    plan = compare.Plan("base", ("w/reswap/pswpout_per_swapout",), design=compare.Design.sequential(6, 10))
+    first = compare.decide(resample.up_to(cells, 6), plan, ["base", "patched"])[key]
+    last = compare.decide(cells, plan, ["base", "patched"])[key]
+    assert (first.verdict, first.decided_after) == ("equivalent", 6), "within the 5% margin after six"
+    assert (last.verdict, last.decided_after) == ("equivalent", 6), "the stopping rule counted on that verdict"
+
+
+def test_another_baseline_has_no_control(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    metadata = json.loads((copy / "metadata.json").read_text())
+    metadata["control"] = "patched"           # pretend: patched was the control of this run
+    (copy / "metadata.json").write_text(json.dumps(metadata))
+    assert analysis.comparison([copy]).plan.control == "patched"
+    assert analysis.comparison([copy], baseline="patched").plan.control is None, \
+        "a control is the recorded baseline again: it says nothing about another baseline"
 
 
 def test_the_golden_run_cannot_decide_with_two_boots_a_side():
