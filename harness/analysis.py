@@ -30,9 +30,7 @@ def decided(directory: results.RunDirectory) -> bool:
     if not plan.primary:
         return False
     kept, _ = compare.valid_samples(samples, runs)
-    cells = compare.gather(kept, runs)
-    variants = [plan.baseline] + [v for v in dict.fromkeys(runs["variant"]) if v != plan.baseline]
-    return compare.all_decided(cells, plan, variants)
+    return compare.all_decided(compare.gather(kept, runs), plan, compare.variant_order(runs, plan.baseline))
 
 
 def analyse(run_dir: Path, experiment: Experiment, baseline: str | None = None) -> Path:

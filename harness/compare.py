@@ -238,8 +238,7 @@ def looks_reached(plan: Plan, cells: Cells) -> list[tuple[int | None, float]]:
     """(repetitions, share of alpha) of the looks the data have reached."""
     if not plan.design.looks:
         return [(None, 1.0)]
-    highest = max((int(reps.max()) for by_variant in cells.values() for reps, _ in by_variant.values()
-                   if len(reps)), default=0)
+    highest = max((_highest_rep(by_variant) for by_variant in cells.values()), default=0)
     reached = [(look, share) for look, share in zip(plan.design.looks, plan.design.shares) if look <= highest]
     return reached or [(highest, plan.design.shares[0])]
 
@@ -254,6 +253,8 @@ def decide(cells: Cells, plan: Plan, variants: list[str]) -> dict[tuple, Decisio
     for look, share in looks_reached(plan, cells):
         hypotheses = []
         for row in rows:
+            if (row, "difference") in rejected or (row, "equivalence") in rejected:
+                continue     # decided: its verdict stands (the stopping rule counted on it)
             by_variant = cells.get(row[:3], {})
             base = _up_to(by_variant[plan.baseline], look) if plan.baseline in by_variant else np.array([])
             other = _up_to(by_variant[row[3]], look) if row[3] in by_variant else np.array([])
@@ -264,8 +265,6 @@ def decide(cells: Cells, plan: Plan, variants: list[str]) -> dict[tuple, Decisio
             verdicts = {"difference": _direction_verdict(row[2], base, other) if usable else "inconclusive",
                         "equivalence": "equivalent"}
             reps = look if look is not None else _highest_rep(by_variant)
-            if (row, "difference") in rejected or (row, "equivalence") in rejected:
-                continue     # decided: its verdict stands (the stopping rule counted on it)
             hypotheses += [(row, kind, p, verdicts[kind], reps) for kind, p in p_values.items()]
         adjusted = stats.step_down([h[2] for h in hypotheses], [h[0] for h in hypotheses])
         for (row, kind, _, verdict, reps), value in zip(hypotheses, adjusted):
@@ -364,6 +363,13 @@ def _exploratory_verdicts(rows: list[dict], decisions: dict, plan: Plan, cells: 
                                                 by_variant[row["variant"]][1])
 
 
+def variant_order(runs: pd.DataFrame, baseline: str, order=()) -> list[str]:
+    """The variants of the runs: the baseline first, then in the experiment's order, then the rest."""
+    present = list(dict.fromkeys(runs["variant"]))
+    ordered = list(dict.fromkeys([*[v for v in order if v in present], *present]))
+    return [baseline] + [v for v in ordered if v != baseline]
+
+
 def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan(), order: list[str] = ()) -> Comparison:
     """Every (workload, phase, metric, variant) against the plan's baseline; invalid runs left out and counted.
 
@@ -373,9 +379,7 @@ def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan(), orde
         raise UnknownVariant(name=plan.baseline, experiment="this run", known=", ".join(sorted(set(runs["variant"]))))
     kept, invalid = valid_samples(samples, runs)
     cells = gather(kept, runs)
-    variants = list(dict.fromkeys([*[v for v in order if v in set(runs["variant"])], *runs["variant"]]))
-    variants = [plan.baseline] + [v for v in variants if v != plan.baseline]
-    rows = compare_cells(cells, plan, variants)
+    rows = compare_cells(cells, plan, variant_order(runs, plan.baseline, order))
     looks = tuple(look for look, _ in looks_reached(plan, cells) if look is not None)
     return Comparison(rows, invalid, plan, looks)
 

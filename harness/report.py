@@ -63,14 +63,15 @@ def instrumentation_cost(samples: pd.DataFrame, order: list[str]) -> list[str]:
     chosen = samples[samples["metric"].isin(COST_METRICS) & samples["phase"].isin(COST_PHASES)]
     if chosen.empty or set(chosen["mode"]) != {"counted", "timed"}:
         return []
-    rank = {variant: index for index, variant in enumerate(order)}
-    chosen = chosen.assign(rank=chosen["variant"].map(lambda v: rank.get(v, len(rank))))
+    variants = {variant: index for index, variant in enumerate(order)}
+    workloads = {workload: index for index, workload in enumerate(dict.fromkeys(chosen["workload"]))}
+    chosen = chosen.assign(workload_rank=chosen["workload"].map(workloads), phase_rank=chosen["phase"].map(
+        COST_PHASES.index), variant_rank=chosen["variant"].map(lambda v: variants.get(v, len(variants))))
     lines = ["| workload | phase | metric | variant | with probes | without | probes change it by |",
              "|---|---|---|---|---|---|---|"]
-    groups = chosen.groupby(["workload", "phase", "metric", "rank", "variant"], sort=False)
-    for (workload, phase, metric, _, variant), part in sorted(groups, key=lambda group: (
-            list(dict.fromkeys(chosen["workload"])).index(group[0][0]), COST_PHASES.index(group[0][1]),
-            group[0][2], group[0][3])):
+    keys = ["workload_rank", "phase_rank", "metric", "variant_rank", "workload", "phase", "variant"]
+    for (*_, workload, phase, variant), part in chosen.groupby(keys):
+        metric = part["metric"].iloc[0]
         counted = part[part["mode"] == "counted"]["value"]
         timed = part[part["mode"] == "timed"]["value"]
         if counted.empty or timed.empty:
