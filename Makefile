@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test unit bench bench-build bench-boot bench-run bench-verdicts bench-rates
+.PHONY: setup test lint unit bench bench-build bench-boot bench-run bench-verdicts bench-rates
 
 setup: $(VENV)/.installed
 	$(BIN)/harness doctor --install
@@ -18,11 +18,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
-test: setup
+test: setup lint
 	$(BIN)/pytest -v -rsP
 
+lint: $(VENV)/.installed
+	$(BIN)/ruff check harness tests benchmarks
+
+# The fast tests (no kernel build, no download), with line coverage per module and the wall time.
 unit: $(VENV)/.installed
-	$(BIN)/pytest -v -rP -m "not real and not simulation"
+	$(BIN)/pytest -v -rP -m "not real and not simulation" --cov=harness --cov-report=term --durations=5
 
 bench: setup
 	$(BIN)/harness bench --control --reps auto

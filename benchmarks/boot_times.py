@@ -28,7 +28,8 @@ def main():
         match = re.search(r"ready in ([\d.]+) s \((\w+)\)", result.stderr)
         ready.append(float(match.group(1)))
         accels.add(match.group(2))
-        print(f"run {run}: {result.stdout.strip()}  ready {ready[-1]:.1f} s  whole {whole[-1]:.1f} s  ({match.group(2)})")
+        print(f"run {run}: {result.stdout.strip()}  ready {ready[-1]:.1f} s  whole {whole[-1]:.1f} s  "
+              f"({match.group(2)})")
     print(f"\naccelerator: {', '.join(sorted(accels))}; median of {args.runs}: boot-to-SSH-ready "
           f"{statistics.median(ready):.2f} s, boot+command+shutdown {statistics.median(whole):.2f} s")
 

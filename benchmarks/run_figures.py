@@ -48,7 +48,8 @@ def main():
             median = statistics.median
             lines.append(f"{workload:8} {variant:8} n={len(copies)}  cow_copies {median(copies):8.0f}  "
                          f"per page written {median(copies) / median(pages):.3f}  write {median(with_probes):.3f} s "
-                         f"(no probes {median(without):.3f} s, probes cost {median(with_probes) / median(without) - 1:+.0%})")
+                         f"(no probes {median(without):.3f} s, "
+                         f"probes cost {median(with_probes) / median(without) - 1:+.0%})")
     print(f"\nresults in {scratch}")
     print("\n".join(lines))
 

@@ -100,7 +100,8 @@ class MissingPackages(UserError):
 
 
 class NoCommand(UserError):
-    template = "No command given and stdin is not a terminal: pass one after --, e.g. 'harness boot --variant base -- uname -r'"
+    template = ("No command given and stdin is not a terminal: pass one after --, "
+                "e.g. 'harness boot --variant base -- uname -r'")
 
 
 class UnknownWorkload(UserError):

@@ -230,7 +230,8 @@ class GuestProcess:
             raise GuestTimedOut(command=self.command, timeout=timeout) from None
         if not line:
             status = self.channel.recv_exit_status() if self.channel.exit_status_ready() else -1
-            stderr = self.channel.recv_stderr(65536).decode(errors="replace") if self.channel.recv_stderr_ready() else ""
+            ready = self.channel.recv_stderr_ready()
+            stderr = self.channel.recv_stderr(65536).decode(errors="replace") if ready else ""
             raise GuestCommandFailed(command=self.command, status=status, tail=stderr.strip() or "(none)")
         text = line.decode(errors="replace").rstrip("\n")
         output_log.debug(text)

@@ -305,7 +305,8 @@ def _locate(hunk: Hunk, file_lines) -> tuple[bool, str, int]:
     loose = find_anchors(hunk.old_lines(), file_lines, exact=False)
     if loose:
         where = ", ".join(str(s + 1) for s in loose)
-        return False, f"matches only when whitespace is ignored (line {where}): re-import it with 'harness patch import'", -1
+        return (False, f"matches only when whitespace is ignored (line {where}): re-import it with "
+                "'harness patch import'", -1)
     return False, "context and removed lines not found: the file differs from what the patch expects", -1
 
 

@@ -9,6 +9,7 @@ SPEC forms:
 Every fetch unpacks into a temporary folder that is renamed into place only when complete.
 """
 
+import functools
 import hashlib
 import os
 import re
@@ -86,13 +87,13 @@ def fetch(spec: SourceSpec, cache_dir: Path) -> Path:
     if spec.kind == "git":
         commit = _resolve_git_ref(spec)
         target = cache_dir / "sources" / f"git-{commit[:16]}"
-        fill = lambda tmp: _unpack_git(spec, commit, tmp)
+        fill = functools.partial(_unpack_git, spec, commit)
     elif spec.kind == "tarball":
         target = cache_dir / "sources" / f"tarball-{spec.sha256[:16]}"
-        fill = lambda tmp: _unpack_tarball(spec, cache_dir, tmp)
+        fill = functools.partial(_unpack_tarball, spec, cache_dir)
     else:
         target = cache_dir / "sources" / ("debian-" + spec.location.replace("=", "_"))
-        fill = lambda tmp: _unpack_debian(spec, cache_dir, tmp)
+        fill = functools.partial(_unpack_debian, spec, cache_dir)
     if not target.exists():
         with _staging(target) as tmp:
             fill(tmp)

@@ -203,7 +203,8 @@ class Redis(Driver):
 
     def start(self) -> None:
         if self.params["mode"] not in ("squeeze", "limit", "madvise"):
-            raise BadWorkload(name=self.workload.name, why=f"mode must be squeeze, limit or madvise, not {self.params['mode']}")
+            raise BadWorkload(name=self.workload.name,
+                              why=f"mode must be squeeze, limit or madvise, not {self.params['mode']}")
         run = self.session.run
         run(f"echo +memory > /sys/fs/cgroup/cgroup.subtree_control && mkdir -p {CGROUP}")
         if self.params["mode"] == "limit":

@@ -6,6 +6,7 @@ import pytest
 TESTS = Path(__file__).parent
 DATA = TESTS / "data"
 FAKELINUX = TESTS / "fakelinux"
+SEED_MAIL = TESTS.parent / "patches" / "mail" / "do-wp-page-swapcache-review.txt"   # quoted and mangled
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 from click.testing import CliRunner
 
 from harness.cli import main
-from tests.conftest import DATA
+from tests.conftest import DATA, SEED_MAIL
 from tests.test_patches import FORMAT_PATCH
 
 
@@ -19,7 +19,7 @@ def test_user_error_is_one_line_plus_the_log_path(tmp_path):
 
 def test_patch_import_writes_a_clean_patch_atomically(tmp_path):
     output = tmp_path / "out" / "seed.patch"
-    result = invoke(tmp_path, "patch", "import", str(DATA / "seed-message.txt"), "--tree", str(DATA / "excerpt"),
+    result = invoke(tmp_path, "patch", "import", str(SEED_MAIL), "--tree", str(DATA / "excerpt"),
                     "-o", str(output), "--author", "David Hildenbrand <david@redhat.com>", "--upstream", "53a05ad9f21d")
     assert result.exit_code == 0, result.output
     assert "git apply --check accepts it" in result.output
@@ -32,7 +32,7 @@ def test_patch_import_refusal_writes_nothing(tmp_path):
     tree.mkdir(parents=True)
     (tree / "memory.c").write_text("int other;\n")
     output = tmp_path / "seed.patch"
-    result = invoke(tmp_path, "patch", "import", str(DATA / "seed-message.txt"), "--tree", str(tree.parent),
+    result = invoke(tmp_path, "patch", "import", str(SEED_MAIL), "--tree", str(tree.parent),
                     "-o", str(output))
     assert result.exit_code == 1
     assert "anchors nowhere" in result.output

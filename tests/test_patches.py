@@ -4,9 +4,9 @@ import pytest
 
 from harness import patches, patchmail
 from harness.errors import HunkAnchorsTwice, HunkNotAnchored, PatchParseError
-from tests.conftest import DATA
+from tests.conftest import DATA, SEED_MAIL
 
-SEED = (DATA / "seed-message.txt").read_text()
+SEED = SEED_MAIL.read_text()
 AUTHOR = "David Hildenbrand <david@redhat.com>"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness import patches, project
-from tests.conftest import DATA
+from tests.conftest import SEED_MAIL
 
 pytestmark = pytest.mark.real
 
@@ -51,7 +51,7 @@ def test_default_source_is_linux_5_10_223(tree):
 
 
 def test_seed_imports_to_the_committed_patch(tree):
-    text = patches.import_message((DATA / "seed-message.txt").read_text(), tree,
+    text = patches.import_message(SEED_MAIL.read_text(), tree,
                                   author="David Hildenbrand <david@redhat.com>", upstream="53a05ad9f21d")
     assert text == SEED_PATCH.read_text()
     assert "@@ -3159,19 +3159,27 @@ static vm_fault_t do_wp_page(struct vm_fault *vmf)" in text

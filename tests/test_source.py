@@ -117,7 +117,8 @@ def test_unreachable_mirror_is_a_one_line_download_error(tmp_path, monkeypatch):
     # A closed loopback port: apt-get fails at once, no traffic leaves the machine.
     monkeypatch.setattr(debian, "mirror_uri", lambda: "http://127.0.0.1:9/debian")
     spec = source.parse_spec("debian:linux-source-5.10=5.10.223-1")
-    with pytest.raises(DownloadFailed, match="Download of the bullseye package index from http://127.0.0.1:9/debian failed") as caught:
+    expected = "Download of the bullseye package index from http://127.0.0.1:9/debian failed"
+    with pytest.raises(DownloadFailed, match=expected) as caught:
         source.fetch(spec, tmp_path / "cache")
     assert "\n" not in str(caught.value)
     assert not list((tmp_path / "cache").glob("downloads/*.deb"))
