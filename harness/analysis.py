@@ -45,7 +45,7 @@ def analyse(run_dir: Path, experiment: Experiment, baseline: str | None = None) 
     headline = experiment.headline or (experiment.primary[0] if experiment.primary else
                                        f"{samples['workload'].iloc[0]}/write/cow_copies")
     path = report.write(run_dir, result, figures, headline)
-    directory = results.RunDirectory(run_dir)
+    directory = results.RunDirectory.load(run_dir)
     stages = {**metadata.get("stage_seconds", {}), "analysis": round(time.monotonic() - started, 1)}
     directory.update_metadata(stage_seconds=stages)
     return path

@@ -7,6 +7,7 @@ console log stays in log_dir.
 """
 
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -17,12 +18,13 @@ from pathlib import Path
 from harness import image as guest_image
 from harness import vm
 from harness.build import Build
-from harness.errors import BootFailed
 from harness.experiment import GuestConfig
 from harness.guest import GuestSession, make_keys
 
 log = logging.getLogger("harness.boot")
 
+OWNER = "owner"                 # in each boot folder: 'PID START' of the harness that made it
+STALE_WITHOUT_OWNER_S = 60.0
 BOOT_TIMEOUT_S = 90.0
 SHUTDOWN_TIMEOUT_S = 10.0
 GUEST_ERROR = "HARNESS-GUEST-ERROR"
@@ -36,6 +38,13 @@ class Booted:
     ready_s: float            # from QEMU start (of the attempt that booted) to SSH accepted
     console_log: Path
     spec: vm.VmSpec
+    qemu: vm.Qemu
+
+    def explain(self, error: Exception) -> str:
+        """error, after the cause QEMU and the guest's console give for it (QEMU exited, the OOM killer)."""
+        text = str(error) or type(error).__name__
+        causes = self.qemu.causes()
+        return "; ".join(causes + [f"then: {text}" if causes else text])
 
 
 def plan(build: Build, config: GuestConfig, boot_dir: Path, console_log: Path, accel: str, port: int,
@@ -53,7 +62,9 @@ def booted(build: Build, image: guest_image.Image, config: GuestConfig, accel: s
     """Boot build in a fresh guest and yield a Booted; extra kernel parameters in append."""
     log_dir.mkdir(parents=True, exist_ok=True)
     work_dir.mkdir(parents=True, exist_ok=True)
+    sweep(work_dir)
     boot_dir = Path(tempfile.mkdtemp(prefix="boot-", dir=work_dir))
+    (boot_dir / OWNER).write_text(_me())
     console_log = log_dir / f"console-{build.variant}-{time.strftime('%Y%m%d-%H%M%S')}-{boot_dir.name[5:]}.log"
     qemu = session = None
     try:
@@ -68,10 +79,42 @@ def booted(build: Build, image: guest_image.Image, config: GuestConfig, accel: s
         session.connect(timeout=max(5.0, timeout - (time.monotonic() - qemu.started)))
         ready = time.monotonic() - qemu.started
         log.info("guest %s ready in %.1f s (%s)", build.variant, ready, qemu.spec.accel.upper())
-        yield Booted(session, qemu.spec.accel, vm.qemu_version(), ready, console_log, qemu.spec)
+        yield Booted(session, qemu.spec.accel, vm.qemu_version(), ready, console_log, qemu.spec, qemu)
     finally:
         _shutdown(qemu, session)
         shutil.rmtree(boot_dir, ignore_errors=True)
+
+
+def _me() -> str:
+    """This process as 'PID START': the start time tells a live owner from a reused PID."""
+    return f"{os.getpid()} {_started(os.getpid())}"
+
+
+def _started(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def sweep(work_dir: Path) -> list[Path]:
+    """Remove the boot folders (initrd, swap image) of harnesses that died without cleaning up (kill -9)."""
+    removed = []
+    for folder in work_dir.glob("boot-*"):
+        try:
+            pid, started = (folder / OWNER).read_text().split()
+            alive = _started(int(pid)) == started
+        except FileNotFoundError:       # no owner yet: a boot starting this instant, unless it is old
+            alive = time.time() - folder.stat().st_mtime < STALE_WITHOUT_OWNER_S
+        except (OSError, ValueError):
+            alive = False
+        if not alive:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    if removed:
+        log.info("removed %d boot folder(s) left by harnesses that were killed: %s", len(removed),
+                 ", ".join(folder.name for folder in removed))
+    return removed
 
 
 def _wait_ready(qemu: vm.Qemu, timeout: float) -> None:
@@ -81,8 +124,7 @@ def _wait_ready(qemu: vm.Qemu, timeout: float) -> None:
         raise qemu.failure(what)
     errors = [line for line in qemu.console().splitlines() if line.startswith(GUEST_ERROR)]
     if errors:
-        raise BootFailed(what=f"reported an error during start-up ({errors[0]})", tail=errors[-1],
-                         log=qemu.spec.console_log)
+        raise qemu.failure(f"reported an error during start-up ({errors[0].removeprefix(GUEST_ERROR).strip()})")
 
 
 def _shutdown(qemu: vm.Qemu | None, session: GuestSession | None) -> None:

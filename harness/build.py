@@ -6,7 +6,6 @@ hash_dir off) shares objects between variants: a variant that differs by a one-f
 recompiles that file and relinks.
 """
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -18,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness import kconfig, patches, runner, source
+from harness import files, kconfig, patches, runner, source
 from harness.errors import MissingSymbol, PatchDoesNotApply
 from harness.experiment import Experiment, Variant, require_patches
 from harness.files import write_atomic
@@ -109,24 +108,11 @@ def build_variant(variant: Variant, pristine: Path, source_key: str, fragments, 
     compiler = compiler_version()
     key = build_key(source_key, variant.patches, fragments, compiler)
     directory = cache_dir / "builds" / key
-    with _locked(directory):
+    with files.locked(cache_dir, f"builds/{key}", f"the build of {variant.name}"):
         if not rebuild and (cached := load(directory)):
             log.info("build %s: cached in %s", variant.name, directory)
             return _as_variant(cached, variant.name)
         return _build(variant, directory, key, pristine, fragments, probes, cache_dir, compiler)
-
-
-@contextmanager
-def _locked(directory: Path):
-    """One harness at a time per build directory; the others wait, then reuse its result."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with open(directory.with_name(directory.name + ".lock"), "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("build: waiting for another harness that is building %s", directory)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
 
 
 def _build(variant, directory, key, pristine, fragments, probes, cache_dir, compiler) -> Build:

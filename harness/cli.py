@@ -34,14 +34,16 @@ from harness import image as guest_image
 from harness.errors import (
     BadExperiment,
     BadWorkload,
+    CacheUnusable,
     HarnessError,
     MissingPackages,
     NoCommand,
     NoSuchTree,
-    NotAResultDirectory,
+    OutputNotEmpty,
+    ResumeTakesNoChoices,
 )
 from harness.experiment import Variant
-from harness.files import write_atomic
+from harness.files import FULL, disk_full, write_atomic
 
 log = logging.getLogger("harness")
 
@@ -61,14 +63,27 @@ class _ConsoleFilter(logging.Filter):
         return self.verbose or record.name not in ("harness.run", "harness.output")
 
 
+class _LogFile(logging.FileHandler):
+    """The log file; when it cannot be written (a full disk), one warning and the console goes on alone."""
+
+    def handleError(self, record):
+        logging.getLogger("harness").removeHandler(self)
+        error = sys.exc_info()[1]
+        click.echo(f"warning: the log {self.baseFilename} cannot be written ({error}); the console goes on "
+                   "without it", err=True)
+
+
 def _setup_logging(cache_dir: Path, verbose: bool, command: str) -> Path:
     logs = cache_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise (disk_full(logs) if error.errno in FULL else CacheUnusable(path=cache_dir, why=error.strerror)) from None
     log_path = logs / f"{time.strftime('%Y%m%d-%H%M%S')}-{command}.log"
     root = logging.getLogger("harness")
     root.setLevel(logging.DEBUG)
     root.handlers.clear()
-    file_handler = logging.FileHandler(log_path)
+    file_handler = _LogFile(log_path, delay=True)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -89,15 +104,24 @@ def _command_name(context) -> str:
 
 
 def _guarded(function):
-    """Run a command; a HarnessError becomes one line on stderr plus the log path, exit 1."""
+    """Run a command; a HarnessError becomes one line on stderr plus the log path, exit 1.
+    A full disk anywhere is one such error; Ctrl-C and SIGTERM print one line too."""
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         context = click.get_current_context()
-        log_path = _setup_logging(context.obj["cache_dir"], context.obj["verbose"], _command_name(context))
+        try:
+            log_path = _setup_logging(context.obj["cache_dir"], context.obj["verbose"], _command_name(context))
+        except HarnessError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(1)
         log.debug("harness %s", " ".join(sys.argv[1:]))
         try:
             return function(*args, **kwargs)
-        except HarnessError as error:
+        except (HarnessError, OSError) as error:
+            if isinstance(error, OSError):
+                if error.errno not in FULL:
+                    raise
+                error = disk_full(Path(error.filename or context.obj["cache_dir"]))
             log.debug("error: %s", error)
             click.echo(f"error: {error}", err=True)
             click.echo(f"(log: {log_path})", err=True)
@@ -105,6 +129,9 @@ def _guarded(function):
         except KeyboardInterrupt:
             click.echo(f"interrupted (log: {log_path})", err=True)
             sys.exit(130)
+        except Terminated as stop:
+            click.echo(f"terminated by SIGTERM (log: {log_path})", err=True)
+            sys.exit(stop.code)
     return wrapper
 
 
@@ -119,9 +146,13 @@ def main(context, verbose, cache_dir):
     signal.signal(signal.SIGTERM, _terminate)
 
 
+class Terminated(SystemExit):
+    """SIGTERM, raised where the harness is: it unwinds like Ctrl-C."""
+
+
 def _terminate(signum, frame):
     """SIGTERM unwinds like Ctrl-C, so that child process groups and staging folders are cleaned up."""
-    raise SystemExit(128 + signum)
+    raise Terminated(128 + signum)
 
 
 @main.command(name="doctor")
@@ -316,8 +347,8 @@ def _request(choices: _Choices) -> matrix.RunRequest:
         return _resumed(spec, choices)
     names = choices.workload_names or spec.workloads or tuple(workloads.discover())
     out_dir = choices.output or results.default_directory(spec.name)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise BadWorkload(name=", ".join(names), why=f"{out_dir} is not empty: pick another -o, or --resume it")
+    if not results.RunDirectory.is_fresh(out_dir):
+        raise OutputNotEmpty(path=out_dir)
     chosen = _workload_parameters(names, choices.settings)
     variants = spec.select(choices.variants)
     control = None
@@ -337,10 +368,17 @@ def _request(choices: _Choices) -> matrix.RunRequest:
 
 def _resumed(spec, choices: _Choices) -> matrix.RunRequest:
     """The request an interrupted run was made with, from its metadata."""
-    recorded = json.loads((choices.resume / "metadata.json").read_text()) \
-        if (choices.resume / "metadata.json").is_file() else {}
-    if not recorded:
-        raise NotAResultDirectory(path=choices.resume, missing="metadata.json")
+    given = [option for option, value in (("--workload", choices.workload_names), ("--variant", choices.variants),
+                                          ("-p", choices.settings), ("-o", choices.output),
+                                          ("--control", choices.control), ("--seed", choices.seed is not None))
+             if value]
+    context = click.get_current_context(silent=True)
+    if context and any(context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+                       for name in ("reps", "max_reps", "no_probes", "timing") if name in context.params):
+        given.append("--reps/--max-reps/--timing/--no-probes")
+    if given:
+        raise ResumeTakesNoChoices(path=choices.resume, options=", ".join(given))
+    recorded = results.read_metadata(choices.resume)
     params = recorded.get("workloads", {})
     chosen = tuple((workloads.load(name), workloads.load(name).params(values)) for name, values in params.items())
     by_name = {v.name: v for v in spec.variants}
@@ -399,7 +437,7 @@ def run_command(obj, experiment_name, workload_names, variants, output, resume, 
     request = _request(_Choices(experiment_name, workload_names, variants, reps, output, resume, settings, accel,
                                 seed, modes))
     directory = matrix.run(request, obj["cache_dir"])
-    valid = sum(str(row["valid"]) == "True" for row in directory.runs)
+    valid = sum(record.valid for record in directory.runs)
     click.echo(f"{directory.path}: {valid} of {len(directory.runs)} runs valid")
 
 

@@ -149,21 +149,17 @@ class Comparison:
 Cells = dict   # (workload, phase, metric) -> variant -> (reps array, values array)
 
 
-def _is_valid(column: pd.Series) -> pd.Series:
-    return column.astype(str) == "True"
-
-
 def valid_samples(samples: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Samples of valid runs only, and how many runs were left out as invalid."""
     keys = [key for key in ("run_dir", "variant", "workload", "rep", "mode") if key in runs and key in samples]
-    good = runs[_is_valid(runs["valid"])][keys]
+    good = runs[runs["valid"]][keys]
     kept = samples.merge(good.astype({"rep": int}), on=keys)
-    return kept, int((~_is_valid(runs["valid"])).sum())
+    return kept, int((~runs["valid"]).sum())
 
 
 def check_comparable(runs: pd.DataFrame) -> None:
     """Refuse runs whose comparability fields differ (anything but the patches may not)."""
-    valid = runs[_is_valid(runs["valid"])]
+    valid = runs[runs["valid"]]
     pooled = "run_dir" in valid and valid["run_dir"].nunique() > 1
     for name in COMPARABILITY_FIELDS:
         if name not in valid:
@@ -189,7 +185,7 @@ def gather(samples: pd.DataFrame, runs: pd.DataFrame) -> Cells:
     """Valid samples as arrays per row and variant, each metric from the boots that measure it."""
     if samples.empty:
         return {}
-    valid = runs[_is_valid(runs["valid"])]
+    valid = runs[runs["valid"]]
     modes = {workload: set(part["mode"]) for workload, part in valid.groupby("workload")}
     wanted = {(workload, name): source_mode(name, modes.get(workload, set()))
               for workload, name in samples[["workload", "metric"]].drop_duplicates().itertuples(index=False)}

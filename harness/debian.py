@@ -10,7 +10,7 @@ import re
 import shutil
 from pathlib import Path
 
-from harness import runner
+from harness import files, runner
 from harness.errors import CommandFailed, DownloadFailed, MirrorNotFound
 
 APT_SOURCES = Path("/etc/apt/sources.list")
@@ -46,16 +46,27 @@ def _uris(text: str):
 def download(package_version: str, downloads: Path, suite: str = SUITE) -> Path:
     """Download PACKAGE=VERSION into downloads (once) and return the .deb path."""
     package, _, version = package_version.partition("=")
-    existing = sorted(downloads.glob(f"{package}_{version.split(':')[-1]}_*.deb"))
-    if existing:
-        return existing[0]
-    downloads.mkdir(parents=True, exist_ok=True)
-    state = downloads / f".apt-{suite}"
+    with files.locked(downloads.parent, f"apt-{suite}", f"the download of {package_version}"):
+        existing = sorted(downloads.glob(f"{package}_{version.split(':')[-1]}_*.deb"))
+        if existing:
+            return existing[0]
+        state = downloads / f".apt-{suite}"
+        try:
+            return _fetch(package_version, package, downloads, state, suite)
+        finally:
+            shutil.rmtree(state / "cache", ignore_errors=True)
+            for partial in state.glob("*.deb*"):     # apt-get download's half-written file
+                partial.unlink()
+
+
+def _fetch(package_version: str, package: str, downloads: Path, state: Path, suite: str) -> Path:
     uri = mirror_uri()
     _write_private_state(state, uri, suite)
     options = _apt_options(state)
     try:
         update = runner.run(["apt-get", *options, "update"], timeout=600)
+        if files.says_disk_full(update.output):
+            raise files.disk_full(state / "lists")
         if not list((state / "lists").glob("*_Packages*")):
             problems = [line for line in update.output.splitlines() if line.startswith(("W:", "E:"))]
             raise DownloadFailed(what=f"the {suite} package index from {uri}",
@@ -68,7 +79,6 @@ def download(package_version: str, downloads: Path, suite: str = SUITE) -> Path:
         raise DownloadFailed(what=package_version, why="apt-get download produced no .deb")
     target = downloads / fetched[0].name
     fetched[0].rename(target)
-    shutil.rmtree(state / "cache", ignore_errors=True)
     return target
 
 

@@ -37,13 +37,18 @@ class NotAKernelTree(UserError):
     template = "{path} is not a kernel tree (no Makefile with VERSION =): pass the top of a Linux source tree"
 
 
+class NotAKernelArchive(UserError):
+    template = ("{archive} does not hold a kernel tree (no top-level folder with a Makefile that sets VERSION =): "
+                "fix the source spec to name a Linux source archive")
+
+
 class NoSuchTree(UserError):
     template = "Tree {path} is not a folder: pass a kernel tree folder or a source SPEC such as dir:PATH"
 
 
 class ChecksumMismatch(UserError):
     template = ("{what} has sha256 {actual}, expected {expected}: the spec's checksum is wrong "
-                "or the download is corrupt; remove {path} and fetch again")
+                "or the download is corrupt (it was removed; fetch again to download it anew)")
 
 
 class UnknownExperiment(UserError):
@@ -121,6 +126,24 @@ class NotAResultDirectory(UserError):
     template = "{path} holds no run (no {missing}): pass a directory written by 'harness run' or 'harness bench'"
 
 
+class OutputNotEmpty(UserError):
+    template = "Run directory {path} is not empty: pick another -o, or finish the run in it with --resume {path}"
+
+
+class ResumeTakesNoChoices(UserError):
+    template = ("--resume finishes {path} as it was planned, so {options} cannot change it: drop {options}, "
+                "or start a new run with -o")
+
+
+class CacheUnusable(UserError):
+    template = "The cache folder {path} cannot be used ({why}): pass a writable folder with --cache-dir"
+
+
+class NewerFormat(UserError):
+    template = ("{path} was written by a newer harness (results format {format}; this one reads up to {known}): "
+                "update the harness (git pull, then make setup) to read it")
+
+
 class MissingHostTool(UserError):
     template = "{what} is missing: {fix}"
 
@@ -139,6 +162,10 @@ class DownloadFailed(WorldError):
     template = "Download of {what} failed ({why}): check the network or the mirror, then retry"
 
 
+class CellFailed(WorldError):
+    template = "{why}"
+
+
 class BootFailed(WorldError):
     template = "The guest {what}; last console lines: {tail} (console log: {log})"
 
@@ -153,6 +180,11 @@ class GuestTimedOut(WorldError):
 
 class GuestConnectionLost(WorldError):
     template = "The SSH connection to the guest was lost during {command} ({why}): the guest's console log says why"
+
+
+class DiskFull(WorldError):
+    template = ("No space left on the file system at {mount} ({free} free) while writing {path}: free space there "
+                "('harness clean' frees the cache) or point --cache-dir or -o at another file system")
 
 
 class MirrorNotFound(WorldError):

@@ -1,11 +1,83 @@
-"""Files written whole: to a temporary name beside the target, then renamed over it, so that
-a killed harness leaves the old file or the new one, never half of one."""
+"""Files written whole, cache entries shared safely, and a full disk named as such.
 
+A file is written to a temporary name of its own beside the target, then renamed over it:
+a killed harness leaves the old file or the new one, never half of one, and two harnesses
+writing the same entry never share a temporary name. A cache entry that two harnesses may
+make at once is made under `locked()`. Any write that runs out of space raises DiskFull
+naming the file system, with the partial file removed.
+"""
+
+import errno
+import fcntl
+import logging
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+
+from harness.errors import DiskFull
+
+log = logging.getLogger("harness.files")
+
+FULL = (errno.ENOSPC, errno.EDQUOT)
+FULL_TEXT = ("No space left on device", "Disk quota exceeded")
 
 
 def write_atomic(path: Path, text: str, errors: str = "strict") -> None:
-    partial = path.with_name(f".{path.name}.part")
-    partial.write_text(text, errors=errors)
-    os.replace(partial, path)
+    write_bytes_atomic(path, text.encode(errors=errors))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with partial_file(path) as partial:
+        partial.write_bytes(data)
+
+
+@contextmanager
+def partial_file(path: Path):
+    """A unique temporary path beside path, renamed to path when the block ends normally and
+    removed when it does not; running out of space becomes DiskFull."""
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(handle)
+    partial = Path(name)
+    try:
+        yield partial
+        os.chmod(partial, 0o644)
+        os.replace(partial, path)
+    except OSError as error:
+        if error.errno in FULL:
+            raise disk_full(path) from None
+        raise
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def disk_full(path: Path) -> DiskFull:
+    """DiskFull for a write to path, naming the mount point and what is left on it."""
+    path = Path(path)
+    existing = next((p for p in [path, *path.parents] if p.exists()), Path("/"))
+    mount = existing.resolve()
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    free = shutil.disk_usage(existing).free
+    return DiskFull(path=path, mount=mount, free=f"{free / 2**20:,.0f} MiB")
+
+
+def says_disk_full(text: str) -> bool:
+    """True when a command's output says it ran out of space."""
+    return any(phrase in text for phrase in FULL_TEXT)
+
+
+@contextmanager
+def locked(cache_dir: Path, entry: str, what: str):
+    """One harness at a time makes the cache entry (e.g. 'builds/KEY'); the others wait, then find it made.
+    The lock files live in <cache>/locks/, out of the entries' folders."""
+    path = cache_dir / "locks" / (entry.replace("/", "-") + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another harness that is making %s", what)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import doctor, project, runner
+from harness import doctor, files, project, runner
 from harness.errors import MissingHostTool
 
 RECIPE_VERSION = 1
@@ -74,10 +74,10 @@ def workload_programs() -> dict[Path, str]:
 def _compile_static(source: Path, output_dir: Path) -> Path:
     """gcc -static, once per content of the source file."""
     output = output_dir / f"{source.stem}-{hashlib.sha256(source.read_bytes()).hexdigest()[:12]}"
-    if not output.exists():
-        partial = output.with_name(output.name + ".part")
-        runner.run(["gcc", "-static", "-O2", "-Wall", "-o", partial, source])
-        os.replace(partial, output)
+    with files.locked(output_dir.parent.parent, f"programs/{output.name}", f"the guest program {output.name}"):
+        if not output.exists():
+            with files.partial_file(output) as partial:
+                runner.run(["gcc", "-static", "-O2", "-Wall", "-o", partial, source], cwd=output.parent)
     return output
 
 
@@ -113,15 +113,18 @@ def build(cache_dir: Path) -> Image:
     entries = contents(cache_dir)
     digest = digest_of(entries)
     path = cache_dir / "images" / f"base-{digest}.cpio"
-    if not path.exists():
-        with tempfile.TemporaryDirectory(dir=path.parent) as staging:
-            root = Path(staging) / "root"
-            _populate(root, entries)
-            partial = Path(staging) / "image.cpio"
-            write_cpio(root, partial)
-            os.replace(partial, path)
-    files = sorted(set(entries) | {"/" + d for d in DIRECTORIES})
-    return Image(path, digest, tuple(files))
+    with files.locked(cache_dir, f"images/{path.name}", f"the guest image {path.name}"):
+        if not path.exists():
+            with tempfile.TemporaryDirectory(dir=path.parent) as staging, files.partial_file(path) as partial:
+                root = Path(staging) / "root"
+                try:
+                    _populate(root, entries)
+                except OSError as error:
+                    if error.errno in files.FULL:
+                        raise files.disk_full(root) from None
+                    raise
+                write_cpio(root, partial)
+    return Image(path, digest, tuple(sorted(set(entries) | {"/" + d for d in DIRECTORIES})))
 
 
 def _populate(root: Path, entries) -> None:

@@ -12,11 +12,11 @@ repetition at a time until the `stop` callback says every primary hypothesis is 
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from harness import boot, build, collectors, image, metrics, results, source, vm, workloads
-from harness.errors import HarnessError, NotAResultDirectory
+from harness import boot, build, collectors, files, image, metrics, results, source, vm, workloads
+from harness.errors import CellFailed, DiskFull, HarnessError, NotAResultDirectory
 from harness.experiment import Experiment
 
 log = logging.getLogger("harness.matrix")
@@ -65,14 +65,14 @@ def run(request: RunRequest, cache_dir: Path, stop=None) -> results.RunDirectory
     by_name = {workload.name: (workload, params) for workload, params in request.workloads}
     limit = len(plan(request, seed, request.max_reps)) if request.max_reps else None
     while True:
-        done = {(row["workload"], row["variant"], int(row["rep"]), row["mode"]) for row in directory.runs}
+        done = directory.done()
         todo = [cell for cell in cells if cell not in done]
         progress = _Progress(len(cells), len(cells) - len(todo), len(todo), limit)
         for workload_name, variant_name, rep, mode in todo:
             progress.start(workload_name, variant_name, rep, mode)
             cell = Cell(*by_name[workload_name], rep, mode)
-            run_row, samples = run_cell(request, cell, builds[variant_name], guest_image, directory, cache_dir)
-            directory.add(run_row, samples)
+            record, samples = run_cell(request, cell, builds[variant_name], guest_image, directory, cache_dir)
+            directory.add(record, samples)
             progress.finish()
         reached = max(cell[2] for cell in cells)
         if not request.max_reps or reached >= request.max_reps or stop is None or stop(directory):
@@ -80,8 +80,8 @@ def run(request: RunRequest, cache_dir: Path, stop=None) -> results.RunDirectory
         log.info("after %d repetitions some primary hypotheses are undecided: one more block", reached)
         cells = plan(request, seed, reached + 1)
         directory.update_metadata(plan=cells)
-    boots = sum(float(row.get("boot_ready_s") or 0) for row in directory.runs)
-    cells_s = sum(float(row.get("duration_s") or 0) for row in directory.runs)
+    boots = sum(record.boot_ready_s or 0 for record in directory.runs)
+    cells_s = sum(record.duration_s or 0 for record in directory.runs)
     stages.update(boots=round(boots, 1), workloads=round(cells_s - boots, 1))
     directory.update_metadata(finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), stage_seconds=stages,
                               reps_done=max(cell[2] for cell in cells))
@@ -93,14 +93,13 @@ def _open(request: RunRequest):
     if request.resume:
         directory = results.RunDirectory.load(request.out_dir)
         metadata = directory.metadata()
-        if metadata.get("format") != results.FORMAT:
+        if metadata.get("format") != results.FORMAT or "plan" not in metadata:
             raise NotAResultDirectory(path=request.out_dir, missing=f"a format {results.FORMAT} metadata.json "
                                       f"(it is format {metadata.get('format')}, from an older harness)")
         return directory, metadata["seed"], [tuple(cell) for cell in metadata["plan"]]
-    directory = results.RunDirectory(request.out_dir)
     seed = request.seed if request.seed is not None else random.SystemRandom().randrange(2**31)
     cells = plan(request, seed)
-    directory.write_metadata({**_metadata(request), "seed": seed, "plan": cells})
+    directory = results.RunDirectory.create(request.out_dir, {**_metadata(request), "seed": seed, "plan": cells})
     return directory, seed, cells
 
 
@@ -154,33 +153,43 @@ class Cell:
 
 
 def run_cell(request: RunRequest, cell: Cell, built: build.Build, guest_image, directory, cache_dir: Path):
-    """One boot: (runs.csv row, samples rows). A cell that fails is recorded as invalid."""
+    """One boot: (Run, [Sample]). A cell that fails, for any reason but a full disk, is recorded as
+    invalid with the cause (what QEMU and the guest's console say first), and the matrix goes on."""
     started = time.monotonic()
-    rep = cell.rep
-    row = {"variant": built.variant, "workload": cell.workload.name, "rep": rep, "mode": cell.mode, "valid": False,
-           "reason": "", "source": request.experiment.source,
-           "kernel_release": built.release, "config_hash": built.config_hash, "patch_hash": built.patch_hash,
-           "guest_memory_mb": request.experiment.guest.memory_mb, "swap_mb": request.experiment.guest.swap_mb,
-           "cpus": request.experiment.guest.cpus, "warnings": ""}
+    guest_config = request.experiment.guest
+    record = results.Run(built.variant, cell.workload.name, cell.rep, cell.mode, source=request.experiment.source,
+                         kernel_release=built.release.removeprefix("linux-"), config_hash=built.config_hash,
+                         patch_hash=built.patch_hash, guest_memory_mb=guest_config.memory_mb,
+                         swap_mb=guest_config.swap_mb, cpus=guest_config.cpus)
     phases: dict[str, dict] = {}
     try:
-        with boot.booted(built, guest_image, request.experiment.guest, request.accel, directory.path / "raw",
+        with boot.booted(built, guest_image, guest_config, request.accel, directory.path / "raw",
                          cache_dir / "boots") as guest:
-            row.update(accelerator=guest.accelerator, qemu_version=guest.qemu_version,
-                       boot_ready_s=round(guest.ready_s, 2))
-            phases, warnings, problems, gates = _measure(request, cell, guest.session, directory, built.variant)
-            row["kernel_release"] = guest.session.run(["uname", "-r"]).stdout.strip()
+            record = replace(record, accelerator=guest.accelerator, qemu_version=guest.qemu_version,
+                             boot_ready_s=round(guest.ready_s, 2))
+            try:
+                phases, warnings, problems, gates = _measure(request, cell, guest.session, directory, built.variant)
+                release = guest.session.run(["uname", "-r"]).stdout.strip()
+            except (HarnessError, OSError) as error:
+                if isinstance(error, DiskFull) or getattr(error, "errno", None) in files.FULL:
+                    raise
+                raise CellFailed(why=guest.explain(error)) from None
         metrics.derive(phases, cell.workload.read_phase)
         problems = gate(gates, phases) + problems
-        row.update(valid=not problems, reason="; ".join(problems), warnings="; ".join(warnings))
+        record = replace(record, valid=not problems, reason="; ".join(problems), warnings="; ".join(warnings),
+                         kernel_release=release)
+    except DiskFull:
+        raise
     except HarnessError as error:
-        log.warning("cell %s rep %d failed: %s", built.variant, rep, error)
-        row["reason"] = f"failed: {error}"
-    row["duration_s"] = round(time.monotonic() - started, 1)
-    samples = [{"variant": built.variant, "workload": cell.workload.name, "rep": rep, "mode": cell.mode,
-                "phase": phase, "metric": metric, "value": value} for phase, figures in phases.items()
-               for metric, value in sorted(figures.items())]
-    return row, samples
+        log.warning("cell %s rep %d failed: %s", built.variant, cell.rep, error)
+        record, phases = replace(record, reason=f"failed: {error}"), {}
+    except Exception as error:      # a fault of the harness itself: recorded, and the cells after it still run
+        log.exception("cell %s rep %d failed inside the harness", built.variant, cell.rep)
+        record, phases = replace(record, reason=f"failed: harness fault {type(error).__name__}: {error}"), {}
+    record = replace(record, duration_s=round(time.monotonic() - started, 1))
+    samples = [results.Sample(built.variant, cell.workload.name, cell.rep, cell.mode, phase, metric, float(value))
+               for phase, figures in phases.items() for metric, value in sorted(figures.items())]
+    return record, samples
 
 
 def _measure(request: RunRequest, cell: Cell, session, directory, variant: str):
@@ -216,8 +225,16 @@ def _measure(request: RunRequest, cell: Cell, session, directory, variant: str):
         problems += driver.problems() if started_driver else []
     finally:
         if started_driver:
-            driver.stop()
+            _stop(driver)
     return phases, warnings, problems, driver.gates()
+
+
+def _stop(driver: workloads.Driver) -> None:
+    """Stop the workload; a guest that is gone already cannot be told, and that is no new error."""
+    try:
+        driver.stop()
+    except Exception as error:    # the phase's own error (or none) is what the cell reports
+        log.debug("stopping %s: %s", driver.workload.name, error)
 
 
 def _accumulate(totals: dict, figures: dict, outcome: workloads.PhaseOutcome) -> None:

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from harness import compare, metrics, stats  # noqa: E402
+from harness import compare, metrics, results, stats  # noqa: E402
 
 COLOURS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
 LOG_SPAN = 30      # a panel whose medians differ by more than this factor gets a symmetric-log axis
@@ -165,7 +165,7 @@ def plot_all(samples: pd.DataFrame, runs: pd.DataFrame, metadata: dict, out_dir:
     """Every figure that the run has data for; returns the files written (valid runs only)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     kept, _ = compare.valid_samples(samples, runs)
-    valid_runs = runs[runs["valid"].astype(str) == "True"]
+    valid_runs = results.valid_runs(runs)
     cells = compare.gather(kept, runs) if len(kept) else {}
     measured = pd.DataFrame([{"workload": w, "phase": p, "metric": m, "variant": v, "value": value}
                              for (w, p, m), by_variant in cells.items() for v, (_, values) in by_variant.items()

@@ -83,7 +83,7 @@ def instrumentation_cost(samples: pd.DataFrame, order: list[str]) -> list[str]:
 
 
 def boots_used(runs: pd.DataFrame, comparison: compare.Comparison, metadata: dict) -> list[str]:
-    counts = runs.assign(valid=runs["valid"].astype(str) == "True").groupby(["workload", "variant", "mode"])["valid"]
+    counts = runs.groupby(["workload", "variant", "mode"])["valid"]
     lines = [f"- {workload}, {variant}, {mode}: {int(valid.sum())} valid of {len(valid)}"
              for (workload, variant, mode), valid in counts]
     design = comparison.plan.design
@@ -109,7 +109,7 @@ TIMING_NOTE = {
 def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], headline: str) -> Path:
     samples, runs, metadata = results.read(run_dir)
     rows = comparison.rows
-    valid = runs[runs["valid"].astype(str) == "True"]
+    valid = results.valid_runs(runs)
     release = ", ".join(sorted(set(valid["kernel_release"].astype(str)))) or "?"
     accelerator = ", ".join(sorted(set(valid["accelerator"].dropna().astype(str)))) or "?"
     calibration = comparison.calibration_line()

@@ -13,21 +13,18 @@ import io
 import json
 import os
 import platform
+import shutil
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from harness import project
-from harness.errors import NotAResultDirectory, NotComparable
+from harness.errors import NewerFormat, NotAResultDirectory, NotComparable
 from harness.files import write_atomic
 
 FORMAT = 2
-SAMPLE_COLUMNS = ("variant", "workload", "rep", "mode", "phase", "metric", "value")
-RUN_COLUMNS = ("variant", "workload", "rep", "mode", "valid", "reason", "accelerator", "source", "kernel_release",
-               "config_hash", "patch_hash", "qemu_version", "guest_memory_mb", "swap_mb", "cpus", "boot_ready_s",
-               "duration_s", "warnings")
 
 
 def host_facts() -> dict:
@@ -51,44 +48,160 @@ def _os_release() -> str:
         return ""
 
 
-@dataclass
-class RunDirectory:
-    """Accumulates samples and runs and rewrites the CSV files after every boot."""
-    path: Path
-    samples: list[dict] = field(default_factory=list)
-    runs: list[dict] = field(default_factory=list)
+# --- records: one row type per file, one to_row/from_row pair each --------------------------
 
-    def __post_init__(self):
-        (self.path / "raw").mkdir(parents=True, exist_ok=True)
+def _text(value) -> str:
+    """The one way a field is written: None empty, booleans True/False, whole numbers without '.0'."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
+
+
+def _parse(kind, text: str):
+    if kind is bool:
+        if text not in ("True", "False"):
+            raise ValueError(f"{text!r} is not True or False")
+        return text == "True"
+    if kind is int:
+        return int(float(text))
+    if kind in (float, float | None):
+        return float(text)
+    return text
+
+
+@dataclass(frozen=True)
+class Run:
+    """One boot: a row of runs.csv."""
+    variant: str
+    workload: str
+    rep: int
+    mode: str                    # counted (probes on) | timed (no probes)
+    valid: bool = False
+    reason: str = ""             # why the run is invalid; "failed: ..." when the cell did not finish
+    accelerator: str = ""
+    source: str = ""
+    kernel_release: str = ""     # `uname -r` of the guest; of the build when the guest never answered
+    config_hash: str = ""
+    patch_hash: str = ""
+    qemu_version: str = ""
+    guest_memory_mb: int = 0
+    swap_mb: int = 0
+    cpus: int = 0
+    boot_ready_s: float | None = None
+    duration_s: float | None = None
+    warnings: str = ""
+
+    @property
+    def cell(self) -> tuple[str, str, int, str]:
+        return (self.workload, self.variant, self.rep, self.mode)
+
+    def to_row(self) -> dict[str, str]:
+        return {name: _text(value) for name, value in asdict(self).items()}
+
+    @classmethod
+    def from_row(cls, row: dict[str, str]) -> "Run":
+        return cls(**{f.name: _parse(f.type, row[f.name]) for f in fields(cls)
+                      if row.get(f.name) is not None and (row[f.name] != "" or f.type is str)})
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One figure of one phase of one boot: a row of samples.csv."""
+    variant: str
+    workload: str
+    rep: int
+    mode: str
+    phase: str
+    metric: str
+    value: float
+
+    def to_row(self) -> dict[str, str]:
+        return {name: _text(value) for name, value in asdict(self).items()}
+
+    @classmethod
+    def from_row(cls, row: dict[str, str]) -> "Sample":
+        return cls(**{f.name: _parse(f.type, row[f.name]) for f in fields(cls)})
+
+
+RUN_COLUMNS = tuple(f.name for f in fields(Run))
+SAMPLE_COLUMNS = tuple(f.name for f in fields(Sample))
+
+
+def valid_runs(runs):
+    """The valid rows of a runs frame (as read() gives it)."""
+    return runs[runs["valid"]]
+
+
+# --- the run directory: the only reader and writer of a results folder ----------------------
+
+class RunDirectory:
+    """metadata.json, runs.csv, samples.csv and raw/ of one run. Made with create() (a fresh
+    folder) or load() (an existing run, its format checked); the CSV files are rewritten whole
+    after every boot."""
+
+    def __init__(self, path: Path, metadata: dict, runs: list[Run], samples: list[Sample]):
+        self.path, self._metadata, self.runs, self.samples = path, metadata, runs, samples
+
+    @staticmethod
+    def is_fresh(path: Path) -> bool:
+        """True for a folder a new run may use: absent, empty, or holding only the empty raw/ of a run
+        that stopped before its metadata was written."""
+        if not path.exists():
+            return True
+        entries = list(path.iterdir())
+        return all(entry.name == "raw" and entry.is_dir() and not any(entry.iterdir()) for entry in entries)
+
+    @classmethod
+    def create(cls, path: Path, metadata: dict) -> "RunDirectory":
+        """A new run in path (which is_fresh); nothing is left behind when it cannot be made."""
+        made = not path.exists()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            write_atomic(path / "metadata.json", json.dumps({"format": FORMAT, **metadata}, indent=2) + "\n")
+            (path / "raw").mkdir(exist_ok=True)
+        except BaseException:
+            if made:
+                shutil.rmtree(path, ignore_errors=True)
+            raise
+        return cls(path, {"format": FORMAT, **metadata}, [], [])
 
     @classmethod
     def load(cls, path: Path) -> "RunDirectory":
-        """An existing run directory, with the samples and runs it already holds (to resume it)."""
-        if not (path / "metadata.json").is_file():
-            raise NotAResultDirectory(path=path, missing="metadata.json")
-        directory = cls(path)
-        for name, rows in (("samples.csv", directory.samples), ("runs.csv", directory.runs)):
+        """An existing run directory with the runs and samples it holds; a newer format is refused."""
+        metadata = read_metadata(path)
+        default_mode = "counted" if metadata.get("probes", True) else "timed"   # format 1 had no mode
+        lists = []
+        for name, kind in (("runs.csv", Run), ("samples.csv", Sample)):
+            rows = []
             if (path / name).is_file():
                 with open(path / name, newline="") as stream:
-                    rows.extend(csv.DictReader(stream))
-        return directory
+                    for row in csv.DictReader(stream):
+                        row.setdefault("mode", default_mode)
+                        try:
+                            rows.append(kind.from_row(row))
+                        except (KeyError, ValueError, TypeError) as error:
+                            raise NotAResultDirectory(path=path, missing=f"a readable {name} ({error})") from None
+            lists.append(rows)
+        return cls(path, metadata, *lists)
 
     def metadata(self) -> dict:
-        return json.loads((self.path / "metadata.json").read_text())
+        return dict(self._metadata)
 
-    def write_metadata(self, metadata: dict) -> None:
-        write_atomic(self.path / "metadata.json", json.dumps({"format": FORMAT, **metadata}, indent=2) + "\n")
+    def update_metadata(self, **values) -> None:
+        self._metadata.update(values)
+        write_atomic(self.path / "metadata.json", json.dumps(self._metadata, indent=2) + "\n")
 
-    def update_metadata(self, **fields) -> None:
-        data = json.loads((self.path / "metadata.json").read_text())
-        data.update(fields)
-        write_atomic(self.path / "metadata.json", json.dumps(data, indent=2) + "\n")
-
-    def add(self, run: dict, samples: list[dict]) -> None:
+    def add(self, run: Run, samples: list[Sample]) -> None:
         self.runs.append(run)
         self.samples.extend(samples)
-        write_atomic(self.path / "samples.csv", _csv(SAMPLE_COLUMNS, self.samples))
-        write_atomic(self.path / "runs.csv", _csv(RUN_COLUMNS, self.runs))
+        write_atomic(self.path / "samples.csv", _csv(SAMPLE_COLUMNS, (s.to_row() for s in self.samples)))
+        write_atomic(self.path / "runs.csv", _csv(RUN_COLUMNS, (r.to_row() for r in self.runs)))
+
+    def done(self) -> set[tuple[str, str, int, str]]:
+        """The cells recorded, valid or not."""
+        return {run.cell for run in self.runs}
 
     def raw(self, name: str, text: str) -> Path:
         path = self.path / "raw" / name
@@ -96,9 +209,26 @@ class RunDirectory:
         return path
 
 
+def read_metadata(path: Path) -> dict:
+    """metadata.json of a run directory, its format checked."""
+    file = path / "metadata.json"
+    if not file.is_file():
+        raise NotAResultDirectory(path=path, missing="metadata.json")
+    try:
+        metadata = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise NotAResultDirectory(path=path, missing=f"a readable metadata.json ({error})") from None
+    written = metadata.get("format", 1) if isinstance(metadata, dict) else None
+    if not isinstance(written, int):
+        raise NotAResultDirectory(path=path, missing="a metadata.json with a format number")
+    if written > FORMAT:
+        raise NewerFormat(path=path, format=written, known=FORMAT)
+    return metadata
+
+
 def _csv(columns, rows) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
@@ -109,19 +239,18 @@ def default_directory(experiment: str) -> Path:
 
 
 def read(path: Path):
-    """(samples, runs, metadata) of a run directory, as pandas frames and a dict."""
+    """(samples, runs, metadata) of a run directory, as pandas frames (valid a boolean, rep an
+    integer, every format's files alike) and a dict."""
     import pandas as pd
-    for name in ("samples.csv", "runs.csv", "metadata.json"):
+    for name in ("samples.csv", "runs.csv"):
         if not (path / name).is_file():
             raise NotAResultDirectory(path=path, missing=name)
-    samples = pd.read_csv(path / "samples.csv", dtype={"variant": str, "workload": str, "phase": str, "metric": str,
-                                                       "mode": str})
-    runs = pd.read_csv(path / "runs.csv", dtype={"variant": str, "workload": str, "mode": str})
-    metadata = json.loads((path / "metadata.json").read_text())
-    for frame in (samples, runs):
-        if "mode" not in frame:      # format 1: every boot had the probes on (or none did, with --no-probes)
-            frame["mode"] = "counted" if metadata.get("probes", True) else "timed"
-    return samples, runs, metadata
+    directory = RunDirectory.load(path)
+    samples = pd.DataFrame([asdict(s) for s in directory.samples], columns=SAMPLE_COLUMNS)
+    runs = pd.DataFrame([asdict(r) for r in directory.runs], columns=RUN_COLUMNS)
+    samples = samples.astype({"rep": int, "value": float})
+    runs = runs.astype({"rep": int, "valid": bool})
+    return samples, runs, directory.metadata()
 
 
 POOLED_METADATA = ("workloads", "primary", "margin_pct", "probes", "guest")

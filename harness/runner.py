@@ -8,6 +8,7 @@ a failure raises an error carrying the exit code and the tail of the output.
 import collections
 import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from harness import files
 from harness.errors import CommandFailed, CommandTimedOut, MissingHostTool
 
 log = logging.getLogger("harness.run")
@@ -75,8 +77,21 @@ def run(argv, *, cwd=None, env=None, timeout=None, check=True, log_file: Path | 
     if timer and timer.fired:
         raise CommandTimedOut(command=quote(argv), timeout=timeout, tail=tail)
     if check and process.returncode != 0:
+        if files.says_disk_full(output):
+            raise files.disk_full(_full_path(output, cwd)) from None
         raise CommandFailed(command=quote(argv), status=process.returncode, tail=tail)
     return Result(tuple(argv), process.returncode, output, time.monotonic() - started)
+
+
+def _full_path(output: str, cwd) -> Path:
+    """The file a command says it could not write for lack of space ('cpio: /x/y: No space left on
+    device'), else its working directory."""
+    for line in output.splitlines():
+        if files.says_disk_full(line):
+            match = re.search(r"(/[^\s:'\"]+)['\"]?:[^/]*(?:No space left|Disk quota)", line)
+            if match:
+                return Path(match.group(1))
+    return Path(cwd or os.getcwd())
 
 
 def announce(argv, cwd=None) -> None:

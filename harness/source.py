@@ -11,7 +11,6 @@ Every fetch unpacks into a temporary folder that is renamed into place only when
 
 import functools
 import hashlib
-import os
 import re
 import shutil
 import tempfile
@@ -21,12 +20,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import debian, runner
+from harness import debian, files, runner
 from harness.errors import (
     BadSourceSpec,
     ChecksumMismatch,
     DownloadFailed,
     GitRefMissing,
+    NotAKernelArchive,
     NotAKernelTree,
 )
 
@@ -94,10 +94,11 @@ def fetch(spec: SourceSpec, cache_dir: Path) -> Path:
     else:
         target = cache_dir / "sources" / ("debian-" + spec.location.replace("=", "_"))
         fill = functools.partial(_unpack_debian, spec, cache_dir)
-    if not target.exists():
-        with _staging(target) as tmp:
-            fill(tmp)
-            _make_read_only(tmp)
+    with files.locked(cache_dir, f"sources/{target.name}", f"the source tree {target.name}"):
+        if not target.exists():
+            with _staging(target) as tmp:
+                fill(tmp)
+                _make_read_only(tmp)
     return target
 
 
@@ -131,9 +132,11 @@ def sha256_of(path: Path) -> str:
 
 
 def verify(path: Path, expected: str, what: str) -> None:
+    """The download at path has the expected sha256; if not, it is removed and ChecksumMismatch raised."""
     actual = sha256_of(path)
     if expected and actual != expected:
-        raise ChecksumMismatch(what=what, actual=actual, expected=expected, path=path)
+        path.unlink(missing_ok=True)
+        raise ChecksumMismatch(what=what, actual=actual, expected=expected)
 
 
 @contextmanager
@@ -197,19 +200,22 @@ def _unpack_debian(spec: SourceSpec, cache_dir: Path, tmp: Path) -> None:
 def _untar_single_top(archive: Path, tmp: Path) -> None:
     """Unpack archive into tmp, dropping its single top-level folder."""
     runner.run(["tar", "-xf", archive, "-C", tmp, "--strip-components=1", "--no-same-owner"])
-    check_tree(tmp)
+    try:
+        check_tree(tmp)
+    except NotAKernelTree:
+        raise NotAKernelArchive(archive=archive) from None
 
 
 def _download(url: str, destination: Path) -> None:
     destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(destination.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
-            shutil.copyfileobj(response, out, 1 << 20)
-    except OSError as error:
-        partial.unlink(missing_ok=True)
-        raise DownloadFailed(what=url, why=str(error)) from None
-    os.replace(partial, destination)
+    with files.partial_file(destination) as partial:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+                shutil.copyfileobj(response, out, 1 << 20)
+        except OSError as error:
+            if error.errno in files.FULL:
+                raise
+            raise DownloadFailed(what=url, why=str(error)) from None
 
 
 def _make_read_only(tree: Path) -> None:

@@ -26,7 +26,9 @@ log = logging.getLogger("harness.vm")
 KVM_PROGRESS_S = 5.0
 KERNEL_STARTED = "Linux version"
 _PR_SET_PDEATHSIG = 1
-_ALARM = re.compile(r"Kernel panic|BUG:|Oops|Unable to|No working init|HARNESS-GUEST-ERROR")
+_ALARM = re.compile(r"Kernel panic|BUG:|Oops|Unable to|No working init|Initramfs unpacking failed|"
+                    r"Killed process|HARNESS-GUEST-ERROR")
+_OOM_KILLED = re.compile(r"Killed process \d+ \(([^)]+)\)")
 
 
 @dataclass(frozen=True)
@@ -155,11 +157,25 @@ class Qemu:
             lines = []
         return " | ".join(lines[-2:]) or "(nothing)"
 
+    def causes(self) -> list[str]:
+        """What QEMU and the console say went wrong: QEMU gone, the OOM killer, a panic; [] if nothing."""
+        found = []
+        if self.process is not None and not self.running():
+            said = self.qemu_said()
+            found.append(f"QEMU exited (status {self.process.returncode}"
+                         + (f", it said: {said})" if said != "(nothing)" else ")"))
+        console = self.console()
+        killed = list(dict.fromkeys(_OOM_KILLED.findall(console)))
+        if killed:
+            found.append(f"the guest's OOM killer killed {', '.join(killed)}")
+        found += [line.strip() for line in console.splitlines() if "Kernel panic" in line][:1]
+        return found
+
     def failure(self, what: str) -> BootFailed:
         """A BootFailed quoting what matters: QEMU's own error, the panic line, the last lines."""
         lines = [line.strip() for line in self.console().splitlines() if line.strip()]
         said = [] if self.running() or self.qemu_said() == "(nothing)" else [f"QEMU: {self.qemu_said()}"]
-        alarming = [line for line in lines if _ALARM.search(line)][:1]
+        alarming = [line for line in lines if _ALARM.search(line) and not line.startswith("HARNESS-GUEST-ERROR")][:2]
         tail = " | ".join(said + alarming + [line for line in lines[-3:] if line not in alarming])
         tail = tail or "(nothing on the console)"
         return BootFailed(what=what, tail=tail, log=self.spec.console_log)

@@ -69,8 +69,7 @@ def fake_cells(monkeypatch):
         ran.append((built.variant, cell.rep, cell.mode))
         if len(ran) == 3 and not request.resume and not request.max_reps:
             raise KeyboardInterrupt
-        return {"variant": built.variant, "workload": "swapcow", "rep": cell.rep, "mode": cell.mode,
-                "valid": True}, []
+        return results.Run(built.variant, "swapcow", cell.rep, cell.mode, valid=True), []
 
     monkeypatch.setattr(matrix.source, "fetch", lambda *a: None)
     monkeypatch.setattr(matrix.build, "build_all", lambda exp, variants, cache: [FakeBuild(v.name) for v in variants])

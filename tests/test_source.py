@@ -11,6 +11,7 @@ from harness.errors import (
     DownloadFailed,
     GitRefMissing,
     MirrorNotFound,
+    NotAKernelArchive,
     NotAKernelTree,
 )
 
@@ -68,7 +69,19 @@ def test_tarball_fetch_verifies_and_unpacks_once(tmp_path):
 def test_tarball_with_wrong_checksum_leaves_nothing_behind(tmp_path):
     archive, _ = make_tarball(tmp_path)
     spec = source.parse_spec(f"tarball:file://{archive}#sha256={'0' * 64}")
-    with pytest.raises(ChecksumMismatch, match="expected 0000"):
+    with pytest.raises(ChecksumMismatch, match="expected 0000.*it was removed"):
+        source.fetch(spec, tmp_path / "cache")
+    assert list((tmp_path / "cache" / "sources").iterdir()) == []
+    assert list((tmp_path / "cache" / "downloads").iterdir()) == [], "the download with the wrong checksum is gone"
+
+
+def test_an_archive_without_a_kernel_tree_is_named(tmp_path):
+    archive = tmp_path / "notes.tar.gz"
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "README").write_text("not a kernel\n")
+    subprocess.run(["tar", "-czf", str(archive), "-C", str(tmp_path), "notes"], check=True)
+    spec = source.parse_spec(f"tarball:file://{archive}#sha256={source.sha256_of(archive)}")
+    with pytest.raises(NotAKernelArchive, match=f"{archive.name} does not hold a kernel tree"):
         source.fetch(spec, tmp_path / "cache")
     assert list((tmp_path / "cache" / "sources").iterdir()) == []
 
