@@ -225,7 +225,7 @@ def _configure(tree: Path, fragments, log_file: Path, cache_dir: Path) -> None:
     runner.run(_make(tree, kconfig.BASE_TARGET, cache_dir=cache_dir), env=env, log_file=log_file)
     runner.run(kconfig.merge_argv(tree, fragments), cwd=tree, env=env, log_file=log_file)
     runner.run(_make(tree, "olddefconfig", cache_dir=cache_dir), env=env, log_file=log_file)
-    kconfig.check_survival(fragments, tree / ".config")
+    kconfig.check_survival(fragments, tree / ".config", tree)
 
 
 def _compile(tree: Path, log_file: Path, cache_dir: Path, name: str) -> tuple[int, int]:

@@ -91,8 +91,7 @@ class PatchDoesNotApply(UserError):
 
 
 class KconfigOptionDropped(UserError):
-    template = ("{option} asked for by kconfigs/{fragment} is {actual} after olddefconfig: add the "
-                "options it depends on to the fragment (see 'Depends on' in 'make menuconfig')")
+    template = "{count} kconfig option(s) did not survive: {details}"
 
 
 class MissingSymbol(UserError):

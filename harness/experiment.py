@@ -6,6 +6,7 @@ the functions the collectors will probe, and the variants: either explicit
 a patch series ([series] patches = [...]) that gives cumulative variants base, +1, +1..2, ...
 """
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from harness.errors import (
     UnknownExperiment,
     UnknownVariant,
 )
+
+VARIANT_NAME = re.compile(r"[A-Za-z0-9+][A-Za-z0-9._+-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -139,8 +142,8 @@ def _guest(table, fail) -> GuestConfig:
     if not isinstance(table, dict) or set(table) - known:
         fail(f"[guest] takes only {', '.join(sorted(known))}")
     for key, value in table.items():
-        if not isinstance(value, int) or value <= 0:
-            fail(f"[guest] {key} must be a positive integer")
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            fail(f"[guest] {key} must be a positive whole number, not {value!r}")
     return GuestConfig(**table)
 
 
@@ -156,6 +159,12 @@ def _variants(entries, path, fail) -> list[Variant]:
     for entry in entries:
         if not isinstance(entry, dict) or "name" not in entry:
             fail("every [[variants]] entry needs a name")
+        if not isinstance(entry["name"], str) or not VARIANT_NAME.fullmatch(entry["name"]):
+            fail(f"variant name {entry['name']!r} must be letters, digits and . _ + - (it names files and "
+                 "folders), starting with a letter, digit or +")
+        if set(entry) - {"name", "patches"}:
+            unknown = ", ".join(sorted(set(entry) - {"name", "patches"}))
+            fail(f"[[variants]] {entry['name']} has unknown key(s) {unknown}")
         variants.append(Variant(entry["name"], tuple(resolve_patch(p, path) for p in _strings(entry, "patches", fail))))
     names = [variant.name for variant in variants]
     if len(set(names)) != len(names):

@@ -10,6 +10,7 @@ from harness.errors import KconfigOptionDropped, UnknownFragment
 BASE_TARGET = "tinyconfig"
 _SET = re.compile(r"^(CONFIG_\w+)=(.*)$")
 _UNSET = re.compile(r"^# (CONFIG_\w+) is not set$")
+_DEFINED = re.compile(r"^\s*(?:menu)?config\s+(\w+)\s*$", re.M)
 
 
 @dataclass(frozen=True)
@@ -20,15 +21,29 @@ class Fragment:
     def options(self) -> dict[str, str]:
         return parse(self.path.read_text())
 
+    @property
+    def shown(self) -> str:
+        """kconfigs/NAME.config for a shipped fragment, else its path."""
+        try:
+            return str(self.path.resolve().relative_to(project.ROOT))
+        except ValueError:
+            return str(self.path)
+
 
 def find(names, folder: Path = project.KCONFIGS) -> list[Fragment]:
-    """The fragments called names (without .config), in the order given."""
+    """The fragments called names, in the order given: a name from folder (without .config), or a path
+    to a fragment file (with or without .config)."""
     fragments = []
     for name in names:
-        path = folder / f"{name}.config"
-        if not path.is_file():
+        given = Path(name).expanduser()
+        if "/" in name or name.endswith(".config"):
+            candidates = [given, given.with_name(given.name + ".config")]
+        else:
+            candidates = [folder / f"{name}.config"]
+        path = next((candidate for candidate in candidates if candidate.is_file()), None)
+        if path is None:
             raise UnknownFragment(name=name, folder=folder, known=", ".join(project.names(folder, ".config")))
-        fragments.append(Fragment(name, path))
+        fragments.append(Fragment(path.name.removesuffix(".config"), path.resolve()))
     return fragments
 
 
@@ -44,15 +59,38 @@ def parse(text: str) -> dict[str, str]:
     return options
 
 
-def check_survival(fragments: list[Fragment], final_config: Path) -> None:
-    """Raise KconfigOptionDropped for the first option a fragment asked for that olddefconfig changed."""
+def check_survival(fragments: list[Fragment], final_config: Path, tree: Path | None = None) -> None:
+    """Raise KconfigOptionDropped naming every option a fragment asked for that olddefconfig changed; an
+    option that no Kconfig file of tree defines is said to be missing from this kernel."""
     final = parse(final_config.read_text())
+    dropped = []
     for fragment in fragments:
         for option, wanted in fragment.options().items():
             actual = final.get(option, "n")
             if actual != wanted:
-                shown = "not set" if actual == "n" else f"={actual}"
-                raise KconfigOptionDropped(option=f"{option}={wanted}", fragment=fragment.path.name, actual=shown)
+                dropped.append((option, wanted, actual, fragment))
+    if not dropped:
+        return
+    defined = defined_symbols(tree) if tree else None     # empty: a tree without Kconfig files cannot tell
+    details = []
+    for option, wanted, actual, fragment in dropped:
+        shown = "not set" if actual == "n" else f"={actual}"
+        if defined and option.removeprefix("CONFIG_") not in defined:
+            details.append(f"{option}={wanted} asked for by {fragment.shown} is not in this kernel's Kconfig files: "
+                           "drop it from the fragment")
+        else:
+            details.append(f"{option}={wanted} asked for by {fragment.shown} is {shown} after olddefconfig: add the "
+                           "options it depends on to the fragment (see 'Depends on' in 'make menuconfig')")
+    raise KconfigOptionDropped(count=len(details), details="; ".join(details))
+
+
+def defined_symbols(tree: Path) -> set[str]:
+    """Every symbol a Kconfig file of tree defines (config NAME / menuconfig NAME)."""
+    symbols = set()
+    for path in tree.rglob("Kconfig*"):
+        if path.is_file():
+            symbols.update(_DEFINED.findall(path.read_text(errors="replace")))
+    return symbols
 
 
 def merge_argv(tree: Path, fragments: list[Fragment]) -> list[str]:

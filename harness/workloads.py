@@ -67,18 +67,56 @@ class Workload:
     swapout_phase: str
     read_phase: str
     settings: tuple[tuple[str, object], ...] = ()  # the rest of the file, for the driver
+    minimum: tuple[tuple[str, float], ...] = ()    # [minimum]: lowest value of a numeric parameter (default 1)
+    choices: tuple[tuple[str, tuple], ...] = ()    # [choices]: the values a parameter may take
 
     def params(self, overrides: dict | None = None) -> dict:
-        """Defaults with overrides applied; an unknown name or a wrong type is refused."""
+        """Defaults with overrides applied (text from the command line is converted to the default's type);
+        an unknown name, a value of the wrong type or out of range is refused, naming the parameter."""
         values = dict(self.parameters)
         for name, value in (overrides or {}).items():
             if name not in values:
                 raise BadWorkload(name=self.name, why=f"no parameter '{name}' (known: {', '.join(values)})")
-            values[name] = type(values[name])(value)
+            values[name] = _converted(value, values[name], self.name, name)
+        for name, value in values.items():
+            self.check(name, value)
         return values
+
+    def check(self, name: str, value) -> None:
+        """A number below the parameter's minimum (1 unless [minimum] says otherwise) or a value not in its
+        [choices] is refused."""
+        minimum = dict(self.minimum).get(name, 1)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < minimum:
+            raise BadWorkload(name=self.name, why=f"parameter {name} must be at least {minimum:g}, not {value:g}")
+        choices = dict(self.choices).get(name)
+        if choices and value not in choices:
+            raise BadWorkload(name=self.name, why=f"parameter {name} must be one of {', '.join(map(str, choices))}, "
+                                                  f"not {value!r}")
 
     def setting(self, name, default=None):
         return dict(self.settings).get(name, default)
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def _converted(value, default, workload: str, name: str):
+    """value (text from -p, or a TOML value) as the type of the parameter's default."""
+    kind = type(default)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    text = str(value).strip()
+    try:
+        if kind is bool:
+            if text.lower() in _TRUE + _FALSE:
+                return text.lower() in _TRUE
+            raise ValueError
+        if kind is int:
+            return int(text)
+        return kind(text)
+    except ValueError:
+        wanted = {bool: "true or false", int: "a whole number", float: "a number"}.get(kind, kind.__name__)
+        raise BadWorkload(name=workload, why=f"parameter {name} must be {wanted}, not {text!r}") from None
 
 
 def discover(folder: Path = project.WORKLOADS) -> dict[str, Workload]:
@@ -101,11 +139,18 @@ def _load(path: Path) -> Workload:
     if core["driver"] not in DRIVERS:
         raise BadWorkload(name=path.parent.name, why=f"unknown driver '{core['driver']}' (known: {', '.join(DRIVERS)})")
     parameters = tuple(data.pop("parameters", {}).items())
+    minimum = tuple(data.pop("minimum", {}).items())
+    choices = tuple((name, tuple(values)) for name, values in data.pop("choices", {}).items())
     for key in [key for key in data if key == "gates" or key.endswith("_gates")]:
         for text in data[key]:
             Gate.parse(text, path.parent.name)
-    return Workload(path.parent.name, path.parent, core["description"], core["driver"], tuple(core["phases"]),
-                    parameters, core["swapout_phase"], core["read_phase"], tuple(data.items()))
+    workload = Workload(path.parent.name, path.parent, core["description"], core["driver"], tuple(core["phases"]),
+                        parameters, core["swapout_phase"], core["read_phase"], tuple(data.items()), minimum, choices)
+    for name in dict(minimum) | dict(choices):
+        if name not in dict(parameters):
+            raise BadWorkload(name=workload.name, why=f"[minimum] or [choices] names '{name}', not a parameter")
+    workload.params()      # the defaults themselves must pass
+    return workload
 
 
 @dataclass(frozen=True)
@@ -202,9 +247,6 @@ class Redis(Driver):
         return [Gate.parse(text, self.workload.name) for text in self.workload.setting(key, [])]
 
     def start(self) -> None:
-        if self.params["mode"] not in ("squeeze", "limit", "madvise"):
-            raise BadWorkload(name=self.workload.name,
-                              why=f"mode must be squeeze, limit or madvise, not {self.params['mode']}")
         run = self.session.run
         run(f"echo +memory > /sys/fs/cgroup/cgroup.subtree_control && mkdir -p {CGROUP}")
         if self.params["mode"] == "limit":

@@ -78,7 +78,7 @@ def test_failing_make_leaves_no_finished_build(tmp_path, fake_tree, fragments):
 
 def test_dropped_option_stops_the_build(tmp_path, fake_tree, fragments):
     (fake_tree / "drop-options").write_text("CONFIG_MEMCG\n")
-    with pytest.raises(KconfigOptionDropped, match="CONFIG_MEMCG=y asked for by kconfigs/guest.config"):
+    with pytest.raises(KconfigOptionDropped, match="CONFIG_MEMCG=y asked for by /.*/guest.config is not set"):
         run_build(fake_tree, fragments, tmp_path / "cache")
 
 

@@ -49,6 +49,10 @@ def test_select_keeps_the_order_given_and_refuses_unknown_names():
     ('kconfigs = "qemu-guest"\n[[variants]]\nname = "a"\n', "list of strings"),
     ('kconfigs = []\n', "exactly one"),
     ('[[variants]\n', "Expected"),
+    ('[[variants]]\nname = 42\n', "variant name 42 must be letters"),
+    ('[[variants]]\nname = "../../x y"\n', "variant name '../../x y' must be letters"),
+    ('[[variants]]\nname = "a"\n[guest]\nmemory_mb = true\n', "memory_mb must be a positive whole number, not True"),
+    ('[[variants]]\nname = "a"\n[guest]\nswap_mb = 0\n', "swap_mb must be a positive whole number, not 0"),
 ])
 def test_bad_experiment_files_are_refused(tmp_path, text, why):
     with pytest.raises(HarnessError, match=why):

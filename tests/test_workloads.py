@@ -23,6 +23,34 @@ def test_parameters_have_defaults_and_refuse_unknown_names():
         workloads.load("memcached")
 
 
+@pytest.mark.parametrize("overrides, why", [
+    ({"size_mb": "abc"}, "parameter size_mb must be a whole number, not 'abc'"),
+    ({"size_mb": "1.5"}, "parameter size_mb must be a whole number, not '1.5'"),
+    ({"size_mb": "0"}, "parameter size_mb must be at least 1, not 0"),
+    ({"size_mb": "-1"}, "parameter size_mb must be at least 1, not -1"),
+    ({"cycles": "0"}, "parameter cycles must be at least 1, not 0"),
+    ({"size_mb": True}, "parameter size_mb must be a whole number, not 'True'"),
+])
+def test_parameter_values_are_checked_before_any_boot(overrides, why):
+    with pytest.raises(BadWorkload, match=why):
+        workloads.load("swapcow").params(overrides)
+
+
+def test_choices_and_a_minimum_come_from_the_workload_file(tmp_path):
+    redis = workloads.load("redis")
+    with pytest.raises(BadWorkload, match="parameter mode must be one of squeeze, limit, madvise, not 'sqeeze'"):
+        redis.params({"mode": "sqeeze"})
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    (folder / "workload.toml").write_text(
+        'description = "d"\ndriver = "phased-program"\nphases = ["idle"]\nswapout_phase = "idle"\n'
+        'read_phase = "idle"\n[parameters]\ndelay = 0\nfast = false\n[minimum]\ndelay = 0\n')
+    toy = workloads.load("toy", tmp_path)
+    assert toy.params({"delay": "0", "fast": "yes"}) == {"delay": 0, "fast": True}
+    with pytest.raises(BadWorkload, match="parameter fast must be true or false, not 'maybe'"):
+        toy.params({"fast": "maybe"})
+
+
 def test_cycles_repeat_the_swap_phases():
     driver = workloads.driver(workloads.load("swapcow"), {"size_mb": 4, "cycles": 2}, session=None)
     assert driver.phase_plan() == ["idle", "fill", "swapout", "read", "write", "swapout", "read", "write"]
