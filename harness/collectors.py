@@ -55,13 +55,14 @@ class Phase:
         return self.counters
 
     def __exit__(self, kind, value, traceback):
+        if kind is not None:    # the phase failed: the cell is over and the guest goes; nothing to count
+            return False
         after = self.session.run(["harness-collect", "end", self.cgroup, str(self.pid or "")], timeout=120).stdout
-        if kind is None:
-            metrics, warnings, problems = phase_metrics(self.before, after, self.probes, self.cow_probe,
-                                                        has_process=self.pid is not None)
-            self.counters.metrics.update(metrics)
-            self.counters.warnings.extend(warnings)
-            self.counters.problems.extend(problems)
+        metrics, warnings, problems = phase_metrics(self.before, after, self.probes, self.cow_probe,
+                                                    has_process=self.pid is not None)
+        self.counters.metrics.update(metrics)
+        self.counters.warnings.extend(warnings)
+        self.counters.problems.extend(problems)
         self.counters.raw = "== BEFORE\n" + self.before + "\n== AFTER\n" + after
         return False
 

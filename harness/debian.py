@@ -55,8 +55,8 @@ def download(package_version: str, downloads: Path, suite: str = SUITE) -> Path:
             return _fetch(package_version, package, downloads, state, suite)
         finally:
             shutil.rmtree(state / "cache", ignore_errors=True)
-            for partial in state.glob("*.deb*"):     # apt-get download's half-written file
-                partial.unlink()
+            for partial in [*state.glob("*.deb"), *state.glob("*.deb.*"), *state.glob("lists/partial/*")]:
+                partial.unlink()        # apt-get's half-written package or index
 
 
 def _fetch(package_version: str, package: str, downloads: Path, state: Path, suite: str) -> Path:

@@ -84,11 +84,11 @@ def run(argv, *, cwd=None, env=None, timeout=None, check=True, log_file: Path | 
 
 
 def _full_path(output: str, cwd) -> Path:
-    """The file a command says it could not write for lack of space ('cpio: /x/y: No space left on
-    device'), else its working directory."""
+    """The file a command says it could not write for lack of space (the first absolute path on a line
+    that says so: 'cpio: /x/y: No space left on device'; URLs are not paths), else its working directory."""
     for line in output.splitlines():
         if files.says_disk_full(line):
-            match = re.search(r"(/[^\s:'\"]+)['\"]?:[^/]*(?:No space left|Disk quota)", line)
+            match = re.search(r"(?<![:/\w])(/[^\s:'\"()]+)", line)
             if match:
                 return Path(match.group(1))
     return Path(cwd or os.getcwd())

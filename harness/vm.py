@@ -178,6 +178,8 @@ class Qemu:
         alarming = [line for line in lines if _ALARM.search(line) and not line.startswith("HARNESS-GUEST-ERROR")][:2]
         tail = " | ".join(said + alarming + [line for line in lines[-3:] if line not in alarming])
         tail = tail or "(nothing on the console)"
+        if any("Initramfs unpacking failed" in line for line in lines):
+            what += f" (the initramfs did not fit in {self.spec.memory_mb} MB: raise [guest] memory_mb)"
         return BootFailed(what=what, tail=tail, log=self.spec.console_log)
 
 

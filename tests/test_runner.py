@@ -59,3 +59,13 @@ def test_stdin_text_is_fed():
 
 def test_quote_is_shell_safe():
     assert runner.quote(["echo", "a b", "c'd"]) == "echo 'a b' 'c'\"'\"'d'"
+
+
+def test_a_command_that_runs_out_of_space_names_the_file_system_of_the_file_it_wrote(tmp_path):
+    from harness.errors import DiskFull
+    script = ("echo 'E: Failed to fetch http://deb.example/debian/x  Write error - write (28: No space left on "
+              f"device) LZ4F: {tmp_path}/lists/partial/x.lz4 Write error'; exit 100")
+    with pytest.raises(DiskFull, match=f"while writing {tmp_path}/lists/partial/x.lz4"):
+        runner.run(["sh", "-c", script])
+    with pytest.raises(DiskFull, match=f"while writing {tmp_path}:"):
+        runner.run(["sh", "-c", "echo 'write error: No space left on device'; exit 1"], cwd=tmp_path)
