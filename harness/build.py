@@ -111,6 +111,7 @@ def build_variant(variant: Variant, pristine: Path, source_key: str, fragments, 
     with files.locked(cache_dir, f"builds/{key}", f"the build of {variant.name}"):
         if not rebuild and (cached := load(directory)):
             log.info("build %s: cached in %s", variant.name, directory)
+            os.utime(directory / "build.json")      # last used: `harness clean --keep` keeps the recent ones
             return _as_variant(cached, variant.name)
         return _build(variant, directory, key, pristine, fragments, probes, cache_dir, compiler)
 

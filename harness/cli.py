@@ -19,6 +19,7 @@ from harness import (
     analysis,
     boot,
     build,
+    cache,
     compare,
     doctor,
     experiment,
@@ -157,8 +158,9 @@ def _terminate(signum, frame):
 
 @main.command(name="doctor")
 @click.option("--install", is_flag=True, help="Install what is missing with apt-get (as root).")
+@click.pass_obj
 @_guarded
-def doctor_command(install):
+def doctor_command(obj, install):
     """Check every host prerequisite; exit 1 if one is missing."""
     packages = doctor.missing_packages()
     if install and packages:
@@ -167,8 +169,39 @@ def doctor_command(install):
         doctor.install_missing()
     for line in doctor.report():
         click.echo(line)
+    usage = cache.usage(obj["cache_dir"])
+    parts = ", ".join(f"{part} {cache.human(count)}" for part, count in usage.items() if count)
+    click.echo(f"cache      {obj['cache_dir']}: {cache.human(sum(usage.values()))}" + (f" ({parts}); "
+               "'harness clean' frees it" if parts else ""))
     if doctor.problems():
         sys.exit(1)
+
+
+@main.command(name="clean")
+@click.option("--builds", is_flag=True, help="Kernel builds (each rebuilds in minutes).")
+@click.option("--images", is_flag=True, help="Guest images and compiled guest programs.")
+@click.option("--logs", is_flag=True, help="Harness logs and serial console logs.")
+@click.option("--all", "everything", is_flag=True, help="All of these, and sources, downloads and ccache.")
+@click.option("--keep", type=click.IntRange(0), default=0, show_default=True,
+              help="Keep the N most recently used entries of each part.")
+@click.pass_obj
+@_guarded
+def clean_command(obj, builds, images, logs, everything, keep):
+    """Free space in the cache: remove builds, images or logs, and say how much was freed.
+
+    Without an option, show what each part of the cache holds and remove nothing.
+    """
+    cache_dir = obj["cache_dir"]
+    parts = cache.PARTS if everything else [part for part, wanted in
+                                            (("builds", builds), ("images", images), ("logs", logs)) if wanted]
+    if not parts:
+        for part, count in cache.usage(cache_dir).items():
+            click.echo(f"{part:10} {cache.human(count):>10}  {len(cache.entries(cache_dir, part))} entries")
+        click.echo("nothing removed: pick --builds, --images, --logs or --all (with --keep N)")
+        return
+    for done in cache.clean(cache_dir, parts, keep):
+        busy = f", {done.busy} in use by another harness" if done.busy else ""
+        click.echo(f"{done.part}: removed {done.removed}, kept {done.kept}{busy}; freed {cache.human(done.freed)}")
 
 
 @main.group(name="source")
