@@ -10,7 +10,8 @@ import argparse
 import statistics
 from pathlib import Path
 
-from harness import compare, results
+from harness import results
+from harness.analysis import compare
 from harness.project import ROOT
 
 PAIRS = (("swapcow", "write", "cow_copies", "cow_copies_per_swapin"),

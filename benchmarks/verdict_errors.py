@@ -12,7 +12,8 @@ import argparse
 import time
 from pathlib import Path
 
-from harness import cli, compare, experiment, resample, results
+from harness import cli, experiment, results
+from harness.analysis import compare, resample
 from harness.project import ROOT
 
 

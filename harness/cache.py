@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import boot
+from harness.guest import boot
 
 PARTS = ("builds", "images", "logs", "sources", "downloads", "ccache")
 LOCKED_PARTS = {"builds": "builds", "sources": "sources"}     # part -> lock name prefix (files.locked)

@@ -15,23 +15,9 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from harness import (
-    analysis,
-    boot,
-    build,
-    cache,
-    compare,
-    doctor,
-    experiment,
-    matrix,
-    patches,
-    plots,
-    results,
-    source,
-    vm,
-    workloads,
-)
-from harness import image as guest_image
+from harness import cache, doctor, experiment, results
+from harness.analysis import analyse as analysis
+from harness.analysis import compare, plots
 from harness.errors import (
     BadExperiment,
     BadWorkload,
@@ -45,6 +31,10 @@ from harness.errors import (
 )
 from harness.experiment import Variant
 from harness.files import FULL, disk_full, write_atomic
+from harness.guest import boot, vm
+from harness.guest import image as guest_image
+from harness.kernel import build, patches, source
+from harness.measure import matrix, workloads
 
 log = logging.getLogger("harness")
 

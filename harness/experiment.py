@@ -11,13 +11,15 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import metrics, project, source
+from harness import project
 from harness.errors import (
     BadExperiment,
     MissingPatchFile,
     UnknownExperiment,
     UnknownVariant,
 )
+from harness.kernel import source
+from harness.measure import metrics
 
 VARIANT_NAME = re.compile(r"[A-Za-z0-9+][A-Za-z0-9._+-]{0,63}")
 

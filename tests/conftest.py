@@ -5,7 +5,8 @@ import pytest
 
 TESTS = Path(__file__).parent
 DATA = TESTS / "data"
-FAKELINUX = TESTS / "fakelinux"
+FAKES = TESTS / "fakes"
+FAKELINUX = FAKES / "fakelinux"
 SEED_MAIL = TESTS.parent / "patches" / "mail" / "do-wp-page-swapcache-review.txt"   # quoted and mangled
 
 

@@ -2,7 +2,7 @@ from click.testing import CliRunner
 
 from harness.cli import main
 from tests.conftest import DATA, SEED_MAIL
-from tests.test_patches import FORMAT_PATCH
+from tests.kernel.test_patches import FORMAT_PATCH
 
 
 def invoke(tmp_path, *args):
@@ -110,7 +110,8 @@ def test_bench_refuses_repetitions_it_cannot_read(tmp_path):
 
 
 def test_bench_warns_when_its_repetitions_cannot_decide(tmp_path, caplog):
-    from harness import cli, matrix
+    from harness import cli
+    from harness.measure import matrix
     choices = cli._Choices(None, ("swapcow",), (), 3, tmp_path / "out", None, (), "auto", 1, matrix.MODES)
     cli._request(choices)
     assert "with 3 repetitions and 1 primary rows no primary row can be decided" in caplog.text

@@ -1,0 +1,1 @@
+"""Analysis stage: statistics, comparison, plots and the report."""

@@ -1,0 +1,52 @@
+"""After a run: the comparison (JSON and Markdown), the plots and the report, in the run directory;
+and the stopping rule of `--reps auto`, which is the same comparison on the data so far."""
+
+import json
+import time
+from pathlib import Path
+
+from harness import results
+from harness.analysis import compare, plots, report
+from harness.experiment import Experiment
+from harness.files import write_atomic
+
+
+def comparison(run_dirs: list[Path], baseline: str | None = None) -> compare.Comparison:
+    """The comparison of one run directory, or of several pooled (then one look at all the data)."""
+    samples, runs, metadata = results.read_many(run_dirs)
+    chosen = baseline or metadata[0].get("baseline", "base")
+    plan = compare.Plan.from_metadata(metadata[0], chosen)
+    # a control is its run's baseline booted again: it calibrates a comparison against that baseline only
+    control = next((m["control"] for m in metadata if m.get("control") and m.get("baseline", "base") == chosen), None)
+    design = plan.design if len(run_dirs) == 1 else compare.Design()    # pooled: one look at all the data
+    plan = compare.Plan(plan.baseline, plan.primary, plan.margin_pct, control, design)
+    order = [variant["name"] for metadata_of_run in metadata for variant in metadata_of_run.get("variants", [])]
+    return compare.compare(samples, runs, plan, order)
+
+
+def decided(directory: results.RunDirectory) -> bool:
+    """True when every primary row of every variant has a verdict (the stopping rule of --reps auto)."""
+    samples, runs, metadata = results.read(directory.path)
+    plan = compare.Plan.from_metadata(metadata, metadata.get("baseline", "base"))
+    if not plan.primary:
+        return False
+    kept, _ = compare.valid_samples(samples, runs)
+    return compare.all_decided(compare.gather(kept, runs), plan, compare.variant_order(runs, plan.baseline))
+
+
+def analyse(run_dir: Path, experiment: Experiment, baseline: str | None = None) -> Path:
+    """Write comparison.json, comparison.md, plots/ and report.md; returns the report's path."""
+    started = time.monotonic()
+    result = comparison([run_dir], baseline)
+    samples, runs, metadata = results.read(run_dir)
+    write_atomic(run_dir / "comparison.json", json.dumps([r.as_json() for r in result.rows], indent=1) + "\n")
+    write_atomic(run_dir / "comparison.md", "\n".join(compare.summary_lines(result)) + "\n\n"
+                 + compare.render_markdown(result.rows, show_all=True) + "\n")
+    figures = plots.plot_all(samples, runs, metadata, run_dir / "plots", result.rows)
+    headline = experiment.headline or (experiment.primary[0] if experiment.primary else
+                                       f"{samples['workload'].iloc[0]}/write/cow_copies")
+    path = report.write(run_dir, result, figures, headline)
+    directory = results.RunDirectory.load(run_dir)
+    stages = {**metadata.get("stage_seconds", {}), "analysis": round(time.monotonic() - started, 1)}
+    directory.update_metadata(stage_seconds=stages)
+    return path

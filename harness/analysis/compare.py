@@ -1,0 +1,463 @@
+"""Statistics and verdicts: each variant against the baseline, per workload, phase and metric.
+
+The hypotheses are declared before the run: the experiment's `primary` rows
+(WORKLOAD/PHASE/METRIC) and their equivalence margin (`margin_pct`, default 5%). For every
+primary row and every variant but the baseline there are two hypotheses, "no change" (its
+rejection is `better` or `worse`, by the metric's direction) and "the change is at least the
+margin" (its rejection is `equivalent`); a row that rejects neither is `inconclusive`. Both
+are tested with exact rank tests (harness.stats), and the family of all primary rows of all
+variants holds its family-wise error at ALPHA by Holm's step-down counting rows (at most one
+of a row's two hypotheses can be true). A design with several looks (`--reps auto`) spends a
+share of ALPHA at each look (Bonferroni over looks), so stopping early cannot inflate it.
+
+Every other row is exploratory: change, interval, and a Benjamini-Hochberg adjusted p-value
+across all exploratory rows. It gets a verdict only when the adjusted p allows it and its
+variant already has a `better` or `worse` primary row (gatekeeping: when no variant differs
+from the baseline, no exploratory verdict can appear, so a table's chance of any false
+verdict stays within ALPHA); without primary rows there is no verdict at all. A metric
+without a direction in harness.metrics never gets a verdict. The `control` variant (the
+baseline kernel booted again) must come out `equivalent` or `inconclusive`; `better` or
+`worse` there means the measurement itself is not to be trusted: calibration failed.
+"""
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from harness.analysis import stats
+from harness.errors import NotComparable, UnknownVariant
+from harness.measure import metrics
+
+ALPHA = stats.ALPHA
+DEFAULT_MARGIN_PCT = 5.0
+FIRST_LOOK_SHARE = 0.5          # of ALPHA, at the first look of a sequential design; the rest split evenly
+COMPARABILITY_FIELDS = ("source", "config_hash", "accelerator", "guest_memory_mb", "swap_mb")
+JSON_KEYS = ("workload", "phase", "metric", "variant", "baseline", "n", "median", "ci_low", "ci_high", "change_pct",
+             "change_ci_low", "change_ci_high", "p_value", "verdict", "role", "p_adjusted", "margin_pct")
+VERDICTS = ("better", "worse", "equivalent", "inconclusive")
+HEADLINE_METRICS = ("cow_copies_per_swapin", "cow_copies", "duration_s", "ops_per_s", "vmstat.pswpin",
+                    "vmstat.pswpout")
+
+
+@dataclass(frozen=True)
+class Design:
+    """When the primary hypotheses are tested: after looks[k] repetitions, at shares[k] x ALPHA.
+    No looks: one look at all the data (a fixed number of repetitions, or pooled folders)."""
+    looks: tuple[int, ...] = ()
+    shares: tuple[float, ...] = ()
+
+    @classmethod
+    def sequential(cls, first: int, last: int) -> "Design":
+        if last <= first:
+            return cls()
+        looks = tuple(range(first, last + 1))
+        rest = (1 - FIRST_LOOK_SHARE) / (len(looks) - 1)
+        return cls(looks, (FIRST_LOOK_SHARE,) + (rest,) * (len(looks) - 1))
+
+    def describe(self) -> str:
+        if not self.looks:
+            return "one look at all repetitions"
+        return (f"looks after {', '.join(map(str, self.looks))} repetitions, spending "
+                + ", ".join(f"{share:.3g}" for share in self.shares) + " of alpha")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a comparison tests, declared before the run (stored in metadata.json)."""
+    baseline: str = "base"
+    primary: tuple[str, ...] = ()          # WORKLOAD/PHASE/METRIC
+    margin_pct: float = DEFAULT_MARGIN_PCT
+    control: str | None = None
+    design: Design = Design()
+
+    @classmethod
+    def from_metadata(cls, metadata: dict, baseline: str = "base") -> "Plan":
+        design = Design()
+        if metadata.get("reps") == "auto":
+            design = Design.sequential(int(metadata["min_reps"]), int(metadata["max_reps"]))
+        return cls(baseline, tuple(metadata.get("primary", ())), float(metadata.get("margin_pct", DEFAULT_MARGIN_PCT)),
+                   metadata.get("control"), design)
+
+
+@dataclass(frozen=True)
+class Row:
+    workload: str
+    phase: str
+    metric: str
+    variant: str
+    baseline: str
+    n: int
+    median: float
+    mean: float
+    stddev: float
+    ci_low: float | None
+    ci_high: float | None
+    change_pct: float | None
+    change_ci_low: float | None
+    change_ci_high: float | None
+    p_value: float | None
+    verdict: str
+    role: str = "exploratory"
+    p_adjusted: float | None = None
+    margin_pct: float | None = None
+    ci_level: float | None = None         # the real coverage of [ci_low, ci_high]
+    p_equivalence: float | None = None
+    decided_after: int | None = None      # repetitions at the look that decided a primary row
+    direction: str = "none"
+    unit: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def as_json(self) -> dict:
+        """The documented JSON object: exactly JSON_KEYS, in that order."""
+        return {key: getattr(self, key) for key in JSON_KEYS}
+
+    @property
+    def key(self) -> str:
+        return f"{self.workload}/{self.phase}/{self.metric}"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    rows: list[Row]
+    invalid: int
+    plan: Plan
+    looks_done: tuple[int, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def calibration_failed(self) -> list[Row]:
+        return [r for r in self.rows if r.role == "control" and r.verdict in ("better", "worse")]
+
+    def calibration_line(self) -> str:
+        """'' without a control; else whether the control (the baseline again) came out clean."""
+        if not self.plan.control or not any(r.variant == self.plan.control for r in self.rows):
+            return ""
+        failed = self.calibration_failed
+        if failed:
+            rows = ", ".join(f"{r.key} {r.verdict}" for r in failed[:4]) + (" ..." if len(failed) > 4 else "")
+            return (f"CALIBRATION FAILED: `{self.plan.control}` (the baseline kernel again) differs from "
+                    f"`{self.plan.baseline}` in {rows}: no verdict of this run can be trusted")
+        return (f"Calibration passed: `{self.plan.control}` (the baseline kernel again) has no better/worse "
+                f"verdict against `{self.plan.baseline}`")
+
+
+# --- data in: valid samples, each metric from the boots that measure it ------------------
+
+Cells = dict   # (workload, phase, metric) -> variant -> (reps array, values array)
+
+
+def valid_samples(samples: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Samples of valid runs only, and how many runs were left out as invalid."""
+    keys = [key for key in ("run_dir", "variant", "workload", "rep", "mode") if key in runs and key in samples]
+    good = runs[runs["valid"]][keys]
+    kept = samples.merge(good.astype({"rep": int}), on=keys)
+    return kept, int((~runs["valid"]).sum())
+
+
+def check_comparable(runs: pd.DataFrame) -> None:
+    """Refuse runs whose comparability fields differ (anything but the patches may not)."""
+    valid = runs[runs["valid"]]
+    pooled = "run_dir" in valid and valid["run_dir"].nunique() > 1
+    for name in COMPARABILITY_FIELDS:
+        if name not in valid:
+            continue
+        values = sorted(set(valid[name].astype(str)))
+        if len(values) > 1:
+            if pooled:
+                values = [f"{value} in {', '.join(sorted(set(valid[valid[name].astype(str) == value]['run_dir'])))}"
+                          for value in values]
+            raise NotComparable(field=name, values=" vs ".join(values))
+
+
+def source_mode(metric: str, modes: set[str]) -> str:
+    """The boots a metric is taken from, given the modes a workload has valid boots in: timings from
+    boots without probes (`timed`); the rest from instrumented boots (`counted`), or from timed
+    boots for a workload that has no counted ones."""
+    if metrics.meaning(metric).timing:
+        return "timed"
+    return "counted" if "counted" in modes else "timed"
+
+
+def gather(samples: pd.DataFrame, runs: pd.DataFrame) -> Cells:
+    """Valid samples as arrays per row and variant, each metric from the boots that measure it."""
+    if samples.empty:
+        return {}
+    valid = runs[runs["valid"]]
+    modes = {workload: set(part["mode"]) for workload, part in valid.groupby("workload")}
+    wanted = {(workload, name): source_mode(name, modes.get(workload, set()))
+              for workload, name in samples[["workload", "metric"]].drop_duplicates().itertuples(index=False)}
+    keep = [wanted[(workload, name)] == mode for workload, name, mode
+            in samples[["workload", "metric", "mode"]].itertuples(index=False)]
+    chosen = samples[keep]
+    cells: Cells = {}
+    for (workload, phase, metric, variant), part in chosen.groupby(["workload", "phase", "metric", "variant"],
+                                                                 sort=False):
+        cells.setdefault((workload, phase, metric), {})[variant] = (
+            part["rep"].to_numpy(dtype=int), part["value"].to_numpy(dtype=float))
+    return cells
+
+
+def _up_to(cell, look: int | None) -> np.ndarray:
+    reps, values = cell
+    return values if look is None else values[reps <= look]
+
+
+# --- the primary family over the looks ---------------------------------------------------
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: str
+    p_adjusted: float
+    p_equivalence: float | None
+    decided_after: int | None
+
+
+def _went_down(base: np.ndarray, other: np.ndarray) -> bool:
+    return float(np.mean(np.sign(other[None, :] - base[:, None]))) < 0
+
+
+def _direction_verdict(metric: str, base, other) -> str:
+    direction = metrics.meaning(metric).direction
+    if direction == "none":
+        return "inconclusive"
+    return "better" if _went_down(base, other) == (direction == "lower") else "worse"
+
+
+def _highest_rep(by_variant: dict) -> int:
+    return max((int(reps.max()) for reps, _ in by_variant.values() if len(reps)), default=0)
+
+
+def looks_reached(plan: Plan, cells: Cells) -> list[tuple[int | None, float]]:
+    """(repetitions, share of alpha) of the looks the data have reached."""
+    if not plan.design.looks:
+        return [(None, 1.0)]
+    highest = max((_highest_rep(by_variant) for by_variant in cells.values()), default=0)
+    reached = [(look, share) for look, share in zip(plan.design.looks, plan.design.shares) if look <= highest]
+    return reached or [(highest, plan.design.shares[0])]
+
+
+def decide(cells: Cells, plan: Plan, variants: list[str]) -> dict[tuple, Decision]:
+    """Verdicts of the primary rows (workload, phase, metric, variant), look by look."""
+    rows = [(*key.split("/"), variant) for key in plan.primary for variant in variants if variant != plan.baseline]
+    rejected: dict[tuple, tuple[float, int | None, str]] = {}
+    latest: dict[tuple, float] = {}
+    p_equivalence: dict[tuple, float] = {}
+    margin = plan.margin_pct / 100
+    for look, share in looks_reached(plan, cells):
+        hypotheses = []
+        for row in rows:
+            if (row, "difference") in rejected or (row, "equivalence") in rejected:
+                continue     # decided: its verdict stands (the stopping rule counted on it)
+            by_variant = cells.get(row[:3], {})
+            base = _up_to(by_variant[plan.baseline], look) if plan.baseline in by_variant else np.array([])
+            other = _up_to(by_variant[row[3]], look) if row[3] in by_variant else np.array([])
+            usable = len(base) and len(other)
+            p_values = {"difference": stats.rank_test(base, other) if usable else 1.0,
+                        "equivalence": stats.equivalence_p(base, other, margin) if usable else 1.0}
+            p_equivalence[row] = p_values["equivalence"]
+            verdicts = {"difference": _direction_verdict(row[2], base, other) if usable else "inconclusive",
+                        "equivalence": "equivalent"}
+            reps = look if look is not None else _highest_rep(by_variant)
+            hypotheses += [(row, kind, p, verdicts[kind], reps) for kind, p in p_values.items()]
+        adjusted = stats.step_down([h[2] for h in hypotheses], [h[0] for h in hypotheses])
+        for (row, kind, _, verdict, reps), value in zip(hypotheses, adjusted):
+            value = min(1.0, value / share)
+            latest[(row, kind)] = value
+            if value <= ALPHA:
+                rejected[(row, kind)] = (value, reps, verdict)
+    decisions = {}
+    for row in rows:
+        if (row, "difference") in rejected:
+            value, look, verdict = rejected[(row, "difference")]
+        elif (row, "equivalence") in rejected:
+            value, look, verdict = rejected[(row, "equivalence")]
+        else:
+            value, look, verdict = latest.get((row, "difference"), 1.0), None, "inconclusive"
+        decisions[row] = Decision(verdict, value, p_equivalence.get(row), look)
+    return decisions
+
+
+def all_decided(cells: Cells, plan: Plan, variants: list[str]) -> bool:
+    """The stopping rule of `--reps auto`: every primary row of every variant has a verdict."""
+    return all(d.verdict != "inconclusive" for d in decide(cells, plan, variants).values())
+
+
+# --- every row ---------------------------------------------------------------------------
+
+def describe(values: np.ndarray) -> dict:
+    low, high, coverage = stats.median_interval(values)
+    listed = values.tolist()
+    mean = math.fsum(listed) / len(listed)
+    spread = math.sqrt(math.fsum((v - mean) ** 2 for v in listed) / (len(listed) - 1)) if len(listed) > 1 else 0.0
+    return {"n": len(listed), "median": stats.median(values), "mean": mean, "stddev": spread, "ci_low": low,
+            "ci_high": high, "ci_level": round(coverage, 4)}
+
+
+def _pct(ratio: float | None) -> float | None:
+    return None if ratio is None or not math.isfinite(ratio) else (ratio - 1) * 100
+
+
+def change(base: np.ndarray, other: np.ndarray) -> dict:
+    """The change of other against base in %, with the interval of the rank test, and its p-value."""
+    interval = stats.ratio_interval(base, other) or (None, None)
+    return {"change_pct": _pct(stats.ratio_estimate(base, other)), "change_ci_low": _pct(interval[0]),
+            "change_ci_high": _pct(interval[1]), "p_value": stats.rank_test(base, other)}
+
+
+def compare_cells(cells: Cells, plan: Plan, variants: list[str]) -> list[Row]:
+    """Every (workload, phase, metric, variant) against the baseline, with roles and verdicts."""
+    decisions = decide(cells, plan, variants)
+    primary = set(plan.primary)
+    rows: list[dict] = []
+    for (workload, phase, metric), by_variant in cells.items():
+        if plan.baseline not in by_variant:
+            continue
+        meaning = metrics.meaning(metric)
+        base = by_variant[plan.baseline][1]
+        key = f"{workload}/{phase}/{metric}"
+        for variant in sorted(by_variant, key=lambda v: variants.index(v) if v in variants else len(variants)):
+            values = by_variant[variant][1]
+            role = "control" if variant == plan.control else "primary" if key in primary else "exploratory"
+            row = {"workload": workload, "phase": phase, "metric": metric, "variant": variant,
+                   "baseline": plan.baseline, **describe(values), "role": role, "direction": meaning.direction,
+                   "unit": meaning.unit, "margin_pct": plan.margin_pct if key in primary else None}
+            if variant == plan.baseline:
+                rows.append({**row, "change_pct": None, "change_ci_low": None, "change_ci_high": None,
+                             "p_value": None, "verdict": "inconclusive"})
+                continue
+            row.update(change(base, values))
+            decision = decisions.get((workload, phase, metric, variant))
+            if decision is not None:
+                row.update(verdict=decision.verdict, p_adjusted=decision.p_adjusted,
+                           p_equivalence=decision.p_equivalence, decided_after=decision.decided_after)
+            else:
+                degenerate = bool(np.all(values == base[0]) and np.all(base == base[0]))
+                row.update(verdict="inconclusive", degenerate=degenerate)
+            rows.append(row)
+    _exploratory_verdicts(rows, decisions, plan, cells)
+    return [Row(**{k: v for k, v in row.items() if k != "degenerate"}) for row in rows]
+
+
+def _exploratory_verdicts(rows: list[dict], decisions: dict, plan: Plan, cells: Cells) -> None:
+    """Benjamini-Hochberg across every exploratory row; verdicts only behind an open gate."""
+    family = [row for row in rows if "degenerate" in row and not row["degenerate"]]
+    for row, adjusted in zip(family, stats.false_discovery([row["p_value"] for row in family])):
+        row["p_adjusted"] = adjusted
+    for row in rows:
+        if "degenerate" in row and row["degenerate"]:
+            row["p_adjusted"] = 1.0
+    gate_open = {row[3] for row, decision in decisions.items() if decision.verdict in ("better", "worse")}
+    for row in family:
+        if row["variant"] not in gate_open or row["direction"] == "none":
+            continue
+        if row["p_adjusted"] <= ALPHA:
+            by_variant = cells[(row["workload"], row["phase"], row["metric"])]
+            row["verdict"] = _direction_verdict(row["metric"], by_variant[plan.baseline][1],
+                                                by_variant[row["variant"]][1])
+
+
+def variant_order(runs: pd.DataFrame, baseline: str, order=()) -> list[str]:
+    """The variants of the runs: the baseline first, then in the experiment's order, then the rest."""
+    present = list(dict.fromkeys(runs["variant"]))
+    ordered = list(dict.fromkeys([*[v for v in order if v in present], *present]))
+    return [baseline] + [v for v in ordered if v != baseline]
+
+
+def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan(), order: list[str] = ()) -> Comparison:
+    """Every (workload, phase, metric, variant) against the plan's baseline; invalid runs left out and counted.
+
+    order: the experiment's variant order (rows follow it, the baseline first)."""
+    check_comparable(runs)
+    if plan.baseline not in set(runs["variant"]):
+        raise UnknownVariant(name=plan.baseline, experiment="this run", known=", ".join(sorted(set(runs["variant"]))))
+    kept, invalid = valid_samples(samples, runs)
+    cells = gather(kept, runs)
+    rows = compare_cells(cells, plan, variant_order(runs, plan.baseline, order))
+    looks = tuple(look for look, _ in looks_reached(plan, cells) if look is not None)
+    return Comparison(rows, invalid, plan, looks)
+
+
+# --- text out ----------------------------------------------------------------------------
+
+def _number(value, digits=3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if abs(value) >= 1000 or value == int(value):
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}"
+
+
+def _bound(value: float | None, low: bool) -> str:
+    if value is None:
+        return "-inf" if low else "+inf"
+    return f"{value:+.1f}" if abs(value) < 10 else f"{value:+.0f}"
+
+
+def headline_rows(rows: list[Row], show_all: bool = False) -> list[Row]:
+    """The rows worth a first look: primary rows, then headline metrics that are not zero everywhere."""
+    if show_all:
+        return rows
+    nonzero = {r.key for r in rows if r.median != 0}
+    primary = [r for r in rows if r.margin_pct is not None]
+    rest = [r for r in rows if r.margin_pct is None and r.metric in HEADLINE_METRICS and r.key in nonzero]
+    return primary + rest
+
+
+def table_lines(rows: list[Row], show_all: bool = False) -> list[list[str]]:
+    """Header + rows of the headline comparison (all metrics with show_all)."""
+    lines = [["workload", "phase", "metric", "variant", "n", "median", "change", "p", "p_adj", "verdict"]]
+    for r in headline_rows(rows, show_all):
+        change_text = "" if r.change_pct is None else f"{r.change_pct:+.1f}%"
+        if r.variant != r.baseline and r.change_pct is not None:
+            change_text += f" [{_bound(r.change_ci_low, True)},{_bound(r.change_ci_high, False)}]"
+        metric = r.metric + (" *" if r.margin_pct is not None else "")
+        lines.append([r.workload, r.phase, metric, r.variant, str(r.n), _number(r.median), change_text,
+                      "" if r.p_value is None else f"{r.p_value:.3g}",
+                      "" if r.p_adjusted is None else f"{r.p_adjusted:.2g}",
+                      "(baseline)" if r.variant == r.baseline else r.verdict])
+    return lines
+
+
+def render_table(rows, show_all=False) -> str:
+    """Plain text, one block per workload (the workload is the block's title, not a column)."""
+    lines = table_lines(rows, show_all)
+    header, body = lines[0][1:], lines[1:]
+    widths = [max(len(line[i]) for line in [header] + [b[1:] for b in body]) for i in range(len(header))]
+
+    def join(cells):
+        return " ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+    out = []
+    for workload in dict.fromkeys(line[0] for line in body):
+        out += ([""] if out else []) + [f"{workload}:", join(header)]
+        out += [join(line[1:]) for line in body if line[0] == workload]
+    return "\n".join(out)
+
+
+def render_markdown(rows, show_all=False) -> str:
+    lines = table_lines(rows, show_all)
+    out = ["| " + " | ".join(lines[0]) + " |", "|" + "---|" * len(lines[0])]
+    out += ["| " + " | ".join(line) + " |" for line in lines[1:]]
+    return "\n".join(out)
+
+
+def summary_lines(comparison: Comparison) -> list[str]:
+    """What was tested and how, for the top of the table and of the report."""
+    plan = comparison.plan
+    lines = [line for line in [comparison.calibration_line()] if line]
+    variants = sorted({r.variant for r in comparison.rows if r.variant != plan.baseline})
+    if plan.primary:
+        lines.append(f"Primary (*): {len(plan.primary)} rows x {len(variants)} variants against `{plan.baseline}`, "
+                     f"family-wise error {ALPHA:.0%} (Holm, counting rows), equivalence margin "
+                     f"+-{plan.margin_pct:g}%; {plan.design.describe()}"
+                     + (f"; looked after {', '.join(map(str, comparison.looks_done))}" if plan.design.looks else ""))
+    else:
+        lines.append("No primary rows measured: no verdicts (declare `primary` rows in the experiment, and run "
+                     "the workloads and phases they name).")
+    lines.append("Exploratory: Benjamini-Hochberg p_adj across all exploratory rows; a verdict only for a variant "
+                 "with a better/worse primary row")
+    return lines

@@ -1,0 +1,169 @@
+"""DIR/report.md: the calibration line, the headline finding in one sentence with its numbers,
+the primary hypotheses, what emulated timings can carry, the instrumentation cost, the
+comparison table, the plots, the boots used, and the provenance of every number in it."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness import results
+from harness.analysis import compare
+from harness.files import write_atomic
+
+COST_PHASES = ("read", "write", "mixed")
+COST_METRICS = ("duration_s", "ops_per_s")
+
+
+def headline_sentence(rows: list[compare.Row], headline: str, release: str, accelerator: str) -> str:
+    workload, phase, metric = headline.split("/")
+    chosen = [r for r in rows if (r.workload, r.phase, r.metric) == (workload, phase, metric)]
+    base = next((r for r in chosen if r.variant == r.baseline), None)
+    others = [r for r in chosen if r.variant != r.baseline and r.role != "control"]
+    if base is None or not others:
+        return f"No valid samples of {metric} in the {phase} phase of {workload}: see runs.csv for why."
+    parts = []
+    for r in others:
+        change = "" if r.change_pct is None else (
+            f" ({r.change_pct:+.1f}%, 95% CI [{_pct(r.change_ci_low)}, {_pct(r.change_ci_high)}]")
+        p_value = "" if r.p_value is None else f"; exact rank test p = {r.p_value:.2g}"
+        adjusted = "" if r.p_adjusted is None else f", adjusted {r.p_adjusted:.2g}"
+        parts.append(f"`{r.variant}` changes {metric} in the {phase} phase of {workload} from a median of "
+                     f"{_number(base.median)} to {_number(r.median)}{change}{p_value}{adjusted}; n = {base.n} + {r.n}"
+                     f"{')' if change else ''}: **{r.verdict}**")
+    return f"On Linux {release} under {accelerator.upper()}, " + "; ".join(parts) + "."
+
+
+def _pct(value: float | None) -> str:
+    return "unbounded" if value is None else f"{value:+.1f}%"
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 or value == int(value) else f"{value:.3g}"
+
+
+def primary_table(rows: list[compare.Row]) -> list[str]:
+    """Markdown lines: every primary row of every variant, with the look that decided it."""
+    chosen = [r for r in rows if r.margin_pct is not None and r.variant != r.baseline]
+    if not chosen:
+        return []
+    base = {r.key: r for r in rows if r.margin_pct is not None and r.variant == r.baseline}
+    lines = ["| row | variant | n | baseline | variant | change [95% CI] | p (no change) | p (within margin) "
+             "| p_adj | verdict | decided after |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in chosen:
+        change = "-" if r.change_pct is None else \
+            f"{r.change_pct:+.1f}% [{_pct(r.change_ci_low)}, {_pct(r.change_ci_high)}]"
+        lines.append(f"| {r.key} | {r.variant} | {base[r.key].n} + {r.n} | {_number(base[r.key].median)} | "
+                     f"{_number(r.median)} | {change} | {r.p_value:.2g} | {r.p_equivalence:.2g} | {r.p_adjusted:.2g} | "
+                     f"**{r.verdict}** | {r.decided_after or '-'} |")
+    return lines
+
+
+def instrumentation_cost(samples: pd.DataFrame, order: list[str]) -> list[str]:
+    """Markdown lines: timings with probes (counted boots) against without (timed boots)."""
+    chosen = samples[samples["metric"].isin(COST_METRICS) & samples["phase"].isin(COST_PHASES)]
+    if chosen.empty or set(chosen["mode"]) != {"counted", "timed"}:
+        return []
+    variants = {variant: index for index, variant in enumerate(order)}
+    workloads = {workload: index for index, workload in enumerate(dict.fromkeys(chosen["workload"]))}
+    chosen = chosen.assign(workload_rank=chosen["workload"].map(workloads), phase_rank=chosen["phase"].map(
+        COST_PHASES.index), variant_rank=chosen["variant"].map(lambda v: variants.get(v, len(variants))))
+    lines = ["| workload | phase | metric | variant | with probes | without | probes change it by |",
+             "|---|---|---|---|---|---|---|"]
+    keys = ["workload_rank", "phase_rank", "metric", "variant_rank", "workload", "phase", "variant"]
+    for (*_, workload, phase, variant), part in chosen.groupby(keys):
+        metric = part["metric"].iloc[0]
+        counted = part[part["mode"] == "counted"]["value"]
+        timed = part[part["mode"] == "timed"]["value"]
+        if counted.empty or timed.empty:
+            continue
+        with_probes, without = float(np.median(counted)), float(np.median(timed))
+        lines.append(f"| {workload} | {phase} | {metric} | {variant} | {with_probes:.3g} | {without:.3g} | "
+                     f"{(with_probes / without - 1) * 100:+.0f}% |")
+    return lines
+
+
+def boots_used(runs: pd.DataFrame, comparison: compare.Comparison, metadata: dict) -> list[str]:
+    counts = runs.groupby(["workload", "variant", "mode"])["valid"]
+    lines = [f"- {workload}, {variant}, {mode}: {int(valid.sum())} valid of {len(valid)}"
+             for (workload, variant, mode), valid in counts]
+    design = comparison.plan.design
+    if metadata.get("reps") == "auto":
+        lines.insert(0, f"- Repetitions: auto, {metadata.get('reps_done', '?')} done (first look "
+                        f"{metadata.get('min_reps')}, at most {metadata.get('max_reps')}); {design.describe()}")
+    else:
+        lines.insert(0, f"- Repetitions: {metadata.get('reps', '?')} (fixed)")
+    return lines
+
+
+TIMING_NOTE = {
+    "tcg": ("Timings here are from QEMU TCG, an emulated CPU: a guest second is the time the emulator took, "
+            "and TCG's costs per instruction class differ from hardware (page-table walks, TLB flushes and "
+            "page copies are emulated in software). They can show that one kernel did more work than the other "
+            "under the same emulator; they cannot give the seconds or the ratio that hardware would show. "
+            "Quote counts for what the patch does; measure timings on KVM hosts."),
+    "kvm": ("Timings are from KVM guests: the guest runs on the host CPU, so seconds and ratios carry over to "
+            "hardware of the same kind, with the noise of a virtual machine."),
+}
+
+
+def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], headline: str) -> Path:
+    samples, runs, metadata = results.read(run_dir)
+    rows = comparison.rows
+    valid = results.valid_runs(runs)
+    release = ", ".join(sorted(set(valid["kernel_release"].astype(str)))) or "?"
+    accelerator = ", ".join(sorted(set(valid["accelerator"].dropna().astype(str)))) or "?"
+    calibration = comparison.calibration_line()
+    lines = [f"# {metadata.get('experiment', run_dir.name)}: {metadata.get('description', '')}".rstrip(": "), ""]
+    if calibration:
+        lines += [f"**{calibration}**" if comparison.calibration_failed else calibration, ""]
+    lines += [headline_sentence(rows, headline, release, accelerator), ""]
+    lines += ["## Primary hypotheses", "", *compare.summary_lines(comparison)[1 if calibration else 0:], ""]
+    lines += [*primary_table(rows), ""]
+    lines += ["## What the timings can carry", "", TIMING_NOTE.get(accelerator, TIMING_NOTE["tcg"]), ""]
+    order = [comparison.plan.baseline] + [v["name"] for v in metadata.get("variants", [])]
+    cost = instrumentation_cost(samples.merge(valid[["variant", "workload", "rep", "mode"]]),
+                                list(dict.fromkeys(order)))
+    if cost:
+        lines += ["## Instrumentation cost", "",
+                  "Medians of the same phases on boots with kprobes and the function profiler (counted) and "
+                  "without (timed); the comparison takes timings from the timed boots only.", "", *cost, ""]
+    lines += ["## Comparison", "",
+              f"Medians over valid runs ({len(valid)} valid, {comparison.invalid} invalid and left out), each variant "
+              f"against `{comparison.plan.baseline}`; change: the median of the pairwise ratios (Hodges-Lehmann) "
+              "with the 95% interval of the exact rank test; p: exact rank test (ties included); p_adj: adjusted "
+              "as above; * marks primary rows. `harness compare` shows every metric.", ""]
+    for workload in dict.fromkeys(r.workload for r in rows):
+        lines += [f"### {workload}", "", compare.render_markdown([r for r in rows if r.workload == workload]), ""]
+    lines += ["## Figures", ""]
+    lines += [f"![{path.stem}](plots/{path.name})" for path in plots if path.suffix == ".png"]
+    lines += ["", "## Boots", "", *boots_used(runs, comparison, metadata)]
+    lines += ["", "## Provenance", "", *provenance(metadata, runs, comparison.invalid)]
+    path = run_dir / "report.md"
+    write_atomic(path, "\n".join(lines) + "\n")
+    return path
+
+
+def provenance(metadata: dict, runs: pd.DataFrame, invalid: int) -> list[str]:
+    builds = metadata.get("builds", {})
+    lines = [f"- Reproduce: `{metadata.get('command', '?')}`",
+             f"- Kernel source: `{metadata.get('source', '?')}`"]
+    for variant in metadata.get("variants", []):
+        build = builds.get(variant["name"], {})
+        patches = ", ".join(variant["patches"]) or "no patches"
+        control = " (control: the baseline kernel again)" if variant["name"] == metadata.get("control") else ""
+        lines.append(f"- `{variant['name']}`{control}: {patches} (patch hash {build.get('patch_hash', '?')}, config "
+                     f"hash {build.get('config_hash', '?')}, build {build.get('key', '?')}, "
+                     f"{build.get('compiler', '?')})")
+    host = metadata.get("host", {})
+    lines += [f"- QEMU: {metadata.get('qemu', '?')}; accelerator: "
+              f"{', '.join(sorted(set(runs['accelerator'].dropna().astype(str)))) or '?'}",
+              f"- Guest: {metadata.get('guest', {})}; workloads: {metadata.get('workloads', {})}",
+              f"- Host: {host.get('cpu', '?')}, {host.get('cores', '?')} cores, {host.get('memory_mb', '?')} MiB, "
+              f"{host.get('os', '?')}, kernel {host.get('kernel', '?')}",
+              f"- Runs: {len(runs)} boots, {invalid} invalid (reasons in runs.csv); order: seed "
+              f"{metadata.get('seed', '?')}; started {metadata.get('started', '?')}, finished "
+              f"{metadata.get('finished', '?')}"]
+    if metadata.get("left_out"):
+        lines.append(f"- Left out of this directory: {metadata['left_out']}")
+    return lines

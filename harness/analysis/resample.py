@@ -1,0 +1,117 @@
+"""Synthetic runs resampled from a real run's boots, judged by the real comparison code.
+
+How often does a table show a `better` or `worse` that is not there (A/A: every variant
+drawn from boots of the baseline kernel), and how often does it find an effect that is there
+(variants drawn from their own boots)? With a fixed number of repetitions, or with the
+sequential design of `--reps auto` (blocks drawn one at a time; the run stops when its
+stopping rule says so, exactly as `harness bench` would).
+
+Two ways to draw: whole boots (every metric of a synthetic boot comes from one real boot, so
+metrics keep their correlation), or per metric (each value drawn on its own: the metrics of a
+table are then independent, the case that multiplicity corrections find hardest).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from harness.analysis import compare
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The valid boots of one kernel in one workload and mode: boots x (phase, metric), NaN where missing."""
+    columns: tuple[tuple[str, str], ...]
+    values: np.ndarray
+
+
+Pools = dict   # variant -> (workload, mode) -> Pool
+
+
+def pools(samples: pd.DataFrame, runs: pd.DataFrame, baseline: str = "base") -> Pools:
+    """Each variant's valid boots; variants with the baseline's patches (a control) join the baseline's pool."""
+    kept, _ = compare.valid_samples(samples, runs)
+    hashes = runs.groupby("variant")["patch_hash"].first().astype(str).to_dict()
+    kernel = {variant: baseline if hashes.get(variant) == hashes.get(baseline) else variant for variant in hashes}
+    kept = kept.assign(kernel=kept["variant"].map(kernel), boot=kept["variant"] + ":" + kept["rep"].astype(str))
+    found: Pools = {}
+    for (name, workload, mode), part in kept.groupby(["kernel", "workload", "mode"]):
+        table = part.pivot_table(index="boot", columns=["phase", "metric"], values="value", aggfunc="first")
+        found.setdefault(name, {})[(workload, mode)] = Pool(tuple(table.columns), table.to_numpy(dtype=float))
+    return found
+
+
+def draw(sources: dict[str, dict], reps: int, rng: np.random.Generator, per_metric: bool = False) -> compare.Cells:
+    """Cells of a synthetic run: for each variant, `reps` boots drawn with replacement from its source pools."""
+    cells: compare.Cells = {}
+    modes = {}
+    for by_key in sources.values():
+        for workload, mode in by_key:
+            modes.setdefault(workload, set()).add(mode)
+    for variant, by_key in sources.items():
+        for (workload, mode), pool in by_key.items():
+            if per_metric:
+                picks = rng.integers(0, len(pool.values), size=(reps, len(pool.columns)))
+                drawn = pool.values[picks, np.arange(len(pool.columns))[None, :]]
+            else:
+                drawn = pool.values[rng.integers(0, len(pool.values), size=reps)]
+            rep_numbers = np.arange(1, reps + 1)
+            for column, (phase, metric) in enumerate(pool.columns):
+                if compare.source_mode(metric, modes[workload]) != mode:
+                    continue
+                values = drawn[:, column]
+                present = ~np.isnan(values)
+                cells.setdefault((workload, phase, metric), {})[variant] = (rep_numbers[present], values[present])
+    return cells
+
+
+def up_to(cells: compare.Cells, reps: int) -> compare.Cells:
+    return {key: {variant: (numbers[numbers <= reps], values[numbers <= reps])
+                  for variant, (numbers, values) in by_variant.items()} for key, by_variant in cells.items()}
+
+
+def table(sources: dict, plan: compare.Plan, reps: int, rng: np.random.Generator, per_metric: bool = False,
+          max_reps: int | None = None) -> tuple[list[compare.Row], int]:
+    """(rows, repetitions used) of one synthetic run: fixed reps, or sequential from reps to max_reps."""
+    variants = list(sources)
+    if max_reps is None:
+        cells = draw(sources, reps, rng, per_metric)
+        return compare.compare_cells(cells, plan, variants), reps
+    full = draw(sources, max_reps, rng, per_metric)
+    used = reps
+    while used < max_reps and not compare.all_decided(up_to(full, used), plan, variants):
+        used += 1
+    return compare.compare_cells(up_to(full, used), plan, variants), used
+
+
+@dataclass(frozen=True)
+class Tally:
+    tables: int
+    any_claim: int             # tables with at least one better/worse (A/A: at least one false verdict)
+    claims: int                # better/worse rows over all tables
+    reps_used: float           # mean repetitions per table
+    found: int = 0             # tables where every expected row had its expected verdict
+
+    def line(self) -> str:
+        return (f"{self.tables} tables: P(any better/worse) = {self.any_claim / self.tables:.3f}, "
+                f"{self.claims / self.tables:.3f} per table; expected verdicts in {self.found / self.tables:.3f}; "
+                f"mean repetitions {self.reps_used:.2f}")
+
+
+def tally(sources: dict, plan: compare.Plan, reps: int, tables: int, seed: int, per_metric: bool = False,
+          max_reps: int | None = None, expected: dict | None = None) -> Tally:
+    """Count verdicts over `tables` synthetic runs. expected: {(workload, phase, metric, variant): verdict}."""
+    rng = np.random.default_rng(seed)
+    any_claim = claims = found = 0
+    used_total = 0
+    for _ in range(tables):
+        rows, used = table(sources, plan, reps, rng, per_metric, max_reps)
+        made = [r for r in rows if r.verdict in ("better", "worse")]
+        any_claim += bool(made)
+        claims += len(made)
+        used_total += used
+        if expected:
+            verdicts = {(r.workload, r.phase, r.metric, r.variant): r.verdict for r in rows}
+            found += all(verdicts.get(key) == verdict for key, verdict in expected.items())
+    return Tally(tables, any_claim, claims, used_total / tables, found)

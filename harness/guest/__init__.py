@@ -1,0 +1,1 @@
+"""Guest stage: the initramfs, QEMU, a boot and the SSH session into it."""

@@ -1,0 +1,1 @@
+"""Kernel stage: sources, patches, kconfig fragments, builds."""

@@ -1,0 +1,228 @@
+"""Kernel source specs -> an unpacked, read-only tree in the cache, fetched once.
+
+SPEC forms:
+  debian:PKG=VERSION[#sha256=HEX]   a Debian linux-source package, fetched with apt-get download
+                                    through a private sources list (the host's mirror, suite bullseye)
+  tarball:URL#sha256=HEX            a kernel.org style .tar.xz
+  git:PATH@REF                      an archive of a local git repository at REF
+  dir:PATH                          an existing tree, used as is
+Every fetch unpacks into a temporary folder that is renamed into place only when complete.
+"""
+
+import functools
+import hashlib
+import re
+import shutil
+import tempfile
+import urllib.parse
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import files, runner
+from harness.errors import (
+    BadSourceSpec,
+    ChecksumMismatch,
+    DownloadFailed,
+    GitRefMissing,
+    NotAKernelArchive,
+    NotAKernelTree,
+)
+from harness.kernel import debian
+
+DEFAULT_SPEC = ("debian:linux-source-5.10=5.10.223-1"
+                "#sha256=f733d27d239d65598d96d7a72f71ac50f49f2380192a1b3b4ca2f5ad5144dd63")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str          # debian | tarball | git | dir
+    location: str      # package=version, URL, repository path, or tree path
+    ref: str = ""      # git ref
+    sha256: str = ""   # expected checksum of the downloaded file
+
+    def __str__(self):
+        text = f"{self.kind}:{self.location}" + (f"@{self.ref}" if self.ref else "")
+        return text + (f"#sha256={self.sha256}" if self.sha256 else "")
+
+
+def parse_spec(text: str) -> SourceSpec:
+    """Parse a SPEC string; raise BadSourceSpec naming what is wrong."""
+    kind, _, rest = text.partition(":")
+    if not rest:
+        raise BadSourceSpec(spec=text, why="no KIND: prefix")
+    rest, _, fragment = rest.partition("#")
+    sha256 = ""
+    if fragment:
+        match = re.fullmatch(r"sha256=([0-9a-fA-F]{64})", fragment)
+        if not match:
+            raise BadSourceSpec(spec=text, why="the part after # must be sha256=<64 hex digits>")
+        sha256 = match.group(1).lower()
+    if kind == "debian":
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*=[A-Za-z0-9.+~:-]+", rest):
+            raise BadSourceSpec(spec=text, why="debian: needs PACKAGE=VERSION")
+        return SourceSpec("debian", rest, sha256=sha256)
+    if kind == "tarball":
+        if not sha256:
+            raise BadSourceSpec(spec=text, why="tarball: needs #sha256=HEX")
+        if urllib.parse.urlparse(rest).scheme not in ("http", "https", "file"):
+            raise BadSourceSpec(spec=text, why="tarball: needs an http, https or file URL")
+        return SourceSpec("tarball", rest, sha256=sha256)
+    if kind == "git":
+        path, at, ref = rest.rpartition("@")
+        if not at or not path or not ref:
+            raise BadSourceSpec(spec=text, why="git: needs PATH@REF")
+        return SourceSpec("git", path, ref=ref)
+    if kind == "dir":
+        return SourceSpec("dir", rest)
+    raise BadSourceSpec(spec=text, why=f"unknown kind '{kind}'")
+
+
+def fetch(spec: SourceSpec, cache_dir: Path) -> Path:
+    """Return the path of the unpacked tree for spec, fetching it into the cache once."""
+    if spec.kind == "dir":
+        tree = Path(spec.location).expanduser().resolve()
+        check_tree(tree)
+        return tree
+    if spec.kind == "git":
+        commit = _resolve_git_ref(spec)
+        target = cache_dir / "sources" / f"git-{commit[:16]}"
+        fill = functools.partial(_unpack_git, spec, commit)
+    elif spec.kind == "tarball":
+        target = cache_dir / "sources" / f"tarball-{spec.sha256[:16]}"
+        fill = functools.partial(_unpack_tarball, spec, cache_dir)
+    else:
+        target = cache_dir / "sources" / ("debian-" + spec.location.replace("=", "_"))
+        fill = functools.partial(_unpack_debian, spec, cache_dir)
+    with files.locked(cache_dir, f"sources/{target.name}", f"the source tree {target.name}"):
+        if not target.exists():
+            with _staging(target) as tmp:
+                fill(tmp)
+                _make_read_only(tmp)
+    return target
+
+
+def key(spec: SourceSpec, tree: Path) -> str:
+    """A string that changes whenever the tree's content may change (part of build cache keys)."""
+    if spec.kind == "dir":
+        return f"dir:{tree}:{(tree / 'Makefile').stat().st_mtime_ns}"
+    return tree.name
+
+
+def release(tree: Path) -> str:
+    """'linux-5.10.223' from the tree's top Makefile."""
+    fields = dict(re.findall(r"^(VERSION|PATCHLEVEL|SUBLEVEL) = (\d+)",
+                             (tree / "Makefile").read_text(errors="replace"), re.M))
+    return "linux-" + ".".join(fields[name] for name in ("VERSION", "PATCHLEVEL", "SUBLEVEL")
+                               if name in fields)
+
+
+def check_tree(tree: Path) -> None:
+    makefile = tree / "Makefile"
+    if not makefile.is_file() or "VERSION =" not in makefile.read_text(errors="replace")[:2000]:
+        raise NotAKernelTree(path=tree)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path: Path, expected: str, what: str) -> None:
+    """The download at path has the expected sha256; if not, it is removed and ChecksumMismatch raised."""
+    actual = sha256_of(path)
+    if expected and actual != expected:
+        path.unlink(missing_ok=True)
+        raise ChecksumMismatch(what=what, actual=actual, expected=expected)
+
+
+@contextmanager
+def _staging(target: Path):
+    """A temporary folder beside target, renamed to target on success, removed on failure."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            _make_writable(tmp)
+            shutil.rmtree(tmp)
+
+
+def _resolve_git_ref(spec: SourceSpec) -> str:
+    repo = Path(spec.location).expanduser().resolve()
+    result = runner.run(["git", "-C", repo, "rev-parse", "--verify", "--quiet", f"{spec.ref}^{{commit}}"],
+                        check=False)
+    if result.returncode != 0:
+        raise GitRefMissing(ref=spec.ref, repo=repo)
+    return result.output.strip()
+
+
+def _unpack_git(spec: SourceSpec, commit: str, tmp: Path) -> None:
+    archive = tmp.with_suffix(".tar")
+    try:
+        runner.run(["git", "-C", Path(spec.location).expanduser().resolve(), "archive",
+                    "--format=tar", "-o", archive, commit])
+        runner.run(["tar", "-xf", archive, "-C", tmp])
+    finally:
+        archive.unlink(missing_ok=True)
+    check_tree(tmp)
+
+
+def _unpack_tarball(spec: SourceSpec, cache_dir: Path, tmp: Path) -> None:
+    name = Path(urllib.parse.urlparse(spec.location).path).name or "linux.tar.xz"
+    archive = cache_dir / "downloads" / name
+    if not archive.exists() or sha256_of(archive) != spec.sha256:
+        _download(spec.location, archive)
+    verify(archive, spec.sha256, archive.name)
+    _untar_single_top(archive, tmp)
+
+
+def _unpack_debian(spec: SourceSpec, cache_dir: Path, tmp: Path) -> None:
+    deb = debian.download(spec.location, cache_dir / "downloads")
+    verify(deb, spec.sha256, deb.name)
+    payload = tmp.with_name(tmp.name + ".deb-contents")
+    payload.mkdir()
+    try:
+        runner.run(["dpkg-deb", "-x", deb, payload])
+        tarballs = sorted(payload.glob("usr/src/linux-source-*.tar.*"))
+        if not tarballs:
+            raise DownloadFailed(what=deb.name, why="no usr/src/linux-source-*.tar.* inside")
+        _untar_single_top(tarballs[0], tmp)
+    finally:
+        shutil.rmtree(payload, ignore_errors=True)
+
+
+def _untar_single_top(archive: Path, tmp: Path) -> None:
+    """Unpack archive into tmp, dropping its single top-level folder."""
+    runner.run(["tar", "-xf", archive, "-C", tmp, "--strip-components=1", "--no-same-owner"])
+    try:
+        check_tree(tmp)
+    except NotAKernelTree:
+        raise NotAKernelArchive(archive=archive) from None
+
+
+def _download(url: str, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with files.partial_file(destination) as partial:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+                shutil.copyfileobj(response, out, 1 << 20)
+        except OSError as error:
+            if error.errno in files.FULL:
+                raise
+            raise DownloadFailed(what=url, why=str(error)) from None
+
+
+def _make_read_only(tree: Path) -> None:
+    runner.run(["chmod", "-R", "a-w", tree])
+    tree.chmod(0o755)  # the top stays writable so that the staging rename and removal work
+
+
+def _make_writable(tree: Path) -> None:
+    runner.run(["chmod", "-R", "u+w", tree], check=False)

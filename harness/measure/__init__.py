@@ -1,0 +1,1 @@
+"""Measure stage: workloads, collectors, the meaning of metrics, cells and the matrix."""

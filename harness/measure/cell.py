@@ -1,0 +1,127 @@
+"""One cell: a fresh boot of one variant, the workload run phase by phase with the collectors
+around every phase, the figures of each phase added up, rates derived, the workload's gates
+applied. A cell that fails, for any reason but a full disk, becomes an invalid Run whose reason
+starts with the cause that QEMU and the guest's console give (QEMU exited, the OOM killer).
+"""
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from harness import files, results
+from harness.errors import CellFailed, DiskFull, HarnessError
+from harness.guest import boot
+from harness.kernel import build
+from harness.measure import collectors, metrics, workloads
+
+log = logging.getLogger("harness.matrix")
+
+
+@dataclass(frozen=True)
+class Cell:
+    workload: workloads.Workload
+    parameters: dict
+    rep: int
+    mode: str = "counted"
+
+
+def run_cell(request, cell: Cell, built: build.Build, guest_image, directory, cache_dir: Path):
+    """One boot: (Run, [Sample]). A cell that fails, for any reason but a full disk, is recorded as
+    invalid with the cause (what QEMU and the guest's console say first), and the matrix goes on."""
+    started = time.monotonic()
+    guest_config = request.experiment.guest
+    record = results.Run(built.variant, cell.workload.name, cell.rep, cell.mode, source=request.experiment.source,
+                         kernel_release=built.release.removeprefix("linux-"), config_hash=built.config_hash,
+                         patch_hash=built.patch_hash, guest_memory_mb=guest_config.memory_mb,
+                         swap_mb=guest_config.swap_mb, cpus=guest_config.cpus)
+    phases: dict[str, dict] = {}
+    try:
+        with boot.booted(built, guest_image, guest_config, request.accel, directory.path / "raw",
+                         cache_dir / "boots") as guest:
+            record = replace(record, accelerator=guest.accelerator, qemu_version=guest.qemu_version,
+                             boot_ready_s=round(guest.ready_s, 2))
+            try:
+                phases, warnings, problems, gates = _measure(request, cell, guest.session, directory, built.variant)
+                release = guest.session.run(["uname", "-r"]).stdout.strip()
+            except (HarnessError, OSError) as error:
+                if isinstance(error, DiskFull) or getattr(error, "errno", None) in files.FULL:
+                    raise
+                raise CellFailed(why=guest.explain(error)) from None
+        metrics.derive(phases, cell.workload.read_phase)
+        problems = gate(gates, phases) + problems
+        record = replace(record, valid=not problems, reason="; ".join(problems), warnings="; ".join(warnings),
+                         kernel_release=release)
+    except DiskFull:
+        raise
+    except HarnessError as error:
+        log.warning("cell %s rep %d failed: %s", built.variant, cell.rep, error)
+        record, phases = replace(record, reason=f"failed: {error}"), {}
+    except Exception as error:      # a fault of the harness itself: recorded, and the cells after it still run
+        log.exception("cell %s rep %d failed inside the harness", built.variant, cell.rep)
+        record, phases = replace(record, reason=f"failed: harness fault {type(error).__name__}: {error}"), {}
+    record = replace(record, duration_s=round(time.monotonic() - started, 1))
+    samples = [results.Sample(built.variant, cell.workload.name, cell.rep, cell.mode, phase, metric, float(value))
+               for phase, figures in phases.items() for metric, value in sorted(figures.items())]
+    return record, samples
+
+
+def _measure(request, cell: Cell, session, directory, variant: str):
+    """Run every phase of the workload with the collectors around it.
+
+    Returns (phases, warnings, problems, gates): the figures of each phase, warnings to keep,
+    reasons the run is invalid that the phases showed, and the workload's gates.
+    """
+    probes = request.experiment.probes if cell.mode == "counted" else ()
+    if probes:
+        collectors.setup(session, probes)
+    driver = workloads.driver(cell.workload, cell.parameters, session)
+    phases: dict[str, dict] = {}
+    warnings: list[str] = []
+    problems: list[str] = []
+    started_driver = False
+    try:
+        for index, phase in enumerate(driver.phase_plan()):
+            if phase != "idle" and not started_driver:
+                driver.start()
+                started_driver = True
+            with collectors.Phase(session, probes, request.experiment.cow_probe,
+                                  driver.pid if phase != "idle" else None, driver.cgroup) as counters:
+                outcome = driver.idle() if phase == "idle" else driver.run_phase(phase)
+            directory.raw(f"{cell.workload.name}-{variant}-rep{cell.rep}-{cell.mode}-{index:02d}-{phase}.txt",
+                          counters.raw + "\n" + outcome.raw() + "\n")
+            accumulate(phases.setdefault(phase, {}), counters.metrics, outcome)
+            warnings += [f"{phase}: {w}" for w in counters.warnings]
+            problems += [f"{phase}: {p}" for p in counters.problems if f"{phase}: {p}" not in problems]
+            log.info("  %s rep %d %s %-8s %6.2f s  cow_copies %s", variant, cell.rep, cell.mode, phase,
+                     outcome.duration_s, int(counters.metrics["cow_copies"]) if "cow_copies" in counters.metrics
+                     else "-")
+        problems += driver.problems() if started_driver else []
+    finally:
+        if started_driver:
+            _stop(driver)
+    return phases, warnings, problems, driver.gates()
+
+
+def _stop(driver: workloads.Driver) -> None:
+    """Stop the workload; a guest that is gone already cannot be told, and that is no new error."""
+    try:
+        driver.stop()
+    except Exception as error:    # the phase's own error (or none) is what the cell reports
+        log.debug("stopping %s: %s", driver.workload.name, error)
+
+
+def accumulate(totals: dict, figures: dict, outcome: workloads.PhaseOutcome) -> None:
+    """Add a phase's figures to the phase's totals (a phase repeated over cycles adds up; levels do not)."""
+    for name, value in {**figures, **outcome.figures()}.items():
+        level = metrics.meaning(name).kind == "level"
+        totals[name] = value if level or name not in totals else totals[name] + value
+
+
+def gate(gates: list[workloads.Gate], phases: dict[str, dict]) -> list[str]:
+    """Reasons a run is invalid: a workload gate that does not hold, or the OOM killer."""
+    problems = [problem for problem in (g.problem(phases) for g in gates) if problem]
+    killed = sum(figures.get("vmstat.oom_kill", 0) + figures.get("memcg.oom_kill", 0) for figures in phases.values())
+    if killed:
+        problems.append(f"the OOM killer ran {killed:.0f} times")
+    return problems

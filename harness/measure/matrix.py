@@ -1,0 +1,141 @@
+"""Runs: every variant x repetition x mode, interleaved, one fresh boot and swap disk per
+cell (harness/cell.py runs one); each cell's Run and Samples go to the run directory.
+
+A cell's mode is `counted` (kprobes, perf and the function profiler on) or `timed` (vmstat
+snapshots only: the probes slow down most the variant that hits them most, so timings come
+from these boots). Cells run in blocks, one per repetition and workload, holding every
+(variant, mode) once in a shuffled order. With `max_reps` (`--reps auto`) blocks are added one
+repetition at a time until the `stop` callback says every primary hypothesis is decided.
+"""
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import results
+from harness.errors import NotAResultDirectory
+from harness.experiment import Experiment
+from harness.guest import image, vm
+from harness.kernel import build, source
+from harness.measure.cell import Cell, run_cell
+from harness.progress import Progress, Stopwatch
+
+log = logging.getLogger("harness.matrix")
+
+MODES = ("counted", "timed")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    experiment: Experiment
+    workloads: tuple          # of (Workload, parameters)
+    variants: tuple
+    reps: int                 # repetitions; with max_reps, the first look
+    out_dir: Path
+    accel: str = "auto"
+    modes: tuple[str, ...] = ("counted",)
+    command_line: str = ""
+    seed: int | None = None      # order of the cells within each block; None = random, recorded
+    resume: bool = False         # out_dir holds an interrupted run: finish it
+    max_reps: int | None = None  # --reps auto: add blocks up to this many repetitions
+    control: str | None = None   # the variant that boots the baseline's kernel again
+    primary: tuple[str, ...] = ()
+    margin_pct: float = 5.0
+
+
+def plan(request: RunRequest, seed: int, reps: int | None = None) -> list[tuple[str, str, int, str]]:
+    """(workload, variant, rep, mode) in run order: one block per repetition and workload, holding
+    every variant in every mode once, shuffled with seed, so that host drift falls on all alike."""
+    rng = random.Random(seed)
+    cells = []
+    for rep in range(1, (reps or request.reps) + 1):
+        for workload, _ in request.workloads:
+            order = [(variant.name, mode) for variant in request.variants for mode in request.modes]
+            rng.shuffle(order)
+            cells += [(workload.name, name, rep, mode) for name, mode in order]
+    return cells
+
+
+def run(request: RunRequest, cache_dir: Path, stop=None) -> results.RunDirectory:
+    """Build, boot and measure every cell (the ones not done yet, when resuming).
+
+    stop(directory) -> bool is asked after each block when request.max_reps is set: True ends the run.
+    """
+    directory, seed, cells = _open(request)
+    builds, guest_image, stages = _prepare(request, directory, cache_dir)
+    by_name = {workload.name: (workload, params) for workload, params in request.workloads}
+    limit = len(plan(request, seed, request.max_reps)) if request.max_reps else None
+    while True:
+        done = directory.done()
+        todo = [cell for cell in cells if cell not in done]
+        progress = Progress("cell", len(cells), len(cells) - len(todo), limit, logger=log)
+        for workload_name, variant_name, rep, mode in todo:
+            progress.step(f"{workload_name}, {variant_name}, rep {rep}, {mode}")
+            cell = Cell(*by_name[workload_name], rep, mode)
+            record, samples = run_cell(request, cell, builds[variant_name], guest_image, directory, cache_dir)
+            directory.add(record, samples)
+            progress.finish()
+        reached = max(cell[2] for cell in cells)
+        if not request.max_reps or reached >= request.max_reps or stop is None or stop(directory):
+            break
+        log.info("after %d repetitions some primary hypotheses are undecided: one more block", reached)
+        cells = plan(request, seed, reached + 1)
+        directory.update_metadata(plan=cells)
+    boots = sum(record.boot_ready_s or 0 for record in directory.runs)
+    cells_s = sum(record.duration_s or 0 for record in directory.runs)
+    stages.update(boots=round(boots, 1), workloads=round(cells_s - boots, 1))
+    directory.update_metadata(finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), stage_seconds=stages,
+                              reps_done=max(cell[2] for cell in cells))
+    return directory
+
+
+def _open(request: RunRequest):
+    """(run directory, seed, planned cells): a new one with its metadata, or the interrupted one."""
+    if request.resume:
+        directory = results.RunDirectory.load(request.out_dir)
+        metadata = directory.metadata()
+        if metadata.get("format") != results.FORMAT or "plan" not in metadata:
+            raise NotAResultDirectory(path=request.out_dir, missing=f"a format {results.FORMAT} metadata.json "
+                                      f"(it is format {metadata.get('format')}, from an older harness)")
+        return directory, metadata["seed"], [tuple(cell) for cell in metadata["plan"]]
+    seed = request.seed if request.seed is not None else random.SystemRandom().randrange(2**31)
+    cells = plan(request, seed)
+    directory = results.RunDirectory.create(request.out_dir, {**_metadata(request), "seed": seed, "plan": cells})
+    return directory, seed, cells
+
+
+def _prepare(request: RunRequest, directory: results.RunDirectory, cache_dir: Path):
+    """Source, builds and guest image, timed; recorded in the metadata."""
+    stages = Stopwatch()
+    with stages("fetch"):
+        source.fetch(source.parse_spec(request.experiment.source), cache_dir)
+    with stages("build"):
+        builds = {b.variant: b for b in build.build_all(request.experiment, list(request.variants), cache_dir)}
+    with stages("image"):
+        guest_image = image.build(cache_dir)
+    directory.update_metadata(builds={name: _build_facts(b) for name, b in builds.items()},
+                              image=guest_image.digest, qemu=vm.qemu_version(), stage_seconds=stages.seconds)
+    return builds, guest_image, dict(stages.seconds)
+
+
+def _build_facts(built: build.Build) -> dict:
+    return {"key": built.key, "release": built.release, "patches": list(built.patches),
+            "patch_hash": built.patch_hash, "config_hash": built.config_hash, "compiler": built.compiler}
+
+
+def _metadata(request: RunRequest) -> dict:
+    variants = [{"name": v.name, "patches": [p.name for p in v.patches]} for v in request.variants]
+    design = {"reps": "auto", "min_reps": request.reps, "max_reps": request.max_reps} if request.max_reps \
+        else {"reps": request.reps}
+    return {"command": request.command_line, "experiment": request.experiment.name,
+            "description": request.experiment.description,
+            "experiment_file": str(request.experiment.path), "source": request.experiment.source,
+            "workloads": {workload.name: params for workload, params in request.workloads},
+            "variants": variants, "baseline": request.variants[0].name, "control": request.control,
+            "primary": list(request.primary), "margin_pct": request.margin_pct, **design,
+            "modes": list(request.modes), "accelerator_requested": request.accel,
+            "probes": list(request.experiment.probes) if "counted" in request.modes else [],
+            "guest": vars(request.experiment.guest),
+            "host": results.host_facts(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

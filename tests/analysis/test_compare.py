@@ -1,0 +1,241 @@
+"""Verdicts: the primary family, equivalence, gatekeeping, the control, the looks of --reps auto,
+pooled folders, and the JSON contract. The exact statistics themselves are in test_stats.py."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness import experiment, results
+from harness.analysis import analyse as analysis
+from harness.analysis import compare, resample
+from harness.errors import NotComparable
+from tests.conftest import DATA
+
+RUN = DATA / "run-small"   # a real 2-rep run of the default experiment (swapcow 16 MiB, redis 4000 keys)
+PRIMARY = ("w/write/cow_copies", "w/reswap/vmstat.pswpout")
+
+
+def cells_of(values: dict) -> compare.Cells:
+    """{(phase, metric): {variant: [values, ...]}} -> Cells of workload 'w', reps 1..n."""
+    return {("w", phase, metric): {variant: (np.arange(1, len(v) + 1), np.asarray(v, dtype=float))
+                                   for variant, v in by_variant.items()}
+            for (phase, metric), by_variant in values.items()}
+
+
+def verdicts(rows) -> dict:
+    return {(r.phase, r.metric, r.variant): r for r in rows}
+
+
+BASE_COPIES = [5204, 4751, 4757, 5531, 5342, 5100]
+BASE_IO = [4890, 5024, 4600, 4949, 4884, 4800]
+BASE_IO_RATE = [0.994, 0.987, 0.994, 0.981, 0.984, 0.990]     # swap-out I/O per page pushed out
+
+
+def test_a_large_primary_effect_is_better_and_a_tight_one_equivalent():
+    cells = cells_of({("write", "cow_copies"): {"base": BASE_COPIES, "patched": [3, 3, 3, 4, 3, 2]},
+                      ("reswap", "vmstat.pswpout"): {"base": BASE_IO_RATE,
+                                                     "patched": [v * 1.003 for v in BASE_IO_RATE]}})
+    rows = verdicts(compare.compare_cells(cells, compare.Plan("base", PRIMARY), ["base", "patched"]))
+    copies, io = rows[("write", "cow_copies", "patched")], rows[("reswap", "vmstat.pswpout", "patched")]
+    assert (copies.verdict, copies.role, copies.margin_pct) == ("better", "primary", 5.0)
+    assert copies.p_value == pytest.approx(2 / 924) and copies.p_adjusted == pytest.approx(2 * 2 / 924)
+    assert copies.change_pct < -99.9 and copies.change_ci_high < -99.9
+    assert io.verdict == "equivalent" and -5 < io.change_ci_low < io.change_ci_high < 5
+    assert rows[("write", "cow_copies", "base")].verdict == "inconclusive"
+
+
+def test_a_change_beyond_the_margin_is_not_equivalent_and_small_n_is_inconclusive():
+    wide = cells_of({("reswap", "vmstat.pswpout"): {"base": BASE_IO, "patched": [v * 1.08 for v in BASE_IO]}})
+    plan = compare.Plan("base", ("w/reswap/vmstat.pswpout",))
+    assert verdicts(compare.compare_cells(wide, plan, ["base", "patched"]))[
+        ("reswap", "vmstat.pswpout", "patched")].verdict == "worse"
+    small = cells_of({("write", "cow_copies"): {"base": [16384, 16384], "patched": [0, 0]}})
+    row = verdicts(compare.compare_cells(small, compare.Plan("base", ("w/write/cow_copies",)),
+                                         ["base", "patched"]))[("write", "cow_copies", "patched")]
+    assert row.verdict == "inconclusive", "2 + 2 boots cannot reach 5%, however far apart"
+    assert row.p_value == pytest.approx(1 / 3) and row.change_ci_low == -100 and row.change_ci_high is None
+
+
+def test_with_more_variants_the_family_grows_and_the_control_is_checked():
+    cells = cells_of({("write", "cow_copies"): {"base": BASE_COPIES[:5], "patched": [3, 3, 3, 4, 3],
+                                                "control": [5150, 4800, 4790, 5500, 5300]}})
+    plan = compare.Plan("base", ("w/write/cow_copies",), control="control")
+    comparison = compare.Comparison(compare.compare_cells(cells, plan, ["base", "patched", "control"]), 0, plan)
+    rows = verdicts(comparison.rows)
+    assert rows[("write", "cow_copies", "patched")].p_adjusted == pytest.approx(2 * 2 / 252)
+    assert rows[("write", "cow_copies", "patched")].verdict == "better"
+    assert rows[("write", "cow_copies", "control")].role == "control"
+    assert rows[("write", "cow_copies", "control")].verdict in ("equivalent", "inconclusive")
+    assert comparison.calibration_line().startswith("Calibration passed")
+    shifted = cells_of({("write", "cow_copies"): {"base": BASE_COPIES, "control": [v * 0.5 for v in BASE_COPIES]}})
+    failed = compare.Comparison(compare.compare_cells(shifted, plan, ["base", "control"]), 0, plan)
+    assert failed.calibration_line().startswith("CALIBRATION FAILED: `control` (the baseline kernel again) differs")
+
+
+def test_exploratory_verdicts_wait_for_a_primary_difference():
+    strong = {"base": [10, 11, 12, 13, 14, 15], "patched": [50, 51, 52, 53, 54, 55]}
+    same = {"base": BASE_COPIES, "patched": BASE_COPIES[::-1]}
+    cells = cells_of({("write", "cow_copies"): same, ("read", "vmstat.pgfault"): strong,
+                      ("read", "perf.do_wp_page"): strong})
+    plan = compare.Plan("base", ("w/write/cow_copies",))
+    closed = verdicts(compare.compare_cells(cells, plan, ["base", "patched"]))
+    assert closed[("read", "vmstat.pgfault", "patched")].verdict == "inconclusive", "the gate is closed"
+    assert closed[("read", "vmstat.pgfault", "patched")].p_adjusted == pytest.approx(2 / 924 * 2 / 2)
+    cells[("w", "write", "cow_copies")]["patched"] = (np.arange(1, 7), np.array([3.0, 3, 3, 4, 3, 2]))
+    opened = verdicts(compare.compare_cells(cells, plan, ["base", "patched"]))
+    assert opened[("read", "vmstat.pgfault", "patched")].verdict == "worse"
+    assert opened[("read", "perf.do_wp_page", "patched")].verdict == "inconclusive", "no direction, no verdict"
+    assert opened[("read", "vmstat.pgfault", "patched")].role == "exploratory"
+
+
+def test_without_primary_rows_there_is_no_verdict_only_adjusted_p():
+    strong = {"base": [10, 11, 12, 13, 14, 15], "patched": [50, 51, 52, 53, 54, 55]}
+    cells = cells_of({("read", "vmstat.pgfault"): strong, ("read", "vmstat.pswpin"): strong,
+                      ("idle", "vmstat.oom_kill"): {"base": [0] * 6, "patched": [0] * 6}})
+    rows = verdicts(compare.compare_cells(cells, compare.Plan(), ["base", "patched"]))
+    assert rows[("read", "vmstat.pgfault", "patched")].verdict == "inconclusive", "nothing was declared"
+    assert rows[("read", "vmstat.pgfault", "patched")].p_adjusted == pytest.approx(2 / 924)
+    assert rows[("idle", "vmstat.oom_kill", "patched")].p_adjusted == 1.0, "identical everywhere: not in the family"
+
+
+def test_sequential_looks_spend_alpha_and_stop_when_everything_is_decided():
+    design = compare.Design.sequential(6, 10)
+    assert design.looks == (6, 7, 8, 9, 10) and sum(design.shares) == pytest.approx(1)
+    plan = compare.Plan("base", ("w/write/cow_copies",), design=design)
+    cells = cells_of({("write", "cow_copies"): {"base": BASE_COPIES, "patched": [3, 3, 3, 4, 3, 2]}})
+    assert compare.all_decided(cells, plan, ["base", "patched"])
+    row = verdicts(compare.compare_cells(cells, plan, ["base", "patched"]))[("write", "cow_copies", "patched")]
+    assert row.verdict == "better" and row.decided_after == 6
+    assert row.p_adjusted == pytest.approx(2 / 924 / design.shares[0]), "scaled by the first look's share"
+    noisy = cells_of({("write", "cow_copies"): {"base": BASE_COPIES, "patched": BASE_COPIES[::-1]}})
+    assert not compare.all_decided(noisy, plan, ["base", "patched"])
+
+
+def test_a_row_decided_at_a_look_keeps_its_verdict():
+    base = [0.9812, 0.9787, 0.9863, 0.981, 0.9748, 0.9836, 0.9929, 0.9893, 0.9731, 0.9677]
+    patched = [0.9934, 1.0, 0.9766, 0.9974, 0.9872, 0.9923, 0.9942, 0.9964, 1.0037, 1.0101]   # about +2%
+    cells = cells_of({("reswap", "pswpout_per_swapout"): {"base": base, "patched": patched}})
+    key = ("w", "reswap", "pswpout_per_swapout", "patched")
+    fixed = compare.decide(cells, compare.Plan("base", ("w/reswap/pswpout_per_swapout",)), ["base", "patched"])[key]
+    assert fixed.verdict == "worse", "all ten boots at once find the 2%"
+    plan = compare.Plan("base", ("w/reswap/pswpout_per_swapout",), design=compare.Design.sequential(6, 10))
+    first = compare.decide(resample.up_to(cells, 6), plan, ["base", "patched"])[key]
+    last = compare.decide(cells, plan, ["base", "patched"])[key]
+    assert (first.verdict, first.decided_after) == ("equivalent", 6), "within the 5% margin after six"
+    assert (last.verdict, last.decided_after) == ("equivalent", 6), "the stopping rule counted on that verdict"
+
+
+def test_another_baseline_has_no_control(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    metadata = json.loads((copy / "metadata.json").read_text())
+    metadata["control"] = "patched"           # pretend: patched was the control of this run
+    (copy / "metadata.json").write_text(json.dumps(metadata))
+    assert analysis.comparison([copy]).plan.control == "patched"
+    assert analysis.comparison([copy], baseline="patched").plan.control is None, \
+        "a control is the recorded baseline again: it says nothing about another baseline"
+
+
+def test_the_golden_run_cannot_decide_with_two_boots_a_side():
+    samples, runs, metadata = results.read(RUN)
+    comparison = compare.compare(samples, runs, compare.Plan.from_metadata(metadata))
+    assert comparison.invalid == 0
+    assert {r.verdict for r in comparison.rows} == {"inconclusive"}
+    found = {(r.workload, r.phase, r.metric, r.variant): r for r in comparison.rows}
+    assert found[("swapcow", "write", "cow_copies", "base")].median == 4096
+    assert found[("swapcow", "write", "cow_copies", "patched")].median == 0
+
+
+def test_invalid_runs_are_left_out_and_counted(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    runs = pd.read_csv(copy / "runs.csv")
+    runs.loc[(runs["variant"] == "patched") & (runs["workload"] == "swapcow") & (runs["rep"] == 2), "valid"] = False
+    runs.to_csv(copy / "runs.csv", index=False)
+    comparison = compare.compare(*results.read(copy)[:2])
+    found = {(r.workload, r.phase, r.metric, r.variant): r for r in comparison.rows}
+    assert comparison.invalid == int((runs["valid"].astype(str) != "True").sum()) >= 1
+    assert found[("swapcow", "write", "cow_copies", "patched")].n == 1
+    assert found[("redis", "write", "cow_copies", "patched")].n == 2
+
+
+def test_runs_that_differ_in_a_comparability_field_are_refused(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    runs = pd.read_csv(copy / "runs.csv")
+    runs.loc[runs["variant"] == "patched", "swap_mb"] = 512
+    runs.to_csv(copy / "runs.csv", index=False)
+    with pytest.raises(NotComparable, match=r"Runs differ in swap_mb \(1024 vs 512\)"):
+        compare.compare(*results.read(copy)[:2])
+
+
+def split_by_variant(tmp_path):
+    """The golden run as two folders: the baseline's boots in one, the patched boots in the other."""
+    folders = []
+    for variant in ("base", "patched"):
+        folder = tmp_path / variant
+        shutil.copytree(RUN, folder)
+        for name in ("runs.csv", "samples.csv"):
+            frame = pd.read_csv(folder / name)
+            frame[frame["variant"] == variant].to_csv(folder / name, index=False)
+        folders.append(folder)
+    return folders
+
+
+def test_folders_are_pooled_like_one_run(tmp_path):
+    pooled = analysis.comparison(split_by_variant(tmp_path))
+    single = analysis.comparison([RUN])
+    as_values = sorted((r.key, r.variant, r.n, r.median, r.p_value) for r in single.rows)
+    assert sorted((r.key, r.variant, r.n, r.median, r.p_value) for r in pooled.rows) == as_values
+
+
+def test_pooled_folders_that_differ_are_refused_naming_them(tmp_path):
+    base, patched = split_by_variant(tmp_path)
+    runs = pd.read_csv(patched / "runs.csv")
+    runs["accelerator"] = "kvm"
+    runs.to_csv(patched / "runs.csv", index=False)
+    with pytest.raises(NotComparable, match=rf"accelerator \(kvm in {patched} vs tcg in {base}\)"):
+        analysis.comparison([base, patched])
+    metadata = json.loads((patched / "metadata.json").read_text())
+    metadata["workloads"]["swapcow"]["size_mb"] = 64
+    (patched / "metadata.json").write_text(json.dumps(metadata))
+    with pytest.raises(NotComparable, match=rf"Runs differ in workloads .* in {base} vs .* in {patched}"):
+        analysis.comparison([base, patched])
+
+
+def test_json_has_exactly_the_documented_keys(tmp_path):
+    from click.testing import CliRunner
+
+    from harness.cli import main
+    result = CliRunner().invoke(main, ["--cache-dir", str(tmp_path), "compare", str(RUN), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    objects = json.loads(result.output)
+    assert all(list(item) == ["workload", "phase", "metric", "variant", "baseline", "n", "median", "ci_low",
+                              "ci_high", "change_pct", "change_ci_low", "change_ci_high", "p_value", "verdict",
+                              "role", "p_adjusted", "margin_pct"] for item in objects)
+    assert {item["verdict"] for item in objects} <= {"better", "worse", "equivalent", "inconclusive"}
+    assert {item["role"] for item in objects} <= {"primary", "exploratory", "control"}
+    primary = [item for item in objects if item["role"] == "primary"]
+    assert primary and all(item["margin_pct"] == 5.0 for item in primary)
+    assert all(item["margin_pct"] is None for item in objects if item["role"] == "exploratory")
+
+
+def test_headline_table_fits_100_columns():
+    rows = analysis.comparison([RUN]).rows
+    assert max(len(line) for line in compare.render_table(rows).splitlines()) <= 100
+
+
+def test_a_run_without_a_valid_boot_compares_to_nothing(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    runs = pd.read_csv(copy / "runs.csv")
+    runs["valid"] = False
+    runs.to_csv(copy / "runs.csv", index=False)
+    comparison = analysis.comparison([copy])
+    assert comparison.rows == [] and comparison.invalid == len(runs)
+    assert not analysis.decided(results.RunDirectory.load(copy))
+    report = analysis.analyse(copy, experiment.load(None)).read_text()
+    assert "No valid samples of cow_copies_per_swapin in the write phase of redis: see runs.csv for why." in report

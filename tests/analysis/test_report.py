@@ -1,0 +1,51 @@
+import json
+import shutil
+
+import pytest
+
+from harness import cli, experiment, results
+from harness.analysis import analyse as analysis
+from harness.errors import BadExperiment
+from harness.measure import matrix
+from tests.conftest import DATA
+
+RUN = DATA / "run-small"
+FIGURES = ("copies", "copy-rate", "write-duration", "ops", "swapins", "swapouts", "reswap")
+
+
+def test_plots_and_report_from_a_golden_run(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    report = analysis.analyse(copy, experiment.load(None))
+    text = report.read_text()
+    first = text.splitlines()[2]
+    assert first.startswith("On Linux 5.10.223 under TCG, `patched` changes cow_copies_per_swapin in the write "
+                            "phase of redis")
+    assert "**inconclusive**" in first and "n = 2 + 2" in first, "2 boots a side cannot decide anything"
+    assert "| redis/write/cow_copies_per_swapin | patched | 2 + 2 |" in text
+    assert "## Instrumentation cost" in text and "| swapcow | write | duration_s | base |" in text
+    assert "- redis, patched, timed: 2 valid of 2" in text and "- Repetitions: 2 (fixed)" in text
+    assert "cannot give the seconds or the ratio that hardware would show" in text
+    for name in FIGURES:
+        png, svg = copy / "plots" / f"{name}.png", copy / "plots" / f"{name}.svg"
+        assert png.stat().st_size > 10_000 and svg.is_file(), name
+        assert f"![{name}](plots/{name}.png)" in text
+    svg = (copy / "plots" / "write-duration.svg").read_text()
+    assert "TCG" in svg and "emulated" in svg and "patched: no verdict" in svg
+    assert "Reproduce: `harness run" in text and "patch hash" in text and "config hash" in text
+    comparison = json.loads((copy / "comparison.json").read_text())
+    assert {row["role"] for row in comparison} == {"primary", "exploratory"}
+    assert "analysis" in results.RunDirectory.load(copy).metadata()["stage_seconds"]
+
+
+def test_control_boots_the_baseline_kernel_again(tmp_path):
+    choices = cli._Choices(None, ("swapcow",), (), 6, tmp_path / "out", None, (), "auto", 1, matrix.MODES, None, True)
+    request = cli._request(choices)
+    assert [v.name for v in request.variants] == ["base", "patched", "control"]
+    assert request.variants[2].patches == request.variants[0].patches == ()
+    assert request.control == "control" and request.primary == ("swapcow/write/cow_copies_per_swapin",)
+    toml = tmp_path / "with-control.toml"
+    toml.write_text('[[variants]]\nname = "base"\n[[variants]]\nname = "control"\n')
+    with pytest.raises(BadExperiment, match="a variant is called 'control'"):
+        cli._request(cli._Choices(str(toml), ("swapcow",), (), 6, tmp_path / "o2", None, (), "auto", 1,
+                                  matrix.MODES, None, True))

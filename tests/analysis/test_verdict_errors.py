@@ -1,0 +1,65 @@
+"""By simulation through the real comparison code: synthetic runs resampled from the committed
+reference run's boots. A/A tables (every variant drawn from the baseline kernel's boots) must
+show a better/worse verdict in at most 5% of tables; base/patched tables must find the seed's
+primary effects in at least 95%; both with the default repetitions and with --reps auto."""
+
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+
+from harness import cli, experiment, results
+from harness.analysis import compare, resample
+from harness.project import ROOT
+
+pytestmark = pytest.mark.simulation
+
+TABLES = 1000
+REFERENCE = max(ROOT.glob("results/reference-*"))
+EXPERIMENT = experiment.load(None)
+EFFECTS = {("swapcow", "write", "cow_copies_per_swapin", "patched"): "better",
+           ("redis", "write", "cow_copies_per_swapin", "patched"): "better"}
+
+
+def plan(auto: bool) -> compare.Plan:
+    design = compare.Design.sequential(cli.AUTO_FIRST_LOOK, 10) if auto else compare.Design()
+    return compare.Plan("base", EXPERIMENT.primary, EXPERIMENT.margin_pct, "control", design)
+
+
+def sources(aa: bool) -> dict:
+    samples, runs, _ = results.read(REFERENCE)
+    pools = resample.pools(samples, runs)
+    return {"base": pools["base"], "patched": pools["base" if aa else "patched"], "control": pools["base"]}
+
+
+def _tally(args) -> resample.Tally:
+    aa, auto, per_metric, seed, tables = args
+    reps = cli.AUTO_FIRST_LOOK if auto else cli.DEFAULT_REPS
+    return resample.tally(sources(aa), plan(auto), reps, tables, seed, per_metric, 10 if auto else None,
+                          None if aa else EFFECTS)
+
+
+def simulate(aa: bool, auto: bool, per_metric: bool = False) -> resample.Tally:
+    """TABLES synthetic tables, split over two processes (the machine's two cores)."""
+    halves = [(aa, auto, per_metric, seed, TABLES // 2) for seed in (1, 2)]
+    with ProcessPoolExecutor(2) as pool:
+        parts = list(pool.map(_tally, halves))
+    return resample.Tally(sum(p.tables for p in parts), sum(p.any_claim for p in parts),
+                          sum(p.claims for p in parts), sum(p.reps_used for p in parts) / 2,
+                          sum(p.found for p in parts))
+
+
+@pytest.mark.parametrize("auto", [False, True], ids=["default-reps", "reps-auto"])
+@pytest.mark.parametrize("per_metric", [False, True], ids=["whole-boot", "per-metric"])
+def test_aa_tables_rarely_show_a_verdict(auto, per_metric):
+    tally = simulate(aa=True, auto=auto, per_metric=per_metric)
+    print(f"A/A ({'auto' if auto else cli.DEFAULT_REPS} reps, {'per-metric' if per_metric else 'whole-boot'} "
+          f"draws from {REFERENCE.name}): {tally.line()}")
+    assert tally.any_claim / tally.tables <= 0.05
+
+
+@pytest.mark.parametrize("auto", [False, True], ids=["default-reps", "reps-auto"])
+def test_the_seed_effects_are_found(auto):
+    tally = simulate(aa=False, auto=auto)
+    print(f"base/patched ({'auto' if auto else cli.DEFAULT_REPS} reps, whole-boot draws from {REFERENCE.name}): "
+          f"{tally.line()}")
+    assert tally.found / tally.tables >= 0.95

@@ -1,0 +1,64 @@
+import subprocess
+
+import pytest
+
+from harness.guest import image
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return image.build(tmp_path_factory.mktemp("cache"))
+
+
+def listing(path) -> set[str]:
+    names = subprocess.run(["cpio", "-it", "--quiet", "-F", str(path)], capture_output=True, text=True, check=True)
+    return {"/" + name for name in names.stdout.split()}
+
+
+def test_image_holds_the_guest_programs_and_init(built):
+    names = listing(built.path)
+    for program in ("/init", "/bin/busybox", "/usr/sbin/dropbear", "/usr/bin/redis-server", "/usr/bin/redis-cli",
+                    "/usr/bin/perf", "/etc/passwd", "/root/.ssh", "/proc", "/sys", "/dev"):
+        assert program in names
+    assert names == set(built.files) | {"/" + part for f in built.files for part in _parents(f)}
+
+
+def _parents(path: str):
+    parts = path.strip("/").split("/")[:-1]
+    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def test_every_shared_library_the_programs_need_is_inside(built):
+    names = listing(built.path)
+    for program in ("perf", "dropbear", "redis-server"):
+        needed = image.shared_libraries([image.host_path(program)])
+        assert needed, program
+        assert {str(lib) for lib in needed} <= names, program
+    perf_libraries = image.shared_libraries([image.host_path("perf")])
+    assert len(perf_libraries) >= 20, "perf 6.1 needs some 27 shared libraries"
+
+
+def test_init_reports_readiness_and_sets_up_swap_and_ssh():
+    script = image.init_script()
+    assert script.startswith("#!/bin/busybox sh")
+    assert image.READY_MARKER in script
+    for needed in ("mkswap", "swapon", "dropbear", "cgroup2", "tracefs", "ip link set eth0 up"):
+        assert needed in script
+
+
+def test_image_is_cached_by_content(tmp_path_factory, built):
+    stamp = built.path.stat().st_mtime_ns
+    again = image.build(built.path.parent.parent)
+    assert again.digest == built.digest and again.path.stat().st_mtime_ns == stamp
+    assert image.digest_of({"/a": "x"}) != image.digest_of({"/a": "y"})
+
+
+def test_boot_initrd_appends_this_boots_files(tmp_path, built):
+    keys_root = tmp_path / "keys"
+    (keys_root / "etc").mkdir(parents=True)
+    (keys_root / "etc" / "boot-secret").write_text("s")
+    initrd = image.boot_initrd(built, keys_root, tmp_path / "initrd.cpio")
+    assert initrd.read_bytes().startswith(built.path.read_bytes())
+    appended = tmp_path / "appended.cpio"
+    appended.write_bytes(initrd.read_bytes()[built.path.stat().st_size:])
+    assert "/etc/boot-secret" in listing(appended)

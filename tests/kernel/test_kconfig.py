@@ -1,0 +1,63 @@
+import pytest
+
+from harness import project
+from harness.errors import KconfigOptionDropped, UnknownFragment
+from harness.kernel import kconfig
+
+
+def test_parse_values_and_unset_lines():
+    assert kconfig.parse('CONFIG_A=y\nCONFIG_B="x y"\n# CONFIG_C is not set\n# comment\nCONFIG_D=8\n') == {
+        "CONFIG_A": "y", "CONFIG_B": '"x y"', "CONFIG_C": "n", "CONFIG_D": "8"}
+
+
+def test_project_fragments_ask_for_what_the_collectors_need():
+    fragments = {f.name: f.options() for f in kconfig.find(["qemu-guest", "instrumentation"])}
+    assert fragments["instrumentation"]["CONFIG_KPROBE_EVENTS"] == "y"
+    assert fragments["instrumentation"]["CONFIG_MODULES"] == "y", "KPROBES needs MODULES on 5.10"
+    assert fragments["qemu-guest"]["CONFIG_SWAP"] == "y"
+    assert fragments["qemu-guest"]["CONFIG_TRANSPARENT_HUGEPAGE"] == "n"
+
+
+def test_unknown_fragment_lists_the_known_ones():
+    with pytest.raises(UnknownFragment, match="instrumentation, qemu-guest"):
+        kconfig.find(["nope"], project.KCONFIGS)
+
+
+def test_every_dropped_option_is_named_and_a_symbol_the_kernel_lacks_is_said_so(tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "mm").mkdir(parents=True)
+    (tree / "mm" / "Kconfig").write_text("config SWAP\n\tbool \"Swap\"\nmenuconfig MEMCG\n\tbool\n")
+    fragment = tmp_path / "guest.config"
+    fragment.write_text("CONFIG_SWAP=y\nCONFIG_MEMCG=y\nCONFIG_MEMCG_SWAP=y\n")
+    final = tmp_path / ".config"
+    final.write_text("# CONFIG_SWAP is not set\n")
+    with pytest.raises(KconfigOptionDropped) as caught:
+        kconfig.check_survival([kconfig.Fragment("guest", fragment)], final, tree)
+    text = str(caught.value)
+    assert text.startswith("3 kconfig option(s) did not survive")
+    assert f"CONFIG_SWAP=y asked for by {fragment} is not set after olddefconfig: add the options" in text
+    assert f"CONFIG_MEMCG_SWAP=y asked for by {fragment} is not in this kernel's Kconfig files: drop it" in text
+    assert "CONFIG_MEMCG=y" in text and "\n" not in text
+
+
+def test_a_fragment_given_by_path_is_reported_by_its_path(tmp_path):
+    (tmp_path / "mine.config").write_text("CONFIG_SWAP=y\n")
+    for name in (str(tmp_path / "mine"), str(tmp_path / "mine.config")):
+        [fragment] = kconfig.find([name])
+        assert fragment.path == tmp_path / "mine.config" and fragment.shown == str(tmp_path / "mine.config")
+    [shipped] = kconfig.find(["qemu-guest"])
+    assert shipped.shown == "kconfigs/qemu-guest.config"
+
+
+def test_dropped_option_names_option_and_fragment(tmp_path):
+    fragment = tmp_path / "guest.config"
+    fragment.write_text("CONFIG_SWAP=y\n# CONFIG_TRANSPARENT_HUGEPAGE is not set\nCONFIG_NR_CPUS=8\n")
+    final = tmp_path / ".config"
+    final.write_text("CONFIG_SWAP=y\nCONFIG_NR_CPUS=8\n")
+    kconfig.check_survival([kconfig.Fragment("guest", fragment)], final)
+    final.write_text("# CONFIG_SWAP is not set\nCONFIG_NR_CPUS=8\n")
+    with pytest.raises(KconfigOptionDropped, match=rf"CONFIG_SWAP=y asked for by {fragment} is not set"):
+        kconfig.check_survival([kconfig.Fragment("guest", fragment)], final)
+    final.write_text("CONFIG_SWAP=y\nCONFIG_NR_CPUS=64\nCONFIG_TRANSPARENT_HUGEPAGE=y\n")
+    with pytest.raises(KconfigOptionDropped, match="CONFIG_TRANSPARENT_HUGEPAGE=n .* is =y"):
+        kconfig.check_survival([kconfig.Fragment("guest", fragment)], final)

@@ -1,0 +1,138 @@
+import hashlib
+import subprocess
+import tarfile
+
+import pytest
+
+from harness.errors import (
+    BadSourceSpec,
+    ChecksumMismatch,
+    DownloadFailed,
+    GitRefMissing,
+    MirrorNotFound,
+    NotAKernelArchive,
+    NotAKernelTree,
+)
+from harness.kernel import debian, source
+
+SHA = "f733d27d239d65598d96d7a72f71ac50f49f2380192a1b3b4ca2f5ad5144dd63"
+
+
+def test_parse_every_form():
+    assert source.parse_spec(source.DEFAULT_SPEC) == source.SourceSpec(
+        "debian", "linux-source-5.10=5.10.223-1", sha256=SHA)
+    assert source.parse_spec(f"tarball:https://example.org/linux-5.10.tar.xz#sha256={SHA}") == \
+        source.SourceSpec("tarball", "https://example.org/linux-5.10.tar.xz", sha256=SHA)
+    assert source.parse_spec("git:/src/linux@v5.10") == source.SourceSpec("git", "/src/linux", ref="v5.10")
+    assert source.parse_spec("dir:/src/linux") == source.SourceSpec("dir", "/src/linux")
+    assert str(source.parse_spec(source.DEFAULT_SPEC)) == source.DEFAULT_SPEC
+
+
+@pytest.mark.parametrize("text, why", [
+    ("linux-5.10", "no KIND"),
+    ("svn:/x", "unknown kind"),
+    ("tarball:https://example.org/l.tar.xz", "needs #sha256"),
+    ("tarball:ftp://example.org/l.tar.xz#sha256=" + SHA, "http, https or file"),
+    ("debian:linux-source-5.10", "PACKAGE=VERSION"),
+    ("git:/src/linux", "PATH@REF"),
+    ("dir:/x#sha256=123", "64 hex"),
+])
+def test_bad_specs_say_what_is_wrong(text, why):
+    with pytest.raises(BadSourceSpec, match=why):
+        source.parse_spec(text)
+
+
+def make_tarball(tmp_path, version="5.10.999"):
+    top = tmp_path / "src" / "linux-x"
+    top.mkdir(parents=True)
+    major, minor, sub = version.split(".")
+    (top / "Makefile").write_text(f"VERSION = {major}\nPATCHLEVEL = {minor}\nSUBLEVEL = {sub}\n")
+    (top / "mm").mkdir()
+    (top / "mm" / "memory.c").write_text("int x;\n")
+    archive = tmp_path / "linux-x.tar.xz"
+    with tarfile.open(archive, "w:xz") as tar:
+        tar.add(top, arcname="linux-x")
+    return archive, hashlib.sha256(archive.read_bytes()).hexdigest()
+
+
+def test_tarball_fetch_verifies_and_unpacks_once(tmp_path):
+    archive, digest = make_tarball(tmp_path)
+    spec = source.parse_spec(f"tarball:file://{archive}#sha256={digest}")
+    tree = source.fetch(spec, tmp_path / "cache")
+    assert (tree / "mm" / "memory.c").read_text() == "int x;\n"
+    assert source.release(tree) == "linux-5.10.999"
+    assert not (tree / "mm" / "memory.c").stat().st_mode & 0o222, "the pristine tree is read-only"
+    archive.unlink()
+    assert source.fetch(spec, tmp_path / "cache") == tree, "second fetch reuses the cache"
+
+
+def test_tarball_with_wrong_checksum_leaves_nothing_behind(tmp_path):
+    archive, _ = make_tarball(tmp_path)
+    spec = source.parse_spec(f"tarball:file://{archive}#sha256={'0' * 64}")
+    with pytest.raises(ChecksumMismatch, match="expected 0000.*it was removed"):
+        source.fetch(spec, tmp_path / "cache")
+    assert list((tmp_path / "cache" / "sources").iterdir()) == []
+    assert list((tmp_path / "cache" / "downloads").iterdir()) == [], "the download with the wrong checksum is gone"
+
+
+def test_an_archive_without_a_kernel_tree_is_named(tmp_path):
+    archive = tmp_path / "notes.tar.gz"
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "README").write_text("not a kernel\n")
+    subprocess.run(["tar", "-czf", str(archive), "-C", str(tmp_path), "notes"], check=True)
+    spec = source.parse_spec(f"tarball:file://{archive}#sha256={source.sha256_of(archive)}")
+    with pytest.raises(NotAKernelArchive, match=f"{archive.name} does not hold a kernel tree"):
+        source.fetch(spec, tmp_path / "cache")
+    assert list((tmp_path / "cache" / "sources").iterdir()) == []
+
+
+def git(repo, *args):
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+
+def test_git_spec_archives_the_ref(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "Makefile").write_text("VERSION = 5\nPATCHLEVEL = 10\nSUBLEVEL = 1\n")
+    git(repo, "add", "Makefile")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    git(repo, "tag", "v1")
+    (repo / "Makefile").write_text("VERSION = 5\nPATCHLEVEL = 10\nSUBLEVEL = 2\n")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "two")
+    tree = source.fetch(source.parse_spec(f"git:{repo}@v1"), tmp_path / "cache")
+    assert source.release(tree) == "linux-5.10.1"
+    with pytest.raises(GitRefMissing, match="no-such-ref"):
+        source.fetch(source.parse_spec(f"git:{repo}@no-such-ref"), tmp_path / "cache")
+
+
+def test_dir_spec_is_used_as_is_but_must_be_a_kernel_tree(tmp_path, fake_tree):
+    assert source.fetch(source.parse_spec(f"dir:{fake_tree}"), tmp_path) == fake_tree
+    with pytest.raises(NotAKernelTree):
+        source.fetch(source.parse_spec(f"dir:{tmp_path}"), tmp_path)
+
+
+def test_mirror_uri_from_deb822_and_one_line_sources(tmp_path):
+    parts = tmp_path / "sources.list.d"
+    parts.mkdir()
+    (parts / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm\n")
+    assert debian.mirror_uri(tmp_path / "none.list", parts) == "http://mirror.example/debian"
+    one_line = tmp_path / "sources.list"
+    one_line.write_text("deb [arch=amd64] https://other.example/debian bookworm main\n")
+    assert debian.mirror_uri(one_line, tmp_path / "empty") == "https://other.example/debian"
+    with pytest.raises(MirrorNotFound):
+        debian.mirror_uri(tmp_path / "none.list", tmp_path / "empty")
+
+
+def test_unreachable_mirror_is_a_one_line_download_error(tmp_path, monkeypatch):
+    # A closed loopback port: apt-get fails at once, no traffic leaves the machine.
+    monkeypatch.setattr(debian, "mirror_uri", lambda: "http://127.0.0.1:9/debian")
+    spec = source.parse_spec("debian:linux-source-5.10=5.10.223-1")
+    expected = "Download of the bullseye package index from http://127.0.0.1:9/debian failed"
+    with pytest.raises(DownloadFailed, match=expected) as caught:
+        source.fetch(spec, tmp_path / "cache")
+    assert "\n" not in str(caught.value)
+    assert not list((tmp_path / "cache").glob("downloads/*.deb"))
+    assert not (tmp_path / "cache" / "sources").exists() or not list((tmp_path / "cache" / "sources").iterdir())

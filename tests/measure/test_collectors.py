@@ -1,0 +1,86 @@
+"""Parsers of harness-collect output, against output recorded from a real 5.10 guest."""
+
+from harness.measure import collectors
+from tests.conftest import DATA
+
+
+def recorded(name):
+    before, after = (DATA / name).read_text().split("\n== AFTER\n")
+    return before.replace("== BEFORE\n", "", 1), after
+
+
+PROBES = ("wp_page_copy", "do_wp_page", "do_swap_page")
+
+
+def test_swapcow_write_phase_golden():
+    metrics, warnings, problems = collectors.phase_metrics(*recorded("collect-swapcow-base-write.txt"), PROBES,
+                                                           "wp_page_copy", True)
+    assert warnings == [] and problems == []
+    assert metrics["cow_copies"] == metrics["perf.wp_page_copy"] == 4096
+    assert metrics["perf.system.wp_page_copy"] == metrics["ftrace.wp_page_copy"] == metrics["system.cow_copies"] == 4120
+    assert metrics["ftrace.do_swap_page"] == 0, "a probed function the profiler never saw had 0 hits, not none"
+    assert metrics["perf.minor-faults"] == 4096 and metrics["perf.major-faults"] == 0
+    assert metrics["vmstat.pgreuse"] == 174 and metrics["vmstat.pswpout"] == 0
+    assert metrics["process.swapped_in_pages"] == 38 and metrics["process.vmswap_kb"] == 0
+    assert not any(name.startswith("memcg.") for name in metrics), "swapcow has no cgroup"
+
+
+def test_redis_reswap_phase_golden():
+    metrics, warnings, problems = collectors.phase_metrics(*recorded("collect-redis-base-reswap.txt"), PROBES,
+                                                           "wp_page_copy", True)
+    assert warnings == [] and problems == []
+    assert metrics["vmstat.pswpout"] == 863 and metrics["vmstat.pswpin"] == 107
+    assert metrics["process.swapped_out_pages"] == 835
+    assert metrics["memcg.swap_current_kb"] == 6004 and metrics["memcg.oom_kill"] == 0
+    assert metrics["cow_copies"] == 19 and metrics["perf.system.wp_page_copy"] == 73
+
+
+def test_without_a_process_copies_have_their_own_system_wide_name():
+    metrics, _, problems = collectors.phase_metrics(*recorded("collect-swapcow-base-write.txt"), PROBES,
+                                                    "wp_page_copy", False)
+    assert "cow_copies" not in metrics and metrics["system.cow_copies"] == 4120 and problems == []
+
+
+def test_an_uncounted_event_or_a_missing_copy_count_is_a_problem():
+    before, after = recorded("collect-swapcow-base-write.txt")
+    uncounted = after.replace("4096,,kprobes:wp_page_copy", "<not counted>,,kprobes:wp_page_copy")
+    metrics, _, problems = collectors.phase_metrics(before, uncounted, PROBES, "wp_page_copy", True)
+    assert "cow_copies" not in metrics
+    assert problems == ["perf did not count kprobes:wp_page_copy (process)",
+                        "no count of wp_page_copy in the workload process from perf"]
+    without_perf = after.split("== perf system")[0] + "== profile" + after.split("== profile")[1]
+    assert collectors.phase_metrics(before, without_perf, PROBES, "wp_page_copy", True)[2] == [
+        "no count of wp_page_copy from perf"]
+
+
+def test_timed_boots_have_snapshots_only_and_no_problem():
+    before, after = recorded("collect-swapcow-base-write.txt")
+    snapshots = after.split("== perf system")[0] + "== vmstat" + after.split("== vmstat", 1)[1]
+    metrics, warnings, problems = collectors.phase_metrics(before, snapshots, (), "wp_page_copy", True)
+    assert problems == [] and warnings == [] and metrics["vmstat.pgreuse"] == 174
+    assert not any(name.startswith(("perf.", "ftrace.")) or "cow_copies" in name for name in metrics)
+
+
+def test_perf_csv_with_uncounted_events():
+    text = "# started on x\n\n12,,kprobes:wp_page_copy,100,100.00,,\n<not counted>,,major-faults,0,0.00,,\n"
+    assert collectors.parse_perf_csv(text) == {"kprobes:wp_page_copy": 12, "major-faults": None}
+
+
+def test_profile_sums_every_cpu():
+    table = ("  Function     Hit    Time\n  --------     ---    ----\n  wp_page_copy   10    1.0 us\n"
+             "  do_wp_page   3    1.0 us\n")
+    assert collectors.parse_profile(table + table) == {"wp_page_copy": 20, "do_wp_page": 6}
+
+
+def test_cross_check_warns_beyond_one_percent():
+    assert collectors.cross_check({"perf.system.wp_page_copy": 1000, "ftrace.wp_page_copy": 1009}, "wp_page_copy") == []
+    [warning] = collectors.cross_check({"perf.system.wp_page_copy": 1000, "ftrace.wp_page_copy": 1020}, "wp_page_copy")
+    assert "perf counted 1000, the function profiler 1020 (> 1% apart)" in warning
+    assert collectors.cross_check({"perf.system.wp_page_copy": 3, "ftrace.wp_page_copy": 5}, "wp_page_copy") == []
+    assert "no count from the function profiler" in collectors.cross_check({"perf.system.wp_page_copy": 3},
+                                                                           "wp_page_copy")[0]
+
+
+def test_event_list_is_empty_without_probes():
+    assert collectors.perf_events([]) == ""
+    assert collectors.perf_events(["wp_page_copy"]) == "kprobes:wp_page_copy,page-faults,major-faults,minor-faults"

@@ -1,0 +1,79 @@
+"""The matrix: cells interleaved in blocks, resumed, extended by the stop rule (cells faked)."""
+
+import pytest
+
+from harness import experiment, results
+from harness.measure import matrix, workloads
+
+
+def request_for(tmp_path, reps=3, modes=("counted",), max_reps=None, **more):
+    spec = experiment.load(None)
+    swapcow = workloads.load("swapcow")
+    return matrix.RunRequest(spec, ((swapcow, swapcow.params()),), tuple(spec.variants), reps, tmp_path / "run",
+                             modes=modes, max_reps=max_reps, **more)
+
+
+def test_cells_are_interleaved_in_blocks_with_a_recorded_seed(tmp_path):
+    request = request_for(tmp_path, modes=matrix.MODES)
+    first, again, other = matrix.plan(request, 7), matrix.plan(request, 7), matrix.plan(request, 8)
+    assert first == again
+    assert len(first) == 12 and sorted(first) == sorted(other) and first != other
+    for block in range(3):
+        assert {(variant, mode) for _, variant, _, mode in first[block * 4:block * 4 + 4]} == {
+            ("base", "counted"), ("base", "timed"), ("patched", "counted"), ("patched", "timed")}
+    assert matrix.plan(request, 7, reps=5)[:12] == first, "a longer plan starts like the shorter one"
+
+
+class FakeBuild:
+    def __init__(self, name):
+        self.variant, self.key, self.release, self.patches = name, name, "linux-5.10.223", ()
+        self.patch_hash, self.config_hash, self.compiler = "none", "c", "gcc"
+
+
+@pytest.fixture
+def fake_cells(monkeypatch):
+    """run_cell replaced: records (variant, rep, mode); the third cell of a fresh run is interrupted."""
+    ran = []
+
+    def fake_cell(request, cell, built, image, directory, cache_dir):
+        ran.append((built.variant, cell.rep, cell.mode))
+        if len(ran) == 3 and not request.resume and not request.max_reps:
+            raise KeyboardInterrupt
+        return results.Run(built.variant, "swapcow", cell.rep, cell.mode, valid=True), []
+
+    monkeypatch.setattr(matrix.source, "fetch", lambda *a: None)
+    monkeypatch.setattr(matrix.build, "build_all", lambda exp, variants, cache: [FakeBuild(v.name) for v in variants])
+    monkeypatch.setattr(matrix.image, "build", lambda cache: type("Image", (), {"digest": "d"})())
+    monkeypatch.setattr(matrix.vm, "qemu_version", lambda: "QEMU fake")
+    monkeypatch.setattr(matrix, "run_cell", fake_cell)
+    return ran
+
+
+def test_resume_runs_only_the_cells_not_done(tmp_path, fake_cells):
+    request = request_for(tmp_path, reps=2, seed=3)
+    with pytest.raises(KeyboardInterrupt):
+        matrix.run(request, tmp_path / "cache")
+    assert len(results.RunDirectory.load(tmp_path / "run").runs) == 2, "two cells were recorded before the stop"
+    done_before = list(fake_cells[:2])
+    fake_cells.clear()
+    directory = matrix.run(request_for(tmp_path, reps=2, resume=True), tmp_path / "cache")
+    assert len(fake_cells) == 2 and not set(fake_cells) & set(done_before)
+    assert len(directory.runs) == 4
+    assert "finished" in directory.metadata()
+
+
+def test_auto_repetitions_add_blocks_until_the_stop_rule_says_so(tmp_path, fake_cells):
+    asked = []
+
+    def stop(directory):
+        asked.append(len(directory.runs))
+        return len(directory.runs) >= 4 * 2      # decided once 4 repetitions of 2 variants are in
+
+    request = request_for(tmp_path, reps=2, max_reps=6, seed=5)
+    directory = matrix.run(request, tmp_path / "cache", stop=stop)
+    assert asked == [4, 6, 8] and len(directory.runs) == 8
+    metadata = directory.metadata()
+    assert (metadata["reps"], metadata["min_reps"], metadata["max_reps"], metadata["reps_done"]) == ("auto", 2, 6, 4)
+    assert [tuple(cell) for cell in metadata["plan"]] == matrix.plan(request, 5, reps=4)
+    never = request_for(tmp_path / "again", reps=2, max_reps=3, seed=5)
+    assert len(matrix.run(never, tmp_path / "cache", stop=lambda directory: False).runs) == 6, "max_reps holds"

@@ -1,0 +1,186 @@
+import pytest
+
+from harness.errors import BadWorkload, UnknownWorkload
+from harness.measure import cell, metrics, workloads
+
+
+def test_workloads_are_discovered_from_the_folder():
+    found = workloads.discover()
+    assert {"swapcow", "redis"} <= set(found)
+    swapcow = found["swapcow"]
+    assert swapcow.driver == "phased-program" and swapcow.setting("program") == "swapcow"
+    assert swapcow.phases == ("idle", "fill", "swapout", "read", "write")
+    assert found["redis"].phases[-1] == "reswap"
+
+
+def test_parameters_have_defaults_and_refuse_unknown_names():
+    swapcow = workloads.load("swapcow")
+    assert swapcow.params() == {"size_mb": 64, "cycles": 1}
+    assert swapcow.params({"size_mb": "16"}) == {"size_mb": 16, "cycles": 1}
+    with pytest.raises(BadWorkload, match="no parameter 'sise_mb'"):
+        swapcow.params({"sise_mb": 16})
+    with pytest.raises(UnknownWorkload, match="pick one of"):
+        workloads.load("memcached")
+
+
+@pytest.mark.parametrize("overrides, why", [
+    ({"size_mb": "abc"}, "parameter size_mb must be a whole number, not 'abc'"),
+    ({"size_mb": "1.5"}, "parameter size_mb must be a whole number, not '1.5'"),
+    ({"size_mb": "0"}, "parameter size_mb must be at least 1, not 0"),
+    ({"size_mb": "-1"}, "parameter size_mb must be at least 1, not -1"),
+    ({"cycles": "0"}, "parameter cycles must be at least 1, not 0"),
+    ({"size_mb": True}, "parameter size_mb must be a whole number, not 'True'"),
+])
+def test_parameter_values_are_checked_before_any_boot(overrides, why):
+    with pytest.raises(BadWorkload, match=why):
+        workloads.load("swapcow").params(overrides)
+
+
+def test_choices_and_a_minimum_come_from_the_workload_file(tmp_path):
+    redis = workloads.load("redis")
+    with pytest.raises(BadWorkload, match="parameter mode must be one of squeeze, limit, madvise, not 'sqeeze'"):
+        redis.params({"mode": "sqeeze"})
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    (folder / "workload.toml").write_text(
+        'description = "d"\ndriver = "phased-program"\nphases = ["idle"]\nswapout_phase = "idle"\n'
+        'read_phase = "idle"\n[parameters]\ndelay = 0\nfast = false\n[minimum]\ndelay = 0\n')
+    toy = workloads.load("toy", tmp_path)
+    assert toy.params({"delay": "0", "fast": "yes"}) == {"delay": 0, "fast": True}
+    with pytest.raises(BadWorkload, match="parameter fast must be true or false, not 'maybe'"):
+        toy.params({"fast": "maybe"})
+
+
+def test_cycles_repeat_the_swap_phases():
+    driver = workloads.driver(workloads.load("swapcow"), {"size_mb": 4, "cycles": 2}, session=None)
+    assert driver.phase_plan() == ["idle", "fill", "swapout", "read", "write", "swapout", "read", "write"]
+
+
+def test_redis_limit_mode_has_its_own_phases():
+    redis = workloads.load("redis")
+    assert workloads.driver(redis, redis.params({"mode": "limit"}), None).phase_plan() == ["idle", "fill", "mixed"]
+
+
+def test_done_lines_are_parsed_and_checked():
+    assert workloads.parse_done("done write pages=4096 seconds=0.036676", "write") == {
+        "pages": "4096", "seconds": "0.036676"}
+    with pytest.raises(BadWorkload, match="unexpected answer 'error write madvise'"):
+        workloads.parse_done("error write madvise", "write")
+
+
+SWAPCOW = workloads.load("swapcow")
+GATES = workloads.driver(SWAPCOW, SWAPCOW.params(), None).gates()
+
+
+def phases(swapped_out=4096, swapped_in=4096, oom=0, pages=4096):
+    return {"idle": {"system.cow_copies": 25, "vmstat.oom_kill": 0},
+            "swapout": {"pages": pages, "process.swapped_out_pages": swapped_out, "vmstat.oom_kill": oom},
+            "read": {"pages": 4096, "process.swapped_in_pages": swapped_in},
+            "write": {"pages": 4096, "cow_copies": 4096}}
+
+
+def test_a_good_run_passes_the_gates():
+    assert cell.gate(GATES, phases()) == []
+
+
+@pytest.mark.parametrize("crafted, reason", [
+    (phases(swapped_out=3000), "swapout: process.swapped_out_pages is 3,000, below 0.9 x swapout.pages (4,096)"),
+    (phases(swapped_in=1), "read: process.swapped_in_pages is 1, below 0.9 x swapout.pages (4,096)"),
+    (phases(pages=0), "swapout.pages is 0: the phase had nothing to move"),
+    (phases(oom=1), "the OOM killer ran 1 times"),
+])
+def test_gates_name_the_reason(crafted, reason):
+    assert reason in cell.gate(GATES, crafted)
+
+
+def test_a_missing_figure_fails_its_gate_with_a_hint():
+    crafted = phases()
+    del crafted["swapout"]["process.swapped_out_pages"]
+    assert cell.gate(GATES, crafted) == ["swapout has no process.swapped_out_pages"]
+    gate = workloads.Gate.parse("swapout.vmstat.pswpout >= 0.9 * swapout.pages", "swapcow")
+    assert gate.problem(crafted) == "swapout has no vmstat.pswpout: a kernel without CONFIG_VM_EVENT_COUNTERS?"
+
+
+def test_redis_gates_the_read_share_and_the_reswap():
+    redis = workloads.load("redis")
+    gates = workloads.driver(redis, redis.params(), None).gates()
+    good = {"swapout": {"pages": 5131, "process.swapped_out_pages": 5509},
+            "read": {"process.swapped_in_pages": 4879}, "write": {"pages": 5000},
+            "reswap": {"process.swapped_out_pages": 4919}}
+    assert cell.gate(gates, good) == []
+    good["reswap"]["process.swapped_out_pages"] = 1000
+    assert cell.gate(gates, good) == ["reswap: process.swapped_out_pages is 1,000, below 0.25 x write.pages (5,000)"]
+    good["read"]["process.swapped_in_pages"] = 1
+    assert cell.gate(gates, good)[0] == ("read: process.swapped_in_pages is 1, below 0.5 x "
+                                           "swapout.process.swapped_out_pages (5,509)")
+    limit = workloads.driver(redis, redis.params({"mode": "limit"}), None).gates()
+    assert [g.phase for g in limit] == ["mixed"]
+    assert cell.gate(limit, {"mixed": {"pages": 5000, "vmstat.pswpin": 20}}) == [
+        "mixed: vmstat.pswpin is 20, below 0.1 x mixed.pages (5,000)"]
+
+
+def test_a_malformed_gate_is_refused_when_the_workload_loads(tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "workload.toml").write_text(
+        'description = "x"\ndriver = "phased-program"\nphases = ["idle"]\nswapout_phase = "idle"\n'
+        'read_phase = "idle"\ngates = ["swapout pages > 3"]\n')
+    with pytest.raises(BadWorkload, match="gate 'swapout pages > 3' is not 'PHASE.METRIC >= SHARE"):
+        workloads.discover(tmp_path)
+
+
+def test_cycles_add_up_and_levels_do_not():
+    totals = {}
+    for _ in range(2):
+        cell.accumulate(totals, {"cow_copies": 10, "memcg.swap_current_kb": 500},
+                           workloads.PhaseOutcome(100, 1.5, (("ops_per_s", 200.0),)))
+    assert totals == {"cow_copies": 20, "memcg.swap_current_kb": 500, "pages": 200, "duration_s": 3.0,
+                      "ops_per_s": 200.0}
+
+
+def test_rates_divide_by_the_pages_of_the_same_boot():
+    measured = {"read": {"pages": 5000, "process.swapped_in_pages": 4879, "cow_copies": 88},
+                "write": {"pages": 5000, "cow_copies": 4751, "process.swapped_in_pages": 0},
+                "reswap": {"pages": 9479, "cow_copies": 19}}
+    metrics.derive(measured, "read")
+    assert measured["write"]["cow_copies_per_swapin"] == 4751 / 4879
+    assert measured["write"]["cow_copies_per_page"] == 4751 / 5000
+    assert measured["read"]["swapins_per_page"] == 4879 / 5000
+    assert "cow_copies_per_swapin" not in measured["read"], "copies before the swap-in have no such rate"
+    assert measured["reswap"]["cow_copies_per_swapin"] == 19 / 4879
+
+
+def test_phase_figures_are_kept_for_raw():
+    outcome = workloads.PhaseOutcome(4096, 0.25, (("ops_per_s", 200.0),), said="done write pages=4096 seconds=0.25")
+    assert outcome.raw() == ("== workload\npages 4096\nduration_s 0.25\nops_per_s 200.0\n"
+                             "== workload said\ndone write pages=4096 seconds=0.25")
+
+
+class FakeSession:
+    """Answers redisdrive with a line recorded from a real redisdrive run."""
+
+    def __init__(self, answer):
+        self.answer, self.commands = answer, []
+
+    def run(self, command, **_):
+        self.commands.append(command)
+        return type("Result", (), {"stdout": self.answer + "\n"})()
+
+
+def test_redis_client_output_becomes_ops_and_latency():
+    redis = workloads.load("redis")
+    session = FakeSession("done read ops=2000 seconds=0.002107 p50_ms=0.064 p99_ms=0.145 errors=0")
+    driver = workloads.driver(redis, redis.params({"keys": 2000}), session)
+    outcome = driver.run_phase("read")
+    assert session.commands == [["redisdrive", "read", "2000", "2048", "64"]]
+    client = dict(outcome.client)
+    assert round(client["ops_per_s"]) == round(2000 / 0.002107)
+    assert (client["latency_p50_ms"], client["latency_p99_ms"]) == (0.064, 0.145)
+    assert outcome.pages == 1000 and outcome.duration_s == 0.002107
+
+
+def test_redis_lost_keys_make_the_run_invalid():
+    redis = workloads.load("redis")
+    session = FakeSession("done check ops=2001 seconds=0.03 p50_ms=0 p99_ms=0 errors=0 keys=1990 short=0")
+    assert workloads.driver(redis, redis.params({"keys": 2000}), session).problems() == [
+        "redis lost 10 keys and 0 values are short"]
