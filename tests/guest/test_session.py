@@ -1,7 +1,9 @@
 import paramiko
 import pytest
 
+from harness.errors import BootFailed, GuestCommandFailed, GuestConnectionLost, GuestTimedOut
 from harness.guest import session as guest
+from tests.fakes.sshd import LocalSshd
 
 
 def test_keys_are_fresh_ed25519_pairs(tmp_path):
@@ -26,3 +28,78 @@ def test_only_this_boots_host_key_is_accepted(tmp_path):
         policy.missing_host_key(None, "127.0.0.1", stranger)
     same = guest._ExpectedHostKey(f"{stranger.get_name()} {stranger.get_base64()}")
     same.missing_host_key(None, "127.0.0.1", stranger)
+
+
+# --- GuestSession over real SSH to an in-process server that runs commands here ----------------
+
+@pytest.fixture
+def sshd(tmp_path):
+    with LocalSshd(tmp_path / "sshd") as server:
+        yield server
+
+
+@pytest.fixture
+def session(sshd):
+    connected = guest.GuestSession(sshd.port, sshd.keys)
+    connected.connect(timeout=10)
+    yield connected
+    connected.close()
+
+
+def test_commands_give_status_output_and_stdin(session, tmp_path):
+    result = session.run(["sh", "-c", "echo out; echo err >&2; exit 3"], check=False)
+    assert (result.status, result.stdout, result.stderr) == (3, "out\n", "err\n")
+    with pytest.raises(GuestCommandFailed, match="exited with status 3; stderr: err"):
+        session.run("echo err >&2; exit 3")
+    assert session.run("tr a-z A-Z", stdin=b"shout\n").stdout == "SHOUT\n"
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(bytes(range(256)) * 1000)
+    session.upload(payload, str(tmp_path / "uploaded.bin"))
+    session.download(str(tmp_path / "uploaded.bin"), tmp_path / "back.bin")
+    assert (tmp_path / "back.bin").read_bytes() == payload.read_bytes()
+    with pytest.raises(GuestCommandFailed, match="exited with status 1"):
+        session.download(str(tmp_path / "missing"), tmp_path / "never")
+
+
+def test_a_slow_command_times_out(session):
+    with pytest.raises(GuestTimedOut, match="did not finish within 0.5 s"):
+        session.run(["sleep", "5"], timeout=0.5)
+    assert session.run("echo still here").stdout == "still here\n", "the session survives a timeout"
+
+
+def test_a_started_program_is_spoken_to_line_by_line(session):
+    process = session.start("while read line; do echo got $line; [ $line = quit ] && exit 4; done")
+    process.send("one")
+    assert process.read_line(timeout=10) == "got one"
+    with pytest.raises(GuestTimedOut):
+        process.read_line(timeout=0.3)
+    process.send("quit")
+    assert process.read_line(timeout=10) == "got quit"
+    assert process.wait(timeout=10) == 4
+    with pytest.raises(GuestCommandFailed, match="exited with status 4"):
+        process.read_line(timeout=5)
+    process.close()
+    slow = session.start(["sleep", "5"])
+    assert slow.wait(timeout=0.2) is None
+    slow.close()
+
+
+def test_a_lost_connection_is_its_own_error(sshd, session):
+    process = session.start(["sleep", "30"])
+    sshd.stop()
+    with pytest.raises(GuestCommandFailed):
+        process.read_line(timeout=10)
+    with pytest.raises(GuestConnectionLost):
+        session.run("true")
+    with pytest.raises(GuestConnectionLost, match="the connection is closed"):
+        session.start("true")
+
+
+def test_connect_refuses_another_host_key_and_gives_up_in_time(sshd, tmp_path):
+    impostor = guest.Keys(sshd.keys.client_private, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherKeyOtherKeyOther")
+    with pytest.raises(BootFailed, match="offered a host key that is not this boot's"):
+        guest.GuestSession(sshd.port, impostor).connect(timeout=5)
+    port = sshd.port
+    sshd.stop()
+    with pytest.raises(BootFailed, match=f"did not accept SSH on 127.0.0.1:{port} within 1 s"):
+        guest.GuestSession(port, sshd.keys).connect(timeout=1)

@@ -1,0 +1,125 @@
+"""A cell through the real cell, workload, collector and metric code, the guest replayed from a
+recorded real run (tests/fakes/guest.py): the same figures as the reference run, and every
+failure path recorded with its cause."""
+
+import pytest
+
+from harness import experiment, results
+from harness.errors import DiskFull
+from harness.guest import vm
+from harness.measure import cell, matrix, workloads
+from tests.analysis.test_verdict_errors import REFERENCE
+from tests.fakes.guest import FakeBooted, FakeBuild, FakeSession, booting, raw_phases, recordings
+
+TIMED_HERE = {("idle", "duration_s"), ("swapout", "duration_s"), ("reswap", "duration_s")}   # host clock, not replayed
+
+
+@pytest.fixture(autouse=True)
+def no_idle_wait(monkeypatch):
+    monkeypatch.setattr(workloads, "IDLE_S", 0.0)
+
+
+def request_for(tmp_path, name):
+    spec = experiment.load(None)
+    workload = workloads.load(name)
+    return matrix.RunRequest(spec, ((workload, workload.params()),), spec.variants, 1, tmp_path / "run")
+
+
+def run(tmp_path, monkeypatch, name, variant="base", die_in="", causes=()):
+    session = FakeSession(recordings(name, variant), die_in=die_in)
+    monkeypatch.setattr(cell.boot, "booted", booting(FakeBooted(session, list(causes))))
+    request = request_for(tmp_path, name)
+    directory = results.RunDirectory.create(tmp_path / "run", {"probes": list(request.experiment.probes)})
+    workload, params = request.workloads[0]
+    record, samples = cell.run_cell(request, cell.Cell(workload, params, 1, "counted"), FakeBuild(variant), None,
+                                    directory, tmp_path / "cache")
+    return record, samples, session, directory
+
+
+def reference(workload, variant):
+    samples, _, _ = results.read(REFERENCE)
+    chosen = samples[(samples["workload"] == workload) & (samples["variant"] == variant) & (samples["rep"] == 1)
+                     & (samples["mode"] == "counted")]
+    return {(phase, metric): value for phase, metric, value in chosen[["phase", "metric", "value"]].itertuples(
+        index=False)}
+
+
+@pytest.mark.parametrize("workload, variant", [("swapcow", "base"), ("swapcow", "patched"), ("redis", "base")])
+def test_a_replayed_cell_gives_the_reference_runs_figures(tmp_path, monkeypatch, workload, variant):
+    record, samples, session, directory = run(tmp_path, monkeypatch, workload, variant)
+    assert record.valid and record.reason == "" and record.kernel_release == "5.10.223", record
+    assert (record.accelerator, record.boot_ready_s) == ("tcg", 1.5)
+    replayed = {(s.phase, s.metric): s.value for s in samples}
+    expected = reference(workload, variant)
+    assert set(replayed) == set(expected)
+    differ = {key: (replayed[key], expected[key]) for key in expected
+              if key not in TIMED_HERE and replayed[key] != pytest.approx(expected[key], rel=1e-12)}
+    assert differ == {}
+    assert raw_phases(directory.path / "raw") == [phase for phase, _ in recordings(workload, variant)]
+    assert any(command.startswith("harness-collect setup") for command in session.commands)
+
+
+def test_copies_per_swapin_tell_base_from_patched(tmp_path, monkeypatch):
+    rates = {}
+    for variant in ("base", "patched"):
+        _, samples, _, _ = run(tmp_path / variant, monkeypatch, "swapcow", variant)
+        rates[variant] = next(s.value for s in samples if (s.phase, s.metric) == ("write", "cow_copies_per_swapin"))
+    assert rates["base"] > 0.95 and rates["patched"] < 0.05
+
+
+def test_qemu_gone_in_a_phase_fails_the_cell_with_the_cause_not_the_cleanup(tmp_path, monkeypatch):
+    record, samples, session, _ = run(tmp_path, monkeypatch, "swapcow", die_in="write",
+                                      causes=["QEMU exited (status -9)"])
+    assert not record.valid and samples == []
+    assert record.reason.startswith("failed: QEMU exited (status -9); then: Guest command swapcow 64 exited with "
+                                    "status -1"), record.reason
+    assert "Socket is closed" not in record.reason, "stopping the program on a dead guest is no new error"
+    assert record.duration_s is not None
+
+
+def test_redis_losing_its_guest_names_the_phase_command_not_the_shutdown(tmp_path, monkeypatch):
+    record, _, session, _ = run(tmp_path, monkeypatch, "redis", die_in="read",
+                                causes=["the guest's OOM killer killed redis-server"])
+    assert record.reason.startswith("failed: the guest's OOM killer killed redis-server; then: The SSH connection "
+                                    "to the guest was lost during redisdrive read"), record.reason
+    assert "shutdown nosave" not in record.reason
+
+
+def test_the_console_names_the_oom_killer(tmp_path):
+    console = tmp_path / "console.log"
+    console.write_text("[   12.3] Out of memory: Killed process 4242 (swapcow) total-vm:409600kB\n"
+                       "[   12.4] Memory cgroup out of memory: Killed process 99 (redis-server)\n")
+    spec = vm.VmSpec(tmp_path / "k", tmp_path / "i", tmp_path / "s", console, 10022)
+    assert vm.Qemu(spec, tmp_path / "qemu.log").causes() == [
+        "the guest's OOM killer killed swapcow, redis-server"]
+
+
+def test_a_fault_of_the_harness_is_recorded_and_the_matrix_can_go_on(tmp_path, monkeypatch):
+    def broken(self, phase):
+        raise TypeError("a bug")
+    monkeypatch.setattr(workloads.PhasedProgram, "run_phase", broken)
+    record, samples, _, _ = run(tmp_path, monkeypatch, "swapcow")
+    assert record.reason == "failed: harness fault TypeError: a bug" and samples == []
+
+
+def test_a_full_disk_is_not_a_failed_cell_but_stops_the_run(tmp_path, monkeypatch):
+    def full(self, name, text):
+        raise DiskFull(path=self.path / "raw" / name, mount="/", free="0 MiB")
+    monkeypatch.setattr(results.RunDirectory, "raw", full)
+    with pytest.raises(DiskFull):
+        run(tmp_path, monkeypatch, "swapcow")
+
+
+def test_a_gate_that_fails_makes_the_cell_invalid_with_its_reason(tmp_path, monkeypatch):
+    phases = recordings("swapcow")
+    read = dict(phases)["read"]
+    read.after = read.before          # the read phase brought nothing back
+    session = FakeSession(phases)
+    monkeypatch.setattr(cell.boot, "booted", booting(FakeBooted(session)))
+    request = request_for(tmp_path, "swapcow")
+    directory = results.RunDirectory.create(tmp_path / "run", {})
+    workload, params = request.workloads[0]
+    record, samples = cell.run_cell(request, cell.Cell(workload, params, 1, "counted"), FakeBuild("base"), None,
+                                    directory, tmp_path / "cache")
+    assert not record.valid and "read: process.swapped_in_pages is 0, below 0.9 x swapout.pages" in record.reason
+    assert samples, "an invalid run keeps its figures"
