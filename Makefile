@@ -26,7 +26,7 @@ lint: $(VENV)/.installed
 
 # The fast tests (no kernel build, no download), with line coverage per module and the wall time.
 unit: $(VENV)/.installed
-	$(BIN)/pytest -v -rP -m "not real and not simulation and not faults" --cov=harness --cov-report=term --durations=5
+	$(BIN)/pytest -q -m "not real and not simulation and not faults" --cov=harness --cov-report=term --durations=5
 
 bench: setup
 	$(BIN)/harness bench --control --reps auto

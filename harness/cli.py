@@ -19,8 +19,6 @@ from harness import cache, doctor, experiment, results
 from harness.analysis import analyse as analysis
 from harness.analysis import compare, plots
 from harness.errors import (
-    BadExperiment,
-    BadWorkload,
     CacheUnusable,
     HarnessError,
     MissingPackages,
@@ -29,16 +27,14 @@ from harness.errors import (
     OutputNotEmpty,
     ResumeTakesNoChoices,
 )
-from harness.experiment import Variant
 from harness.files import FULL, disk_full, write_atomic
-from harness.guest import boot, vm
+from harness.guest import boot
 from harness.guest import image as guest_image
 from harness.kernel import build, patches, source
-from harness.measure import matrix, workloads
+from harness.measure import matrix
 
 log = logging.getLogger("harness")
 
-CONTROL = "control"      # the name of the variant --control adds
 DEFAULT_REPS = 6         # bench's fixed repetitions: the smallest n at which an exact test can decide several rows
 AUTO_FIRST_LOOK = 6      # --reps auto: the first look
 
@@ -295,11 +291,8 @@ def boot_command(obj, experiment_name, variant, accel, dry_run, timeout, command
     [built] = build.build_all(spec, spec.select([variant]), obj["cache_dir"])
     image = guest_image.build(obj["cache_dir"])
     if dry_run:
-        boot_dir = obj["cache_dir"] / "boots" / "boot-XXXXXX"
-        planned = boot.plan(built, spec.guest, boot_dir, obj["cache_dir"] / "logs" / "console.log", accel, 10022)
-        click.echo(" ".join(shlex.quote(part) for part in vm.qemu_argv(planned)))
-        if accel == "auto" and planned.accel == "kvm":
-            click.echo(f"# auto: rerun with -accel tcg -cpu max if the guest prints nothing in {vm.KVM_PROGRESS_S:g} s")
+        for line in boot.dry_run(built, spec.guest, accel, obj["cache_dir"]):
+            click.echo(line)
         return
     if not command and not sys.stdin.isatty():
         raise NoCommand()
@@ -312,19 +305,6 @@ def boot_command(obj, experiment_name, variant, accel, dry_run, timeout, command
         sys.stdout.write(result.stdout)
         sys.stderr.write(result.stderr)
     sys.exit(result.status)
-
-
-def _workload_parameters(names, settings) -> tuple:
-    """(Workload, parameters) for each name; NAME=VALUE settings go to the workloads that have NAME."""
-    chosen = [workloads.load(name) for name in names]
-    overrides = dict(setting.split("=", 1) for setting in settings if "=" in setting)
-    bad = [setting for setting in settings if "=" not in setting]
-    if bad:
-        raise BadWorkload(name=", ".join(names), why=f"--param takes NAME=VALUE, not '{bad[0]}'")
-    for name in overrides:
-        if not any(name in dict(workload.parameters) for workload in chosen):
-            raise BadWorkload(name=", ".join(names), why=f"no parameter '{name}'")
-    return tuple((w, w.params({k: v for k, v in overrides.items() if k in dict(w.parameters)})) for w in chosen)
 
 
 def _run_options(function):
@@ -367,30 +347,20 @@ class _Choices:
 def _request(choices: _Choices) -> matrix.RunRequest:
     spec = experiment.load(choices.experiment_name)
     if choices.resume:
-        return _resumed(spec, choices)
-    names = choices.workload_names or spec.workloads or tuple(workloads.discover())
+        _refuse_new_choices(choices)
+        return matrix.resumed_request(spec, choices.resume, choices.accel)
     out_dir = choices.output or results.default_directory(spec.name)
     if not results.RunDirectory.is_fresh(out_dir):
         raise OutputNotEmpty(path=out_dir)
-    chosen = _workload_parameters(names, choices.settings)
-    variants = spec.select(choices.variants)
-    control = None
-    if choices.control:
-        if any(v.name == CONTROL for v in spec.variants):
-            raise BadExperiment(path=spec.path, why=f"a variant is called '{CONTROL}', the name --control uses")
-        baseline = spec.variants[0]
-        variants = [baseline] + [v for v in variants if v.name != baseline.name] + [Variant(CONTROL, baseline.patches)]
-        control = CONTROL
-    primary = _measured_primary(spec, chosen)
-    request = matrix.RunRequest(spec, chosen, tuple(variants), choices.reps, out_dir, choices.accel, choices.modes,
-                                shlex.join(["harness", *sys.argv[1:]]), choices.seed, False, choices.max_reps,
-                                control, primary, spec.margin_pct)
+    request = matrix.new_request(spec, choices.workload_names, choices.settings, choices.variants, choices.reps,
+                                 out_dir, choices.accel, choices.modes, shlex.join(["harness", *sys.argv[1:]]),
+                                 choices.seed, choices.max_reps, choices.control)
     _warn_unreachable(request)
     return request
 
 
-def _resumed(spec, choices: _Choices) -> matrix.RunRequest:
-    """The request an interrupted run was made with, from its metadata."""
+def _refuse_new_choices(choices: _Choices) -> None:
+    """--resume finishes a run as it was planned: options that would change it are refused."""
     given = [option for option, value in (("--workload", choices.workload_names), ("--variant", choices.variants),
                                           ("-p", choices.settings), ("-o", choices.output),
                                           ("--control", choices.control), ("--seed", choices.seed is not None))
@@ -401,49 +371,16 @@ def _resumed(spec, choices: _Choices) -> matrix.RunRequest:
         given.append("--reps/--max-reps/--timing/--no-probes")
     if given:
         raise ResumeTakesNoChoices(path=choices.resume, options=", ".join(given))
-    recorded = results.read_metadata(choices.resume)
-    params = recorded.get("workloads", {})
-    chosen = tuple((workloads.load(name), workloads.load(name).params(values)) for name, values in params.items())
-    by_name = {v.name: v for v in spec.variants}
-    control = recorded.get("control")
-    variants = tuple(Variant(control, by_name[recorded["baseline"]].patches) if v["name"] == control
-                     else spec.select([v["name"]])[0] for v in recorded.get("variants", []))
-    auto = recorded.get("reps") == "auto"
-    return matrix.RunRequest(spec, chosen, variants, int(recorded["min_reps"] if auto else recorded["reps"]),
-                             choices.resume, choices.accel, tuple(recorded.get("modes", ("counted",))),
-                             recorded.get("command", ""), recorded.get("seed"), True,
-                             int(recorded["max_reps"]) if auto else None, control,
-                             tuple(recorded.get("primary", ())), float(recorded.get("margin_pct", 5.0)))
-
-
-def _measured_primary(spec, chosen) -> tuple[str, ...]:
-    """The experiment's primary rows that this run measures (its workloads, in their phases)."""
-    phases = {workload.name: workloads.driver(workload, params, None).phase_plan() for workload, params in chosen}
-    kept = []
-    for row in spec.primary:
-        workload, phase, _ = row.split("/")
-        if workload in phases and phase in phases[workload]:
-            kept.append(row)
-        elif workload in phases:
-            log.warning("primary row %s is not measured: %s runs %s with these parameters", row, workload,
-                        ", ".join(phases[workload]))
-    return tuple(kept)
 
 
 def _warn_unreachable(request: matrix.RunRequest) -> None:
     """Say before any boot when the repetitions cannot decide a primary row at all."""
     rows = len(request.primary) * (len(request.variants) - 1)
-    if not rows:
-        return
-    design = compare.Design.sequential(request.reps, request.max_reps) if request.max_reps else compare.Design()
-    looks = design.looks or (request.reps,)
-    shares = design.shares or (1.0,)
-    for look, share in zip(looks, shares):
-        if 2 / math.comb(2 * look, look) <= compare.ALPHA * share / rows:
-            return
-    log.warning("with %s repetitions and %d primary rows no primary row can be decided (the smallest exact "
-                "p-value is %.2g): use more --reps or --reps auto", looks[-1], rows, 2 / math.comb(2 * looks[-1],
-                                                                                                  looks[-1]))
+    smallest = compare.smallest_deciding_reps(rows, request.reps, request.max_reps)
+    if rows and smallest is None:
+        last = request.max_reps or request.reps
+        log.warning("with %s repetitions and %d primary rows no primary row can be decided (the smallest exact "
+                    "p-value is %.2g): use more --reps or --reps auto", last, rows, 2 / math.comb(2 * last, last))
 
 
 @main.command(name="run")

@@ -118,3 +118,14 @@ def test_bench_warns_when_its_repetitions_cannot_decide(tmp_path, caplog):
     caplog.clear()
     cli._request(cli._Choices(None, ("swapcow",), (), 6, tmp_path / "out2", None, (), "auto", 1, matrix.MODES))
     assert "cannot be decided" not in caplog.text and "no primary row" not in caplog.text
+
+
+def test_python_dash_m_harness_is_the_cli(monkeypatch, capsys):
+    import runpy
+    import sys
+
+    import pytest
+    monkeypatch.setattr(sys, "argv", ["harness", "--help"])
+    with pytest.raises(SystemExit) as caught:
+        runpy.run_module("harness", run_name="__main__")
+    assert caught.value.code == 0 and "Build a kernel with and without an mm patch" in capsys.readouterr().out

@@ -41,6 +41,16 @@ HEADLINE_METRICS = ("cow_copies_per_swapin", "cow_copies", "duration_s", "ops_pe
                     "vmstat.pswpout")
 
 
+def smallest_deciding_reps(rows: int, reps: int, max_reps: int | None = None) -> int | None:
+    """The first look (repetitions a side) at which an exact test can decide one of `rows` primary rows
+    (its smallest p-value, 2 / C(2n, n), within the look's share of ALPHA / rows); None if no look can."""
+    design = Design.sequential(reps, max_reps) if max_reps else Design()
+    for look, share in zip(design.looks or (reps,), design.shares or (1.0,)):
+        if rows and 2 / math.comb(2 * look, look) <= ALPHA * share / rows:
+            return look
+    return None
+
+
 @dataclass(frozen=True)
 class Design:
     """When the primary hypotheses are tested: after looks[k] repetitions, at shares[k] x ALPHA.

@@ -8,6 +8,7 @@ console log stays in log_dir.
 
 import logging
 import os
+import shlex
 import shutil
 import tempfile
 import time
@@ -54,6 +55,16 @@ def plan(build: Build, config: GuestConfig, boot_dir: Path, console_log: Path, a
     return vm.VmSpec(kernel=build.bzimage, initrd=boot_dir / "initrd.cpio", swap_disk=boot_dir / "swap.img",
                      console_log=console_log, ssh_port=port, memory_mb=config.memory_mb, cpus=config.cpus,
                      accel=first, append=append)
+
+
+def dry_run(build: Build, config: GuestConfig, accel: str, cache_dir: Path) -> list[str]:
+    """The QEMU command line a boot would use (with placeholder boot folder and port), and what auto would do."""
+    planned = plan(build, config, cache_dir / "boots" / "boot-XXXXXX", cache_dir / "logs" / "console.log", accel,
+                   10022)
+    lines = [" ".join(shlex.quote(part) for part in vm.qemu_argv(planned))]
+    if accel == "auto" and planned.accel == "kvm":
+        lines.append(f"# auto: rerun with -accel tcg -cpu max if the guest prints nothing in {vm.KVM_PROGRESS_S:g} s")
+    return lines
 
 
 @contextmanager

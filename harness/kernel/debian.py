@@ -17,6 +17,7 @@ APT_SOURCES = Path("/etc/apt/sources.list")
 APT_SOURCE_PARTS = Path("/etc/apt/sources.list.d")
 ARCHIVE_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 SUITE = "bullseye"
+APT_RETRIES = 3
 
 
 def mirror_uri(sources: Path = APT_SOURCES, parts: Path = APT_SOURCE_PARTS) -> str:
@@ -98,6 +99,7 @@ def _apt_options(state: Path) -> list[str]:
         "Dir::Cache": state / "cache",
         "Debug::NoLocking": "1",
         "Acquire::Languages": "none",
+        "Acquire::Retries": str(APT_RETRIES),
     }
     if os.geteuid() == 0:
         settings["APT::Sandbox::User"] = "root"  # the private folders are not the _apt user's

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import results
-from harness.errors import NotAResultDirectory
-from harness.experiment import Experiment
+from harness.errors import BadExperiment, NotAResultDirectory
+from harness.experiment import Experiment, Variant
 from harness.guest import image, vm
 from harness.kernel import build, source
+from harness.measure import workloads
 from harness.measure.cell import Cell, run_cell
 from harness.progress import Progress, Stopwatch
 
@@ -43,6 +44,57 @@ class RunRequest:
     control: str | None = None   # the variant that boots the baseline's kernel again
     primary: tuple[str, ...] = ()
     margin_pct: float = 5.0
+
+
+CONTROL = "control"      # the name of the variant --control adds
+
+
+def new_request(spec: Experiment, workload_names, settings, variant_names, reps: int, out_dir: Path, accel: str,
+                modes, command_line: str, seed: int | None, max_reps: int | None, control: bool) -> RunRequest:
+    """The request for a new run: the workloads (the experiment's, or all) with their parameters, the
+    variants asked for (the baseline first, and the baseline again as `control` when asked)."""
+    names = workload_names or spec.workloads or tuple(workloads.discover())
+    chosen = workloads.choose(names, settings)
+    variants = spec.select(variant_names)
+    control_name = None
+    if control:
+        if any(v.name == CONTROL for v in spec.variants):
+            raise BadExperiment(path=spec.path, why=f"a variant is called '{CONTROL}', the name --control uses")
+        baseline = spec.variants[0]
+        variants = [baseline] + [v for v in variants if v.name != baseline.name] + [Variant(CONTROL, baseline.patches)]
+        control_name = CONTROL
+    return RunRequest(spec, chosen, tuple(variants), reps, out_dir, accel, tuple(modes), command_line, seed, False,
+                      max_reps, control_name, measured_primary(spec, chosen), spec.margin_pct)
+
+
+def resumed_request(spec: Experiment, path: Path, accel: str) -> RunRequest:
+    """The request an interrupted run in path was made with, from its metadata."""
+    recorded = results.read_metadata(path)
+    chosen = tuple((workloads.load(name), workloads.load(name).params(values))
+                   for name, values in recorded.get("workloads", {}).items())
+    by_name = {v.name: v for v in spec.variants}
+    control = recorded.get("control")
+    variants = tuple(Variant(control, by_name[recorded["baseline"]].patches) if v["name"] == control
+                     else spec.select([v["name"]])[0] for v in recorded.get("variants", []))
+    auto = recorded.get("reps") == "auto"
+    return RunRequest(spec, chosen, variants, int(recorded["min_reps"] if auto else recorded["reps"]), path, accel,
+                      tuple(recorded.get("modes", ("counted",))), recorded.get("command", ""), recorded.get("seed"),
+                      True, int(recorded["max_reps"]) if auto else None, control,
+                      tuple(recorded.get("primary", ())), float(recorded.get("margin_pct", 5.0)))
+
+
+def measured_primary(spec: Experiment, chosen) -> tuple[str, ...]:
+    """The experiment's primary rows that this run measures (its workloads, in their phases)."""
+    phases = {workload.name: workloads.driver(workload, params, None).phase_plan() for workload, params in chosen}
+    kept = []
+    for row in spec.primary:
+        workload, phase, _ = row.split("/")
+        if workload in phases and phase in phases[workload]:
+            kept.append(row)
+        elif workload in phases:
+            log.warning("primary row %s is not measured: %s runs %s with these parameters", row, workload,
+                        ", ".join(phases[workload]))
+    return tuple(kept)
 
 
 def plan(request: RunRequest, seed: int, reps: int | None = None) -> list[tuple[str, str, int, str]]:

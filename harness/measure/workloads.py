@@ -119,6 +119,19 @@ def _converted(value, default, workload: str, name: str):
         raise BadWorkload(name=workload, why=f"parameter {name} must be {wanted}, not {text!r}") from None
 
 
+def choose(names, settings) -> tuple:
+    """(Workload, parameters) for each name; NAME=VALUE settings (from -p) go to the workloads that have NAME."""
+    chosen = [load(name) for name in names]
+    bad = [setting for setting in settings if "=" not in setting]
+    if bad:
+        raise BadWorkload(name=", ".join(names), why=f"--param takes NAME=VALUE, not '{bad[0]}'")
+    overrides = dict(setting.split("=", 1) for setting in settings)
+    for name in overrides:
+        if not any(name in dict(workload.parameters) for workload in chosen):
+            raise BadWorkload(name=", ".join(names), why=f"no parameter '{name}'")
+    return tuple((w, w.params({k: v for k, v in overrides.items() if k in dict(w.parameters)})) for w in chosen)
+
+
 def discover(folder: Path = project.WORKLOADS) -> dict[str, Workload]:
     return {path.parent.name: _load(path) for path in sorted(folder.glob("*/workload.toml"))}
 

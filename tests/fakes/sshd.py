@@ -110,11 +110,18 @@ class LocalSshd:
                 return
             transport = paramiko.Transport(connection)
             transport.add_server_key(self.host_key)
-            transport.start_server(server=_Server(self.client_key))
             self.transports.append(transport)
+            try:
+                transport.start_server(server=_Server(self.client_key))
+            except (paramiko.SSHException, OSError, EOFError):     # a client that hung up (a refused host key)
+                transport.close()
 
     def stop(self) -> None:
         self.running = False
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)    # wakes the accepting thread; close alone would not
+        except OSError:
+            pass
         self.listener.close()
         for transport in self.transports:
             transport.close()

@@ -1,4 +1,5 @@
 import hashlib
+import os
 import subprocess
 import tarfile
 
@@ -129,6 +130,7 @@ def test_mirror_uri_from_deb822_and_one_line_sources(tmp_path):
 def test_unreachable_mirror_is_a_one_line_download_error(tmp_path, monkeypatch):
     # A closed loopback port: apt-get fails at once, no traffic leaves the machine.
     monkeypatch.setattr(debian, "mirror_uri", lambda: "http://127.0.0.1:9/debian")
+    monkeypatch.setattr(debian, "APT_RETRIES", 0)
     spec = source.parse_spec("debian:linux-source-5.10=5.10.223-1")
     expected = "Download of the bullseye package index from http://127.0.0.1:9/debian failed"
     with pytest.raises(DownloadFailed, match=expected) as caught:
@@ -136,3 +138,34 @@ def test_unreachable_mirror_is_a_one_line_download_error(tmp_path, monkeypatch):
     assert "\n" not in str(caught.value)
     assert not list((tmp_path / "cache").glob("downloads/*.deb"))
     assert not (tmp_path / "cache" / "sources").exists() or not list((tmp_path / "cache" / "sources").iterdir())
+
+
+FAKE_APT = """#!/bin/sh
+# a fake apt-get: 'update' writes an index into Dir::State::Lists, 'download' a .deb into the working folder
+for word in "$@"; do case "$word" in -oDir::State::Lists=*) lists=${word#*=} ;; esac; done
+for word in "$@"; do last=$word; done
+case " $* " in
+*" update "*) echo "Packages" > "$lists/mirror_dists_bullseye_main_binary-amd64_Packages"; echo "$*" >> "$APT_LOG" ;;
+*" download "*) printf 'deb' > "${last%%=*}_${last#*=}_all.deb"; echo download >> "$APT_LOG" ;;
+esac
+"""
+
+
+def test_a_debian_package_is_downloaded_once_with_a_private_apt_state(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "apt-get").write_text(FAKE_APT)
+    (bin_dir / "apt-get").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("APT_LOG", str(tmp_path / "apt.log"))
+    monkeypatch.setattr(debian, "mirror_uri", lambda: "http://mirror.example/debian")
+    downloads = tmp_path / "cache" / "downloads"
+    deb = debian.download("hello=2.10-2", downloads)
+    assert deb == downloads / "hello_2.10-2_all.deb" and deb.read_text() == "deb"
+    state = downloads / ".apt-bullseye"
+    assert (state / "sources.list").read_text().startswith(f"deb [signed-by={debian.ARCHIVE_KEYRING}] "
+                                                          "http://mirror.example/debian bullseye main")
+    assert not (state / "cache").exists() and not list(state.glob("*.deb"))
+    assert debian.download("hello=2.10-2", downloads) == deb, "the second call finds the download"
+    log = (tmp_path / "apt.log").read_text().splitlines()
+    assert log[-1] == "download" and len(log) == 2 and "-oAcquire::Retries=3" in log[0]

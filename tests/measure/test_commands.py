@@ -1,0 +1,95 @@
+"""`harness run`, `bench`, `compare` and `plot` end to end through the CLI, every cell a guest
+replayed from a recorded real cell (tests/fakes/guest.py): no build, no boot, real everything else."""
+
+import csv
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from harness.cli import main
+from harness.measure import cell, matrix, workloads
+from tests.fakes.guest import FakeBooted, FakeBuild, FakeSession, recordings
+
+
+@pytest.fixture
+def replayed(monkeypatch):
+    """Every boot replays its variant's recorded cell (the control replays the baseline's)."""
+    booted_variants = []
+
+    def booted(built, *args, **kwargs):
+        booted_variants.append(built.variant)
+        variant = "base" if built.variant == "control" else built.variant
+        session = FakeSession(recordings("swapcow", variant))
+
+        class Context:
+            def __enter__(self):
+                return FakeBooted(session)
+
+            def __exit__(self, *exc):
+                return False
+        return Context()
+
+    monkeypatch.setattr(workloads, "IDLE_S", 0.0)
+    monkeypatch.setattr(cell.boot, "booted", booted)
+    monkeypatch.setattr(matrix.source, "fetch", lambda *a: None)
+    monkeypatch.setattr(matrix.build, "build_all", lambda exp, variants, cache: [FakeBuild(v.name) for v in variants])
+    monkeypatch.setattr(matrix.image, "build", lambda cache: type("Image", (), {"digest": "d"})())
+    monkeypatch.setattr(matrix.vm, "qemu_version", lambda: "QEMU fake")
+    return booted_variants
+
+
+def invoke(tmp_path, *args):
+    return CliRunner().invoke(main, ["--cache-dir", str(tmp_path / "cache"), *args])
+
+
+def test_run_records_every_cell_and_says_how_many_are_valid(tmp_path, replayed):
+    result = invoke(tmp_path, "run", "--workload", "swapcow", "--reps", "2", "--timing", "--seed", "3", "-o",
+                    str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith(f"{tmp_path / 'run'}: 8 of 8 runs valid")
+    runs = list(csv.DictReader(open(tmp_path / "run" / "runs.csv")))
+    assert sorted((r["variant"], r["rep"], r["mode"]) for r in runs) == sorted(
+        (v, r, m) for v in ("base", "patched") for r in ("1", "2") for m in ("counted", "timed"))
+    assert sorted(replayed) == ["base"] * 4 + ["patched"] * 4
+
+
+def test_bench_compare_and_plot_from_replayed_cells(tmp_path, replayed):
+    out = tmp_path / "bench"
+    result = invoke(tmp_path, "bench", "--workload", "swapcow", "--reps", "2", "--control", "--seed", "1", "-o",
+                    str(out))
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith(f"report: {out / 'report.md'}")
+    report = (out / "report.md").read_text()
+    assert "Calibration passed: `control` (the baseline kernel again)" in report
+    rows = json.loads(invoke(tmp_path, "compare", str(out), "--format", "json").output)
+    [primary] = [r for r in rows if r["role"] == "primary" and r["variant"] == "patched"]
+    assert (primary["workload"], primary["phase"], primary["metric"]) == ("swapcow", "write", "cow_copies_per_swapin")
+    assert primary["verdict"] == "inconclusive", "2 boots a side cannot decide"
+    table = invoke(tmp_path, "compare", str(out)).output
+    assert "swapcow:" in table and "write   cow_copies_per_swapin * patched 2 0 " in table
+    markdown = invoke(tmp_path, "compare", str(out), "--format", "markdown", "--all").output
+    assert markdown.count("\n|") > 20
+    csv_text = invoke(tmp_path, "compare", str(out), "--format", "csv").output
+    assert csv_text.splitlines()[0].startswith("workload,phase,metric,variant")
+    plotted = invoke(tmp_path, "plot", str(out)).output.split()
+    assert plotted and all(path.endswith((".png", ".svg")) for path in plotted)
+
+
+def test_resume_finishes_the_planned_cells(tmp_path, replayed, monkeypatch):
+    calls = []
+    real = matrix.run_cell
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+    monkeypatch.setattr(matrix, "run_cell", interrupted)
+    out = tmp_path / "run"
+    first = invoke(tmp_path, "run", "--workload", "swapcow", "--reps", "2", "-o", str(out))
+    assert first.exit_code == 130 and "interrupted" in first.output
+    assert len(list(csv.DictReader(open(out / "runs.csv")))) == 2
+    again = invoke(tmp_path, "run", "--resume", str(out))
+    assert again.exit_code == 0, again.output
+    assert again.output.strip().endswith("4 of 4 runs valid")
