@@ -1,5 +1,5 @@
 """How often the verdicts are wrong, by simulation (prints figures; the assertions live in
-tests/test_verdict_errors.py).
+tests/analysis/test_verdict_errors.py).
 
 Synthetic runs are resampled from a run's boots (default: the committed reference run) and
 judged by the real comparison code, with the default experiment's primary rows, a `control`

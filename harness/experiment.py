@@ -135,7 +135,7 @@ def _check_primary(row: str, experiment: Experiment, fail) -> None:
         fail(f"primary row '{row}' names workload {parts[0]}, which the experiment does not run "
              f"({', '.join(experiment.workloads)})")
     if metrics.meaning(parts[2]).direction == "none":
-        fail(f"primary row '{row}': metric {parts[2]} has no direction in harness/metrics.py, so it can "
+        fail(f"primary row '{row}': metric {parts[2]} has no direction in harness/measure/metrics.py, so it can "
              "never be better or worse; pick a metric with one")
 
 

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from harness import results
 from harness.analysis import stats
 from harness.errors import NotComparable, UnknownVariant
 from harness.measure import metrics
@@ -37,8 +38,6 @@ COMPARABILITY_FIELDS = ("source", "config_hash", "accelerator", "guest_memory_mb
 JSON_KEYS = ("workload", "phase", "metric", "variant", "baseline", "n", "median", "ci_low", "ci_high", "change_pct",
              "change_ci_low", "change_ci_high", "p_value", "verdict", "role", "p_adjusted", "margin_pct")
 VERDICTS = ("better", "worse", "equivalent", "inconclusive")
-HEADLINE_METRICS = ("cow_copies_per_swapin", "cow_copies", "duration_s", "ops_per_s", "vmstat.pswpin",
-                    "vmstat.pswpout")
 
 
 def smallest_deciding_reps(rows: int, reps: int, max_reps: int | None = None) -> int | None:
@@ -163,14 +162,14 @@ Cells = dict   # (workload, phase, metric) -> variant -> (reps array, values arr
 def valid_samples(samples: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Samples of valid runs only, and how many runs were left out as invalid."""
     keys = [key for key in ("run_dir", "variant", "workload", "rep", "mode") if key in runs and key in samples]
-    good = runs[runs["valid"]][keys]
+    good = results.valid_runs(runs)[keys]
     kept = samples.merge(good.astype({"rep": int}), on=keys)
-    return kept, int((~runs["valid"]).sum())
+    return kept, len(runs) - len(results.valid_runs(runs))
 
 
 def check_comparable(runs: pd.DataFrame) -> None:
     """Refuse runs whose comparability fields differ (anything but the patches may not)."""
-    valid = runs[runs["valid"]]
+    valid = results.valid_runs(runs)
     pooled = "run_dir" in valid and valid["run_dir"].nunique() > 1
     for name in COMPARABILITY_FIELDS:
         if name not in valid:
@@ -196,7 +195,7 @@ def gather(samples: pd.DataFrame, runs: pd.DataFrame) -> Cells:
     """Valid samples as arrays per row and variant, each metric from the boots that measure it."""
     if samples.empty:
         return {}
-    valid = runs[runs["valid"]]
+    valid = results.valid_runs(runs)
     modes = {workload: set(part["mode"]) for workload, part in valid.groupby("workload")}
     wanted = {(workload, name): source_mode(name, modes.get(workload, set()))
               for workload, name in samples[["workload", "metric"]].drop_duplicates().itertuples(index=False)}
@@ -413,7 +412,7 @@ def headline_rows(rows: list[Row], show_all: bool = False) -> list[Row]:
         return rows
     nonzero = {r.key for r in rows if r.median != 0}
     primary = [r for r in rows if r.margin_pct is not None]
-    rest = [r for r in rows if r.margin_pct is None and r.metric in HEADLINE_METRICS and r.key in nonzero]
+    rest = [r for r in rows if r.margin_pct is None and metrics.meaning(r.metric).headline and r.key in nonzero]
     return primary + rest
 
 

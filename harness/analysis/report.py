@@ -10,9 +10,9 @@ import pandas as pd
 from harness import results
 from harness.analysis import compare
 from harness.files import write_atomic
+from harness.measure import metrics
 
 COST_PHASES = ("read", "write", "mixed")
-COST_METRICS = ("duration_s", "ops_per_s")
 
 
 def headline_sentence(rows: list[compare.Row], headline: str, release: str, accelerator: str) -> str:
@@ -61,7 +61,9 @@ def primary_table(rows: list[compare.Row]) -> list[str]:
 
 def instrumentation_cost(samples: pd.DataFrame, order: list[str]) -> list[str]:
     """Markdown lines: timings with probes (counted boots) against without (timed boots)."""
-    chosen = samples[samples["metric"].isin(COST_METRICS) & samples["phase"].isin(COST_PHASES)]
+    cost = [name for name in samples["metric"].unique()
+            if metrics.meaning(name).timing and metrics.meaning(name).headline]
+    chosen = samples[samples["metric"].isin(cost) & samples["phase"].isin(COST_PHASES)]
     if chosen.empty or set(chosen["mode"]) != {"counted", "timed"}:
         return []
     variants = {variant: index for index, variant in enumerate(order)}

@@ -6,6 +6,8 @@ derived after the phases). `direction`: which way is better, or `none`: a metric
 direction gets statistics but never a verdict. `scope`: `process` (the workload's process or
 the workload's own figure) or `system` (the whole guest). `timing`: measured on boots without
 kprobes and profiler, because the probes slow down most the variant that hits them most.
+`headline`: shown in the short comparison table; a headline timing metric is also in the
+report's instrumentation cost table.
 
 The first pattern that matches a name wins (fnmatch), so specific names come before the
 patterns that would also match them.
@@ -25,12 +27,13 @@ class Meaning:
     scope: str         # process | system
     timing: bool = False
     summary: str = ""
+    headline: bool = False     # in the short table (compare without --all) and, if timing, the instrumentation cost
 
 
 TABLE = (
-    Meaning("cow_copies", "counter", "lower", "copies", "process",
+    Meaning("cow_copies", "counter", "lower", "copies", "process", headline=True,
             summary="calls of the experiment's cow_probe (wp_page_copy) in the workload process"),
-    Meaning("cow_copies_per_swapin", "rate", "lower", "copies per page", "process",
+    Meaning("cow_copies_per_swapin", "rate", "lower", "copies per page", "process", headline=True,
             summary="cow_copies / pages the workload swapped in during its read phase"),
     Meaning("cow_copies_per_page", "rate", "lower", "copies per page", "process",
             summary="cow_copies / pages the phase touched"),
@@ -41,8 +44,10 @@ TABLE = (
     Meaning("system.cow_copies", "counter", "lower", "copies", "system",
             summary="calls of the cow_probe in the whole guest (init, sshd and perf included)"),
     Meaning("pages", "counter", "none", "pages", "process", summary="pages the phase touched or meant to move"),
-    Meaning("duration_s", "counter", "lower", "s", "process", timing=True, summary="wall time of the phase"),
-    Meaning("ops_per_s", "level", "higher", "ops/s", "process", timing=True, summary="client operations per second"),
+    Meaning("duration_s", "counter", "lower", "s", "process", timing=True, summary="wall time of the phase",
+            headline=True),
+    Meaning("ops_per_s", "level", "higher", "ops/s", "process", timing=True, summary="client operations per second",
+            headline=True),
     Meaning("latency_*_ms", "level", "lower", "ms", "process", timing=True,
             summary="client latency of a pipelined batch"),
     Meaning("vmstat.pgreuse", "counter", "higher", "faults", "system", summary="write faults that reused the page"),
@@ -51,7 +56,8 @@ TABLE = (
     Meaning("vmstat.pgscan_kswapd", "counter", "none", "pages", "system"),
     Meaning("vmstat.pgsteal_kswapd", "counter", "none", "pages", "system"),
     Meaning("vmstat.pgsteal_direct", "counter", "none", "pages", "system"),
-    Meaning("vmstat.pswp*", "counter", "lower", "pages", "system", summary="pages read from / written to swap"),
+    Meaning("vmstat.pswp*", "counter", "lower", "pages", "system", summary="pages read from / written to swap",
+            headline=True),
     Meaning("vmstat.pg*fault", "counter", "lower", "faults", "system"),
     Meaning("vmstat.pgscan_direct", "counter", "lower", "pages", "system", summary="pages scanned in direct reclaim"),
     Meaning("vmstat.workingset_refault_anon", "counter", "lower", "pages", "system"),
