@@ -34,15 +34,20 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 @contextmanager
-def partial_file(path: Path):
-    """A unique temporary path beside path, renamed to path when the block ends normally and
-    removed when it does not; running out of space becomes DiskFull."""
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+def partial_file(path: Path, mode: int = 0o644):
+    """A unique temporary path beside path, given mode and renamed to path when the block ends
+    normally, removed when it does not; running out of space becomes DiskFull."""
+    try:
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as error:
+        if error.errno in FULL:
+            raise disk_full(path) from None
+        raise
     os.close(handle)
     partial = Path(name)
     try:
         yield partial
-        os.chmod(partial, 0o644)
+        os.chmod(partial, mode)
         os.replace(partial, path)
     except OSError as error:
         if error.errno in FULL:

@@ -76,7 +76,7 @@ def _compile_static(source: Path, output_dir: Path) -> Path:
     output = output_dir / f"{source.stem}-{hashlib.sha256(source.read_bytes()).hexdigest()[:12]}"
     with files.locked(output_dir.parent.parent, f"programs/{output.name}", f"the guest program {output.name}"):
         if not output.exists():
-            with files.partial_file(output) as partial:
+            with files.partial_file(output, mode=0o755) as partial:
                 runner.run(["gcc", "-static", "-O2", "-Wall", "-o", partial, source], cwd=output.parent)
     return output
 

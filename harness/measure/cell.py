@@ -44,9 +44,11 @@ def run_cell(request, cell: Cell, built: build.Build, guest_image, directory, ca
             try:
                 phases, warnings, problems, gates = _measure(request, cell, guest.session, directory, built.variant)
                 release = guest.session.run(["uname", "-r"]).stdout.strip()
+            except DiskFull:
+                raise
             except (HarnessError, OSError) as error:
-                if isinstance(error, DiskFull) or getattr(error, "errno", None) in files.FULL:
-                    raise
+                if getattr(error, "errno", None) in files.FULL:
+                    raise files.disk_full(directory.path) from None
                 raise CellFailed(why=guest.explain(error)) from None
         metrics.derive(phases, cell.workload.read_phase)
         problems = gate(gates, phases) + problems

@@ -23,6 +23,14 @@ def test_image_holds_the_guest_programs_and_init(built):
     assert names == set(built.files) | {"/" + part for f in built.files for part in _parents(f)}
 
 
+def test_programs_in_the_image_are_executable(built):
+    verbose = subprocess.run(["cpio", "-itv", "--quiet", "-F", str(built.path)], capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+    modes = {line.split()[-1]: line.split()[0] for line in verbose}
+    for program in ("init", "usr/bin/swapcow", "usr/bin/redisdrive", "usr/bin/harness-collect", "usr/bin/perf"):
+        assert modes[program].startswith("-rwx"), (program, modes[program])
+
+
 def _parents(path: str):
     parts = path.strip("/").split("/")[:-1]
     return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
