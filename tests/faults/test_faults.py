@@ -22,6 +22,7 @@ import pytest
 from harness import experiment, project, results
 from harness.errors import DiskFull
 from harness.guest import image
+from harness.kernel import build
 from tests.conftest import DATA
 from tests.real.test_real_boot import qemu_processes, wait_for_line
 
@@ -232,6 +233,15 @@ def test_a_full_log_disk_warns_once_and_goes_on(tmp_path):
 
 # --- faults with a real kernel and QEMU ---------------------------------------------------
 
+@pytest.fixture(scope="module")
+def base_kernel():
+    """The base kernel and the guest image in the cache, built once here (minutes from an empty cache),
+    so that the timeouts below time the faults, not the build."""
+    spec = experiment.load(None)
+    build.build_all(spec, spec.select(["base"]), CACHE)
+    image.build(CACHE)
+
+
 def runs_of(out: Path) -> list[dict]:
     return list(csv.DictReader(open(out / "runs.csv")))
 
@@ -251,7 +261,7 @@ def test_a_full_cache_during_a_debian_download_is_one_error_and_leaves_no_partia
 
 
 @pytest.mark.real
-def test_qemu_killed_in_a_phase_fails_that_cell_with_the_cause_and_the_run_goes_on(tmp_path):
+def test_qemu_killed_in_a_phase_fails_that_cell_with_the_cause_and_the_run_goes_on(tmp_path, base_kernel):
     out = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "harness", "run", "--workload", "swapcow", "--variant", "base",
                                 "--reps", "2", "-p", "size_mb=64", "-p", "cycles=3", "--seed", "1", "-o", str(out)],
@@ -271,7 +281,7 @@ def test_qemu_killed_in_a_phase_fails_that_cell_with_the_cause_and_the_run_goes_
 
 
 @pytest.mark.real
-def test_the_guest_oom_killer_is_named_as_the_cause(tmp_path):
+def test_the_guest_oom_killer_is_named_as_the_cause(tmp_path, base_kernel):
     path = experiment_file(tmp_path, "memory_mb = 256\ncpus = 2\nswap_mb = 64")
     result = harness("run", "-e", str(path), "--workload", "swapcow", "--variant", "base", "-p", "size_mb=300",
                      "-o", str(tmp_path / "run"))
@@ -284,7 +294,7 @@ def test_the_guest_oom_killer_is_named_as_the_cause(tmp_path):
 
 
 @pytest.mark.real
-def test_a_guest_with_too_little_memory_quotes_the_console(tmp_path):
+def test_a_guest_with_too_little_memory_quotes_the_console(tmp_path, base_kernel):
     path = experiment_file(tmp_path, "memory_mb = 72\ncpus = 1\nswap_mb = 64")
     result = harness("boot", "-e", str(path), "--variant", "base", "--", "true")
     assert result.returncode == 1, result.stderr[-3000:]
@@ -295,7 +305,7 @@ def test_a_guest_with_too_little_memory_quotes_the_console(tmp_path):
 
 
 @pytest.mark.real
-def test_boot_folders_left_by_kill_9_are_swept_by_the_next_boot(tmp_path):
+def test_boot_folders_left_by_kill_9_are_swept_by_the_next_boot(tmp_path, base_kernel):
     process = subprocess.Popen([sys.executable, "-m", "harness", "boot", "--variant", "base", "--", "sleep", "120"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert wait_for_line(process.stderr, "guest$ sleep 120", timeout=300), "the guest command never started"
