@@ -182,7 +182,7 @@ def test_sigterm_prints_one_line(tmp_path, fake_tree):
 
 def test_two_harnesses_make_the_guest_programs_and_image_at_once(tmp_path):
     """Real gcc and cpio in two processes on a cache that has neither: both succeed with the same image."""
-    code = ("import sys; from pathlib import Path; from harness import image; "
+    code = ("import sys; from pathlib import Path; from harness.guest import image; "
             "print(image.build(Path(sys.argv[1])).digest)")
     processes = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "cache")], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, cwd=project.ROOT) for _ in range(2)]
