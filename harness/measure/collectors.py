@@ -116,6 +116,15 @@ def parse_profile(text: str) -> dict[str, int]:
     return hits
 
 
+def never_ran(text: str) -> bool:
+    """True when perf counted a task for no time at all: every event '<not counted>' with a run time of 0.
+    A per-process counter only runs while the process is on a CPU, so a process that slept through the
+    phase had no event in it: its counts are 0, not unknown."""
+    lines = [line.split(",") for line in text.splitlines() if line and not line.startswith("#")]
+    lines = [fields for fields in lines if len(fields) >= 4]
+    return bool(lines) and all(fields[0] == "<not counted>" and fields[3] in ("0", "") for fields in lines)
+
+
 def _event_name(event: str) -> str:
     return event.split(":", 1)[1] if event.startswith("kprobes:") else event
 
@@ -128,11 +137,18 @@ def phase_metrics(before: str, after: str, probes, cow_probe: str, has_process: 
     metrics.update(_memcg(first, last))
     metrics.update(_process(first, last))
     problems: list[str] = []
+    idle = []
     for scope, prefix in (("system", "perf.system."), ("process", "perf.")):
         if f"perf {scope}" not in last:
             continue
+        asleep = scope == "process" and never_ran(last[f"perf {scope}"])
+        if asleep:
+            idle.append("the workload process did not run during the phase (perf counted it for no time): its "
+                        "perf counts are 0")
         for event, count in parse_perf_csv(last[f"perf {scope}"]).items():
-            if count is None:
+            if asleep:
+                metrics[prefix + _event_name(event)] = 0
+            elif count is None:
                 problems.append(f"perf did not count {event} ({scope})")
             else:
                 metrics[prefix + _event_name(event)] = count
@@ -148,7 +164,7 @@ def phase_metrics(before: str, after: str, probes, cow_probe: str, has_process: 
         problems.append(f"no count of {cow_probe} from perf")
     elif probes and cow_probe in probes and has_process and "cow_copies" not in metrics:
         problems.append(f"no count of {cow_probe} in the workload process from perf")
-    warnings = cross_check(metrics, cow_probe) if "perf system" in last else []
+    warnings = idle + (cross_check(metrics, cow_probe) if "perf system" in last else [])
     return metrics, warnings, problems
 
 
