@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.guest import boot
+from harness.kernel import build
 
 PARTS = ("builds", "images", "logs", "sources", "downloads", "ccache")
 LOCKED_PARTS = {"builds": "builds", "sources": "sources"}     # part -> lock name prefix (files.locked)
@@ -109,11 +110,7 @@ def _remove_unless_busy(cache_dir: Path, part: str, entry: Path) -> bool:
 
 def _remove(entry: Path) -> None:
     if entry.is_dir() and not entry.is_symlink():
-        for root, dirs, _ in os.walk(entry):      # source trees and build trees are read-only
-            for name in dirs:
-                os.chmod(os.path.join(root, name), 0o755)
-        os.chmod(entry, 0o755)
-        shutil.rmtree(entry, ignore_errors=True)
+        build.remove_tree(entry)       # source and build trees are read-only
     else:
         entry.unlink(missing_ok=True)
 

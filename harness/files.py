@@ -34,27 +34,30 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 @contextmanager
+def space_for(path: Path):
+    """Running out of space in the block (ENOSPC, EDQUOT) becomes DiskFull for a write to path."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno in FULL:
+            raise disk_full(path) from None
+        raise
+
+
+@contextmanager
 def partial_file(path: Path, mode: int = 0o644):
     """A unique temporary path beside path, given mode and renamed to path when the block ends
     normally, removed when it does not; running out of space becomes DiskFull."""
-    try:
+    with space_for(path):
         handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    except OSError as error:
-        if error.errno in FULL:
-            raise disk_full(path) from None
-        raise
-    os.close(handle)
-    partial = Path(name)
-    try:
-        yield partial
-        os.chmod(partial, mode)
-        os.replace(partial, path)
-    except OSError as error:
-        if error.errno in FULL:
-            raise disk_full(path) from None
-        raise
-    finally:
-        partial.unlink(missing_ok=True)
+        os.close(handle)
+        partial = Path(name)
+        try:
+            yield partial
+            os.chmod(partial, mode)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 def disk_full(path: Path) -> DiskFull:

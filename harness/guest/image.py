@@ -117,12 +117,8 @@ def build(cache_dir: Path) -> Image:
         if not path.exists():
             with tempfile.TemporaryDirectory(dir=path.parent) as staging, files.partial_file(path) as partial:
                 root = Path(staging) / "root"
-                try:
+                with files.space_for(root):
                     _populate(root, entries)
-                except OSError as error:
-                    if error.errno in files.FULL:
-                        raise files.disk_full(root) from None
-                    raise
                 write_cpio(root, partial)
     return Image(path, digest, tuple(sorted(set(entries) | {"/" + d for d in DIRECTORIES})))
 

@@ -118,7 +118,7 @@ def build_variant(variant: Variant, pristine: Path, source_key: str, fragments, 
 
 def _build(variant, directory, key, pristine, fragments, probes, cache_dir, compiler) -> Build:
     if directory.exists():
-        _remove(directory)
+        remove_tree(directory)
     directory.mkdir(parents=True)
     tree = directory / "linux"
     log.info("build %s: preparing %s", variant.name, tree)
@@ -173,9 +173,9 @@ def _save(build: Build) -> None:
     write_atomic(build.directory / "build.json", json.dumps(fields, indent=2) + "\n")
 
 
-def _remove(directory: Path) -> None:
-    # Only directories need write permission for removal; the files may be hard links
-    # to the pristine tree, whose read-only modes must stay.
+def remove_tree(directory: Path) -> None:
+    """Remove a build or source tree. Only directories need write permission for removal; the files
+    may be hard links to the pristine tree, whose read-only modes must stay."""
     runner.run(["find", directory, "-type", "d", "-exec", "chmod", "u+w", "{}", "+"], check=False)
     shutil.rmtree(directory)
 

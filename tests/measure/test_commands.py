@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from harness.cli import main
 from harness.measure import cell, matrix, workloads
-from tests.fakes.guest import FakeBooted, FakeBuild, FakeSession, recordings
+from tests.fakes.guest import FakeBooted, FakeBuild, FakeSession, booting, recordings
 
 
 @pytest.fixture
@@ -20,15 +20,7 @@ def replayed(monkeypatch):
     def booted(built, *args, **kwargs):
         booted_variants.append(built.variant)
         variant = "base" if built.variant == "control" else built.variant
-        session = FakeSession(recordings("swapcow", variant))
-
-        class Context:
-            def __enter__(self):
-                return FakeBooted(session)
-
-            def __exit__(self, *exc):
-                return False
-        return Context()
+        return booting(FakeBooted(FakeSession(recordings("swapcow", variant))))()
 
     monkeypatch.setattr(workloads, "IDLE_S", 0.0)
     monkeypatch.setattr(cell.boot, "booted", booted)
