@@ -321,6 +321,8 @@ def _run_options(function):
         click.option("-p", "--param", "settings", multiple=True, help="Workload parameter NAME=VALUE (repeatable)."),
         click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True),
         click.option("--seed", type=int, help="Seed of the cell order [default: random, recorded]."),
+        click.option("--force", is_flag=True, help="Judge a variant whose object code is the baseline's as a "
+                     "variant [default: it runs as an A/A control]."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -342,6 +344,7 @@ class _Choices:
     modes: tuple = ("counted",)
     max_reps: int | None = None
     control: bool = False
+    force: bool = False
 
 
 def _request(choices: _Choices) -> matrix.RunRequest:
@@ -354,7 +357,7 @@ def _request(choices: _Choices) -> matrix.RunRequest:
         raise OutputNotEmpty(path=out_dir)
     request = matrix.new_request(spec, choices.workload_names, choices.settings, choices.variants, choices.reps,
                                  out_dir, choices.accel, choices.modes, shlex.join(["harness", *sys.argv[1:]]),
-                                 choices.seed, choices.max_reps, choices.control)
+                                 choices.seed, choices.max_reps, choices.control, choices.force)
     _warn_unreachable(request)
     return request
 
@@ -363,7 +366,8 @@ def _refuse_new_choices(choices: _Choices) -> None:
     """--resume finishes a run as it was planned: options that would change it are refused."""
     given = [option for option, value in (("--workload", choices.workload_names), ("--variant", choices.variants),
                                           ("-p", choices.settings), ("-o", choices.output),
-                                          ("--control", choices.control), ("--seed", choices.seed is not None))
+                                          ("--control", choices.control), ("--seed", choices.seed is not None),
+                                          ("--force", choices.force))
              if value]
     context = click.get_current_context(silent=True)
     if context and any(context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
@@ -390,12 +394,12 @@ def _warn_unreachable(request: matrix.RunRequest) -> None:
 @click.option("--timing", is_flag=True, help="Also boot each cell without probes, for timings (timed boots).")
 @click.pass_obj
 @_guarded
-def run_command(obj, experiment_name, workload_names, variants, output, resume, settings, accel, seed, reps,
+def run_command(obj, experiment_name, workload_names, variants, output, resume, settings, accel, seed, force, reps,
                 no_probes, timing):
     """Boot each variant (fresh boot and swap disk per repetition) and measure the workloads."""
     modes = ("timed",) if no_probes else matrix.MODES if timing else ("counted",)
     request = _request(_Choices(experiment_name, workload_names, variants, reps, output, resume, settings, accel,
-                                seed, modes))
+                                seed, modes, force=force))
     directory = matrix.run(request, obj["cache_dir"])
     valid = sum(record.valid for record in directory.runs)
     click.echo(f"{directory.path}: {valid} of {len(directory.runs)} runs valid")
@@ -425,15 +429,16 @@ class _Reps(click.ParamType):
 @click.option("--control", is_flag=True, help="Interleave the baseline kernel once more as variant 'control'.")
 @click.pass_obj
 @_guarded
-def bench_command(obj, experiment_name, workload_names, variants, output, resume, settings, accel, seed, reps,
-                  max_reps, control):
+def bench_command(obj, experiment_name, workload_names, variants, output, resume, settings, accel, seed, force,
+                  reps, max_reps, control):
     """Build every variant, run every workload of the experiment, compare, plot and report.
 
     Every cell boots twice per repetition: with probes (counts) and without (timings).
     """
     auto = reps == "auto"
     choices = _Choices(experiment_name, workload_names, variants, AUTO_FIRST_LOOK if auto else reps, output, resume,
-                       settings, accel, seed, matrix.MODES, max(max_reps, AUTO_FIRST_LOOK) if auto else None, control)
+                       settings, accel, seed, matrix.MODES, max(max_reps, AUTO_FIRST_LOOK) if auto else None, control,
+                       force)
     request = _request(choices)
     directory = matrix.run(request, obj["cache_dir"], stop=analysis.decided)
     report_path = analysis.analyse(directory.path, request.experiment)

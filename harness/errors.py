@@ -25,7 +25,7 @@ class WorldError(HarnessError):
 # --- user mistakes -------------------------------------------------------
 
 class BadSourceSpec(UserError):
-    template = ("Kernel source spec '{spec}' is not understood ({why}): use debian:PKG=VERSION, "
+    template = ("Kernel source spec '{spec}' is not understood ({why}): use debian:PKG=VERSION[@SUITE], "
                 "tarball:URL#sha256=HEX, git:PATH@REF or dir:PATH")
 
 
@@ -92,6 +92,11 @@ class PatchDoesNotApply(UserError):
 
 class KconfigOptionDropped(UserError):
     template = "{count} kconfig option(s) did not survive: {details}"
+
+
+class PackageNotFound(UserError):
+    template = ("Debian package {package} has no version {version} in the suites searched ({suites}); versions "
+                "there: {versions}: pick one of them, or name the suite with debian:{package}={version}@SUITE")
 
 
 class MissingSymbol(UserError):

@@ -4,6 +4,10 @@ An experiment names the kernel source SPEC, the kconfig fragments merged over ti
 the functions the collectors will probe, and the variants: either explicit
 ([[variants]] with a name and an ordered list of patches; no patches = the base kernel) or
 a patch series ([series] patches = [...]) that gives cumulative variants base, +1, +1..2, ...
+
+A variant may name its own `source` (another kernel); comparing variants built from different
+sources is allowed only when the experiment says `mixed_sources = true`, and such rows are
+marked in tables and reports: their difference is everything between the two kernels.
 """
 
 import re
@@ -28,6 +32,7 @@ VARIANT_NAME = re.compile(r"[A-Za-z0-9+][A-Za-z0-9._+-]{0,63}")
 class Variant:
     name: str
     patches: tuple[Path, ...] = ()
+    source: str = ""                  # its own kernel source SPEC; "" = the experiment's
 
 
 @dataclass(frozen=True)
@@ -54,10 +59,14 @@ class Experiment:
     headline: str = ""                # WORKLOAD/PHASE/METRIC of the report's first sentence
     primary: tuple[str, ...] = ()     # WORKLOAD/PHASE/METRIC rows whose verdicts are the experiment's claims
     margin_pct: float = 5.0           # a primary row is `equivalent` when its change stays within +-margin_pct
+    mixed_sources: bool = False       # variants may be built from different kernel sources
 
     @property
     def baseline(self) -> str:
         return self.variants[0].name
+
+    def source_of(self, variant: Variant) -> str:
+        return variant.source or self.source
 
     def select(self, names=()) -> list[Variant]:
         """The variants called names, in the order given; all of them when names is empty."""
@@ -97,7 +106,7 @@ def from_dict(data: dict, path: Path) -> Experiment:
         raise BadExperiment(path=path, why=why)
 
     unknown = set(data) - {"description", "source", "kconfigs", "probes", "variants", "series", "guest",
-                           "cow_probe", "workloads", "headline", "primary", "margin_pct"}
+                           "cow_probe", "workloads", "headline", "primary", "margin_pct", "mixed_sources"}
     if unknown:
         fail(f"unknown key(s) {', '.join(sorted(unknown))}")
     spec = data.get("source", source.DEFAULT_SPEC)
@@ -111,7 +120,14 @@ def from_dict(data: dict, path: Path) -> Experiment:
         variants=tuple(variants), guest=_guest(data.get("guest", {}), fail),
         cow_probe=str(data.get("cow_probe", "wp_page_copy")), workloads=tuple(_strings(data, "workloads", fail)),
         headline=str(data.get("headline", "")), primary=tuple(_strings(data, "primary", fail)),
-        margin_pct=_margin(data.get("margin_pct", 5.0), fail))
+        margin_pct=_margin(data.get("margin_pct", 5.0), fail), mixed_sources=data.get("mixed_sources", False))
+    if not isinstance(experiment.mixed_sources, bool):
+        fail(f"mixed_sources must be true or false, not {experiment.mixed_sources!r}")
+    sources = {variant.name: experiment.source_of(variant) for variant in experiment.variants}
+    if len(set(sources.values())) > 1 and not experiment.mixed_sources:
+        others = ", ".join(name for name, spec in sources.items() if spec != experiment.source)
+        fail(f"variant(s) {others} name another kernel source than the experiment's: set mixed_sources = true to "
+             "compare different kernels (their rows are then marked as such)")
     if experiment.headline and len(experiment.headline.split("/")) != 3:
         fail("headline must be WORKLOAD/PHASE/METRIC")
     for row in experiment.primary:
@@ -164,10 +180,16 @@ def _variants(entries, path, fail) -> list[Variant]:
         if not isinstance(entry["name"], str) or not VARIANT_NAME.fullmatch(entry["name"]):
             fail(f"variant name {entry['name']!r} must be letters, digits and . _ + - (it names files and "
                  "folders), starting with a letter, digit or +")
-        if set(entry) - {"name", "patches"}:
-            unknown = ", ".join(sorted(set(entry) - {"name", "patches"}))
+        if set(entry) - {"name", "patches", "source"}:
+            unknown = ", ".join(sorted(set(entry) - {"name", "patches", "source"}))
             fail(f"[[variants]] {entry['name']} has unknown key(s) {unknown}")
-        variants.append(Variant(entry["name"], tuple(resolve_patch(p, path) for p in _strings(entry, "patches", fail))))
+        own_source = entry.get("source", "")
+        if not isinstance(own_source, str):
+            fail(f"[[variants]] {entry['name']}: source must be a SPEC string")
+        if own_source:
+            source.parse_spec(own_source)
+        variants.append(Variant(entry["name"], tuple(resolve_patch(p, path) for p in _strings(entry, "patches", fail)),
+                                own_source))
     names = [variant.name for variant in variants]
     if len(set(names)) != len(names):
         fail(f"variant names repeat: {', '.join(names)}")

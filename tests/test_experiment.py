@@ -53,6 +53,10 @@ def test_select_keeps_the_order_given_and_refuses_unknown_names():
     ('[[variants]]\nname = "../../x y"\n', "variant name '../../x y' must be letters"),
     ('[[variants]]\nname = "a"\n[guest]\nmemory_mb = true\n', "memory_mb must be a positive whole number, not True"),
     ('[[variants]]\nname = "a"\n[guest]\nswap_mb = 0\n', "swap_mb must be a positive whole number, not 0"),
+    ('[[variants]]\nname = "a"\n[[variants]]\nname = "b"\nsource = "dir:/x"\n',
+     "variant.s. b name another kernel source than the experiment's: set mixed_sources = true"),
+    ('[[variants]]\nname = "a"\nsource = "debian:nope"\n', "not understood"),
+    ('mixed_sources = "yes"\n[[variants]]\nname = "a"\n', "mixed_sources must be true or false"),
 ])
 def test_bad_experiment_files_are_refused(tmp_path, text, why):
     with pytest.raises(HarnessError, match=why):
@@ -68,3 +72,19 @@ def test_missing_patch_is_reported_when_used(tmp_path):
     spec = experiment.load(str(write(tmp_path, '[[variants]]\nname = "p"\npatches = ["gone.patch"]\n')))
     with pytest.raises(MissingPatchFile, match="gone.patch does not exist"):
         experiment.require_patches(spec.variants)
+
+
+def test_a_variant_may_name_its_own_source_when_the_experiment_allows_mixing(tmp_path):
+    spec = experiment.load(str(write(tmp_path, 'source = "dir:/a"\nmixed_sources = true\n[[variants]]\nname = "old"\n'
+                                               '[[variants]]\nname = "new"\nsource = "debian:linux-source-6.1='
+                                               '6.1.192-2@bookworm-security"\n')))
+    assert spec.mixed_sources
+    assert [spec.source_of(v) for v in spec.variants] == ["dir:/a", "debian:linux-source-6.1=6.1.192-2@bookworm-security"]
+
+
+def test_the_shipped_6_1_experiment_puts_three_kernels_side_by_side():
+    spec = experiment.load("do-wp-page-swapcache-6.1")
+    assert spec.mixed_sources and [v.name for v in spec.variants] == ["base", "patched", "v6.1"]
+    assert spec.source_of(spec.variants[0]) == spec.source_of(spec.variants[1]) == experiment.load(None).source
+    assert spec.source_of(spec.variants[2]).startswith("debian:linux-source-6.1=6.1.192-2")
+    experiment.require_patches(spec.variants)

@@ -3,6 +3,7 @@ and the stopping rule of `--reps auto`, which is the same comparison on the data
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from harness import results
@@ -19,7 +20,8 @@ def comparison(run_dirs: list[Path], baseline: str | None = None) -> compare.Com
     # a control is its run's baseline booted again: it calibrates a comparison against that baseline only
     control = next((m["control"] for m in metadata if m.get("control") and m.get("baseline", "base") == chosen), None)
     design = plan.design if len(run_dirs) == 1 else compare.Design()    # pooled: one look at all the data
-    plan = compare.Plan(plan.baseline, plan.primary, plan.margin_pct, control, design)
+    mixed = any(m.get("mixed_sources") for m in metadata)
+    plan = replace(plan, control=control, design=design, mixed_sources=mixed)
     order = [variant["name"] for metadata_of_run in metadata for variant in metadata_of_run.get("variants", [])]
     return compare.compare(samples, runs, plan, order)
 

@@ -21,7 +21,7 @@ baseline kernel booted again) must come out `equivalent` or `inconclusive`; `bet
 """
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -35,9 +35,11 @@ ALPHA = stats.ALPHA
 DEFAULT_MARGIN_PCT = 5.0
 FIRST_LOOK_SHARE = 0.5          # of ALPHA, at the first look of a sequential design; the rest split evenly
 COMPARABILITY_FIELDS = ("source", "config_hash", "accelerator", "guest_memory_mb", "swap_mb")
+PER_KERNEL_FIELDS = ("source", "config_hash")     # what mixed_sources lets differ between variants
 JSON_KEYS = ("workload", "phase", "metric", "variant", "baseline", "n", "median", "ci_low", "ci_high", "change_pct",
              "change_ci_low", "change_ci_high", "p_value", "verdict", "role", "p_adjusted", "margin_pct")
 VERDICTS = ("better", "worse", "equivalent", "inconclusive")
+CONTROL_KINDS = {True: "the baseline kernel again", False: "object code identical to the baseline"}
 
 
 def smallest_deciding_reps(rows: int, reps: int, max_reps: int | None = None) -> int | None:
@@ -80,14 +82,22 @@ class Plan:
     margin_pct: float = DEFAULT_MARGIN_PCT
     control: str | None = None
     design: Design = Design()
+    as_control: tuple[str, ...] = ()       # variants whose object code is the baseline's: judged as A/A controls
+    mixed_sources: bool = False            # variants may come from different kernel sources
 
     @classmethod
     def from_metadata(cls, metadata: dict, baseline: str = "base") -> "Plan":
         design = Design()
         if metadata.get("reps") == "auto":
             design = Design.sequential(int(metadata["min_reps"]), int(metadata["max_reps"]))
+        own_baseline = baseline == metadata.get("baseline", "base")
         return cls(baseline, tuple(metadata.get("primary", ())), float(metadata.get("margin_pct", DEFAULT_MARGIN_PCT)),
-                   metadata.get("control"), design)
+                   metadata.get("control"), design, tuple(metadata.get("as_control", ())) if own_baseline else (),
+                   bool(metadata.get("mixed_sources", False)))
+
+    @property
+    def controls(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([*([self.control] if self.control else []), *self.as_control]))
 
 
 @dataclass(frozen=True)
@@ -116,6 +126,7 @@ class Row:
     decided_after: int | None = None      # repetitions at the look that decided a primary row
     direction: str = "none"
     unit: str = ""
+    other_source: bool = False            # the variant was built from another kernel source than the baseline
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -142,16 +153,19 @@ class Comparison:
         return [r for r in self.rows if r.role == "control" and r.verdict in ("better", "worse")]
 
     def calibration_line(self) -> str:
-        """'' without a control; else whether the control (the baseline again) came out clean."""
-        if not self.plan.control or not any(r.variant == self.plan.control for r in self.rows):
+        """'' without a control; else whether the controls (the baseline again, or a variant whose object
+        code is the baseline's) came out clean."""
+        present = [name for name in self.plan.controls if any(r.variant == name for r in self.rows)]
+        if not present:
             return ""
+        what = ", ".join(f"`{name}` ({CONTROL_KINDS[name == self.plan.control]})" for name in present)
         failed = self.calibration_failed
         if failed:
-            rows = ", ".join(f"{r.key} {r.verdict}" for r in failed[:4]) + (" ..." if len(failed) > 4 else "")
-            return (f"CALIBRATION FAILED: `{self.plan.control}` (the baseline kernel again) differs from "
-                    f"`{self.plan.baseline}` in {rows}: no verdict of this run can be trusted")
-        return (f"Calibration passed: `{self.plan.control}` (the baseline kernel again) has no better/worse "
-                f"verdict against `{self.plan.baseline}`")
+            rows = ", ".join(f"{r.variant} {r.key} {r.verdict}" for r in failed[:4])
+            rows += " ..." if len(failed) > 4 else ""
+            return (f"CALIBRATION FAILED: {what} differs from `{self.plan.baseline}` in {rows}: no verdict of this "
+                    "run can be trusted")
+        return f"Calibration passed: {what} has no better/worse verdict against `{self.plan.baseline}`"
 
 
 # --- data in: valid samples, each metric from the boots that measure it ------------------
@@ -167,12 +181,17 @@ def valid_samples(samples: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFra
     return kept, len(runs) - len(results.valid_runs(runs))
 
 
-def check_comparable(runs: pd.DataFrame) -> None:
-    """Refuse runs whose comparability fields differ (anything but the patches may not)."""
+def check_comparable(runs: pd.DataFrame, mixed_sources: bool = False) -> None:
+    """Refuse runs whose comparability fields differ (anything but the patches may not). With
+    mixed_sources the kernel source and config may differ between variants, not within one."""
     valid = results.valid_runs(runs)
     pooled = "run_dir" in valid and valid["run_dir"].nunique() > 1
     for name in COMPARABILITY_FIELDS:
         if name not in valid:
+            continue
+        if mixed_sources and name in PER_KERNEL_FIELDS:
+            for _, part in valid.groupby("variant"):
+                check_comparable(part.drop(columns=[f for f in COMPARABILITY_FIELDS if f != name]))
             continue
         values = sorted(set(valid[name].astype(str)))
         if len(values) > 1:
@@ -330,7 +349,7 @@ def compare_cells(cells: Cells, plan: Plan, variants: list[str]) -> list[Row]:
         key = f"{workload}/{phase}/{metric}"
         for variant in sorted(by_variant, key=lambda v: variants.index(v) if v in variants else len(variants)):
             values = by_variant[variant][1]
-            role = "control" if variant == plan.control else "primary" if key in primary else "exploratory"
+            role = "control" if variant in plan.controls else "primary" if key in primary else "exploratory"
             row = {"workload": workload, "phase": phase, "metric": metric, "variant": variant,
                    "baseline": plan.baseline, **describe(values), "role": role, "direction": meaning.direction,
                    "unit": meaning.unit, "margin_pct": plan.margin_pct if key in primary else None}
@@ -369,6 +388,15 @@ def _exploratory_verdicts(rows: list[dict], decisions: dict, plan: Plan, cells: 
                                                 by_variant[row["variant"]][1])
 
 
+def other_sources(runs: pd.DataFrame, baseline: str) -> set[str]:
+    """The variants whose valid runs were built from another kernel source than the baseline's."""
+    if "source" not in runs:
+        return set()
+    valid = results.valid_runs(runs)
+    base = set(valid[valid["variant"] == baseline]["source"].astype(str))
+    return {variant for variant, part in valid.groupby("variant") if set(part["source"].astype(str)) != base}
+
+
 def variant_order(runs: pd.DataFrame, baseline: str, order=()) -> list[str]:
     """The variants of the runs: the baseline first, then in the experiment's order, then the rest."""
     present = list(dict.fromkeys(runs["variant"]))
@@ -380,12 +408,14 @@ def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan(), orde
     """Every (workload, phase, metric, variant) against the plan's baseline; invalid runs left out and counted.
 
     order: the experiment's variant order (rows follow it, the baseline first)."""
-    check_comparable(runs)
+    check_comparable(runs, plan.mixed_sources)
     if plan.baseline not in set(runs["variant"]):
         raise UnknownVariant(name=plan.baseline, experiment="this run", known=", ".join(sorted(set(runs["variant"]))))
     kept, invalid = valid_samples(samples, runs)
     cells = gather(kept, runs)
     rows = compare_cells(cells, plan, variant_order(runs, plan.baseline, order))
+    others = other_sources(runs, plan.baseline)
+    rows = [replace(row, other_source=True) if row.variant in others else row for row in rows]
     looks = tuple(look for look, _ in looks_reached(plan, cells) if look is not None)
     return Comparison(rows, invalid, plan, looks)
 
@@ -424,7 +454,8 @@ def table_lines(rows: list[Row], show_all: bool = False) -> list[list[str]]:
         if r.variant != r.baseline and r.change_pct is not None:
             change_text += f" [{_bound(r.change_ci_low, True)},{_bound(r.change_ci_high, False)}]"
         metric = r.metric + (" *" if r.margin_pct is not None else "")
-        lines.append([r.workload, r.phase, metric, r.variant, str(r.n), _number(r.median), change_text,
+        variant = r.variant + (" (other kernel)" if r.other_source else "")
+        lines.append([r.workload, r.phase, metric, variant, str(r.n), _number(r.median), change_text,
                       "" if r.p_value is None else f"{r.p_value:.3g}",
                       "" if r.p_adjusted is None else f"{r.p_adjusted:.2g}",
                       "(baseline)" if r.variant == r.baseline else r.verdict])
@@ -469,4 +500,8 @@ def summary_lines(comparison: Comparison) -> list[str]:
                      "the workloads and phases they name).")
     lines.append("Exploratory: Benjamini-Hochberg p_adj across all exploratory rows; a verdict only for a variant "
                  "with a better/worse primary row")
+    others = sorted({r.variant for r in comparison.rows if r.other_source})
+    if others:
+        lines.append(f"Other kernel: {', '.join(others)} built from another kernel source than `{plan.baseline}`: "
+                     "a change there holds every difference between the two kernels, not one patch's")
     return lines

@@ -53,7 +53,8 @@ def primary_table(rows: list[compare.Row]) -> list[str]:
     for r in chosen:
         change = "-" if r.change_pct is None else \
             f"{r.change_pct:+.1f}% [{_pct(r.change_ci_low)}, {_pct(r.change_ci_high)}]"
-        lines.append(f"| {r.key} | {r.variant} | {base[r.key].n} + {r.n} | {_number(base[r.key].median)} | "
+        variant = r.variant + (" (other kernel)" if r.other_source else "")
+        lines.append(f"| {r.key} | {variant} | {base[r.key].n} + {r.n} | {_number(base[r.key].median)} | "
                      f"{_number(r.median)} | {change} | {r.p_value:.2g} | {r.p_equivalence:.2g} | {r.p_adjusted:.2g} | "
                      f"**{r.verdict}** | {r.decided_after or '-'} |")
     return lines
@@ -137,6 +138,7 @@ def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], head
               "as above; * marks primary rows. `harness compare` shows every metric.", ""]
     for workload in dict.fromkeys(r.workload for r in rows):
         lines += [f"### {workload}", "", compare.render_markdown([r for r in rows if r.workload == workload]), ""]
+    lines += object_code(metadata)
     lines += ["## Figures", ""]
     lines += [f"![{path.stem}](plots/{path.name})" for path in plots if path.suffix == ".png"]
     lines += ["", "## Boots", "", *boots_used(runs, comparison, metadata)]
@@ -144,6 +146,32 @@ def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], head
     path = run_dir / "report.md"
     write_atomic(path, "\n".join(lines) + "\n")
     return path
+
+
+def object_code(metadata: dict) -> list[str]:
+    """Markdown lines: what each variant changed in the machine code (vmlinux against the baseline's)."""
+    differences = metadata.get("object_code", {})
+    if not differences:
+        return []
+    lines = ["## Object code", "", "Each variant's vmlinux against the baseline's: executable sections byte for byte, "
+             "every function's disassembly with addresses taken out, and the tree's scripts/bloat-o-meter.", ""]
+    for name, difference in differences.items():
+        judged = (" It ran as an A/A control." if name in metadata.get("as_control", []) else
+                  " It was judged as a variant (--force)." if difference["identical"] and metadata.get("force") else "")
+        touched = difference["changed"] + difference["added"] + difference["removed"]
+        if difference["identical"]:
+            lines.append(f"- `{name}`: identical to `{difference['baseline']}`: any difference would be noise.{judged}")
+        elif not touched:
+            lines.append(f"- `{name}`: text differs from `{difference['baseline']}` in addresses only (data layout).")
+        else:
+            listed = ", ".join(f"`{function}`" for function in difference["changed"])
+            extra = (f"; added {', '.join(difference['added']) or 'none'}, removed "
+                     f"{', '.join(difference['removed']) or 'none'}") if difference["added"] or difference["removed"] \
+                else ""
+            lines.append(f"- `{name}`: code changed in {listed or 'no common function'}{extra}")
+        if difference.get("bloat"):
+            lines += ["", "  ```", *[f"  {line}" for line in difference["bloat"].splitlines()], "  ```"]
+    return lines + [""]
 
 
 def provenance(metadata: dict, runs: pd.DataFrame, invalid: int) -> list[str]:
@@ -154,6 +182,8 @@ def provenance(metadata: dict, runs: pd.DataFrame, invalid: int) -> list[str]:
         build = builds.get(variant["name"], {})
         patches = ", ".join(variant["patches"]) or "no patches"
         control = " (control: the baseline kernel again)" if variant["name"] == metadata.get("control") else ""
+        own = variant.get("source", metadata.get("source"))
+        control += f" from `{own}`" if own != metadata.get("source") else ""
         lines.append(f"- `{variant['name']}`{control}: {patches} (patch hash {build.get('patch_hash', '?')}, config "
                      f"hash {build.get('config_hash', '?')}, build {build.get('key', '?')}, "
                      f"{build.get('compiler', '?')})")

@@ -51,10 +51,15 @@ class Build:
     ccache_hits: int
     ccache_misses: int
     stage_seconds: dict = field(default_factory=dict, compare=False)
+    source: str = ""            # the source SPEC the tree came from
 
     @property
     def bzimage(self) -> Path:
         return self.directory / "bzImage"
+
+    @property
+    def vmlinux(self) -> Path:
+        return self.tree / "vmlinux"
 
     @property
     def system_map(self) -> Path:
@@ -74,13 +79,16 @@ class Build:
 
 
 def build_all(experiment: Experiment, variants: list[Variant], cache_dir: Path, rebuild=False) -> list[Build]:
-    """Build (or reuse) every variant; returns the builds in the order of variants."""
+    """Build (or reuse) every variant, each from its source; returns the builds in the order of variants."""
     require_patches(variants)
-    spec = source.parse_spec(experiment.source)
-    tree = source.fetch(spec, cache_dir)
     fragments = kconfig.find(experiment.kconfigs)
-    return [build_variant(variant, tree, source.key(spec, tree), fragments, experiment.probes,
-                          cache_dir, rebuild) for variant in variants]
+    trees = {}
+    for text in dict.fromkeys(experiment.source_of(variant) for variant in variants):
+        spec = source.parse_spec(text)
+        tree = source.fetch(spec, cache_dir)
+        trees[text] = (tree, source.key(spec, tree))
+    return [build_variant(variant, *trees[experiment.source_of(variant)], fragments, experiment.probes,
+                          cache_dir, rebuild, experiment.source_of(variant)) for variant in variants]
 
 
 def build_key(source_key: str, patch_files, fragments, compiler: str) -> str:
@@ -104,7 +112,7 @@ def compiler_version() -> str:
 
 
 def build_variant(variant: Variant, pristine: Path, source_key: str, fragments, probes,
-                  cache_dir: Path, rebuild=False) -> Build:
+                  cache_dir: Path, rebuild=False, spec: str = "") -> Build:
     compiler = compiler_version()
     key = build_key(source_key, variant.patches, fragments, compiler)
     directory = cache_dir / "builds" / key
@@ -112,11 +120,11 @@ def build_variant(variant: Variant, pristine: Path, source_key: str, fragments, 
         if not rebuild and (cached := load(directory)):
             log.info("build %s: cached in %s", variant.name, directory)
             os.utime(directory / "build.json")      # last used: `harness clean --keep` keeps the recent ones
-            return _as_variant(cached, variant.name)
-        return _build(variant, directory, key, pristine, fragments, probes, cache_dir, compiler)
+            return _as_variant(cached, variant.name, spec)
+        return _build(variant, directory, key, pristine, fragments, probes, cache_dir, compiler, spec)
 
 
-def _build(variant, directory, key, pristine, fragments, probes, cache_dir, compiler) -> Build:
+def _build(variant, directory, key, pristine, fragments, probes, cache_dir, compiler, spec) -> Build:
     if directory.exists():
         remove_tree(directory)
     directory.mkdir(parents=True)
@@ -137,7 +145,7 @@ def _build(variant, directory, key, pristine, fragments, probes, cache_dir, comp
     result = Build(variant.name, key, directory, source.release(pristine),
                    tuple(Path(p).name for p in variant.patches), patch_hash(variant.patches),
                    hashlib.sha256((directory / "config").read_bytes()).hexdigest()[:16], compiler,
-                   stages.total, hits, misses, stages.seconds)
+                   stages.total, hits, misses, stages.seconds, spec)
     _save(result)
     log.info("build %s: done in %.0f s (ccache %d hits, %d misses)", variant.name, result.duration_s, hits, misses)
     return result
@@ -161,9 +169,11 @@ def check_symbols(system_map: Path, symbols, variant: str) -> None:
             raise MissingSymbol(symbol=symbol, variant=variant)
 
 
-def _as_variant(build: Build, name: str) -> Build:
+def _as_variant(build: Build, name: str, spec: str) -> Build:
+    """A cached build under the variant name asking for it (and the source spec it gave, which may
+    differ from the recorded one only in spelling, such as @SUITE: the cache key is the tree's)."""
     fields = asdict(build)
-    fields["variant"] = name
+    fields.update(variant=name, source=spec or build.source)
     return Build(**fields)
 
 

@@ -1,22 +1,28 @@
 """Debian packages from the archive without touching the host's apt configuration.
 
 A private apt state (sources list, lists, cache, empty status) points at the host's own
-Debian mirror with another suite; apt-get checks the signature chain with the host's
-archive keyring as usual.
+Debian mirror with the suites to search (every suite of SUITES with its -updates and
+-security pockets, or the one suite a spec names); apt-get checks the signature chain with
+the host's archive keyring as usual, and `apt-cache madison` says which suite holds the
+version asked for.
 """
 
+import logging
 import os
 import re
 import shutil
 from pathlib import Path
 
 from harness import files, runner
-from harness.errors import CommandFailed, DownloadFailed, MirrorNotFound
+from harness.errors import CommandFailed, DownloadFailed, MirrorNotFound, PackageNotFound
+
+log = logging.getLogger("harness.debian")
 
 APT_SOURCES = Path("/etc/apt/sources.list")
 APT_SOURCE_PARTS = Path("/etc/apt/sources.list.d")
 ARCHIVE_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
-SUITE = "bullseye"
+SUITES = ("bullseye", "bookworm", "trixie")   # searched, each with its -updates and -security pockets
+POCKETS = ("", "-updates", "-security")
 APT_RETRIES = 3
 
 
@@ -44,50 +50,85 @@ def _uris(text: str):
             yield from deb822.group(1).split()
 
 
-def download(package_version: str, downloads: Path, suite: str = SUITE) -> Path:
-    """Download PACKAGE=VERSION into downloads (once) and return the .deb path."""
+def download(package_version: str, downloads: Path, suite: str = "") -> Path:
+    """Download PACKAGE=VERSION into downloads (once) and return the .deb path. The version is
+    looked for in suite, or in every suite of SUITES the mirror serves when suite is empty."""
     package, _, version = package_version.partition("=")
-    with files.locked(downloads.parent, f"apt-{suite}", f"the download of {package_version}"):
+    state_name = f"apt-{suite or 'any'}"
+    with files.locked(downloads.parent, state_name, f"the download of {package_version}"):
         existing = sorted(downloads.glob(f"{package}_{version.split(':')[-1]}_*.deb"))
         if existing:
             return existing[0]
-        state = downloads / f".apt-{suite}"
+        state = downloads / f".{state_name}"
         try:
-            return _fetch(package_version, package, downloads, state, suite)
+            return _fetch(package, version, downloads, state, [suite] if suite else searched_suites())
         finally:
             shutil.rmtree(state / "cache", ignore_errors=True)
             for partial in [*state.glob("*.deb"), *state.glob("*.deb.*"), *state.glob("lists/partial/*")]:
                 partial.unlink()        # apt-get's half-written package or index
 
 
-def _fetch(package_version: str, package: str, downloads: Path, state: Path, suite: str) -> Path:
+def searched_suites() -> list[str]:
+    return [suite + pocket for suite in SUITES for pocket in POCKETS]
+
+
+def archive_line(uri: str, suite: str) -> str:
+    """The sources.list line of suite on the mirror at uri (-security lives beside /debian, in
+    /debian-security, on Debian's mirrors)."""
+    if suite.endswith("-security"):
+        uri = re.sub(r"/debian$", "/debian-security", uri)
+    return f"deb [signed-by={ARCHIVE_KEYRING}] {uri} {suite} main"
+
+
+def _fetch(package: str, version: str, downloads: Path, state: Path, suites: list[str]) -> Path:
     uri = mirror_uri()
-    _write_private_state(state, uri, suite)
+    _write_private_state(state, uri, suites)
     options = _apt_options(state)
     try:
-        update = runner.run(["apt-get", *options, "update"], timeout=600)
-        if files.says_disk_full(update.output):
-            raise files.disk_full(state / "lists")
-        if not list((state / "lists").glob("*_Packages*")):
-            problems = [line for line in update.output.splitlines() if line.startswith(("W:", "E:"))]
-            raise DownloadFailed(what=f"the {suite} package index from {uri}",
-                                 why=problems[0] if problems else "apt-get update fetched no index")
-        runner.run(["apt-get", *options, "download", package_version], cwd=state, timeout=1800)
+        found = _update(options, state, uri, suites)
+        where = _suite_of(options, package, version, found)
+        log.info("%s=%s: found in %s", package, version, where)
+        runner.run(["apt-get", *options, "download", f"{package}={version}"], cwd=state, timeout=1800)
     except CommandFailed as error:
-        raise DownloadFailed(what=package_version, why=f"apt-get: {error.fields['tail']}") from None
+        raise DownloadFailed(what=f"{package}={version}", why=f"apt-get: {error.fields['tail']}") from None
     fetched = sorted(state.glob(f"{package}_*.deb"))
     if not fetched:
-        raise DownloadFailed(what=package_version, why="apt-get download produced no .deb")
+        raise DownloadFailed(what=f"{package}={version}", why="apt-get download produced no .deb")
     target = downloads / fetched[0].name
     fetched[0].rename(target)
     return target
 
 
-def _write_private_state(state: Path, uri: str, suite: str) -> None:
+def _update(options: list[str], state: Path, uri: str, suites: list[str]) -> list[str]:
+    """apt-get update; the suites whose index arrived (a suite the mirror lacks is left out)."""
+    update = runner.run(["apt-get", *options, "update"], timeout=600, check=False)
+    if files.says_disk_full(update.output):
+        raise files.disk_full(state / "lists")
+    lists = [path.name for path in (state / "lists").glob("*_Packages*")]
+    found = [suite for suite in suites if any(f"_dists_{suite}_main_" in name for name in lists)]
+    if not found:
+        problems = [line for line in update.output.splitlines() if line.startswith(("W:", "E:"))]
+        raise DownloadFailed(what=f"the package index of {', '.join(suites)} from {uri}",
+                             why=problems[0] if problems else "apt-get update fetched no index")
+    return found
+
+
+def _suite_of(options: list[str], package: str, version: str, searched: list[str]) -> str:
+    """The suite that holds package at version, from apt-cache madison; PackageNotFound when none does."""
+    rows = [[cell.strip() for cell in line.split("|")] for line in
+            runner.output_of(["apt-cache", *options, "madison", package]).splitlines() if line.count("|") >= 2]
+    for _, candidate, origin, *_ in rows:
+        if candidate == version:
+            return origin.split()[1].split("/")[0] if len(origin.split()) > 1 else origin
+    versions = ", ".join(dict.fromkeys(row[1] for row in rows)) or "none"
+    raise PackageNotFound(package=package, version=version, suites=", ".join(searched), versions=versions)
+
+
+def _write_private_state(state: Path, uri: str, suites: list[str]) -> None:
     for sub in ("lists/partial", "cache/archives/partial", "parts"):
         (state / sub).mkdir(parents=True, exist_ok=True)
     (state / "status").touch()
-    (state / "sources.list").write_text(f"deb [signed-by={ARCHIVE_KEYRING}] {uri} {suite} main\n")
+    (state / "sources.list").write_text("".join(archive_line(uri, suite) + "\n" for suite in suites))
 
 
 def _apt_options(state: Path) -> list[str]:

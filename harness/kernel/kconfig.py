@@ -1,5 +1,12 @@
-"""Kconfig fragments: find them in kconfigs/, merge them over tinyconfig, check that they survived."""
+"""Kconfig fragments: find them in kconfigs/, merge them over tinyconfig, check that they survived.
 
+An option line right after a comment line `# optional` (or `# optional: why`) may be missing
+from the final config: one fragment set then serves kernels where the option was renamed or
+removed (CONFIG_ARCH_RANDOM is gone in 5.19, CONFIG_MEMCG_SWAP in 6.1). Every other option must
+come out of olddefconfig as the fragment asked.
+"""
+
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +18,9 @@ BASE_TARGET = "tinyconfig"
 _SET = re.compile(r"^(CONFIG_\w+)=(.*)$")
 _UNSET = re.compile(r"^# (CONFIG_\w+) is not set$")
 _DEFINED = re.compile(r"^\s*(?:menu)?config\s+(\w+)\s*$", re.M)
+_OPTIONAL = re.compile(r"^#\s*optional\b", re.I)
+
+log = logging.getLogger("harness.kconfig")
 
 
 @dataclass(frozen=True)
@@ -20,6 +30,14 @@ class Fragment:
 
     def options(self) -> dict[str, str]:
         return parse(self.path.read_text())
+
+    def optional(self) -> set[str]:
+        """The options marked optional (the option line right after a `# optional` comment)."""
+        marked, lines = set(), [line.strip() for line in self.path.read_text().splitlines()]
+        for before, line in zip(lines, lines[1:]):
+            if _OPTIONAL.match(before) and (option := parse(line)):
+                marked.update(option)
+        return marked
 
     @property
     def shown(self) -> str:
@@ -60,28 +78,34 @@ def parse(text: str) -> dict[str, str]:
 
 
 def check_survival(fragments: list[Fragment], final_config: Path, tree: Path | None = None) -> None:
-    """Raise KconfigOptionDropped naming every option a fragment asked for that olddefconfig changed; an
-    option that no Kconfig file of tree defines is said to be missing from this kernel."""
+    """Raise KconfigOptionDropped naming every required option a fragment asked for that olddefconfig
+    changed, all at once; an option that no Kconfig file of tree defines is said to be missing from this
+    kernel. Optional options that did not survive are logged."""
     final = parse(final_config.read_text())
-    dropped = []
+    dropped, skipped = [], []
     for fragment in fragments:
+        optional = fragment.optional()
         for option, wanted in fragment.options().items():
-            actual = final.get(option, "n")
-            if actual != wanted:
-                dropped.append((option, wanted, actual, fragment))
+            if final.get(option, "n") != wanted:
+                (skipped if option in optional else dropped).append((option, wanted, final.get(option, "n"), fragment))
+    for option, wanted, actual, fragment in skipped:
+        log.info("optional %s=%s of %s is %s in this kernel", option, wanted, fragment.shown, _shown(actual))
     if not dropped:
         return
     defined = defined_symbols(tree) if tree else None     # empty: a tree without Kconfig files cannot tell
     details = []
     for option, wanted, actual, fragment in dropped:
-        shown = "not set" if actual == "n" else f"={actual}"
         if defined and option.removeprefix("CONFIG_") not in defined:
-            details.append(f"{option}={wanted} asked for by {fragment.shown} is not in this kernel's Kconfig files: "
-                           "drop it from the fragment")
+            details.append(f"{option}={wanted} asked for by {fragment.shown} is not in this kernel: drop it or "
+                           "mark it optional (a '# optional' line above it)")
         else:
-            details.append(f"{option}={wanted} asked for by {fragment.shown} is {shown} after olddefconfig: add the "
-                           "options it depends on to the fragment (see 'Depends on' in 'make menuconfig')")
+            details.append(f"{option}={wanted} asked for by {fragment.shown} is {_shown(actual)} after olddefconfig: "
+                           "add the options it depends on to the fragment (see 'Depends on' in 'make menuconfig')")
     raise KconfigOptionDropped(count=len(details), details="; ".join(details))
+
+
+def _shown(value: str) -> str:
+    return "not set" if value == "n" else f"={value}"
 
 
 def defined_symbols(tree: Path) -> set[str]:

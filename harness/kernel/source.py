@@ -1,8 +1,11 @@
 """Kernel source specs -> an unpacked, read-only tree in the cache, fetched once.
 
 SPEC forms:
-  debian:PKG=VERSION[#sha256=HEX]   a Debian linux-source package, fetched with apt-get download
-                                    through a private sources list (the host's mirror, suite bullseye)
+  debian:PKG=VERSION[@SUITE][#sha256=HEX]
+                                    a Debian linux-source package, fetched with apt-get download through
+                                    a private sources list on the host's mirror: from SUITE, or from
+                                    whichever of bullseye, bookworm, trixie (and their -updates and
+                                    -security) holds VERSION
   tarball:URL#sha256=HEX            a kernel.org style .tar.xz
   git:PATH@REF                      an archive of a local git repository at REF
   dir:PATH                          an existing tree, used as is
@@ -39,7 +42,7 @@ DEFAULT_SPEC = ("debian:linux-source-5.10=5.10.223-1"
 class SourceSpec:
     kind: str          # debian | tarball | git | dir
     location: str      # package=version, URL, repository path, or tree path
-    ref: str = ""      # git ref
+    ref: str = ""      # git ref, or the Debian suite
     sha256: str = ""   # expected checksum of the downloaded file
 
     def __str__(self):
@@ -60,9 +63,10 @@ def parse_spec(text: str) -> SourceSpec:
             raise BadSourceSpec(spec=text, why="the part after # must be sha256=<64 hex digits>")
         sha256 = match.group(1).lower()
     if kind == "debian":
-        if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*=[A-Za-z0-9.+~:-]+", rest):
-            raise BadSourceSpec(spec=text, why="debian: needs PACKAGE=VERSION")
-        return SourceSpec("debian", rest, sha256=sha256)
+        match = re.fullmatch(r"([a-z0-9][a-z0-9.+-]*=[A-Za-z0-9.+~:-]+)(?:@([a-z]+(?:-[a-z]+)?))?", rest)
+        if not match:
+            raise BadSourceSpec(spec=text, why="debian: needs PACKAGE=VERSION or PACKAGE=VERSION@SUITE")
+        return SourceSpec("debian", match.group(1), ref=match.group(2) or "", sha256=sha256)
     if kind == "tarball":
         if not sha256:
             raise BadSourceSpec(spec=text, why="tarball: needs #sha256=HEX")
@@ -184,7 +188,7 @@ def _unpack_tarball(spec: SourceSpec, cache_dir: Path, tmp: Path) -> None:
 
 
 def _unpack_debian(spec: SourceSpec, cache_dir: Path, tmp: Path) -> None:
-    deb = debian.download(spec.location, cache_dir / "downloads")
+    deb = debian.download(spec.location, cache_dir / "downloads", spec.ref)
     verify(deb, spec.sha256, deb.name)
     payload = tmp.with_name(tmp.name + ".deb-contents")
     payload.mkdir()

@@ -31,7 +31,8 @@ def run_cell(request, cell: Cell, built: build.Build, guest_image, directory, ca
     invalid with the cause (what QEMU and the guest's console say first), and the matrix goes on."""
     started = time.monotonic()
     guest_config = request.experiment.guest
-    record = results.Run(built.variant, cell.workload.name, cell.rep, cell.mode, source=request.experiment.source,
+    record = results.Run(built.variant, cell.workload.name, cell.rep, cell.mode,
+                         source=built.source or request.experiment.source,
                          kernel_release=built.release.removeprefix("linux-"), config_hash=built.config_hash,
                          patch_hash=built.patch_hash, guest_memory_mb=guest_config.memory_mb,
                          swap_mb=guest_config.swap_mb, cpus=guest_config.cpus)

@@ -11,14 +11,14 @@ repetition at a time until the `stop` callback says every primary hypothesis is 
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness import results
 from harness.errors import BadExperiment, NotAResultDirectory
-from harness.experiment import Experiment, Variant
+from harness.experiment import Experiment
 from harness.guest import image, vm
-from harness.kernel import build, source
+from harness.kernel import build, objdiff, source
 from harness.measure import workloads
 from harness.measure.cell import Cell, run_cell
 from harness.progress import Progress, Stopwatch
@@ -44,13 +44,15 @@ class RunRequest:
     control: str | None = None   # the variant that boots the baseline's kernel again
     primary: tuple[str, ...] = ()
     margin_pct: float = 5.0
+    force: bool = False          # judge a variant whose object code is the baseline's as a variant, not a control
 
 
 CONTROL = "control"      # the name of the variant --control adds
 
 
 def new_request(spec: Experiment, workload_names, settings, variant_names, reps: int, out_dir: Path, accel: str,
-                modes, command_line: str, seed: int | None, max_reps: int | None, control: bool) -> RunRequest:
+                modes, command_line: str, seed: int | None, max_reps: int | None, control: bool,
+                force: bool = False) -> RunRequest:
     """The request for a new run: the workloads (the experiment's, or all) with their parameters, the
     variants asked for (the baseline first, and the baseline again as `control` when asked)."""
     names = workload_names or spec.workloads or tuple(workloads.discover())
@@ -61,10 +63,10 @@ def new_request(spec: Experiment, workload_names, settings, variant_names, reps:
         if any(v.name == CONTROL for v in spec.variants):
             raise BadExperiment(path=spec.path, why=f"a variant is called '{CONTROL}', the name --control uses")
         baseline = spec.variants[0]
-        variants = [baseline] + [v for v in variants if v.name != baseline.name] + [Variant(CONTROL, baseline.patches)]
+        variants = [baseline] + [v for v in variants if v.name != baseline.name] + [replace(baseline, name=CONTROL)]
         control_name = CONTROL
     return RunRequest(spec, chosen, tuple(variants), reps, out_dir, accel, tuple(modes), command_line, seed, False,
-                      max_reps, control_name, measured_primary(spec, chosen), spec.margin_pct)
+                      max_reps, control_name, measured_primary(spec, chosen), spec.margin_pct, force)
 
 
 def resumed_request(spec: Experiment, path: Path, accel: str) -> RunRequest:
@@ -74,13 +76,14 @@ def resumed_request(spec: Experiment, path: Path, accel: str) -> RunRequest:
                    for name, values in recorded.get("workloads", {}).items())
     by_name = {v.name: v for v in spec.variants}
     control = recorded.get("control")
-    variants = tuple(Variant(control, by_name[recorded["baseline"]].patches) if v["name"] == control
+    variants = tuple(replace(by_name[recorded["baseline"]], name=control) if v["name"] == control
                      else spec.select([v["name"]])[0] for v in recorded.get("variants", []))
     auto = recorded.get("reps") == "auto"
     return RunRequest(spec, chosen, variants, int(recorded["min_reps"] if auto else recorded["reps"]), path, accel,
                       tuple(recorded.get("modes", ("counted",))), recorded.get("command", ""), recorded.get("seed"),
                       True, int(recorded["max_reps"]) if auto else None, control,
-                      tuple(recorded.get("primary", ())), float(recorded.get("margin_pct", 5.0)))
+                      tuple(recorded.get("primary", ())), float(recorded.get("margin_pct", 5.0)),
+                      bool(recorded.get("force", False)))
 
 
 def measured_primary(spec: Experiment, chosen) -> tuple[str, ...]:
@@ -162,14 +165,48 @@ def _prepare(request: RunRequest, directory: results.RunDirectory, cache_dir: Pa
     """Source, builds and guest image, timed; recorded in the metadata."""
     stages = Stopwatch()
     with stages("fetch"):
-        source.fetch(source.parse_spec(request.experiment.source), cache_dir)
+        for spec in dict.fromkeys(request.experiment.source_of(variant) for variant in request.variants):
+            source.fetch(source.parse_spec(spec), cache_dir)
     with stages("build"):
         builds = {b.variant: b for b in build.build_all(request.experiment, list(request.variants), cache_dir)}
     with stages("image"):
         guest_image = image.build(cache_dir)
+    with stages("object code"):
+        differences = object_code(request, builds)
+    identical = [name for name, difference in differences.items() if difference.identical and name != request.control]
     directory.update_metadata(builds={name: _build_facts(b) for name, b in builds.items()},
-                              image=guest_image.digest, qemu=vm.qemu_version(), stage_seconds=stages.seconds)
+                              image=guest_image.digest, qemu=vm.qemu_version(), stage_seconds=stages.seconds,
+                              object_code={name: d.as_dict() for name, d in differences.items()},
+                              as_control=[] if request.force else identical)
     return builds, guest_image, dict(stages.seconds)
+
+
+def object_code(request: RunRequest, builds: dict) -> dict[str, objdiff.ObjectDiff]:
+    """Each variant's code against the baseline's (variants of the baseline's source that have a vmlinux);
+    says, before any cell runs, which variants changed nothing."""
+    baseline = request.variants[0]
+    base_build = builds[baseline.name]
+    differences = {}
+    for variant in request.variants[1:]:
+        built = builds[variant.name]
+        if request.experiment.source_of(variant) != request.experiment.source_of(baseline):
+            continue
+        if not (base_build.vmlinux.is_file() and built.vmlinux.is_file()):
+            log.warning("variant %s: no vmlinux to compare with %s's object code", variant.name, baseline.name)
+            continue
+        old = objdiff.facts(base_build.vmlinux, base_build.directory)
+        new = objdiff.facts(built.vmlinux, built.directory)
+        bloat = objdiff.bloat_o_meter(base_build.tree, base_build.vmlinux, built.vmlinux)
+        difference = differences[variant.name] = objdiff.compare(variant.name, baseline.name, old, new, bloat)
+        if variant.name == request.control:
+            continue
+        if difference.identical:
+            then = ("it is judged as a variant (--force)" if request.force else
+                    "it runs as an A/A control (--force judges it as a variant)")
+            log.warning("variant %s: %s; %s", variant.name, difference.summary(), then)
+        else:
+            log.info("variant %s: %s", variant.name, difference.summary())
+    return differences
 
 
 def _build_facts(built: build.Build) -> dict:
@@ -178,15 +215,17 @@ def _build_facts(built: build.Build) -> dict:
 
 
 def _metadata(request: RunRequest) -> dict:
-    variants = [{"name": v.name, "patches": [p.name for p in v.patches]} for v in request.variants]
+    variants = [{"name": v.name, "patches": [p.name for p in v.patches], "source": request.experiment.source_of(v)}
+                for v in request.variants]
     design = {"reps": "auto", "min_reps": request.reps, "max_reps": request.max_reps} if request.max_reps \
         else {"reps": request.reps}
     return {"command": request.command_line, "experiment": request.experiment.name,
             "description": request.experiment.description,
             "experiment_file": str(request.experiment.path), "source": request.experiment.source,
+            "mixed_sources": request.experiment.mixed_sources,
             "workloads": {workload.name: params for workload, params in request.workloads},
             "variants": variants, "baseline": request.variants[0].name, "control": request.control,
-            "primary": list(request.primary), "margin_pct": request.margin_pct, **design,
+            "primary": list(request.primary), "margin_pct": request.margin_pct, "force": request.force, **design,
             "modes": list(request.modes), "accelerator_requested": request.accel,
             "probes": list(request.experiment.probes) if "counted" in request.modes else [],
             "guest": vars(request.experiment.guest),

@@ -172,6 +172,38 @@ def test_runs_that_differ_in_a_comparability_field_are_refused(tmp_path):
         compare.compare(*results.read(copy)[:2])
 
 
+def test_variants_from_another_kernel_are_compared_only_when_allowed_and_marked(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    runs = pd.read_csv(copy / "runs.csv")
+    runs.loc[runs["variant"] == "patched", ["source", "config_hash"]] = ["debian:linux-source-6.1=6.1.192-2", "c61"]
+    runs.to_csv(copy / "runs.csv", index=False)
+    with pytest.raises(NotComparable, match="Runs differ in source"):
+        analysis.comparison([copy])
+    metadata = json.loads((copy / "metadata.json").read_text())
+    (copy / "metadata.json").write_text(json.dumps({**metadata, "mixed_sources": True}))
+    comparison = analysis.comparison([copy])
+    assert {r.variant for r in comparison.rows if r.other_source} == {"patched"}
+    assert any("Other kernel: patched built from another kernel source" in line
+               for line in compare.summary_lines(comparison))
+    assert "patched (other kernel)" in compare.render_table(comparison.rows)
+    runs.loc[(runs["variant"] == "patched") & (runs["rep"] == 1), "config_hash"] = "other"
+    runs.to_csv(copy / "runs.csv", index=False)
+    with pytest.raises(NotComparable, match="config_hash"):
+        analysis.comparison([copy])     # within one variant the kernel must still be one
+
+
+def test_a_variant_with_the_baselines_object_code_is_judged_as_a_control(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    metadata = json.loads((copy / "metadata.json").read_text())
+    (copy / "metadata.json").write_text(json.dumps({**metadata, "as_control": ["patched"]}))
+    comparison = analysis.comparison([copy])
+    assert {r.role for r in comparison.rows if r.variant == "patched"} == {"control"}
+    assert "`patched` (object code identical to the baseline)" in comparison.calibration_line()
+    assert {r.role for r in analysis.comparison([copy], baseline="patched").rows} != {"control"}
+
+
 def split_by_variant(tmp_path):
     """The golden run as two folders: the baseline's boots in one, the patched boots in the other."""
     folders = []

@@ -36,8 +36,31 @@ def test_every_dropped_option_is_named_and_a_symbol_the_kernel_lacks_is_said_so(
     text = str(caught.value)
     assert text.startswith("3 kconfig option(s) did not survive")
     assert f"CONFIG_SWAP=y asked for by {fragment} is not set after olddefconfig: add the options" in text
-    assert f"CONFIG_MEMCG_SWAP=y asked for by {fragment} is not in this kernel's Kconfig files: drop it" in text
+    assert f"CONFIG_MEMCG_SWAP=y asked for by {fragment} is not in this kernel: drop it or mark it optional" in text
     assert "CONFIG_MEMCG=y" in text and "\n" not in text
+
+
+def test_optional_options_may_be_missing_and_the_rest_are_all_reported_at_once(tmp_path, caplog):
+    tree = tmp_path / "tree"
+    (tree / "mm").mkdir(parents=True)
+    (tree / "mm" / "Kconfig").write_text("config SWAP\n\tbool\nconfig MEMCG\n\tbool\nconfig NUMA\n\tbool\n")
+    fragment = tmp_path / "guest.config"
+    fragment.write_text("CONFIG_SWAP=y\n# optional: gone in 6.1\nCONFIG_MEMCG_SWAP=y\nCONFIG_ARCH_RANDOM=y\n"
+                        "# Optional\n# CONFIG_NUMA is not set\nCONFIG_MEMCG=y\n")
+    assert kconfig.Fragment("guest", fragment).optional() == {"CONFIG_MEMCG_SWAP", "CONFIG_NUMA"}
+    final = tmp_path / ".config"
+    final.write_text("CONFIG_SWAP=y\nCONFIG_NUMA=y\n")
+    caplog.set_level("INFO", "harness.kconfig")
+    with pytest.raises(KconfigOptionDropped) as caught:
+        kconfig.check_survival([kconfig.Fragment("guest", fragment)], final, tree)
+    text = str(caught.value)
+    assert text.startswith("2 kconfig option(s) did not survive"), text
+    assert "CONFIG_ARCH_RANDOM=y asked for by" in text and "is not in this kernel" in text
+    assert "CONFIG_MEMCG=y asked for by" in text and "is not set after olddefconfig" in text
+    assert "MEMCG_SWAP" not in text and "NUMA" not in text
+    assert "optional CONFIG_MEMCG_SWAP=y" in caplog.text and "optional CONFIG_NUMA=n" in caplog.text
+    final.write_text("CONFIG_SWAP=y\nCONFIG_MEMCG=y\nCONFIG_ARCH_RANDOM=y\n")
+    kconfig.check_survival([kconfig.Fragment("guest", fragment)], final, tree)
 
 
 def test_a_fragment_given_by_path_is_reported_by_its_path(tmp_path):

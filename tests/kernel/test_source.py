@@ -13,6 +13,7 @@ from harness.errors import (
     MirrorNotFound,
     NotAKernelArchive,
     NotAKernelTree,
+    PackageNotFound,
 )
 from harness.kernel import debian, source
 
@@ -132,7 +133,7 @@ def test_unreachable_mirror_is_a_one_line_download_error(tmp_path, monkeypatch):
     monkeypatch.setattr(debian, "mirror_uri", lambda: "http://127.0.0.1:9/debian")
     monkeypatch.setattr(debian, "APT_RETRIES", 0)
     spec = source.parse_spec("debian:linux-source-5.10=5.10.223-1")
-    expected = "Download of the bullseye package index from http://127.0.0.1:9/debian failed"
+    expected = "Download of the package index of bullseye, bullseye-updates, .* from http://127.0.0.1:9/debian failed"
     with pytest.raises(DownloadFailed, match=expected) as caught:
         source.fetch(spec, tmp_path / "cache")
     assert "\n" not in str(caught.value)
@@ -145,27 +146,44 @@ FAKE_APT = """#!/bin/sh
 for word in "$@"; do case "$word" in -oDir::State::Lists=*) lists=${word#*=} ;; esac; done
 for word in "$@"; do last=$word; done
 case " $* " in
-*" update "*) echo "Packages" > "$lists/mirror_dists_bullseye_main_binary-amd64_Packages"; echo "$*" >> "$APT_LOG" ;;
+*" update "*) for suite in bullseye bookworm; do
+                  echo Packages > "$lists/mirror_dists_${suite}_main_binary-amd64_Packages"
+              done; echo "$*" >> "$APT_LOG" ;;
 *" download "*) printf 'deb' > "${last%%=*}_${last#*=}_all.deb"; echo download >> "$APT_LOG" ;;
 esac
+"""
+FAKE_APT_CACHE = """#!/bin/sh
+# a fake apt-cache madison: the versions the fake index holds
+for word in "$@"; do last=$word; done
+echo "  $last |     2.10-2 | http://mirror.example/debian bullseye/main amd64 Packages"
+echo "  $last |     2.10-3 | http://mirror.example/debian bookworm/main amd64 Packages"
 """
 
 
 def test_a_debian_package_is_downloaded_once_with_a_private_apt_state(tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "apt-get").write_text(FAKE_APT)
-    (bin_dir / "apt-get").chmod(0o755)
+    for name, text in (("apt-get", FAKE_APT), ("apt-cache", FAKE_APT_CACHE)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("APT_LOG", str(tmp_path / "apt.log"))
     monkeypatch.setattr(debian, "mirror_uri", lambda: "http://mirror.example/debian")
     downloads = tmp_path / "cache" / "downloads"
     deb = debian.download("hello=2.10-2", downloads)
     assert deb == downloads / "hello_2.10-2_all.deb" and deb.read_text() == "deb"
-    state = downloads / ".apt-bullseye"
-    assert (state / "sources.list").read_text().startswith(f"deb [signed-by={debian.ARCHIVE_KEYRING}] "
-                                                          "http://mirror.example/debian bullseye main")
+    state = downloads / ".apt-any"
+    sources = (state / "sources.list").read_text().splitlines()
+    assert sources[0] == f"deb [signed-by={debian.ARCHIVE_KEYRING}] http://mirror.example/debian bullseye main"
+    assert f"[signed-by={debian.ARCHIVE_KEYRING}] http://mirror.example/debian-security bookworm-security main" \
+        in sources[5] and len(sources) == 9, "every suite with its pockets, -security on debian-security"
     assert not (state / "cache").exists() and not list(state.glob("*.deb"))
     assert debian.download("hello=2.10-2", downloads) == deb, "the second call finds the download"
     log = (tmp_path / "apt.log").read_text().splitlines()
     assert log[-1] == "download" and len(log) == 2 and "-oAcquire::Retries=3" in log[0]
+    # the fake mirror serves only bullseye and bookworm: the suites without an index are not said to be searched
+    with pytest.raises(PackageNotFound, match=r"hello has no version 9-9 in the suites searched \(bullseye, "
+                       r"bookworm\); versions there: 2.10-2, 2.10-3"):
+        debian.download("hello=9-9", downloads)
+    debian.download("hello=2.10-3", downloads, "bookworm")
+    assert (downloads / ".apt-bookworm" / "sources.list").read_text().count("\n") == 1

@@ -4,6 +4,7 @@ import pytest
 
 from harness import experiment, results
 from harness.measure import matrix, workloads
+from tests.fakes.guest import FakeBuild
 
 
 def request_for(tmp_path, reps=3, modes=("counted",), max_reps=None, **more):
@@ -22,12 +23,6 @@ def test_cells_are_interleaved_in_blocks_with_a_recorded_seed(tmp_path):
         assert {(variant, mode) for _, variant, _, mode in first[block * 4:block * 4 + 4]} == {
             ("base", "counted"), ("base", "timed"), ("patched", "counted"), ("patched", "timed")}
     assert matrix.plan(request, 7, reps=5)[:12] == first, "a longer plan starts like the shorter one"
-
-
-class FakeBuild:
-    def __init__(self, name):
-        self.variant, self.key, self.release, self.patches = name, name, "linux-5.10.223", ()
-        self.patch_hash, self.config_hash, self.compiler = "none", "c", "gcc"
 
 
 @pytest.fixture

@@ -1,0 +1,146 @@
+"""The object code of two builds compared: did a patch change the machine code, and where.
+
+Three views of two vmlinux files:
+- sections: the size and a hash of every executable section (readelf); equal bytes in all of
+  them mean the code is identical, whatever the patch changed in the source;
+- functions: every function disassembled (objdump -d) with addresses, RIP displacements and
+  offsets taken out (`call <schedule>` stays, where schedule lies does not), hashed per
+  function; a function whose hash differs had its code changed;
+- sizes: the tree's own scripts/bloat-o-meter, the table kernel developers know.
+A build's sections and function hashes are computed once and kept in its folder.
+"""
+
+import hashlib
+import json
+import re
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness import runner
+from harness.errors import CommandFailed
+from harness.files import write_atomic
+
+FACTS_FILE = "object-code.json"
+FACTS_VERSION = 2
+_SECTION = re.compile(r"^\s*\[\s*\d+\]\s+(\S+)\s+\S+\s+[0-9a-f]+\s+([0-9a-f]+)\s+([0-9a-f]+)\s+\S+\s+(\S*)")
+_FUNCTION = re.compile(r"^[0-9a-f]+ <(.+)>:$")
+_INSTRUCTION = re.compile(r"^\s*[0-9a-f]+:\t(.*)$")
+_ADDRESS = re.compile(r"\b(?:0x)?f{8}[0-9a-f]{8}\b|-0x7[0-9a-f]{7}\b")   # absolute, or sign-extended 32-bit
+_PADDING = re.compile(r"^(?:int3|(?:\S+ )*nop\w*\b.*|xchg +%ax,%ax|data16 .*)$")
+_RIP = re.compile(r"-?0x[0-9a-f]+\(%rip\)")
+_OFFSET = re.compile(r"\+0x[0-9a-f]+>")
+
+
+@dataclass(frozen=True)
+class ObjectDiff:
+    """How the code of `variant` differs from `baseline`'s."""
+    variant: str
+    baseline: str
+    identical: bool                      # every executable section has the same bytes
+    changed: list[str] = field(default_factory=list)   # functions whose code differs
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    sections: dict = field(default_factory=dict)       # name -> [old size, new size] of differing sections
+    bloat: str = ""                      # scripts/bloat-o-meter's table
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        if self.identical:
+            return f"object code identical to {self.baseline}: any difference would be noise"
+        touched = self.changed + self.added + self.removed
+        if not touched:
+            return f"text differs from {self.baseline} in addresses only (data layout); no function's code changed"
+        counts = f"{len(self.changed)} function(s) changed, {len(self.added)} added, {len(self.removed)} removed"
+        return (f"object code differs from {self.baseline}: {counts}: {', '.join(touched[:8])}"
+                + (" ..." if len(touched) > 8 else ""))
+
+
+def facts(vmlinux: Path, keep_in: Path | None = None) -> dict:
+    """Sections and per-function hashes of vmlinux, from keep_in/object-code.json when it is there."""
+    kept = keep_in / FACTS_FILE if keep_in else None
+    if kept and kept.is_file():
+        data = json.loads(kept.read_text())
+        if data.get("version") == FACTS_VERSION:
+            return data
+    data = {"version": FACTS_VERSION, "sections": sections(vmlinux), "functions": function_hashes(vmlinux)}
+    if kept:
+        write_atomic(kept, json.dumps(data) + "\n")
+    return data
+
+
+def sections(vmlinux: Path) -> dict[str, list]:
+    """name -> [size, sha256 of the bytes] of every executable section."""
+    found = {}
+    with open(vmlinux, "rb") as stream:
+        for line in runner.output_of(["readelf", "-S", "-W", vmlinux]).splitlines():
+            match = _SECTION.match(line)
+            if match and "X" in match.group(4):
+                offset, size = int(match.group(2), 16), int(match.group(3), 16)
+                stream.seek(offset)
+                found[match.group(1)] = [size, hashlib.sha256(stream.read(size)).hexdigest()]
+    return found
+
+
+def function_hashes(vmlinux: Path) -> dict[str, list[str]]:
+    """function -> the sorted hashes of its normalised disassembly (static functions of one name
+    can have several copies, and a patch can add or drop one)."""
+    hashes: dict[str, list[str]] = {}
+    name, digest = None, None
+    for line in _lines_of(["objdump", "-d", "--no-show-raw-insn", "-w", str(vmlinux)]):
+        if match := _FUNCTION.match(line):
+            if name is not None:
+                hashes.setdefault(name, []).append(digest.hexdigest()[:16])
+            name, digest = match.group(1), hashlib.sha256()
+        elif name is not None and (match := _INSTRUCTION.match(line)) and not _PADDING.match(match.group(1)):
+            digest.update(normalise(match.group(1)).encode() + b"\n")
+    if name is not None:
+        hashes.setdefault(name, []).append(digest.hexdigest()[:16])
+    return {name: sorted(copies) for name, copies in hashes.items()}
+
+
+def _lines_of(argv: list[str]):
+    """The output lines of argv, streamed (a disassembly has millions: not for the log)."""
+    runner.announce(argv)
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                          start_new_session=True) as process:
+        try:
+            yield from (line.rstrip("\n") for line in process.stdout)
+            process.wait()
+        finally:
+            runner.kill_group(process)
+        if process.returncode != 0:
+            raise CommandFailed(command=runner.quote(argv), status=process.returncode,
+                                tail=process.stderr.read()[-500:].strip())
+
+
+def normalise(instruction: str) -> str:
+    """An instruction without what moves when other code moves: absolute addresses, RIP
+    displacements and symbol offsets (`call ffffffff8100042b <f>` -> `call A <f>`). Padding
+    between functions (int3, nops) is left out before this."""
+    text = _ADDRESS.sub("A", instruction)
+    text = _RIP.sub("R(%rip)", text)
+    return " ".join(_OFFSET.sub("+>", text).split())
+
+
+def compare(variant: str, baseline: str, old: dict, new: dict, bloat: str = "") -> ObjectDiff:
+    """The difference between two builds' facts."""
+    differing = {name: [old["sections"].get(name, [0])[0], new["sections"].get(name, [0])[0]]
+                 for name in sorted(set(old["sections"]) | set(new["sections"]))
+                 if old["sections"].get(name) != new["sections"].get(name)}
+    before, after = old["functions"], new["functions"]
+    changed = [name + (f" ({len(before[name])} -> {len(after[name])} copies)" if len(before[name]) != len(after[name])
+                       else "") for name in sorted(set(before) & set(after)) if before[name] != after[name]]
+    return ObjectDiff(variant, baseline, not differing, [] if not differing else changed,
+                      sorted(set(after) - set(before)), sorted(set(before) - set(after)), differing, bloat)
+
+
+def bloat_o_meter(tree: Path, old_vmlinux: Path, new_vmlinux: Path) -> str:
+    """scripts/bloat-o-meter's output (symbol sizes old -> new); '' when the tree has no such script."""
+    script = tree / "scripts" / "bloat-o-meter"
+    if not script.is_file():
+        return ""
+    result = runner.run(["python3", script, old_vmlinux, new_vmlinux], check=False)
+    return result.output.strip() if result.returncode == 0 else ""
