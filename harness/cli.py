@@ -15,10 +15,11 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from harness import cache, doctor, experiment, results
+from harness import cache, doctor, experiment, project, results
 from harness.analysis import analyse as analysis
 from harness.analysis import compare, plots
 from harness.errors import (
+    BadPatchInput,
     CacheUnusable,
     HarnessError,
     MissingPackages,
@@ -30,7 +31,7 @@ from harness.errors import (
 from harness.files import FULL, disk_full, write_atomic
 from harness.guest import boot
 from harness.guest import image as guest_image
-from harness.kernel import build, patches, source
+from harness.kernel import build, patches, patchmail, source
 from harness.measure import matrix
 
 log = logging.getLogger("harness")
@@ -220,24 +221,59 @@ def patch_group():
 
 
 @patch_group.command(name="import")
-@click.argument("message", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("message", type=click.Path(exists=True, path_type=Path))
 @click.option("--tree", help="Kernel tree (folder or source SPEC) to anchor on [default: the experiment's source].")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="The patch file; with --series, the folder the patches go to.")
+@click.option("--series", is_flag=True, help="MESSAGE is a series (an mbox or a folder of .patch files): write "
+              "every patch into the -o folder and print an experiment [series] stanza.")
 @click.option("--author", default="", help="Override the author, 'Name <email>'.")
 @click.option("--upstream", default="", help="Upstream commit id to record in the message.")
 @click.pass_obj
 @_guarded
-def patch_import(obj, message, tree, output, author, upstream):
-    """Turn MESSAGE (format-patch, mbox, or a quoted, mangled mail) into a clean patch for TREE."""
+def patch_import(obj, message, tree, output, series, author, upstream):
+    """Turn MESSAGE (format-patch, mbox, or a quoted, mangled mail) into a clean patch for TREE.
+
+    Every patch written is checked with git apply --check (in series order) and with the tree's
+    own scripts/checkpatch.pl, whose findings are printed.
+    """
     tree_path = _tree(tree, obj["cache_dir"])
-    text = patches.import_message(message.read_text(errors="surrogateescape"), tree_path, message.name,
-                                  author, upstream)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(output, text, errors="surrogateescape")
-    ok, detail = patches.git_check_series([output], tree_path)
-    click.echo(f"{output}: {'git apply --check accepts it on ' + str(tree_path) if ok else detail}")
+    parts = patchmail.split_series(message)
+    if not series and (len(parts) > 1 or message.is_dir()):
+        raise BadPatchInput(path=message, why=f"it holds {len(parts)} patches", fix="pass --series -o FOLDER")
+    if series and upstream:
+        raise BadPatchInput(path=message, why="--upstream names one commit", fix="import a series without it")
+    if series:
+        imported = patches.import_series(parts, tree_path, author)
+        written = [_write_patch(output / patch.name, patch.text) for patch in imported]
+    else:
+        text = patches.import_message(parts[0].text, tree_path, message.name, author, upstream)
+        written = [_write_patch(output, text)]
+    ok, detail = patches.git_check_series(written, tree_path)
+    for path in written:
+        findings = patches.checkpatch(path, tree_path)
+        click.echo(f"{path}: {patches.checkpatch_summary(findings, tree_path)}")
+        for finding in findings or []:
+            click.echo(f"  {finding}")
+    click.echo(f"git apply --check accepts {'the series' if series else 'it'} on {tree_path}" if ok else detail)
+    if series:
+        click.echo("\n[series]\npatches = [" + ", ".join(f'"{_patch_reference(path)}"' for path in written) + "]")
     if not ok:
         sys.exit(1)
+
+
+def _write_patch(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, text, errors="surrogateescape")
+    return path
+
+
+def _patch_reference(path: Path) -> str:
+    """How an experiment names a patch: relative to patches/ when it is there, else its path."""
+    try:
+        return str(path.resolve().relative_to(project.PATCHES))
+    except ValueError:
+        return str(path.resolve())
 
 
 @patch_group.command(name="check")

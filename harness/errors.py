@@ -75,6 +75,10 @@ class PatchParseError(UserError):
     template = "Cannot read a diff from {path}: {why}"
 
 
+class BadPatchInput(UserError):
+    template = "{path} cannot be imported as asked ({why}): {fix}"
+
+
 class HunkNotAnchored(UserError):
     template = ("Hunk {hunk} of {file} ({header}) anchors nowhere in {tree}: the patch is for another "
                 "version of {file}; pick the tree it was written for")

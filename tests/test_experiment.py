@@ -79,7 +79,8 @@ def test_a_variant_may_name_its_own_source_when_the_experiment_allows_mixing(tmp
                                                '[[variants]]\nname = "new"\nsource = "debian:linux-source-6.1='
                                                '6.1.192-2@bookworm-security"\n')))
     assert spec.mixed_sources
-    assert [spec.source_of(v) for v in spec.variants] == ["dir:/a", "debian:linux-source-6.1=6.1.192-2@bookworm-security"]
+    assert [spec.source_of(v) for v in spec.variants] == [
+        "dir:/a", "debian:linux-source-6.1=6.1.192-2@bookworm-security"]
 
 
 def test_the_shipped_6_1_experiment_puts_three_kernels_side_by_side():

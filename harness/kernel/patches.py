@@ -22,13 +22,44 @@ SIGNATURE = "harness patch import"
 def import_message(text: str, tree: Path, name: str = "message", author: str = "",
                    upstream: str = "") -> str:
     """Turn a patch as found (format-patch, mbox, quoted mail) into clean format-patch text for tree."""
+    return _import(text, tree, name, author, upstream, {})[0]
+
+
+@dataclass(frozen=True)
+class Imported:
+    name: str         # NNNN-subject.patch, as git format-patch names it
+    text: str
+    origin: str       # where in the input it came from
+
+
+def import_series(parts: list[patchmail.Part], tree: Path, author: str = "") -> list[Imported]:
+    """Each patch of a series anchored on the tree as the patches before it left it."""
+    overlay: dict[str, str] = {}          # path -> text after the patches imported so far
+    imported = []
+    for number, part in enumerate(parts, 1):
+        text, message = _import(part.text, tree, part.origin, author, "", overlay)
+        imported.append(Imported(patch_file_name(number, message.subject), text, part.origin))
+    return imported
+
+
+def patch_file_name(number: int, subject: str) -> str:
+    """git format-patch's name: 0003-mm-do-this.patch (letters, digits, '.', '_' kept; runs of the
+    rest become one '-'; at most 52 characters of subject)."""
+    slug = re.sub(r"[^A-Za-z0-9._]+", "-", subject).strip(".-")[:52].rstrip(".-")
+    return f"{number:04d}-{slug or 'patch'}.patch"
+
+
+def _import(text: str, tree: Path, name: str, author: str, upstream: str, overlay: dict[str, str]):
+    """(clean text, message); overlay (path -> current text) is read before the tree and updated."""
     message = patchmail.parse(text, name)
     if author:
         message.author = author
     if not message.author:
         raise PatchParseError(path=name, why="no author found: pass --author 'Name <email>'")
-    files = [_resolve_file(diff, tree, message.quoted) for diff in message.files]
-    return render(message, files, tree, upstream)
+    files = [_resolve_file(diff, tree, message.quoted, overlay.get(diff.path)) for diff in message.files]
+    for resolved in files:
+        overlay[resolved.path] = resolved.new_text
+    return render(message, files, tree, upstream), message
 
 
 @dataclass
@@ -39,10 +70,13 @@ class ResolvedFile:
     hunks: list[Hunk]          # with real line numbers and real indentation
 
 
-def _resolve_file(diff: FileDiff, tree: Path, loose: bool) -> ResolvedFile:
+def _resolve_file(diff: FileDiff, tree: Path, loose: bool, current: str | None = None) -> ResolvedFile:
     path = diff.path
     target = tree / path
-    old_text = target.read_text(errors="surrogateescape") if target.is_file() else ""
+    if current is not None:
+        old_text = current
+    else:
+        old_text = target.read_text(errors="surrogateescape") if target.is_file() else ""
     file_lines = old_text.split("\n")
     resolved, delta = [], 0
     for number, hunk in enumerate(diff.hunks, 1):
@@ -118,37 +152,86 @@ def section_heading(file_lines: list[str], start: int) -> str:
 # --- indentation of added lines ------------------------------------------
 
 def indent_for(text: str, written: list[str]) -> str:
-    """The kernel-style indentation of an added line, given the lines written before it."""
+    """The kernel-style indentation of an added line, given the lines written before it: inside a
+    block comment, after one (the comment's own indentation), or after code, where a brace-less
+    `if`/`else`/`for`/`while` body ends with its first statement, comments between them or not."""
     stripped = text.strip()
     if not stripped or stripped.startswith("#") or re.match(r"^[A-Za-z_]\w*:$", stripped):
         return ""   # blank, preprocessor, goto label
-    previous = [line for line in written if line.strip()][-2:]
-    if not previous:
+    lines = [line for line in written if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
         return ""
-    last = previous[-1]
-    before = previous[0] if len(previous) == 2 else ""
-    base = _indent_after(last, before, stripped)
-    if stripped.startswith("}") and not _in_comment(last):
+    last = lines[-1]
+    if _in_comment(last):
+        return _leading(last) + " " if last.strip().startswith("/*") else _leading(last)
+    if _is_comment(last):
+        base = _leading(lines[_comment_start(lines)])
+    else:
+        base = _after_code(lines)
+    if stripped.startswith("}"):
         base = _dedent(base)
     return base
 
 
-def _indent_after(last: str, before: str, stripped: str) -> str:
-    indent = _leading(last)
-    code = last.strip()
-    if _in_comment(last):
-        return indent + " " if code.startswith("/*") else indent
-    if code.endswith("*/") and code.startswith("*"):
-        return indent[:-1] if indent.endswith(" ") else indent   # back to the comment's opener
-    if code.endswith("{"):
-        return indent + "\t"
-    if _open_paren_column(last) is not None:
-        return _column_indent(_open_paren_column(last) + 1)
-    if _is_bare_control(code):
-        return indent + "\t"
-    if code.endswith(";") and _is_bare_control(before.strip()):
-        return _leading(before)
-    return indent
+def _after_code(lines: list[str]) -> str:
+    """The indentation of the line after the code that ends lines (comments skipped)."""
+    code = [index for index, line in enumerate(lines) if not _is_comment(line)]
+    if not code:
+        return _leading(lines[-1])
+    last = lines[code[-1]]
+    text = _code_of(last)
+    if text.endswith("{"):
+        return _leading(last) + "\t"
+    if (column := _open_paren_column(last)) is not None:
+        return _column_indent(column + 1)
+    start = _statement_start(lines, code, len(code) - 1)
+    if _is_bare_control(_joined(lines, code, start, len(code) - 1)):
+        return _leading(lines[code[start]]) + "\t"
+    if re.match(r"^(case\b.*|default\s*):$", text):
+        return _leading(last) + "\t"
+    if not text.endswith((";", "}")):
+        return _leading(last)
+    while start > 0:      # a complete statement: climb out of the brace-less headers it is the body of
+        header = _statement_start(lines, code, start - 1)
+        if not _is_bare_control(_joined(lines, code, header, start - 1)):
+            break
+        start = header
+    return _leading(lines[code[start]])
+
+
+def _statement_start(lines: list[str], code: list[int], end: int) -> int:
+    """The position in code of the first line of the statement or header whose last line is code[end]
+    (the line where its parentheses opened)."""
+    depth, position = 0, end
+    while True:
+        text = _code_of(lines[code[position]])
+        depth += text.count(")") - text.count("(")
+        if depth <= 0 or position == 0:
+            return position
+        position -= 1
+
+
+def _joined(lines: list[str], code: list[int], start: int, end: int) -> str:
+    return " ".join(_code_of(lines[code[index]]) for index in range(start, end + 1))
+
+
+def _code_of(line: str) -> str:
+    """The code of a line without comments at its end, stripped."""
+    return re.sub(r"\s*(/\*.*?\*/|//.*)\s*$", "", line.strip()).strip()
+
+
+def _is_comment(line: str) -> bool:
+    """A line that is all comment: part of a block comment, or a comment on its own."""
+    code = line.strip()
+    return code.startswith(("/*", "*", "//"))
+
+
+def _comment_start(lines: list[str]) -> int:
+    """The index of the line that opened the comment ending at lines[-1]."""
+    index = len(lines) - 1
+    while index > 0 and not lines[index].strip().startswith(("/*", "//")) and _is_comment(lines[index - 1]):
+        index -= 1
+    return index
 
 
 def _in_comment(line: str) -> bool:
@@ -160,7 +243,8 @@ def _in_comment(line: str) -> bool:
 
 def _is_bare_control(code: str) -> bool:
     """`if (...)`, `for (...)`, `while (...)`, `else`: a header whose body is the next statement."""
-    if code in ("else", "do"):
+    code = " ".join(code.split())
+    if code in ("else", "do", "} else"):
         return True
     return bool(re.match(r"^(}\s*)?(if|for|while|else\s+if|switch)\s*\(.*\)$", code)) and _balanced(code)
 
@@ -352,3 +436,49 @@ def git_check_series(patch_files, tree: Path) -> tuple[bool, str]:
         return True, ""
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+# --- the tree's own style check ------------------------------------------
+
+# What checkpatch is told to ignore: the "commit <id> upstream." line an import records is
+# stable-tree style (GIT_COMMIT_ID), and its commit is not in an older tree (UNKNOWN_COMMIT_ID).
+CHECKPATCH_IGNORED = ("GIT_COMMIT_ID", "UNKNOWN_COMMIT_ID")
+_FINDING = re.compile(r"^[^:]*:(\d+): (ERROR|WARNING|CHECK):(\w+): (.*)$")
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str        # ERROR | WARNING | CHECK
+    kind: str         # checkpatch's type, such as LEADING_SPACE
+    line: int         # in the patch file
+    text: str
+    in_code: bool     # in the diff (the import's business), not in the commit message
+
+    def __str__(self) -> str:
+        return f"{self.level}:{self.kind} line {self.line}{'' if self.in_code else ' (message)'}: {self.text}"
+
+
+def checkpatch(patch: Path, tree: Path) -> list[Finding] | None:
+    """The tree's scripts/checkpatch.pl on patch; None when the tree has no checkpatch.pl."""
+    script = tree / "scripts" / "checkpatch.pl"
+    if not script.is_file():
+        return None
+    result = runner.run(["perl", script, f"--root={tree}", "--terse", "--no-summary", "--show-types",
+                         "--ignore", ",".join(CHECKPATCH_IGNORED), Path(patch).resolve()], check=False, cwd=tree)
+    lines = Path(patch).read_text(errors="surrogateescape").splitlines()
+    diff_starts = next((index + 1 for index, line in enumerate(lines) if line.startswith("diff --git ")), len(lines))
+    findings = []
+    for line in result.output.splitlines():
+        if match := _FINDING.match(line.strip()):
+            number = int(match.group(1))
+            findings.append(Finding(match.group(2), match.group(3), number, match.group(4), number >= diff_starts))
+    return findings
+
+
+def checkpatch_summary(findings: list[Finding] | None, tree: Path) -> str:
+    if findings is None:
+        return f"checkpatch: {tree} has no scripts/checkpatch.pl, not checked"
+    code = [finding for finding in findings if finding.in_code]
+    count = {level: sum(f.level == level for f in code) for level in ("ERROR", "WARNING")}
+    return (f"checkpatch: {count['ERROR']} error(s), {count['WARNING']} warning(s) in the code; "
+            f"{len(findings) - len(code)} finding(s) in the commit message")

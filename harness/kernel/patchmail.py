@@ -9,12 +9,15 @@ import email
 import email.policy
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from harness.errors import PatchParseError
 
 _HUNK_HEADER = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@ ?(.*)$")
 _QUOTE = re.compile(r"^> ?")
 _DIFF_START = re.compile(r"^(diff --git |--- (a/|/dev/null))")
+_MBOX_FROM = re.compile(r"^From \S+ +(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ")      # the From_ line opening each message
+_NUMBERED = re.compile(r"\[[^\]]*?\b(\d+)/(\d+)\s*\]")                        # [PATCH v2 3/9]
 
 
 @dataclass
@@ -74,6 +77,66 @@ def parse(text: str, name: str = "message") -> Message:
     if not message.files or not any(diff.hunks for diff in message.files):
         raise PatchParseError(path=name, why="no 'diff --git' or '--- a/' section with @@ hunks found")
     return message
+
+
+@dataclass(frozen=True)
+class Part:
+    """One message of a series: its text, where it came from, and its [n/N] place."""
+    text: str
+    origin: str
+    number: int | None = None
+    total: int | None = None
+
+    @property
+    def is_cover_letter(self) -> bool:
+        return self.number == 0
+
+
+def split_series(source: Path) -> list[Part]:
+    """The patches in source, in series order: an mbox (git format-patch --stdout, or a mail folder
+    exported as one file) or a folder of .patch files. The cover letter ([PATCH 0/N]) is left out;
+    numbered messages go by their number, the rest keep their order."""
+    if source.is_dir():
+        texts = [(path.read_text(errors="surrogateescape"), path.name) for path in sorted(source.glob("*.patch"))]
+        if not texts:
+            raise PatchParseError(path=source, why="the folder holds no .patch files")
+    else:
+        texts = [(text, f"{source.name} message {index}") for index, text in
+                 enumerate(split_mbox(source.read_text(errors="surrogateescape")), 1)]
+    parts = []
+    for text, origin in texts:
+        subject = _subject_line(text)
+        numbered = _NUMBERED.search(subject)
+        parts.append(Part(text, origin, *(int(group) for group in numbered.groups())) if numbered
+                     else Part(text, origin))
+    patches = [part for part in parts if not part.is_cover_letter]
+    numbers = [part.number for part in patches if part.number is not None]
+    if len(set(numbers)) != len(numbers):
+        raise PatchParseError(path=source, why=f"patch numbers repeat ({', '.join(map(str, sorted(numbers)))}): "
+                              "keep one version of each patch of the series")
+    return sorted(patches, key=lambda part: part.number if part.number is not None else 0) \
+        if len(numbers) == len(patches) else patches
+
+
+def split_mbox(text: str) -> list[str]:
+    """The messages of an mbox; a text without From_ lines is one message."""
+    text = text.replace("\r\n", "\n")
+    messages, current = [], []
+    for line in text.split("\n"):
+        if _MBOX_FROM.match(line) and any(part.strip() for part in current):
+            messages.append("\n".join(current))
+            current = []
+        current.append(line)
+    messages.append("\n".join(current))
+    return [message for message in messages if message.strip()]
+
+
+def _subject_line(text: str) -> str:
+    """The Subject header (unfolded), or the first line of an archive page."""
+    match = re.search(r"^Subject:\s*(.*(?:\n[ \t].*)*)", text, re.M | re.I)
+    if match:
+        return " ".join(match.group(1).split())
+    return next((line for line in text.splitlines() if line.strip()), "")
 
 
 def _unquote(lines: list[str]) -> list[str]:

@@ -1,4 +1,5 @@
 import shutil
+import subprocess
 
 import pytest
 
@@ -150,3 +151,119 @@ def test_check_reports_an_offset(tmp_path, fake_tree):
 ])
 def test_added_lines_take_the_indentation_of_their_code(written, added, indent):
     assert patches.indent_for(added, written) == indent
+
+
+@pytest.mark.parametrize("written, added, indent", [
+    # a brace-less body made of a comment block and one statement: the next statement is back at the if
+    (["\tif (PageSwapCache(page))", "\t\t/*", "\t\t * drop it", "\t\t */", "\t\ttry_to_free_swap(page);"],
+     "if (PageKsm(page))", "\t"),
+    (["\tif (PageSwapCache(page))", "\t\t/*", "\t\t * drop it", "\t\t */"], "try_to_free_swap(page);", "\t\t"),
+    (["\tif (PageSwapCache(page))"], "/*", "\t\t"),
+    (["\tif (a)", "\t\t/* one line */", "\t\tx();"], "y();", "\t"),
+    # nested brace-less headers end together
+    (["\tfor (i = 0; i < nr; i++)", "\t\tif (pages[i])", "\t\t\tput_page(pages[i]);"], "return 0;", "\t"),
+    (["\tfor (i = 0; i < nr; i++)", "\t\tif (pages[i])"], "put_page(pages[i]);", "\t\t\t"),
+    # a header over two lines, and a statement over two lines
+    (["\tif (PageKsm(page) ||", "\t    page_count(page) != 1)"], "goto copy;", "\t\t"),
+    (["\tif (PageKsm(page) ||", "\t    page_count(page) != 1)", "\t\tgoto copy;"], "unlock_page(page);", "\t"),
+    (["\tif (a)", "\t\tret = call(first,", "\t\t\t   second);"], "return ret;", "\t"),
+    # else and else if, braced and not
+    (["\tif (a)", "\t\tx();"], "else if (b)", "\t"),
+    (["\tif (a)", "\t\tx();", "\telse if (b)"], "y();", "\t\t"),
+    (["\tif (a)", "\t\tx();", "\telse if (b)", "\t\ty();", "\telse"], "z();", "\t\t"),
+    (["\tif (a)", "\t\tx();", "\telse if (b)", "\t\ty();", "\telse", "\t\tz();"], "w();", "\t"),
+    (["\tif (a) {", "\t\tx();"], "} else if (b) {", "\t"),
+    (["\t} else", "\t\tz();"], "w();", "\t"),
+    (["\tswitch (x) {", "\tcase 1:"], "y();", "\t\t"),
+    (["\tx(); /* trailing */"], "y();", "\t"),
+    (["\tif (a) /* why */"], "y();", "\t\t"),
+])
+def test_brace_less_bodies_comments_continuations_and_else_if(written, added, indent):
+    assert patches.indent_for(added, written) == indent
+
+
+BEFORE = """static vm_fault_t do_wp_page(struct vm_fault *vmf)
+{
+\tstruct page *page = vmf->page;
+\tint i, ret;
+
+\tif (!page)
+\t\treturn 0;
+\treturn wp_page_copy(vmf);
+}
+"""
+
+AFTER = """static vm_fault_t do_wp_page(struct vm_fault *vmf)
+{
+\tstruct page *page = vmf->page;
+\tint i, ret;
+
+\tif (!page)
+\t\treturn 0;
+\tif (PageSwapCache(page))
+\t\t/*
+\t\t * The swap cache holds a reference: drop it before
+\t\t * the write, when no one else maps the page.
+\t\t */
+\t\ttry_to_free_swap(page);
+\tif (PageKsm(page) ||
+\t    page_count(page) != 1)
+\t\tgoto copy;
+\tfor (i = 0; i < 2; i++)
+\t\tif (i)
+\t\t\tlru_add_drain();
+\tret = reuse_swap_page(page,
+\t\t\t      NULL);
+\tif (ret) {
+\t\twp_page_reuse(vmf);
+\t} else if (i) {
+\t\tunlock_page(page);
+\t} else
+\t\tput_page(page);
+\treturn 0;
+copy:
+\treturn wp_page_copy(vmf);
+}
+"""
+
+
+def mangled_quote(clean: str) -> str:
+    """A clean patch as a list archive shows a reply quoting it: '> ' before every line, the
+    leading whitespace of the code gone (the '+'/'-' tag stays, a context line loses its space)."""
+    out = ["Re: [PATCH 2/2] mm: drop the swap cache reference before a write", "", "On Monday, A wrote:"]
+    in_diff = False
+    for line in clean.splitlines():
+        in_diff = in_diff or line.startswith("diff --git")
+        if in_diff and line[:1] in "+-" and not line.startswith(("+++", "---")):
+            line = line[0] + " " + line[1:].strip()
+        elif in_diff and line[:1] == " ":
+            line = line.strip()
+        out.append("> " + line)
+    return "\n".join(out) + "\n"
+
+
+def hunk_lines(text: str) -> list[str]:
+    """From the first @@ to the end of the diff (the format-patch signature left out); @@ headers without
+    their section text, which git takes from the line before the hunk."""
+    lines = text.split("\n-- \n")[0].splitlines()
+    body = lines[next(i for i, line in enumerate(lines) if line.startswith("@@")):]
+    return [line.split(" @@")[0] if line.startswith("@@") else line for line in body]
+
+
+def test_a_mangled_quote_of_a_brace_less_body_imports_byte_for_byte(tmp_path, fake_tree):
+    (fake_tree / "mm" / "wp.c").write_text(BEFORE)
+    git = ["git", "-c", "user.name=Ann", "-c", "user.email=ann@example.org"]
+    subprocess.run([*git, "init", "-q", str(tmp_path / "repo")], check=True)
+    (tmp_path / "repo" / "mm").mkdir()
+    (tmp_path / "repo" / "mm" / "wp.c").write_text(BEFORE)
+    subprocess.run([*git, "-C", str(tmp_path / "repo"), "add", "."], check=True)
+    subprocess.run([*git, "-C", str(tmp_path / "repo"), "commit", "-qm", "before"], check=True)
+    (tmp_path / "repo" / "mm" / "wp.c").write_text(AFTER)
+    diff = subprocess.run(["git", "-C", str(tmp_path / "repo"), "diff"], capture_output=True, text=True).stdout
+    clean = ("From: Ann Author <ann@example.org>\nSubject: [PATCH] mm: drop the swap cache reference\n\n"
+             "Body.\n\nSigned-off-by: Ann Author <ann@example.org>\n---\n" + diff)
+    imported = patches.import_message(mangled_quote(clean), fake_tree, author="Ann Author <ann@example.org>")
+    assert hunk_lines(imported) == hunk_lines(diff), "every added line indented as in the original"
+    patch = tmp_path / "0001.patch"
+    patch.write_text(imported)
+    assert patches.git_check_series([patch], fake_tree) == (True, "")
