@@ -44,8 +44,8 @@ def import_series(parts: list[patchmail.Part], tree: Path, author: str = "") -> 
 
 def patch_file_name(number: int, subject: str) -> str:
     """git format-patch's name: 0003-mm-do-this.patch (letters, digits, '.', '_' kept; runs of the
-    rest become one '-'; at most 52 characters of subject)."""
-    slug = re.sub(r"[^A-Za-z0-9._]+", "-", subject).strip(".-")[:52].rstrip(".-")
+    rest become one '-'; cut to 64 characters with the number and .patch, as git cuts it)."""
+    slug = re.sub(r"[^A-Za-z0-9._]+", "-", subject).strip(".-")[:52]
     return f"{number:04d}-{slug or 'patch'}.patch"
 
 
@@ -466,12 +466,14 @@ def checkpatch(patch: Path, tree: Path) -> list[Finding] | None:
     result = runner.run(["perl", script, f"--root={tree}", "--terse", "--no-summary", "--show-types",
                          "--ignore", ",".join(CHECKPATCH_IGNORED), Path(patch).resolve()], check=False, cwd=tree)
     lines = Path(patch).read_text(errors="surrogateescape").splitlines()
-    diff_starts = next((index + 1 for index, line in enumerate(lines) if line.startswith("diff --git ")), len(lines))
+    diff_starts = next((index for index, line in enumerate(lines) if line.startswith("diff --git ")), len(lines))
     findings = []
     for line in result.output.splitlines():
         if match := _FINDING.match(line.strip()):
             number = int(match.group(1))
-            findings.append(Finding(match.group(2), match.group(3), number, match.group(4), number >= diff_starts))
+            text = lines[number - 1] if 0 < number <= len(lines) else ""
+            in_code = number > diff_starts and text[:1] in ("+", "-", " ", "@") and text != "-- "
+            findings.append(Finding(match.group(2), match.group(3), number, match.group(4), in_code))
     return findings
 
 

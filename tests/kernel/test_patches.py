@@ -234,7 +234,7 @@ def mangled_quote(clean: str) -> str:
     in_diff = False
     for line in clean.splitlines():
         in_diff = in_diff or line.startswith("diff --git")
-        if in_diff and line[:1] in "+-" and not line.startswith(("+++", "---")):
+        if in_diff and line[:1] in ("+", "-") and not line.startswith(("+++", "---")):
             line = line[0] + " " + line[1:].strip()
         elif in_diff and line[:1] == " ":
             line = line.strip()
@@ -267,3 +267,36 @@ def test_a_mangled_quote_of_a_brace_less_body_imports_byte_for_byte(tmp_path, fa
     patch = tmp_path / "0001.patch"
     patch.write_text(imported)
     assert patches.git_check_series([patch], fake_tree) == (True, "")
+
+
+def test_series_patch_names_are_the_ones_git_format_patch_gives():
+    # both names as git 2.39 format-patch wrote them for these subjects
+    assert patches.patch_file_name(1, "mm: optimize do_wp_page() for exclusive pages in the swapcache") == \
+        "0001-mm-optimize-do_wp_page-for-exclusive-pages-in-the-sw.patch"
+    assert patches.patch_file_name(1, "mm: a b c d e f g h i j k l m n o p q r s t u v w xx yy zz") == \
+        "0001-mm-a-b-c-d-e-f-g-h-i-j-k-l-m-n-o-p-q-r-s-t-u-v-w-xx-.patch"
+
+
+SERIES = FORMAT_PATCH + "\n" + SECOND.replace("From: Ann", "From 2222222222222222222222222222222222222222 Mon Sep 17 "
+                                               "00:00:00 2001\nFrom: Ann", 1)
+COVER = ("From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\nFrom: Ann Author <ann@example.org>\n"
+         "Subject: [PATCH 0/2] mm: two\n\nThe cover letter.\n")
+
+
+def test_an_mbox_series_is_split_ordered_and_each_patch_anchored_after_the_last(tmp_path, fake_tree):
+    mbox = tmp_path / "series.mbox"
+    second, first = patchmail.split_mbox(SERIES)[1], patchmail.split_mbox(SERIES)[0]
+    mbox.write_text(COVER + "\n" + second + "\n" + first)        # the cover letter first, then out of order
+    parts = patchmail.split_series(mbox)
+    assert [(part.number, part.total) for part in parts] == [(1, 2), (2, 2)]
+    imported = patches.import_series(parts, fake_tree)
+    assert [patch.name for patch in imported] == ["0001-mm-first.patch", "0002-mm-second.patch"]
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for patch in imported:
+        (folder / patch.name).write_text(patch.text)
+    assert patches.git_check_series(sorted(folder.glob("*.patch")), fake_tree) == (True, "")
+    assert [part.origin for part in patchmail.split_series(folder)] == ["0001-mm-first.patch", "0002-mm-second.patch"]
+    mbox.write_text(SERIES + "\n" + SERIES)
+    with pytest.raises(PatchParseError, match="patch numbers repeat"):
+        patchmail.split_series(mbox)

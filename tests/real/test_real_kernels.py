@@ -1,0 +1,173 @@
+"""The real thing across kernels and series: a package from a second Debian suite; Debian's 6.1
+built with the shipped fragments, booted, running swapcow; an mbox series imported, applied in
+order and checked by the tree's own checkpatch.pl; a comment-only patch whose object code is the
+baseline's, run as an A/A control.
+
+Uses the default cache (~/.cache/harness). From an empty cache the 6.1 build takes about 8
+minutes here; afterwards it is cached like every build.
+"""
+
+import json
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness import project
+from harness.kernel import debian, patches, patchmail
+from tests.conftest import SEED_MAIL
+from tests.kernel.test_patches import hunk_lines, mangled_quote
+
+pytestmark = pytest.mark.real
+
+SEED_PATCH = project.PATCHES / "0001-mm-optimize-do_wp_page-for-exclusive-pages-in-the-swapcache.patch"
+GIT = ["git", "-c", "user.name=Ann Author", "-c", "user.email=ann@example.org"]
+
+
+def harness(*args, timeout=3600) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "harness", *map(str, args)], capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def show(what: str, figure: str) -> None:
+    print(f"\n[figure] {what}: {figure}")
+
+
+@pytest.fixture(scope="module")
+def tree() -> Path:
+    return Path(harness("source", "fetch").stdout.strip())
+
+
+def test_a_package_from_a_second_suite_is_found_without_naming_its_suite(tmp_path, caplog):
+    caplog.set_level(logging.INFO, "harness.debian")
+    deb = debian.download("hello=2.10-3", tmp_path / "downloads")      # bookworm's; bullseye has 2.10-2
+    version = subprocess.run(["dpkg-deb", "-f", deb, "Version"], capture_output=True, text=True).stdout.strip()
+    assert version == "2.10-3" and "hello=2.10-3: found in bookworm" in caplog.text
+    show("hello=2.10-3 fetched from", "bookworm (searched: " + ", ".join(debian.searched_suites()) + ")")
+
+
+def test_linux_6_1_builds_with_the_shipped_fragments_boots_and_runs_swapcow(tmp_path):
+    out = tmp_path / "run"
+    result = harness("run", "-e", "do-wp-page-swapcache-6.1", "--variant", "v6.1", "--workload", "swapcow",
+                     "--reps", "1", "-p", "size_mb=64", "-o", out)
+    [run] = pd.read_csv(out / "runs.csv").to_dict("records")
+    assert run["valid"] is True or run["valid"] == "True", run
+    assert str(run["kernel_release"]).startswith("6.1.") and run["source"].startswith("debian:linux-source-6.1=")
+    samples = pd.read_csv(out / "samples.csv")
+    write = samples[(samples["phase"] == "write")].set_index("metric")["value"]
+    assert write["vmstat.pgreuse"] >= 16384 * 0.9, "6.1 reuses the pages swapped back in"
+    assert write["cow_copies"] < 0.01 * 16384
+    show("6.1 swapcow 64 MiB write phase", f"cow_copies {write['cow_copies']:.0f}, pgreuse "
+         f"{write['vmstat.pgreuse']:.0f} ({result.stdout.strip()})")
+
+
+def commit_edit(repo: Path, path: str, old: str, new: str, subject: str) -> None:
+    target = repo / path
+    text = target.read_text()
+    assert text.count(old) == 1, old
+    target.write_text(text.replace(old, new))
+    subprocess.run([*GIT, "-C", repo, "commit", "-qam", f"{subject}\n\nWhy it is done.\n\n"
+                    "Signed-off-by: Ann Author <ann@example.org>"], check=True)
+
+
+FOLLOW_UP_OLD = "\t\tif (PageSwapCache(page))\n\t\t\ttry_to_free_swap(page);\n"
+FOLLOW_UP_NEW = ("\t\tif (PageSwapCache(page))\n"
+                 "\t\t\t/*\n"
+                 "\t\t\t * The swap cache holds the only other reference: drop it\n"
+                 "\t\t\t * so that the page can be reused.\n"
+                 "\t\t\t */\n"
+                 "\t\t\ttry_to_free_swap(page);\n"
+                 "\t\tif (!PageAnon(page))\n"
+                 "\t\t\tgoto copy_unlock;\n")
+
+
+@pytest.fixture(scope="module")
+def series(tree, tmp_path_factory) -> tuple[Path, list[str]]:
+    """A git format-patch mbox (cover letter and two patches) made against mm/memory.c of the tree:
+    the seed patch, then a follow-up with a brace-less body made of a comment block and a statement."""
+    work = tmp_path_factory.mktemp("series")
+    repo = work / "repo"
+    (repo / "mm").mkdir(parents=True)
+    (repo / "mm" / "memory.c").write_text((tree / "mm" / "memory.c").read_text())
+    subprocess.run([*GIT, "init", "-q", repo], check=True)
+    subprocess.run([*GIT, "-C", repo, "add", "."], check=True)
+    subprocess.run([*GIT, "-C", repo, "commit", "-qm", "5.10"], check=True)
+    subprocess.run([*GIT, "-C", repo, "am", "-q", SEED_PATCH], check=True)
+    commit_edit(repo, "mm/memory.c", FOLLOW_UP_OLD, FOLLOW_UP_NEW, "mm: copy what is not anonymous")
+    mbox = work / "series.mbox"
+    subprocess.run([*GIT, "-C", repo, "format-patch", "-q", "--cover-letter", "-2", "--subject-prefix=PATCH v2",
+                    "--stdout"], check=True, stdout=open(mbox, "w"))
+    diffs = [subprocess.run(["git", "-C", repo, "show", "--format=", f"HEAD~{n}"], capture_output=True,
+                            text=True, check=True).stdout for n in (1, 0)]
+    return mbox, diffs
+
+
+def test_an_mbox_series_imports_into_patches_that_apply_in_order_and_pass_checkpatch(tmp_path, tree, series):
+    mbox, diffs = series
+    out = tmp_path / "patches"
+    result = harness("patch", "import", mbox, "--series", "-o", out)
+    written = sorted(out.glob("*.patch"))
+    assert [path.name for path in written] == [
+        "0001-mm-optimize-do_wp_page-for-exclusive-pages-in-the-sw.patch",
+        "0002-mm-copy-what-is-not-anonymous.patch"], "the cover letter is left out, the rest in [n/N] order"
+    assert "git apply --check accepts the series" in result.stdout
+    assert result.stdout.count("checkpatch: 0 error(s), 0 warning(s) in the code") == 2, result.stdout
+    assert f'patches = ["{written[0]}", "{written[1]}"]' in result.stdout
+    for path, diff in zip(written, diffs):
+        assert hunk_lines(path.read_text()) == hunk_lines(diff)
+    show("mbox of a cover letter and two patches", f"{len(written)} patches; " +
+         "; ".join(line for line in result.stdout.splitlines() if "checkpatch" in line))
+
+
+def test_a_mangled_quote_of_the_follow_up_imports_byte_for_byte_after_the_first(tree, series):
+    mbox, diffs = series
+    first, second = [part.text for part in patchmail.split_series(mbox)]
+    quoted = patchmail.Part(mangled_quote(second), "a reply quoting patch 2/2")
+    imported = patches.import_series([patchmail.Part(first, "1/2"), quoted], tree, author="Ann Author <ann@e.org>")
+    assert hunk_lines(imported[1].text) == hunk_lines(diffs[1])
+
+
+def test_the_seed_still_imports_byte_for_byte_and_passes_checkpatch_in_its_code(tmp_path, tree):
+    text = patches.import_message(SEED_MAIL.read_text(), tree, author="David Hildenbrand <david@redhat.com>",
+                                  upstream="53a05ad9f21d")
+    assert text == SEED_PATCH.read_text()
+    findings = patches.checkpatch(SEED_PATCH, tree)
+    assert findings is not None and [f for f in findings if f.in_code] == []
+    show("seed patch checkpatch", patches.checkpatch_summary(findings, tree))
+
+
+def test_a_comment_only_patch_runs_as_an_a_a_control_and_the_seed_names_its_functions(tmp_path, tree):
+    repo = tmp_path / "repo"
+    (repo / "mm").mkdir(parents=True)
+    (repo / "mm" / "memory.c").write_text((tree / "mm" / "memory.c").read_text())
+    subprocess.run([*GIT, "init", "-q", repo], check=True)
+    subprocess.run([*GIT, "-C", repo, "add", "."], check=True)
+    subprocess.run([*GIT, "-C", repo, "commit", "-qm", "5.10"], check=True)
+    commit_edit(repo, "mm/memory.c", "PageKsm() doesn't necessarily raise the page refcount",
+                "PageKsm() does not necessarily raise the page refcount", "mm: reword a comment")
+    comment = tmp_path / "0001-mm-reword-a-comment.patch"
+    comment.write_text(subprocess.run([*GIT, "-C", repo, "format-patch", "-1", "--stdout"], capture_output=True,
+                                      text=True, check=True).stdout)
+    default = (project.EXPERIMENTS / f"{project.DEFAULT_EXPERIMENT}.toml").read_text()
+    spec = tmp_path / "comment.toml"
+    spec.write_text(default.split("[[variants]]")[0] + '[[variants]]\nname = "base"\n\n[[variants]]\nname = "comment"\n'
+                    f'patches = ["{comment}"]\n\n[[variants]]\nname = "patched"\npatches = ["{SEED_PATCH}"]\n')
+    out = tmp_path / "run"
+    result = harness("run", "-e", spec, "--workload", "swapcow", "--reps", "1", "-p", "size_mb=16", "--seed", "1",
+                     "-o", out)
+    said = re.search(r"variant comment: (.*)", result.stderr)
+    assert said and said.group(1).startswith("object code identical to base: any difference would be noise; it runs "
+                                             "as an A/A control"), result.stderr[-2000:]
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["as_control"] == ["comment"] and metadata["object_code"]["comment"]["identical"]
+    seed = metadata["object_code"]["patched"]
+    assert not seed["identical"] and "do_wp_page" in seed["changed"] and "do_wp_page" in seed["bloat"]
+    compared = harness("compare", out).stdout
+    assert "`comment` (object code identical to the baseline)" in compared
+    show("object code of the seed patch", "changed: " + ", ".join(seed["changed"]))
