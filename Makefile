@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint unit bench bench-build bench-boot bench-run bench-verdicts bench-rates
+.PHONY: setup test lint unit bench bench-build bench-kernels bench-boot bench-run bench-verdicts bench-rates
 
 setup: $(VENV)/.installed
 	$(BIN)/harness doctor --install
@@ -33,6 +33,9 @@ bench: setup
 
 bench-build: setup
 	$(BIN)/python benchmarks/build_times.py
+
+bench-kernels: setup
+	$(BIN)/python benchmarks/kernel_builds.py
 
 bench-boot: setup
 	$(BIN)/python benchmarks/boot_times.py
