@@ -239,10 +239,15 @@ def patch_import(obj, message, tree, output, series, author, upstream):
     """
     tree_path = _tree(tree, obj["cache_dir"])
     parts = patchmail.split_series(message)
+    if not parts:
+        raise BadPatchInput(path=message, why="it holds a cover letter and no patch", fix="pass the patches too")
     if not series and (len(parts) > 1 or message.is_dir()):
         raise BadPatchInput(path=message, why=f"it holds {len(parts)} patches", fix="pass --series -o FOLDER")
     if series and upstream:
         raise BadPatchInput(path=message, why="--upstream names one commit", fix="import a series without it")
+    if output.exists() and output.is_dir() != series:
+        raise BadPatchInput(path=message, why=f"-o {output} is {'a file' if series else 'a folder'}",
+                            fix="with --series, -o names a folder; without, the patch file")
     if series:
         imported = patches.import_series(parts, tree_path, author)
         written = [_write_patch(output / patch.name, patch.text) for patch in imported]

@@ -2,7 +2,7 @@ from click.testing import CliRunner
 
 from harness.cli import main
 from tests.conftest import DATA, SEED_MAIL
-from tests.kernel.test_patches import FORMAT_PATCH
+from tests.kernel.test_patches import COVER, FORMAT_PATCH, SERIES
 
 
 def invoke(tmp_path, *args):
@@ -37,6 +37,26 @@ def test_patch_import_refusal_writes_nothing(tmp_path):
     assert result.exit_code == 1
     assert "anchors nowhere" in result.output
     assert not output.exists()
+
+
+def test_a_series_is_imported_into_a_folder_with_an_experiment_stanza(tmp_path, fake_tree):
+    mbox = tmp_path / "series.mbox"
+    mbox.write_text(COVER + "\n" + SERIES)
+    out = tmp_path / "patches"
+    result = invoke(tmp_path, "patch", "import", str(mbox), "--tree", str(fake_tree), "-o", str(out))
+    assert result.exit_code == 1 and "holds 2 patches" in result.output and "--series" in result.output
+    assert not out.exists()
+    result = invoke(tmp_path, "patch", "import", str(mbox), "--tree", str(fake_tree), "-o", str(out), "--series")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["0001-mm-first.patch", "0002-mm-second.patch"]
+    assert f'[series]\npatches = ["{out / "0001-mm-first.patch"}", "{out / "0002-mm-second.patch"}"]' in result.output
+    assert "has no scripts/checkpatch.pl, not checked" in result.output, "the fake tree has no checkpatch"
+    assert "git apply --check accepts the series" in result.output
+    result = invoke(tmp_path, "patch", "import", str(mbox), "--tree", str(fake_tree), "-o", str(out / "x.patch"))
+    assert result.exit_code == 1 and "holds 2 patches" in result.output
+    mbox.write_text(COVER)
+    result = invoke(tmp_path, "patch", "import", str(mbox), "--tree", str(fake_tree), "-o", str(out), "--series")
+    assert result.exit_code == 1 and "a cover letter and no patch" in result.output
 
 
 def test_patch_check_prints_each_hunk(tmp_path, fake_tree):

@@ -210,7 +210,7 @@ def object_code(request: RunRequest, builds: dict) -> dict[str, objdiff.ObjectDi
 
 
 def _build_facts(built: build.Build) -> dict:
-    return {"key": built.key, "release": built.release, "patches": list(built.patches),
+    return {"key": built.key, "release": built.release, "source": built.source, "patches": list(built.patches),
             "patch_hash": built.patch_hash, "config_hash": built.config_hash, "compiler": built.compiler}
 
 

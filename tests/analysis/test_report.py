@@ -49,3 +49,16 @@ def test_control_boots_the_baseline_kernel_again(tmp_path):
     with pytest.raises(BadExperiment, match="a variant is called 'control'"):
         cli._request(cli._Choices(str(toml), ("swapcow",), (), 6, tmp_path / "o2", None, (), "auto", 1,
                                   matrix.MODES, None, True))
+
+
+def test_the_report_lists_the_functions_whose_code_a_variant_changed(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    directory = results.RunDirectory.load(copy)
+    bloat = "add/remove: 0/0 grow/shrink: 1/0 up/down: 64/0 (64)\nFunction  old  new  delta\ndo_wp_page  442  506  +64"
+    directory.update_metadata(object_code={"patched": {
+        "variant": "patched", "baseline": "base", "identical": False, "changed": ["do_wp_page", "unmap_page_range"],
+        "added": [], "removed": [], "sections": {".text": [10, 10]}, "bloat": bloat}})
+    text = analysis.analyse(copy, experiment.load(None)).read_text()
+    assert "## Object code" in text
+    assert "- `patched`: code changed in `do_wp_page`, `unmap_page_range`" in text and "do_wp_page  442  506" in text
