@@ -60,10 +60,19 @@ def variant_order(metadata: dict, runs: pd.DataFrame) -> list[str]:
 
 
 def subtitle(metadata: dict, runs: pd.DataFrame) -> str:
-    release = sorted(set(runs["kernel_release"].astype(str)))[0] if len(runs) else "?"
+    """'Linux 5.10.223, TCG | base: no patches; patched: 0001-...patch'; when variants run different
+    kernels, each variant names its own."""
+    valid = runs[runs["kernel_release"].notna()] if len(runs) else runs
+    releases = {variant: sorted(set(part["kernel_release"].astype(str))) for variant, part in valid.groupby("variant")}
+    everywhere = sorted({release for found in releases.values() for release in found}) or ["?"]
     accel = ", ".join(sorted(set(runs["accelerator"].dropna().astype(str)))).upper() or "?"
-    patches = "; ".join(f"{v['name']}: {', '.join(v['patches']) or 'no patches'}" for v in metadata.get("variants", []))
-    return f"Linux {release}, {accel} | {patches}"
+
+    def described(variant: dict) -> str:
+        own = f"Linux {', '.join(releases.get(variant['name'], ['?']))}, " if len(everywhere) > 1 else ""
+        return f"{variant['name']}: {own}{', '.join(variant['patches']) or 'no patches'}"
+
+    patches = "; ".join(described(v) for v in metadata.get("variants", []))
+    return (f"Linux {everywhere[0]}, {accel}" if len(everywhere) == 1 else accel) + f" | {patches}"
 
 
 def legend_label(variant: str, rows: list[compare.Row], baseline: str) -> str:

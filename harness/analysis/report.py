@@ -28,7 +28,8 @@ def headline_sentence(rows: list[compare.Row], headline: str, release: str, acce
             f" ({r.change_pct:+.1f}%, 95% CI [{_pct(r.change_ci_low)}, {_pct(r.change_ci_high)}]")
         p_value = "" if r.p_value is None else f"; exact rank test p = {r.p_value:.2g}"
         adjusted = "" if r.p_adjusted is None else f", adjusted {r.p_adjusted:.2g}"
-        parts.append(f"`{r.variant}` changes {metric} in the {phase} phase of {workload} from a median of "
+        other = " (another kernel)" if r.other_source else ""
+        parts.append(f"`{r.variant}`{other} changes {metric} in the {phase} phase of {workload} from a median of "
                      f"{_number(base.median)} to {_number(r.median)}{change}{p_value}{adjusted}; n = {base.n} + {r.n}"
                      f"{')' if change else ''}: **{r.verdict}**")
     return f"On Linux {release} under {accelerator.upper()}, " + "; ".join(parts) + "."

@@ -62,3 +62,12 @@ def test_the_report_lists_the_functions_whose_code_a_variant_changed(tmp_path):
     text = analysis.analyse(copy, experiment.load(None)).read_text()
     assert "## Object code" in text
     assert "- `patched`: code changed in `do_wp_page`, `unmap_page_range`" in text and "do_wp_page  442  506" in text
+
+
+def test_figures_name_each_variants_kernel_when_they_differ():
+    samples, runs, metadata = results.read(RUN)
+    assert analysis.plots.subtitle(metadata, runs).startswith("Linux 5.10.223, TCG | base: no patches; patched: ")
+    mixed = runs.copy()
+    mixed.loc[mixed["variant"] == "patched", "kernel_release"] = "6.1.192"
+    text = analysis.plots.subtitle(metadata, mixed)
+    assert text.startswith("TCG | base: Linux 5.10.223, no patches; patched: Linux 6.1.192, "), text
