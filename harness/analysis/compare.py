@@ -191,7 +191,7 @@ def check_comparable(runs: pd.DataFrame, mixed_sources: bool = False) -> None:
             continue
         if mixed_sources and name in PER_KERNEL_FIELDS:
             for _, part in valid.groupby("variant"):
-                check_comparable(part.drop(columns=[f for f in COMPARABILITY_FIELDS if f != name]))
+                check_comparable(part.drop(columns=[f for f in COMPARABILITY_FIELDS if f != name], errors="ignore"))
             continue
         values = sorted(set(valid[name].astype(str)))
         if len(values) > 1:

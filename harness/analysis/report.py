@@ -20,6 +20,10 @@ def headline_sentence(rows: list[compare.Row], headline: str, release: str, acce
     chosen = [r for r in rows if (r.workload, r.phase, r.metric) == (workload, phase, metric)]
     base = next((r for r in chosen if r.variant == r.baseline), None)
     others = [r for r in chosen if r.variant != r.baseline and r.role != "control"]
+    controls = [r.variant for r in chosen if r.role == "control"]
+    if base is not None and not others and controls:
+        return (f"Every variant here ran as an A/A control against `{base.variant}` ({', '.join(controls)}: the "
+                "baseline kernel again, or its object code unchanged): the calibration line above is the finding.")
     if base is None or not others:
         return f"No valid samples of {metric} in the {phase} phase of {workload}: see runs.csv for why."
     parts = []

@@ -223,7 +223,12 @@ def _code_of(line: str) -> str:
 def _is_comment(line: str) -> bool:
     """A line that is all comment: part of a block comment, or a comment on its own."""
     code = line.strip()
-    return code.startswith(("/*", "*", "//"))
+    return code.startswith(("/*", "//")) or _comment_star(code)
+
+
+def _comment_star(code: str) -> bool:
+    """' * text', ' *' or ' */' of a block comment; not code such as '*pte = entry;'."""
+    return code.startswith("*") and (len(code) == 1 or code[1] in " \t/")
 
 
 def _comment_start(lines: list[str]) -> int:
@@ -237,7 +242,7 @@ def _comment_start(lines: list[str]) -> int:
 def _in_comment(line: str) -> bool:
     code = line.strip()
     opens = code.startswith("/*") and "*/" not in code
-    continues = code.startswith("*") and not code.startswith("*/") and not code.endswith("*/")
+    continues = _comment_star(code) and not code.startswith("*/") and not code.endswith("*/")
     return opens or continues
 
 

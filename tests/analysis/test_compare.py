@@ -10,7 +10,7 @@ import pytest
 
 from harness import experiment, results
 from harness.analysis import analyse as analysis
-from harness.analysis import compare, resample
+from harness.analysis import compare, report, resample
 from harness.errors import NotComparable
 from tests.conftest import DATA
 
@@ -202,6 +202,8 @@ def test_a_variant_with_the_baselines_object_code_is_judged_as_a_control(tmp_pat
     assert {r.role for r in comparison.rows if r.variant == "patched"} == {"control"}
     assert "`patched` (object code identical to the baseline)" in comparison.calibration_line()
     assert {r.role for r in analysis.comparison([copy], baseline="patched").rows} != {"control"}
+    sentence = report.headline_sentence(comparison.rows, "redis/write/cow_copies_per_swapin", "5.10.223", "tcg")
+    assert sentence.startswith("Every variant here ran as an A/A control against `base` (patched: "), sentence
 
 
 def split_by_variant(tmp_path):

@@ -177,6 +177,9 @@ def test_added_lines_take_the_indentation_of_their_code(written, added, indent):
     (["\tswitch (x) {", "\tcase 1:"], "y();", "\t\t"),
     (["\tx(); /* trailing */"], "y();", "\t"),
     (["\tif (a) /* why */"], "y();", "\t\t"),
+    # a line of code that starts with '*' is code, not a comment
+    (["\tif (pte)", "\t\t*pte = entry;"], "return 0;", "\t"),
+    (["\t*pte = entry;"], "update_mmu_cache(vma, address, pte);", "\t"),
 ])
 def test_brace_less_bodies_comments_continuations_and_else_if(written, added, indent):
     assert patches.indent_for(added, written) == indent
