@@ -67,6 +67,16 @@ def test_linux_6_1_builds_with_the_shipped_fragments_boots_and_runs_swapcow(tmp_
          f"{write['vmstat.pgreuse']:.0f} ({result.stdout.strip()})")
 
 
+def memory_c_repo(tree: Path, repo: Path) -> Path:
+    """A git repository at repo holding the tree's mm/memory.c, committed: patches made in it apply to the tree."""
+    (repo / "mm").mkdir(parents=True)
+    (repo / "mm" / "memory.c").write_text((tree / "mm" / "memory.c").read_text())
+    subprocess.run([*GIT, "init", "-q", repo], check=True)
+    subprocess.run([*GIT, "-C", repo, "add", "."], check=True)
+    subprocess.run([*GIT, "-C", repo, "commit", "-qm", "5.10"], check=True)
+    return repo
+
+
 def commit_edit(repo: Path, path: str, old: str, new: str, subject: str) -> None:
     target = repo / path
     text = target.read_text()
@@ -92,12 +102,7 @@ def series(tree, tmp_path_factory) -> tuple[Path, list[str]]:
     """A git format-patch mbox (cover letter and two patches) made against mm/memory.c of the tree:
     the seed patch, then a follow-up with a brace-less body made of a comment block and a statement."""
     work = tmp_path_factory.mktemp("series")
-    repo = work / "repo"
-    (repo / "mm").mkdir(parents=True)
-    (repo / "mm" / "memory.c").write_text((tree / "mm" / "memory.c").read_text())
-    subprocess.run([*GIT, "init", "-q", repo], check=True)
-    subprocess.run([*GIT, "-C", repo, "add", "."], check=True)
-    subprocess.run([*GIT, "-C", repo, "commit", "-qm", "5.10"], check=True)
+    repo = memory_c_repo(tree, work / "repo")
     subprocess.run([*GIT, "-C", repo, "am", "-q", SEED_PATCH], check=True)
     commit_edit(repo, "mm/memory.c", FOLLOW_UP_OLD, FOLLOW_UP_NEW, "mm: copy what is not anonymous")
     mbox = work / "series.mbox"
@@ -143,12 +148,7 @@ def test_the_seed_still_imports_byte_for_byte_and_passes_checkpatch_in_its_code(
 
 
 def test_a_comment_only_patch_runs_as_an_a_a_control_and_the_seed_names_its_functions(tmp_path, tree):
-    repo = tmp_path / "repo"
-    (repo / "mm").mkdir(parents=True)
-    (repo / "mm" / "memory.c").write_text((tree / "mm" / "memory.c").read_text())
-    subprocess.run([*GIT, "init", "-q", repo], check=True)
-    subprocess.run([*GIT, "-C", repo, "add", "."], check=True)
-    subprocess.run([*GIT, "-C", repo, "commit", "-qm", "5.10"], check=True)
+    repo = memory_c_repo(tree, tmp_path / "repo")
     commit_edit(repo, "mm/memory.c", "PageKsm() doesn't necessarily raise the page refcount",
                 "PageKsm() does not necessarily raise the page refcount", "mm: reword a comment")
     comment = tmp_path / "0001-mm-reword-a-comment.patch"
