@@ -55,6 +55,8 @@ class Experiment:
     variants: tuple[Variant, ...]
     guest: GuestConfig = GuestConfig()
     cow_probe: str = "wp_page_copy"   # the probe whose count is the metric cow_copies
+    fault_probe: str = "do_wp_page"   # the probe whose count is wp_faults (copy_share, reuse_share), if probed
+    cow_causes: bool = True           # record why each copy happened (harness/measure/causes.py)
     workloads: tuple[str, ...] = ()   # workloads/ names run by default; empty = all of them
     headline: str = ""                # WORKLOAD/PHASE/METRIC of the report's first sentence
     primary: tuple[str, ...] = ()     # WORKLOAD/PHASE/METRIC rows whose verdicts are the experiment's claims
@@ -106,7 +108,8 @@ def from_dict(data: dict, path: Path) -> Experiment:
         raise BadExperiment(path=path, why=why)
 
     unknown = set(data) - {"description", "source", "kconfigs", "probes", "variants", "series", "guest",
-                           "cow_probe", "workloads", "headline", "primary", "margin_pct", "mixed_sources"}
+                           "cow_probe", "workloads", "headline", "primary", "margin_pct", "mixed_sources",
+                           "fault_probe", "cow_causes"}
     if unknown:
         fail(f"unknown key(s) {', '.join(sorted(unknown))}")
     spec = data.get("source", source.DEFAULT_SPEC)
@@ -120,9 +123,11 @@ def from_dict(data: dict, path: Path) -> Experiment:
         variants=tuple(variants), guest=_guest(data.get("guest", {}), fail),
         cow_probe=str(data.get("cow_probe", "wp_page_copy")), workloads=tuple(_strings(data, "workloads", fail)),
         headline=str(data.get("headline", "")), primary=tuple(_strings(data, "primary", fail)),
-        margin_pct=_margin(data.get("margin_pct", 5.0), fail), mixed_sources=data.get("mixed_sources", False))
-    if not isinstance(experiment.mixed_sources, bool):
-        fail(f"mixed_sources must be true or false, not {experiment.mixed_sources!r}")
+        margin_pct=_margin(data.get("margin_pct", 5.0), fail), mixed_sources=data.get("mixed_sources", False),
+        fault_probe=str(data.get("fault_probe", "do_wp_page")), cow_causes=data.get("cow_causes", True))
+    for key in ("mixed_sources", "cow_causes"):
+        if not isinstance(getattr(experiment, key), bool):
+            fail(f"{key} must be true or false, not {getattr(experiment, key)!r}")
     sources = {variant.name: experiment.source_of(variant) for variant in experiment.variants}
     if len(set(sources.values())) > 1 and not experiment.mixed_sources:
         others = ", ".join(name for name, spec in sources.items() if spec != experiment.source)
@@ -134,6 +139,8 @@ def from_dict(data: dict, path: Path) -> Experiment:
         _check_primary(row, experiment, fail)
     if experiment.probes and experiment.cow_probe not in experiment.probes:
         fail(f"cow_probe '{experiment.cow_probe}' is not one of the probes")
+    if "fault_probe" in data and experiment.probes and experiment.fault_probe not in experiment.probes:
+        fail(f"fault_probe '{experiment.fault_probe}' is not one of the probes")
     return experiment
 
 

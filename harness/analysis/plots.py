@@ -20,9 +20,10 @@ import pandas as pd  # noqa: E402
 
 from harness import results  # noqa: E402
 from harness.analysis import compare, stats  # noqa: E402
-from harness.measure import metrics  # noqa: E402
+from harness.measure import causes, metrics  # noqa: E402
 
 COLOURS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
+CAUSE_COLOURS = dict(zip(causes.CAUSES, ("#8DA0CB", "#E78AC3", "#66C2A5", "#FC8D62", "#A6D854", "#B3B3B3")))
 LOG_SPAN = 30      # a panel whose medians differ by more than this factor gets a symmetric-log axis
 
 
@@ -185,4 +186,67 @@ def plot_all(samples: pd.DataFrame, runs: pd.DataFrame, metadata: dict, out_dir:
     paths = []
     for figure in FIGURES:
         paths += draw(figure, measured, valid_runs, metadata, out_dir, rows or [], order)
+    return paths + draw_causes(measured, valid_runs, metadata, out_dir, order)
+
+
+def draw_causes(measured: pd.DataFrame, runs: pd.DataFrame, metadata: dict, out_dir: Path,
+                order: list[str]) -> list[Path]:
+    """causes.png: per workload, the phases with copies; one bar per variant, stacked by cause (medians)."""
+    names = [f"cow_copies.{cause}" for cause in causes.CAUSES]
+    chosen = measured[measured["metric"].isin(names)]
+    if chosen.empty:
+        return []
+    medians = chosen.groupby(["workload", "phase", "variant", "metric"], sort=False)["value"].median()
+    totals = medians.groupby(level=[0, 1]).sum()
+    workloads = list(dict.fromkeys(chosen["workload"]))
+    shown = {w: [p for p in dict.fromkeys(chosen[chosen["workload"] == w]["phase"]) if totals[(w, p)] > 0]
+             for w in workloads}
+    workloads = [w for w in workloads if shown[w]]
+    if not workloads:
+        return []
+    present = [v for v in order if v in set(chosen["variant"])]
+    width = max(8.0, sum(len(shown[w]) for w in workloads) * (0.5 + 0.45 * len(present)) + 2.5)
+    fig, axes = plt.subplots(1, len(workloads), figsize=(width, 5.4), squeeze=False)
+    for axis, workload in zip(axes[0], workloads):
+        _cause_panel(axis, medians.loc[workload], shown[workload], present)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=CAUSE_COLOURS[c]) for c in reversed(causes.CAUSES)]
+    fig.legend(handles, list(reversed(causes.CAUSES)), loc="center right", fontsize=8, frameon=False)
+    lines = textwrap.wrap(subtitle(metadata, runs), width=int(width * 13))
+    fig.suptitle("\n".join(["COW copies in the workload by cause (median per cause, counted boots)", *lines]),
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1 - 1.3 / width, 1))
+    paths = []
+    for suffix in ("png", "svg"):
+        path = out_dir / f"causes.{suffix}"
+        fig.savefig(path, dpi=150)
+        paths.append(path)
+    plt.close(fig)
     return paths
+
+
+def _cause_panel(axis, medians: pd.Series, phases: list[str], present: list[str]) -> None:
+    """Stacked bars: phase groups, a bar per variant, a segment per cause."""
+    width = 0.8 / max(len(present), 1)
+    ticks, labels = [], []
+    for position, phase in enumerate(phases):
+        for index, variant in enumerate(present):
+            x = position - 0.4 + width * (index + 0.5)
+            bottom = 0.0
+            for cause in causes.CAUSES:
+                value = float(medians.get((phase, variant, f"cow_copies.{cause}"), 0.0))
+                if value:
+                    axis.bar(x, value, width * 0.9, bottom=bottom, color=CAUSE_COLOURS[cause])
+                    bottom += value
+            axis.annotate(_short(bottom), (x, bottom), textcoords="offset points", xytext=(0, 3), ha="center",
+                          va="bottom", fontsize=7)
+            ticks.append(x)
+            labels.append(variant)
+    axis.set_xticks(ticks, labels, rotation=90, fontsize=7)
+    for position, phase in enumerate(phases):
+        axis.annotate(phase, (position, 0), xycoords=("data", "axes fraction"), xytext=(0, -60),
+                      textcoords="offset points", ha="center", va="top", fontsize=9)
+    axis.set_xlim(-0.6, len(phases) - 0.4)
+    axis.set_ylim(0, axis.get_ylim()[1] * 1.15)
+    axis.set_ylabel("copies per phase")
+    axis.grid(axis="y", alpha=0.3)
+    axis.spines[["top", "right"]].set_visible(False)

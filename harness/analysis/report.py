@@ -39,6 +39,29 @@ def headline_sentence(rows: list[compare.Row], headline: str, release: str, acce
     return f"On Linux {release} under {accelerator.upper()}, " + "; ".join(parts) + "."
 
 
+CAUSE_WORDS = {"zero_page": "zero-page copies", "ksm": "KSM copies", "shared": "copies of shared pages",
+               "swapcache": "swap-cache copies", "other_ref": "copies of pages someone else held",
+               "other": "other copies"}
+
+
+def cause_sentence(rows: list[compare.Row], workload: str, phase: str) -> str:
+    """Which cause of copies moved in a phase: per variant, the cause whose median changed most."""
+    chosen = [r for r in rows if (r.workload, r.phase) == (workload, phase) and r.metric.startswith("cow_copies.")]
+    base = {r.metric: r for r in chosen if r.variant == r.baseline}
+    parts = []
+    for variant in dict.fromkeys(r.variant for r in chosen if r.variant != r.baseline and r.role != "control"):
+        mine = [r for r in chosen if r.variant == variant and r.metric in base]
+        moved = max(mine, key=lambda r: abs(r.median - base[r.metric].median), default=None)
+        if moved is None or moved.median == base[moved.metric].median:
+            parts.append(f"in `{variant}` no cause of copies changed its median")
+            continue
+        words = CAUSE_WORDS.get(moved.metric.split(".", 1)[1], moved.metric)
+        verdict = f" ({moved.verdict})" if moved.verdict != "inconclusive" else ""
+        parts.append(f"in `{variant}` the {words} went from {_number(base[moved.metric].median)} to "
+                     f"{_number(moved.median)}{verdict}")
+    return f"By cause, in the {phase} phase of {workload}: " + "; ".join(parts) + "." if parts else ""
+
+
 def _pct(value: float | None) -> str:
     return "unbounded" if value is None else f"{value:+.1f}%"
 
@@ -126,6 +149,8 @@ def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], head
     if calibration:
         lines += [f"**{calibration}**" if comparison.calibration_failed else calibration, ""]
     lines += [headline_sentence(rows, headline, release, accelerator), ""]
+    by_cause = cause_sentence(rows, *headline.split("/")[:2]) if headline else ""
+    lines += [by_cause, ""] if by_cause else []
     lines += ["## Primary hypotheses", "", *compare.summary_lines(comparison)[1 if calibration else 0:], ""]
     lines += [*primary_table(rows), ""]
     lines += ["## What the timings can carry", "", TIMING_NOTE.get(accelerator, TIMING_NOTE["tcg"]), ""]

@@ -12,7 +12,7 @@ from pathlib import Path
 from harness import files, results
 from harness.errors import CellFailed, DiskFull, HarnessError
 from harness.guest import boot
-from harness.kernel import build
+from harness.kernel import build, kconfig, layout
 from harness.measure import collectors, metrics, workloads
 
 log = logging.getLogger("harness.matrix")
@@ -43,7 +43,7 @@ def run_cell(request, cell: Cell, built: build.Build, guest_image, directory, ca
             record = replace(record, accelerator=guest.accelerator, qemu_version=guest.qemu_version,
                              boot_ready_s=round(guest.ready_s, 2))
             try:
-                phases, warnings, problems, gates = _measure(request, cell, guest.session, directory, built.variant)
+                phases, warnings, problems, gates = _measure(request, cell, guest.session, directory, built)
                 release = guest.session.run(["uname", "-r"]).stdout.strip()
             except DiskFull:
                 raise
@@ -69,27 +69,33 @@ def run_cell(request, cell: Cell, built: build.Build, guest_image, directory, ca
     return record, samples
 
 
-def _measure(request, cell: Cell, session, directory, variant: str):
+def _measure(request, cell: Cell, session, directory, built: build.Build):
     """Run every phase of the workload with the collectors around it.
 
     Returns (phases, warnings, problems, gates): the figures of each phase, warnings to keep,
     reasons the run is invalid that the phases showed, and the workload's gates.
     """
-    probes = request.experiment.probes if cell.mode == "counted" else ()
-    if probes:
-        collectors.setup(session, probes)
-    driver = workloads.driver(cell.workload, cell.parameters, session)
-    phases: dict[str, dict] = {}
+    variant, spec = built.variant, request.experiment
+    probes = spec.probes if cell.mode == "counted" else ()
+    cow_layout = layout_of(request, built) if probes else None
     warnings: list[str] = []
+    if cow_layout is not None and cow_layout.unavailable:
+        warnings.append(f"no copy causes on this kernel: {cow_layout.unavailable}")
+    if probes:
+        collectors.setup(session, probes, cow_layout)
+    driver = workloads.driver(cell.workload, cell.parameters, session)
+    plan, skipped = kernel_phases(driver, built)
+    warnings += skipped
+    phases: dict[str, dict] = {}
     problems: list[str] = []
     started_driver = False
     try:
-        for index, phase in enumerate(driver.phase_plan()):
+        for index, phase in enumerate(plan):
             if phase != "idle" and not started_driver:
                 driver.start()
                 started_driver = True
-            with collectors.Phase(session, probes, request.experiment.cow_probe,
-                                  driver.pid if phase != "idle" else None, driver.cgroup) as counters:
+            with collectors.Phase(session, probes, spec.cow_probe, driver.pid if phase != "idle" else None,
+                                  driver.cgroup, cow_layout, spec.fault_probe) as counters:
                 outcome = driver.idle() if phase == "idle" else driver.run_phase(phase)
             directory.raw(f"{cell.workload.name}-{variant}-rep{cell.rep}-{cell.mode}-{index:02d}-{phase}.txt",
                           counters.raw + "\n" + outcome.raw() + "\n")
@@ -97,13 +103,45 @@ def _measure(request, cell: Cell, session, directory, variant: str):
             warnings += [f"{phase}: {w}" for w in counters.warnings]
             problems += [f"{phase}: {p}" for p in counters.problems if f"{phase}: {p}" not in problems]
             log.info("  %s rep %d %s %-8s %6.2f s  cow_copies %s", variant, cell.rep, cell.mode, phase,
-                     outcome.duration_s, int(counters.metrics["cow_copies"]) if "cow_copies" in counters.metrics
-                     else "-")
+                     outcome.duration_s, copies_said(counters.metrics))
         problems += driver.problems() if started_driver else []
     finally:
         if started_driver:
             _stop(driver)
     return phases, warnings, problems, driver.gates()
+
+
+def copies_said(figures: dict) -> str:
+    """'4096 (swapcache 4090, other_ref 6)': the process's copies and their causes, for the log."""
+    if "cow_copies" not in figures:
+        return "-"
+    parts = [f"{name.split('.', 1)[1]} {value:.0f}" for name, value in figures.items()
+             if name.startswith("cow_copies.") and value]
+    return f"{figures['cow_copies']:.0f}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def layout_of(request, built: build.Build) -> layout.Layout | None:
+    """The built kernel's layout for the copy causes; None when the experiment does not ask for causes
+    or there is no build folder (a fake)."""
+    if not request.experiment.cow_causes or not built.directory.is_dir():
+        return None
+    return layout.of_build(built.tree, built.system_map, request.experiment.cow_probe, built.directory)
+
+
+def kernel_phases(driver: workloads.Driver, built: build.Build) -> tuple[list[str], list[str]]:
+    """(the driver's phases that this kernel can run, a warning naming the ones it cannot): a workload's
+    `requires` maps a phase to the CONFIG_ option it needs, checked in the build's .config."""
+    plan, needs = driver.phase_plan(), dict(driver.workload.setting("requires", {}))
+    config = getattr(built, "config", None)
+    if not needs or config is None or not config.is_file():
+        return plan, []
+    options = kconfig.parse(config.read_text())
+    missing = {phase: option for phase, option in needs.items() if options.get(option) not in ("y", "m")}
+    skipped = [phase for phase in dict.fromkeys(plan) if phase in missing]
+    if not skipped:
+        return plan, []
+    said = ", ".join(f"{phase} ({missing[phase]})" for phase in skipped)
+    return [phase for phase in plan if phase not in missing], [f"phases skipped, the kernel lacks their option: {said}"]
 
 
 def _stop(driver: workloads.Driver) -> None:

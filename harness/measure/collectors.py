@@ -1,13 +1,18 @@
 """Counters around a phase: /proc/vmstat and memcg deltas, perf stat of kprobe and software
 events (for the workload process and system-wide), and the ftrace function profiler as a
-cross-check of the copy count. The guest half is guest_tools/harness-collect, which takes the
-snapshots inside the perf window, so that vmstat and perf count over the same commands.
+cross-check of the copy count, and the cause of every copy (harness.measure.causes) from a
+kprobe event that records the old page's fields in the tracing buffer. The guest half is
+guest_tools/harness-collect, which takes the snapshots inside the perf window, so that vmstat,
+perf and the cause records count over the same commands.
 
 Nothing goes missing silently: a probed function that the profiler did not see has 0 hits;
 an event perf did not count, or a missing copy count, is a problem that makes the run invalid."""
 
 import re
 from dataclasses import dataclass, field
+
+from harness.kernel.layout import Layout
+from harness.measure import causes
 
 VMSTAT_FIELDS = ("pswpin", "pswpout", "pgfault", "pgmajfault", "pgreuse", "swap_ra", "swap_ra_hit",
                  "pgscan_direct", "pgscan_kswapd", "pgsteal_direct", "pgsteal_kswapd",
@@ -18,6 +23,8 @@ MEMCG_LEVELS = ("memory.current", "memory.swap.current")
 SOFTWARE_EVENTS = ("page-faults", "major-faults", "minor-faults")
 CROSS_CHECK_TOLERANCE = 0.01
 PAGE = 4096
+CAUSE_BUFFER_KB = 8192       # per CPU: about 100,000 copies' records
+RAW_RECORDS = 40             # cause records kept in raw/ per phase (all of them are counted)
 
 
 @dataclass
@@ -35,17 +42,23 @@ def perf_events(probes) -> str:
     return ",".join([f"kprobes:{probe}" for probe in probes] + list(SOFTWARE_EVENTS)) if probes else ""
 
 
-def setup(session, probes) -> None:
-    """Create the kprobe events and the profiler filter in a freshly booted guest."""
+def setup(session, probes, layout: Layout | None = None) -> None:
+    """Create the kprobe events and the profiler filter in a freshly booted guest, and the cause
+    event when the kernel's layout is known."""
     session.run(["harness-collect", "setup", *probes])
+    if layout is not None and not layout.unavailable:
+        session.run(["harness-collect", "cause", layout.event(causes.EVENT), str(CAUSE_BUFFER_KB)])
 
 
 class Phase:
     """Context manager around one phase: `with Phase(...) as counters:`; counters filled on exit."""
 
-    def __init__(self, session, probes, cow_probe: str, pid: int | None = None, cgroup: str = ""):
+    def __init__(self, session, probes, cow_probe: str, pid: int | None = None, cgroup: str = "",
+                 layout: Layout | None = None, fault_probe: str = ""):
         self.session, self.probes, self.cow_probe = session, tuple(probes), cow_probe
         self.pid, self.cgroup = pid, cgroup
+        self.layout = layout if layout is not None and not layout.unavailable and probes else None
+        self.fault_probe = fault_probe
         self.counters = PhaseCounters()
         self.before = ""
 
@@ -59,11 +72,15 @@ class Phase:
             return False
         after = self.session.run(["harness-collect", "end", self.cgroup, str(self.pid or "")], timeout=120).stdout
         metrics, warnings, problems = phase_metrics(self.before, after, self.probes, self.cow_probe,
-                                                    has_process=self.pid is not None)
+                                                    has_process=self.pid is not None, fault_probe=self.fault_probe)
+        if self.layout is not None:
+            found, said = cause_metrics(sections(after), self.layout, self.pid, metrics)
+            metrics.update(found)
+            warnings.extend(said)
         self.counters.metrics.update(metrics)
         self.counters.warnings.extend(warnings)
         self.counters.problems.extend(problems)
-        self.counters.raw = "== BEFORE\n" + self.before + "\n== AFTER\n" + after
+        self.counters.raw = "== BEFORE\n" + self.before + "\n== AFTER\n" + shortened(after)
         return False
 
 
@@ -129,7 +146,8 @@ def _event_name(event: str) -> str:
     return event.split(":", 1)[1] if event.startswith("kprobes:") else event
 
 
-def phase_metrics(before: str, after: str, probes, cow_probe: str, has_process: bool) -> tuple[dict, list, list]:
+def phase_metrics(before: str, after: str, probes, cow_probe: str, has_process: bool,
+                  fault_probe: str = "") -> tuple[dict, list, list]:
     """(metrics, warnings, problems) of one phase from harness-collect's begin and end output."""
     first, last = sections(before), sections(after)
     metrics: dict[str, float] = {}
@@ -160,6 +178,8 @@ def phase_metrics(before: str, after: str, probes, cow_probe: str, has_process: 
         metrics["system.cow_copies"] = metrics[f"perf.system.{cow_probe}"]
     if has_process and f"perf.{cow_probe}" in metrics:
         metrics["cow_copies"] = metrics[f"perf.{cow_probe}"]
+    if has_process and fault_probe and f"perf.{fault_probe}" in metrics:
+        metrics["wp_faults"] = metrics[f"perf.{fault_probe}"]
     if probes and cow_probe in probes and "system.cow_copies" not in metrics:
         problems.append(f"no count of {cow_probe} from perf")
     elif probes and cow_probe in probes and has_process and "cow_copies" not in metrics:
@@ -204,3 +224,35 @@ def cross_check(metrics: dict, cow_probe: str) -> list[str]:
     if abs(perf - profiled) > max(2, CROSS_CHECK_TOLERANCE * max(perf, profiled)):
         return [f"cross-check of {cow_probe}: perf counted {perf}, the function profiler {profiled} (> 1% apart)"]
     return []
+
+
+def cause_metrics(last: dict, layout: Layout, pid: int | None, counted: dict) -> tuple[dict, list[str]]:
+    """(cow_copies.CAUSE and system.cow_copies.CAUSE, warnings) from the end of a phase. Records the
+    buffer lost leave the causes absent (never guessed); sums that differ from the copy counts warn."""
+    if "cow causes" not in last:
+        return {}, ["no cause records from the guest: the cause metrics are absent"]
+    lost = causes.parse_lost(last.get("cow causes lost", ""))
+    if lost:
+        return {}, [f"the tracing buffer lost {lost} cause records (more copies than {CAUSE_BUFFER_KB} KiB per CPU "
+                    "holds): the cause metrics are absent"]
+    records, unreadable = causes.parse(last["cow causes"])
+    found = causes.metrics(records, layout, pid)
+    warnings = [f"{unreadable} cause records could not be read"] if unreadable else []
+    for scope in ("system.", ""):
+        total, parts = counted.get(f"{scope}cow_copies"), [found.get(f"{scope}cow_copies.{c}") for c in causes.CAUSES]
+        if total is None or None in parts:
+            continue
+        if abs(sum(parts) - total) > max(2, CROSS_CHECK_TOLERANCE * total):
+            where = "the whole guest" if scope else "the workload process"
+            warnings.append(f"copies by cause add up to {sum(parts)}, but perf counted {total:.0f} copies in {where}")
+    return found, warnings
+
+
+def shortened(after: str) -> str:
+    """The end-of-phase output for raw/, with the cause records cut to the first RAW_RECORDS."""
+    head, marker, records = after.partition("== cow causes\n")
+    if not marker:
+        return after
+    lines = [line for line in records.splitlines() if line and not line.startswith("#")]
+    kept = lines[:RAW_RECORDS] + ([f"... {len(lines) - RAW_RECORDS} more records"] if len(lines) > RAW_RECORDS else [])
+    return head + marker + "\n".join(kept)

@@ -20,7 +20,7 @@ from harness.experiment import Experiment
 from harness.guest import image, vm
 from harness.kernel import build, objdiff, source
 from harness.measure import workloads
-from harness.measure.cell import Cell, run_cell
+from harness.measure.cell import Cell, layout_of, run_cell
 from harness.progress import Progress, Stopwatch
 
 log = logging.getLogger("harness.matrix")
@@ -173,8 +173,10 @@ def _prepare(request: RunRequest, directory: results.RunDirectory, cache_dir: Pa
         guest_image = image.build(cache_dir)
     with stages("object code"):
         differences = object_code(request, builds)
+    with stages("cow layout"):
+        layouts = cow_layouts(request, builds)
     identical = [name for name, difference in differences.items() if difference.identical and name != request.control]
-    directory.update_metadata(builds={name: _build_facts(b) for name, b in builds.items()},
+    directory.update_metadata(builds={name: _build_facts(b) for name, b in builds.items()}, cow_layout=layouts,
                               image=guest_image.digest, qemu=vm.qemu_version(), stage_seconds=stages.seconds,
                               object_code={name: d.as_dict() for name, d in differences.items()},
                               as_control=[] if request.force else identical)
@@ -207,6 +209,23 @@ def object_code(request: RunRequest, builds: dict) -> dict[str, objdiff.ObjectDi
         else:
             log.info("variant %s: %s", variant.name, difference.summary())
     return differences
+
+
+def cow_layouts(request: RunRequest, builds: dict) -> dict[str, dict]:
+    """Each build's layout for the copy causes (derived once, kept in the build's folder), as recorded in
+    the metadata; a kernel without one is named before any cell runs."""
+    if "counted" not in request.modes or not request.experiment.probes:
+        return {}
+    found = {}
+    for name, built in builds.items():
+        layout = layout_of(request, built)
+        if layout is None:
+            continue
+        found[name] = layout.as_dict()
+        if layout.unavailable:
+            log.warning("variant %s: no copy causes on this kernel (%s): the cow_copies.CAUSE metrics are absent",
+                        name, layout.unavailable)
+    return found
 
 
 def _build_facts(built: build.Build) -> dict:

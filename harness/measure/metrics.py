@@ -33,6 +33,15 @@ class Meaning:
 TABLE = (
     Meaning("cow_copies", "counter", "lower", "copies", "process", headline=True,
             summary="calls of the experiment's cow_probe (wp_page_copy) in the workload process"),
+    Meaning("cow_copies.*", "counter", "lower", "copies", "process",
+            summary="cow_copies of one cause (harness/measure/causes.py), from a record of every copy"),
+    Meaning("copy_share", "rate", "lower", "share", "process",
+            summary="cow_copies / wp_faults: the write faults on present pages that copied"),
+    Meaning("reuse_share", "rate", "higher", "share", "process",
+            summary="1 - copy_share: the write faults on present pages that kept their page"),
+    Meaning("wp_faults", "counter", "none", "faults", "process",
+            summary="calls of the experiment's fault_probe (do_wp_page) in the workload process: write faults "
+                    "on present pages"),
     Meaning("cow_copies_per_swapin", "rate", "lower", "copies per page", "process", headline=True,
             summary="cow_copies / pages the workload swapped in during its read phase"),
     Meaning("cow_copies_per_page", "rate", "lower", "copies per page", "process",
@@ -43,6 +52,8 @@ TABLE = (
             summary="vmstat.pswpout / process.swapped_out_pages: swap-out I/O per page the workload lost to swap"),
     Meaning("system.cow_copies", "counter", "lower", "copies", "system",
             summary="calls of the cow_probe in the whole guest (init, sshd and perf included)"),
+    Meaning("system.cow_copies.*", "counter", "lower", "copies", "system",
+            summary="system.cow_copies of one cause"),
     Meaning("pages", "counter", "none", "pages", "process", summary="pages the phase touched or meant to move"),
     Meaning("duration_s", "counter", "lower", "s", "process", timing=True, summary="wall time of the phase",
             headline=True),
@@ -95,7 +106,8 @@ def derive(phases: dict[str, dict], read_phase: str) -> None:
     cow_copies_per_swapin divides the copies of each phase after the read phase by the pages
     the workload swapped in during the read phase: the pages a write can find in the swap cache.
     pswpout_per_swapout is the swap-out I/O of a phase per page the workload's process lost to swap
-    (below 1 when pages still had a valid copy in swap and left without a write).
+    (below 1 when pages still had a valid copy in swap and left without a write). copy_share and
+    reuse_share split the phase's write faults on present pages into those that copied and the rest.
     """
     order = list(phases)
     swapped_in = phases.get(read_phase, {}).get("process.swapped_in_pages")
@@ -106,6 +118,9 @@ def derive(phases: dict[str, dict], read_phase: str) -> None:
                 figures["cow_copies_per_page"] = figures["cow_copies"] / pages
             if "process.swapped_in_pages" in figures:
                 figures["swapins_per_page"] = figures["process.swapped_in_pages"] / pages
+        if figures.get("wp_faults") and "cow_copies" in figures:
+            figures["copy_share"] = min(1.0, figures["cow_copies"] / figures["wp_faults"])
+            figures["reuse_share"] = 1.0 - figures["copy_share"]
         if figures.get("process.swapped_out_pages") and "vmstat.pswpout" in figures:
             figures["pswpout_per_swapout"] = figures["vmstat.pswpout"] / figures["process.swapped_out_pages"]
         after_read = read_phase in order and position > order.index(read_phase)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from harness import project
 from harness.errors import BadWorkload, UnknownWorkload
+from harness.measure import causes
 
 PHASE_TIMEOUT_S = 1800
 IDLE_S = 2.0
@@ -18,6 +19,8 @@ CGROUP = "/sys/fs/cgroup/harness-workload"
 PAGE = 4096
 
 
+EXPECTED_SHARE = 0.9     # of a phase's pages that must show the cause it expects
+REUSE = "reuse"          # an expectation that is no copy cause: write faults that keep their page
 GATE = re.compile(r"^\s*(\w+)\.(\S+)\s*>=\s*([0-9]*\.?[0-9]+)\s*\*\s*(\w+)\.(\S+)\s*$")
 
 
@@ -44,6 +47,8 @@ class Gate:
         if self.phase not in phases or self.of_phase not in phases:
             return None
         value, reference = phases[self.phase].get(self.metric), phases[self.of_phase].get(self.of_metric)
+        if value is None and self.metric.startswith("cow_copies."):
+            return None      # no cause metrics on this kernel: the run says so, and the gate cannot be checked
         if value is None or reference is None:
             missing = self.metric if value is None else self.of_metric
             hint = ": a kernel without CONFIG_VM_EVENT_COUNTERS?" if missing.startswith("vmstat.") else ""
@@ -157,6 +162,7 @@ def _load(path: Path) -> Workload:
     for key in [key for key in data if key == "gates" or key.endswith("_gates")]:
         for text in data[key]:
             Gate.parse(text, path.parent.name)
+    _check_phase_tables(data, core["phases"], path.parent.name)
     workload = Workload(path.parent.name, path.parent, core["description"], core["driver"], tuple(core["phases"]),
                         parameters, core["swapout_phase"], core["read_phase"], tuple(data.items()), minimum, choices)
     for name in dict(minimum) | dict(choices):
@@ -164,6 +170,19 @@ def _load(path: Path) -> Workload:
             raise BadWorkload(name=workload.name, why=f"[minimum] or [choices] names '{name}', not a parameter")
     workload.params()      # the defaults themselves must pass
     return workload
+
+
+def _check_phase_tables(data: dict, phases, workload: str) -> None:
+    """[expects] names phases and causes (or "reuse"); [requires] names phases and CONFIG_ options."""
+    known = (*causes.CAUSES, REUSE)
+    for table in ("expects", "requires"):
+        for phase, value in data.get(table, {}).items():
+            if phase not in phases:
+                raise BadWorkload(name=workload, why=f"[{table}] names phase '{phase}', not one of {', '.join(phases)}")
+            if table == "expects" and value not in known:
+                raise BadWorkload(name=workload, why=f"[expects] {phase} = '{value}' is not one of {', '.join(known)}")
+            if table == "requires" and not re.fullmatch(r"CONFIG_\w+", str(value)):
+                raise BadWorkload(name=workload, why=f"[requires] {phase} = '{value}' is not a CONFIG_ option")
 
 
 @dataclass(frozen=True)
@@ -212,7 +231,15 @@ class Driver:
         return []
 
     def gates(self) -> list[Gate]:
-        return [Gate.parse(text, self.workload.name) for text in self.workload.setting("gates", [])]
+        texts = self.workload.setting("gates", []) + expectation_gates(self.workload.setting("expects", {}))
+        return [Gate.parse(text, self.workload.name) for text in texts]
+
+
+def expectation_gates(expects: dict) -> list[str]:
+    """The gates of a workload's [expects]: a copy cause must make up most of the phase's copies; a
+    reuse phase must have had its write faults (whether they reused is what is measured)."""
+    return [f"{phase}.wp_faults >= {EXPECTED_SHARE} * {phase}.pages" if expected == REUSE else
+            f"{phase}.cow_copies.{expected} >= {EXPECTED_SHARE} * {phase}.pages" for phase, expected in expects.items()]
 
 
 class PhasedProgram(Driver):

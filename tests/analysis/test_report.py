@@ -1,6 +1,7 @@
 import json
 import shutil
 
+import pandas as pd
 import pytest
 
 from harness import cli, experiment, results
@@ -71,3 +72,42 @@ def test_figures_name_each_variants_kernel_when_they_differ():
     mixed.loc[mixed["variant"] == "patched", "kernel_release"] = "6.1.192"
     text = analysis.plots.subtitle(metadata, mixed)
     assert text.startswith("TCG | base: Linux 5.10.223, no patches; patched: Linux 6.1.192, "), text
+
+
+def with_causes(copy):
+    """run-small with copy causes added to its counted boots: the write phase's copies were swap-cache
+    copies on base and are gone on patched; a few shared copies everywhere."""
+    samples = pd.read_csv(copy / "samples.csv")
+    counted = samples[(samples["metric"] == "cow_copies") & (samples["mode"] == "counted")]
+    added = []
+    for row in counted.itertuples(index=False):
+        swapcache = row.value if row.phase == "write" else 0
+        for cause, value in (("swapcache", swapcache), ("shared", row.value - swapcache), ("zero_page", 0)):
+            added.append({**row._asdict(), "metric": f"cow_copies.{cause}", "value": value})
+    pd.concat([samples, pd.DataFrame(added)]).to_csv(copy / "samples.csv", index=False)
+
+
+def test_copies_by_cause_are_stacked_per_variant_and_the_report_names_the_cause_that_moved(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    with_causes(copy)
+    text = analysis.analyse(copy, experiment.load(None)).read_text()
+    samples = pd.read_csv(copy / "samples.csv")
+    write = samples[(samples["phase"] == "write") & (samples["metric"] == "cow_copies.swapcache")
+                    & (samples["workload"] == "redis")]
+    base, patched = (write[write["variant"] == name]["value"].median() for name in ("base", "patched"))
+    assert base > 100 * patched
+    sentence = next(line for line in text.splitlines() if line.startswith("By cause"))
+    assert sentence == (f"By cause, in the write phase of redis: in `patched` the swap-cache copies went from "
+                        f"{base:,.0f} to {patched:,.0f}.")
+    assert (copy / "plots" / "causes.png").stat().st_size > 10_000
+    svg = (copy / "plots" / "causes.svg").read_text()
+    assert "swapcache" in svg and "shared" in svg and "by cause" in svg
+    assert "![causes](plots/causes.png)" in text
+
+
+def test_without_cause_metrics_there_is_no_cause_figure_or_sentence(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    text = analysis.analyse(copy, experiment.load(None)).read_text()
+    assert "By cause" not in text and not (copy / "plots" / "causes.png").exists()

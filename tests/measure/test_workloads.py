@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from harness.errors import BadWorkload, UnknownWorkload
@@ -184,3 +186,60 @@ def test_redis_lost_keys_make_the_run_invalid():
     session = FakeSession("done check ops=2001 seconds=0.03 p50_ms=0 p99_ms=0 errors=0 keys=1990 short=0")
     assert workloads.driver(redis, redis.params({"keys": 2000}), session).problems() == [
         "redis lost 10 keys and 0 values are short"]
+
+
+@pytest.mark.parametrize("table, message", [
+    ('[expects]\nwrite = "shared"\n', "[expects] names phase 'write', not one of idle, fill"),
+    ('[expects]\nfill = "swap"\n', "[expects] fill = 'swap' is not one of zero_page, ksm, shared, swapcache, "
+                                   "other_ref, other, reuse"),
+    ('[requires]\nfill = "KSM"\n', "[requires] fill = 'KSM' is not a CONFIG_ option"),
+])
+def test_expectations_and_requirements_name_phases_causes_and_options(tmp_path, table, message):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "workload.toml").write_text(
+        'description = "x"\ndriver = "phased-program"\nphases = ["idle", "fill"]\nswapout_phase = ""\n'
+        'read_phase = ""\n' + table)
+    with pytest.raises(BadWorkload, match=re.escape(message)):
+        workloads.discover(tmp_path)
+
+
+def test_forkcow_gates_the_cause_each_phase_expects_and_only_the_faults_of_its_reuse_phase():
+    forkcow = workloads.load("forkcow")
+    driver = workloads.driver(forkcow, forkcow.params(), None)
+    texts = {(g.phase, g.metric, g.share, g.of_phase, g.of_metric) for g in driver.gates()}
+    assert texts == {("shared", "cow_copies.shared", 0.9, "shared", "pages"),
+                     ("reuse", "wp_faults", 0.9, "reuse", "pages"),
+                     ("zerowrite", "cow_copies.zero_page", 0.9, "zerowrite", "pages"),
+                     ("ksmwrite", "cow_copies.ksm", 0.9, "ksmwrite", "pages"),
+                     ("ksmwrite", "pages", 0.9, "ksmmerge", "pages")}
+    good = {"shared": {"cow_copies.shared": 2048, "pages": 2048, "cow_copies": 2048},
+            "reuse": {"wp_faults": 2048, "pages": 2048, "cow_copies": 0, "cow_copies.shared": 0},
+            "zerowrite": {"cow_copies.zero_page": 4096, "pages": 4096}}
+    assert cell.gate(driver.gates(), good) == [], "the KSM phases did not run: their gates are not checked"
+    reused_shared = {**good, "shared": {**good["shared"], "cow_copies.shared": 0}}
+    assert cell.gate(driver.gates(), reused_shared) == [
+        "shared: cow_copies.shared is 0, below 0.9 x shared.pages (2,048)"]
+    copied_instead = {**good, "reuse": {**good["reuse"], "cow_copies": 2048}}
+    assert cell.gate(driver.gates(), copied_instead) == [], "a reuse that became a copy is a finding, not a bad run"
+    no_causes = {phase: {k: v for k, v in figures.items() if not k.startswith("cow_copies.")}
+                 for phase, figures in reused_shared.items()}
+    assert cell.gate(driver.gates(), no_causes) == [], "a kernel without cause metrics cannot check them"
+
+
+class Built:
+    def __init__(self, config):
+        self.config = config
+
+
+def test_phases_that_need_an_option_the_kernel_lacks_are_skipped_and_named(tmp_path):
+    forkcow = workloads.load("forkcow")
+    driver = workloads.driver(forkcow, forkcow.params(), None)
+    config = tmp_path / "config"
+    config.write_text("CONFIG_SWAP=y\n# CONFIG_KSM is not set\n")
+    plan, said = cell.kernel_phases(driver, Built(config))
+    assert plan == ["idle", "shared", "exit", "reuse", "zeroread", "zerowrite"]
+    assert said == ["phases skipped, the kernel lacks their option: ksmmerge (CONFIG_KSM), ksmwrite (CONFIG_KSM)"]
+    config.write_text("CONFIG_KSM=y\n")
+    assert cell.kernel_phases(driver, Built(config)) == (driver.phase_plan(), [])
+    assert cell.kernel_phases(driver, Built(tmp_path / "none")) == (driver.phase_plan(), []), "no .config: all"
