@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint unit bench bench-build bench-kernels bench-boot bench-run bench-verdicts bench-rates
+.PHONY: setup test lint unit bench bench-build bench-kernels bench-boot bench-run bench-verdicts bench-rates bench-causes
 
 setup: $(VENV)/.installed
 	$(BIN)/harness doctor --install
@@ -45,6 +45,9 @@ bench-run: setup
 
 bench-verdicts: setup
 	$(BIN)/python benchmarks/verdict_errors.py
+
+bench-causes: setup
+	$(BIN)/python benchmarks/cause_overhead.py
 
 bench-rates: setup
 	$(BIN)/python benchmarks/rate_spread.py

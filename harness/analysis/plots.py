@@ -209,6 +209,7 @@ def draw_causes(measured: pd.DataFrame, runs: pd.DataFrame, metadata: dict, out_
     fig, axes = plt.subplots(1, len(workloads), figsize=(width, 5.4), squeeze=False)
     for axis, workload in zip(axes[0], workloads):
         _cause_panel(axis, medians.loc[workload], shown[workload], present)
+        axis.set_title(workload, fontsize=10)
     handles = [plt.Rectangle((0, 0), 1, 1, color=CAUSE_COLOURS[c]) for c in reversed(causes.CAUSES)]
     fig.legend(handles, list(reversed(causes.CAUSES)), loc="center right", fontsize=8, frameon=False)
     lines = textwrap.wrap(subtitle(metadata, runs), width=int(width * 13))

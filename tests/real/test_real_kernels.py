@@ -63,8 +63,16 @@ def test_linux_6_1_builds_with_the_shipped_fragments_boots_and_runs_swapcow(tmp_
     write = samples[(samples["phase"] == "write")].set_index("metric")["value"]
     assert write["vmstat.pgreuse"] >= 16384 * 0.9, "6.1 reuses the pages swapped back in"
     assert write["cow_copies"] < 0.01 * 16384
+    assert write["reuse_share"] > 0.99 and write["cow_copies.swapcache"] == 0
+    layout = json.loads(run_metadata(out))["cow_layout"]["v6.1"]
+    assert layout["unavailable"] == "" and layout["values"]["vm_fault_page"] == 80, "6.1's vm_fault is not 5.10's"
     show("6.1 swapcow 64 MiB write phase", f"cow_copies {write['cow_copies']:.0f}, pgreuse "
-         f"{write['vmstat.pgreuse']:.0f} ({result.stdout.strip()})")
+         f"{write['vmstat.pgreuse']:.0f}, reuse_share {write['reuse_share']:.4f}, vm_fault.page at "
+         f"+{layout['values']['vm_fault_page']} ({result.stdout.strip()})")
+
+
+def run_metadata(out: Path) -> str:
+    return (out / "metadata.json").read_text()
 
 
 def memory_c_repo(tree: Path, repo: Path) -> Path:
