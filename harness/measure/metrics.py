@@ -7,7 +7,8 @@ direction gets statistics but never a verdict. `scope`: `process` (the workload'
 the workload's own figure) or `system` (the whole guest). `timing`: measured on boots without
 kprobes and profiler, because the probes slow down most the variant that hits them most.
 `headline`: shown in the short comparison table; a headline timing metric is also in the
-report's instrumentation cost table.
+report's instrumentation cost table. `probed`: measured only on boots with kprobes (counted),
+so a boot without them (timed) has none, and a gate on it cannot be checked there.
 
 The first pattern that matches a name wins (fnmatch), so specific names come before the
 patterns that would also match them.
@@ -28,32 +29,33 @@ class Meaning:
     timing: bool = False
     summary: str = ""
     headline: bool = False     # in the short table (compare without --all) and, if timing, the instrumentation cost
+    probed: bool = False       # only counted boots (kprobes, perf, the cause records) have it
 
 
 TABLE = (
     Meaning("cow_copies", "counter", "lower", "copies", "process", headline=True,
-            summary="calls of the experiment's cow_probe (wp_page_copy) in the workload process"),
+            summary="calls of the experiment's cow_probe (wp_page_copy) in the workload process", probed=True),
     Meaning("cow_copies.*", "counter", "lower", "copies", "process",
-            summary="cow_copies of one cause (harness/measure/causes.py), from a record of every copy"),
+            summary="cow_copies of one cause (harness/measure/causes.py), from a record of every copy", probed=True),
     Meaning("copy_share", "rate", "lower", "share", "process",
-            summary="cow_copies / wp_faults: the write faults on present pages that copied"),
+            summary="cow_copies / wp_faults: the write faults on present pages that copied", probed=True),
     Meaning("reuse_share", "rate", "higher", "share", "process",
-            summary="1 - copy_share: the write faults on present pages that kept their page"),
+            summary="1 - copy_share: the write faults on present pages that kept their page", probed=True),
     Meaning("wp_faults", "counter", "none", "faults", "process",
             summary="calls of the experiment's fault_probe (do_wp_page) in the workload process: write faults "
-                    "on present pages"),
+                    "on present pages", probed=True),
     Meaning("cow_copies_per_swapin", "rate", "lower", "copies per page", "process", headline=True,
-            summary="cow_copies / pages the workload swapped in during its read phase"),
+            summary="cow_copies / pages the workload swapped in during its read phase", probed=True),
     Meaning("cow_copies_per_page", "rate", "lower", "copies per page", "process",
-            summary="cow_copies / pages the phase touched"),
+            summary="cow_copies / pages the phase touched", probed=True),
     Meaning("swapins_per_page", "rate", "none", "pages per page", "process",
             summary="process.swapped_in_pages / pages the phase touched"),
     Meaning("pswpout_per_swapout", "rate", "lower", "pages written per page", "system",
             summary="vmstat.pswpout / process.swapped_out_pages: swap-out I/O per page the workload lost to swap"),
     Meaning("system.cow_copies", "counter", "lower", "copies", "system",
-            summary="calls of the cow_probe in the whole guest (init, sshd and perf included)"),
+            summary="calls of the cow_probe in the whole guest (init, sshd and perf included)", probed=True),
     Meaning("system.cow_copies.*", "counter", "lower", "copies", "system",
-            summary="system.cow_copies of one cause"),
+            summary="system.cow_copies of one cause", probed=True),
     Meaning("pages", "counter", "none", "pages", "process", summary="pages the phase touched or meant to move"),
     Meaning("duration_s", "counter", "lower", "s", "process", timing=True, summary="wall time of the phase",
             headline=True),
@@ -79,11 +81,13 @@ TABLE = (
     Meaning("process.vmswap_kb", "level", "none", "KiB", "process"),
     Meaning("process.swapped_*_pages", "counter", "none", "pages", "process",
             summary="change of the workload process's VmSwap"),
-    Meaning("perf.system.*-faults", "counter", "lower", "faults", "system"),
-    Meaning("perf.system.*", "counter", "none", "hits", "system", summary="kprobe hits in the whole guest"),
-    Meaning("perf.*-faults", "counter", "lower", "faults", "process"),
-    Meaning("perf.*", "counter", "none", "hits", "process", summary="kprobe hits in the workload process"),
-    Meaning("ftrace.*", "counter", "none", "hits", "system", summary="function profiler hits (a cross-check)"),
+    Meaning("perf.system.*-faults", "counter", "lower", "faults", "system", probed=True),
+    Meaning("perf.system.*", "counter", "none", "hits", "system", summary="kprobe hits in the whole guest",
+            probed=True),
+    Meaning("perf.*-faults", "counter", "lower", "faults", "process", probed=True),
+    Meaning("perf.*", "counter", "none", "hits", "process", summary="kprobe hits in the workload process", probed=True),
+    Meaning("ftrace.*", "counter", "none", "hits", "system", summary="function profiler hits (a cross-check)",
+            probed=True),
 )
 
 UNKNOWN = Meaning("*", "counter", "none", "", "system", summary="not in the metrics table: no verdict")

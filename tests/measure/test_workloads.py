@@ -243,3 +243,13 @@ def test_phases_that_need_an_option_the_kernel_lacks_are_skipped_and_named(tmp_p
     config.write_text("CONFIG_KSM=y\n")
     assert cell.kernel_phases(driver, Built(config)) == (driver.phase_plan(), [])
     assert cell.kernel_phases(driver, Built(tmp_path / "none")) == (driver.phase_plan(), []), "no .config: all"
+
+
+def test_a_boot_without_probes_skips_the_gates_on_probed_metrics_but_not_the_others():
+    forkcow = workloads.load("forkcow")
+    driver = workloads.driver(forkcow, forkcow.params(), None)
+    timed = {"shared": {"pages": 2048, "vmstat.pgfault": 2100}, "reuse": {"pages": 2048},
+             "zerowrite": {"pages": 4096}, "ksmmerge": {"pages": 4096}, "ksmwrite": {"pages": 100}}
+    assert cell.gate(driver.gates(), timed) == ["ksmwrite: pages is 100, below 0.9 x ksmmerge.pages (4,096)"]
+    assert metrics.meaning("wp_faults").probed and metrics.meaning("cow_copies.ksm").probed
+    assert not metrics.meaning("vmstat.pgreuse").probed and not metrics.meaning("pages").probed
