@@ -62,13 +62,17 @@ def draw(sources: dict[str, dict], reps: int, rng: np.random.Generator, per_metr
                     continue
                 values = drawn[:, column]
                 present = ~np.isnan(values)
-                cells.setdefault((workload, phase, metric), {})[variant] = (rep_numbers[present], values[present])
+                if present.any():     # a metric only some boots have (a share of no faults) may miss every draw
+                    cells.setdefault((workload, phase, metric), {})[variant] = (rep_numbers[present], values[present])
     return cells
 
 
 def up_to(cells: compare.Cells, reps: int) -> compare.Cells:
-    return {key: {variant: (numbers[numbers <= reps], values[numbers <= reps])
-                  for variant, (numbers, values) in by_variant.items()} for key, by_variant in cells.items()}
+    """The cells as they stood after `reps` repetitions (a variant without a value by then is left out)."""
+    kept = {key: {variant: (numbers[numbers <= reps], values[numbers <= reps])
+                  for variant, (numbers, values) in by_variant.items() if (numbers <= reps).any()}
+            for key, by_variant in cells.items()}
+    return {key: by_variant for key, by_variant in kept.items() if by_variant}
 
 
 def table(sources: dict, plan: compare.Plan, reps: int, rng: np.random.Generator, per_metric: bool = False,

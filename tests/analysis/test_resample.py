@@ -39,3 +39,17 @@ def test_an_a_a_tally_at_two_repetitions_claims_nothing():
     assert tally.line().startswith("4 tables: P(any better/worse) = 0.000")
     rows, used = resample.table(aa, plan, 2, np.random.default_rng(3), max_reps=3)
     assert used == 3 and rows, "undecided at 2, the sequential table goes on to its limit"
+
+
+def test_a_metric_only_some_boots_have_is_left_out_of_a_draw_that_missed_them():
+    sparse = resample.Pool((("write", "copy_share"), ("write", "cow_copies")),
+                           np.array([[0.5, 10.0], [np.nan, 12.0], [np.nan, 11.0]]))
+    sources = {"base": {("swapcow", "counted"): sparse}, "patched": {("swapcow", "counted"): sparse}}
+    for seed in range(20):
+        cells = resample.draw(sources, 2, np.random.default_rng(seed))
+        for by_variant in cells.values():
+            assert all(len(values) for _, values in by_variant.values())
+        rows = compare.compare_cells(cells, compare.Plan("base", (), 5.0, None, compare.Design()), ["base", "patched"])
+        assert {row.metric for row in rows} <= {"copy_share", "cow_copies"}
+        early = resample.up_to(resample.draw(sources, 6, np.random.default_rng(seed)), 1)
+        assert all(len(values) for by_variant in early.values() for _, values in by_variant.values())
