@@ -81,8 +81,9 @@ def _measure(request, cell: Cell, session, directory, built: build.Build):
     warnings: list[str] = []
     if cow_layout is not None and cow_layout.unavailable:
         warnings.append(f"no copy causes on this kernel: {cow_layout.unavailable}")
-    if probes:
-        collectors.setup(session, probes, cow_layout)
+    if probes and (refused := collectors.setup(session, probes, cow_layout)):
+        warnings.append(refused)
+        cow_layout = None
     driver = workloads.driver(cell.workload, cell.parameters, session)
     plan, skipped = kernel_phases(driver, built)
     warnings += skipped

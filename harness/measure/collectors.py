@@ -42,12 +42,19 @@ def perf_events(probes) -> str:
     return ",".join([f"kprobes:{probe}" for probe in probes] + list(SOFTWARE_EVENTS)) if probes else ""
 
 
-def setup(session, probes, layout: Layout | None = None) -> None:
+def setup(session, probes, layout: Layout | None = None) -> str:
     """Create the kprobe events and the profiler filter in a freshly booted guest, and the cause
-    event when the kernel's layout is known."""
+    event when the kernel's layout is known. Returns why the guest refused the cause event (a
+    kernel whose kprobes lack $arg1 or a fetch type), or ''; the run then has no cause metrics."""
     session.run(["harness-collect", "setup", *probes])
-    if layout is not None and not layout.unavailable:
-        session.run(["harness-collect", "cause", layout.event(causes.EVENT), str(CAUSE_BUFFER_KB)])
+    if layout is None or layout.unavailable:
+        return ""
+    result = session.run(["harness-collect", "cause", layout.event(causes.EVENT), str(CAUSE_BUFFER_KB)],
+                         check=False)
+    if result.status != 0:
+        said = (result.stderr.strip().splitlines() or [f"exit status {result.status}"])[-1]
+        return f"the guest refused the cause probe ({said}): the cause metrics are absent"
+    return ""
 
 
 class Phase:
