@@ -20,7 +20,7 @@ from harness import runner
 from harness.files import write_atomic
 
 FACTS_FILE = "cow-layout.json"
-FACTS_VERSION = 1
+FACTS_VERSION = 1      # bump when cow_layout.c or what is derived from it changes
 SOURCE = Path(__file__).with_name("cow_layout.c")
 ZERO_PFN_SYMBOL = "zero_pfn"
 _VALUE = re.compile(r'"->(\w+) \$?(-?\d+) ')
