@@ -110,9 +110,14 @@ def draw(figure: Figure, samples: pd.DataFrame, runs: pd.DataFrame, metadata: di
     lines = textwrap.wrap(subtitle(metadata, runs), width=int(width * 13))
     fig.suptitle("\n".join([f"{figure.title}{note}", *lines]), fontsize=10)
     fig.tight_layout()
+    return _save(fig, out_dir, figure.name)
+
+
+def _save(fig, out_dir: Path, name: str) -> list[Path]:
+    """NAME.png and NAME.svg in out_dir; the figure is closed."""
     paths = []
     for suffix in ("png", "svg"):
-        path = out_dir / f"{figure.name}.{suffix}"
+        path = out_dir / f"{name}.{suffix}"
         fig.savefig(path, dpi=150)
         paths.append(path)
     plt.close(fig)
@@ -216,13 +221,7 @@ def draw_causes(measured: pd.DataFrame, runs: pd.DataFrame, metadata: dict, out_
     fig.suptitle("\n".join(["COW copies in the workload by cause (median per cause, counted boots)", *lines]),
                  fontsize=10)
     fig.tight_layout(rect=(0, 0, 1 - 1.3 / width, 1))
-    paths = []
-    for suffix in ("png", "svg"):
-        path = out_dir / f"causes.{suffix}"
-        fig.savefig(path, dpi=150)
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    return _save(fig, out_dir, "causes")
 
 
 def _cause_panel(axis, medians: pd.Series, phases: list[str], present: list[str]) -> None:
