@@ -420,7 +420,7 @@ def _refuse_new_choices(choices: _Choices) -> None:
 
 def _warn_unreachable(request: matrix.RunRequest) -> None:
     """Say before any boot when the repetitions cannot decide a primary row at all."""
-    rows = len(request.primary) * (len(request.variants) - 1)
+    rows = sum(len(request.points(row.split("/")[0])) for row in request.primary) * (len(request.variants) - 1)
     smallest = compare.smallest_deciding_reps(rows, request.reps, request.max_reps)
     if rows and smallest is None:
         last = request.max_reps or request.reps

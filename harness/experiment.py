@@ -12,18 +12,20 @@ marked in tables and reports: their difference is everything between the two ker
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness import project
+from harness import sweep as sweeps
 from harness.errors import (
     BadExperiment,
+    HarnessError,
     MissingPatchFile,
     UnknownExperiment,
     UnknownVariant,
 )
 from harness.kernel import source
-from harness.measure import metrics
+from harness.measure import metrics, workloads
 
 VARIANT_NAME = re.compile(r"[A-Za-z0-9+][A-Za-z0-9._+-]{0,63}")
 
@@ -38,10 +40,15 @@ class Variant:
 @dataclass(frozen=True)
 class GuestConfig:
     """The machine each variant boots in. Swap is sized so that workloads keep swap use
-    below 50%: above it, 5.10 frees the swap slot on swap-in (vm_swap_full())."""
+    below 50%: above it, 5.10 frees the swap slot on swap-in (vm_swap_full()). The swap
+    device is a virtio disk, or zram (compressed guest memory, swap_mb its size)."""
     memory_mb: int = 1024
     cpus: int = 2
     swap_mb: int = 1024
+    swap: str = "virtio-blk"
+
+
+ZRAM_FRAGMENT = "zram"      # kconfigs/zram.config: merged when any boot swaps to zram
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class Experiment:
     primary: tuple[str, ...] = ()     # WORKLOAD/PHASE/METRIC rows whose verdicts are the experiment's claims
     margin_pct: float = 5.0           # a primary row is `equivalent` when its change stays within +-margin_pct
     mixed_sources: bool = False       # variants may be built from different kernel sources
+    sweep: sweeps.Sweep = sweeps.Sweep()   # [sweep]: axes whose points are a cell dimension
 
     @property
     def baseline(self) -> str:
@@ -109,7 +117,7 @@ def from_dict(data: dict, path: Path) -> Experiment:
 
     unknown = set(data) - {"description", "source", "kconfigs", "probes", "variants", "series", "guest",
                            "cow_probe", "workloads", "headline", "primary", "margin_pct", "mixed_sources",
-                           "fault_probe", "cow_causes"}
+                           "fault_probe", "cow_causes", "sweep"}
     if unknown:
         fail(f"unknown key(s) {', '.join(sorted(unknown))}")
     spec = data.get("source", source.DEFAULT_SPEC)
@@ -124,7 +132,10 @@ def from_dict(data: dict, path: Path) -> Experiment:
         cow_probe=str(data.get("cow_probe", "wp_page_copy")), workloads=tuple(_strings(data, "workloads", fail)),
         headline=str(data.get("headline", "")), primary=tuple(_strings(data, "primary", fail)),
         margin_pct=_margin(data.get("margin_pct", 5.0), fail), mixed_sources=data.get("mixed_sources", False),
-        fault_probe=str(data.get("fault_probe", "do_wp_page")), cow_causes=data.get("cow_causes", True))
+        fault_probe=str(data.get("fault_probe", "do_wp_page")), cow_causes=data.get("cow_causes", True),
+        sweep=_sweep(data, fail))
+    if ZRAM_FRAGMENT not in experiment.kconfigs and uses_zram(experiment):
+        experiment = replace(experiment, kconfigs=(*experiment.kconfigs, ZRAM_FRAGMENT))
     for key in ("mixed_sources", "cow_causes"):
         if not isinstance(getattr(experiment, key), bool):
             fail(f"{key} must be true or false, not {getattr(experiment, key)!r}")
@@ -167,9 +178,32 @@ def _guest(table, fail) -> GuestConfig:
     if not isinstance(table, dict) or set(table) - known:
         fail(f"[guest] takes only {', '.join(sorted(known))}")
     for key, value in table.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            fail(f"[guest] {key} must be a positive whole number, not {value!r}")
+        sweeps.check_guest_value(key, value, fail, "[guest]")
     return GuestConfig(**table)
+
+
+def _sweep(data: dict, fail) -> sweeps.Sweep:
+    if "sweep" not in data:
+        return sweeps.Sweep()
+    known = {name: dict(workload.parameters) for name, workload in workloads.discover().items()}
+    found = sweeps.from_table(data["sweep"], tuple(GuestConfig.__dataclass_fields__), known, fail)
+    listed = _strings(data, "workloads", fail)
+    for axis in found.axes:
+        if axis.owner != sweeps.GUEST and listed and axis.owner not in listed:
+            fail(f"[sweep] {axis.name}: the experiment does not run {axis.owner} ({', '.join(listed)})")
+        if axis.owner != sweeps.GUEST:
+            for value in axis.values:
+                try:
+                    workloads.load(axis.owner).params({axis.key: value})
+                except HarnessError as error:
+                    fail(f"[sweep] {axis.name} = {value!r}: {error}")
+    return found
+
+
+def uses_zram(experiment: "Experiment") -> bool:
+    """True when some boot of the experiment swaps to zram (its guest, or a point of its sweep)."""
+    swept = [value for axis in experiment.sweep.axes if axis.name == "guest.swap" for value in axis.values]
+    return experiment.guest.swap == "zram" or "zram" in swept
 
 
 def _strings(data, key, fail) -> list[str]:

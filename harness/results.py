@@ -6,7 +6,8 @@ half a file.
 
 `mode` is `counted` for a boot with kprobes and the function profiler on, `timed` for a
 boot without them (timings come from those). Format 1 files have no mode: every boot was
-counted."""
+counted. Format 3 adds `point` (the sweep point, harness/sweep.py; "" without a sweep) to both
+files, and the swap backend to runs.csv; older files read as one point on a virtio disk."""
 
 import csv
 import io
@@ -24,7 +25,7 @@ from harness import project
 from harness.errors import NewerFormat, NotAResultDirectory, NotComparable
 from harness.files import write_atomic
 
-FORMAT = 2
+FORMAT = 3
 
 
 def host_facts() -> dict:
@@ -92,10 +93,13 @@ class Run:
     boot_ready_s: float | None = None
     duration_s: float | None = None
     warnings: str = ""
+    point: str = ""              # the sweep point's label; "" without a sweep
+    swap: str = "virtio-blk"     # the swap backend: virtio-blk | zram
+    swap_compressor: str = ""    # zram's compression algorithm, as the guest kernel used it
 
     @property
-    def cell(self) -> tuple[str, str, int, str]:
-        return (self.workload, self.variant, self.rep, self.mode)
+    def cell(self) -> tuple[str, str, int, str, str]:
+        return (self.workload, self.variant, self.rep, self.mode, self.point)
 
     def to_row(self) -> dict[str, str]:
         return {name: _text(value) for name, value in asdict(self).items()}
@@ -116,13 +120,14 @@ class Sample:
     phase: str
     metric: str
     value: float
+    point: str = ""
 
     def to_row(self) -> dict[str, str]:
         return {name: _text(value) for name, value in asdict(self).items()}
 
     @classmethod
     def from_row(cls, row: dict[str, str]) -> "Sample":
-        return cls(**{f.name: _parse(f.type, row[f.name]) for f in fields(cls)})
+        return cls(**{f.name: _parse(f.type, row[f.name]) for f in fields(cls) if f.name != "point" or "point" in row})
 
 
 RUN_COLUMNS = tuple(f.name for f in fields(Run))
@@ -199,7 +204,7 @@ class RunDirectory:
         write_atomic(self.path / "samples.csv", _csv(SAMPLE_COLUMNS, (s.to_row() for s in self.samples)))
         write_atomic(self.path / "runs.csv", _csv(RUN_COLUMNS, (r.to_row() for r in self.runs)))
 
-    def done(self) -> set[tuple[str, str, int, str]]:
+    def done(self) -> set[tuple[str, str, int, str, str]]:
         """The cells recorded, valid or not."""
         return {run.cell for run in self.runs}
 
@@ -253,7 +258,7 @@ def read(path: Path):
     return samples, runs, directory.metadata()
 
 
-POOLED_METADATA = ("workloads", "primary", "margin_pct", "probes", "guest")
+POOLED_METADATA = ("workloads", "primary", "margin_pct", "probes", "guest", "sweep")
 
 
 def read_many(paths: list[Path]):

@@ -10,6 +10,10 @@ variants holds its family-wise error at ALPHA by Holm's step-down counting rows 
 of a row's two hypotheses can be true). A design with several looks (`--reps auto`) spends a
 share of ALPHA at each look (Bonferroni over looks), so stopping early cannot inflate it.
 
+A sweep (harness/sweep.py) makes every row one per point: each primary row is tested at every
+point, and the family counts all of them; comparability is checked within each point, since the
+point is what the sweep varies.
+
 Every other row is exploratory: change, interval, and a Benjamini-Hochberg adjusted p-value
 across all exploratory rows. It gets a verdict only when the adjusted p allows it and its
 variant already has a `better` or `worse` primary row (gatekeeping: when no variant differs
@@ -34,7 +38,8 @@ from harness.measure import metrics
 ALPHA = stats.ALPHA
 DEFAULT_MARGIN_PCT = 5.0
 FIRST_LOOK_SHARE = 0.5          # of ALPHA, at the first look of a sequential design; the rest split evenly
-COMPARABILITY_FIELDS = ("source", "config_hash", "accelerator", "guest_memory_mb", "swap_mb")
+COMPARABILITY_FIELDS = ("source", "config_hash", "accelerator", "guest_memory_mb", "swap_mb", "swap",
+                        "swap_compressor")
 PER_KERNEL_FIELDS = ("source", "config_hash")     # what mixed_sources lets differ between variants
 JSON_KEYS = ("workload", "phase", "metric", "variant", "baseline", "n", "median", "ci_low", "ci_high", "change_pct",
              "change_ci_low", "change_ci_high", "p_value", "verdict", "role", "p_adjusted", "margin_pct")
@@ -127,13 +132,14 @@ class Row:
     direction: str = "none"
     unit: str = ""
     other_source: bool = False            # the variant was built from another kernel source than the baseline
+    point: str = ""                       # the sweep point (harness/sweep.py); "" without a sweep
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     def as_json(self) -> dict:
-        """The documented JSON object: exactly JSON_KEYS, in that order."""
-        return {key: getattr(self, key) for key in JSON_KEYS}
+        """The documented JSON object: exactly JSON_KEYS, in that order, and `point` for a sweep's rows."""
+        return {key: getattr(self, key) for key in JSON_KEYS} | ({"point": self.point} if self.point else {})
 
     @property
     def key(self) -> str:
@@ -170,20 +176,30 @@ class Comparison:
 
 # --- data in: valid samples, each metric from the boots that measure it ------------------
 
-Cells = dict   # (workload, phase, metric) -> variant -> (reps array, values array)
+Cells = dict   # (workload, phase, metric, point) -> variant -> (reps array, values array)
+
+
+def with_points(frame: pd.DataFrame) -> pd.DataFrame:
+    """frame with a `point` column ("" for data from before sweeps)."""
+    return frame if "point" in frame else frame.assign(point="")
 
 
 def valid_samples(samples: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Samples of valid runs only, and how many runs were left out as invalid."""
-    keys = [key for key in ("run_dir", "variant", "workload", "rep", "mode") if key in runs and key in samples]
+    samples, runs = with_points(samples), with_points(runs)
+    keys = [key for key in ("run_dir", "variant", "workload", "rep", "mode", "point") if key in runs and key in samples]
     good = results.valid_runs(runs)[keys]
     kept = samples.merge(good.astype({"rep": int}), on=keys)
     return kept, len(runs) - len(results.valid_runs(runs))
 
 
 def check_comparable(runs: pd.DataFrame, mixed_sources: bool = False) -> None:
-    """Refuse runs whose comparability fields differ (anything but the patches may not). With
-    mixed_sources the kernel source and config may differ between variants, not within one."""
+    """Refuse runs whose comparability fields differ (anything but the patches may not), within each sweep
+    point. With mixed_sources the kernel source and config may differ between variants, not within one."""
+    if "point" in runs and runs["point"].nunique() > 1:
+        for _, part in runs.groupby("point"):
+            check_comparable(part.drop(columns="point"), mixed_sources)
+        return
     valid = results.valid_runs(runs)
     pooled = "run_dir" in valid and valid["run_dir"].nunique() > 1
     for name in COMPARABILITY_FIELDS:
@@ -214,6 +230,7 @@ def gather(samples: pd.DataFrame, runs: pd.DataFrame) -> Cells:
     """Valid samples as arrays per row and variant, each metric from the boots that measure it."""
     if samples.empty:
         return {}
+    samples = with_points(samples)
     valid = results.valid_runs(runs)
     modes = {workload: set(part["mode"]) for workload, part in valid.groupby("workload")}
     wanted = {(workload, name): source_mode(name, modes.get(workload, set()))
@@ -222,9 +239,9 @@ def gather(samples: pd.DataFrame, runs: pd.DataFrame) -> Cells:
             in samples[["workload", "metric", "mode"]].itertuples(index=False)]
     chosen = samples[keep]
     cells: Cells = {}
-    for (workload, phase, metric, variant), part in chosen.groupby(["workload", "phase", "metric", "variant"],
-                                                                 sort=False):
-        cells.setdefault((workload, phase, metric), {})[variant] = (
+    for (workload, phase, metric, point, variant), part in chosen.groupby(
+            ["workload", "phase", "metric", "point", "variant"], sort=False):
+        cells.setdefault((workload, phase, metric, point), {})[variant] = (
             part["rep"].to_numpy(dtype=int), part["value"].to_numpy(dtype=float))
     return cells
 
@@ -269,8 +286,12 @@ def looks_reached(plan: Plan, cells: Cells) -> list[tuple[int | None, float]]:
 
 
 def decide(cells: Cells, plan: Plan, variants: list[str]) -> dict[tuple, Decision]:
-    """Verdicts of the primary rows (workload, phase, metric, variant), look by look."""
-    rows = [(*key.split("/"), variant) for key in plan.primary for variant in variants if variant != plan.baseline]
+    """Verdicts of the primary rows (workload, phase, metric, point, variant), look by look."""
+    points: dict[str, list[str]] = {}
+    for workload, phase, metric, point in cells:
+        points.setdefault(f"{workload}/{phase}/{metric}", []).append(point)
+    rows = [(*key.split("/"), point, variant) for key in plan.primary for point in points.get(key, [""])
+            for variant in variants if variant != plan.baseline]
     rejected: dict[tuple, tuple[float, int | None, str]] = {}
     latest: dict[tuple, float] = {}
     p_equivalence: dict[tuple, float] = {}
@@ -280,9 +301,9 @@ def decide(cells: Cells, plan: Plan, variants: list[str]) -> dict[tuple, Decisio
         for row in rows:
             if (row, "difference") in rejected or (row, "equivalence") in rejected:
                 continue     # decided: its verdict stands (the stopping rule counted on it)
-            by_variant = cells.get(row[:3], {})
+            by_variant = cells.get(row[:4], {})
             base = _up_to(by_variant[plan.baseline], look) if plan.baseline in by_variant else np.array([])
-            other = _up_to(by_variant[row[3]], look) if row[3] in by_variant else np.array([])
+            other = _up_to(by_variant[row[4]], look) if row[4] in by_variant else np.array([])
             usable = len(base) and len(other)
             p_values = {"difference": stats.rank_test(base, other) if usable else 1.0,
                         "equivalence": stats.equivalence_p(base, other, margin) if usable else 1.0}
@@ -341,7 +362,7 @@ def compare_cells(cells: Cells, plan: Plan, variants: list[str]) -> list[Row]:
     decisions = decide(cells, plan, variants)
     primary = set(plan.primary)
     rows: list[dict] = []
-    for (workload, phase, metric), by_variant in cells.items():
+    for (workload, phase, metric, point), by_variant in cells.items():
         if plan.baseline not in by_variant:
             continue
         meaning = metrics.meaning(metric)
@@ -350,7 +371,7 @@ def compare_cells(cells: Cells, plan: Plan, variants: list[str]) -> list[Row]:
         for variant in sorted(by_variant, key=lambda v: variants.index(v) if v in variants else len(variants)):
             values = by_variant[variant][1]
             role = "control" if variant in plan.controls else "primary" if key in primary else "exploratory"
-            row = {"workload": workload, "phase": phase, "metric": metric, "variant": variant,
+            row = {"workload": workload, "phase": phase, "metric": metric, "point": point, "variant": variant,
                    "baseline": plan.baseline, **describe(values), "role": role, "direction": meaning.direction,
                    "unit": meaning.unit, "margin_pct": plan.margin_pct if key in primary else None}
             if variant == plan.baseline:
@@ -358,7 +379,7 @@ def compare_cells(cells: Cells, plan: Plan, variants: list[str]) -> list[Row]:
                              "p_value": None, "verdict": "inconclusive"})
                 continue
             row.update(change(base, values))
-            decision = decisions.get((workload, phase, metric, variant))
+            decision = decisions.get((workload, phase, metric, point, variant))
             if decision is not None:
                 row.update(verdict=decision.verdict, p_adjusted=decision.p_adjusted,
                            p_equivalence=decision.p_equivalence, decided_after=decision.decided_after)
@@ -378,12 +399,12 @@ def _exploratory_verdicts(rows: list[dict], decisions: dict, plan: Plan, cells: 
     for row in rows:
         if "degenerate" in row and row["degenerate"]:
             row["p_adjusted"] = 1.0
-    gate_open = {row[3] for row, decision in decisions.items() if decision.verdict in ("better", "worse")}
+    gate_open = {row[4] for row, decision in decisions.items() if decision.verdict in ("better", "worse")}
     for row in family:
         if row["variant"] not in gate_open or row["direction"] == "none":
             continue
         if row["p_adjusted"] <= ALPHA:
-            by_variant = cells[(row["workload"], row["phase"], row["metric"])]
+            by_variant = cells[(row["workload"], row["phase"], row["metric"], row["point"])]
             row["verdict"] = _direction_verdict(row["metric"], by_variant[plan.baseline][1],
                                                 by_variant[row["variant"]][1])
 
@@ -455,7 +476,8 @@ def table_lines(rows: list[Row], show_all: bool = False) -> list[list[str]]:
             change_text += f" [{_bound(r.change_ci_low, True)},{_bound(r.change_ci_high, False)}]"
         metric = r.metric + (" *" if r.margin_pct is not None else "")
         variant = r.variant + (" (other kernel)" if r.other_source else "")
-        lines.append([r.workload, r.phase, metric, variant, str(r.n), _number(r.median), change_text,
+        workload = r.workload + (f" at {r.point}" if r.point else "")
+        lines.append([workload, r.phase, metric, variant, str(r.n), _number(r.median), change_text,
                       "" if r.p_value is None else f"{r.p_value:.3g}",
                       "" if r.p_adjusted is None else f"{r.p_adjusted:.2g}",
                       "(baseline)" if r.variant == r.baseline else r.verdict])
@@ -491,7 +513,9 @@ def summary_lines(comparison: Comparison) -> list[str]:
     lines = [line for line in [comparison.calibration_line()] if line]
     variants = sorted({r.variant for r in comparison.rows if r.variant != plan.baseline})
     if plan.primary:
-        lines.append(f"Primary (*): {len(plan.primary)} rows x {len(variants)} variants against `{plan.baseline}`, "
+        points = {r.point for r in comparison.rows if r.margin_pct is not None}
+        at = f" x {len(points)} sweep points" if len(points) > 1 else ""
+        lines.append(f"Primary (*): {len(plan.primary)} rows{at} x {len(variants)} variants against `{plan.baseline}`, "
                      f"family-wise error {ALPHA:.0%} (Holm, counting rows), equivalence margin "
                      f"+-{plan.margin_pct:g}%; {plan.design.describe()}"
                      + (f"; looked after {', '.join(map(str, comparison.looks_done))}" if plan.design.looks else ""))

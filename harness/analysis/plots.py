@@ -4,7 +4,11 @@ order-statistic interval, per variant and phase, with each variant's verdicts in
 Variants keep the experiment's order, the baseline first, and one colour each across every
 figure. Counts that fall to near zero stay readable on a symmetric-log axis. Timings come from
 the boots without probes, counts from the instrumented ones, as in the comparison. Titles say
-what, in which unit, on which kernel with which patch, and under which accelerator."""
+what, in which unit, on which kernel with which patch, and under which accelerator.
+
+A sweep's run (harness/sweep.py) is drawn along its axis instead: per plotted row, the metric
+against the first axis (a panel per value of a second one), a line per variant through the
+medians with the interval as a band, every raw point, and the experiment's reference lines."""
 
 import math
 import textwrap
@@ -19,6 +23,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness import results  # noqa: E402
+from harness import sweep as sweeps  # noqa: E402
 from harness.analysis import compare, stats  # noqa: E402
 from harness.measure import causes, metrics  # noqa: E402
 
@@ -185,9 +190,12 @@ def plot_all(samples: pd.DataFrame, runs: pd.DataFrame, metadata: dict, out_dir:
     valid_runs = results.valid_runs(runs)
     cells = compare.gather(kept, runs) if len(kept) else {}
     measured = pd.DataFrame([{"workload": w, "phase": p, "metric": m, "variant": v, "value": value}
-                             for (w, p, m), by_variant in cells.items() for v, (_, values) in by_variant.items()
+                             for (w, p, m, _), by_variant in cells.items() for v, (_, values) in by_variant.items()
                              for value in values], columns=["workload", "phase", "metric", "variant", "value"])
     order = variant_order(metadata, runs)
+    sweep = sweeps.Sweep.from_dict(metadata.get("sweep"))
+    if sweep:
+        return draw_sweep(cells, sweep, valid_runs, metadata, out_dir, rows or [], order)
     paths = []
     for figure in FIGURES:
         paths += draw(figure, measured, valid_runs, metadata, out_dir, rows or [], order)
@@ -250,3 +258,130 @@ def _cause_panel(axis, medians: pd.Series, phases: list[str], present: list[str]
     axis.set_ylabel("copies per phase")
     axis.grid(axis="y", alpha=0.3)
     axis.spines[["top", "right"]].set_visible(False)
+
+
+# --- sweeps: the metric along the axis ------------------------------------------------------
+
+def sweep_rows(sweep: sweeps.Sweep, metadata: dict) -> list[str]:
+    """WORKLOAD/PHASE/METRIC drawn along the axis: the sweep's `plots`, else the primary rows."""
+    return list(dict.fromkeys(sweep.plots or metadata.get("primary", ())))
+
+
+def draw_sweep(cells: compare.Cells, sweep: sweeps.Sweep, runs: pd.DataFrame, metadata: dict, out_dir: Path,
+               rows: list[compare.Row], order: list[str]) -> list[Path]:
+    """sweep-WORKLOAD-PHASE-METRIC.png (and .svg) for every row drawn along the axis that has data."""
+    paths = []
+    for key in sweep_rows(sweep, metadata):
+        workload, phase, metric = key.split("/")
+        axes = sweep.axes_of(workload)
+        data = {point: by_variant for (w, p, m, point), by_variant in cells.items() if (w, p, m) == (workload, phase,
+                                                                                                   metric)}
+        if not axes or not data:
+            continue
+        fig = sweep_figure(key, axes, data, sweep, metadata, runs, [r for r in rows if r.key == key], order)
+        paths += _save(fig, out_dir, f"sweep-{workload}-{phase}-{metric}".replace(".", "_"))
+    return paths
+
+
+def sweep_figure(key: str, axes: tuple, data: dict, sweep: sweeps.Sweep, metadata: dict, runs: pd.DataFrame,
+                 rows: list[compare.Row], order: list[str]):
+    """The figure of one row: a panel per value of the second axis (one panel with one axis)."""
+    workload, phase, metric = key.split("/")
+    x_axis, panel_axis = axes[0], (axes[1] if len(axes) > 1 else None)
+    panels = list(panel_axis.values) if panel_axis else [None]
+    width = max(7.5, 5.2 * len(panels) + 1.5)
+    fig, grid = plt.subplots(1, len(panels), figsize=(width, 5.6), squeeze=False, sharey=True)
+    for axis, panel in zip(grid[0], panels):
+        fixed = {panel_axis.name: panel} if panel_axis else {}
+        mine = {point: by_variant for point, by_variant in data.items()
+                if all(sweeps.parse_label(point).get(name) == value for name, value in fixed.items())}
+        _sweep_panel(axis, x_axis, mine, [r for r in rows if not fixed or
+                                          sweeps.parse_label(r.point).get(panel_axis.name) == panel], order)
+        _references(axis, x_axis, key, sweep, fixed, metadata)
+        axis.set_title(f"{panel_axis.name} = {panel}" if panel_axis else workload, fontsize=10)
+        axis.set_xlabel(x_axis.name)
+    meaning = metrics.meaning(metric)
+    grid[0][0].set_ylabel(meaning.unit or metric)
+    handles, labels = grid[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, max(len(labels), 1)), fontsize=8, frameon=False)
+    accel = set(runs["accelerator"].dropna().astype(str))
+    note = " (TCG: emulated time)" if meaning.timing and "tcg" in accel else ""
+    lines = textwrap.wrap(subtitle(metadata, runs), width=int(width * 13))
+    fig.suptitle("\n".join([f"{metric} in the {phase} phase of {workload}, along {x_axis.name}{note}", *lines]),
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.1 + 0.02 * (len(labels) // 3), 1, 1))
+    return fig
+
+
+def _positions(axis_spec: sweeps.Axis) -> dict:
+    """x position of each axis value: the value itself when the axis is numeric, else its index."""
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in axis_spec.values)
+    return {value: (float(value) if numeric else float(index)) for index, value in enumerate(axis_spec.values)}
+
+
+def _sweep_panel(axis, x_axis: sweeps.Axis, data: dict, rows: list[compare.Row], order: list[str]) -> None:
+    positions = _positions(x_axis)
+    span = (max(positions.values()) - min(positions.values())) or 1.0
+    rng = np.random.default_rng(20220128)
+    present = [v for v in order if any(v in by_variant for by_variant in data.values())]
+    for index, variant in enumerate(present):
+        colour = _colour(variant, order)
+        shift = (index - (len(present) - 1) / 2) * span * 0.012
+        line = []
+        for point, by_variant in data.items():
+            if variant not in by_variant:
+                continue
+            x = positions[sweeps.parse_label(point)[x_axis.name]] + shift
+            values = by_variant[variant][1]
+            axis.scatter(x + rng.uniform(-span * 0.004, span * 0.004, len(values)), values, s=12, color=colour,
+                         alpha=0.5, linewidths=0)
+            low, high, _ = stats.median_interval(values)
+            line.append((x, float(np.median(values)), low, high, point))
+        line.sort()
+        xs = [item[0] for item in line]
+        axis.plot(xs, [item[1] for item in line], color=colour, linewidth=1.8, marker="o", markersize=4,
+                  label=variant + (" (baseline)" if variant == order[0] else ""))
+        bounded = [item for item in line if item[2] is not None]
+        if bounded:
+            axis.fill_between([item[0] for item in bounded], [item[2] for item in bounded],
+                              [item[3] for item in bounded], color=colour, alpha=0.15, linewidth=0)
+        said = {r.point: r.verdict for r in rows if r.variant == variant and r.verdict != "inconclusive"}
+        for x, median, *_, point in line:
+            if point in said:
+                axis.annotate(said[point], (x, median), textcoords="offset points", xytext=(0, 7), ha="center",
+                              fontsize=7, color=colour)
+    if not all(isinstance(v, (int, float)) for v in x_axis.values):
+        axis.set_xticks(list(positions.values()), [str(v) for v in positions])
+    else:
+        axis.set_xticks(list(positions.values()))
+    axis.set_ylim(bottom=0)
+    axis.grid(alpha=0.3)
+    axis.spines[["top", "right"]].set_visible(False)
+
+
+def _references(axis, x_axis: sweeps.Axis, key: str, sweep: sweeps.Sweep, fixed: dict, metadata: dict) -> None:
+    """The experiment's reference lines for this row: y lines evaluated at every axis value, x lines at one."""
+    guest, params = metadata.get("guest", {}), metadata.get("workloads", {})
+    positions = _positions(x_axis)
+    styles = iter(("--", ":", "-.", (0, (5, 2, 1, 2))))
+    for reference in sweep.references:
+        if not reference.belongs_to(key):
+            continue
+        style = next(styles, "--")
+        try:
+            if reference.y:
+                xs = list(positions.values())
+                ys = [sweeps.evaluate(reference.y, sweeps.point_names(_label(x_axis, value, fixed), guest, params))
+                      for value in positions]
+                axis.plot(xs, ys, color="#555555", linestyle=style, linewidth=1.1, label=reference.label)
+            else:
+                labels = [_label(x_axis, value, fixed) for value in positions]
+                x = sweeps.evaluate(reference.x, sweeps.point_names(labels[0], guest, params))
+                axis.axvline(x, color="#555555", linestyle=style, linewidth=1.1, label=reference.label)
+        except KeyError as missing:
+            axis.annotate(f"{reference.label}: no value for {missing}", (0.01, 0.01), xycoords="axes fraction",
+                          fontsize=6, color="#aa0000")
+
+
+def _label(x_axis: sweeps.Axis, value, fixed: dict) -> str:
+    return ",".join(f"{name}={v}" for name, v in {x_axis.name: value, **fixed}.items())

@@ -16,8 +16,20 @@ COST_PHASES = ("read", "write", "mixed")
 
 
 def headline_sentence(rows: list[compare.Row], headline: str, release: str, accelerator: str) -> str:
+    """The finding in one sentence; a sweep's, one clause per point."""
+    chosen = [r for r in rows if r.key == headline]
+    points = list(dict.fromkeys(r.point for r in chosen))
+    if len(points) > 1:
+        said = [_headline_at(rows, headline, point) for point in points]
+        return f"On Linux {release} under {accelerator.upper()}: " + " ".join(said)
+    found = _headline_at(rows, headline, points[0] if points else "")
+    return found if found.startswith(("No valid", "Every variant")) else \
+        f"On Linux {release} under {accelerator.upper()}, " + found
+
+
+def _headline_at(rows: list[compare.Row], headline: str, point: str) -> str:
     workload, phase, metric = headline.split("/")
-    chosen = [r for r in rows if (r.workload, r.phase, r.metric) == (workload, phase, metric)]
+    chosen = [r for r in rows if r.key == headline and r.point == point]
     base = next((r for r in chosen if r.variant == r.baseline), None)
     others = [r for r in chosen if r.variant != r.baseline and r.role != "control"]
     controls = [r.variant for r in chosen if r.role == "control"]
@@ -36,7 +48,7 @@ def headline_sentence(rows: list[compare.Row], headline: str, release: str, acce
         parts.append(f"`{r.variant}`{other} changes {metric} in the {phase} phase of {workload} from a median of "
                      f"{_number(base.median)} to {_number(r.median)}{change}{p_value}{adjusted}; n = {base.n} + {r.n}"
                      f"{')' if change else ''}: **{r.verdict}**")
-    return f"On Linux {release} under {accelerator.upper()}, " + "; ".join(parts) + "."
+    return (f"At {point}: " if point else "") + "; ".join(parts) + "."
 
 
 CAUSE_WORDS = {"zero_page": "zero-page copies", "ksm": "KSM copies", "shared": "copies of shared pages",
@@ -75,14 +87,15 @@ def primary_table(rows: list[compare.Row]) -> list[str]:
     chosen = [r for r in rows if r.margin_pct is not None and r.variant != r.baseline]
     if not chosen:
         return []
-    base = {r.key: r for r in rows if r.margin_pct is not None and r.variant == r.baseline}
+    base = {(r.key, r.point): r for r in rows if r.margin_pct is not None and r.variant == r.baseline}
     lines = ["| row | variant | n | baseline | variant | change [95% CI] | p (no change) | p (within margin) "
              "| p_adj | verdict | decided after |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in chosen:
         change = "-" if r.change_pct is None else \
             f"{r.change_pct:+.1f}% [{_pct(r.change_ci_low)}, {_pct(r.change_ci_high)}]"
         variant = r.variant + (" (other kernel)" if r.other_source else "")
-        lines.append(f"| {r.key} | {variant} | {base[r.key].n} + {r.n} | {_number(base[r.key].median)} | "
+        key, at = (r.key, r.point), f" at {r.point}" if r.point else ""
+        lines.append(f"| {r.key}{at} | {variant} | {base[key].n} + {r.n} | {_number(base[key].median)} | "
                      f"{_number(r.median)} | {change} | {r.p_value:.2g} | {r.p_equivalence:.2g} | {r.p_adjusted:.2g} | "
                      f"**{r.verdict}** | {r.decided_after or '-'} |")
     return lines
@@ -115,9 +128,10 @@ def instrumentation_cost(samples: pd.DataFrame, order: list[str]) -> list[str]:
 
 
 def boots_used(runs: pd.DataFrame, comparison: compare.Comparison, metadata: dict) -> list[str]:
-    counts = runs.groupby(["workload", "variant", "mode"])["valid"]
-    lines = [f"- {workload}, {variant}, {mode}: {int(valid.sum())} valid of {len(valid)}"
-             for (workload, variant, mode), valid in counts]
+    runs = compare.with_points(runs)
+    counts = runs.groupby(["workload", "point", "variant", "mode"], sort=False)["valid"]
+    lines = [f"- {workload}{f' at {point}' if point else ''}, {variant}, {mode}: {int(valid.sum())} valid of "
+             f"{len(valid)}" for (workload, point, variant, mode), valid in counts]
     design = comparison.plan.design
     if metadata.get("reps") == "auto":
         lines.insert(0, f"- Repetitions: auto, {metadata.get('reps_done', '?')} done (first look "
@@ -149,13 +163,14 @@ def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], head
     if calibration:
         lines += [f"**{calibration}**" if comparison.calibration_failed else calibration, ""]
     lines += [headline_sentence(rows, headline, release, accelerator), ""]
-    by_cause = cause_sentence(rows, *headline.split("/")[:2]) if headline else ""
+    by_cause = cause_sentence(rows, *headline.split("/")[:2]) if headline and not metadata.get("sweep") else ""
     lines += [by_cause, ""] if by_cause else []
     lines += ["## Primary hypotheses", "", *compare.summary_lines(comparison)[1 if calibration else 0:], ""]
     lines += [*primary_table(rows), ""]
+    lines += sweep_lines(metadata, runs)
     lines += ["## What the timings can carry", "", TIMING_NOTE.get(accelerator, TIMING_NOTE["tcg"]), ""]
     order = [comparison.plan.baseline] + [v["name"] for v in metadata.get("variants", [])]
-    cost = instrumentation_cost(samples.merge(valid[["variant", "workload", "rep", "mode"]]),
+    cost = instrumentation_cost(samples.merge(valid[["variant", "workload", "rep", "mode", "point"]]),
                                 list(dict.fromkeys(order)))
     if cost:
         lines += ["## Instrumentation cost", "",
@@ -166,8 +181,9 @@ def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], head
               f"against `{comparison.plan.baseline}`; change: the median of the pairwise ratios (Hodges-Lehmann) "
               "with the 95% interval of the exact rank test; p: exact rank test (ties included); p_adj: adjusted "
               "as above; * marks primary rows. `harness compare` shows every metric.", ""]
-    for workload in dict.fromkeys(r.workload for r in rows):
-        lines += [f"### {workload}", "", compare.render_markdown([r for r in rows if r.workload == workload]), ""]
+    for workload, point in dict.fromkeys((r.workload, r.point) for r in rows):
+        lines += [f"### {workload}" + (f" at {point}" if point else ""), "",
+                  compare.render_markdown([r for r in rows if (r.workload, r.point) == (workload, point)]), ""]
     lines += object_code(metadata)
     lines += ["## Figures", ""]
     lines += [f"![{path.stem}](plots/{path.name})" for path in plots if path.suffix == ".png"]
@@ -176,6 +192,27 @@ def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], head
     path = run_dir / "report.md"
     write_atomic(path, "\n".join(lines) + "\n")
     return path
+
+
+def sweep_lines(metadata: dict, runs: pd.DataFrame) -> list[str]:
+    """Markdown lines for a sweep's run: its axes, cells and wall time, and the points where swap-in ran
+    past vm_swap_full() (a warning of the collectors), where fewer pages stay in the swap cache."""
+    sweep = metadata.get("sweep")
+    if not sweep:
+        return []
+    axes = "; ".join(f"`{name}` = {', '.join(map(str, values))}" for name, values in sweep["axes"].items())
+    seconds = float(runs["duration_s"].fillna(0).sum()) if "duration_s" in runs else 0.0
+    lines = ["## Along the sweep", "", f"Axes: {axes}. {len(runs)} cells, {seconds / 60:.0f} min of boots and "
+             "workloads. Figures: the `sweep-*` plots below.", ""]
+    warned = runs[runs["warnings"].astype(str).str.contains("vm_swap_full", regex=False)]
+    if warned.empty:
+        return lines + ["No point ran swap-in past half of the swap device (vm_swap_full()).", ""]
+    lines.append("Points where swap-in ran with more than half of the swap device in use (vm_swap_full(): the "
+                 "kernel frees the swap slot of each page it swaps in, so fewer writes find a swap-cache page):")
+    for (workload, point), part in warned.groupby(["workload", "point"], sort=False):
+        total = len(runs[(runs["workload"] == workload) & (runs["point"] == point)])
+        lines.append(f"- {workload} at {point or 'the one point'}: {len(part)} of {total} cells")
+    return lines + [""]
 
 
 def object_code(metadata: dict) -> list[str]:

@@ -21,12 +21,13 @@ from harness.analysis import compare
 
 @dataclass(frozen=True)
 class Pool:
-    """The valid boots of one kernel in one workload and mode: boots x (phase, metric), NaN where missing."""
+    """The valid boots of one kernel in one workload, mode and sweep point: boots x (phase, metric), NaN where
+    missing."""
     columns: tuple[tuple[str, str], ...]
     values: np.ndarray
 
 
-Pools = dict   # variant -> (workload, mode) -> Pool
+Pools = dict   # variant -> (workload, mode, point) -> Pool
 
 
 def pools(samples: pd.DataFrame, runs: pd.DataFrame, baseline: str = "base") -> Pools:
@@ -36,9 +37,10 @@ def pools(samples: pd.DataFrame, runs: pd.DataFrame, baseline: str = "base") -> 
     kernel = {variant: baseline if hashes.get(variant) == hashes.get(baseline) else variant for variant in hashes}
     kept = kept.assign(kernel=kept["variant"].map(kernel), boot=kept["variant"] + ":" + kept["rep"].astype(str))
     found: Pools = {}
-    for (name, workload, mode), part in kept.groupby(["kernel", "workload", "mode"]):
+    kept = compare.with_points(kept)
+    for (name, workload, mode, point), part in kept.groupby(["kernel", "workload", "mode", "point"]):
         table = part.pivot_table(index="boot", columns=["phase", "metric"], values="value", aggfunc="first")
-        found.setdefault(name, {})[(workload, mode)] = Pool(tuple(table.columns), table.to_numpy(dtype=float))
+        found.setdefault(name, {})[(workload, mode, point)] = Pool(tuple(table.columns), table.to_numpy(dtype=float))
     return found
 
 
@@ -47,10 +49,10 @@ def draw(sources: dict[str, dict], reps: int, rng: np.random.Generator, per_metr
     cells: compare.Cells = {}
     modes = {}
     for by_key in sources.values():
-        for workload, mode in by_key:
+        for workload, mode, _ in by_key:
             modes.setdefault(workload, set()).add(mode)
     for variant, by_key in sources.items():
-        for (workload, mode), pool in by_key.items():
+        for (workload, mode, point), pool in by_key.items():
             if per_metric:
                 picks = rng.integers(0, len(pool.values), size=(reps, len(pool.columns)))
                 drawn = pool.values[picks, np.arange(len(pool.columns))[None, :]]
@@ -63,7 +65,8 @@ def draw(sources: dict[str, dict], reps: int, rng: np.random.Generator, per_metr
                 values = drawn[:, column]
                 present = ~np.isnan(values)
                 if present.any():     # a metric only some boots have (a share of no faults) may miss every draw
-                    cells.setdefault((workload, phase, metric), {})[variant] = (rep_numbers[present], values[present])
+                    cells.setdefault((workload, phase, metric, point), {})[variant] = (rep_numbers[present],
+                                                                                      values[present])
     return cells
 
 
@@ -105,7 +108,8 @@ class Tally:
 
 def tally(sources: dict, plan: compare.Plan, reps: int, tables: int, seed: int, per_metric: bool = False,
           max_reps: int | None = None, expected: dict | None = None) -> Tally:
-    """Count verdicts over `tables` synthetic runs. expected: {(workload, phase, metric, variant): verdict}."""
+    """Count verdicts over `tables` synthetic runs. expected: {(workload, phase, metric, variant): verdict}
+    ((workload, phase, metric, point, variant) for a sweep's rows)."""
     rng = np.random.default_rng(seed)
     any_claim = claims = found = 0
     used_total = 0
@@ -116,6 +120,7 @@ def tally(sources: dict, plan: compare.Plan, reps: int, tables: int, seed: int, 
         claims += len(made)
         used_total += used
         if expected:
-            verdicts = {(r.workload, r.phase, r.metric, r.variant): r.verdict for r in rows}
+            verdicts = {(r.workload, r.phase, r.metric, r.variant): r.verdict for r in rows if not r.point}
+            verdicts |= {(r.workload, r.phase, r.metric, r.point, r.variant): r.verdict for r in rows if r.point}
             found += all(verdicts.get(key) == verdict for key, verdict in expected.items())
     return Tally(tables, any_claim, claims, used_total / tables, found)

@@ -1,7 +1,8 @@
 #!/bin/busybox sh
 # /init of the guest initramfs. Brings up the system, the swap disk and the SSH server,
 # then reports readiness on the serial console. Settings come from the kernel command
-# line: harness.swap=DEVICE.
+# line: harness.swap=DEVICE, or harness.swap=zram with harness.swap_mb=SIZE (compressed guest
+# memory; the kernel's default compressor).
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
 
@@ -24,8 +25,14 @@ ip route add default via 10.0.2.2
 for word in $(cat /proc/cmdline); do
 	case "$word" in
 	harness.swap=*) swap_device=${word#harness.swap=} ;;
+	harness.swap_mb=*) swap_mb=${word#harness.swap_mb=} ;;
 	esac
 done
+if [ "$swap_device" = zram ]; then
+	swap_device=/dev/zram0
+	[ -e /sys/block/zram0/disksize ] && echo "${swap_mb}M" > /sys/block/zram0/disksize \
+		|| echo "HARNESS-GUEST-ERROR zram: no /sys/block/zram0 (a kernel without CONFIG_ZRAM?)"
+fi
 if [ -n "$swap_device" ]; then
 	mkswap "$swap_device" >/dev/null && swapon "$swap_device" || echo "HARNESS-GUEST-ERROR swap on $swap_device failed"
 fi

@@ -42,10 +42,14 @@ class VmSpec:
     cpus: int = 2
     accel: str = "tcg"         # kvm | tcg (auto is resolved before a spec is made)
     append: str = ""
+    swap: str = "virtio-blk"   # virtio-blk: swap_disk is the guest's /dev/vda | zram: swap_mb of guest memory
+    swap_mb: int = 0
 
 
 def kernel_command_line(spec: VmSpec) -> str:
-    words = ["console=ttyS0", "panic=-1", "oops=panic", "harness.swap=/dev/vda", "rdinit=/init"]
+    swap = ["harness.swap=zram", f"harness.swap_mb={spec.swap_mb}"] if spec.swap == "zram" else \
+        ["harness.swap=/dev/vda"]
+    words = ["console=ttyS0", "panic=-1", "oops=panic", *swap, "rdinit=/init"]
     return " ".join(words + ([spec.append] if spec.append else []))
 
 
@@ -57,7 +61,8 @@ def qemu_argv(spec: VmSpec) -> list[str]:
         "-accel", spec.accel, "-cpu", cpu, "-m", str(spec.memory_mb), "-smp", str(spec.cpus),
         "-kernel", str(spec.kernel), "-initrd", str(spec.initrd),
         "-append", kernel_command_line(spec),
-        "-drive", f"file={spec.swap_disk},if=virtio,format=raw,cache=unsafe,discard=unmap",
+        *(["-drive", f"file={spec.swap_disk},if=virtio,format=raw,cache=unsafe,discard=unmap"]
+          if spec.swap != "zram" else []),
         "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22",
         "-device", "virtio-net-pci,netdev=net0",
         "-serial", f"file:{spec.console_log}",

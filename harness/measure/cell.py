@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness import files, results
+from harness import sweep as sweeps
 from harness.errors import CellFailed, DiskFull, HarnessError
 from harness.guest import boot
 from harness.kernel import build, kconfig, layout
@@ -24,18 +25,20 @@ class Cell:
     parameters: dict
     rep: int
     mode: str = "counted"
+    point: sweeps.Point = sweeps.Point()     # parameters already hold the point's values; its guest settings apply
 
 
 def run_cell(request, cell: Cell, built: build.Build, guest_image, directory, cache_dir: Path):
     """One boot: (Run, [Sample]). A cell that fails, for any reason but a full disk, is recorded as
     invalid with the cause (what QEMU and the guest's console say first), and the matrix goes on."""
     started = time.monotonic()
-    guest_config = request.experiment.guest
+    guest_config = cell.point.guest(request.experiment.guest)
     record = results.Run(built.variant, cell.workload.name, cell.rep, cell.mode,
                          source=built.source or request.experiment.source,
                          kernel_release=built.release.removeprefix("linux-"), config_hash=built.config_hash,
                          patch_hash=built.patch_hash, guest_memory_mb=guest_config.memory_mb,
-                         swap_mb=guest_config.swap_mb, cpus=guest_config.cpus)
+                         swap_mb=guest_config.swap_mb, cpus=guest_config.cpus, point=cell.point.label,
+                         swap=guest_config.swap)
     phases: dict[str, dict] = {}
     try:
         with boot.booted(built, guest_image, guest_config, request.accel, directory.path / "raw",
@@ -43,6 +46,7 @@ def run_cell(request, cell: Cell, built: build.Build, guest_image, directory, ca
             record = replace(record, accelerator=guest.accelerator, qemu_version=guest.qemu_version,
                              boot_ready_s=round(guest.ready_s, 2))
             try:
+                record = replace(record, swap_compressor=compressor(guest.session, guest_config.swap))
                 phases, warnings, problems, gates = _measure(request, cell, guest.session, directory, built)
                 release = guest.session.run(["uname", "-r"]).stdout.strip()
             except DiskFull:
@@ -64,9 +68,19 @@ def run_cell(request, cell: Cell, built: build.Build, guest_image, directory, ca
         log.exception("cell %s rep %d failed inside the harness", built.variant, cell.rep)
         record, phases = replace(record, reason=f"failed: harness fault {type(error).__name__}: {error}"), {}
     record = replace(record, duration_s=round(time.monotonic() - started, 1))
-    samples = [results.Sample(built.variant, cell.workload.name, cell.rep, cell.mode, phase, metric, float(value))
+    samples = [results.Sample(built.variant, cell.workload.name, cell.rep, cell.mode, phase, metric, float(value),
+                              cell.point.label)
                for phase, figures in phases.items() for metric, value in sorted(figures.items())]
     return record, samples
+
+
+def compressor(session, swap: str) -> str:
+    """zram's compression algorithm as the guest uses it ('lzo [lzo-rle] zstd' -> 'lzo-rle'); '' for a disk."""
+    if swap != "zram":
+        return ""
+    said = session.run(["cat", "/sys/block/zram0/comp_algorithm"]).stdout
+    chosen = [word.strip("[]") for word in said.split() if word.startswith("[")]
+    return chosen[0] if chosen else said.strip()
 
 
 def _measure(request, cell: Cell, session, directory, built: build.Build):
@@ -76,6 +90,7 @@ def _measure(request, cell: Cell, session, directory, built: build.Build):
     reasons the run is invalid that the phases showed, and the workload's gates.
     """
     variant, spec = built.variant, request.experiment
+    point = f"-{cell.point.label.replace('=', '').replace(',', '-')}" if cell.point.label else ""
     probes = spec.probes if cell.mode == "counted" else ()
     cow_layout = layout_of(request, built) if probes else None
     warnings: list[str] = []
@@ -98,7 +113,7 @@ def _measure(request, cell: Cell, session, directory, built: build.Build):
             with collectors.Phase(session, probes, spec.cow_probe, driver.pid if phase != "idle" else None,
                                   driver.cgroup, cow_layout, spec.fault_probe) as counters:
                 outcome = driver.idle() if phase == "idle" else driver.run_phase(phase)
-            directory.raw(f"{cell.workload.name}-{variant}-rep{cell.rep}-{cell.mode}-{index:02d}-{phase}.txt",
+            directory.raw(f"{cell.workload.name}-{variant}{point}-rep{cell.rep}-{cell.mode}-{index:02d}-{phase}.txt",
                           counters.raw + "\n" + outcome.raw() + "\n")
             accumulate(phases.setdefault(phase, {}), counters.metrics, outcome)
             warnings += [f"{phase}: {w}" for w in counters.warnings]

@@ -22,6 +22,7 @@ MEMCG_DELTAS = ("memory.events.oom_kill", "memory.stat.pgfault", "memory.stat.pg
 MEMCG_LEVELS = ("memory.current", "memory.swap.current")
 SOFTWARE_EVENTS = ("page-faults", "major-faults", "minor-faults")
 CROSS_CHECK_TOLERANCE = 0.01
+SWAP_FULL_PCT = 50           # vm_swap_full(): past half, swap-in frees the swap slot (no swap cache left)
 PAGE = 4096
 CAUSE_BUFFER_KB = 8192       # per CPU: about 100,000 copies' records
 RAW_RECORDS = 40             # cause records kept in raw/ per phase (all of them are counted)
@@ -161,6 +162,8 @@ def phase_metrics(before: str, after: str, probes, cow_probe: str, has_process: 
     metrics.update(_vmstat(first, last))
     metrics.update(_memcg(first, last))
     metrics.update(_process(first, last))
+    swap, swap_warnings = swap_use(first, last, metrics.get("vmstat.pswpin", 0))
+    metrics.update(swap)
     problems: list[str] = []
     idle = []
     for scope, prefix in (("system", "perf.system."), ("process", "perf.")):
@@ -191,8 +194,27 @@ def phase_metrics(before: str, after: str, probes, cow_probe: str, has_process: 
         problems.append(f"no count of {cow_probe} from perf")
     elif probes and cow_probe in probes and has_process and "cow_copies" not in metrics:
         problems.append(f"no count of {cow_probe} in the workload process from perf")
-    warnings = idle + (cross_check(metrics, cow_probe) if "perf system" in last else [])
+    warnings = swap_warnings + idle + (cross_check(metrics, cow_probe) if "perf system" in last else [])
     return metrics, warnings, problems
+
+
+def swap_use(first: dict, last: dict, swapped_in: float) -> tuple[dict, list[str]]:
+    """(swap.used_pct: the higher of the phase's start and end, in % of the swap device; a warning when
+    the phase swapped in while more than half of swap was in use): vm_swap_full() then frees the swap
+    slot of each page swapped in, so writes after it find no swap cache and copy nothing."""
+    used = []
+    for snapshot in (first, last):
+        values = parse_keyed_numbers(snapshot.get("swap", ""))
+        if values.get("SwapTotal"):
+            used.append(100 * (values["SwapTotal"] - values.get("SwapFree", 0)) / values["SwapTotal"])
+    if not used:
+        return {}, []
+    warnings = []
+    if len(used) == 2 and swapped_in and used[0] > SWAP_FULL_PCT:
+        warnings.append(f"vm_swap_full: swap was {used[0]:.0f}% used when this phase began swapping in "
+                        f"({swapped_in:,.0f} pages): past {SWAP_FULL_PCT}%, the kernel frees the swap slot of "
+                        "each page it swaps in, so fewer pages stay in the swap cache")
+    return {"swap.used_pct": round(max(used), 2)}, warnings
 
 
 def _vmstat(first: dict, last: dict) -> dict:

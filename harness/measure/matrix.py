@@ -1,10 +1,10 @@
-"""Runs: every variant x repetition x mode, interleaved, one fresh boot and swap disk per
-cell (harness/cell.py runs one); each cell's Run and Samples go to the run directory.
+"""Runs: every variant x repetition x mode x sweep point, interleaved, one fresh boot and swap
+disk per cell (harness/cell.py runs one); each cell's Run and Samples go to the run directory.
 
 A cell's mode is `counted` (kprobes, perf and the function profiler on) or `timed` (vmstat
 snapshots only: the probes slow down most the variant that hits them most, so timings come
 from these boots). Cells run in blocks, one per repetition and workload, holding every
-(variant, mode) once in a shuffled order. With `max_reps` (`--reps auto`) blocks are added one
+(variant, mode, point) once in a shuffled order. With `max_reps` (`--reps auto`) blocks are added one
 repetition at a time until the `stop` callback says every primary hypothesis is decided.
 """
 
@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness import results
-from harness.errors import BadExperiment, NotAResultDirectory
+from harness import sweep as sweeps
+from harness.errors import BadExperiment, BadWorkload, NotAResultDirectory
 from harness.experiment import Experiment
 from harness.guest import image, vm
 from harness.kernel import build, objdiff, source
@@ -45,6 +46,11 @@ class RunRequest:
     primary: tuple[str, ...] = ()
     margin_pct: float = 5.0
     force: bool = False          # judge a variant whose object code is the baseline's as a variant, not a control
+    sweep: sweeps.Sweep = sweeps.Sweep()   # the points of every workload's cells
+
+    def points(self, workload: str) -> dict[str, sweeps.Point]:
+        """label -> point, of the workload's cells."""
+        return {point.label: point for point in self.sweep.points(workload)}
 
 
 CONTROL = "control"      # the name of the variant --control adds
@@ -57,6 +63,7 @@ def new_request(spec: Experiment, workload_names, settings, variant_names, reps:
     variants asked for (the baseline first, and the baseline again as `control` when asked)."""
     names = workload_names or spec.workloads or tuple(workloads.discover())
     chosen = workloads.choose(names, settings)
+    _check_sweep(spec, chosen, settings)
     variants = spec.select(variant_names)
     control_name = None
     if control:
@@ -66,7 +73,21 @@ def new_request(spec: Experiment, workload_names, settings, variant_names, reps:
         variants = [baseline] + [v for v in variants if v.name != baseline.name] + [replace(baseline, name=CONTROL)]
         control_name = CONTROL
     return RunRequest(spec, chosen, tuple(variants), reps, out_dir, accel, tuple(modes), command_line, seed, False,
-                      max_reps, control_name, measured_primary(spec, chosen), spec.margin_pct, force)
+                      max_reps, control_name, measured_primary(spec, chosen), spec.margin_pct, force, spec.sweep)
+
+
+def _check_sweep(spec: Experiment, chosen, settings) -> None:
+    """A -p setting may not fix what the sweep varies; an axis of a workload that does not run is said."""
+    names = {workload.name for workload, _ in chosen}
+    given = {setting.split("=", 1)[0] for setting in settings}
+    for axis in spec.sweep.axes:
+        if axis.owner == sweeps.GUEST:
+            continue
+        if axis.owner not in names:
+            log.warning("sweep axis %s is not used: %s does not run", axis.name, axis.owner)
+        elif axis.key in given:
+            raise BadWorkload(name=axis.owner, why=f"-p {axis.key} is the sweep axis {axis.name}: drop it, or run "
+                                                   "an experiment without that axis")
 
 
 def resumed_request(spec: Experiment, path: Path, accel: str) -> RunRequest:
@@ -83,7 +104,7 @@ def resumed_request(spec: Experiment, path: Path, accel: str) -> RunRequest:
                       tuple(recorded.get("modes", ("counted",))), recorded.get("command", ""), recorded.get("seed"),
                       True, int(recorded["max_reps"]) if auto else None, control,
                       tuple(recorded.get("primary", ())), float(recorded.get("margin_pct", 5.0)),
-                      bool(recorded.get("force", False)))
+                      bool(recorded.get("force", False)), sweeps.Sweep.from_dict(recorded.get("sweep")))
 
 
 def measured_primary(spec: Experiment, chosen) -> tuple[str, ...]:
@@ -100,16 +121,18 @@ def measured_primary(spec: Experiment, chosen) -> tuple[str, ...]:
     return tuple(kept)
 
 
-def plan(request: RunRequest, seed: int, reps: int | None = None) -> list[tuple[str, str, int, str]]:
-    """(workload, variant, rep, mode) in run order: one block per repetition and workload, holding
-    every variant in every mode once, shuffled with seed, so that host drift falls on all alike."""
+def plan(request: RunRequest, seed: int, reps: int | None = None) -> list[tuple[str, str, int, str, str]]:
+    """(workload, variant, rep, mode, point) in run order: one block per repetition and workload, holding
+    every variant in every mode at every sweep point once, shuffled with seed, so that host drift falls
+    on all alike."""
     rng = random.Random(seed)
     cells = []
     for rep in range(1, (reps or request.reps) + 1):
         for workload, _ in request.workloads:
-            order = [(variant.name, mode) for variant in request.variants for mode in request.modes]
+            order = [(variant.name, mode, point) for variant in request.variants for mode in request.modes
+                     for point in request.points(workload.name)]
             rng.shuffle(order)
-            cells += [(workload.name, name, rep, mode) for name, mode in order]
+            cells += [(workload.name, name, rep, mode, point) for name, mode, point in order]
     return cells
 
 
@@ -126,9 +149,9 @@ def run(request: RunRequest, cache_dir: Path, stop=None) -> results.RunDirectory
         done = directory.done()
         todo = [cell for cell in cells if cell not in done]
         progress = Progress("cell", len(cells), len(cells) - len(todo), limit, logger=log)
-        for workload_name, variant_name, rep, mode in todo:
-            progress.step(f"{workload_name}, {variant_name}, rep {rep}, {mode}")
-            cell = Cell(*by_name[workload_name], rep, mode)
+        for workload_name, variant_name, rep, mode, label in todo:
+            progress.step(f"{workload_name}, {variant_name}, rep {rep}, {mode}" + (f", {label}" if label else ""))
+            cell = cell_at(request, *by_name[workload_name], rep, mode, label)
             record, samples = run_cell(request, cell, builds[variant_name], guest_image, directory, cache_dir)
             directory.add(record, samples)
             progress.finish()
@@ -144,6 +167,17 @@ def run(request: RunRequest, cache_dir: Path, stop=None) -> results.RunDirectory
     directory.update_metadata(finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), stage_seconds=stages,
                               reps_done=max(cell[2] for cell in cells))
     return directory
+
+
+def cell_at(request: RunRequest, workload: workloads.Workload, params: dict, rep: int, mode: str,
+            label: str) -> Cell:
+    """The cell of a planned (workload, rep, mode, point label): the point's guest and parameters applied."""
+    points = request.points(workload.name)
+    if label not in points:
+        raise NotAResultDirectory(path=request.out_dir, missing=f"point {label!r} of {workload.name} in the "
+                                  f"recorded sweep (it has {', '.join(points) or 'none'})")
+    point = points[label]
+    return Cell(workload, workload.params({**params, **point.parameters(workload.name)}), rep, mode, point)
 
 
 def _open(request: RunRequest):
@@ -247,5 +281,7 @@ def _metadata(request: RunRequest) -> dict:
             "primary": list(request.primary), "margin_pct": request.margin_pct, "force": request.force, **design,
             "modes": list(request.modes), "accelerator_requested": request.accel,
             "probes": list(request.experiment.probes) if "counted" in request.modes else [],
-            "guest": vars(request.experiment.guest),
+            "guest": vars(request.experiment.guest), "sweep": request.sweep.as_dict() if request.sweep else None,
+            "points": {workload.name: list(request.points(workload.name)) for workload, _ in request.workloads}
+            if request.sweep else None,
             "host": results.host_facts(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

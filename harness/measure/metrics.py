@@ -76,6 +76,9 @@ TABLE = (
     Meaning("vmstat.workingset_refault_anon", "counter", "lower", "pages", "system"),
     Meaning("vmstat.oom_kill", "counter", "lower", "kills", "system"),
     Meaning("vmstat.*", "counter", "none", "events", "system"),
+    Meaning("swap.used_pct", "level", "none", "%", "system",
+            summary="swap in use in % of the swap device, the higher of the phase's start and end "
+                    "(past 50% vm_swap_full() frees swap slots on swap-in)"),
     Meaning("memcg.*_kb", "level", "none", "KiB", "process", summary="memory cgroup reading at the end of the phase"),
     Meaning("memcg.*", "counter", "lower", "events", "process", summary="memory cgroup event count"),
     Meaning("process.vmswap_kb", "level", "none", "KiB", "process"),

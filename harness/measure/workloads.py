@@ -311,8 +311,11 @@ class Redis(Driver):
         return PhaseOutcome(pages, float(fields["seconds"]), client, said=line)
 
     def _drive(self, phase: str) -> str:
-        """redisdrive's 'done PHASE ...' line."""
-        argv = ["redisdrive", phase, self.params["keys"], self.params["value_bytes"], self.params["pipeline"]]
+        """redisdrive's 'done PHASE ...' line; the measured mixed phase runs duration_s seconds when set (the
+        settle phase before it is one pass of random operations, so the working set reaches its steady state)."""
+        seconds = self.params.get("duration_s", 0) if phase == "mixed" else 0
+        argv = ["redisdrive", phase, self.params["keys"],
+                self.params["value_bytes"], self.params["pipeline"], 6379, seconds]
         result = self.session.run([str(arg) for arg in argv], timeout=PHASE_TIMEOUT_S)
         lines = result.stdout.strip().splitlines()
         return lines[-1] if lines else ""

@@ -20,7 +20,7 @@ PRIMARY = ("w/write/cow_copies", "w/reswap/vmstat.pswpout")
 
 def cells_of(values: dict) -> compare.Cells:
     """{(phase, metric): {variant: [values, ...]}} -> Cells of workload 'w', reps 1..n."""
-    return {("w", phase, metric): {variant: (np.arange(1, len(v) + 1), np.asarray(v, dtype=float))
+    return {("w", phase, metric, ""): {variant: (np.arange(1, len(v) + 1), np.asarray(v, dtype=float))
                                    for variant, v in by_variant.items()}
             for (phase, metric), by_variant in values.items()}
 
@@ -84,7 +84,7 @@ def test_exploratory_verdicts_wait_for_a_primary_difference():
     closed = verdicts(compare.compare_cells(cells, plan, ["base", "patched"]))
     assert closed[("read", "vmstat.pgfault", "patched")].verdict == "inconclusive", "the gate is closed"
     assert closed[("read", "vmstat.pgfault", "patched")].p_adjusted == pytest.approx(2 / 924 * 2 / 2)
-    cells[("w", "write", "cow_copies")]["patched"] = (np.arange(1, 7), np.array([3.0, 3, 3, 4, 3, 2]))
+    cells[("w", "write", "cow_copies", "")]["patched"] = (np.arange(1, 7), np.array([3.0, 3, 3, 4, 3, 2]))
     opened = verdicts(compare.compare_cells(cells, plan, ["base", "patched"]))
     assert opened[("read", "vmstat.pgfault", "patched")].verdict == "worse"
     assert opened[("read", "perf.do_wp_page", "patched")].verdict == "inconclusive", "no direction, no verdict"
@@ -118,7 +118,7 @@ def test_a_row_decided_at_a_look_keeps_its_verdict():
     base = [0.9812, 0.9787, 0.9863, 0.981, 0.9748, 0.9836, 0.9929, 0.9893, 0.9731, 0.9677]
     patched = [0.9934, 1.0, 0.9766, 0.9974, 0.9872, 0.9923, 0.9942, 0.9964, 1.0037, 1.0101]   # about +2%
     cells = cells_of({("reswap", "pswpout_per_swapout"): {"base": base, "patched": patched}})
-    key = ("w", "reswap", "pswpout_per_swapout", "patched")
+    key = ("w", "reswap", "pswpout_per_swapout", "", "patched")
     fixed = compare.decide(cells, compare.Plan("base", ("w/reswap/pswpout_per_swapout",)), ["base", "patched"])[key]
     assert fixed.verdict == "worse", "all ten boots at once find the 2%"
     plan = compare.Plan("base", ("w/reswap/pswpout_per_swapout",), design=compare.Design.sequential(6, 10))

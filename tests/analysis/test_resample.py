@@ -15,20 +15,20 @@ def sources():
 def test_pools_hold_each_kernels_valid_boots_by_workload_and_mode():
     pools, _ = sources()
     assert set(pools) == {"base", "patched"}
-    pool = pools["base"][("swapcow", "counted")]
+    pool = pools["base"][("swapcow", "counted", "")]
     assert pool.values.shape == (2, len(pool.columns)) and ("write", "cow_copies") in pool.columns
 
 
 def test_draws_come_from_the_pool_whole_boots_or_per_metric():
     pools, _ = sources()
-    pool = pools["patched"][("swapcow", "counted")]
+    pool = pools["patched"][("swapcow", "counted", "")]
     column = pool.columns.index(("write", "cow_copies"))
     for per_metric in (False, True):
         cells = resample.draw({"patched": pools["patched"]}, 5, np.random.default_rng(1), per_metric)
-        numbers, values = cells[("swapcow", "write", "cow_copies")]["patched"]
+        numbers, values = cells[("swapcow", "write", "cow_copies", "")]["patched"]
         assert list(numbers) == [1, 2, 3, 4, 5] and set(values) <= set(pool.values[:, column])
     shorter = resample.up_to(cells, 3)
-    assert list(shorter[("swapcow", "write", "cow_copies")]["patched"][0]) == [1, 2, 3]
+    assert list(shorter[("swapcow", "write", "cow_copies", "")]["patched"][0]) == [1, 2, 3]
 
 
 def test_an_a_a_tally_at_two_repetitions_claims_nothing():
@@ -44,7 +44,7 @@ def test_an_a_a_tally_at_two_repetitions_claims_nothing():
 def test_a_metric_only_some_boots_have_is_left_out_of_a_draw_that_missed_them():
     sparse = resample.Pool((("write", "copy_share"), ("write", "cow_copies")),
                            np.array([[0.5, 10.0], [np.nan, 12.0], [np.nan, 11.0]]))
-    sources = {"base": {("swapcow", "counted"): sparse}, "patched": {("swapcow", "counted"): sparse}}
+    sources = {"base": {("swapcow", "counted", ""): sparse}, "patched": {("swapcow", "counted", ""): sparse}}
     for seed in range(20):
         cells = resample.draw(sources, 2, np.random.default_rng(seed))
         for by_variant in cells.values():

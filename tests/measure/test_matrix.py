@@ -20,7 +20,7 @@ def test_cells_are_interleaved_in_blocks_with_a_recorded_seed(tmp_path):
     assert first == again
     assert len(first) == 12 and sorted(first) == sorted(other) and first != other
     for block in range(3):
-        assert {(variant, mode) for _, variant, _, mode in first[block * 4:block * 4 + 4]} == {
+        assert {(variant, mode) for _, variant, _, mode, _ in first[block * 4:block * 4 + 4]} == {
             ("base", "counted"), ("base", "timed"), ("patched", "counted"), ("patched", "timed")}
     assert matrix.plan(request, 7, reps=5)[:12] == first, "a longer plan starts like the shorter one"
 

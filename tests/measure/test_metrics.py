@@ -50,7 +50,7 @@ def coefficient_of_variation(values) -> float:
 def test_on_the_reference_run_the_rates_spread_less_than_the_counts(workload, phase, count, rate):
     samples, runs, _ = results.read(REFERENCE)
     cells = compare.gather(compare.valid_samples(samples, runs)[0], runs)
-    counts, rates = cells[(workload, phase, count)]["base"][1], cells[(workload, phase, rate)]["base"][1]
+    counts, rates = cells[(workload, phase, count, "")]["base"][1], cells[(workload, phase, rate, "")]["base"][1]
     print(f"{REFERENCE.name} base {workload} {phase}: {count} spreads {coefficient_of_variation(counts):.2%}, "
           f"{rate} {coefficient_of_variation(rates):.2%}")
     assert coefficient_of_variation(rates) < coefficient_of_variation(counts) / 2

@@ -60,7 +60,8 @@ def test_cycles_repeat_the_swap_phases():
 
 def test_redis_limit_mode_has_its_own_phases():
     redis = workloads.load("redis")
-    assert workloads.driver(redis, redis.params({"mode": "limit"}), None).phase_plan() == ["idle", "fill", "mixed"]
+    plan = workloads.driver(redis, redis.params({"mode": "limit"}), None).phase_plan()
+    assert plan == ["idle", "fill", "settle", "mixed"]
 
 
 def test_done_lines_are_parsed_and_checked():
@@ -174,7 +175,7 @@ def test_redis_client_output_becomes_ops_and_latency():
     session = FakeSession("done read ops=2000 seconds=0.002107 p50_ms=0.064 p99_ms=0.145 errors=0")
     driver = workloads.driver(redis, redis.params({"keys": 2000}), session)
     outcome = driver.run_phase("read")
-    assert session.commands == [["redisdrive", "read", "2000", "2048", "64"]]
+    assert session.commands == [["redisdrive", "read", "2000", "2048", "64", "6379", "0"]]
     client = dict(outcome.client)
     assert round(client["ops_per_s"]) == round(2000 / 0.002107)
     assert (client["latency_p50_ms"], client["latency_p99_ms"]) == (0.064, 0.145)

@@ -2,12 +2,14 @@
 /*
  * redisdrive: the client side of the redis workload, one phase per invocation.
  *
- *   redisdrive PHASE KEYS VALUE_BYTES PIPELINE [PORT]
+ *   redisdrive PHASE KEYS VALUE_BYTES PIPELINE [PORT [SECONDS]]
  *
  *   fill    SET key:I <VALUE_BYTES bytes>            for every key
  *   read    BITCOUNT key:I   (touches every byte of the value, replies with one integer)
  *   write   SETRANGE key:I 0 <VALUE_BYTES bytes>     overwrite every value in place
- *   mixed   KEYS operations on random keys, half BITCOUNT, half SETRANGE (limit mode)
+ *   mixed   KEYS operations on random keys, half BITCOUNT, half SETRANGE (limit mode); with
+ *           SECONDS > 0, as many batches of them as SECONDS allow (a steady state's throughput)
+ *   settle  mixed, with other random keys: brings the working set to its steady state first
  *   check   DBSIZE, and STRLEN of every key
  *
  * Commands go out in pipelined batches of PIPELINE. Prints one line:
@@ -146,14 +148,15 @@ static int compare(const void *a, const void *b)
 int main(int argc, char **argv)
 {
 	const char *phase;
+	int mixed;
 	long keys, value_bytes, pipeline, batches, done = 0, errors = 0, shortvals = 0, i, b = 0;
 	struct sockaddr_in addr = { .sin_family = AF_INET };
-	double started, *latency;
+	double started, seconds, *latency;
 	char *value, key[32];
 	int one = 1;
 
 	if (argc < 5) {
-		fprintf(stderr, "usage: redisdrive fill|read|write|mixed|check KEYS VALUE_BYTES PIPELINE [PORT]\n");
+		fprintf(stderr, "usage: redisdrive fill|read|write|mixed|settle|check KEYS VALUE_BYTES PIPELINE [PORT [SECONDS]]\n");
 		return 2;
 	}
 	phase = argv[1];
@@ -161,6 +164,8 @@ int main(int argc, char **argv)
 	value_bytes = atol(argv[3]);
 	pipeline = atol(argv[4]);
 	addr.sin_port = htons(argc > 5 ? atoi(argv[5]) : 6379);
+	mixed = !strcmp(phase, "mixed") || !strcmp(phase, "settle");
+	seconds = argc > 6 && mixed ? atof(argv[6]) : 0;
 	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if (keys <= 0 || value_bytes <= 0 || pipeline <= 0)
 		die("KEYS, VALUE_BYTES and PIPELINE must be positive");
@@ -174,7 +179,7 @@ int main(int argc, char **argv)
 	if (!value || !latency)
 		die("out of memory");
 	memset(value, strcmp(phase, "fill") ? 'w' : 'f', value_bytes);
-	srandom(1);
+	srandom(strcmp(phase, "settle") ? 1 : 2);
 
 	started = now();
 	if (!strcmp(phase, "check")) {
@@ -198,13 +203,19 @@ int main(int argc, char **argv)
 		       keys + 1, now() - started, count, shortvals);
 		return 0;
 	}
-	for (i = 0; i < keys; i += pipeline, b++) {
-		long j, n = (keys - i < pipeline) ? keys - i : pipeline;
+	for (i = 0; seconds > 0 ? now() - started < seconds : i < keys; i += pipeline, b++) {
+		long j, n = (seconds > 0 || keys - i >= pipeline) ? pipeline : keys - i;
 		double sent = now();
 
+		if (b >= batches) {
+			batches *= 2;
+			latency = realloc(latency, (batches + 1) * sizeof(double));
+			if (!latency)
+				die("out of memory");
+		}
 		for (j = 0; j < n; j++) {
-			long k = !strcmp(phase, "mixed") ? random() % keys : i + j;
-			int write_op = !strcmp(phase, "write") || (!strcmp(phase, "mixed") && (k & 1));
+			long k = mixed ? random() % keys : i + j;
+			int write_op = !strcmp(phase, "write") || (mixed && (k & 1));
 			size_t klen = snprintf(key, sizeof(key), "key:%ld", k);
 
 			if (!strcmp(phase, "fill")) {
@@ -217,7 +228,7 @@ int main(int argc, char **argv)
 				size_t lens[] = { 8, klen, 1, (size_t)value_bytes };
 
 				command(4, args, lens);
-			} else if (!strcmp(phase, "read") || !strcmp(phase, "mixed")) {
+			} else if (!strcmp(phase, "read") || mixed) {
 				const char *args[] = { "BITCOUNT", key };
 				size_t lens[] = { 8, klen };
 
