@@ -70,6 +70,10 @@ class Experiment:
     margin_pct: float = 5.0           # a primary row is `equivalent` when its change stays within +-margin_pct
     mixed_sources: bool = False       # variants may be built from different kernel sources
     sweep: sweeps.Sweep = sweeps.Sweep()   # [sweep]: axes whose points are a cell dimension
+    parameters: tuple[tuple[str, tuple], ...] = ()   # [parameters.WORKLOAD]: the experiment's settings (-p wins)
+
+    def parameters_of(self, workload: str) -> dict:
+        return dict(dict(self.parameters).get(workload, ()))
 
     @property
     def baseline(self) -> str:
@@ -117,7 +121,7 @@ def from_dict(data: dict, path: Path) -> Experiment:
 
     unknown = set(data) - {"description", "source", "kconfigs", "probes", "variants", "series", "guest",
                            "cow_probe", "workloads", "headline", "primary", "margin_pct", "mixed_sources",
-                           "fault_probe", "cow_causes", "sweep"}
+                           "fault_probe", "cow_causes", "sweep", "parameters"}
     if unknown:
         fail(f"unknown key(s) {', '.join(sorted(unknown))}")
     spec = data.get("source", source.DEFAULT_SPEC)
@@ -133,7 +137,7 @@ def from_dict(data: dict, path: Path) -> Experiment:
         headline=str(data.get("headline", "")), primary=tuple(_strings(data, "primary", fail)),
         margin_pct=_margin(data.get("margin_pct", 5.0), fail), mixed_sources=data.get("mixed_sources", False),
         fault_probe=str(data.get("fault_probe", "do_wp_page")), cow_causes=data.get("cow_causes", True),
-        sweep=_sweep(data, fail))
+        sweep=_sweep(data, fail), parameters=_parameters(data.get("parameters", {}), fail))
     if ZRAM_FRAGMENT not in experiment.kconfigs and uses_zram(experiment):
         experiment = replace(experiment, kconfigs=(*experiment.kconfigs, ZRAM_FRAGMENT))
     for key in ("mixed_sources", "cow_causes"):
@@ -198,6 +202,18 @@ def _sweep(data: dict, fail) -> sweeps.Sweep:
                 except HarnessError as error:
                     fail(f"[sweep] {axis.name} = {value!r}: {error}")
     return found
+
+
+def _parameters(table, fail) -> tuple:
+    """[parameters.WORKLOAD] NAME = VALUE: each checked against the workload's own parameters."""
+    if not isinstance(table, dict) or not all(isinstance(values, dict) for values in table.values()):
+        fail("[parameters] must hold one table per workload: [parameters.swapcow] size_mb = 32")
+    for name, values in table.items():
+        try:
+            workloads.load(name).params(values)
+        except HarnessError as error:
+            fail(f"[parameters.{name}]: {error}")
+    return tuple((name, tuple(values.items())) for name, values in table.items())
 
 
 def uses_zram(experiment: "Experiment") -> bool:

@@ -62,7 +62,7 @@ def new_request(spec: Experiment, workload_names, settings, variant_names, reps:
     """The request for a new run: the workloads (the experiment's, or all) with their parameters, the
     variants asked for (the baseline first, and the baseline again as `control` when asked)."""
     names = workload_names or spec.workloads or tuple(workloads.discover())
-    chosen = workloads.choose(names, settings)
+    chosen = workloads.choose(names, settings, {name: spec.parameters_of(name) for name in names})
     _check_sweep(spec, chosen, settings)
     variants = spec.select(variant_names)
     control_name = None

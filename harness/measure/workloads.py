@@ -124,8 +124,9 @@ def _converted(value, default, workload: str, name: str):
         raise BadWorkload(name=workload, why=f"parameter {name} must be {wanted}, not {text!r}") from None
 
 
-def choose(names, settings) -> tuple:
-    """(Workload, parameters) for each name; NAME=VALUE settings (from -p) go to the workloads that have NAME."""
+def choose(names, settings, preset=None) -> tuple:
+    """(Workload, parameters) for each name; NAME=VALUE settings (from -p) go to the workloads that have NAME,
+    over the experiment's preset ({workload: {name: value}})."""
     chosen = [load(name) for name in names]
     bad = [setting for setting in settings if "=" not in setting]
     if bad:
@@ -134,7 +135,8 @@ def choose(names, settings) -> tuple:
     for name in overrides:
         if not any(name in dict(workload.parameters) for workload in chosen):
             raise BadWorkload(name=", ".join(names), why=f"no parameter '{name}'")
-    return tuple((w, w.params({k: v for k, v in overrides.items() if k in dict(w.parameters)})) for w in chosen)
+    return tuple((w, w.params({**(preset or {}).get(w.name, {}),
+                               **{k: v for k, v in overrides.items() if k in dict(w.parameters)}})) for w in chosen)
 
 
 def discover(folder: Path = project.WORKLOADS) -> dict[str, Workload]:

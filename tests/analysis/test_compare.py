@@ -273,3 +273,43 @@ def test_a_run_without_a_valid_boot_compares_to_nothing(tmp_path):
     assert not analysis.decided(results.RunDirectory.load(copy))
     report = analysis.analyse(copy, experiment.load(None)).read_text()
     assert "No valid samples of cow_copies_per_swapin in the write phase of redis: see runs.csv for why." in report
+
+
+def swept(tmp_path, second_swap_mb=512):
+    """run-small as a sweep of two points: every boot again at guest.swap_mb=SECOND, its copies halved."""
+    copy = tmp_path / "sweep"
+    shutil.copytree(RUN, copy)
+    runs, samples = pd.read_csv(copy / "runs.csv"), pd.read_csv(copy / "samples.csv")
+    other_runs = runs.assign(point=f"guest.swap_mb={second_swap_mb}", swap_mb=second_swap_mb)
+    other_samples = samples.assign(point=f"guest.swap_mb={second_swap_mb}")
+    halved = other_samples["metric"] == "cow_copies"
+    other_samples.loc[halved, "value"] = other_samples.loc[halved, "value"] / 2
+    pd.concat([runs.assign(point="guest.swap_mb=1024"), other_runs]).to_csv(copy / "runs.csv", index=False)
+    pd.concat([samples.assign(point="guest.swap_mb=1024"), other_samples]).to_csv(copy / "samples.csv", index=False)
+    return copy
+
+
+def test_a_sweep_compares_point_by_point_and_the_family_counts_every_point(tmp_path):
+    plan = compare.Plan("base", ("swapcow/write/cow_copies",))
+    single = {(r.key, r.variant): r for r in compare.compare(*results.read(RUN)[:2], plan).rows}
+    rows = compare.compare(*results.read(swept(tmp_path))[:2], plan).rows
+    by_point = {(r.point, r.key, r.variant): r for r in rows}
+    one, other = by_point[("guest.swap_mb=1024", "swapcow/write/cow_copies", "base")], \
+        by_point[("guest.swap_mb=512", "swapcow/write/cow_copies", "base")]
+    assert one.median == single[("swapcow/write/cow_copies", "base")].median == 2 * other.median
+    primary = [r for r in rows if r.margin_pct is not None and r.variant == "patched"]
+    assert {r.point for r in primary} == {"guest.swap_mb=1024", "guest.swap_mb=512"}
+    alone = single[("swapcow/write/cow_copies", "patched")].p_adjusted
+    assert all(r.p_adjusted >= min(1.0, alone * 2) - 1e-12 for r in primary), "two points: twice the hypotheses"
+    assert all("point" in r.as_json() for r in rows)
+    assert "at guest.swap_mb=512" in compare.render_table(rows)
+
+
+def test_a_sweep_may_vary_its_axis_between_points_but_nothing_else_within_one(tmp_path):
+    copy = swept(tmp_path)
+    compare.compare(*results.read(copy)[:2])
+    runs = pd.read_csv(copy / "runs.csv")
+    runs.loc[(runs["variant"] == "patched") & (runs["point"] == "guest.swap_mb=512"), "guest_memory_mb"] = 2048
+    runs.to_csv(copy / "runs.csv", index=False)
+    with pytest.raises(NotComparable, match=r"guest_memory_mb \(1024 vs 2048\)"):
+        compare.compare(*results.read(copy)[:2])

@@ -1,6 +1,7 @@
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,10 @@ def test_the_kvm_verdict_is_remembered_for_later_boots(tmp_path, fake_qemu, monk
             assert qemu.wait_for(vm.KERNEL_STARTED, 5)
     assert [accel for accel, _ in starts(fake_qemu)] == ["kvm", "tcg", "tcg"]
     assert "no kernel output" in vm._kvm_failed
+
+
+def test_zram_swap_has_no_disk_and_tells_the_guest_its_size(tmp_path):
+    argv = vm.qemu_argv(replace(spec(tmp_path), swap="zram", swap_mb=96))
+    assert "-drive" not in argv
+    assert argv[argv.index("-append") + 1] == \
+        "console=ttyS0 panic=-1 oops=panic harness.swap=zram harness.swap_mb=96 rdinit=/init"

@@ -100,3 +100,21 @@ def test_cross_check_warns_beyond_one_percent():
 def test_event_list_is_empty_without_probes():
     assert collectors.perf_events([]) == ""
     assert collectors.perf_events(["wp_page_copy"]) == "kprobes:wp_page_copy,page-faults,major-faults,minor-faults"
+
+
+def test_swap_in_past_half_the_swap_device_warns_naming_vm_swap_full():
+    begin = {"swap": "SwapTotal 40956\nSwapFree 8192"}          # 80% in use as the phase begins
+    end = {"swap": "SwapTotal 40956\nSwapFree 30000"}
+    found, warnings = collectors.swap_use(begin, end, swapped_in=5500)
+    assert found == {"swap.used_pct": 80.0}
+    assert len(warnings) == 1 and warnings[0].startswith("vm_swap_full: swap was 80% used") and "5,500" in warnings[0]
+    assert collectors.swap_use(end, begin, swapped_in=0)[1] == [], "no swap-in: nothing to warn about"
+    assert collectors.swap_use(end, end, swapped_in=100) == ({"swap.used_pct": 26.75}, [])
+    assert collectors.swap_use({}, {}, 100) == ({}, []), "a snapshot without the swap section: nothing"
+
+
+def test_the_swap_section_reaches_the_phase_metrics():
+    before, after = recorded("collect-swapcow-base-write.txt")
+    before = before.replace("== vmstat", "== swap\nSwapTotal 1048572\nSwapFree 1040000\n== vmstat", 1)
+    metrics, warnings, _ = collectors.phase_metrics(before, after, ("wp_page_copy",), "wp_page_copy", True)
+    assert "swap.used_pct" in metrics and not any("vm_swap_full" in w for w in warnings)

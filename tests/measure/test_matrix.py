@@ -3,6 +3,7 @@
 import pytest
 
 from harness import experiment, results
+from harness.errors import HarnessError
 from harness.measure import matrix, workloads
 from tests.fakes.guest import FakeBuild
 
@@ -72,3 +73,32 @@ def test_auto_repetitions_add_blocks_until_the_stop_rule_says_so(tmp_path, fake_
     assert [tuple(cell) for cell in metadata["plan"]] == matrix.plan(request, 5, reps=4)
     never = request_for(tmp_path / "again", reps=2, max_reps=3, seed=5)
     assert len(matrix.run(never, tmp_path / "cache", stop=lambda directory: False).runs) == 6, "max_reps holds"
+
+
+def test_sweep_points_are_a_cell_dimension_interleaved_like_variants(tmp_path):
+    spec = experiment.from_dict({"variants": [{"name": "base"}, {"name": "patched"}],
+                                 "sweep": {"guest": {"swap_mb": [24, 48]}, "swapcow": {"size_mb": [8, 16]}}},
+                                tmp_path / "sweep.toml")
+    swapcow, redis = workloads.load("swapcow"), workloads.load("redis")
+    request = matrix.RunRequest(spec, ((swapcow, swapcow.params()), (redis, redis.params())), spec.variants, 2,
+                                tmp_path / "run", sweep=spec.sweep)
+    cells = matrix.plan(request, 5)
+    assert len(cells) == 2 * (2 * 4 + 2 * 2), "swapcow at 4 points, redis at the 2 of the guest axis"
+    first_block = cells[:8]
+    assert {(c[0], c[1], c[4]) for c in first_block} == {
+        ("swapcow", variant, f"guest.swap_mb={swap},swapcow.size_mb={size}")
+        for variant in ("base", "patched") for swap in (24, 48) for size in (8, 16)}
+    assert {c[4] for c in cells if c[0] == "redis"} == {"guest.swap_mb=24", "guest.swap_mb=48"}
+    cell = matrix.cell_at(request, swapcow, swapcow.params(), 1, "counted", "guest.swap_mb=48,swapcow.size_mb=8")
+    assert cell.parameters["size_mb"] == 8 and cell.point.guest(spec.guest).swap_mb == 48
+
+
+def test_a_setting_may_not_fix_what_the_sweep_varies(tmp_path):
+    spec = experiment.from_dict({"variants": [{"name": "base"}], "sweep": {"swapcow": {"size_mb": [8, 16]}}},
+                                tmp_path / "sweep.toml")
+    with pytest.raises(HarnessError, match="-p size_mb is the sweep axis swapcow.size_mb"):
+        matrix.new_request(spec, ("swapcow",), ("size_mb=32",), (), 1, tmp_path / "run", "tcg", ("counted",), "",
+                           None, None, False)
+    request = matrix.new_request(spec, ("swapcow",), ("cycles=2",), (), 1, tmp_path / "run", "tcg", ("counted",),
+                                 "", None, None, False)
+    assert request.sweep == spec.sweep and request.workloads[0][1]["cycles"] == 2
