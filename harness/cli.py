@@ -525,3 +525,17 @@ def plot_command(obj, run_dir):
     comparison = analysis.comparison([run_dir])
     for path in plots.plot_all(samples, runs, metadata, run_dir / "plots", comparison.rows):
         click.echo(path)
+
+
+@main.command(name="report")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("-e", "--experiment", "experiment_name",
+              help="Experiment for the headline [default: the one the run recorded].")
+@click.pass_obj
+@_guarded
+def report_command(obj, run_dir, experiment_name):
+    """Write comparison.json, comparison.md, plots/ and report.md of RUN_DIR (what bench writes after its cells)."""
+    recorded = results.read_metadata(run_dir)
+    kept = recorded.get("experiment_file", "")
+    spec = experiment.load(experiment_name or (kept if kept and Path(kept).is_file() else recorded.get("experiment")))
+    click.echo(f"report: {analysis.analyse(run_dir, spec)}")

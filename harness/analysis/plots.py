@@ -29,6 +29,7 @@ from harness.measure import causes, metrics  # noqa: E402
 
 COLOURS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
 CAUSE_COLOURS = dict(zip(causes.CAUSES, ("#8DA0CB", "#E78AC3", "#66C2A5", "#FC8D62", "#A6D854", "#B3B3B3")))
+REFERENCE_SPAN = 1.5    # a sweep's reference line up to this factor above the data sets the y range
 LOG_SPAN = 30      # a panel whose medians differ by more than this factor gets a symmetric-log axis
 
 
@@ -295,9 +296,11 @@ def sweep_figure(key: str, axes: tuple, data: dict, sweep: sweeps.Sweep, metadat
         fixed = {panel_axis.name: panel} if panel_axis else {}
         mine = {point: by_variant for point, by_variant in data.items()
                 if all(sweeps.parse_label(point).get(name) == value for name, value in fixed.items())}
-        _sweep_panel(axis, x_axis, mine, [r for r in rows if not fixed or
-                                          sweeps.parse_label(r.point).get(panel_axis.name) == panel], order)
-        _references(axis, x_axis, key, sweep, fixed, metadata)
+        top = _sweep_panel(axis, x_axis, mine, [r for r in rows if not fixed or
+                                                sweeps.parse_label(r.point).get(panel_axis.name) == panel], order)
+        shown = _references(axis, x_axis, key, sweep, fixed, metadata)
+        # a reference line far above the data runs off the top rather than flattening the data
+        axis.set_ylim(0, (max([top] + [y for y in shown if y <= REFERENCE_SPAN * top]) * 1.12) or 1.0)
         axis.set_title(f"{panel_axis.name} = {panel}" if panel_axis else workload, fontsize=10)
         axis.set_xlabel(x_axis.name)
     meaning = metrics.meaning(metric)
@@ -319,8 +322,10 @@ def _positions(axis_spec: sweeps.Axis) -> dict:
     return {value: (float(value) if numeric else float(index)) for index, value in enumerate(axis_spec.values)}
 
 
-def _sweep_panel(axis, x_axis: sweeps.Axis, data: dict, rows: list[compare.Row], order: list[str]) -> None:
+def _sweep_panel(axis, x_axis: sweeps.Axis, data: dict, rows: list[compare.Row], order: list[str]) -> float:
+    """Lines, bands and raw points of every variant; returns the highest value drawn."""
     positions = _positions(x_axis)
+    top = 0.0
     span = (max(positions.values()) - min(positions.values())) or 1.0
     rng = np.random.default_rng(20220128)
     present = [v for v in order if any(v in by_variant for by_variant in data.values())]
@@ -337,6 +342,7 @@ def _sweep_panel(axis, x_axis: sweeps.Axis, data: dict, rows: list[compare.Row],
                          alpha=0.5, linewidths=0)
             low, high, _ = stats.median_interval(values)
             line.append((x, float(np.median(values)), low, high, point))
+            top = max(top, float(values.max()), high or 0.0)
         line.sort()
         xs = [item[0] for item in line]
         axis.plot(xs, [item[1] for item in line], color=colour, linewidth=1.8, marker="o", markersize=4,
@@ -354,13 +360,15 @@ def _sweep_panel(axis, x_axis: sweeps.Axis, data: dict, rows: list[compare.Row],
         axis.set_xticks(list(positions.values()), [str(v) for v in positions])
     else:
         axis.set_xticks(list(positions.values()))
-    axis.set_ylim(bottom=0)
     axis.grid(alpha=0.3)
     axis.spines[["top", "right"]].set_visible(False)
+    return top
 
 
-def _references(axis, x_axis: sweeps.Axis, key: str, sweep: sweeps.Sweep, fixed: dict, metadata: dict) -> None:
-    """The experiment's reference lines for this row: y lines evaluated at every axis value, x lines at one."""
+def _references(axis, x_axis: sweeps.Axis, key: str, sweep: sweeps.Sweep, fixed: dict, metadata: dict) -> list:
+    """The experiment's reference lines for this row: y lines evaluated at every axis value, x lines at one.
+    Returns the y values drawn."""
+    drawn: list[float] = []
     guest, params = metadata.get("guest", {}), metadata.get("workloads", {})
     positions = _positions(x_axis)
     styles = iter(("--", ":", "-.", (0, (5, 2, 1, 2))))
@@ -374,6 +382,7 @@ def _references(axis, x_axis: sweeps.Axis, key: str, sweep: sweeps.Sweep, fixed:
                 ys = [sweeps.evaluate(reference.y, sweeps.point_names(_label(x_axis, value, fixed), guest, params))
                       for value in positions]
                 axis.plot(xs, ys, color="#555555", linestyle=style, linewidth=1.1, label=reference.label)
+                drawn += ys
             else:
                 labels = [_label(x_axis, value, fixed) for value in positions]
                 x = sweeps.evaluate(reference.x, sweeps.point_names(labels[0], guest, params))
@@ -381,6 +390,7 @@ def _references(axis, x_axis: sweeps.Axis, key: str, sweep: sweeps.Sweep, fixed:
         except KeyError as missing:
             axis.annotate(f"{reference.label}: no value for {missing}", (0.01, 0.01), xycoords="axes fraction",
                           fontsize=6, color="#aa0000")
+    return drawn
 
 
 def _label(x_axis: sweeps.Axis, value, fixed: dict) -> str:

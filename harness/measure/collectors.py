@@ -162,7 +162,9 @@ def phase_metrics(before: str, after: str, probes, cow_probe: str, has_process: 
     metrics.update(_vmstat(first, last))
     metrics.update(_memcg(first, last))
     metrics.update(_process(first, last))
-    swap, swap_warnings = swap_use(first, last, metrics.get("vmstat.pswpin", 0))
+    # pages that came back from swap: a page still in the swap cache comes back without I/O (no pswpin)
+    swapped_in = max(metrics.get("vmstat.pswpin", 0), metrics.get("process.swapped_in_pages", 0))
+    swap, swap_warnings = swap_use(first, last, swapped_in)
     metrics.update(swap)
     problems: list[str] = []
     idle = []

@@ -1,11 +1,14 @@
 import json
 import shutil
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
 from harness import cli, experiment, results
+from harness import sweep as sweeps
 from harness.analysis import analyse as analysis
+from harness.analysis import compare, plots
 from harness.errors import BadExperiment
 from harness.measure import matrix
 from tests.conftest import DATA
@@ -111,3 +114,44 @@ def test_without_cause_metrics_there_is_no_cause_figure_or_sentence(tmp_path):
     shutil.copytree(RUN, copy)
     text = analysis.analyse(copy, experiment.load(None)).read_text()
     assert "By cause" not in text and not (copy / "plots" / "causes.png").exists()
+
+
+SWEEP = DATA / "sweep-run"   # real: swapcow 32 MiB at 48, 96 and 160 MiB of swap, base and patched, 2 reps
+
+
+def test_a_sweep_is_drawn_along_its_axis_with_the_experiments_reference_lines(tmp_path):
+    samples, runs, metadata = results.read(SWEEP)
+    sweep = sweeps.Sweep.from_dict(metadata["sweep"])
+    cells = compare.gather(compare.valid_samples(samples, runs)[0], runs)
+    data = {point: by_variant for (w, p, m, point), by_variant in cells.items()
+            if (w, p, m) == ("swapcow", "write", "cow_copies")}
+    rows = analysis.comparison([SWEEP]).rows
+    figure = plots.sweep_figure("swapcow/write/cow_copies", sweep.axes_of("swapcow"), data, sweep, metadata, runs,
+                                rows, ["base", "patched"])
+    lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
+    plt.close(figure)
+    half = lines["half the swap device (vm_swap_full)"]
+    assert list(half.get_xdata()) == [48, 96, 160] and list(half.get_ydata()) == [6143.5, 12287.5, 20479.5]
+    assert list(lines["pages the workload swapped out"].get_ydata()) == [8192] * 3
+    assert list(lines["the workload is half the swap"].get_xdata()) == [64, 64], "a vertical line at 2 x 32 MiB"
+    assert "vm_swap_full: 50% in use" not in lines, "a reference of another metric stays off this plot"
+    medians = samples[(samples["metric"] == "cow_copies") & (samples["phase"] == "write")].groupby(
+        ["variant", "point"])["value"].median()
+    base, patched = lines["base (baseline)"], lines["patched"]
+    assert list(base.get_ydata()) == [medians[("base", f"guest.swap_mb={swap}")] for swap in (48, 96, 160)]
+    assert list(patched.get_ydata()) == [medians[("patched", f"guest.swap_mb={swap}")] for swap in (48, 96, 160)]
+    assert base.get_ydata()[0] < 0.8 * 8192 <= base.get_ydata()[1], "past half the swap, fewer copies"
+
+
+def test_a_sweeps_report_names_the_points_past_half_the_swap(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(SWEEP, copy)
+    text = analysis.analyse(copy, experiment.load(str(SWEEP / "experiment.toml"))).read_text()
+    assert "## Along the sweep" in text and "Axes: `guest.swap_mb` = 48, 96, 160." in text
+    assert "- swapcow at guest.swap_mb=48: 4 of 4 cells" in text and "guest.swap_mb=96:" not in text.split(
+        "## Along the sweep")[1].split("##")[0]
+    assert "### swapcow at guest.swap_mb=160" in text
+    drawn = sorted(path.name for path in (copy / "plots").glob("*.png"))
+    assert drawn == ["sweep-swapcow-read-swap_used_pct.png", "sweep-swapcow-write-cow_copies.png"], \
+        "a sweep is drawn along its axis, not pooled into the one-point figures"
+    assert "At guest.swap_mb=48: `patched` changes cow_copies" in text

@@ -113,8 +113,13 @@ def test_swap_in_past_half_the_swap_device_warns_naming_vm_swap_full():
     assert collectors.swap_use({}, {}, 100) == ({}, []), "a snapshot without the swap section: nothing"
 
 
-def test_the_swap_section_reaches_the_phase_metrics():
-    before, after = recorded("collect-swapcow-base-write.txt")
-    before = before.replace("== vmstat", "== swap\nSwapTotal 1048572\nSwapFree 1040000\n== vmstat", 1)
-    metrics, warnings, _ = collectors.phase_metrics(before, after, ("wp_page_copy",), "wp_page_copy", True)
-    assert "swap.used_pct" in metrics and not any("vm_swap_full" in w for w in warnings)
+def test_a_read_phase_past_half_the_swap_is_named_though_no_page_needed_io():
+    """Recorded: swapcow 32 MiB read back with 48 MiB of swap. Its pages were still in the swap cache after
+    MADV_PAGEOUT, so they came back without I/O (pswpin 0): the warning counts the pages the process got back."""
+    metrics, warnings, problems = collectors.phase_metrics(*recorded("collect-swapcow-base-read-swap48.txt"), PROBES,
+                                                           "wp_page_copy", True)
+    assert metrics["vmstat.pswpin"] == 0 and metrics["process.swapped_in_pages"] == 8146
+    assert metrics["swap.used_pct"] == 66.67 and problems == []
+    said = [w for w in warnings if w.startswith("vm_swap_full")]
+    assert said == ["vm_swap_full: swap was 67% used when this phase began swapping in (8,146 pages): past 50%, "
+                    "the kernel frees the swap slot of each page it swaps in, so fewer pages stay in the swap cache"]
