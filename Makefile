@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: setup lint
-	$(BIN)/pytest -v -rsP
+	$(BIN)/pytest -v -rsP --durations=25
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check harness tests benchmarks

@@ -149,3 +149,23 @@ def test_python_dash_m_harness_is_the_cli(monkeypatch, capsys):
     with pytest.raises(SystemExit) as caught:
         runpy.run_module("harness", run_name="__main__")
     assert caught.value.code == 0 and "Build a kernel with and without an mm patch" in capsys.readouterr().out
+
+
+def test_report_writes_what_bench_writes_for_a_run_and_compare_gives_a_block_per_point(tmp_path):
+    import json
+    import shutil
+    copy = tmp_path / "run"
+    shutil.copytree(DATA / "sweep-run", copy)
+    result = invoke(tmp_path, "report", str(copy), "-e", str(DATA / "sweep-run" / "experiment.toml"))
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"report: {copy / 'report.md'}"
+    assert (copy / "comparison.json").is_file() and (copy / "plots" / "sweep-swapcow-write-cow_copies.svg").is_file()
+    table = invoke(tmp_path, "compare", str(copy)).output
+    assert table.splitlines()[0].startswith("Primary (*): 1 rows x 3 sweep points x 1 variants against `base`")
+    blocks = [line for line in table.splitlines() if line.startswith("swapcow at ")]
+    assert blocks == ["swapcow at guest.swap_mb=48:", "swapcow at guest.swap_mb=96:",
+                      "swapcow at guest.swap_mb=160:"], "one block per point, in the axis' order"
+    metadata = json.loads((copy / "metadata.json").read_text())
+    (copy / "metadata.json").write_text(json.dumps({**metadata, "experiment_file": str(tmp_path / "gone.toml")}))
+    missing = invoke(tmp_path, "report", str(copy))
+    assert missing.exit_code != 0 and "sweep-golden" in missing.output, "the recorded experiment file is gone"

@@ -292,17 +292,21 @@ def sweep_figure(key: str, axes: tuple, data: dict, sweep: sweeps.Sweep, metadat
     panels = list(panel_axis.values) if panel_axis else [None]
     width = max(7.5, 5.2 * len(panels) + 1.5)
     fig, grid = plt.subplots(1, len(panels), figsize=(width, 5.6), squeeze=False, sharey=True)
+    tops, shown = [], []
     for axis, panel in zip(grid[0], panels):
         fixed = {panel_axis.name: panel} if panel_axis else {}
         mine = {point: by_variant for point, by_variant in data.items()
                 if all(sweeps.parse_label(point).get(name) == value for name, value in fixed.items())}
-        top = _sweep_panel(axis, x_axis, mine, [r for r in rows if not fixed or
-                                                sweeps.parse_label(r.point).get(panel_axis.name) == panel], order)
-        shown = _references(axis, x_axis, key, sweep, fixed, metadata)
-        # a reference line far above the data runs off the top rather than flattening the data
-        axis.set_ylim(0, (max([top] + [y for y in shown if y <= REFERENCE_SPAN * top]) * 1.12) or 1.0)
+        tops.append(_sweep_panel(axis, x_axis, mine, [r for r in rows if not fixed or
+                                                      sweeps.parse_label(r.point).get(panel_axis.name) == panel],
+                                 order))
+        shown += _references(axis, x_axis, key, sweep, fixed, metadata)
         axis.set_title(f"{panel_axis.name} = {panel}" if panel_axis else workload, fontsize=10)
         axis.set_xlabel(x_axis.name)
+    # one y range for the shared axis; a reference line far above the data runs off the top rather than
+    # flattening the data
+    top = max(tops)
+    grid[0][0].set_ylim(0, (max([top] + [y for y in shown if y <= REFERENCE_SPAN * top]) * 1.12) or 1.0)
     meaning = metrics.meaning(metric)
     grid[0][0].set_ylabel(meaning.unit or metric)
     handles, labels = grid[0][-1].get_legend_handles_labels()

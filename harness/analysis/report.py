@@ -209,7 +209,8 @@ def sweep_lines(metadata: dict, runs: pd.DataFrame) -> list[str]:
         return lines + ["No point ran swap-in past half of the swap device (vm_swap_full()).", ""]
     lines.append("Points where swap-in ran with more than half of the swap device in use (vm_swap_full(): the "
                  "kernel frees the swap slot of each page it swaps in, so fewer writes find a swap-cache page):")
-    for (workload, point), part in warned.groupby(["workload", "point"], sort=False):
+    groups = sorted(warned.groupby(["workload", "point"], sort=False), key=lambda g: compare.point_order(g[0][1]))
+    for (workload, point), part in groups:
         total = len(runs[(runs["workload"] == workload) & (runs["point"] == point)])
         lines.append(f"- {workload} at {point or 'the one point'}: {len(part)} of {total} cells")
     return lines + [""]

@@ -63,3 +63,30 @@ def test_the_seed_effects_are_found(auto):
     print(f"base/patched ({'auto' if auto else cli.DEFAULT_REPS} reps, whole-boot draws from {REFERENCE.name}): "
           f"{tally.line()}")
     assert tally.found / tally.tables >= 0.95
+
+
+SWEEP_RUN = ROOT / "results" / "sweep-redis-limit"
+SWEEP = experiment.load("sweep-redis-limit")
+SWEEP_REPS = 5
+
+
+def sweep_tally(args) -> resample.Tally:
+    per_metric, seed, tables = args
+    samples, runs, _ = results.read(SWEEP_RUN)
+    base = resample.pools(samples, runs)["base"]
+    return resample.tally({"base": base, "patched": base}, compare.Plan("base", SWEEP.primary, SWEEP.margin_pct),
+                          SWEEP_REPS, tables, seed, per_metric)
+
+
+@pytest.mark.parametrize("per_metric", [False, True], ids=["whole-boot", "per-metric"])
+def test_aa_sweeps_rarely_show_a_verdict_at_any_point(per_metric):
+    """A sweep's primary row is tested at every point, in one family: A/A sweeps drawn from the base boots of
+    the redis limit sweep (ops/s under TCG, which spreads by +-20% between boots) rarely show a verdict at any
+    of the 3 points, nor an exploratory one."""
+    with ProcessPoolExecutor(2) as pool:
+        parts = list(pool.map(sweep_tally, [(per_metric, seed, TABLES // 4) for seed in (1, 2)]))
+    tables, any_claim = sum(p.tables for p in parts), sum(p.any_claim for p in parts)
+    print(f"A/A sweep ({SWEEP_REPS} reps at {len(SWEEP.sweep.points('redis'))} points, "
+          f"{'per-metric' if per_metric else 'whole-boot'} draws from {SWEEP_RUN.name}): "
+          f"P(any better/worse) = {any_claim / tables:.3f} of {tables} tables")
+    assert any_claim / tables <= 0.05

@@ -55,8 +55,13 @@ def test_redis_copies_what_it_swapped_in_unpatched_and_keeps_its_keys(tmp_path):
 
 def test_redis_limit_mode_swaps_under_a_fixed_memory_max(tmp_path):
     out, runs, values = harness_run(tmp_path, "--workload", "redis", "--variant", "base",
-                                    "-p", "mode=limit", "-p", "keys=6000")
+                                    "-p", "mode=limit", "-p", "keys=6000", "-p", "duration_s=4")
     assert [(r["variant"], r["valid"]) for r in runs] == [("base", "True")], runs
+    assert 4 <= values[("base", "mixed", "duration_s")] < 6, "the measured phase runs duration_s seconds"
+    assert values[("base", "settle", "vmstat.pswpin")] > 500, "the settle pass swaps before the measurement"
+    mixed = {metric: values[("base", "mixed", metric)] for metric in ("ops_per_s", "duration_s", "latency_p99_ms")}
+    print(f"\n[figure] redis limit mode, 6,000 keys, 12 MiB, base: {mixed['ops_per_s']:,.0f} ops/s over "
+          f"{mixed['duration_s']:.1f} s, p99 {mixed['latency_p99_ms']:.1f} ms")
     assert values[("base", "mixed", "vmstat.pswpin")] > 500, "reads and writes keep faulting pages back in"
     assert values[("base", "mixed", "vmstat.pswpout")] > 500
     assert values[("base", "mixed", "memcg.current_kb")] <= 12 * 1024, "memory.max of limit_mb holds"
