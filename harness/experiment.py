@@ -8,6 +8,11 @@ a patch series ([series] patches = [...]) that gives cumulative variants base, +
 A variant may name its own `source` (another kernel); comparing variants built from different
 sources is allowed only when the experiment says `mixed_sources = true`, and such rows are
 marked in tables and reports: their difference is everything between the two kernels.
+
+`[guest]` is the machine (memory, CPUs, swap size, and the swap backend: a virtio disk or
+zram, whose kconfig fragment is then merged); `[parameters.WORKLOAD]` sets workload
+parameters (-p on the command line wins); `[sweep]` names axes whose points become a cell
+dimension (harness/sweep.py).
 """
 
 import re

@@ -190,16 +190,17 @@ def plot_all(samples: pd.DataFrame, runs: pd.DataFrame, metadata: dict, out_dir:
     kept, _ = compare.valid_samples(samples, runs)
     valid_runs = results.valid_runs(runs)
     cells = compare.gather(kept, runs) if len(kept) else {}
+    # a sweep's workloads are drawn along its axis; the one-point figures hold the workloads it does not vary
     measured = pd.DataFrame([{"workload": w, "phase": p, "metric": m, "variant": v, "value": value}
-                             for (w, p, m, _), by_variant in cells.items() for v, (_, values) in by_variant.items()
-                             for value in values], columns=["workload", "phase", "metric", "variant", "value"])
+                             for (w, p, m, point), by_variant in cells.items() if not point
+                             for v, (_, values) in by_variant.items() for value in values],
+                            columns=["workload", "phase", "metric", "variant", "value"])
     order = variant_order(metadata, runs)
     sweep = sweeps.Sweep.from_dict(metadata.get("sweep"))
-    if sweep:
-        return draw_sweep(cells, sweep, valid_runs, metadata, out_dir, rows or [], order)
-    paths = []
+    paths = draw_sweep(cells, sweep, valid_runs, metadata, out_dir, rows or [], order) if sweep else []
+    rows = [row for row in rows or [] if not row.point]
     for figure in FIGURES:
-        paths += draw(figure, measured, valid_runs, metadata, out_dir, rows or [], order)
+        paths += draw(figure, measured, valid_runs, metadata, out_dir, rows, order)
     return paths + draw_causes(measured, valid_runs, metadata, out_dir, order)
 
 
