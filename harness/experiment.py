@@ -187,7 +187,7 @@ def _guest(table, fail) -> GuestConfig:
     if not isinstance(table, dict) or set(table) - known:
         fail(f"[guest] takes only {', '.join(sorted(known))}")
     for key, value in table.items():
-        sweeps.check_guest_value(key, value, fail, "[guest]")
+        sweeps.check_guest_value(key, value, fail, f"[guest] {key}")
     return GuestConfig(**table)
 
 

@@ -176,11 +176,12 @@ def _axis(name, values, guest_keys, workload_parameters, fail) -> Axis:
 
 
 def check_guest_value(key: str, value, fail, where: str) -> None:
+    """where names the setting in the message: '[guest] swap_mb', '[sweep] guest.swap_mb'."""
     if key == "swap":
         if value not in SWAP_BACKENDS:
-            fail(f"{where}: swap must be one of {', '.join(SWAP_BACKENDS)}, not {value!r}")
+            fail(f"{where} must be one of {', '.join(SWAP_BACKENDS)}, not {value!r}")
     elif isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        fail(f"{where}: {key} must be a positive whole number, not {value!r}")
+        fail(f"{where} must be a positive whole number, not {value!r}")
 
 
 def _reference(entry, axes, fail) -> Reference:
