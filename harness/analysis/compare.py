@@ -354,8 +354,14 @@ def _pct(ratio: float | None) -> float | None:
 def change(base: np.ndarray, other: np.ndarray) -> dict:
     """The change of other against base in %, with the interval of the rank test, and its p-value."""
     interval = stats.ratio_interval(base, other) or (None, None)
-    return {"change_pct": _pct(stats.ratio_estimate(base, other)), "change_ci_low": _pct(interval[0]),
-            "change_ci_high": _pct(interval[1]), "p_value": stats.rank_test(base, other)}
+    if len(base) and np.all(base == base[0]) and np.all(other == base[0]):
+        # one value everywhere (most rows of a table: counters that stay 0): every pairwise ratio is 1 and every
+        # rank tied, so the estimate is 1 and the exact p is 1 (tests/analysis/test_stats.py checks both)
+        estimate, p_value = 1.0, 1.0
+    else:
+        estimate, p_value = stats.ratio_estimate(base, other), stats.rank_test(base, other)
+    return {"change_pct": _pct(estimate), "change_ci_low": _pct(interval[0]), "change_ci_high": _pct(interval[1]),
+            "p_value": p_value}
 
 
 def compare_cells(cells: Cells, plan: Plan, variants: list[str]) -> list[Row]:

@@ -99,3 +99,12 @@ def test_step_down_counts_groups_of_which_one_can_be_true():
 
 def test_false_discovery_rate_adjustment():
     assert stats.false_discovery([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.5])
+
+
+def test_one_value_everywhere_has_ratio_1_and_p_1_at_every_size():
+    """compare.change skips the rank test for such rows (most rows of a table); this is what it relies on."""
+    for n in range(1, 13):
+        for m in range(1, 13):
+            for value in (0.0, 3.0, -2.5):
+                x, y = np.full(n, value), np.full(m, value)
+                assert stats.rank_test(x, y) == 1.0 and stats.ratio_estimate(x, y) == 1.0, (n, m, value)
