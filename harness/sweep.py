@@ -139,10 +139,15 @@ def from_table(table, guest_keys, workload_parameters, fail) -> Sweep:
     references = table.pop("reference", [])
     axes = []
     for owner, entries in table.items():
+        if "." in owner and isinstance(entries, list):      # a quoted key: "guest.swap_mb" = [...]
+            axes.append(_axis(owner, entries, guest_keys, workload_parameters, fail))
+            continue
         if not isinstance(entries, dict):
             fail(f"[sweep] {owner}: an axis is OWNER.KEY = [values], e.g. guest.swap_mb = [24, 48, 96]")
         for key, values in entries.items():
             axes.append(_axis(f"{owner}.{key}", values, guest_keys, workload_parameters, fail))
+    if len({axis.name for axis in axes}) != len(axes):
+        fail("[sweep] names an axis twice")
     if not 1 <= len(axes) <= MAX_AXES:
         fail(f"[sweep] names {len(axes)} axes: give one or two")
     if not isinstance(plots, list) or not all(isinstance(p, str) and len(p.split("/")) == 3 for p in plots):

@@ -41,6 +41,11 @@ def test_two_axes_make_points_only_for_the_workloads_they_name(tmp_path):
     assert [p.label for p in sweeps.Sweep().points("swapcow")] == [""], "no sweep: one point"
 
 
+def test_a_quoted_axis_name_is_the_same_axis(tmp_path):
+    quoted = load(tmp_path, '[[variants]]\nname = "base"\n[sweep]\n"guest.swap_mb" = [24, 48]\n')
+    assert [axis.name for axis in quoted.sweep.axes] == ["guest.swap_mb"]
+
+
 def test_the_sweep_survives_the_metadata_round_trip(tmp_path):
     spec = load(tmp_path, AXES)
     again = sweeps.Sweep.from_dict(spec.sweep.as_dict())
