@@ -134,6 +134,7 @@ def from_dict(data: dict, path: Path) -> Experiment:
     if ("variants" in data) == ("series" in data):
         fail("give either [[variants]] or [series], exactly one of them")
     variants = _series(data["series"], path, fail) if "series" in data else _variants(data["variants"], path, fail)
+    known = workloads.discover() if "sweep" in data or "parameters" in data else {}
     experiment = Experiment(
         name=path.stem, path=path, description=str(data.get("description", "")), source=spec,
         kconfigs=tuple(_strings(data, "kconfigs", fail)), probes=tuple(_strings(data, "probes", fail)),
@@ -142,7 +143,7 @@ def from_dict(data: dict, path: Path) -> Experiment:
         headline=str(data.get("headline", "")), primary=tuple(_strings(data, "primary", fail)),
         margin_pct=_margin(data.get("margin_pct", 5.0), fail), mixed_sources=data.get("mixed_sources", False),
         fault_probe=str(data.get("fault_probe", "do_wp_page")), cow_causes=data.get("cow_causes", True),
-        sweep=_sweep(data, fail), parameters=_parameters(data.get("parameters", {}), fail))
+        sweep=_sweep(data, fail, known), parameters=_parameters(data.get("parameters", {}), fail, known))
     if ZRAM_FRAGMENT not in experiment.kconfigs and uses_zram(experiment):
         experiment = replace(experiment, kconfigs=(*experiment.kconfigs, ZRAM_FRAGMENT))
     for key in ("mixed_sources", "cow_causes"):
@@ -191,11 +192,12 @@ def _guest(table, fail) -> GuestConfig:
     return GuestConfig(**table)
 
 
-def _sweep(data: dict, fail) -> sweeps.Sweep:
+def _sweep(data: dict, fail, known: dict) -> sweeps.Sweep:
+    """known: the workloads of workloads/, by name."""
     if "sweep" not in data:
         return sweeps.Sweep()
-    known = {name: dict(workload.parameters) for name, workload in workloads.discover().items()}
-    found = sweeps.from_table(data["sweep"], tuple(GuestConfig.__dataclass_fields__), known, fail)
+    parameters = {name: dict(workload.parameters) for name, workload in known.items()}
+    found = sweeps.from_table(data["sweep"], tuple(GuestConfig.__dataclass_fields__), parameters, fail)
     listed = _strings(data, "workloads", fail)
     for axis in found.axes:
         if axis.owner != sweeps.GUEST and listed and axis.owner not in listed:
@@ -203,19 +205,21 @@ def _sweep(data: dict, fail) -> sweeps.Sweep:
         if axis.owner != sweeps.GUEST:
             for value in axis.values:
                 try:
-                    workloads.load(axis.owner).params({axis.key: value})
+                    known[axis.owner].params({axis.key: value})
                 except HarnessError as error:
                     fail(f"[sweep] {axis.name} = {value!r}: {error}")
     return found
 
 
-def _parameters(table, fail) -> tuple:
+def _parameters(table, fail, known: dict) -> tuple:
     """[parameters.WORKLOAD] NAME = VALUE: each checked against the workload's own parameters."""
     if not isinstance(table, dict) or not all(isinstance(values, dict) for values in table.values()):
         fail("[parameters] must hold one table per workload: [parameters.swapcow] size_mb = 32")
     for name, values in table.items():
+        if name not in known:
+            fail(f"[parameters.{name}]: no workload {name} (known: {', '.join(known)})")
         try:
-            workloads.load(name).params(values)
+            known[name].params(values)
         except HarnessError as error:
             fail(f"[parameters.{name}]: {error}")
     return tuple((name, tuple(values.items())) for name, values in table.items())

@@ -120,6 +120,12 @@ def parse_label(label: str) -> dict[str, object]:
     return values
 
 
+def order(label: str) -> tuple:
+    """A point's place among a sweep's points: by its axes' values, numbers by size."""
+    return tuple((0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
+                 for value in parse_label(label).values())
+
+
 def _number(text: str):
     for kind in (int, float):
         try:

@@ -442,17 +442,11 @@ def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan(), orde
     kept, invalid = valid_samples(samples, runs)
     cells = gather(kept, runs)
     rows = compare_cells(cells, plan, variant_order(runs, plan.baseline, order))
-    rows.sort(key=lambda row: point_order(row.point))     # stable: within a point, the order compare_cells gave
+    rows.sort(key=lambda row: sweeps.order(row.point))     # stable: within a point, the order compare_cells gave
     others = other_sources(runs, plan.baseline)
     rows = [replace(row, other_source=True) if row.variant in others else row for row in rows]
     looks = tuple(look for look, _ in looks_reached(plan, cells) if look is not None)
     return Comparison(rows, invalid, plan, looks)
-
-
-def point_order(label: str) -> tuple:
-    """A sweep point's place: by its axes' values, numbers by size."""
-    return tuple((0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
-                 for value in sweeps.parse_label(label).values())
 
 
 # --- text out ----------------------------------------------------------------------------

@@ -399,4 +399,4 @@ def _references(axis, x_axis: sweeps.Axis, key: str, sweep: sweeps.Sweep, fixed:
 
 
 def _label(x_axis: sweeps.Axis, value, fixed: dict) -> str:
-    return ",".join(f"{name}={v}" for name, v in {x_axis.name: value, **fixed}.items())
+    return sweeps.Point(tuple({x_axis.name: value, **fixed}.items())).label

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from harness import results
+from harness import sweep as sweeps
 from harness.analysis import compare
 from harness.files import write_atomic
 from harness.measure import metrics
@@ -209,7 +210,7 @@ def sweep_lines(metadata: dict, runs: pd.DataFrame) -> list[str]:
         return lines + ["No point ran swap-in past half of the swap device (vm_swap_full()).", ""]
     lines.append("Points where swap-in ran with more than half of the swap device in use (vm_swap_full(): the "
                  "kernel frees the swap slot of each page it swaps in, so fewer writes find a swap-cache page):")
-    groups = sorted(warned.groupby(["workload", "point"], sort=False), key=lambda g: compare.point_order(g[0][1]))
+    groups = sorted(warned.groupby(["workload", "point"], sort=False), key=lambda g: sweeps.order(g[0][1]))
     for (workload, point), part in groups:
         total = len(runs[(runs["workload"] == workload) & (runs["point"] == point)])
         lines.append(f"- {workload} at {point or 'the one point'}: {len(part)} of {total} cells")

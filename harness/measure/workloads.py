@@ -16,6 +16,7 @@ from harness.measure import causes, metrics
 PHASE_TIMEOUT_S = 1800
 IDLE_S = 2.0
 CGROUP = "/sys/fs/cgroup/harness-workload"
+REDIS_PORT = 6379
 PAGE = 4096
 
 
@@ -293,10 +294,10 @@ class Redis(Driver):
         run(f"echo +memory > /sys/fs/cgroup/cgroup.subtree_control && mkdir -p {CGROUP}")
         if self.params["mode"] == "limit":
             run(f"echo {self.params['limit_mb']}M > {CGROUP}/memory.max")
-        run(f"setsid sh -c 'echo $$ > {CGROUP}/cgroup.procs && exec redis-server --port 6379 --save \"\" "
+        run(f"setsid sh -c 'echo $$ > {CGROUP}/cgroup.procs && exec redis-server --port {REDIS_PORT} --save \"\" "
             f"--appendonly no --protected-mode no' </dev/null >/tmp/redis.log 2>&1 &")
         for _ in range(200):
-            if run("redis-cli -p 6379 ping", check=False).stdout.strip() == "PONG":
+            if run(f"redis-cli -p {REDIS_PORT} ping", check=False).stdout.strip() == "PONG":
                 break
             time.sleep(0.1)
         self.pid = int(run(f"cat {CGROUP}/cgroup.procs").stdout.split()[0])
@@ -317,7 +318,7 @@ class Redis(Driver):
         settle phase before it is one pass of random operations, so the working set reaches its steady state)."""
         seconds = self.params.get("duration_s", 0) if phase == "mixed" else 0
         argv = ["redisdrive", phase, self.params["keys"],
-                self.params["value_bytes"], self.params["pipeline"], 6379, seconds]
+                self.params["value_bytes"], self.params["pipeline"], REDIS_PORT, seconds]
         result = self.session.run([str(arg) for arg in argv], timeout=PHASE_TIMEOUT_S)
         lines = result.stdout.strip().splitlines()
         return lines[-1] if lines else ""
@@ -345,7 +346,7 @@ class Redis(Driver):
         return []
 
     def stop(self) -> None:
-        self.session.run("redis-cli -p 6379 shutdown nosave", check=False)
+        self.session.run(f"redis-cli -p {REDIS_PORT} shutdown nosave", check=False)
 
 
 DRIVERS = {"phased-program": PhasedProgram, "redis": Redis}
