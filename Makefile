@@ -19,6 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: setup lint
+	$(BIN)/harness doctor --install --tests >/dev/null
 	$(BIN)/pytest -v -rsP --durations=25
 
 lint: $(VENV)/.installed

@@ -32,7 +32,7 @@ from harness.files import FULL, disk_full, write_atomic
 from harness.guest import boot
 from harness.guest import image as guest_image
 from harness.kernel import build, patches, patchmail, source
-from harness.measure import matrix
+from harness.measure import dispatch, matrix
 
 log = logging.getLogger("harness")
 
@@ -145,22 +145,32 @@ def _terminate(signum, frame):
 
 @main.command(name="doctor")
 @click.option("--install", is_flag=True, help="Install what is missing with apt-get (as root).")
+@click.option("--worker", is_flag=True, help="Check this machine as a worker of a cluster (--cluster, --scheduler): "
+              "it only boots the kernels it is sent.")
+@click.option("--tests", is_flag=True, help="Also what only the tests need.")
 @click.pass_obj
 @_guarded
-def doctor_command(obj, install):
+def doctor_command(obj, install, worker, tests):
     """Check every host prerequisite; exit 1 if one is missing."""
-    packages = doctor.missing_packages()
+    items = doctor.WORKER if worker else doctor.TESTS if tests else doctor.HOST
+    packages = doctor.missing_packages(items)
     if install and packages:
         if os.geteuid() != 0:
             raise MissingPackages(packages=" ".join(packages), command=" ".join(doctor.install_command(packages)))
-        doctor.install_missing()
-    for line in doctor.report():
+        doctor.install_missing(items)
+    for line in doctor.report(items):
         click.echo(line)
+    if worker:
+        for line in doctor.worker_lines(dispatch.worker.facts()):
+            click.echo(line)
+        if doctor.problems(items):
+            sys.exit(1)
+        return
     usage = cache.usage(obj["cache_dir"])
     parts = ", ".join(f"{part} {cache.human(count)}" for part, count in usage.items() if count)
     click.echo(f"cache      {obj['cache_dir']}: {cache.human(sum(usage.values()))}" + (f" ({parts}); "
                "'harness clean' frees it" if parts else ""))
-    if doctor.problems():
+    if doctor.problems(items):
         sys.exit(1)
 
 
@@ -364,6 +374,17 @@ def _run_options(function):
         click.option("--seed", type=int, help="Seed of the cell order [default: random, recorded]."),
         click.option("--force", is_flag=True, help="Judge a variant whose object code is the baseline's as a "
                      "variant [default: it runs as an A/A control]."),
+        click.option("--jobs", type=click.IntRange(1), default=1, show_default=True,
+                     help="Cells at once: on this machine (a local Dask cluster; each guest gets at most the cores "
+                     "per cell), or on each --cluster host. Timings are cleanest with 1."),
+        click.option("--cluster", default="", metavar="ssh://HOST1,HOST2",
+                     help="Run the cells on Dask workers started over SSH (the scheduler on HOST1); builds stay here."),
+        click.option("--scheduler", default="", metavar="tcp://HOST:PORT",
+                     help="Run the cells on the workers of a running Dask scheduler."),
+        click.option("--worker-cache", default=dispatch.worker.WORKER_CACHE, show_default=True,
+                     help="Where a remote worker keeps the kernels and images it is sent."),
+        click.option("--ssh-config", type=click.Path(dir_okay=False, path_type=Path),
+                     help="OpenSSH client config for --cluster [default: ~/.ssh/config]."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -386,19 +407,26 @@ class _Choices:
     max_reps: int | None = None
     control: bool = False
     force: bool = False
+    placement: dispatch.Placement = dispatch.Placement()
+
+
+def _placement(jobs: int, cluster: str, scheduler: str, worker_cache: str, ssh_config: Path | None):
+    placement = dispatch.Placement(jobs, cluster, scheduler, worker_cache, str(ssh_config or ""))
+    dispatch.check(placement)
+    return placement
 
 
 def _request(choices: _Choices) -> matrix.RunRequest:
     spec = experiment.load(choices.experiment_name)
     if choices.resume:
         _refuse_new_choices(choices)
-        return matrix.resumed_request(spec, choices.resume, choices.accel)
+        return matrix.resumed_request(spec, choices.resume, choices.accel, choices.placement)
     out_dir = choices.output or results.default_directory(spec.name)
     if not results.RunDirectory.is_fresh(out_dir):
         raise OutputNotEmpty(path=out_dir)
     request = matrix.new_request(spec, choices.workload_names, choices.settings, choices.variants, choices.reps,
                                  out_dir, choices.accel, choices.modes, shlex.join(["harness", *sys.argv[1:]]),
-                                 choices.seed, choices.max_reps, choices.control, choices.force)
+                                 choices.seed, choices.max_reps, choices.control, choices.force, choices.placement)
     _warn_unreachable(request)
     return request
 
@@ -435,12 +463,13 @@ def _warn_unreachable(request: matrix.RunRequest) -> None:
 @click.option("--timing", is_flag=True, help="Also boot each cell without probes, for timings (timed boots).")
 @click.pass_obj
 @_guarded
-def run_command(obj, experiment_name, workload_names, variants, output, resume, settings, accel, seed, force, reps,
-                no_probes, timing):
+def run_command(obj, experiment_name, workload_names, variants, output, resume, settings, accel, seed, force, jobs,
+                cluster, scheduler, worker_cache, ssh_config, reps, no_probes, timing):
     """Boot each variant (fresh boot and swap disk per repetition) and measure the workloads."""
     modes = ("timed",) if no_probes else matrix.MODES if timing else ("counted",)
+    placement = _placement(jobs, cluster, scheduler, worker_cache, ssh_config)
     request = _request(_Choices(experiment_name, workload_names, variants, reps, output, resume, settings, accel,
-                                seed, modes, force=force))
+                                seed, modes, force=force, placement=placement))
     directory = matrix.run(request, obj["cache_dir"])
     valid = sum(record.valid for record in directory.runs)
     click.echo(f"{directory.path}: {valid} of {len(directory.runs)} runs valid")
@@ -471,7 +500,7 @@ class _Reps(click.ParamType):
 @click.pass_obj
 @_guarded
 def bench_command(obj, experiment_name, workload_names, variants, output, resume, settings, accel, seed, force,
-                  reps, max_reps, control):
+                  jobs, cluster, scheduler, worker_cache, ssh_config, reps, max_reps, control):
     """Build every variant, run every workload of the experiment, compare, plot and report.
 
     Every cell boots twice per repetition: with probes (counts) and without (timings).
@@ -479,7 +508,7 @@ def bench_command(obj, experiment_name, workload_names, variants, output, resume
     auto = reps == "auto"
     choices = _Choices(experiment_name, workload_names, variants, AUTO_FIRST_LOOK if auto else reps, output, resume,
                        settings, accel, seed, matrix.MODES, max(max_reps, AUTO_FIRST_LOOK) if auto else None, control,
-                       force)
+                       force, _placement(jobs, cluster, scheduler, worker_cache, ssh_config))
     request = _request(choices)
     directory = matrix.run(request, obj["cache_dir"], stop=analysis.decided)
     report_path = analysis.analyse(directory.path, request.experiment)

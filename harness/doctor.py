@@ -1,5 +1,9 @@
 """Host prerequisites: what the harness needs from the host, how to check it, which Debian
-package brings it. `make setup` installs the missing ones through `harness doctor --install`."""
+package brings it. `make setup` installs the missing ones through `harness doctor --install`.
+
+Three sets: the submitting machine's (HOST: everything that builds and boots), a worker's (WORKER:
+what a machine that only boots the kernels it is sent needs, `harness doctor --worker`), and what
+only the tests need (TESTS: an sshd the cluster test starts on loopback)."""
 
 import os
 import shutil
@@ -19,6 +23,8 @@ class Prerequisite:
     command: str = ""        # found on PATH (or at this absolute path)
     file: str = ""           # a header or library that must exist
     static: bool = False     # the command must be a statically linked ELF (it goes into the guest)
+    worker: bool = False     # a worker host needs it too
+    tests: bool = False      # only the tests need it
 
     def problem(self) -> str:
         """'' when present, else what is wrong."""
@@ -49,24 +55,30 @@ PREREQUISITES = (
     Prerequisite("objdump", "binutils", "object-code diff of the variants (with readelf, nm)", command="objdump"),
     Prerequisite("apt-get download", "apt", "Debian kernel source packages", command="apt-get"),
     Prerequisite("dpkg-deb", "dpkg", "Debian kernel source packages", command="dpkg-deb"),
-    Prerequisite("qemu-system-x86_64", "qemu-system-x86", "booting the kernels", command="qemu-system-x86_64"),
-    Prerequisite("cpio", "cpio", "guest initramfs", command="cpio"),
+    Prerequisite("qemu-system-x86_64", "qemu-system-x86", "booting the kernels", command="qemu-system-x86_64",
+                 worker=True),
+    Prerequisite("cpio", "cpio", "guest initramfs", command="cpio", worker=True),
     Prerequisite("static busybox", "busybox-static", "guest userland", command="/bin/busybox", static=True),
     Prerequisite("redis-server", "redis-server", "redis workload (guest)", command="redis-server"),
     Prerequisite("redis-cli", "redis-tools", "redis workload (guest)", command="redis-cli"),
     Prerequisite("dropbear", "dropbear-bin", "SSH server in the guest", command="dropbear"),
     Prerequisite("perf", "linux-perf", "counters in the guest", command="perf"),
+    Prerequisite("sshd", "openssh-server", "the test of --cluster ssh:// (an sshd on loopback)",
+                 command="/usr/sbin/sshd", tests=True),
 )
+HOST = tuple(item for item in PREREQUISITES if not item.tests)
+WORKER = tuple(item for item in PREREQUISITES if item.worker)
+TESTS = PREREQUISITES
 
 
-def problems() -> list[tuple[Prerequisite, str]]:
-    return [(item, problem) for item in PREREQUISITES if (problem := item.problem())]
+def problems(items=HOST) -> list[tuple[Prerequisite, str]]:
+    return [(item, problem) for item in items if (problem := item.problem())]
 
 
-def report() -> list[str]:
+def report(items=HOST) -> list[str]:
     """One line per prerequisite: ok, or what is missing and how to get it."""
     lines = []
-    for item in PREREQUISITES:
+    for item in items:
         problem = item.problem()
         status = "ok     " if not problem else "MISSING"
         fix = f": {problem}; install with 'apt-get install {item.package}'" if problem else ""
@@ -78,13 +90,13 @@ def install_command(packages) -> list[str]:
     return ["apt-get", "install", "-y", "--no-install-recommends", *packages]
 
 
-def missing_packages() -> list[str]:
-    return sorted({item.package for item, _ in problems()})
+def missing_packages(items=HOST) -> list[str]:
+    return sorted({item.package for item, _ in problems(items)})
 
 
-def install_missing() -> list[str]:
+def install_missing(items=HOST) -> list[str]:
     """Install the Debian packages of the missing prerequisites (as root). Returns the packages."""
-    packages = missing_packages()
+    packages = missing_packages(items)
     if packages:
         env = {"DEBIAN_FRONTEND": "noninteractive"}
         runner.run(["apt-get", "update"], env=env, timeout=900)
@@ -105,3 +117,21 @@ def is_dynamic_elf(path: Path) -> bool:
         stream.seek(phoff)
         table = stream.read(phentsize * phnum)
     return any(int.from_bytes(table[i * phentsize:i * phentsize + 4], order) == 3 for i in range(phnum))
+
+
+def worker_lines(facts: dict) -> list[str]:
+    """What `doctor --worker` says beyond the prerequisites: KVM, the versions a cluster checks, the
+    install line for what is missing (facts: harness.measure.worker.facts())."""
+    kvm = ("/dev/kvm can be opened: guests use KVM when one makes progress under it" if facts["kvm"] else
+           "/dev/kvm cannot be opened: guests run under TCG, slower, and their timings are not comparable with "
+           "a KVM host's")
+    lines = [f"host       {facts['host']}: {facts['cores']} cores, {facts['memory_mb']} MiB",
+             f"KVM        {kvm}",
+             f"versions   harness code {facts['code']}, Python {facts['python']}, distributed "
+             f"{facts['distributed'] or 'MISSING'}, {facts['qemu'] or 'no QEMU'}",
+             f"python     {facts['executable']} (a cluster starts workers with the submitting machine's path: "
+             "install the harness at the same path)",
+             f"cache      {facts['cache']} (the kernels and images this worker is sent)"]
+    if facts["install"]:
+        lines.append(f"install    {facts['install']}")
+    return lines

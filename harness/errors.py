@@ -127,7 +127,10 @@ class BadWorkload(UserError):
 
 class NotComparable(UserError):
     template = ("Runs differ in {field} ({values}): only the patches may differ between variants; "
-                "compare runs made with the same {field}")
+                "compare runs made with the same {field}{hint}")
+
+    def __init__(self, hint: str = "", **fields):
+        super().__init__(hint=hint, **fields)
 
 
 class NotAResultDirectory(UserError):
@@ -150,6 +153,14 @@ class CacheUnusable(UserError):
 class NewerFormat(UserError):
     template = ("{path} was written by a newer harness (results format {format}; this one reads up to {known}): "
                 "update the harness (git pull, then make setup) to read it")
+
+
+class BadPlacement(UserError):
+    template = "{option} {value}: {why}: {fix}"
+
+
+class WorkerUnfit(UserError):
+    template = "Worker {host} ({address}) {why}: {fix}"
 
 
 class MissingHostTool(UserError):
@@ -188,6 +199,10 @@ class GuestTimedOut(WorldError):
 
 class GuestConnectionLost(WorldError):
     template = "The SSH connection to the guest was lost during {command} ({why}): the guest's console log says why"
+
+
+class ClusterFailed(WorldError):
+    template = "The Dask cluster ({where}) {why}: {fix}"
 
 
 class DiskFull(WorldError):

@@ -12,7 +12,8 @@ marked in tables and reports: their difference is everything between the two ker
 `[guest]` is the machine (memory, CPUs, swap size, and the swap backend: a virtio disk or
 zram, whose kconfig fragment is then merged); `[parameters.WORKLOAD]` sets workload
 parameters (-p on the command line wins); `[sweep]` names axes whose points become a cell
-dimension (harness/sweep.py).
+dimension (harness/sweep.py). Cells that ran on different machines (a cluster run, --cluster) are
+compared only when the host is a sweep axis (`host.name`) or the experiment says `mixed_hosts = true`.
 """
 
 import re
@@ -74,6 +75,7 @@ class Experiment:
     primary: tuple[str, ...] = ()     # WORKLOAD/PHASE/METRIC rows whose verdicts are the experiment's claims
     margin_pct: float = 5.0           # a primary row is `equivalent` when its change stays within +-margin_pct
     mixed_sources: bool = False       # variants may be built from different kernel sources
+    mixed_hosts: bool = False         # a row may pool cells that ran on different machines (a cluster)
     sweep: sweeps.Sweep = sweeps.Sweep()   # [sweep]: axes whose points are a cell dimension
     parameters: tuple[tuple[str, tuple], ...] = ()   # [parameters.WORKLOAD]: the experiment's settings (-p wins)
 
@@ -126,7 +128,7 @@ def from_dict(data: dict, path: Path) -> Experiment:
 
     unknown = set(data) - {"description", "source", "kconfigs", "probes", "variants", "series", "guest",
                            "cow_probe", "workloads", "headline", "primary", "margin_pct", "mixed_sources",
-                           "fault_probe", "cow_causes", "sweep", "parameters"}
+                           "mixed_hosts", "fault_probe", "cow_causes", "sweep", "parameters"}
     if unknown:
         fail(f"unknown key(s) {', '.join(sorted(unknown))}")
     spec = data.get("source", source.DEFAULT_SPEC)
@@ -142,11 +144,12 @@ def from_dict(data: dict, path: Path) -> Experiment:
         cow_probe=str(data.get("cow_probe", "wp_page_copy")), workloads=tuple(_strings(data, "workloads", fail)),
         headline=str(data.get("headline", "")), primary=tuple(_strings(data, "primary", fail)),
         margin_pct=_margin(data.get("margin_pct", 5.0), fail), mixed_sources=data.get("mixed_sources", False),
+        mixed_hosts=data.get("mixed_hosts", False),
         fault_probe=str(data.get("fault_probe", "do_wp_page")), cow_causes=data.get("cow_causes", True),
         sweep=_sweep(data, fail, known), parameters=_parameters(data.get("parameters", {}), fail, known))
     if ZRAM_FRAGMENT not in experiment.kconfigs and uses_zram(experiment):
         experiment = replace(experiment, kconfigs=(*experiment.kconfigs, ZRAM_FRAGMENT))
-    for key in ("mixed_sources", "cow_causes"):
+    for key in ("mixed_sources", "mixed_hosts", "cow_causes"):
         if not isinstance(getattr(experiment, key), bool):
             fail(f"{key} must be true or false, not {getattr(experiment, key)!r}")
     sources = {variant.name: experiment.source_of(variant) for variant in experiment.variants}
@@ -200,14 +203,15 @@ def _sweep(data: dict, fail, known: dict) -> sweeps.Sweep:
     found = sweeps.from_table(data["sweep"], tuple(GuestConfig.__dataclass_fields__), parameters, fail)
     listed = _strings(data, "workloads", fail)
     for axis in found.axes:
-        if axis.owner != sweeps.GUEST and listed and axis.owner not in listed:
+        if axis.owner in (sweeps.GUEST, sweeps.HOST):
+            continue
+        if listed and axis.owner not in listed:
             fail(f"[sweep] {axis.name}: the experiment does not run {axis.owner} ({', '.join(listed)})")
-        if axis.owner != sweeps.GUEST:
-            for value in axis.values:
-                try:
-                    known[axis.owner].params({axis.key: value})
-                except HarnessError as error:
-                    fail(f"[sweep] {axis.name} = {value!r}: {error}")
+        for value in axis.values:
+            try:
+                known[axis.owner].params({axis.key: value})
+            except HarnessError as error:
+                fail(f"[sweep] {axis.name} = {value!r}: {error}")
     return found
 
 

@@ -1,5 +1,6 @@
 """Where the project's data folders are: experiments/, kconfigs/, patches/, workloads/."""
 
+import hashlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -13,3 +14,13 @@ DEFAULT_EXPERIMENT = "do-wp-page-swapcache"
 def names(folder: Path, suffix: str) -> list[str]:
     """The names (without suffix) of the data files in folder, sorted."""
     return sorted(path.name[: -len(suffix)] for path in folder.glob(f"*{suffix}"))
+
+
+def code_digest() -> str:
+    """A hash of the harness package's files: a worker must run the same code as the submitting machine."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(f"{path.relative_to(package)}\0".encode() + path.read_bytes())
+    return digest.hexdigest()[:16]

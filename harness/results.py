@@ -7,7 +7,9 @@ half a file.
 `mode` is `counted` for a boot with kprobes and the function profiler on, `timed` for a
 boot without them (timings come from those). Format 1 files have no mode: every boot was
 counted. Format 3 adds `point` (the sweep point, harness/sweep.py; "" without a sweep) to both
-files, and the swap backend to runs.csv; older files read as one point on a virtio disk."""
+files, and the swap backend to runs.csv; older files read as one point on a virtio disk. Format 4 adds
+the `host` each cell ran on (cells may run on several machines, harness/measure/dispatch.py); older
+files read as run on the host their metadata names."""
 
 import csv
 import io
@@ -25,7 +27,7 @@ from harness import project
 from harness.errors import NewerFormat, NotAResultDirectory, NotComparable
 from harness.files import write_atomic
 
-FORMAT = 3
+FORMAT = 4
 
 
 def host_facts() -> dict:
@@ -96,6 +98,7 @@ class Run:
     point: str = ""              # the sweep point's label; "" without a sweep
     swap: str = "virtio-blk"     # the swap backend: virtio-blk | zram
     swap_compressor: str = ""    # zram's compression algorithm, as the guest kernel used it
+    host: str = ""               # the machine the cell ran on (its hostname); format 4
 
     @property
     def cell(self) -> tuple[str, str, int, str, str]:
@@ -177,6 +180,7 @@ class RunDirectory:
         """An existing run directory with the runs and samples it holds; a newer format is refused."""
         metadata = read_metadata(path)
         default_mode = "counted" if metadata.get("probes", True) else "timed"   # format 1 had no mode
+        default_host = metadata.get("host", {}).get("hostname", "")            # before format 4, one host
         lists = []
         for name, kind in (("runs.csv", Run), ("samples.csv", Sample)):
             rows = []
@@ -184,6 +188,8 @@ class RunDirectory:
                 with open(path / name, newline="") as stream:
                     for row in csv.DictReader(stream):
                         row.setdefault("mode", default_mode)
+                        if kind is Run:
+                            row.setdefault("host", default_host)
                         try:
                             rows.append(kind.from_row(row))
                         except (KeyError, ValueError, TypeError) as error:

@@ -1,7 +1,8 @@
 """Sweeps: an experiment's `[sweep]` axes, the points they make, and the reference lines its plots draw.
 
-An axis is a guest setting (`guest.swap_mb`, `guest.memory_mb`, `guest.swap`) or a workload
-parameter (`swapcow.size_mb`, `redis.limit_mb`), with a list of values; one or two axes. A
+An axis is a guest setting (`guest.swap_mb`, `guest.memory_mb`, `guest.swap`), a workload
+parameter (`swapcow.size_mb`, `redis.limit_mb`), or the machine (`host.name`: the worker hosts of
+a cluster, harness/measure/dispatch.py), with a list of values; one or two axes. A
 point is one value of every axis that applies to a workload: the guest axes, and the axes of
 that workload's own parameters (a `swapcow.size_mb` axis does not multiply redis's cells). A
 point's label, `guest.swap_mb=24,swapcow.size_mb=16`, is the `point` column of runs.csv and
@@ -29,6 +30,7 @@ import operator
 from dataclasses import dataclass, fields, replace
 
 GUEST = "guest"
+HOST = "host"          # host.name: the machine a cell runs on (a cluster's worker host)
 MAX_AXES = 2
 SWAP_BACKENDS = ("virtio-blk", "zram")
 
@@ -47,7 +49,7 @@ class Axis:
         return self.name.split(".", 1)[1]
 
     def applies_to(self, workload: str) -> bool:
-        return self.owner in (GUEST, workload)
+        return self.owner in (GUEST, HOST, workload)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,11 @@ class Point:
         """base (a GuestConfig) with this point's guest settings."""
         chosen = {name.split(".", 1)[1]: value for name, value in self.values if name.startswith(GUEST + ".")}
         return replace(base, **chosen) if chosen else base
+
+    @property
+    def host(self) -> str:
+        """The worker host this point's cells run on ("" = any)."""
+        return str(dict(self.values).get(f"{HOST}.name", ""))
 
     def parameters(self, workload: str) -> dict:
         """This point's values of the workload's own parameters."""
@@ -171,7 +178,10 @@ def _axis(name, values, guest_keys, workload_parameters, fail) -> Axis:
         fail(f"[sweep] {name} repeats a value")
     if any(isinstance(value, str) and ("," in value or "=" in value) for value in values):
         fail(f"[sweep] {name}: a value may not hold ',' or '=' (they separate a point's label)")
-    if owner == GUEST:
+    if owner == HOST:
+        if key != "name" or not all(isinstance(value, str) and value for value in values):
+            fail(f"[sweep] {name}: the host axis is host.name = [\"HOST1\", \"HOST2\"] (worker host names)")
+    elif owner == GUEST:
         if key not in guest_keys:
             fail(f"[sweep] {name}: the guest has no setting '{key}' (known: {', '.join(guest_keys)})")
         for value in values:
@@ -181,7 +191,7 @@ def _axis(name, values, guest_keys, workload_parameters, fail) -> Axis:
             fail(f"[sweep] {name}: workload {owner} has no parameter '{key}' "
                  f"(known: {', '.join(workload_parameters[owner])})")
     else:
-        fail(f"[sweep] {name}: '{owner}' is neither 'guest' nor a workload (known: "
+        fail(f"[sweep] {name}: '{owner}' is neither 'guest', 'host' nor a workload (known: "
              f"{', '.join(sorted(workload_parameters))})")
     return Axis(name, tuple(values))
 

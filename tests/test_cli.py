@@ -107,7 +107,7 @@ def test_sigterm_stops_the_build_and_its_children(tmp_path, fake_tree):
 
 def test_doctor_install_as_a_user_prints_the_exact_sudo_line(tmp_path, monkeypatch):
     from harness import doctor
-    monkeypatch.setattr(doctor, "missing_packages", lambda: ["ccache", "cpio"])
+    monkeypatch.setattr(doctor, "missing_packages", lambda items: ["ccache", "cpio"])
     monkeypatch.setattr("os.geteuid", lambda: 1000)
     result = invoke(tmp_path, "doctor", "--install")
     assert result.exit_code == 1

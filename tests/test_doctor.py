@@ -26,8 +26,18 @@ def test_static_check_reads_the_elf_program_headers(tmp_path):
 
 def test_report_has_one_line_per_item():
     lines = doctor.report()
-    assert len(lines) == len(doctor.PREREQUISITES)
+    assert len(lines) == len(doctor.HOST) == len(doctor.PREREQUISITES) - 1, "the sshd is for the tests only"
     assert all(line.startswith(("ok", "MISSING")) for line in lines)
+
+
+def test_a_worker_needs_only_what_boots_the_kernels_it_is_sent():
+    assert [item.package for item in doctor.WORKER] == ["qemu-system-x86", "cpio"]
+    facts = {"host": "w1", "cores": 8, "memory_mb": 32000, "kvm": False, "code": "abc", "python": "3.11.7",
+             "distributed": "2026.8.0", "qemu": "", "executable": "/opt/venv/bin/python", "cache": "/c",
+             "install": "apt-get install -y --no-install-recommends qemu-system-x86"}
+    lines = doctor.worker_lines(facts)
+    assert "guests run under TCG" in lines[1]
+    assert lines[-1] == "install    apt-get install -y --no-install-recommends qemu-system-x86"
 
 
 def test_install_command_is_apt_get():

@@ -69,7 +69,7 @@ def test_a_zram_point_brings_the_zram_fragment(tmp_path):
     ("[sweep]\nguest.swap = [\"nvme\"]\n", "swap must be one of virtio-blk, zram"),
     ("[sweep]\nswapcow.pages = [1]\n", "workload swapcow has no parameter 'pages'"),
     ("[sweep]\nswapcow.size_mb = [0]\n", "size_mb must be at least 1"),
-    ("[sweep]\nnosuch.size_mb = [1]\n", "'nosuch' is neither 'guest' nor a workload"),
+    ("[sweep]\nnosuch.size_mb = [1]\n", "'nosuch' is neither 'guest', 'host' nor a workload"),
     ("workloads = [\"redis\"]\n[sweep]\nswapcow.size_mb = [8]\n", "does not run swapcow"),
     ("[sweep]\nguest.swap_mb = [24]\n[[sweep.reference]]\nlabel = \"x\"\ny = \"__import__('os')\"\n",
      "is not allowed"),
@@ -94,3 +94,16 @@ def test_reference_expressions_are_arithmetic_over_the_points_names():
     for bad in ("open('x')", "guest.swap_mb ** 2", "(lambda: 1)()", "'text'", "a.b.c"):
         with pytest.raises(ValueError):
             sweeps.names(bad)
+
+
+def test_a_host_axis_pins_each_point_to_a_worker_host(tmp_path):
+    path = tmp_path / "hosts.toml"
+    path.write_text('[[variants]]\nname = "base"\n[sweep]\nhost.name = ["epyc1", "xeon2"]\n')
+    spec = experiment.load(str(path))
+    points = spec.sweep.points("swapcow")
+    assert [point.host for point in points] == ["epyc1", "xeon2"]
+    assert points[0].label == "host.name=epyc1" and points[0].parameters("swapcow") == {}
+    assert points[0].guest(spec.guest) == spec.guest, "the host is no guest setting"
+    path.write_text('[[variants]]\nname = "base"\n[sweep]\nhost.cpu = ["x"]\n')
+    with pytest.raises(HarnessError, match=r"the host axis is host.name = \["):
+        experiment.load(str(path))

@@ -21,7 +21,8 @@ def comparison(run_dirs: list[Path], baseline: str | None = None) -> compare.Com
     control = next((m["control"] for m in metadata if m.get("control") and m.get("baseline", "base") == chosen), None)
     design = plan.design if len(run_dirs) == 1 else compare.Design()    # pooled: one look at all the data
     mixed = any(m.get("mixed_sources") for m in metadata)
-    plan = replace(plan, control=control, design=design, mixed_sources=mixed)
+    hosts = all(m.get("mixed_hosts") for m in metadata)
+    plan = replace(plan, control=control, design=design, mixed_sources=mixed, mixed_hosts=hosts)
     order = [variant["name"] for metadata_of_run in metadata for variant in metadata_of_run.get("variants", [])]
     return compare.compare(samples, runs, plan, order)
 

@@ -40,7 +40,7 @@ ALPHA = stats.ALPHA
 DEFAULT_MARGIN_PCT = 5.0
 FIRST_LOOK_SHARE = 0.5          # of ALPHA, at the first look of a sequential design; the rest split evenly
 COMPARABILITY_FIELDS = ("source", "config_hash", "accelerator", "guest_memory_mb", "swap_mb", "swap",
-                        "swap_compressor")
+                        "swap_compressor", "cpus", "host")
 PER_KERNEL_FIELDS = ("source", "config_hash")     # what mixed_sources lets differ between variants
 JSON_KEYS = ("workload", "phase", "metric", "variant", "baseline", "n", "median", "ci_low", "ci_high", "change_pct",
              "change_ci_low", "change_ci_high", "p_value", "verdict", "role", "p_adjusted", "margin_pct")
@@ -90,6 +90,7 @@ class Plan:
     design: Design = Design()
     as_control: tuple[str, ...] = ()       # variants whose object code is the baseline's: judged as A/A controls
     mixed_sources: bool = False            # variants may come from different kernel sources
+    mixed_hosts: bool = False              # cells of a row may come from different machines
 
     @classmethod
     def from_metadata(cls, metadata: dict, baseline: str = "base") -> "Plan":
@@ -99,7 +100,7 @@ class Plan:
         own_baseline = baseline == metadata.get("baseline", "base")
         return cls(baseline, tuple(metadata.get("primary", ())), float(metadata.get("margin_pct", DEFAULT_MARGIN_PCT)),
                    metadata.get("control"), design, tuple(metadata.get("as_control", ())) if own_baseline else (),
-                   bool(metadata.get("mixed_sources", False)))
+                   bool(metadata.get("mixed_sources", False)), bool(metadata.get("mixed_hosts", False)))
 
     @property
     def controls(self) -> tuple[str, ...]:
@@ -194,9 +195,12 @@ def valid_samples(samples: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFra
     return kept, len(runs) - len(results.valid_runs(runs))
 
 
-def check_comparable(runs: pd.DataFrame, mixed_sources: bool = False) -> None:
+def check_comparable(runs: pd.DataFrame, mixed_sources: bool = False, mixed_hosts: bool = False) -> None:
     """Refuse runs whose comparability fields differ (anything but the patches may not), within each sweep
-    point. With mixed_sources the kernel source and config may differ between variants, not within one."""
+    point. With mixed_sources the kernel source and config may differ between variants, not within one;
+    with mixed_hosts the cells may come from several machines (a host sweep axis is a point of its own)."""
+    if mixed_hosts and "host" in runs:
+        runs = runs.drop(columns="host")
     if "point" in runs and runs["point"].nunique() > 1:
         for _, part in runs.groupby("point"):
             check_comparable(part.drop(columns="point"), mixed_sources)
@@ -215,7 +219,8 @@ def check_comparable(runs: pd.DataFrame, mixed_sources: bool = False) -> None:
             if pooled:
                 values = [f"{value} in {', '.join(sorted(set(valid[valid[name].astype(str) == value]['run_dir'])))}"
                           for value in values]
-            raise NotComparable(field=name, values=" vs ".join(values))
+            hint = " (or, for a cluster's hosts, sweep host.name or set mixed_hosts = true)" if name == "host" else ""
+            raise NotComparable(field=name, values=" vs ".join(values), hint=hint)
 
 
 def source_mode(metric: str, modes: set[str]) -> str:
@@ -436,7 +441,7 @@ def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan(), orde
     """Every (workload, phase, metric, variant) against the plan's baseline; invalid runs left out and counted.
 
     order: the experiment's variant order (rows follow it, the baseline first)."""
-    check_comparable(runs, plan.mixed_sources)
+    check_comparable(runs, plan.mixed_sources, plan.mixed_hosts)
     if plan.baseline not in set(runs["variant"]):
         raise UnknownVariant(name=plan.baseline, experiment="this run", known=", ".join(sorted(set(runs["variant"]))))
     kept, invalid = valid_samples(samples, runs)

@@ -142,6 +142,20 @@ def boots_used(runs: pd.DataFrame, comparison: compare.Comparison, metadata: dic
     return lines
 
 
+def placement_line(placement: dict | None, runs: pd.DataFrame) -> str:
+    """Where the cells ran: one at a time here, several at once, or on a cluster's hosts (and their vCPUs)."""
+    if not placement:
+        return "- Cells: one at a time on this machine"
+    said = placement.get("where", "?")
+    if placement.get("guest_cpus") is not None:
+        said += f"; at most {placement['guest_cpus']} vCPU(s) per guest, so that cells at once do not share cores"
+    hosts = runs["host"].dropna().astype(str) if "host" in runs else pd.Series(dtype=str)
+    if hosts.nunique() > 1 or placement.get("cluster") or placement.get("scheduler"):
+        said += "; cells per host: " + ", ".join(f"{host} {count}" for host, count in sorted(hosts.value_counts()
+                                                                                              .items()))
+    return f"- Cells: {said}"
+
+
 TIMING_NOTE = {
     "tcg": ("Timings here are from QEMU TCG, an emulated CPU: a guest second is the time the emulator took, "
             "and TCG's costs per instruction class differ from hardware (page-table walks, TLB flushes and "
@@ -262,6 +276,7 @@ def provenance(metadata: dict, runs: pd.DataFrame, invalid: int) -> list[str]:
               f"- Guest: {metadata.get('guest', {})}; workloads: {metadata.get('workloads', {})}",
               f"- Host: {host.get('cpu', '?')}, {host.get('cores', '?')} cores, {host.get('memory_mb', '?')} MiB, "
               f"{host.get('os', '?')}, kernel {host.get('kernel', '?')}",
+              placement_line(metadata.get("placement"), runs),
               f"- Runs: {len(runs)} boots, {invalid} invalid (reasons in runs.csv); order: seed "
               f"{metadata.get('seed', '?')}; started {metadata.get('started', '?')}, finished "
               f"{metadata.get('finished', '?')}"]

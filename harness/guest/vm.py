@@ -95,6 +95,18 @@ def make_swap_disk(path: Path, size_mb: int) -> None:
         disk.truncate(size_mb * 1024 * 1024)
 
 
+_running: set = set()     # the Qemu objects of this process that may still run: stop_all() ends them
+
+
+def stop_all() -> int:
+    """Stop every QEMU this process started and has not stopped yet (a worker told to stop); how many."""
+    stopped = 0
+    for qemu in list(_running):
+        stopped += qemu.running()
+        qemu.stop()
+    return stopped
+
+
 class Qemu:
     """A running QEMU process; a context manager that always stops it."""
 
@@ -119,6 +131,7 @@ class Qemu:
         with open(self.qemu_log, "ab") as sink:
             self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
                                             start_new_session=True, preexec_fn=_die_with_parent)
+        _running.add(self)
         self.started = time.monotonic()
 
     def running(self) -> bool:
@@ -153,6 +166,7 @@ class Qemu:
             runner.kill_group(self.process)
             if self.process.returncode is None:
                 self.process.wait()
+        _running.discard(self)
 
     def qemu_said(self) -> str:
         """The last lines QEMU itself printed (errors), or '(nothing)'."""

@@ -5,15 +5,19 @@ starts with the cause that QEMU and the guest's console give (QEMU exited, the O
 """
 
 import logging
+import socket
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness import files, results
 from harness import sweep as sweeps
 from harness.errors import CellFailed, DiskFull, HarnessError
+from harness.experiment import Experiment, GuestConfig
 from harness.guest import boot
+from harness.guest import image as guest_image
 from harness.kernel import build, kconfig, layout
+from harness.kernel.layout import Layout
 from harness.measure import collectors, metrics, workloads
 
 log = logging.getLogger("harness.matrix")
@@ -28,32 +32,79 @@ class Cell:
     point: sweeps.Point = sweeps.Point()     # parameters already hold the point's values; its guest settings apply
 
 
-def run_cell(request, cell: Cell, built: build.Build, guest_image, directory, cache_dir: Path):
-    """One boot: (Run, [Sample]). A cell that fails, for any reason but a full disk, is recorded as
-    invalid with the cause (what QEMU and the guest's console say first), and the matrix goes on."""
+@dataclass(frozen=True)
+class Kernel:
+    """What a cell needs of a build, on any machine: the bzImage, the facts runs.csv records, the
+    .config options that decide which phases run, and the layout the copy causes need (derived where
+    the build is: a worker has no kernel tree)."""
+    variant: str
+    bzimage: Path
+    release: str = ""
+    source: str = ""
+    config_hash: str = ""
+    patch_hash: str = ""
+    options: dict = field(default_factory=dict)     # CONFIG_ name -> value; {} when unknown (every phase runs)
+    layout: Layout | None = None
+
+    @classmethod
+    def of(cls, built: build.Build, cow_layout: Layout | None) -> "Kernel":
+        config = getattr(built, "config", None)
+        options = kconfig.parse(config.read_text()) if config is not None and config.is_file() else {}
+        return cls(built.variant, built.bzimage, built.release, built.source, built.config_hash, built.patch_hash,
+                   options, cow_layout)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One cell as a worker gets it: everything to boot and measure it, and nothing it must look up."""
+    cell: Cell
+    kernel: Kernel
+    image: guest_image.Image
+    experiment: Experiment
+    guest: GuestConfig          # the point's guest, with the vCPUs the placement allows
+    accel: str = "auto"
+    host: str = ""              # the host the cell must run on ("" = any): the point of a host sweep axis
+    kernel_digest: str = ""     # sha256 of the bzImage and of the initramfs: what a remote worker keeps them as
+    image_digest: str = ""
+
+    @property
+    def label(self) -> str:
+        cell = self.cell
+        return f"{cell.workload.name}, {self.kernel.variant}, rep {cell.rep}, {cell.mode}" + \
+            (f", {cell.point.label}" if cell.point.label else "")
+
+
+def record_of(job: Job, host: str) -> results.Run:
+    """The Run of a job before it has run (an invalid one, until the cell says otherwise)."""
+    kernel, guest, cell = job.kernel, job.guest, job.cell
+    return results.Run(kernel.variant, cell.workload.name, cell.rep, cell.mode,
+                       source=kernel.source or job.experiment.source,
+                       kernel_release=kernel.release.removeprefix("linux-"), config_hash=kernel.config_hash,
+                       patch_hash=kernel.patch_hash, guest_memory_mb=guest.memory_mb, swap_mb=guest.swap_mb,
+                       cpus=guest.cpus, point=cell.point.label, swap=guest.swap, host=host)
+
+
+def run_cell(job: Job, raw_dir: Path, cache_dir: Path):
+    """One boot: (Run, [Sample]), the raw files and console log written into raw_dir. A cell that fails,
+    for any reason but a full disk, is recorded as invalid with the cause (what QEMU and the guest's
+    console say first), and the matrix goes on."""
     started = time.monotonic()
-    guest_config = cell.point.guest(request.experiment.guest)
-    record = results.Run(built.variant, cell.workload.name, cell.rep, cell.mode,
-                         source=built.source or request.experiment.source,
-                         kernel_release=built.release.removeprefix("linux-"), config_hash=built.config_hash,
-                         patch_hash=built.patch_hash, guest_memory_mb=guest_config.memory_mb,
-                         swap_mb=guest_config.swap_mb, cpus=guest_config.cpus, point=cell.point.label,
-                         swap=guest_config.swap)
+    cell, kernel = job.cell, job.kernel
+    record = record_of(job, socket.gethostname())
     phases: dict[str, dict] = {}
     try:
-        with boot.booted(built, guest_image, guest_config, request.accel, directory.path / "raw",
-                         cache_dir / "boots") as guest:
+        with boot.booted(kernel, job.image, job.guest, job.accel, raw_dir, cache_dir / "boots") as guest:
             record = replace(record, accelerator=guest.accelerator, qemu_version=guest.qemu_version,
                              boot_ready_s=round(guest.ready_s, 2))
             try:
-                record = replace(record, swap_compressor=compressor(guest.session, guest_config.swap))
-                phases, warnings, problems, gates = _measure(request, cell, guest.session, directory, built)
+                record = replace(record, swap_compressor=compressor(guest.session, job.guest.swap))
+                phases, warnings, problems, gates = _measure(job, guest.session, raw_dir)
                 release = guest.session.run(["uname", "-r"]).stdout.strip()
             except DiskFull:
                 raise
             except (HarnessError, OSError) as error:
                 if getattr(error, "errno", None) in files.FULL:
-                    raise files.disk_full(directory.path) from None
+                    raise files.disk_full(raw_dir) from None
                 raise CellFailed(why=guest.explain(error)) from None
         metrics.derive(phases, cell.workload.read_phase)
         problems = gate(gates, phases) + problems
@@ -62,13 +113,13 @@ def run_cell(request, cell: Cell, built: build.Build, guest_image, directory, ca
     except DiskFull:
         raise
     except HarnessError as error:
-        log.warning("cell %s rep %d failed: %s", built.variant, cell.rep, error)
+        log.warning("cell %s rep %d failed: %s", kernel.variant, cell.rep, error)
         record, phases = replace(record, reason=f"failed: {error}"), {}
     except Exception as error:      # a fault of the harness itself: recorded, and the cells after it still run
-        log.exception("cell %s rep %d failed inside the harness", built.variant, cell.rep)
+        log.exception("cell %s rep %d failed inside the harness", kernel.variant, cell.rep)
         record, phases = replace(record, reason=f"failed: harness fault {type(error).__name__}: {error}"), {}
     record = replace(record, duration_s=round(time.monotonic() - started, 1))
-    samples = [results.Sample(built.variant, cell.workload.name, cell.rep, cell.mode, phase, metric, float(value),
+    samples = [results.Sample(kernel.variant, cell.workload.name, cell.rep, cell.mode, phase, metric, float(value),
                               cell.point.label)
                for phase, figures in phases.items() for metric, value in sorted(figures.items())]
     return record, samples
@@ -83,16 +134,16 @@ def compressor(session, swap: str) -> str:
     return chosen[0] if chosen else said.strip()
 
 
-def _measure(request, cell: Cell, session, directory, built: build.Build):
+def _measure(job: Job, session, raw_dir: Path):
     """Run every phase of the workload with the collectors around it.
 
     Returns (phases, warnings, problems, gates): the figures of each phase, warnings to keep,
     reasons the run is invalid that the phases showed, and the workload's gates.
     """
-    variant, spec = built.variant, request.experiment
+    cell, spec, variant = job.cell, job.experiment, job.kernel.variant
     point = f"-{cell.point.label.replace('=', '').replace(',', '-')}" if cell.point.label else ""
     probes = spec.probes if cell.mode == "counted" else ()
-    cow_layout = layout_of(request, built) if probes else None
+    cow_layout = job.kernel.layout if probes else None
     warnings: list[str] = []
     if cow_layout is not None and cow_layout.unavailable:
         warnings.append(f"no copy causes on this kernel: {cow_layout.unavailable}")
@@ -100,7 +151,7 @@ def _measure(request, cell: Cell, session, directory, built: build.Build):
         warnings.append(refused)
         cow_layout = None
     driver = workloads.driver(cell.workload, cell.parameters, session)
-    plan, skipped = kernel_phases(driver, built)
+    plan, skipped = kernel_phases(driver, job.kernel.options)
     warnings += skipped
     phases: dict[str, dict] = {}
     problems: list[str] = []
@@ -113,8 +164,8 @@ def _measure(request, cell: Cell, session, directory, built: build.Build):
             with collectors.Phase(session, probes, spec.cow_probe, driver.pid if phase != "idle" else None,
                                   driver.cgroup, cow_layout, spec.fault_probe) as counters:
                 outcome = driver.idle() if phase == "idle" else driver.run_phase(phase)
-            directory.raw(f"{cell.workload.name}-{variant}{point}-rep{cell.rep}-{cell.mode}-{index:02d}-{phase}.txt",
-                          counters.raw + "\n" + outcome.raw() + "\n")
+            name = f"{cell.workload.name}-{variant}{point}-rep{cell.rep}-{cell.mode}-{index:02d}-{phase}.txt"
+            write_raw(raw_dir, name, counters.raw + "\n" + outcome.raw() + "\n")
             accumulate(phases.setdefault(phase, {}), counters.metrics, outcome)
             warnings += [f"{phase}: {w}" for w in counters.warnings]
             problems += [f"{phase}: {p}" for p in counters.problems if f"{phase}: {p}" not in problems]
@@ -127,6 +178,13 @@ def _measure(request, cell: Cell, session, directory, built: build.Build):
     return phases, warnings, problems, driver.gates()
 
 
+def write_raw(raw_dir: Path, name: str, text: str) -> Path:
+    """A raw file of the cell (a phase's collector output and the workload's own figures), written whole."""
+    path = raw_dir / name
+    files.write_atomic(path, text)
+    return path
+
+
 def copies_said(figures: dict) -> str:
     """'4096 (swapcache 4090, other_ref 6)': the process's copies and their causes, for the log."""
     if "cow_copies" not in figures:
@@ -136,22 +194,20 @@ def copies_said(figures: dict) -> str:
     return f"{figures['cow_copies']:.0f}" + (f" ({', '.join(parts)})" if parts else "")
 
 
-def layout_of(request, built: build.Build) -> layout.Layout | None:
+def layout_of(experiment: Experiment, built: build.Build) -> Layout | None:
     """The built kernel's layout for the copy causes; None when the experiment does not ask for causes
     or there is no build folder (a fake)."""
-    if not request.experiment.cow_causes or not built.directory.is_dir():
+    if not experiment.cow_causes or not built.directory.is_dir():
         return None
-    return layout.of_build(built.tree, built.system_map, request.experiment.cow_probe, built.directory)
+    return layout.of_build(built.tree, built.system_map, experiment.cow_probe, built.directory)
 
 
-def kernel_phases(driver: workloads.Driver, built: build.Build) -> tuple[list[str], list[str]]:
+def kernel_phases(driver: workloads.Driver, options: dict) -> tuple[list[str], list[str]]:
     """(the driver's phases that this kernel can run, a warning naming the ones it cannot): a workload's
-    `requires` maps a phase to the CONFIG_ option it needs, checked in the build's .config."""
+    `requires` maps a phase to the CONFIG_ option it needs, checked in the kernel's .config options."""
     plan, needs = driver.phase_plan(), dict(driver.workload.setting("requires", {}))
-    config = getattr(built, "config", None)
-    if not needs or config is None or not config.is_file():
+    if not needs or not options:
         return plan, []
-    options = kconfig.parse(config.read_text())
     missing = {phase: option for phase, option in needs.items() if options.get(option) not in ("y", "m")}
     skipped = [phase for phase in dict.fromkeys(plan) if phase in missing]
     if not skipped:

@@ -1,5 +1,7 @@
 """Runs: every variant x repetition x mode x sweep point, interleaved, one fresh boot and swap
 disk per cell (harness/cell.py runs one); each cell's Run and Samples go to the run directory.
+Cells run one at a time here, or several at once on Dask workers (harness/measure/dispatch.py):
+then each guest gets at most the cores its host has per cell running at once, recorded.
 
 A cell's mode is `counted` (kprobes, perf and the function profiler on) or `timed` (vmstat
 snapshots only: the probes slow down most the variant that hits them most, so timings come
@@ -14,17 +16,19 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from harness import results
+from harness import files, results
 from harness import sweep as sweeps
-from harness.errors import BadExperiment, BadWorkload, NotAResultDirectory
+from harness.errors import BadExperiment, BadPlacement, BadWorkload, NotAResultDirectory
 from harness.experiment import Experiment
 from harness.guest import image, vm
 from harness.kernel import build, objdiff, source
-from harness.measure import workloads
-from harness.measure.cell import Cell, layout_of, run_cell
+from harness.measure import dispatch, worker, workloads
+from harness.measure.cell import Cell, Job, Kernel, layout_of
 from harness.progress import Progress, Stopwatch
 
 log = logging.getLogger("harness.matrix")
+worker_log = logging.getLogger("harness.worker")
+QEMU_OVERHEAD_MB = 256       # a guest's QEMU beside its memory (TCG's translation cache, device buffers)
 
 MODES = ("counted", "timed")
 
@@ -47,6 +51,7 @@ class RunRequest:
     margin_pct: float = 5.0
     force: bool = False          # judge a variant whose object code is the baseline's as a variant, not a control
     sweep: sweeps.Sweep = sweeps.Sweep()   # the points of every workload's cells
+    placement: dispatch.Placement = dispatch.Placement()    # where the cells run
 
     def points(self, workload: str) -> dict[str, sweeps.Point]:
         """label -> point, of the workload's cells."""
@@ -58,7 +63,7 @@ CONTROL = "control"      # the name of the variant --control adds
 
 def new_request(spec: Experiment, workload_names, settings, variant_names, reps: int, out_dir: Path, accel: str,
                 modes, command_line: str, seed: int | None, max_reps: int | None, control: bool,
-                force: bool = False) -> RunRequest:
+                force: bool = False, placement: dispatch.Placement = dispatch.Placement()) -> RunRequest:
     """The request for a new run: the workloads (the experiment's, or all) with their parameters, the
     variants asked for (the baseline first, and the baseline again as `control` when asked)."""
     names = workload_names or spec.workloads or tuple(workloads.discover())
@@ -73,7 +78,8 @@ def new_request(spec: Experiment, workload_names, settings, variant_names, reps:
         variants = [baseline] + [v for v in variants if v.name != baseline.name] + [replace(baseline, name=CONTROL)]
         control_name = CONTROL
     return RunRequest(spec, chosen, tuple(variants), reps, out_dir, accel, tuple(modes), command_line, seed, False,
-                      max_reps, control_name, measured_primary(spec, chosen), spec.margin_pct, force, spec.sweep)
+                      max_reps, control_name, measured_primary(spec, chosen), spec.margin_pct, force, spec.sweep,
+                      placement)
 
 
 def _check_sweep(spec: Experiment, chosen, settings) -> None:
@@ -81,7 +87,7 @@ def _check_sweep(spec: Experiment, chosen, settings) -> None:
     names = {workload.name for workload, _ in chosen}
     given = {setting.split("=", 1)[0] for setting in settings}
     for axis in spec.sweep.axes:
-        if axis.owner == sweeps.GUEST:
+        if axis.owner in (sweeps.GUEST, sweeps.HOST):
             continue
         if axis.owner not in names:
             log.warning("sweep axis %s is not used: %s does not run", axis.name, axis.owner)
@@ -90,7 +96,8 @@ def _check_sweep(spec: Experiment, chosen, settings) -> None:
                                                    "an experiment without that axis")
 
 
-def resumed_request(spec: Experiment, path: Path, accel: str) -> RunRequest:
+def resumed_request(spec: Experiment, path: Path, accel: str,
+                    placement: dispatch.Placement = dispatch.Placement()) -> RunRequest:
     """The request an interrupted run in path was made with, from its metadata."""
     recorded = results.read_metadata(path)
     chosen = tuple((workloads.load(name), workloads.load(name).params(values))
@@ -104,7 +111,7 @@ def resumed_request(spec: Experiment, path: Path, accel: str) -> RunRequest:
                       tuple(recorded.get("modes", ("counted",))), recorded.get("command", ""), recorded.get("seed"),
                       True, int(recorded["max_reps"]) if auto else None, control,
                       tuple(recorded.get("primary", ())), float(recorded.get("margin_pct", 5.0)),
-                      bool(recorded.get("force", False)), sweeps.Sweep.from_dict(recorded.get("sweep")))
+                      bool(recorded.get("force", False)), sweeps.Sweep.from_dict(recorded.get("sweep")), placement)
 
 
 def measured_primary(spec: Experiment, chosen) -> tuple[str, ...]:
@@ -141,32 +148,112 @@ def run(request: RunRequest, cache_dir: Path, stop=None) -> results.RunDirectory
 
     stop(directory) -> bool is asked after each block when request.max_reps is set: True ends the run.
     """
+    dispatch.check(request.placement)
     directory, seed, cells = _open(request)
     builds, guest_image, stages = _prepare(request, directory, cache_dir)
-    by_name = {workload.name: (workload, params) for workload, params in request.workloads}
     limit = len(plan(request, seed, request.max_reps)) if request.max_reps else None
-    while True:
-        done = directory.done()
-        todo = [cell for cell in cells if cell not in done]
-        progress = Progress("cell", len(cells), len(cells) - len(todo), limit, logger=log)
-        for workload_name, variant_name, rep, mode, label in todo:
-            progress.step(f"{workload_name}, {variant_name}, rep {rep}, {mode}" + (f", {label}" if label else ""))
-            cell = cell_at(request, *by_name[workload_name], rep, mode, label)
-            record, samples = run_cell(request, cell, builds[variant_name], guest_image, directory, cache_dir)
-            directory.add(record, samples)
-            progress.finish()
-        reached = max(cell[2] for cell in cells)
-        if not request.max_reps or reached >= request.max_reps or stop is None or stop(directory):
-            break
-        log.info("after %d repetitions some primary hypotheses are undecided: one more block", reached)
-        cells = plan(request, seed, reached + 1)
-        directory.update_metadata(plan=cells)
+    with dispatch.pool(request.placement, cache_dir, directory.path / "raw") as pool:
+        cpus = _placed(request, pool, directory)
+        kernels = {name: _kernel(request, built) for name, built in builds.items()}
+        image_digest = worker.digest_of(guest_image.path) if request.placement.remote else ""
+        while True:
+            done = directory.done()
+            todo = [cell for cell in cells if cell not in done]
+            progress = Progress("cell", len(cells), len(cells) - len(todo), limit, logger=log)
+            jobs = [job_at(request, kernels, guest_image, image_digest, cpus, *cell) for cell in todo]
+            started, finished = _recorder(directory, progress, request.placement.parallel)
+            pool.run(jobs, started, finished)
+            reached = max(cell[2] for cell in cells)
+            if not request.max_reps or reached >= request.max_reps or stop is None or stop(directory):
+                break
+            log.info("after %d repetitions some primary hypotheses are undecided: one more block", reached)
+            cells = plan(request, seed, reached + 1)
+            directory.update_metadata(plan=cells)
+        if getattr(pool, "sent", None):
+            directory.update_metadata(placement={**directory.metadata()["placement"], "artifacts": pool.sent})
     boots = sum(record.boot_ready_s or 0 for record in directory.runs)
     cells_s = sum(record.duration_s or 0 for record in directory.runs)
     stages.update(boots=round(boots, 1), workloads=round(cells_s - boots, 1))
     directory.update_metadata(finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), stage_seconds=stages,
                               reps_done=max(cell[2] for cell in cells))
     return directory
+
+
+def _recorder(directory: results.RunDirectory, progress: Progress, parallel: bool):
+    """(started, finished) for pool.run: the progress line (before a cell here, as it ends elsewhere), and
+    each outcome into the run directory: its raw files, its Run and Samples, its worker's log lines."""
+    def started(job: Job) -> None:
+        progress.step(job.label)
+
+    def finished(job: Job, outcome: worker.Outcome) -> None:
+        for line in outcome.log:
+            worker_log.debug("[%s] %s", outcome.run.host, line)
+        for name, data in outcome.raw.items():
+            files.write_bytes_atomic(directory.path / "raw" / name, data)
+        directory.add(outcome.run, outcome.samples)
+        progress.finish()
+        if parallel:
+            said = "valid" if outcome.run.valid else outcome.run.reason or "invalid"
+            progress.step(f"{job.label}, on {outcome.run.host}: {said}")
+    return started, finished
+
+
+def _kernel(request: RunRequest, built) -> tuple[Kernel, str]:
+    """A variant's Kernel as cells take it (the copy-cause layout when counted boots need it), and the
+    digest a remote worker keeps its bzImage under."""
+    wanted = "counted" in request.modes and request.experiment.probes
+    kernel = Kernel.of(built, layout_of(request.experiment, built) if wanted else None)
+    return kernel, worker.digest_of(built.bzimage) if request.placement.remote else ""
+
+
+def job_at(request: RunRequest, kernels: dict, guest_image, image_digest: str, cpus: int | None,
+           workload_name: str, variant_name: str, rep: int, mode: str, label: str) -> Job:
+    """The Job of a planned cell: its point's guest, with at most cpus vCPUs (None: as asked)."""
+    by_name = {workload.name: (workload, params) for workload, params in request.workloads}
+    cell = cell_at(request, *by_name[workload_name], rep, mode, label)
+    guest = cell.point.guest(request.experiment.guest)
+    if cpus is not None and guest.cpus > cpus:
+        guest = replace(guest, cpus=cpus)
+    kernel, kernel_digest = kernels[variant_name]
+    return Job(cell, kernel, guest_image, request.experiment, guest, request.accel, cell.point.host, kernel_digest,
+               image_digest)
+
+
+def _placed(request: RunRequest, pool, directory: results.RunDirectory) -> int | None:
+    """The most vCPUs a guest gets (None: what it asks), checked against the workers and recorded: cells
+    at once on one host share its cores and memory; a resumed run keeps the vCPUs it started with."""
+    recorded = directory.metadata().get("placement") if request.resume else None
+    cpus = recorded.get("guest_cpus") if recorded else pool.cores_per_cell()
+    guests = [point.guest(request.experiment.guest) for workload, _ in request.workloads
+              for point in request.points(workload.name).values()]
+    asked = max(guest.cpus for guest in guests)
+    if cpus is not None and cpus < asked:
+        if any(axis.name == f"{sweeps.GUEST}.cpus" for axis in request.sweep.axes):
+            raise BadPlacement(option="--jobs", value=request.placement.jobs,
+                               why=f"leaves {cpus} vCPU(s) per guest, and the sweep varies guest.cpus up to {asked}",
+                               fix="run fewer cells at once (--jobs 1)")
+        log.warning("%s: each guest gets %d vCPU(s), not the %d the experiment asks, so that the cells running at "
+                    "once do not share cores", request.placement.describe(), cpus, asked)
+    memory = pool.memory_per_cell_mb()
+    needed = max(guest.memory_mb for guest in guests) + QEMU_OVERHEAD_MB
+    if memory is not None and memory < needed:
+        raise BadPlacement(option="--jobs", value=request.placement.jobs,
+                           why=f"leaves {memory} MiB per cell on the tightest worker, and a guest needs {needed} MiB "
+                               "with its QEMU", fix="run fewer cells at once")
+    hosts = {facts["host"] for facts in pool.workers.values()}
+    wanted = {point.host for workload, _ in request.workloads
+              for point in request.points(workload.name).values()} - {""}
+    if wanted - hosts:
+        raise BadPlacement(option="[sweep] host.name", value=", ".join(sorted(wanted - hosts)),
+                           why=f"has no worker (the workers are on {', '.join(sorted(hosts))})",
+                           fix="start workers there, or sweep over the hosts there are")
+    workers: dict[str, dict] = {}
+    for facts in pool.workers.values():
+        host = workers.setdefault(facts["host"], {key: facts[key] for key in ("cores", "memory_mb", "kvm", "qemu")})
+        host["cells_at_once"] = host.get("cells_at_once", 0) + facts.get("nthreads", 1)
+    directory.update_metadata(placement={**request.placement.as_dict(), "where": request.placement.describe(),
+                                         "guest_cpus": cpus, "workers": workers})
+    return cpus
 
 
 def cell_at(request: RunRequest, workload: workloads.Workload, params: dict, rep: int, mode: str,
@@ -252,7 +339,7 @@ def cow_layouts(request: RunRequest, builds: dict) -> dict[str, dict]:
         return {}
     found = {}
     for name, built in builds.items():
-        layout = layout_of(request, built)
+        layout = layout_of(request.experiment, built)
         if layout is None:
             continue
         found[name] = layout.as_dict()
@@ -275,7 +362,7 @@ def _metadata(request: RunRequest) -> dict:
     return {"command": request.command_line, "experiment": request.experiment.name,
             "description": request.experiment.description,
             "experiment_file": str(request.experiment.path), "source": request.experiment.source,
-            "mixed_sources": request.experiment.mixed_sources,
+            "mixed_sources": request.experiment.mixed_sources, "mixed_hosts": request.experiment.mixed_hosts,
             "workloads": {workload.name: params for workload, params in request.workloads},
             "variants": variants, "baseline": request.variants[0].name, "control": request.control,
             "primary": list(request.primary), "margin_pct": request.margin_pct, "force": request.force, **design,

@@ -313,3 +313,35 @@ def test_a_sweep_may_vary_its_axis_between_points_but_nothing_else_within_one(tm
     runs.to_csv(copy / "runs.csv", index=False)
     with pytest.raises(NotComparable, match=r"guest_memory_mb \(1024 vs 2048\)"):
         compare.compare(*results.read(copy)[:2])
+
+
+def test_cells_from_two_hosts_are_refused_unless_the_experiment_allows_or_the_host_is_an_axis(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    assert set(results.read(copy)[1]["host"]) == {"vm"}, "an older folder ran on the host its metadata names"
+    runs = pd.read_csv(copy / "runs.csv")
+    runs["host"] = np.where(runs["rep"] == 1, "vm", "w2")
+    runs.to_csv(copy / "runs.csv", index=False)
+    with pytest.raises(NotComparable, match=r"host \(vm vs w2\).*sweep host.name or set mixed_hosts = true"):
+        analysis.comparison([copy])
+    metadata = json.loads((copy / "metadata.json").read_text())
+    (copy / "metadata.json").write_text(json.dumps({**metadata, "mixed_hosts": True}))
+    assert analysis.comparison([copy]).rows
+    (copy / "metadata.json").write_text(json.dumps(metadata))
+    runs["point"] = "host.name=" + runs["host"]
+    runs.to_csv(copy / "runs.csv", index=False)
+    samples = pd.read_csv(copy / "samples.csv")
+    samples["point"] = "host.name=" + np.where(samples["rep"] == 1, "vm", "w2")
+    samples.to_csv(copy / "samples.csv", index=False)
+    rows = analysis.comparison([copy]).rows
+    assert {row.point for row in rows} == {"host.name=vm", "host.name=w2"}, "each host a point of its own"
+
+
+def test_guests_with_other_vcpus_are_not_compared(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    runs = pd.read_csv(copy / "runs.csv")
+    runs.loc[runs["variant"] == "patched", "cpus"] = 1
+    runs.to_csv(copy / "runs.csv", index=False)
+    with pytest.raises(NotComparable, match=r"Runs differ in cpus \(1 vs 2\)"):
+        analysis.comparison([copy])

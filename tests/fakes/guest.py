@@ -157,6 +157,7 @@ class FakeBuild:
         self.source, self.directory = "", Path("/nonexistent/fake-build")
         self.tree = self.directory / "linux"
         self.vmlinux = self.tree / "vmlinux"
+        self.bzimage = self.directory / "bzImage"
 
 
 def raw_phases(path: Path) -> list[str]:

@@ -27,14 +27,19 @@ def request_for(tmp_path, name):
     return matrix.RunRequest(spec, ((workload, workload.params()),), spec.variants, 1, tmp_path / "run")
 
 
+def job_for(request, planned: cell.Cell, variant: str) -> cell.Job:
+    return cell.Job(planned, cell.Kernel.of(FakeBuild(variant), None), None, request.experiment,
+                    request.experiment.guest)
+
+
 def run(tmp_path, monkeypatch, name, variant="base", die_in="", causes=()):
     session = FakeSession(recordings(name, variant), die_in=die_in)
     monkeypatch.setattr(cell.boot, "booted", booting(FakeBooted(session, list(causes))))
     request = request_for(tmp_path, name)
     directory = results.RunDirectory.create(tmp_path / "run", {"probes": list(request.experiment.probes)})
     workload, params = request.workloads[0]
-    record, samples = cell.run_cell(request, cell.Cell(workload, params, 1, "counted"), FakeBuild(variant), None,
-                                    directory, tmp_path / "cache")
+    record, samples = cell.run_cell(job_for(request, cell.Cell(workload, params, 1, "counted"), variant),
+                                    directory.path / "raw", tmp_path / "cache")
     return record, samples, session, directory
 
 
@@ -105,9 +110,9 @@ def test_a_fault_of_the_harness_is_recorded_and_the_matrix_can_go_on(tmp_path, m
 
 
 def test_a_full_disk_is_not_a_failed_cell_but_stops_the_run(tmp_path, monkeypatch):
-    def full(self, name, text):
-        raise DiskFull(path=self.path / "raw" / name, mount="/", free="0 MiB")
-    monkeypatch.setattr(results.RunDirectory, "raw", full)
+    def full(raw_dir, name, text):
+        raise DiskFull(path=raw_dir / name, mount="/", free="0 MiB")
+    monkeypatch.setattr(cell, "write_raw", full)
     with pytest.raises(DiskFull):
         run(tmp_path, monkeypatch, "swapcow")
 
@@ -121,7 +126,7 @@ def test_a_gate_that_fails_makes_the_cell_invalid_with_its_reason(tmp_path, monk
     request = request_for(tmp_path, "swapcow")
     directory = results.RunDirectory.create(tmp_path / "run", {})
     workload, params = request.workloads[0]
-    record, samples = cell.run_cell(request, cell.Cell(workload, params, 1, "counted"), FakeBuild("base"), None,
-                                    directory, tmp_path / "cache")
+    record, samples = cell.run_cell(job_for(request, cell.Cell(workload, params, 1, "counted"), "base"),
+                                    directory.path / "raw", tmp_path / "cache")
     assert not record.valid and "read: process.swapped_in_pages is 0, below 0.9 x swapout.pages" in record.reason
     assert samples, "an invalid run keeps its figures"

@@ -70,14 +70,14 @@ def test_bench_compare_and_plot_from_replayed_cells(tmp_path, replayed):
 
 def test_resume_finishes_the_planned_cells(tmp_path, replayed, monkeypatch):
     calls = []
-    real = matrix.run_cell
+    real = cell.run_cell
 
     def interrupted(*args):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
         return real(*args)
-    monkeypatch.setattr(matrix, "run_cell", interrupted)
+    monkeypatch.setattr(cell, "run_cell", interrupted)
     out = tmp_path / "run"
     first = invoke(tmp_path, "run", "--workload", "swapcow", "--reps", "2", "-o", str(out))
     assert first.exit_code == 130 and "interrupted" in first.output

@@ -4,7 +4,7 @@ import pytest
 
 from harness import experiment, results
 from harness.errors import HarnessError
-from harness.measure import matrix, workloads
+from harness.measure import cell, matrix, workloads
 from tests.fakes.guest import FakeBuild
 
 
@@ -26,32 +26,38 @@ def test_cells_are_interleaved_in_blocks_with_a_recorded_seed(tmp_path):
     assert matrix.plan(request, 7, reps=5)[:12] == first, "a longer plan starts like the shorter one"
 
 
+class Ran(list):
+    interrupt_at: int | None = None       # the cell (1, 2, ...) that Ctrl-C interrupts
+
+
 @pytest.fixture
 def fake_cells(monkeypatch):
-    """run_cell replaced: records (variant, rep, mode); the third cell of a fresh run is interrupted."""
-    ran = []
+    """run_cell replaced: records (variant, rep, mode); the cell numbered ran.interrupt_at is interrupted."""
+    ran = Ran()
 
-    def fake_cell(request, cell, built, image, directory, cache_dir):
-        ran.append((built.variant, cell.rep, cell.mode))
-        if len(ran) == 3 and not request.resume and not request.max_reps:
+    def fake_cell(job, raw_dir, cache_dir):
+        ran.append((job.kernel.variant, job.cell.rep, job.cell.mode))
+        if len(ran) == ran.interrupt_at:
             raise KeyboardInterrupt
-        return results.Run(built.variant, "swapcow", cell.rep, cell.mode, valid=True), []
+        return results.Run(job.kernel.variant, "swapcow", job.cell.rep, job.cell.mode, valid=True), []
 
     monkeypatch.setattr(matrix.source, "fetch", lambda *a: None)
     monkeypatch.setattr(matrix.build, "build_all", lambda exp, variants, cache: [FakeBuild(v.name) for v in variants])
     monkeypatch.setattr(matrix.image, "build", lambda cache: type("Image", (), {"digest": "d"})())
     monkeypatch.setattr(matrix.vm, "qemu_version", lambda: "QEMU fake")
-    monkeypatch.setattr(matrix, "run_cell", fake_cell)
+    monkeypatch.setattr(cell, "run_cell", fake_cell)
     return ran
 
 
 def test_resume_runs_only_the_cells_not_done(tmp_path, fake_cells):
     request = request_for(tmp_path, reps=2, seed=3)
+    fake_cells.interrupt_at = 3
     with pytest.raises(KeyboardInterrupt):
         matrix.run(request, tmp_path / "cache")
     assert len(results.RunDirectory.load(tmp_path / "run").runs) == 2, "two cells were recorded before the stop"
     done_before = list(fake_cells[:2])
     fake_cells.clear()
+    fake_cells.interrupt_at = None
     directory = matrix.run(request_for(tmp_path, reps=2, resume=True), tmp_path / "cache")
     assert len(fake_cells) == 2 and not set(fake_cells) & set(done_before)
     assert len(directory.runs) == 4

@@ -228,9 +228,10 @@ def test_forkcow_gates_the_cause_each_phase_expects_and_only_the_faults_of_its_r
     assert cell.gate(driver.gates(), no_causes) == [], "a kernel without cause metrics cannot check them"
 
 
-class Built:
-    def __init__(self, config):
-        self.config = config
+def options(config):
+    """The .config options as a Kernel carries them ({} without a .config)."""
+    return cell.Kernel.of(type("Built", (), {"config": config, "variant": "base", "bzimage": None, "release": "",
+                                             "source": "", "config_hash": "", "patch_hash": ""})(), None).options
 
 
 def test_phases_that_need_an_option_the_kernel_lacks_are_skipped_and_named(tmp_path):
@@ -238,12 +239,12 @@ def test_phases_that_need_an_option_the_kernel_lacks_are_skipped_and_named(tmp_p
     driver = workloads.driver(forkcow, forkcow.params(), None)
     config = tmp_path / "config"
     config.write_text("CONFIG_SWAP=y\n# CONFIG_KSM is not set\n")
-    plan, said = cell.kernel_phases(driver, Built(config))
+    plan, said = cell.kernel_phases(driver, options(config))
     assert plan == ["idle", "shared", "exit", "reuse", "zeroread", "zerowrite"]
     assert said == ["phases skipped, the kernel lacks their option: ksmmerge (CONFIG_KSM), ksmwrite (CONFIG_KSM)"]
     config.write_text("CONFIG_KSM=y\n")
-    assert cell.kernel_phases(driver, Built(config)) == (driver.phase_plan(), [])
-    assert cell.kernel_phases(driver, Built(tmp_path / "none")) == (driver.phase_plan(), []), "no .config: all"
+    assert cell.kernel_phases(driver, options(config)) == (driver.phase_plan(), [])
+    assert cell.kernel_phases(driver, options(tmp_path / "none")) == (driver.phase_plan(), []), "no .config: all"
 
 
 def test_a_boot_without_probes_skips_the_gates_on_probed_metrics_but_not_the_others():
