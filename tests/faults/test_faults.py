@@ -322,3 +322,61 @@ def test_boot_folders_left_by_kill_9_are_swept_by_the_next_boot(tmp_path, base_k
     assert f"removed 1 boot folder(s) left by harnesses that were killed: {left.name}" in result.stderr
     assert not left.exists() and list(BOOTS.glob("boot-*")) == []
     show("kill -9 of the harness during a boot", -9, "QEMU gone at once; the next boot removes the folder")
+
+
+def two_cells_at_once(out: Path, *more: str) -> subprocess.Popen:
+    """`harness run --jobs 2` of two base cells, returned once both guests are up (their QEMUs exist)."""
+    process = subprocess.Popen([sys.executable, "-m", "harness", "run", "--workload", "swapcow", "--variant", "base",
+                                "--reps", "2", "-p", "size_mb=16", "--seed", "1", "--jobs", "2", "-o", str(out), *more],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while len(qemu_processes(str(BOOTS))) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert len(qemu_processes(str(BOOTS))) == 2, "two guests never ran at once"
+    return process
+
+
+def gone(deadline_s: float = 20) -> bool:
+    deadline = time.monotonic() + deadline_s
+    while qemu_processes(str(BOOTS)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return qemu_processes(str(BOOTS)) == []
+
+
+@pytest.mark.real
+def test_ctrl_c_during_cells_at_once_leaves_no_guest_and_resume_finishes_them(tmp_path, base_kernel):
+    out = tmp_path / "run"
+    process = two_cells_at_once(out)
+    process.send_signal(signal.SIGINT)      # the harness alone: its Dask workers are told to stop their guests
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "interrupted" in stderr, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert gone(), "no QEMU outlives Ctrl-C on any worker"
+    assert partial_files(out) == []
+    resumed = harness("run", "--resume", str(out), "--jobs", "2")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    runs = runs_of(out)
+    assert sorted(run["rep"] for run in runs if run["valid"] == "True") == ["1", "2"], runs
+    assert {run["cpus"] for run in runs} == {"1"}, "two at once on 2 cores: one vCPU each, kept on resume"
+    assert gone(0) and list(BOOTS.glob("boot-*")) == []
+    show("Ctrl-C during --jobs 2", process.returncode, "no QEMU left; --resume --jobs 2 ran both cells")
+
+
+@pytest.mark.real
+def test_a_worker_lost_during_a_cell_fails_it_with_the_reason_and_it_runs_once_more(tmp_path, base_kernel):
+    out = tmp_path / "run"
+    process = two_cells_at_once(out)
+    qemu = qemu_processes(str(BOOTS))[0]
+    dask_worker = int(Path(f"/proc/{qemu.split()[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.kill(dask_worker, signal.SIGKILL)    # the Dask worker process running that cell
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    runs = runs_of(out)
+    lost = [run for run in runs if run["valid"] == "False"]
+    assert len(lost) == 1 and len(runs) == 3, runs
+    assert re.fullmatch(r"failed: worker tcp://\S+ on \S+ was lost during the cell; it runs once more on another "
+                        r"worker", lost[0]["reason"]), lost[0]["reason"]
+    assert sorted(run["rep"] for run in runs if run["valid"] == "True") == ["1", "2"], "the lost cell ran again"
+    assert [run["rep"] for run in runs if run["valid"] == "True"][-1] == lost[0]["rep"]
+    assert gone(), "the lost worker's QEMU died with it (PR_SET_PDEATHSIG)"
+    show("a Dask worker killed during a cell", process.returncode, f"cell recorded: {lost[0]['reason']}; it ran again")
