@@ -6,7 +6,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint unit bench bench-build bench-kernels bench-boot bench-run bench-verdicts bench-rates bench-causes
+.PHONY: setup test lint unit bench bench-build bench-kernels bench-boot bench-run bench-verdicts bench-rates bench-causes \
+	bench-jobs
 
 setup: $(VENV)/.installed
 	$(BIN)/harness doctor --install
@@ -52,3 +53,6 @@ bench-causes: setup
 
 bench-rates: setup
 	$(BIN)/python benchmarks/rate_spread.py
+
+bench-jobs: setup
+	$(BIN)/python benchmarks/parallel_cells.py

@@ -145,7 +145,6 @@ class DaskPool:
             logging.getLogger(name).setLevel(logging.ERROR)
         # a lost worker fails its task at once (KilledWorker): run() records it and retries it once itself
         self._settings = dask.config.set({"distributed.scheduler.allowed-failures": 0,
-                                          "distributed.worker.daemon": False,
                                           "distributed.comm.timeouts.connect": "60s"})
         self._settings.__enter__()
         try:

@@ -227,7 +227,9 @@ def _placed(request: RunRequest, pool, directory: results.RunDirectory) -> int |
     guests = [point.guest(request.experiment.guest) for workload, _ in request.workloads
               for point in request.points(workload.name).values()]
     asked = max(guest.cpus for guest in guests)
-    if cpus is not None and cpus < asked:
+    if cpus is not None and cpus >= asked:
+        cpus = None         # no guest is cut: they run as asked
+    if cpus is not None:
         if any(axis.name == f"{sweeps.GUEST}.cpus" for axis in request.sweep.axes):
             raise BadPlacement(option="--jobs", value=request.placement.jobs,
                                why=f"leaves {cpus} vCPU(s) per guest, and the sweep varies guest.cpus up to {asked}",

@@ -28,7 +28,7 @@ def _key(path: Path) -> str:
     return path.with_suffix(".pub").read_text().strip()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -39,7 +39,7 @@ def start(folder: Path):
     folder.mkdir(parents=True, exist_ok=True)
     host_key = _key(folder / "host_ed25519")
     (folder / "authorized_keys").write_text(_key(folder / "client_ed25519") + "\n")
-    port = _free_port()
+    port = free_port()
     (folder / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host_ed25519'}\nPidFile {folder / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {folder / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"

@@ -1,15 +1,18 @@
 """The real thing end to end: a reduced `harness bench` of the default experiment with --reps auto,
-and an A/A bench (the baseline kernel and its control: the same kernel twice) that must come out
-clean and say that the calibration passed."""
+the same bench with two cells at once (--jobs 2) that must reach the same verdicts on the same
+samples, and an A/A bench (the baseline kernel and its control: the same kernel twice) that must
+come out clean and say that the calibration passed."""
 
 import json
+import shutil
+import socket
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
 
-from harness.measure import causes
+from harness.measure import causes, metrics
 
 pytestmark = pytest.mark.real
 
@@ -29,9 +32,15 @@ def rows(out) -> dict:
             for r in json.loads((out / "comparison.json").read_text())}
 
 
-def test_reduced_bench_with_auto_repetitions(tmp_path):
-    out = tmp_path / "bench"
-    result = bench(out, *SWAP_WORKLOADS, "--reps", "auto", "--max-reps", "7", "--seed", "1")
+@pytest.fixture(scope="module")
+def auto_bench(tmp_path_factory):
+    """The reduced bench, one cell at a time, --reps auto: (its folder, what it printed)."""
+    out = tmp_path_factory.mktemp("auto") / "bench"
+    return out, bench(out, *SWAP_WORKLOADS, "--reps", "auto", "--max-reps", "7", "--seed", "1")
+
+
+def test_reduced_bench_with_auto_repetitions(auto_bench):
+    out, result = auto_bench
     assert f"report: {out / 'report.md'}" in result.stdout
     found = rows(out)
     for workload in ("swapcow", "redis"):
@@ -60,6 +69,55 @@ def test_reduced_bench_with_auto_repetitions(tmp_path):
     assert set(metadata["stage_seconds"]) >= {"fetch", "build", "image", "boots", "workloads", "analysis"}
     runs = (out / "runs.csv").read_text()
     assert runs.count(",timed,") == runs.count(",counted,") == 2 * 2 * metadata["reps_done"]
+
+
+def first_reps(run, reps: int, into):
+    """A copy of run with its first `reps` repetitions only, as a fixed-repetition run (what --reps N would
+    have planned with the same seed: a longer plan starts like the shorter one)."""
+    shutil.copytree(run, into, ignore=shutil.ignore_patterns("raw", "plots"))
+    for name in ("runs.csv", "samples.csv"):
+        table = pd.read_csv(into / name, keep_default_na=False)
+        table[table["rep"] <= reps].to_csv(into / name, index=False)
+    metadata = json.loads((into / "metadata.json").read_text())
+    metadata = {key: value for key, value in metadata.items() if key not in ("min_reps", "max_reps")}
+    (into / "metadata.json").write_text(json.dumps({**metadata, "reps": reps, "reps_done": reps}))
+    return into
+
+
+def compared(run) -> dict:
+    result = subprocess.run([sys.executable, "-m", "harness", "compare", str(run), "--format", "json"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return {(r["workload"], r["phase"], r["metric"], r["variant"]): r for r in json.loads(result.stdout)}
+
+
+def test_two_cells_at_once_reach_the_verdicts_of_one_at_a_time_on_the_same_samples(tmp_path, auto_bench):
+    out = tmp_path / "jobs2"
+    bench(out, *SWAP_WORKLOADS, "--reps", "6", "--seed", "1", "--jobs", "2")
+    one = compared(first_reps(auto_bench[0], 6, tmp_path / "jobs1"))
+    two = compared(out)
+    assert one.keys() == two.keys()
+    boots = [pd.read_csv(folder / "runs.csv").query("valid").groupby(["workload", "variant", "mode"]).size().to_dict()
+             for folder in (tmp_path / "jobs1", out)]
+    assert boots[0] == boots[1] and set(boots[0].values()) == {6}, boots
+    # every count has a sample from every valid boot; a rate is missing where its denominator was 0
+    counts = [key for key in one if metrics.meaning(key[2]).kind != "rate" or one[key]["role"] == "primary"]
+    assert {key: one[key]["n"] for key in counts} == {key: two[key]["n"] for key in counts}
+    primary = {key: (one[key]["verdict"], two[key]["verdict"]) for key in one
+               if one[key]["role"] == "primary" and key[3] == "patched"}
+    assert len(primary) == 3 and all(a == b for a, b in primary.values()), primary
+    assert {verdict for verdict, _ in primary.values()} >= {"better"}
+    for workload in ("swapcow", "redis"):
+        key = (workload, "write", "cow_copies", "base")
+        assert one[key]["median"] == two[key]["median"], (one[key], two[key])
+    runs = pd.read_csv(out / "runs.csv")
+    assert set(runs["cpus"]) == {1} and set(runs["host"]) == {socket.gethostname()}
+    agree = sum(one[key]["verdict"] == two[key]["verdict"] for key in one)
+    report = (out / "report.md").read_text()
+    assert "- Cells: 2 cells at once on this machine (a local Dask cluster); at most 1 vCPU(s) per guest" in report
+    print(f"\n[figure] --jobs 2 against --jobs 1 (first 6 reps): {sum(boots[1].values())} valid boots each, the same "
+          f"n in {len(counts)} count rows, primary verdicts {sorted(primary.values())}, {agree} of {len(one)} rows "
+          "with the same verdict")
 
 
 def test_the_baseline_against_its_control_gets_no_verdict(tmp_path):

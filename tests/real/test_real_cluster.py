@@ -73,3 +73,36 @@ def test_a_cluster_over_ssh_receives_the_kernels_once_and_returns_the_cells(tmp_
     assert "sent bzImage" not in second.stderr and write_copies(tmp_path / "second")["base"] == 4096
 
 
+
+
+@pytest.fixture
+def scheduler(tmp_path):
+    """A running Dask cluster of one worker, as `dask scheduler` and `dask worker` start one."""
+    port = loopback_ssh.free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    logs = open(tmp_path / "dask.log", "w")
+    started = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                 "--port", str(port), "--no-dashboard"], stdout=logs, stderr=logs)]
+    started.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                                     "--no-dashboard"], stdout=logs, stderr=logs))
+    yield address
+    for process in reversed(started):
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_running_cluster_takes_the_cells_by_its_scheduler_address(tmp_path, scheduler):
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "harness", "run", *SMALL, "--scheduler", scheduler,
+                             "--worker-cache", str(tmp_path / "worker-cache"), "-o", str(out)],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert write_copies(out)["base"] == 4096
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["placement"]["where"] == f"the Dask cluster at {scheduler}"
+    assert metadata["placement"]["artifacts"][socket.gethostname()]["sent"] == 3
+    reported = subprocess.run([sys.executable, "-m", "harness", "report", str(out)], capture_output=True, text=True,
+                              timeout=600)
+    assert reported.returncode == 0, reported.stderr[-2000:]
+    assert f"- Cells: the Dask cluster at {scheduler}; cells per host: {socket.gethostname()} 2" in \
+        (out / "report.md").read_text()
