@@ -35,8 +35,8 @@ def figures(out: Path) -> dict:
     finished = datetime.strptime(metadata["finished"], "%Y-%m-%dT%H:%M:%S%z")
     stages = metadata["stage_seconds"]
     wall_s = (finished - started).total_seconds() + stages.get("analysis", 0)
-    cells_s = (finished - started).total_seconds() - sum(stages.get(stage, 0) for stage in
-                                                         ("fetch", "build", "image", "object code", "cow layout"))
+    cells_s = stages.get("cells") or (finished - started).total_seconds() - sum(
+        stages.get(stage, 0) for stage in ("fetch", "build", "image", "object code", "cow layout"))
     boots = sum(1 for _ in open(out / "runs.csv")) - 1
     rows = json.loads((out / "comparison.json").read_text())
     verdicts = {f"{r['workload']}/{r['phase']}/{r['metric']}": r["verdict"] for r in rows

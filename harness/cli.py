@@ -32,7 +32,7 @@ from harness.files import FULL, disk_full, write_atomic
 from harness.guest import boot
 from harness.guest import image as guest_image
 from harness.kernel import build, patches, patchmail, source
-from harness.measure import dispatch, matrix
+from harness.measure import dispatch, matrix, worker
 
 log = logging.getLogger("harness")
 
@@ -145,14 +145,15 @@ def _terminate(signum, frame):
 
 @main.command(name="doctor")
 @click.option("--install", is_flag=True, help="Install what is missing with apt-get (as root).")
-@click.option("--worker", is_flag=True, help="Check this machine as a worker of a cluster (--cluster, --scheduler): "
-              "it only boots the kernels it is sent.")
+@click.option("--worker", "as_worker", is_flag=True,
+              help="Check this machine as a worker of a cluster (--cluster, --scheduler): it only boots the kernels "
+              "it is sent.")
 @click.option("--tests", is_flag=True, help="Also what only the tests need.")
 @click.pass_obj
 @_guarded
-def doctor_command(obj, install, worker, tests):
+def doctor_command(obj, install, as_worker, tests):
     """Check every host prerequisite; exit 1 if one is missing."""
-    items = doctor.WORKER if worker else doctor.TESTS if tests else doctor.HOST
+    items = doctor.WORKER if as_worker else doctor.TESTS if tests else doctor.HOST
     packages = doctor.missing_packages(items)
     if install and packages:
         if os.geteuid() != 0:
@@ -160,8 +161,8 @@ def doctor_command(obj, install, worker, tests):
         doctor.install_missing(items)
     for line in doctor.report(items):
         click.echo(line)
-    if worker:
-        for line in doctor.worker_lines(dispatch.worker.facts()):
+    if as_worker:
+        for line in doctor.worker_lines(worker.facts()):
             click.echo(line)
         if doctor.problems(items):
             sys.exit(1)
@@ -381,7 +382,7 @@ def _run_options(function):
                      help="Run the cells on Dask workers started over SSH (the scheduler on HOST1); builds stay here."),
         click.option("--scheduler", default="", metavar="tcp://HOST:PORT",
                      help="Run the cells on the workers of a running Dask scheduler."),
-        click.option("--worker-cache", default=dispatch.worker.WORKER_CACHE, show_default=True,
+        click.option("--worker-cache", default=worker.WORKER_CACHE, show_default=True,
                      help="Where a remote worker keeps the kernels and images it is sent."),
         click.option("--ssh-config", type=click.Path(dir_okay=False, path_type=Path),
                      help="OpenSSH client config for --cluster [default: ~/.ssh/config]."),

@@ -169,3 +169,12 @@ def test_report_writes_what_bench_writes_for_a_run_and_compare_gives_a_block_per
     (copy / "metadata.json").write_text(json.dumps({**metadata, "experiment_file": str(tmp_path / "gone.toml")}))
     missing = invoke(tmp_path, "report", str(copy))
     assert missing.exit_code != 0 and "sweep-golden" in missing.output, "the recorded experiment file is gone"
+
+
+def test_doctor_worker_checks_what_a_worker_needs_and_its_versions(tmp_path):
+    result = invoke(tmp_path, "doctor", "--worker")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert [line.split()[1] for line in lines[:2]] == ["qemu-system-x86_64", "cpio"]
+    assert lines[2].startswith("host ") and lines[3].startswith("KVM ") and "harness code" in lines[4]
+    assert lines[-1].endswith("harness/worker (the kernels and images this worker is sent)"), lines[-1]

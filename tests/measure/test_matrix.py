@@ -61,7 +61,8 @@ def test_resume_runs_only_the_cells_not_done(tmp_path, fake_cells):
     directory = matrix.run(request_for(tmp_path, reps=2, resume=True), tmp_path / "cache")
     assert len(fake_cells) == 2 and not set(fake_cells) & set(done_before)
     assert len(directory.runs) == 4
-    assert "finished" in directory.metadata()
+    assert "finished" in directory.metadata() and directory.metadata()["stage_seconds"]["cells"] >= 0
+    assert directory.metadata()["placement"]["where"] == "one cell at a time on this machine"
 
 
 def test_auto_repetitions_add_blocks_until_the_stop_rule_says_so(tmp_path, fake_cells):
