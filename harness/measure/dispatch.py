@@ -177,7 +177,7 @@ class DaskPool:
                     n_workers=placement.jobs, threads_per_worker=1, processes=True, dashboard_address=None,
                     silence_logs=logging.ERROR, local_directory=str(self.cache_dir / "dask"))
             self.client = distributed.Client(self.cluster or placement.scheduler, timeout=START_TIMEOUT_S)
-        except (OSError, TimeoutError, RuntimeError) as error:
+        except Exception as error:     # whatever Dask, asyncssh or the network raise: one line, with its words
             raise ClusterFailed(where=self.placement.describe(), why=f"did not start ({type(error).__name__}: "
                                 f"{error})", fix=self._start_fix()) from None
 

@@ -150,10 +150,10 @@ def run(request: RunRequest, cache_dir: Path, stop=None) -> results.RunDirectory
     """
     dispatch.check(request.placement)
     directory, seed, cells = _open(request)
-    builds, guest_image, stages = _prepare(request, directory, cache_dir)
     limit = len(plan(request, seed, request.max_reps)) if request.max_reps else None
-    cells_started = time.monotonic()
-    with dispatch.pool(request.placement, cache_dir, directory.path / "raw") as pool:
+    with dispatch.pool(request.placement, cache_dir, directory.path / "raw") as pool:     # fails before the builds
+        builds, guest_image, stages = _prepare(request, directory, cache_dir)
+        cells_started = time.monotonic()
         cpus = _placed(request, pool, directory)
         kernels = {name: _kernel(request, built) for name, built in builds.items()}
         image_digest = worker.digest_of(guest_image.path) if request.placement.remote else ""

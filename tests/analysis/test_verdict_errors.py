@@ -13,7 +13,7 @@ from harness.project import ROOT
 
 pytestmark = pytest.mark.simulation
 
-TABLES = 1000
+TABLES = 600       # per line: an A/A rate near 1.5% has a standard error of 0.5% here, far from the 5% bound
 REFERENCE = max(ROOT.glob("results/reference-*"))
 EXPERIMENT = experiment.load(None)
 EFFECTS = {("swapcow", "write", "cow_copies_per_swapin", "patched"): "better",

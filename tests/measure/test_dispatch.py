@@ -10,7 +10,7 @@ import pytest
 
 from harness import experiment, results
 from harness.analysis import report
-from harness.errors import BadPlacement
+from harness.errors import BadPlacement, ClusterFailed
 from harness.guest import image as guest_image
 from harness.measure import cell, dispatch, matrix, worker, workloads
 from tests.fakes.guest import FakeBuild
@@ -160,3 +160,10 @@ def test_the_report_says_where_the_cells_ran():
                     "so that cells at once do not share cores")
     assert report.placement_line({"where": "x", "cluster": "ssh://vm,w2", "guest_cpus": 2}, runs).endswith(
         "cells per host: vm 2, w2 1")
+
+
+def test_a_cluster_that_cannot_start_is_one_line_with_the_fix(tmp_path):
+    placement = dispatch.Placement(cluster="ssh://127.0.0.1:1")      # nothing listens on port 1
+    with pytest.raises(ClusterFailed, match=r"did not start \(.*127.0.0.1.*\): check that 'ssh HOST' logs in"):
+        with dispatch.pool(placement, tmp_path, tmp_path / "raw"):
+            pass

@@ -1,7 +1,7 @@
 """The real thing end to end: a reduced `harness bench` of the default experiment with --reps auto,
-the same bench with two cells at once (--jobs 2) that must reach the same verdicts on the same
-samples, and an A/A bench (the baseline kernel and its control: the same kernel twice) that must
-come out clean and say that the calibration passed."""
+and the same bench with two cells at once (--jobs 2) and a control (the baseline kernel booted again):
+the control must come out clean and the calibration pass, and base against patched must reach the
+verdicts of one cell at a time on as many samples."""
 
 import json
 import shutil
@@ -71,16 +71,17 @@ def test_reduced_bench_with_auto_repetitions(auto_bench):
     assert runs.count(",timed,") == runs.count(",counted,") == 2 * 2 * metadata["reps_done"]
 
 
-def first_reps(run, reps: int, into):
-    """A copy of run with its first `reps` repetitions only, as a fixed-repetition run (what --reps N would
-    have planned with the same seed: a longer plan starts like the shorter one)."""
+def only(run, reps: int, variants: tuple, into):
+    """A copy of run with its first `reps` repetitions of `variants` only, as a fixed-repetition run without a
+    control (what --reps N would have planned with the same seed: a longer plan starts like the shorter one)."""
     shutil.copytree(run, into, ignore=shutil.ignore_patterns("raw", "plots"))
     for name in ("runs.csv", "samples.csv"):
         table = pd.read_csv(into / name, keep_default_na=False)
-        table[table["rep"] <= reps].to_csv(into / name, index=False)
+        table[(table["rep"] <= reps) & table["variant"].isin(variants)].to_csv(into / name, index=False)
     metadata = json.loads((into / "metadata.json").read_text())
     metadata = {key: value for key, value in metadata.items() if key not in ("min_reps", "max_reps")}
-    (into / "metadata.json").write_text(json.dumps({**metadata, "reps": reps, "reps_done": reps}))
+    metadata["variants"] = [variant for variant in metadata["variants"] if variant["name"] in variants]
+    (into / "metadata.json").write_text(json.dumps({**metadata, "reps": reps, "reps_done": reps, "control": None}))
     return into
 
 
@@ -91,18 +92,29 @@ def compared(run) -> dict:
     return {(r["workload"], r["phase"], r["metric"], r["variant"]): r for r in json.loads(result.stdout)}
 
 
-def test_two_cells_at_once_reach_the_verdicts_of_one_at_a_time_on_the_same_samples(tmp_path, auto_bench):
+def test_two_cells_at_once_calibrate_and_reach_the_verdicts_of_one_at_a_time(tmp_path, auto_bench):
+    """--jobs 2 with a control: the control (the baseline kernel booted again) gets no verdict, and base
+    against patched reaches the primary verdicts of the one-at-a-time bench on as many samples."""
     out = tmp_path / "jobs2"
-    bench(out, *SWAP_WORKLOADS, "--reps", "6", "--seed", "1", "--jobs", "2")
-    one = compared(first_reps(auto_bench[0], 6, tmp_path / "jobs1"))
-    two = compared(out)
+    bench(out, *SWAP_WORKLOADS, "--reps", "6", "--seed", "1", "--jobs", "2", "--control")
+    found = rows(out)
+    claims = [(key, r["verdict"], r["p_value"], r["p_adjusted"]) for key, r in found.items()
+              if key[3] == "control" and r["verdict"] in ("better", "worse")]
+    assert claims == [] and {r["role"] for key, r in found.items() if key[3] == "control"} == {"control"}
+    assert found[("swapcow", "write", "cow_copies", "control")]["median"] == 4096
+    report = (out / "report.md").read_text()
+    assert "Calibration passed: `control`" in report.splitlines()[2]
+    assert "- Cells: 2 cells at once on this machine (a local Dask cluster); at most 1 vCPU(s) per guest" in report
+    runs = pd.read_csv(out / "runs.csv")
+    assert runs["valid"].all() and len(runs) == 2 * 3 * 2 * 6, "every boot valid"
+    assert set(runs["cpus"]) == {1} and set(runs["host"]) == {socket.gethostname()}
+    one = compared(only(auto_bench[0], 6, ("base", "patched"), tmp_path / "jobs1"))
+    two = compared(only(out, 6, ("base", "patched"), tmp_path / "jobs2-without-control"))
     assert one.keys() == two.keys()
-    boots = [pd.read_csv(folder / "runs.csv").query("valid").groupby(["workload", "variant", "mode"]).size().to_dict()
-             for folder in (tmp_path / "jobs1", out)]
-    assert boots[0] == boots[1] and set(boots[0].values()) == {6}, boots
     # every count has a sample from every valid boot; a rate is missing where its denominator was 0
     counts = [key for key in one if metrics.meaning(key[2]).kind != "rate" or one[key]["role"] == "primary"]
     assert {key: one[key]["n"] for key in counts} == {key: two[key]["n"] for key in counts}
+    assert {one[key]["n"] for key in counts if one[key]["role"] == "primary"} == {6}
     primary = {key: (one[key]["verdict"], two[key]["verdict"]) for key in one
                if one[key]["role"] == "primary" and key[3] == "patched"}
     assert len(primary) == 3 and all(a == b for a, b in primary.values()), primary
@@ -110,29 +122,9 @@ def test_two_cells_at_once_reach_the_verdicts_of_one_at_a_time_on_the_same_sampl
     for workload in ("swapcow", "redis"):
         key = (workload, "write", "cow_copies", "base")
         assert one[key]["median"] == two[key]["median"], (one[key], two[key])
-    runs = pd.read_csv(out / "runs.csv")
-    assert set(runs["cpus"]) == {1} and set(runs["host"]) == {socket.gethostname()}
     agree = sum(one[key]["verdict"] == two[key]["verdict"] for key in one)
-    report = (out / "report.md").read_text()
-    assert "- Cells: 2 cells at once on this machine (a local Dask cluster); at most 1 vCPU(s) per guest" in report
-    print(f"\n[figure] --jobs 2 against --jobs 1 (first 6 reps): {sum(boots[1].values())} valid boots each, the same "
-          f"n in {len(counts)} count rows, primary verdicts {sorted(primary.values())}, {agree} of {len(one)} rows "
-          "with the same verdict")
-
-
-def test_the_baseline_against_its_control_gets_no_verdict(tmp_path):
-    out = tmp_path / "aa"
-    bench(out, *SWAP_WORKLOADS, "--variant", "base", "--control", "--reps", "5")
-    found = rows(out)
-    claims = [(key, r["verdict"], r["p_value"], r["p_adjusted"]) for key, r in found.items()
-              if r["verdict"] in ("better", "worse")]
-    assert claims == []
-    assert {r["role"] for key, r in found.items() if key[3] == "control"} == {"control"}
-    assert found[("swapcow", "write", "cow_copies", "control")]["median"] == 4096
-    assert found[("redis", "write", "cow_copies_per_swapin", "control")]["n"] == 5
-    assert "Calibration passed: `control`" in (out / "report.md").read_text().splitlines()[2]
-    valid = (out / "runs.csv").read_text().count(",True,")
-    assert valid == 2 * 2 * 2 * 5, "every boot valid"
+    print(f"\n[figure] --jobs 2 against --jobs 1 (first 6 reps, base and patched): the same n in {len(counts)} count "
+          f"rows, primary verdicts {sorted(primary.values())}, {agree} of {len(one)} rows with the same verdict")
 
 
 def assert_causes_add_up(out) -> None:
