@@ -2,6 +2,10 @@
 around every phase, the figures of each phase added up, rates derived, the workload's gates
 applied. A cell that fails, for any reason but a full disk, becomes an invalid Run whose reason
 starts with the cause that QEMU and the guest's console give (QEMU exited, the OOM killer).
+
+A cell arrives as a Job: everything it needs (the kernel's facts and layout, the guest, the
+experiment), so that it runs the same in this process or on a Dask worker elsewhere
+(harness/measure/worker.py).
 """
 
 import logging
