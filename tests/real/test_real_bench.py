@@ -53,9 +53,10 @@ def test_reduced_bench_with_auto_repetitions(auto_bench):
         base, patched = (found[(workload, "write", "cow_copies.swapcache", v)]["median"] for v in ("base", "patched"))
         copies = found[(workload, "write", "cow_copies", "base")]["median"]
         assert base >= 0.9 * copies > 0 and patched < 0.01 * base, (workload, base, patched, copies)
-        for cause in ("zero_page", "shared"):
+        for cause in ("zero_page", "shared"):      # the patch does not touch these: no verdict, medians a copy apart
             unchanged = [found[(workload, "write", f"cow_copies.{cause}", v)] for v in ("base", "patched")]
-            assert unchanged[0]["median"] == unchanged[1]["median"] and unchanged[1]["p_value"] == 1.0, unchanged
+            assert abs(unchanged[0]["median"] - unchanged[1]["median"]) <= 1, unchanged     # redis: 3 or 4 a boot
+            assert unchanged[1]["verdict"] not in ("better", "worse") and unchanged[1]["p_value"] > 0.05, unchanged
         print(f"\n[figure] {workload} write phase swap-cache copies: base {base:.0f}, patched {patched:.0f}")
     assert_causes_add_up(out)
     report = (out / "report.md").read_text()
@@ -94,7 +95,8 @@ def compared(run) -> dict:
 
 def test_two_cells_at_once_calibrate_and_reach_the_verdicts_of_one_at_a_time(tmp_path, auto_bench):
     """--jobs 2 with a control: the control (the baseline kernel booted again) gets no verdict, and base
-    against patched reaches the primary verdicts of the one-at-a-time bench on as many samples."""
+    against patched, on as many samples as the one-at-a-time bench's first 6 repetitions, gets the same
+    verdicts on the seed's effects and no primary verdict opposite to that bench's."""
     out = tmp_path / "jobs2"
     bench(out, *SWAP_WORKLOADS, "--reps", "6", "--seed", "1", "--jobs", "2", "--control")
     found = rows(out)
@@ -115,13 +117,25 @@ def test_two_cells_at_once_calibrate_and_reach_the_verdicts_of_one_at_a_time(tmp
     counts = [key for key in one if metrics.meaning(key[2]).kind != "rate" or one[key]["role"] == "primary"]
     assert {key: one[key]["n"] for key in counts} == {key: two[key]["n"] for key in counts}
     assert {one[key]["n"] for key in counts if one[key]["role"] == "primary"} == {6}
+    # The seed's effects get the same verdict; a row near the margin may be decided in one run and not yet in the
+    # other (as between two runs of one cell at a time: --reps auto needs a seventh repetition now and then), but
+    # never the opposite verdict, and the two intervals of its change overlap.
     primary = {key: (one[key]["verdict"], two[key]["verdict"]) for key in one
                if one[key]["role"] == "primary" and key[3] == "patched"}
-    assert len(primary) == 3 and all(a == b for a, b in primary.values()), primary
-    assert {verdict for verdict, _ in primary.values()} >= {"better"}
-    for workload in ("swapcow", "redis"):
-        key = (workload, "write", "cow_copies", "base")
-        assert one[key]["median"] == two[key]["median"], (one[key], two[key])
+    assert len(primary) == 3, primary
+    assert [primary[(workload, "write", "cow_copies_per_swapin", "patched")] for workload in ("swapcow", "redis")] \
+        == [("better", "better")] * 2, primary
+    for key, verdicts in primary.items():
+        assert "inconclusive" in verdicts or verdicts[0] == verdicts[1], (key, verdicts)
+        low = max(one[key]["change_ci_low"], two[key]["change_ci_low"])
+        high = min(one[key]["change_ci_high"], two[key]["change_ci_high"])
+        assert low <= high, (key, one[key], two[key])
+    assert one[("swapcow", "write", "cow_copies", "base")]["median"] == 4096 == \
+        two[("swapcow", "write", "cow_copies", "base")]["median"], "swapcow copies every page it wrote, in both"
+    for workload in ("swapcow", "redis"):     # redis swaps a different amount each boot: its rate, not its count
+        key = (workload, "write", "cow_copies_per_swapin", "base")
+        assert max(one[key]["ci_low"], two[key]["ci_low"]) <= min(one[key]["ci_high"], two[key]["ci_high"]), \
+            (one[key], two[key])
     agree = sum(one[key]["verdict"] == two[key]["verdict"] for key in one)
     print(f"\n[figure] --jobs 2 against --jobs 1 (first 6 reps, base and patched): the same n in {len(counts)} count "
           f"rows, primary verdicts {sorted(primary.values())}, {agree} of {len(one)} rows with the same verdict")
