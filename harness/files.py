@@ -9,6 +9,7 @@ naming the file system, with the partial file removed.
 
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import shutil
@@ -22,6 +23,15 @@ log = logging.getLogger("harness.files")
 
 FULL = (errno.ENOSPC, errno.EDQUOT)
 FULL_TEXT = ("No space left on device", "Disk quota exceeded")
+
+
+def sha256_of(path: Path) -> str:
+    """The sha256 of a file's content, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_atomic(path: Path, text: str, errors: str = "strict") -> None:

@@ -13,7 +13,6 @@ Every fetch unpacks into a temporary folder that is renamed into place only when
 """
 
 import functools
-import hashlib
 import re
 import shutil
 import tempfile
@@ -128,17 +127,9 @@ def check_tree(tree: Path) -> None:
         raise NotAKernelTree(path=tree)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify(path: Path, expected: str, what: str) -> None:
     """The download at path has the expected sha256; if not, it is removed and ChecksumMismatch raised."""
-    actual = sha256_of(path)
+    actual = files.sha256_of(path)
     if expected and actual != expected:
         path.unlink(missing_ok=True)
         raise ChecksumMismatch(what=what, actual=actual, expected=expected)
@@ -181,7 +172,7 @@ def _unpack_git(spec: SourceSpec, commit: str, tmp: Path) -> None:
 def _unpack_tarball(spec: SourceSpec, cache_dir: Path, tmp: Path) -> None:
     name = Path(urllib.parse.urlparse(spec.location).path).name or "linux.tar.xz"
     archive = cache_dir / "downloads" / name
-    if not archive.exists() or sha256_of(archive) != spec.sha256:
+    if not archive.exists() or files.sha256_of(archive) != spec.sha256:
         _download(spec.location, archive)
     verify(archive, spec.sha256, archive.name)
     _untar_single_top(archive, tmp)

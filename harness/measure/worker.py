@@ -50,11 +50,7 @@ class ArtifactsMissing(Exception):
 
 def digest_of(path: Path) -> str:
     """sha256 of a file's content: the name an artifact travels and is kept under."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return files.sha256_of(path)
 
 
 def artifact_path(cache_dir: Path, digest: str) -> Path:

@@ -5,6 +5,7 @@ import tarfile
 
 import pytest
 
+from harness import files
 from harness.errors import (
     BadSourceSpec,
     ChecksumMismatch,
@@ -82,7 +83,7 @@ def test_an_archive_without_a_kernel_tree_is_named(tmp_path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "README").write_text("not a kernel\n")
     subprocess.run(["tar", "-czf", str(archive), "-C", str(tmp_path), "notes"], check=True)
-    spec = source.parse_spec(f"tarball:file://{archive}#sha256={source.sha256_of(archive)}")
+    spec = source.parse_spec(f"tarball:file://{archive}#sha256={files.sha256_of(archive)}")
     with pytest.raises(NotAKernelArchive, match=f"{archive.name} does not hold a kernel tree"):
         source.fetch(spec, tmp_path / "cache")
     assert list((tmp_path / "cache" / "sources").iterdir()) == []
