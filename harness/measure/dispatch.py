@@ -246,12 +246,14 @@ class DaskPool:
 
     def _refresh(self) -> None:
         """The workers there are now (a local cluster restarts a lost one under a new address)."""
-        known = self.client.scheduler_info(n_workers=-1)["workers"]
+        # nthreads() asks the scheduler each time; scheduler_info()'s cached answer can be overwritten by the
+        # client's periodic update, which carries no workers
+        known = self.client.nthreads()
         new = [address for address in known if address not in self.workers]
         if new:
             facts = self.client.run(worker.facts, self.placement.worker_cache, workers=new)
             for address, found in facts.items():
-                self.workers[address] = {**found, "nthreads": known[address].get("nthreads", 1)}
+                self.workers[address] = {**found, "nthreads": known[address]}
         self.workers = {address: facts for address, facts in self.workers.items() if address in known}
 
     def _per_cell(self, what: str) -> int:
