@@ -135,6 +135,7 @@ class DaskPool:
         self.cluster = self.client = None
         self.workers: dict[str, dict] = {}      # address -> worker.facts() and its nthreads
         self.sent: dict[str, dict] = {}         # host -> {"sent": n, "kept": n} artifacts
+        self.holding: set = set()               # (worker address, digest) known to be in that worker's cache
         self._settings = None
 
     # --- start and stop ----------------------------------------------------------------
@@ -285,8 +286,12 @@ class DaskPool:
         wanted: dict[str, Path] = {}
         for job in jobs:
             wanted.update(worker.artifacts_of(job))
-        lacking = self.client.run(worker.missing, list(wanted), self.placement.worker_cache)
+        asked = [address for address in self.workers if any((address, d) not in self.holding for d in wanted)]
+        if not asked:      # a later block of --reps auto: every worker already holds these
+            return
+        lacking = self.client.run(worker.missing, list(wanted), self.placement.worker_cache, workers=asked)
         for address, digests in sorted(lacking.items()):
+            self.holding |= {(address, digest) for digest in wanted}
             host = self.workers.get(address, {}).get("host", address)
             tally = self.sent.setdefault(host, {"sent": 0, "kept": 0})
             tally["kept"] += len(wanted) - len(digests)
@@ -324,6 +329,7 @@ class DaskPool:
                     continue
                 except worker.ArtifactsMissing:       # a worker that joined after the artifacts were sent
                     self._refresh()
+                    self.holding.clear()              # ask every worker again, not what it held before
                     self.send([job])
                     self._submit(job, queue, pending, attempt, avoid)
                     continue
