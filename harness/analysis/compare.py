@@ -24,6 +24,7 @@ baseline kernel booted again) must come out `equivalent` or `inconclusive`; `bet
 `worse` there means the measurement itself is not to be trusted: calibration failed.
 """
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field, replace
 
@@ -344,6 +345,13 @@ def all_decided(cells: Cells, plan: Plan, variants: list[str]) -> bool:
 # --- every row ---------------------------------------------------------------------------
 
 def describe(values: np.ndarray) -> dict:
+    listed = values.tolist()
+    if listed and all(value == listed[0] for value in listed):
+        return dict(_described_constant(listed[0], math.copysign(1.0, listed[0]), len(listed)))
+    return _described(values)
+
+
+def _described(values: np.ndarray) -> dict:
     low, high, coverage = stats.median_interval(values)
     listed = values.tolist()
     mean = math.fsum(listed) / len(listed)
@@ -352,19 +360,48 @@ def describe(values: np.ndarray) -> dict:
             "ci_high": high, "ci_level": round(coverage, 4)}
 
 
+# Most rows of a table hold one value in every boot of both variants (counters that stay 0): their figures
+# depend on that value and the counts alone, so they are worked out once (with the sign, so that -0.0 stays
+# itself). A simulation of thousands of tables spends most of its time here otherwise.
+@functools.lru_cache(maxsize=4096)
+def _described_constant(value: float, sign: float, n: int) -> dict:
+    return _described(np.full(n, value))
+
+
+@functools.lru_cache(maxsize=4096)
+def _unchanged(value: float, sign: float, n_base: int, n_other: int) -> dict:
+    return _change(np.full(n_base, value), np.full(n_other, value))
+
+
 def _pct(ratio: float | None) -> float | None:
     return None if ratio is None or not math.isfinite(ratio) else (ratio - 1) * 100
 
 
-def change(base: np.ndarray, other: np.ndarray) -> dict:
-    """The change of other against base in %, with the interval of the rank test, and its p-value."""
-    interval = stats.ratio_interval(base, other) or (None, None)
-    if len(base) and np.all(base == base[0]) and np.all(other == base[0]):
+def one_value(base: np.ndarray, other: np.ndarray) -> bool:
+    """Whether every value of base and other is the same one (a degenerate row: no test can tell them apart)."""
+    return bool(len(base) and (base == base[0]).all() and (other == base[0]).all())
+
+
+def change(base: np.ndarray, other: np.ndarray, same: bool | None = None) -> dict:
+    """The change of other against base in %, with the interval of the rank test, and its p-value.
+
+    same: one_value(base, other), when the caller knows it already."""
+    same = one_value(base, other) if same is None else same
+    if same and len(other):
+        value = float(base[0])
+        return dict(_unchanged(value, math.copysign(1.0, value), len(base), len(other)))
+    return _change(base, other, same)
+
+
+def _change(base: np.ndarray, other: np.ndarray, same: bool | None = None) -> dict:
+    estimate, interval = stats.ratio_change(base, other)
+    interval = interval or (None, None)
+    if one_value(base, other) if same is None else same:
         # one value everywhere (most rows of a table: counters that stay 0): every pairwise ratio is 1 and every
         # rank tied, so the estimate is 1 and the exact p is 1 (tests/analysis/test_stats.py checks both)
         estimate, p_value = 1.0, 1.0
     else:
-        estimate, p_value = stats.ratio_estimate(base, other), stats.rank_test(base, other)
+        p_value = stats.rank_test(base, other)
     return {"change_pct": _pct(estimate), "change_ci_low": _pct(interval[0]), "change_ci_high": _pct(interval[1]),
             "p_value": p_value}
 
@@ -373,16 +410,19 @@ def compare_cells(cells: Cells, plan: Plan, variants: list[str]) -> list[Row]:
     """Every (workload, phase, metric, variant) against the baseline, with roles and verdicts."""
     decisions = decide(cells, plan, variants)
     primary = set(plan.primary)
+    controls = set(plan.controls)
+    order = {variant: index for index, variant in enumerate(variants)}
     rows: list[dict] = []
     for (workload, phase, metric, point), by_variant in cells.items():
         if plan.baseline not in by_variant:
             continue
         meaning = metrics.meaning(metric)
         base = by_variant[plan.baseline][1]
+        base_one = bool(len(base)) and bool((base == base[0]).all())
         key = f"{workload}/{phase}/{metric}"
-        for variant in sorted(by_variant, key=lambda v: variants.index(v) if v in variants else len(variants)):
+        for variant in sorted(by_variant, key=lambda v: order.get(v, len(variants))):
             values = by_variant[variant][1]
-            role = "control" if variant in plan.controls else "primary" if key in primary else "exploratory"
+            role = "control" if variant in controls else "primary" if key in primary else "exploratory"
             row = {"workload": workload, "phase": phase, "metric": metric, "point": point, "variant": variant,
                    "baseline": plan.baseline, **describe(values), "role": role, "direction": meaning.direction,
                    "unit": meaning.unit, "margin_pct": plan.margin_pct if key in primary else None}
@@ -390,17 +430,19 @@ def compare_cells(cells: Cells, plan: Plan, variants: list[str]) -> list[Row]:
                 rows.append({**row, "change_pct": None, "change_ci_low": None, "change_ci_high": None,
                              "p_value": None, "verdict": "inconclusive"})
                 continue
-            row.update(change(base, values))
+            same = base_one and bool((values == base[0]).all())     # one_value(base, values)
+            row.update(change(base, values, same))
             decision = decisions.get((workload, phase, metric, point, variant))
             if decision is not None:
                 row.update(verdict=decision.verdict, p_adjusted=decision.p_adjusted,
                            p_equivalence=decision.p_equivalence, decided_after=decision.decided_after)
             else:
-                degenerate = bool(np.all(values == base[0]) and np.all(base == base[0]))
-                row.update(verdict="inconclusive", degenerate=degenerate)
+                row.update(verdict="inconclusive", degenerate=same)
             rows.append(row)
     _exploratory_verdicts(rows, decisions, plan, cells)
-    return [Row(**{k: v for k, v in row.items() if k != "degenerate"}) for row in rows]
+    for row in rows:
+        row.pop("degenerate", None)
+    return [Row(**row) for row in rows]
 
 
 def _exploratory_verdicts(rows: list[dict], decisions: dict, plan: Plan, cells: Cells) -> None:

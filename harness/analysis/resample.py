@@ -72,10 +72,16 @@ def draw(sources: dict[str, dict], reps: int, rng: np.random.Generator, per_metr
 
 def up_to(cells: compare.Cells, reps: int) -> compare.Cells:
     """The cells as they stood after `reps` repetitions (a variant without a value by then is left out)."""
-    kept = {key: {variant: (numbers[numbers <= reps], values[numbers <= reps])
-                  for variant, (numbers, values) in by_variant.items() if (numbers <= reps).any()}
-            for key, by_variant in cells.items()}
-    return {key: by_variant for key, by_variant in kept.items() if by_variant}
+    kept: compare.Cells = {}
+    for key, by_variant in cells.items():
+        trimmed = {}
+        for variant, (numbers, values) in by_variant.items():
+            within = int(numbers.searchsorted(reps, "right"))      # draw's repetition numbers ascend
+            if within:
+                trimmed[variant] = (numbers[:within], values[:within])
+        if trimmed:
+            kept[key] = trimmed
+    return kept
 
 
 def table(sources: dict, plan: compare.Plan, reps: int, rng: np.random.Generator, per_metric: bool = False,

@@ -29,30 +29,24 @@ LEVEL = 0.95
 TIE_TOLERANCE = 1e-13    # relative: r * x and y that differ only by rounding are tied, distinct counts are not
 
 
-def _tidy(values) -> np.ndarray:
-    """Values with neighbours closer than TIE_TOLERANCE made equal, so that r * x equal to y up to
-    rounding ties (0.95 * 100 is 94.99999999999999), while counts up to 1e12 stay distinct."""
-    array = np.asarray(values, dtype=float)
-    order = np.argsort(array, kind="mergesort")
-    ordered = array[order]
-    close = np.abs(np.diff(ordered)) <= TIE_TOLERANCE * np.maximum(np.abs(ordered[1:]), np.abs(ordered[:-1]))
-    group = np.concatenate(([0], np.cumsum(~close)))
-    firsts = ordered[np.concatenate(([True], ~close))]
-    tidied = np.empty_like(array)
-    tidied[order] = firsts[group]
-    return tidied
-
-
-def _doubled_midranks(pooled: np.ndarray) -> np.ndarray:
-    """2 x the mid-ranks (1-based) of pooled: integers, so that rank sums can be counted exactly."""
-    order = np.argsort(pooled, kind="mergesort")
-    ordered = pooled[order]
-    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
-    ends = np.append(starts[1:], len(ordered))
-    doubled_sorted = np.repeat(starts + ends + 1, ends - starts)   # 2 * mean of ranks start+1..end
-    doubled = np.empty(len(pooled), dtype=int)
-    doubled[order] = doubled_sorted
-    return doubled
+def _tied_ranks(x: list[float], y: list[float]) -> tuple[tuple[int, ...], int]:
+    """(2 x the mid-ranks (1-based) of x and y pooled, ascending; the sum of those of y): integers, so that
+    rank sums can be counted exactly. Neighbours closer than TIE_TOLERANCE tie, so that r * x equal to y up
+    to rounding ties (0.95 * 100 is 94.99999999999999), while counts up to 1e12 stay distinct."""
+    pooled = sorted([(value, False) for value in x] + [(value, True) for value in y])
+    ranks: list[int] = []
+    observed = 0
+    start = 0
+    for end in range(1, len(pooled) + 1):
+        if end < len(pooled):
+            before, value = pooled[end - 1][0], pooled[end][0]
+            if abs(value - before) <= TIE_TOLERANCE * max(abs(value), abs(before)):
+                continue
+        doubled = start + end + 1                # 2 * the mean of ranks start+1..end
+        ranks += [doubled] * (end - start)
+        observed += doubled * sum(in_y for _, in_y in pooled[start:end])
+        start = end
+    return tuple(ranks), observed
 
 
 @functools.lru_cache(maxsize=20_000)
@@ -67,27 +61,32 @@ def _rank_sum_distribution(doubled_ranks: tuple[int, ...], size: int) -> np.ndar
     return counts[size] / math.comb(len(doubled_ranks), size)
 
 
-def rank_test(x, y, alternative: str = "two-sided") -> float:
-    """Exact p-value of the rank-sum test of y against x, ties included.
-
-    alternative: 'two-sided', 'greater' (y tends to be larger) or 'less'.
-    """
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if not len(x) or not len(y):
-        return 1.0
-    pooled = _tidy(np.concatenate([x, y]))
-    doubled = _doubled_midranks(pooled)
-    observed = int(doubled[len(x):].sum())
-    distribution = _rank_sum_distribution(tuple(sorted(doubled.tolist())), len(y))
+@functools.lru_cache(maxsize=100_000)
+def _rank_p(doubled_ranks: tuple[int, ...], size: int, observed: int, alternative: str) -> float:
+    """The exact p of a doubled rank sum `observed` of `size` of the pooled ranks (a few dozen sums are
+    possible for a handful of boots: a simulation asks for the same ones again and again)."""
+    distribution = _rank_sum_distribution(doubled_ranks, size)
     sums = np.arange(len(distribution))
     if alternative == "greater":
         p = distribution[sums >= observed].sum()
     elif alternative == "less":
         p = distribution[sums <= observed].sum()
     else:
-        centre = len(y) * (len(pooled) + 1)          # the mean of the doubled rank sum
+        centre = size * (len(doubled_ranks) + 1)          # the mean of the doubled rank sum
         p = distribution[np.abs(sums - centre) >= abs(observed - centre)].sum()
     return float(min(1.0, p))
+
+
+def rank_test(x, y, alternative: str = "two-sided") -> float:
+    """Exact p-value of the rank-sum test of y against x, ties included.
+
+    alternative: 'two-sided', 'greater' (y tends to be larger) or 'less'.
+    """
+    x, y = np.asarray(x, dtype=float).tolist(), np.asarray(y, dtype=float).tolist()
+    if not len(x) or not len(y):
+        return 1.0
+    doubled_ranks, observed = _tied_ranks(x, y)
+    return _rank_p(doubled_ranks, len(y), observed, alternative)
 
 
 def pairwise_ratios(x, y) -> np.ndarray:
@@ -107,11 +106,20 @@ def median(values) -> float:
 
 def ratio_estimate(x, y) -> float | None:
     """The Hodges-Lehmann ratio: the median of the pairwise ratios (None when not finite)."""
+    return ratio_change(x, y)[0]
+
+
+def ratio_change(x, y, level: float = LEVEL) -> tuple[float | None, tuple[float, float] | None]:
+    """(ratio_estimate(x, y), ratio_interval(x, y, level)) from one sort of the pairwise ratios."""
     if not len(x) or not len(y):
-        return None
+        return None, None
+    ratios = np.sort(pairwise_ratios(x, y))
+    middle = len(ratios) // 2
     with np.errstate(invalid="ignore"):
-        estimate = median(pairwise_ratios(x, y))
-    return estimate if math.isfinite(estimate) else None
+        estimate = float(ratios[middle]) if len(ratios) % 2 else float((ratios[middle - 1] + ratios[middle]) / 2)
+    count = accepted_count(len(x), len(y), round(1 - level, 12))
+    interval = (0.0, math.inf) if count == 0 else (float(ratios[count - 1]), float(ratios[len(ratios) - count]))
+    return (estimate if math.isfinite(estimate) else None), interval
 
 
 def _count_cumulative(n1: int, n2: int) -> np.ndarray:
@@ -143,13 +151,7 @@ def ratio_interval(x, y, level: float = LEVEL) -> tuple[float, float] | None:
 
     (0, inf) when the sizes cannot reach that level; None without data.
     """
-    if not len(x) or not len(y):
-        return None
-    count = accepted_count(len(x), len(y), round(1 - level, 12))
-    if count == 0:
-        return 0.0, math.inf
-    ratios = np.sort(pairwise_ratios(x, y))
-    return float(ratios[count - 1]), float(ratios[len(ratios) - count])
+    return ratio_change(x, y, level)[1]
 
 
 def equivalence_p(x, y, margin: float) -> float:

@@ -345,3 +345,15 @@ def test_guests_with_other_vcpus_are_not_compared(tmp_path):
     runs.to_csv(copy / "runs.csv", index=False)
     with pytest.raises(NotComparable, match=r"Runs differ in cpus \(1 vs 2\)"):
         analysis.comparison([copy])
+
+
+@pytest.mark.parametrize("value", [0.0, -0.0, 3.0, 4096.0, 1e-7, float("inf")])
+def test_a_row_of_one_value_gets_the_figures_of_the_general_path(value):
+    """describe and change work out a row that holds one value everywhere once per (value, sizes); what they
+    give must be what the general path gives, sign of zero and infinities included."""
+    for n, m in ((6, 6), (3, 5), (1, 1), (10, 7)):
+        base, other = np.full(n, value), np.full(m, value)
+        assert repr(compare.change(base, other)) == repr(compare._change(base, other)), (value, n, m)
+        assert repr(compare.describe(other)) == repr(compare._described(other)), (value, m)
+    assert repr(compare.describe(np.full(6, -0.0))["median"]) == "-0.0"
+    assert compare.change(np.full(6, 2.0), np.full(6, 3.0))["p_value"] < 0.01, "two values: the general path"

@@ -108,3 +108,10 @@ def test_one_value_everywhere_has_ratio_1_and_p_1_at_every_size():
             for value in (0.0, 3.0, -2.5):
                 x, y = np.full(n, value), np.full(m, value)
                 assert stats.rank_test(x, y) == 1.0 and stats.ratio_estimate(x, y) == 1.0, (n, m, value)
+
+
+def test_values_apart_only_by_rounding_tie_and_distinct_counts_do_not():
+    x, y = np.full(4, 6.0), np.full(4, 5.7)
+    assert 0.95 * 6 != 5.7 and stats.rank_test(x * 0.95, y) == 1.0, "5.699999999999999 ties with 5.7"
+    big = np.array([1e12, 1e12 + 2, 1e12 + 4, 1e12 + 6])
+    assert stats.rank_test(big, big + 1) < 1.0 and stats.rank_test(big, big + 1, "greater") < 0.5

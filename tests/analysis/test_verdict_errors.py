@@ -3,6 +3,7 @@ reference run's boots. A/A tables (every variant drawn from the baseline kernel'
 show a better/worse verdict in at most 5% of tables; base/patched tables must find the seed's
 primary effects in at least 95%; both with the default repetitions and with --reps auto."""
 
+import functools
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
@@ -25,9 +26,15 @@ def plan(auto: bool) -> compare.Plan:
     return compare.Plan("base", EXPERIMENT.primary, EXPERIMENT.margin_pct, "control", design)
 
 
-def sources(aa: bool) -> dict:
+@functools.cache
+def reference_pools() -> dict:
+    """The reference run's boots as pools, read once: simulate() reads them before its workers fork."""
     samples, runs, _ = results.read(REFERENCE)
-    pools = resample.pools(samples, runs)
+    return resample.pools(samples, runs)
+
+
+def sources(aa: bool) -> dict:
+    pools = reference_pools()
     return {"base": pools["base"], "patched": pools["base" if aa else "patched"], "control": pools["base"]}
 
 
@@ -41,6 +48,7 @@ def _tally(args) -> resample.Tally:
 def simulate(aa: bool, auto: bool, per_metric: bool = False) -> resample.Tally:
     """TABLES synthetic tables, split over two processes (the machine's two cores)."""
     halves = [(aa, auto, per_metric, seed, TABLES // 2) for seed in (1, 2)]
+    reference_pools()
     with ProcessPoolExecutor(2) as pool:
         parts = list(pool.map(_tally, halves))
     return resample.Tally(sum(p.tables for p in parts), sum(p.any_claim for p in parts),
