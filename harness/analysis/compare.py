@@ -346,7 +346,8 @@ def all_decided(cells: Cells, plan: Plan, variants: list[str]) -> bool:
 
 def describe(values: np.ndarray) -> dict:
     listed = values.tolist()
-    if listed and all(value == listed[0] for value in listed):
+    if listed and all(value == listed[0] for value in listed) and \
+            (listed[0] != 0 or len({math.copysign(1.0, value) for value in listed}) == 1):    # 0.0 and -0.0 apart
         return dict(_described_constant(listed[0], math.copysign(1.0, listed[0]), len(listed)))
     return _described(values)
 

@@ -31,17 +31,26 @@ TIE_TOLERANCE = 1e-13    # relative: r * x and y that differ only by rounding ar
 
 def _tied_ranks(x: list[float], y: list[float]) -> tuple[tuple[int, ...], int]:
     """(2 x the mid-ranks (1-based) of x and y pooled, ascending; the sum of those of y): integers, so that
-    rank sums can be counted exactly. Neighbours closer than TIE_TOLERANCE tie, so that r * x equal to y up
-    to rounding ties (0.95 * 100 is 94.99999999999999), while counts up to 1e12 stay distinct."""
-    pooled = sorted([(value, False) for value in x] + [(value, True) for value in y])
+    rank sums can be counted exactly. Each value first takes the value of the first of its run of neighbours
+    closer than TIE_TOLERANCE, so that r * x equal to y up to rounding ties (6 * 0.95 is 5.699999999999999)
+    while counts up to 1e12 stay distinct; then equal values tie. A NaN ranks above every number, each its
+    own rank."""
+    pooled = [(value, False) for value in x] + [(value, True) for value in y]
+    if any(value != value for value, _ in pooled):
+        pooled.sort(key=lambda item: (item[0] != item[0], 0.0 if item[0] != item[0] else item[0]))
+    else:
+        pooled.sort()
+    tidied: list[float] = []
+    for index, (value, _) in enumerate(pooled):
+        before = pooled[index - 1][0] if index else None
+        close = index and abs(value - before) <= TIE_TOLERANCE * max(abs(value), abs(before))
+        tidied.append(tidied[-1] if close else value)
     ranks: list[int] = []
     observed = 0
     start = 0
     for end in range(1, len(pooled) + 1):
-        if end < len(pooled):
-            before, value = pooled[end - 1][0], pooled[end][0]
-            if abs(value - before) <= TIE_TOLERANCE * max(abs(value), abs(before)):
-                continue
+        if end < len(pooled) and tidied[end] == tidied[end - 1]:
+            continue
         doubled = start + end + 1                # 2 * the mean of ranks start+1..end
         ranks += [doubled] * (end - start)
         observed += doubled * sum(in_y for _, in_y in pooled[start:end])

@@ -115,3 +115,9 @@ def test_values_apart_only_by_rounding_tie_and_distinct_counts_do_not():
     assert 0.95 * 6 != 5.7 and stats.rank_test(x * 0.95, y) == 1.0, "5.699999999999999 ties with 5.7"
     big = np.array([1e12, 1e12 + 2, 1e12 + 4, 1e12 + 6])
     assert stats.rank_test(big, big + 1) < 1.0 and stats.rank_test(big, big + 1, "greater") < 0.5
+
+
+def test_equal_infinities_tie_and_a_nan_ranks_above_every_number():
+    inf, nan = float("inf"), float("nan")
+    assert stats.rank_test([inf, inf], [inf, inf]) == 1.0 and stats.rank_test([inf, inf], [inf, inf], "greater") == 1.0
+    assert stats.rank_test([nan, 1.0], [2.0]) == 1.0 and stats.rank_test([1.0, nan, 3.0], [2.0, nan]) == 0.8

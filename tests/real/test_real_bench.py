@@ -120,8 +120,9 @@ def test_two_cells_at_once_calibrate_and_reach_the_verdicts_of_one_at_a_time(tmp
     # The seed's effects get the same verdict; a row near the margin may be decided in one run and not yet in the
     # other (as between two runs of one cell at a time: --reps auto needs a seventh repetition now and then), but
     # never the opposite verdict. The two intervals of a change say the same of the margin: they overlap, or both
-    # lie past it on the same side (a guest with 1 vCPU instead of 2 may leave redis a few more or fewer of its
-    # ~1000 copies: -99.7% against -99.8%, two tight intervals a tenth of a point apart, is the same finding).
+    # lie past it on the same side, or both inside it (a guest with 1 vCPU instead of 2 may leave redis a few more
+    # or fewer of its ~1000 copies: -99.7% against -99.8%, two tight intervals a tenth of a point apart, is the
+    # same finding).
     primary = {key: (one[key]["verdict"], two[key]["verdict"]) for key in one
                if one[key]["role"] == "primary" and key[3] == "patched"}
     assert len(primary) == 3, primary
@@ -132,8 +133,9 @@ def test_two_cells_at_once_calibrate_and_reach_the_verdicts_of_one_at_a_time(tmp
         margin = one[key]["margin_pct"]
         intervals = [(r["change_ci_low"], r["change_ci_high"]) for r in (one[key], two[key])]
         overlap = max(low for low, _ in intervals) <= min(high for _, high in intervals)
-        past = {"below" if high < -margin else "above" if low > margin else "across" for low, high in intervals}
-        assert overlap or past in ({"below"}, {"above"}), (key, intervals, margin)
+        sides = {"below" if high < -margin else "above" if low > margin else
+                 "within" if -margin <= low and high <= margin else "across" for low, high in intervals}
+        assert overlap or sides in ({"below"}, {"above"}, {"within"}), (key, intervals, margin)
     assert one[("swapcow", "write", "cow_copies", "base")]["median"] == 4096 == \
         two[("swapcow", "write", "cow_copies", "base")]["median"], "swapcow copies every page it wrote, in both"
     for workload in ("swapcow", "redis"):     # redis swaps a different amount each boot: its rate, not its count
