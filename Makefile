@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 
 test: setup lint
 	$(BIN)/harness doctor --install --tests >/dev/null
-	$(BIN)/pytest -v -rsP --durations=25
+	$(BIN)/pytest -v -rfEsP --durations=25
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check harness tests benchmarks
