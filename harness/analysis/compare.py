@@ -371,7 +371,7 @@ def _described_constant(value: float, sign: float, n: int) -> dict:
 
 @functools.lru_cache(maxsize=4096)
 def _unchanged(value: float, sign: float, n_base: int, n_other: int) -> dict:
-    return _change(np.full(n_base, value), np.full(n_other, value))
+    return _change(np.full(n_base, value), np.full(n_other, value), True)
 
 
 def _pct(ratio: float | None) -> float | None:
@@ -394,10 +394,11 @@ def change(base: np.ndarray, other: np.ndarray, same: bool | None = None) -> dic
     return _change(base, other, same)
 
 
-def _change(base: np.ndarray, other: np.ndarray, same: bool | None = None) -> dict:
+def _change(base: np.ndarray, other: np.ndarray, same: bool) -> dict:
+    """change() worked out; same: one_value(base, other)."""
     estimate, interval = stats.ratio_change(base, other)
     interval = interval or (None, None)
-    if one_value(base, other) if same is None else same:
+    if same:
         # one value everywhere (most rows of a table: counters that stay 0): every pairwise ratio is 1 and every
         # rank tied, so the estimate is 1 and the exact p is 1 (tests/analysis/test_stats.py checks both)
         estimate, p_value = 1.0, 1.0
