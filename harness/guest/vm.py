@@ -24,6 +24,9 @@ from harness.errors import BootFailed
 log = logging.getLogger("harness.vm")
 
 KVM_PROGRESS_S = 5.0
+# A killed QEMU closes its sockets (the SSH EOF that makes the harness ask why) a moment before the
+# kernel lets it be reaped: a cause is looked for after waiting this long for the exit.
+EXIT_SETTLE_S = 2.0
 KERNEL_STARTED = "Linux version"
 _PR_SET_PDEATHSIG = 1
 _ALARM = re.compile(r"Kernel panic|BUG:|Oops|Unable to|No working init|Initramfs unpacking failed|"
@@ -168,6 +171,13 @@ class Qemu:
                 self.process.wait()
         _running.discard(self)
 
+    def _exits_within(self, seconds: float) -> bool:
+        try:
+            self.process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def qemu_said(self) -> str:
         """The last lines QEMU itself printed (errors), or '(nothing)'."""
         try:
@@ -179,7 +189,7 @@ class Qemu:
     def causes(self) -> list[str]:
         """What QEMU and the console say went wrong: QEMU gone, the OOM killer, a panic; [] if nothing."""
         found = []
-        if self.process is not None and not self.running():
+        if self.process is not None and self._exits_within(EXIT_SETTLE_S):
             said = self.qemu_said()
             found.append(f"QEMU exited (status {self.process.returncode}"
                          + (f", it said: {said})" if said != "(nothing)" else ")"))

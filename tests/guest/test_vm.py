@@ -1,5 +1,7 @@
 import os
 import shutil
+import signal
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -103,6 +105,27 @@ def test_stop_kills_qemu(tmp_path, fake_qemu):
     qemu.stop()
     assert time.monotonic() - started < 5
     assert not alive(pid)
+
+
+def test_a_qemu_that_is_still_exiting_is_named_as_the_cause(tmp_path, fake_qemu):
+    # SIGKILL closes QEMU's sockets before the process can be reaped: the harness, woken by the SSH
+    # EOF, may ask for the cause while QEMU is still on its way out
+    qemu = vm.Qemu(spec(tmp_path), tmp_path / "qemu.log")
+    qemu.start()
+    try:
+        assert qemu.wait_for(vm.KERNEL_STARTED, 5)
+        threading.Timer(0.5, os.kill, (qemu.process.pid, signal.SIGKILL)).start()
+        assert qemu.running()
+        assert qemu.causes() == ["QEMU exited (status -9)"]
+    finally:
+        qemu.stop()
+
+
+def test_a_running_qemu_is_no_cause(tmp_path, fake_qemu, monkeypatch):
+    monkeypatch.setattr(vm, "EXIT_SETTLE_S", 0.2)
+    with vm.Qemu(spec(tmp_path), tmp_path / "qemu.log") as qemu:
+        assert qemu.wait_for(vm.KERNEL_STARTED, 5)
+        assert qemu.causes() == []
 
 
 def test_the_kvm_verdict_is_remembered_for_later_boots(tmp_path, fake_qemu, monkeypatch):
