@@ -210,6 +210,12 @@ class DiskFull(WorldError):
                 "('harness clean' frees the cache) or point --cache-dir or -o at another file system")
 
 
+class NotEnoughSpace(DiskFull):
+    template = ("No space left on the file system at {mount} for {what}: it needs {needed} in {path}, {free} are "
+                "free ({missing} missing): free space there ('harness clean' frees the cache) or point --cache-dir "
+                "at another file system")
+
+
 class MirrorNotFound(WorldError):
     template = ("No Debian archive entry found in {where}: add a Debian mirror to the host's apt "
                 "sources, or use a tarball: or git: kernel source spec")

@@ -12,17 +12,22 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.errors import DiskFull
+from harness.errors import DiskFull, NotEnoughSpace
 
 log = logging.getLogger("harness.files")
 
 FULL = (errno.ENOSPC, errno.EDQUOT)
 FULL_TEXT = ("No space left on device", "Disk quota exceeded")
+FULL_BELOW = 1 << 20        # bytes free under which a file system is full for a tool writing to it
+# A tool's line that says it could not write: the tool has failed, even if it goes on (apt-get
+# waits for ever after one, tar tries every file left), so runner.run(stop_on=WRITE_ERROR) ends it.
+WRITE_ERROR = re.compile("|".join([*FULL_TEXT, "Write error", "Cannot write", "Read-only file system"]))
 
 
 def sha256_of(path: Path) -> str:
@@ -72,13 +77,36 @@ def partial_file(path: Path, mode: int = 0o644):
 
 def disk_full(path: Path) -> DiskFull:
     """DiskFull for a write to path, naming the mount point and what is left on it."""
+    mount, free = _file_system_of(path)
+    return DiskFull(path=Path(path), mount=mount, free=mib(free))
+
+
+def require_space(path: Path, needed: int, what: str) -> None:
+    """NotEnoughSpace, naming path and the shortfall, when path's file system has less than needed bytes
+    free: said before a download or an unpack starts, not when it fails half-way."""
+    mount, free = _file_system_of(path)
+    if free < needed:
+        raise NotEnoughSpace(path=Path(path), what=what, needed=mib(needed), mount=mount, free=mib(free),
+                             missing=mib(needed - free))
+
+
+def free_bytes(path: Path) -> int:
+    """The bytes free on the file system that holds path (or its nearest existing parent)."""
+    return _file_system_of(path)[1]
+
+
+def _file_system_of(path: Path) -> tuple[Path, int]:
+    """The mount point that holds path (or its nearest existing parent) and the bytes free there."""
     path = Path(path)
     existing = next((p for p in [path, *path.parents] if p.exists()), Path("/"))
     mount = existing.resolve()
     while not os.path.ismount(mount) and mount != mount.parent:
         mount = mount.parent
-    free = shutil.disk_usage(existing).free
-    return DiskFull(path=path, mount=mount, free=f"{free / 2**20:,.0f} MiB")
+    return mount, shutil.disk_usage(existing).free
+
+
+def mib(size: int) -> str:
+    return f"{size / 2**20:,.0f} MiB"
 
 
 def says_disk_full(text: str) -> bool:

@@ -1,8 +1,11 @@
 """The one door for host commands.
 
 argv is a list from start to finish; the shell-quoted command line is logged before it runs;
-output goes to the log (and, at -v, the console); a timeout kills the whole process group;
-a failure raises an error carrying the exit code and the tail of the output.
+output goes to the log (and, at -v, the console); a timeout kills the whole process group, and
+so do an output line that the caller names as fatal and a full disk under a folder the caller
+names (a tool that could not write may go on waiting: apt-get on a full disk waits for ever,
+with or without a word); a failure raises an error carrying the exit code and the tail of the
+output.
 """
 
 import collections
@@ -26,6 +29,7 @@ output_log = logging.getLogger("harness.output")
 
 TAIL_LINES = 20
 KILL_GRACE_S = 3.0
+SPACE_POLL_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -41,11 +45,16 @@ def quote(argv) -> str:
 
 
 def run(argv, *, cwd=None, env=None, timeout=None, check=True, log_file: Path | None = None,
-        on_line: Callable[[str], None] | None = None, stdin_text: str | None = None) -> Result:
+        on_line: Callable[[str], None] | None = None, stdin_text: str | None = None,
+        stop_on: re.Pattern | None = None, watch_space: Path | None = None, echo: bool = True) -> Result:
     """Run argv, stream its merged stdout/stderr, and return a Result.
 
     env is added to the current environment. log_file, if given, receives the output too.
-    on_line is called with every output line (for progress displays).
+    on_line is called with every output line (for progress displays). A line that stop_on matches
+    ends the command at once, whatever check says: DiskFull when the line says the disk is full,
+    else CommandFailed quoting it. When the file system of watch_space (a folder the command writes
+    into) has less than files.FULL_BELOW bytes free, the command is ended and DiskFull raised.
+    echo=False keeps the output (data, such as a file listing) out of the log.
     """
     argv = [str(part) for part in argv]
     announce(argv, cwd)
@@ -60,11 +69,13 @@ def run(argv, *, cwd=None, env=None, timeout=None, check=True, log_file: Path | 
         raise MissingHostTool(what=f"Command '{argv[0]}'",
                               fix="run 'harness doctor' to see how to install it") from None
     timer = _kill_timer(process, timeout)
+    full = _space_watch(process, watch_space)
     lines: list[str] = []
+    fatal: list[str] = []
     try:
         if stdin_text is not None:
             _feed_stdin(process, stdin_text)
-        _pump(process, lines, log_file, on_line)
+        _pump(process, lines, log_file, _stopper(process, stop_on, fatal, on_line), echo)
         process.wait()
     except BaseException:
         kill_group(process)
@@ -76,6 +87,13 @@ def run(argv, *, cwd=None, env=None, timeout=None, check=True, log_file: Path | 
     tail = _tail(lines)
     if timer and timer.fired:
         raise CommandTimedOut(command=quote(argv), timeout=timeout, tail=tail)
+    if full and full.fired:
+        raise files.disk_full(watch_space)
+    if fatal:
+        if files.says_disk_full(fatal[0]):
+            raise files.disk_full(_full_path(fatal[0], cwd))
+        raise CommandFailed(command=quote(argv), status=f"{process.returncode} (killed after this line)",
+                            tail=fatal[0].strip())
     if check and process.returncode != 0:
         if files.says_disk_full(output):
             raise files.disk_full(_full_path(output, cwd)) from None
@@ -138,6 +156,43 @@ def _kill_timer(process, timeout):
     return timer
 
 
+class _Watch(threading.Thread):
+    fired = False
+
+
+def _space_watch(process, folder: Path | None) -> _Watch | None:
+    """A thread that kills the process group once folder's file system is full; ends with the process."""
+    if folder is None:
+        return None
+
+    def watch():
+        while process.poll() is None:
+            if files.free_bytes(folder) < files.FULL_BELOW:
+                watcher.fired = True
+                kill_group(process)
+                return
+            time.sleep(SPACE_POLL_S)
+
+    watcher = _Watch(target=watch, daemon=True)
+    watcher.start()
+    return watcher
+
+
+def _stopper(process, stop_on, fatal: list[str], on_line):
+    """on_line, plus: the first line stop_on matches is kept in fatal and the process group killed."""
+    if stop_on is None:
+        return on_line
+
+    def check(line: str) -> None:
+        if on_line:
+            on_line(line)
+        if not fatal and stop_on.search(line):
+            fatal.append(line)
+            kill_group(process)
+
+    return check
+
+
 def _feed_stdin(process, text):
     try:
         process.stdin.write(text)
@@ -145,12 +200,13 @@ def _feed_stdin(process, text):
         process.stdin.close()
 
 
-def _pump(process, lines, log_file, on_line):
+def _pump(process, lines, log_file, on_line, echo=True):
     sink = open(log_file, "a", encoding="utf-8") if log_file else None
     try:
         for line in process.stdout:
             lines.append(line)
-            output_log.debug(line.rstrip("\n"))
+            if echo:
+                output_log.debug(line.rstrip("\n"))
             if sink:
                 sink.write(line)
             if on_line:

@@ -69,3 +69,55 @@ def test_a_command_that_runs_out_of_space_names_the_file_system_of_the_file_it_w
         runner.run(["sh", "-c", script])
     with pytest.raises(DiskFull, match=f"while writing {tmp_path}:"):
         runner.run(["sh", "-c", "echo 'write error: No space left on device'; exit 1"], cwd=tmp_path)
+
+
+def test_a_fatal_line_ends_a_tool_that_would_go_on_waiting(tmp_path):
+    # apt-get on a full disk: it reports the write error, then waits with its children for ever
+    from harness import files
+    from harness.errors import DiskFull
+    pid_file = tmp_path / "child.pid"
+    script = (f"sleep 60 & echo $! > {pid_file}; echo 'Get:1 http://deb.example/debian trixie InRelease'; "
+              f"echo 'Err:16 Write error - write (28: No space left on device) LZ4F: {tmp_path}/lists/x.lz4'; wait")
+    started = time.monotonic()
+    with pytest.raises(DiskFull, match=f"while writing {tmp_path}/lists/x.lz4"):
+        runner.run(["sh", "-c", script], check=False, stop_on=files.WRITE_ERROR)
+    assert time.monotonic() - started < 10
+    time.sleep(0.2)
+    assert not alive(int(pid_file.read_text())), "the tool's children die with it"
+
+
+def test_a_fatal_line_that_is_not_a_full_disk_is_a_failure_quoting_it():
+    from harness import files
+    with pytest.raises(CommandFailed, match=r"killed after this line\); last output: tar: x: Cannot write: "
+                                            r"Read-only file system$"):
+        runner.run(["sh", "-c", "echo 'tar: x: Cannot write: Read-only file system'; sleep 60; echo later"],
+                   stop_on=files.WRITE_ERROR)
+    assert runner.run(["sh", "-c", "echo fine"], stop_on=files.WRITE_ERROR).output == "fine\n"
+
+
+def test_echo_false_keeps_data_out_of_the_log(caplog):
+    import logging
+    caplog.set_level(logging.DEBUG, "harness.output")
+
+    def logged():
+        return [record.getMessage() for record in caplog.records if record.name == "harness.output"]
+
+    result = runner.run(["sh", "-c", "echo listed-file-name"], echo=False)
+    assert result.output == "listed-file-name\n" and logged() == []
+    runner.run(["sh", "-c", "echo progress-line"])
+    assert logged() == ["progress-line"]
+
+
+def test_a_command_writing_to_a_full_disk_is_ended_even_if_it_says_nothing(tmp_path, monkeypatch):
+    # apt-get with compressed lists fills the disk, prints only "Ign:" lines and waits for ever
+    from harness import files
+    from harness.errors import DiskFull
+    free = {"bytes": 10 << 20}
+    monkeypatch.setattr(files, "_file_system_of", lambda path: (tmp_path, free["bytes"]))
+    assert runner.run(["sh", "-c", "sleep 0.5; echo done"], watch_space=tmp_path).output == "done\n"
+    free["bytes"] = files.FULL_BELOW - 1
+    started = time.monotonic()
+    with pytest.raises(DiskFull, match=f"while writing {tmp_path}:"):
+        runner.run(["sh", "-c", "echo 'Ign:10 http://deb.example/debian bullseye/main amd64 Packages'; sleep 60"],
+                   check=False, watch_space=tmp_path)
+    assert time.monotonic() - started < 10

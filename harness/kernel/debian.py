@@ -4,7 +4,9 @@ A private apt state (sources list, lists, cache, empty status) points at the hos
 Debian mirror with the suites to search (every suite of SUITES with its -updates and
 -security pockets, or the one suite a spec names); apt-get checks the signature chain with
 the host's archive keyring as usual, and `apt-cache madison` says which suite holds the
-version asked for.
+version asked for. The space that the lists and the package need is checked before each is
+fetched, and apt-get is stopped at its first write error or when the disk fills (on a full disk
+it waits for ever, after a write error or after only "Ign:" lines).
 """
 
 import logging
@@ -14,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from harness import files, runner
-from harness.errors import CommandFailed, DownloadFailed, MirrorNotFound, PackageNotFound
+from harness.errors import CommandFailed, DiskFull, DownloadFailed, MirrorNotFound, PackageNotFound
 
 log = logging.getLogger("harness.debian")
 
@@ -24,6 +26,10 @@ ARCHIVE_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 SUITES = ("bullseye", "bookworm", "trixie")   # searched, each with its -updates and -security pockets
 POCKETS = ("", "-updates", "-security")
 APT_RETRIES = 3
+# The lists of one suite's main component as apt keeps them (compressed, Acquire::GzipIndexes), with
+# room for the download beside the list it becomes: bullseye 17, bookworm 19, trixie 21 MB on
+# 2026-12-02; an -updates or -security pocket 1 MB at most.
+LIST_BYTES = {"": 32 << 20, "-updates": 2 << 20, "-security": 2 << 20}
 
 
 def mirror_uri(sources: Path = APT_SOURCES, parts: Path = APT_SOURCE_PARTS) -> str:
@@ -50,9 +56,11 @@ def _uris(text: str):
             yield from deb822.group(1).split()
 
 
-def download(package_version: str, downloads: Path, suite: str = "") -> Path:
+def download(package_version: str, downloads: Path, suite: str = "", room=lambda size, installed: size) -> Path:
     """Download PACKAGE=VERSION into downloads (once) and return the .deb path. The version is
-    looked for in suite, or in every suite of SUITES the mirror serves when suite is empty."""
+    looked for in suite, or in every suite of SUITES the mirror serves when suite is empty.
+    room(size, installed size) is the space the download and what follows it need in downloads;
+    NotEnoughSpace before the download when it is not free."""
     package, _, version = package_version.partition("=")
     state_name = f"apt-{suite or 'any'}"
     with files.locked(downloads.parent, state_name, f"the download of {package_version}"):
@@ -61,7 +69,10 @@ def download(package_version: str, downloads: Path, suite: str = "") -> Path:
             return existing[0]
         state = downloads / f".{state_name}"
         try:
-            return _fetch(package, version, downloads, state, [suite] if suite else searched_suites())
+            return _fetch(package, version, downloads, state, [suite] if suite else searched_suites(), room)
+        except DiskFull:
+            shutil.rmtree(state, ignore_errors=True)    # lists are fetched anew; the space is the user's
+            raise
         finally:
             shutil.rmtree(state / "cache", ignore_errors=True)
             for partial in [*state.glob("*.deb"), *state.glob("*.deb.*"), *state.glob("lists/partial/*")]:
@@ -80,15 +91,19 @@ def archive_line(uri: str, suite: str) -> str:
     return f"deb [signed-by={ARCHIVE_KEYRING}] {uri} {suite} main"
 
 
-def _fetch(package: str, version: str, downloads: Path, state: Path, suites: list[str]) -> Path:
+def _fetch(package: str, version: str, downloads: Path, state: Path, suites: list[str], room) -> Path:
     uri = mirror_uri()
     _write_private_state(state, uri, suites)
     options = _apt_options(state)
     try:
         found = _update(options, state, uri, suites)
         where = _suite_of(options, package, version, found)
-        log.info("%s=%s: found in %s", package, version, where)
-        runner.run(["apt-get", *options, "download", f"{package}={version}"], cwd=state, timeout=1800)
+        size, installed = _sizes(options, package, version)
+        log.info("%s=%s: found in %s (%s, %s installed)", package, version, where, files.mib(size),
+                 files.mib(installed))
+        files.require_space(downloads, room(size, installed), f"the download of {package}={version}")
+        runner.run(["apt-get", *options, "download", f"{package}={version}"], cwd=state, timeout=1800,
+                   stop_on=files.WRITE_ERROR, watch_space=state)
     except CommandFailed as error:
         raise DownloadFailed(what=f"{package}={version}", why=f"apt-get: {error.fields['tail']}") from None
     fetched = sorted(state.glob(f"{package}_*.deb"))
@@ -101,9 +116,11 @@ def _fetch(package: str, version: str, downloads: Path, state: Path, suites: lis
 
 def _update(options: list[str], state: Path, uri: str, suites: list[str]) -> list[str]:
     """apt-get update; the suites whose index arrived (a suite the mirror lacks is left out)."""
-    update = runner.run(["apt-get", *options, "update"], timeout=600, check=False)
-    if files.says_disk_full(update.output):
-        raise files.disk_full(state / "lists")
+    held = sum(path.stat().st_size for path in (state / "lists").glob("*_Packages*"))
+    needed = sum(LIST_BYTES[next((p for p in POCKETS[1:] if suite.endswith(p)), "")] for suite in suites)
+    files.require_space(state / "lists", max(0, needed - held), f"the package lists of {', '.join(suites)}")
+    update = runner.run(["apt-get", *options, "update"], cwd=state, timeout=600, check=False,
+                        stop_on=files.WRITE_ERROR, watch_space=state / "lists")
     lists = [path.name for path in (state / "lists").glob("*_Packages*")]
     found = [suite for suite in suites if any(f"_dists_{suite}_main_" in name for name in lists)]
     if not found:
@@ -124,6 +141,13 @@ def _suite_of(options: list[str], package: str, version: str, searched: list[str
     raise PackageNotFound(package=package, version=version, suites=", ".join(searched), versions=versions)
 
 
+def _sizes(options: list[str], package: str, version: str) -> tuple[int, int]:
+    """The .deb's size and its installed size in bytes, from the package index."""
+    text = runner.output_of(["apt-cache", *options, "show", f"{package}={version}"], echo=False)
+    fields = dict(re.findall(r"^(Size|Installed-Size): (\d+)$", text, re.M))
+    return int(fields.get("Size", 0)), int(fields.get("Installed-Size", 0)) * 1024
+
+
 def _write_private_state(state: Path, uri: str, suites: list[str]) -> None:
     for sub in ("lists/partial", "cache/archives/partial", "parts"):
         (state / sub).mkdir(parents=True, exist_ok=True)
@@ -141,6 +165,7 @@ def _apt_options(state: Path) -> list[str]:
         "Debug::NoLocking": "1",
         "Acquire::Languages": "none",
         "Acquire::Retries": str(APT_RETRIES),
+        "Acquire::GzipIndexes": "true",             # lists kept compressed: a third of the space
     }
     if os.geteuid() == 0:
         settings["APT::Sandbox::User"] = "root"  # the private folders are not the _apt user's

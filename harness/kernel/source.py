@@ -9,7 +9,8 @@ SPEC forms:
   tarball:URL#sha256=HEX            a kernel.org style .tar.xz
   git:PATH@REF                      an archive of a local git repository at REF
   dir:PATH                          an existing tree, used as is
-Every fetch unpacks into a temporary folder that is renamed into place only when complete.
+Every fetch unpacks into a temporary folder that is renamed into place only when complete, after
+checking that its file system has room for it; a tool that says it cannot write is stopped.
 """
 
 import functools
@@ -35,6 +36,10 @@ from harness.kernel import debian
 
 DEFAULT_SPEC = ("debian:linux-source-5.10=5.10.223-1"
                 "#sha256=f733d27d239d65598d96d7a72f71ac50f49f2380192a1b3b4ca2f5ad5144dd63")
+# A kernel tree takes at least this many times its .tar.xz on disk (linux-source-5.10.223: 121 MB
+# of .tar.xz, 1,022 MB of tar, 1,153 MB in 70,614 files): enough to refuse, before a download, a
+# disk that cannot hold the tree, and low enough never to refuse one that can.
+UNPACKED_PER_PACKED_BYTE = 6
 
 
 @dataclass(frozen=True)
@@ -159,11 +164,15 @@ def _resolve_git_ref(spec: SourceSpec) -> str:
 
 
 def _unpack_git(spec: SourceSpec, commit: str, tmp: Path) -> None:
+    repo = Path(spec.location).expanduser().resolve()
+    listing = runner.output_of(["git", "-C", repo, "ls-tree", "-r", "-l", "--full-tree", commit], echo=False)
+    size = sum(int(fields[3]) for fields in map(str.split, listing.splitlines()) if fields[3].isdigit())
+    files.require_space(tmp, 2 * size, f"the tree of {spec} (an archive, then its files)")
     archive = tmp.with_suffix(".tar")
     try:
-        runner.run(["git", "-C", Path(spec.location).expanduser().resolve(), "archive",
-                    "--format=tar", "-o", archive, commit])
-        runner.run(["tar", "-xf", archive, "-C", tmp])
+        runner.run(["git", "-C", repo, "archive", "--format=tar", "-o", archive, commit], stop_on=files.WRITE_ERROR,
+                   watch_space=tmp)
+        runner.run(["tar", "-xf", archive, "-C", tmp], stop_on=files.WRITE_ERROR, watch_space=tmp)
     finally:
         archive.unlink(missing_ok=True)
     check_tree(tmp)
@@ -179,12 +188,14 @@ def _unpack_tarball(spec: SourceSpec, cache_dir: Path, tmp: Path) -> None:
 
 
 def _unpack_debian(spec: SourceSpec, cache_dir: Path, tmp: Path) -> None:
-    deb = debian.download(spec.location, cache_dir / "downloads", spec.ref)
+    deb = debian.download(spec.location, cache_dir / "downloads", spec.ref, room=_room_for_package)
     verify(deb, spec.sha256, deb.name)
     payload = tmp.with_name(tmp.name + ".deb-contents")
     payload.mkdir()
     try:
-        runner.run(["dpkg-deb", "-x", deb, payload])
+        installed = int(runner.output_of(["dpkg-deb", "-f", deb, "Installed-Size"]) or 0) * 1024
+        files.require_space(payload, installed, f"the contents of {deb.name}")
+        runner.run(["dpkg-deb", "-x", deb, payload], stop_on=files.WRITE_ERROR, watch_space=payload)
         tarballs = sorted(payload.glob("usr/src/linux-source-*.tar.*"))
         if not tarballs:
             raise DownloadFailed(what=deb.name, why="no usr/src/linux-source-*.tar.* inside")
@@ -193,13 +204,30 @@ def _unpack_debian(spec: SourceSpec, cache_dir: Path, tmp: Path) -> None:
         shutil.rmtree(payload, ignore_errors=True)
 
 
+def _room_for_package(size: int, installed: int) -> int:
+    """A linux-source .deb, its contents (one compressed tarball) and the tree it unpacks to."""
+    return size + installed + installed * UNPACKED_PER_PACKED_BYTE
+
+
 def _untar_single_top(archive: Path, tmp: Path) -> None:
     """Unpack archive into tmp, dropping its single top-level folder."""
-    runner.run(["tar", "-xf", archive, "-C", tmp, "--strip-components=1", "--no-same-owner"])
+    files.require_space(tmp, unpacked_size(archive), f"the tree of {archive.name}")
+    runner.run(["tar", "-xf", archive, "-C", tmp, "--strip-components=1", "--no-same-owner"],
+               stop_on=files.WRITE_ERROR, watch_space=tmp)
     try:
         check_tree(tmp)
     except NotAKernelTree:
         raise NotAKernelArchive(archive=archive) from None
+
+
+def unpacked_size(archive: Path) -> int:
+    """The bytes archive unpacks to: exact for .xz (from its index), else its own size (a floor)."""
+    if archive.name.endswith(".xz"):
+        totals = [line.split("\t") for line in runner.output_of(["xz", "--robot", "--list", archive]).splitlines()
+                  if line.startswith("totals\t")]
+        if totals and totals[0][4].isdigit():
+            return int(totals[0][4])
+    return archive.stat().st_size
 
 
 def _download(url: str, destination: Path) -> None:
@@ -207,6 +235,9 @@ def _download(url: str, destination: Path) -> None:
     with files.partial_file(destination) as partial:
         try:
             with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+                length = int(response.headers.get("Content-Length") or 0)
+                files.require_space(destination, length + length * UNPACKED_PER_PACKED_BYTE,
+                                    f"{destination.name} and the tree it unpacks to")
                 shutil.copyfileobj(response, out, 1 << 20)
         except OSError as error:
             if error.errno in files.FULL:

@@ -22,7 +22,7 @@ import pytest
 from harness import experiment, project, results
 from harness.errors import DiskFull
 from harness.guest import image
-from harness.kernel import build
+from harness.kernel import build, debian
 from tests.conftest import DATA
 from tests.real.test_real_boot import qemu_processes, wait_for_line
 
@@ -247,17 +247,41 @@ def runs_of(out: Path) -> list[dict]:
 
 
 @pytest.mark.real
-def test_a_full_cache_during_a_debian_download_is_one_error_and_leaves_no_partial_deb(tmp_path):
-    with small_filesystem(tmp_path / "cache", "100m") as cache:   # the index fits, the 121 MB package does not
-        result = harness("source", "fetch", cache=cache, timeout=1200)
+@pytest.mark.parametrize("size, stops_before", [
+    ("64m", "the package lists of bullseye"),                           # not even the lists fit
+    ("200m", "the download of linux-source-5.10=5.10.223-1"),           # the lists fit, the 121 MB package not
+])
+def test_a_fetch_onto_a_small_cache_fails_within_seconds_naming_the_full_disk(tmp_path, size, stops_before):
+    with small_filesystem(tmp_path / "cache", size) as cache:
+        started = time.monotonic()
+        result = harness("source", "fetch", cache=cache, timeout=300)
+        took = time.monotonic() - started
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
         [line] = error_lines(result.stderr)
-        assert line.startswith(f"error: No space left on the file system at {cache}"), line
-        assert "check the network" not in line
+        assert line.startswith(f"error: No space left on the file system at {cache} for {stops_before}"), line
+        assert re.search(r"it needs [\d,]+ MiB in .*, [\d,]+ MiB are free \([\d,]+ MiB missing\)", line), line
+        assert took < 30, f"{took:.0f} s"
         assert [p for p in cache.rglob("*") if re.search(r"\.deb(\.\w+)?$", p.name)] == []
         assert partial_files(cache) == [] and list(cache.rglob("partial/*")) == []
-        show("a Debian download on a full cache", result.returncode, line)
-        assert [p for p in (cache / "sources").iterdir()] == [] if (cache / "sources").exists() else True
+        assert not (cache / "downloads" / ".apt-any").exists(), "nothing of the attempt is left on the full disk"
+        assert not (cache / "sources").exists() or list((cache / "sources").iterdir()) == []
+        show(f"source fetch into a {size} cache", result.returncode, f"{line} ({took:.1f} s)")
+
+
+@pytest.mark.real
+def test_apt_get_is_stopped_when_it_fills_the_disk(tmp_path, monkeypatch):
+    # Past the harness's estimate of the lists (set to nothing here), real apt-get fills the disk and
+    # waits for ever, after a write error or (with compressed lists) after only "Ign:" lines
+    monkeypatch.setattr(debian, "LIST_BYTES", dict.fromkeys(debian.LIST_BYTES, 0))
+    with small_filesystem(tmp_path / "cache", "24m") as cache:
+        started = time.monotonic()
+        with pytest.raises(DiskFull, match=f"No space left on the file system at {cache} .*while writing "
+                                           f"{cache}/downloads/.apt-any"):
+            debian.download("linux-source-5.10=5.10.223-1", cache / "downloads")
+        took = time.monotonic() - started
+        assert took < 60, f"{took:.0f} s"
+        assert not (cache / "downloads" / ".apt-any").exists()
+        show("apt-get update on a full disk", "DiskFull", f"stopped after {took:.1f} s")
 
 
 @pytest.mark.real

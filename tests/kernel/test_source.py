@@ -2,6 +2,8 @@ import hashlib
 import os
 import subprocess
 import tarfile
+import time
+from pathlib import Path
 
 import pytest
 
@@ -9,11 +11,13 @@ from harness import files
 from harness.errors import (
     BadSourceSpec,
     ChecksumMismatch,
+    DiskFull,
     DownloadFailed,
     GitRefMissing,
     MirrorNotFound,
     NotAKernelArchive,
     NotAKernelTree,
+    NotEnoughSpace,
     PackageNotFound,
 )
 from harness.kernel import debian, source
@@ -115,6 +119,30 @@ def test_dir_spec_is_used_as_is_but_must_be_a_kernel_tree(tmp_path, fake_tree):
         source.fetch(source.parse_spec(f"dir:{tmp_path}"), tmp_path)
 
 
+def small_disk(monkeypatch, free: int):
+    monkeypatch.setattr(files, "_file_system_of", lambda path: (Path("/small"), free))
+
+
+def test_a_tarball_too_big_for_the_disk_is_refused_before_it_is_written(tmp_path, monkeypatch):
+    archive, digest = make_tarball(tmp_path)
+    spec = source.parse_spec(f"tarball:file://{archive}#sha256={digest}")
+    small_disk(monkeypatch, archive.stat().st_size)      # the archive fits, the tree it unpacks to does not
+    with pytest.raises(NotEnoughSpace, match=rf"^No space left on the file system at /small for {archive.name} and "
+                                             rf"the tree it unpacks to: it needs .* in {tmp_path}/cache/downloads/"):
+        source.fetch(spec, tmp_path / "cache")
+    assert list((tmp_path / "cache").rglob("*.part")) == [] and list((tmp_path / "cache" / "sources").iterdir()) == []
+    assert not list((tmp_path / "cache" / "downloads").iterdir())
+
+
+def test_an_archive_is_not_unpacked_onto_a_disk_without_room_for_its_tree(tmp_path, monkeypatch):
+    archive, _ = make_tarball(tmp_path)
+    unpacked = source.unpacked_size(archive)
+    assert unpacked > archive.stat().st_size, "xz's index gives the size of the tar"
+    small_disk(monkeypatch, unpacked - 1)
+    with pytest.raises(NotEnoughSpace, match=r"for the tree of linux-x.tar.xz: it needs 0 MiB in .*\(0 MiB missing\)"):
+        source._untar_single_top(archive, tmp_path / "tree")
+
+
 def test_mirror_uri_from_deb822_and_one_line_sources(tmp_path):
     parts = tmp_path / "sources.list.d"
     parts.mkdir()
@@ -154,22 +182,29 @@ case " $* " in
 esac
 """
 FAKE_APT_CACHE = """#!/bin/sh
-# a fake apt-cache madison: the versions the fake index holds
+# a fake apt-cache: madison lists the versions the fake index holds, show a package's sizes
 for word in "$@"; do last=$word; done
-echo "  $last |     2.10-2 | http://mirror.example/debian bullseye/main amd64 Packages"
-echo "  $last |     2.10-3 | http://mirror.example/debian bookworm/main amd64 Packages"
+case " $* " in
+*" show "*) printf 'Package: %s\\nVersion: %s\\nInstalled-Size: 280\\nSize: 56132\\n' "${last%%=*}" "${last#*=}" ;;
+*) echo "  $last |     2.10-2 | http://mirror.example/debian bullseye/main amd64 Packages"
+   echo "  $last |     2.10-3 | http://mirror.example/debian bookworm/main amd64 Packages" ;;
+esac
 """
 
 
-def test_a_debian_package_is_downloaded_once_with_a_private_apt_state(tmp_path, monkeypatch):
+def fake_apt(tmp_path, monkeypatch, apt_get=FAKE_APT):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, text in (("apt-get", FAKE_APT), ("apt-cache", FAKE_APT_CACHE)):
+    for name, text in (("apt-get", apt_get), ("apt-cache", FAKE_APT_CACHE)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("APT_LOG", str(tmp_path / "apt.log"))
     monkeypatch.setattr(debian, "mirror_uri", lambda: "http://mirror.example/debian")
+
+
+def test_a_debian_package_is_downloaded_once_with_a_private_apt_state(tmp_path, monkeypatch):
+    fake_apt(tmp_path, monkeypatch)
     downloads = tmp_path / "cache" / "downloads"
     deb = debian.download("hello=2.10-2", downloads)
     assert deb == downloads / "hello_2.10-2_all.deb" and deb.read_text() == "deb"
@@ -188,3 +223,47 @@ def test_a_debian_package_is_downloaded_once_with_a_private_apt_state(tmp_path, 
         debian.download("hello=9-9", downloads)
     debian.download("hello=2.10-3", downloads, "bookworm")
     assert (downloads / ".apt-bookworm" / "sources.list").read_text().count("\n") == 1
+
+
+def test_a_package_too_big_for_the_disk_is_refused_before_its_download(tmp_path, monkeypatch):
+    fake_apt(tmp_path, monkeypatch)
+    downloads = tmp_path / "cache" / "downloads"
+    needed = []
+    small_disk(monkeypatch, 200 << 20)          # room for the lists, not for what room() asks
+    with pytest.raises(NotEnoughSpace, match=r"at /small for the download of hello=2.10-2: it needs 1,000 MiB "
+                                             rf"in {downloads}, 200 MiB are free \(800 MiB missing\)"):
+        debian.download("hello=2.10-2", downloads, room=lambda size, installed: needed.append((size, installed))
+                        or 1000 << 20)
+    assert needed == [(56132, 280 * 1024)], "the sizes come from the package index"
+    assert "download" not in (tmp_path / "apt.log").read_text().splitlines()
+    assert not (downloads / ".apt-any").exists(), "nothing of the attempt is left on the full disk"
+
+
+def test_no_list_is_fetched_onto_a_disk_without_room_for_the_lists(tmp_path, monkeypatch):
+    fake_apt(tmp_path, monkeypatch)
+    small_disk(monkeypatch, 10 << 20)
+    with pytest.raises(NotEnoughSpace, match=r"for the package lists of bullseye, bullseye-updates, .*: it needs "
+                                             r"108 MiB"):
+        debian.download("hello=2.10-2", tmp_path / "cache" / "downloads")
+    with pytest.raises(NotEnoughSpace, match=r"for the package lists of bookworm: it needs 32 MiB"):
+        debian.download("hello=2.10-2", tmp_path / "cache" / "downloads", "bookworm")
+    assert not (tmp_path / "apt.log").exists(), "apt-get never ran"
+
+
+WAITS_AFTER_A_WRITE_ERROR = """#!/bin/sh
+# apt-get update on a full disk, as seen: the write error, then a wait that never ends
+sleep 60 &
+echo "Err:16 http://mirror.example/debian trixie/main amd64 Packages"
+echo "  Write error - write (28: No space left on device) LZ4F: $PWD/lists/partial/trixie_Packages.lz4 Write error"
+wait
+"""
+
+
+def test_an_apt_get_that_waits_after_a_write_error_is_stopped_at_once(tmp_path, monkeypatch):
+    fake_apt(tmp_path, monkeypatch, apt_get=WAITS_AFTER_A_WRITE_ERROR)
+    downloads = tmp_path / "cache" / "downloads"
+    started = time.monotonic()
+    with pytest.raises(DiskFull, match="No space left on the file system at .* while writing .*trixie_Packages.lz4"):
+        debian.download("hello=2.10-2", downloads)
+    assert time.monotonic() - started < 10
+    assert not (downloads / ".apt-any").exists() and not list(downloads.glob("*.deb"))
