@@ -37,6 +37,11 @@ class NotAKernelTree(UserError):
     template = "{path} is not a kernel tree (no Makefile with VERSION =): pass the top of a Linux source tree"
 
 
+class TreeChanged(UserError):
+    template = ("The tree {path} changed while it was being copied for the build of {variant} (its key went from "
+                "{before} to {after}): nothing was built or cached; run again when the tree is not being edited")
+
+
 class NotAKernelArchive(UserError):
     template = ("{archive} does not hold a kernel tree (no top-level folder with a Makefile that sets VERSION =): "
                 "fix the source spec to name a Linux source archive")

@@ -257,6 +257,18 @@ def object_code(metadata: dict) -> list[str]:
     return lines + [""]
 
 
+def tree_state(made_from: dict) -> str:
+    """What a dir: tree held when it was built, as recorded; empty for a fetched tree."""
+    if "git_commit" in made_from:
+        return (f"; tree {made_from['path']} at {made_from['git_commit'][:12]} with {made_from['changed_files']} "
+                f"changed and {made_from['untracked_files']} untracked files (diff sha256 "
+                f"{made_from['diff_sha256'][:12]})")
+    if "listing_sha256" in made_from:
+        return (f"; tree {made_from['path']} of {made_from['files']:,} files (listing sha256 "
+                f"{made_from['listing_sha256'][:12]})")
+    return ""
+
+
 def provenance(metadata: dict, runs: pd.DataFrame, invalid: int) -> list[str]:
     builds = metadata.get("builds", {})
     lines = [f"- Reproduce: `{metadata.get('command', '?')}`",
@@ -269,7 +281,7 @@ def provenance(metadata: dict, runs: pd.DataFrame, invalid: int) -> list[str]:
         control += f" from `{own}`" if own != metadata.get("source") else ""
         lines.append(f"- `{variant['name']}`{control}: {patches} (patch hash {build.get('patch_hash', '?')}, config "
                      f"hash {build.get('config_hash', '?')}, build {build.get('key', '?')}, "
-                     f"{build.get('compiler', '?')})")
+                     f"{build.get('compiler', '?')}){tree_state(build.get('source_state', {}))}")
     host = metadata.get("host", {})
     lines += [f"- QEMU: {metadata.get('qemu', '?')}; accelerator: "
               f"{', '.join(sorted(set(runs['accelerator'].dropna().astype(str)))) or '?'}",

@@ -52,6 +52,7 @@ class Build:
     ccache_misses: int
     stage_seconds: dict = field(default_factory=dict, compare=False)
     source: str = ""            # the source SPEC the tree came from
+    source_state: dict = field(default_factory=dict)   # what the source's key was made from (source.Tree)
 
     @property
     def bzimage(self) -> Path:
@@ -82,12 +83,9 @@ def build_all(experiment: Experiment, variants: list[Variant], cache_dir: Path, 
     """Build (or reuse) every variant, each from its source; returns the builds in the order of variants."""
     require_patches(variants)
     fragments = kconfig.find(experiment.kconfigs)
-    trees = {}
-    for text in dict.fromkeys(experiment.source_of(variant) for variant in variants):
-        spec = source.parse_spec(text)
-        tree = source.fetch(spec, cache_dir)
-        trees[text] = (tree, source.key(spec, tree))
-    return [build_variant(variant, *trees[experiment.source_of(variant)], fragments, experiment.probes,
+    trees = {text: source.open_tree(source.parse_spec(text), cache_dir)
+             for text in dict.fromkeys(experiment.source_of(variant) for variant in variants)}
+    return [build_variant(variant, trees[experiment.source_of(variant)], fragments, experiment.probes,
                           cache_dir, rebuild, experiment.source_of(variant)) for variant in variants]
 
 
@@ -111,20 +109,20 @@ def compiler_version() -> str:
     return runner.output_of(["gcc", "--version"]).splitlines()[0]
 
 
-def build_variant(variant: Variant, pristine: Path, source_key: str, fragments, probes,
+def build_variant(variant: Variant, pristine: source.Tree, fragments, probes,
                   cache_dir: Path, rebuild=False, spec: str = "") -> Build:
     compiler = compiler_version()
-    key = build_key(source_key, variant.patches, fragments, compiler)
+    key = build_key(pristine.key, variant.patches, fragments, compiler)
     directory = cache_dir / "builds" / key
     with files.locked(cache_dir, f"builds/{key}", f"the build of {variant.name}"):
         if not rebuild and (cached := load(directory)):
             log.info("build %s: cached in %s", variant.name, directory)
             os.utime(directory / "build.json")      # last used: `harness clean --keep` keeps the recent ones
-            return _as_variant(cached, variant.name, spec)
+            return _as_variant(cached, variant.name, spec, pristine.made_from)
         return _build(variant, directory, key, pristine, fragments, probes, cache_dir, compiler, spec)
 
 
-def _build(variant, directory, key, pristine, fragments, probes, cache_dir, compiler, spec) -> Build:
+def _build(variant, directory, key, pristine: source.Tree, fragments, probes, cache_dir, compiler, spec) -> Build:
     if directory.exists():
         remove_tree(directory)
     directory.mkdir(parents=True)
@@ -132,7 +130,10 @@ def _build(variant, directory, key, pristine, fragments, probes, cache_dir, comp
     log.info("build %s: preparing %s", variant.name, tree)
     stages = Stopwatch()
     with stages("copy"):
-        _copy_tree(pristine, tree)
+        if pristine.private:
+            source.copy_private(pristine, tree, variant.name)
+        else:
+            _copy_tree(pristine.path, tree)
     with stages("patch"):
         _apply_patches(variant.patches, tree)
     with stages("configure"):
@@ -142,10 +143,10 @@ def _build(variant, directory, key, pristine, fragments, probes, cache_dir, comp
     for name, target in (("arch/x86/boot/bzImage", "bzImage"), ("System.map", "System.map"), (".config", "config")):
         shutil.copyfile(tree / name, directory / target)
     check_symbols(directory / "System.map", probes, variant.name)
-    result = Build(variant.name, key, directory, source.release(pristine),
+    result = Build(variant.name, key, directory, source.release(pristine.path),
                    tuple(Path(p).name for p in variant.patches), patch_hash(variant.patches),
                    hashlib.sha256((directory / "config").read_bytes()).hexdigest()[:16], compiler,
-                   stages.total, hits, misses, stages.seconds, spec)
+                   stages.total, hits, misses, stages.seconds, spec, pristine.made_from)
     _save(result)
     log.info("build %s: done in %.0f s (ccache %d hits, %d misses)", variant.name, result.duration_s, hits, misses)
     return result
@@ -169,11 +170,12 @@ def check_symbols(system_map: Path, symbols, variant: str) -> None:
             raise MissingSymbol(symbol=symbol, variant=variant)
 
 
-def _as_variant(build: Build, name: str, spec: str) -> Build:
+def _as_variant(build: Build, name: str, spec: str, made_from: dict) -> Build:
     """A cached build under the variant name asking for it (and the source spec it gave, which may
-    differ from the recorded one only in spelling, such as @SUITE: the cache key is the tree's)."""
+    differ from the recorded one only in spelling, such as @SUITE: the cache key is the tree's; and
+    what the key was made from this time, such as another path to a tree of the same content)."""
     fields = asdict(build)
-    fields.update(variant=name, source=spec or build.source)
+    fields.update(variant=name, source=spec or build.source, source_state=made_from or build.source_state)
     return Build(**fields)
 
 

@@ -8,19 +8,28 @@ SPEC forms:
                                     -security) holds VERSION
   tarball:URL#sha256=HEX            a kernel.org style .tar.xz
   git:PATH@REF                      an archive of a local git repository at REF
-  dir:PATH                          an existing tree, used as is
+  dir:PATH                          an existing tree, in place (keyed by what it holds now)
 Every fetch unpacks into a temporary folder that is renamed into place only when complete, after
 checking that its file system has room for it; a tool that says it cannot write is stopped.
+
+A tree's key stands for its content in build cache keys. A fetched tree is read-only and named by
+what it was fetched from. A dir: tree is the user's to edit, so its key is made from what is in it
+now: for a git work tree, the commit, `git diff HEAD` and the untracked files that are not ignored;
+for any other tree, the path, size, mode and mtime of every file. A build copies those files (not
+links: the tree may be edited during and after the build) and refuses a tree whose key changed
+while it was copied.
 """
 
 import functools
+import hashlib
+import os
 import re
 import shutil
 import tempfile
 import urllib.parse
 import urllib.request
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import files, runner
@@ -31,6 +40,7 @@ from harness.errors import (
     GitRefMissing,
     NotAKernelArchive,
     NotAKernelTree,
+    TreeChanged,
 )
 from harness.kernel import debian
 
@@ -111,11 +121,101 @@ def fetch(spec: SourceSpec, cache_dir: Path) -> Path:
     return target
 
 
-def key(spec: SourceSpec, tree: Path) -> str:
-    """A string that changes whenever the tree's content may change (part of build cache keys)."""
-    if spec.kind == "dir":
-        return f"dir:{tree}:{(tree / 'Makefile').stat().st_mtime_ns}"
-    return tree.name
+@dataclass(frozen=True)
+class Tree:
+    """A source tree as a build sees it: where it is, the key that stands for its content, what the
+    key was made from (for a run's metadata) and, for a dir: tree, the files a build copies."""
+    path: Path
+    key: str
+    made_from: dict = field(default_factory=dict)
+    files: tuple[str, ...] = ()     # empty: a read-only fetched tree, which builds hard-link whole
+
+    @property
+    def private(self) -> bool:
+        """True when a build must copy the tree's files rather than link them."""
+        return bool(self.files)
+
+
+def open_tree(spec: SourceSpec, cache_dir: Path) -> Tree:
+    """The tree of spec, fetched once, with its key as it is now."""
+    path = fetch(spec, cache_dir)
+    if spec.kind != "dir":
+        return Tree(path, path.name, {"tree": path.name})
+    return state_of(path)
+
+
+def state_of(path: Path) -> Tree:
+    """A dir: tree's key, made from what it holds now (see the module's docstring)."""
+    return _git_state(path) or _walked_state(path)
+
+
+def copy_private(tree: Tree, destination: Path, variant: str) -> None:
+    """Copy a dir: tree's files to destination (made here); TreeChanged, with destination removed, when
+    the tree's key is not the same after the copy as before it."""
+    destination.mkdir(parents=True)
+    runner.run(["cpio", "-0", "-p", "-d", "-m", "--quiet", destination], cwd=tree.path,
+               stdin_text="\0".join(tree.files) + "\0", stop_on=files.WRITE_ERROR, watch_space=destination)
+    after = state_of(tree.path)
+    if after.key != tree.key:
+        shutil.rmtree(destination)
+        raise TreeChanged(path=tree.path, variant=variant, before=tree.key, after=after.key)
+
+
+def _git_state(path: Path) -> Tree | None:
+    """The state of a git work tree at path; None when path is in no work tree with a commit, or git
+    does not list its top Makefile (a tree inside someone else's repository)."""
+    head = runner.run(["git", "rev-parse", "--verify", "--quiet", "HEAD"], cwd=path, check=False)
+    if head.returncode != 0:
+        return None
+    listed = _git_files(path, "--cached", "--others")
+    if "Makefile" not in listed:
+        return None
+    untracked = _git_files(path, "--others")
+    runner.run(["git", "update-index", "-q", "--refresh"], cwd=path, check=False)   # stat data, as git status does
+    with tempfile.NamedTemporaryFile(prefix="harness-diff.") as diff:
+        runner.run(["git", "diff", "HEAD", "--binary", "--no-ext-diff", "--no-textconv", "--no-color",
+                    f"--output={diff.name}", "--", "."], cwd=path)
+        diff_sha256 = files.sha256_of(Path(diff.name))
+        changed = sum(line.startswith(b"diff --git ") for line in open(diff.name, "rb"))
+    untracked_digest = hashlib.sha256()
+    for name in untracked:
+        untracked_digest.update(f"{name}\0{_content_sha256(path / name)}\n".encode())
+    commit = head.output.strip()
+    made_from = {"path": str(path), "git_commit": commit, "diff_sha256": diff_sha256, "changed_files": changed,
+                 "untracked_files": len(untracked), "untracked_sha256": untracked_digest.hexdigest()}
+    return Tree(path, _dir_key(made_from, "git_commit", "diff_sha256", "untracked_sha256"), made_from,
+                tuple(name for name in listed if os.path.lexists(path / name)))
+
+
+def _git_files(path: Path, *which: str) -> list[str]:
+    """The files git lists under path (a repository nested in it, listed as 'name/', is not the tree's)."""
+    listing = runner.run(["git", "ls-files", "-z", *which, "--exclude-standard"], cwd=path, echo=False).output
+    return sorted(name for name in listing.split("\0") if name and not name.endswith("/"))
+
+
+def _content_sha256(path: Path) -> str:
+    return hashlib.sha256(os.readlink(path).encode()).hexdigest() if path.is_symlink() else files.sha256_of(path)
+
+
+def _walked_state(path: Path) -> Tree:
+    """The state of any other tree: the path, size, mode and mtime of every file and symbolic link
+    (but a .git, which git commands write to)."""
+    digest = hashlib.sha256()
+    names = []
+    for folder, folders, found in os.walk(path):
+        folders[:] = sorted(name for name in folders if name != ".git")
+        links = [name for name in folders if os.path.islink(os.path.join(folder, name))]
+        for name in sorted(name for name in [*found, *links] if name != ".git"):
+            status = os.lstat(os.path.join(folder, name))
+            names.append(os.path.relpath(os.path.join(folder, name), path))
+            digest.update(f"{names[-1]}\0{status.st_size}\0{status.st_mode:o}\0{status.st_mtime_ns}\n".encode())
+    made_from = {"path": str(path), "files": len(names), "listing_sha256": digest.hexdigest()}
+    return Tree(path, _dir_key(made_from, "listing_sha256"), made_from, tuple(names))
+
+
+def _dir_key(made_from: dict, *fields: str) -> str:
+    text = "".join(f"{name} {made_from[name]}\n" for name in fields)
+    return "dir-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def release(tree: Path) -> str:

@@ -356,7 +356,8 @@ def cow_layouts(request: RunRequest, builds: dict) -> dict[str, dict]:
 
 def _build_facts(built: build.Build) -> dict:
     return {"key": built.key, "release": built.release, "source": built.source, "patches": list(built.patches),
-            "patch_hash": built.patch_hash, "config_hash": built.config_hash, "compiler": built.compiler}
+            "patch_hash": built.patch_hash, "config_hash": built.config_hash, "compiler": built.compiler,
+            "source_state": built.source_state}
 
 
 def _metadata(request: RunRequest) -> dict:

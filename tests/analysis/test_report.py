@@ -68,6 +68,22 @@ def test_the_report_lists_the_functions_whose_code_a_variant_changed(tmp_path):
     assert "- `patched`: code changed in `do_wp_page`, `unmap_page_range`" in text and "do_wp_page  442  506" in text
 
 
+def test_the_report_says_which_state_of_a_dir_tree_was_built(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    directory = results.RunDirectory.load(copy)
+    builds = directory.metadata()["builds"]
+    builds["base"]["source_state"] = {"path": "/src/linux", "git_commit": "0123456789abcdef" * 2 + "01234567",
+                                      "diff_sha256": "fe" * 32, "changed_files": 1, "untracked_files": 2,
+                                      "untracked_sha256": "ab" * 32}
+    builds["patched"]["source_state"] = {"path": "/src/other", "files": 70614, "listing_sha256": "cd" * 32}
+    directory.update_metadata(builds=builds)
+    text = analysis.analyse(copy, experiment.load(None)).read_text()
+    assert ("; tree /src/linux at 0123456789ab with 1 changed and 2 untracked files (diff sha256 fefefefefefe)"
+            in text)
+    assert "; tree /src/other of 70,614 files (listing sha256 cdcdcdcdcdcd)" in text
+
+
 def test_figures_name_each_variants_kernel_when_they_differ():
     samples, runs, metadata = results.read(RUN)
     assert analysis.plots.subtitle(metadata, runs).startswith("Linux 5.10.223, TCG | base: no patches; patched: ")

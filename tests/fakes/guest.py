@@ -154,7 +154,7 @@ class FakeBuild:
     def __init__(self, name: str):
         self.variant, self.key, self.release, self.patches = name, name, "linux-5.10.223", ()
         self.patch_hash, self.config_hash, self.compiler = "none", "c", "gcc"
-        self.source, self.directory = "", Path("/nonexistent/fake-build")
+        self.source, self.source_state, self.directory = "", {}, Path("/nonexistent/fake-build")
         self.tree = self.directory / "linux"
         self.vmlinux = self.tree / "vmlinux"
         self.bzimage = self.directory / "bzImage"

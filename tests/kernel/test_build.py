@@ -2,9 +2,10 @@ import json
 
 import pytest
 
-from harness.errors import CommandFailed, KconfigOptionDropped, MissingSymbol, PatchDoesNotApply
+from harness.errors import CommandFailed, KconfigOptionDropped, MissingSymbol, PatchDoesNotApply, TreeChanged
 from harness.experiment import Variant
-from harness.kernel import build, kconfig
+from harness.kernel import build, kconfig, source
+from harness.measure import matrix
 from tests.kernel.test_patches import FORMAT_PATCH
 
 PROBES = ("wp_page_copy", "do_wp_page", "do_swap_page")
@@ -25,7 +26,7 @@ def patch(tmp_path):
 
 
 def run_build(fake_tree, fragments, cache, variant=Variant("base"), rebuild=False, probes=PROBES):
-    return build.build_variant(variant, fake_tree, "fake", fragments, probes, cache, rebuild)
+    return build.build_variant(variant, source.Tree(fake_tree, "fake"), fragments, probes, cache, rebuild)
 
 
 def test_build_produces_kernel_map_config_and_record(tmp_path, fake_tree, fragments):
@@ -135,3 +136,30 @@ def test_concurrent_builds_of_one_key_build_once(tmp_path, fake_tree, fragments)
     assert not errors
     assert results[0].bzimage.stat().st_mtime_ns == results[1].bzimage.stat().st_mtime_ns
     assert results[0].duration_s == results[1].duration_s, "the second reused the first's build"
+
+
+def test_a_dir_tree_is_built_from_a_private_copy_and_again_after_an_edit(tmp_path, fake_tree, fragments):
+    cache = tmp_path / "cache"
+    first = build.build_variant(Variant("base"), source.state_of(fake_tree), fragments, PROBES, cache)
+    memory = fake_tree / "mm" / "memory.c"
+    assert (first.tree / "mm" / "memory.c").stat().st_ino != memory.stat().st_ino, "copied, not linked"
+    assert first.source_state["files"] == len(source.state_of(fake_tree).files)
+    assert json.loads((first.directory / "build.json").read_text())["source_state"] == first.source_state
+    assert matrix._build_facts(first)["source_state"] == first.source_state, "a run's metadata says it too"
+    again = build.build_variant(Variant("base"), source.state_of(fake_tree), fragments, PROBES, cache)
+    assert again.key == first.key and again.duration_s == first.duration_s, "an untouched tree is a cache hit"
+    memory.write_text(memory.read_text() + "int edited;\n")
+    edited = build.build_variant(Variant("base"), source.state_of(fake_tree), fragments, PROBES, cache)
+    assert edited.key != first.key and "int edited;" in edited.bzimage.read_text()
+    assert "int edited;" not in first.bzimage.read_text(), "the first build keeps what it was built from"
+
+
+def test_a_dir_tree_that_changes_before_its_copy_ends_is_not_built(tmp_path, fake_tree, fragments):
+    cache = tmp_path / "cache"
+    tree = source.state_of(fake_tree)
+    (fake_tree / "mm" / "memory.c").write_text("int changed;\n")
+    with pytest.raises(TreeChanged, match=f"The tree {fake_tree} changed while it was being copied"):
+        build.build_variant(Variant("base"), tree, fragments, PROBES, cache)
+    assert list(cache.glob("builds/*/build.json")) == []
+    rebuilt = build.build_variant(Variant("base"), source.state_of(fake_tree), fragments, PROBES, cache)
+    assert "int changed;" in rebuilt.bzimage.read_text()

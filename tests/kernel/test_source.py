@@ -19,6 +19,7 @@ from harness.errors import (
     NotAKernelTree,
     NotEnoughSpace,
     PackageNotFound,
+    TreeChanged,
 )
 from harness.kernel import debian, source
 
@@ -117,6 +118,115 @@ def test_dir_spec_is_used_as_is_but_must_be_a_kernel_tree(tmp_path, fake_tree):
     assert source.fetch(source.parse_spec(f"dir:{fake_tree}"), tmp_path) == fake_tree
     with pytest.raises(NotAKernelTree):
         source.fetch(source.parse_spec(f"dir:{tmp_path}"), tmp_path)
+
+
+def commit_all(repo, message="base"):
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+
+
+@pytest.fixture
+def git_tree(fake_tree):
+    """The fake kernel tree as a git work tree with one commit, build outputs ignored."""
+    (fake_tree / ".gitignore").write_text("*.o\n/build-output/\n")
+    git(fake_tree, "init", "-q")
+    commit_all(fake_tree)
+    return fake_tree
+
+
+def key_of(tree):
+    return source.open_tree(source.parse_spec(f"dir:{tree}"), tree.parent / "cache").key
+
+
+def test_a_git_tree_key_follows_its_content_not_its_makefile(git_tree):
+    first = source.open_tree(source.parse_spec(f"dir:{git_tree}"), git_tree.parent / "cache")
+    assert first.key.startswith("dir-") and first.private and "mm/memory.c" in first.files
+    assert first.made_from["git_commit"] == subprocess.run(["git", "-C", git_tree, "rev-parse", "HEAD"],
+                                                           capture_output=True, text=True).stdout.strip()
+    assert first.made_from["changed_files"] == 0 and first.made_from["untracked_files"] == 0
+    assert key_of(git_tree) == first.key, "an untouched tree keeps its key"
+    memory = git_tree / "mm" / "memory.c"
+    stamp = (git_tree / "Makefile").stat().st_mtime_ns
+    memory.write_text(memory.read_text() + "int edited;\n")
+    edited = source.state_of(git_tree)
+    assert edited.key != first.key and edited.made_from["changed_files"] == 1
+    assert (git_tree / "Makefile").stat().st_mtime_ns == stamp
+    (git_tree / "mm" / "new.c").write_text("int added;\n")
+    untracked = source.state_of(git_tree)
+    assert untracked.key not in (first.key, edited.key) and untracked.made_from["untracked_files"] == 1
+    assert "mm/new.c" in untracked.files
+    (git_tree / "mm" / "new.c").write_text("int added_too;\n")
+    assert source.state_of(git_tree).key != untracked.key, "an untracked file counts by its content"
+    (git_tree / "mm" / "new.c").unlink()
+    (git_tree / "nested").mkdir()
+    git(git_tree / "nested", "init", "-q")
+    (git_tree / "mm" / "memory.o").write_text("object")
+    (git_tree / "build-output").mkdir()
+    (git_tree / "build-output" / "x").write_text("ignored")
+    ignored = source.state_of(git_tree)
+    assert ignored.key == edited.key, "ignored files are not the tree's content"
+    assert "mm/memory.o" not in ignored.files and "build-output/x" not in ignored.files
+
+
+def test_a_branch_switch_changes_the_key_and_switching_back_restores_it(git_tree):
+    master = key_of(git_tree)
+    git(git_tree, "checkout", "-q", "-b", "other")
+    assert key_of(git_tree) == master, "the same commit on another branch is the same tree"
+    (git_tree / "mm" / "memory.c").write_text("int other;\n")
+    commit_all(git_tree, "other")
+    other = key_of(git_tree)
+    assert other != master
+    git(git_tree, "checkout", "-q", "-")
+    assert key_of(git_tree) == master
+    (git_tree / "mm" / "memory.c").write_text("int stashed;\n")
+    assert key_of(git_tree) != master
+    git(git_tree, "stash", "-q")
+    assert key_of(git_tree) == master, "git stash takes the tree back to its commit"
+
+
+def test_a_tree_outside_git_is_keyed_by_its_files(fake_tree):
+    first = source.state_of(fake_tree)
+    assert "listing_sha256" in first.made_from and first.made_from["files"] == len(first.files)
+    assert source.state_of(fake_tree).key == first.key
+    memory = fake_tree / "mm" / "memory.c"
+    memory.write_text(memory.read_text().replace("count != 1", "count >= 2"))    # the same size
+    os.utime(memory, ns=(memory.stat().st_atime_ns, memory.stat().st_mtime_ns + 1_000_000))
+    assert source.state_of(fake_tree).key != first.key
+    (fake_tree / "mm" / "link").symlink_to("memory.c")
+    assert "mm/link" in source.state_of(fake_tree).files
+
+
+def test_a_tree_in_a_repository_that_ignores_it_is_keyed_by_its_files(tmp_path, fake_tree):
+    # Debian's linux-source tree ignores everything at its top (/*) in its own .gitignore
+    (fake_tree / ".gitignore").write_text("/*\n!/debian/\n")
+    git(fake_tree, "init", "-q")
+    git(fake_tree, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "empty")
+    state = source.state_of(fake_tree)
+    assert "listing_sha256" in state.made_from and "mm/memory.c" in state.files
+    assert not [name for name in state.files if name.startswith(".git/")], "git's own files are not the tree"
+    git(fake_tree, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "again")
+    assert source.state_of(fake_tree).key == state.key
+
+
+def test_a_private_copy_holds_the_listed_files_and_refuses_a_tree_that_changed(tmp_path, git_tree):
+    (git_tree / "mm" / "memory.o").write_text("stale object")
+    tree = source.state_of(git_tree)
+    copy = tmp_path / "copy"
+    source.copy_private(tree, copy, "base")
+    assert (copy / "mm" / "memory.c").read_text() == (git_tree / "mm" / "memory.c").read_text()
+    assert (copy / "mm" / "memory.c").stat().st_ino != (git_tree / "mm" / "memory.c").stat().st_ino
+    assert not (copy / "mm" / "memory.o").exists() and not (copy / ".git").exists()
+    (git_tree / "mm" / "memory.c").write_text("int changed_meanwhile;\n")
+    with pytest.raises(TreeChanged, match=f"The tree {git_tree} changed while it was being copied for the build "
+                                          f"of base \\(its key went from {tree.key} to dir-"):
+        source.copy_private(tree, tmp_path / "second", "base")
+    assert not (tmp_path / "second").exists()
+
+
+def test_a_fetched_tree_is_keyed_by_its_name_and_linked_whole(tmp_path):
+    archive, digest = make_tarball(tmp_path)
+    tree = source.open_tree(source.parse_spec(f"tarball:file://{archive}#sha256={digest}"), tmp_path / "cache")
+    assert tree.key == tree.path.name == f"tarball-{digest[:16]}" and not tree.private
 
 
 def small_disk(monkeypatch, free: int):
