@@ -24,7 +24,7 @@ def headline_sentence(rows: list[compare.Row], headline: str, release: str, acce
         said = [_headline_at(rows, headline, point) for point in points]
         return f"On Linux {release} under {accelerator.upper()}: " + " ".join(said)
     found = _headline_at(rows, headline, points[0] if points else "")
-    return found if found.startswith(("No valid", "Every variant")) else \
+    return found if found.startswith(("No valid", "Every variant", "Only `")) else \
         f"On Linux {release} under {accelerator.upper()}, " + found
 
 
@@ -37,7 +37,10 @@ def _headline_at(rows: list[compare.Row], headline: str, point: str) -> str:
     if base is not None and not others and controls:
         return (f"Every variant here ran as an A/A control against `{base.variant}` ({', '.join(controls)}: the "
                 "baseline kernel again, or its object code unchanged): the calibration line above is the finding.")
-    if base is None or not others:
+    if base is not None and not others:
+        return (f"Only `{base.variant}` ran here, so there is nothing to compare it with: {metric} in the {phase} "
+                f"phase of {workload} has a median of {_number(base.median)} over {base.n} boots.")
+    if base is None:
         return f"No valid samples of {metric} in the {phase} phase of {workload}: see runs.csv for why."
     parts = []
     for r in others:
@@ -183,6 +186,7 @@ def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], head
     lines += ["## Primary hypotheses", "", *compare.summary_lines(comparison)[1 if calibration else 0:], ""]
     lines += [*primary_table(rows), ""]
     lines += sweep_lines(metadata, runs)
+    lines += warning_lines(runs)
     lines += ["## What the timings can carry", "", TIMING_NOTE.get(accelerator, TIMING_NOTE["tcg"]), ""]
     order = [comparison.plan.baseline] + [v["name"] for v in metadata.get("variants", [])]
     cost = instrumentation_cost(samples.merge(valid[["variant", "workload", "rep", "mode", "point"]]),
@@ -207,6 +211,25 @@ def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], head
     path = run_dir / "report.md"
     write_atomic(path, "\n".join(lines) + "\n")
     return path
+
+
+def warning_lines(runs: pd.DataFrame) -> list[str]:
+    """Markdown lines: every warning the cells recorded, with the boots that gave it ([] when none did)."""
+    if "warnings" not in runs:
+        return []
+    seen: dict[tuple, list[int]] = {}
+    for run in runs.fillna({"warnings": ""}).itertuples(index=False):
+        for warning in filter(None, str(run.warnings).split("; ")):
+            where = (run.workload, getattr(run, "point", "") or "", run.variant, warning)
+            seen.setdefault(where, []).append(int(run.rep))
+    if not seen:
+        return []
+    lines = ["## Warnings", "", "What the cells warned of (runs.csv, `warnings`); a warned boot is still valid:", ""]
+    for (workload, point, variant, warning), reps in seen.items():
+        total = len(runs[(runs["workload"] == workload) & (runs["variant"] == variant)])
+        at = f" at {point}" if point else ""
+        lines.append(f"- {workload}{at}, `{variant}`, {len(reps)} of {total} boots: {warning}")
+    return lines + [""]
 
 
 def sweep_lines(metadata: dict, runs: pd.DataFrame) -> list[str]:

@@ -114,6 +114,8 @@ def run_cell(job: Job, raw_dir: Path, cache_dir: Path):
         problems = gate(gates, phases) + problems
         record = replace(record, valid=not problems, reason="; ".join(problems), warnings="; ".join(warnings),
                          kernel_release=release)
+        for warning in warnings:        # said now, not only kept in runs.csv for the report
+            log.warning("%s rep %d %s: %s", kernel.variant, cell.rep, cell.mode, warning)
     except DiskFull:
         raise
     except HarnessError as error:

@@ -84,6 +84,35 @@ def test_the_report_says_which_state_of_a_dir_tree_was_built(tmp_path):
     assert "; tree /src/other of 70,614 files (listing sha256 cdcdcdcdcdcd)" in text
 
 
+def test_every_warning_a_cell_recorded_is_listed_in_the_report(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    runs = pd.read_csv(copy / "runs.csv")
+    warned = (runs["variant"] == "base") & (runs["workload"] == "swapcow")
+    runs["warnings"] = runs["warnings"].astype(object)
+    runs.loc[warned, "warnings"] = "read: vm_swap_full: swap was 80% used; write: no copy causes"
+    runs.to_csv(copy / "runs.csv", index=False)
+    text = analysis.analyse(copy, experiment.load(None)).read_text()
+    total = int(warned.sum())
+    assert "## Warnings" in text
+    assert f"- swapcow, `base`, {total} of {total} boots: read: vm_swap_full: swap was 80% used" in text
+    assert f"- swapcow, `base`, {total} of {total} boots: write: no copy causes" in text
+    assert "`patched`" not in text.split("## Warnings")[1].split("##")[0]
+
+
+def test_a_run_of_one_variant_says_so_in_its_first_line(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    for name in ("runs.csv", "samples.csv"):
+        frame = pd.read_csv(copy / name)
+        frame[frame["variant"] == "base"].to_csv(copy / name, index=False)
+    text = analysis.analyse(copy, experiment.load(None)).read_text()
+    first = text.splitlines()[2]
+    assert first.startswith("Only `base` ran here, so there is nothing to compare it with: "
+                            "cow_copies_per_swapin in the write phase of redis has a median of"), first
+    assert "No valid samples" not in text and "## Warnings" not in text
+
+
 def test_figures_name_each_variants_kernel_when_they_differ():
     samples, runs, metadata = results.read(RUN)
     assert analysis.plots.subtitle(metadata, runs).startswith("Linux 5.10.223, TCG | base: no patches; patched: ")

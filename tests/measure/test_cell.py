@@ -130,3 +130,18 @@ def test_a_gate_that_fails_makes_the_cell_invalid_with_its_reason(tmp_path, monk
                                     directory.path / "raw", tmp_path / "cache")
     assert not record.valid and "read: process.swapped_in_pages is 0, below 0.9 x swapout.pages" in record.reason
     assert samples, "an invalid run keeps its figures"
+
+
+def test_a_cells_warning_is_said_on_the_console_when_it_happens(tmp_path, monkeypatch, caplog):
+    measured = cell._measure
+    said = "read: vm_swap_full: swap was 80% used when this phase began swapping in"
+
+    def with_a_warning(*args):
+        phases, warnings, problems, gates = measured(*args)
+        return phases, [*warnings, said], problems, gates
+
+    monkeypatch.setattr(cell, "_measure", with_a_warning)
+    caplog.set_level("WARNING", "harness.matrix")
+    record, _, _, _ = run(tmp_path, monkeypatch, "swapcow")
+    assert record.valid and record.warnings == said
+    assert f"base rep 1 counted: {said}" in caplog.text
