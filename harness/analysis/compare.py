@@ -43,8 +43,9 @@ FIRST_LOOK_SHARE = 0.5          # of ALPHA, at the first look of a sequential de
 COMPARABILITY_FIELDS = ("source", "config_hash", "accelerator", "guest_memory_mb", "swap_mb", "swap",
                         "swap_compressor", "cpus", "host")
 PER_KERNEL_FIELDS = ("source", "config_hash")     # what mixed_sources lets differ between variants
-JSON_KEYS = ("workload", "phase", "metric", "variant", "baseline", "n", "median", "ci_low", "ci_high", "change_pct",
-             "change_ci_low", "change_ci_high", "p_value", "verdict", "role", "p_adjusted", "margin_pct")
+JSON_KEYS = ("workload", "phase", "metric", "variant", "baseline", "n", "n_missing", "missing_reason", "median",
+             "ci_low", "ci_high", "change_pct", "change_ci_low", "change_ci_high", "p_value", "verdict", "role",
+             "p_adjusted", "margin_pct")
 VERDICTS = ("better", "worse", "equivalent", "inconclusive")
 CONTROL_KINDS = {True: "the baseline kernel again", False: "object code identical to the baseline"}
 
@@ -136,6 +137,8 @@ class Row:
     unit: str = ""
     other_source: bool = False            # the variant was built from another kernel source than the baseline
     point: str = ""                       # the sweep point (harness/sweep.py); "" without a sweep
+    n_missing: int = 0                    # boots of the row's variant, workload and mode without a value
+    missing_reason: str = ""              # why: "2 invalid", "1 with denominator 0", "1 not recorded"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -494,8 +497,28 @@ def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan(), orde
     rows.sort(key=lambda row: sweeps.order(row.point))     # stable: within a point, the order compare_cells gave
     others = other_sources(runs, plan.baseline)
     rows = [replace(row, other_source=True) if row.variant in others else row for row in rows]
+    rows = with_missing(rows, runs)
     looks = tuple(look for look, _ in looks_reached(plan, cells) if look is not None)
     return Comparison(rows, invalid, plan, looks)
+
+
+def with_missing(rows: list[Row], runs: pd.DataFrame) -> list[Row]:
+    """Each row with the boots that gave it no value and why: the boots run of its variant and workload
+    (at its point) in the mode its metric is taken from, less its n. A valid boot without a value
+    is a rate whose denominator was 0, or a figure the boot did not record."""
+    runs = with_points(runs)
+    modes = {workload: set(part["mode"]) for workload, part in results.valid_runs(runs).groupby("workload")}
+    boots = {key: (len(part), int(part["valid"].sum()))
+             for key, part in runs.groupby(["variant", "workload", "point", "mode"], sort=False)}
+    marked = []
+    for row in rows:
+        mode = source_mode(row.metric, modes.get(row.workload, set()))
+        run, valid = boots.get((row.variant, row.workload, row.point, mode), (row.n, row.n))
+        reasons = [f"{run - valid} invalid" if run > valid else "",
+                   (f"{valid - row.n} with denominator 0" if metrics.meaning(row.metric).kind == "rate"
+                    else f"{valid - row.n} not recorded") if valid > row.n else ""]
+        marked.append(replace(row, n_missing=max(0, run - row.n), missing_reason=", ".join(r for r in reasons if r)))
+    return marked
 
 
 # --- text out ----------------------------------------------------------------------------
@@ -534,7 +557,8 @@ def table_lines(rows: list[Row], show_all: bool = False) -> list[list[str]]:
         metric = r.metric + (" *" if r.margin_pct is not None else "")
         variant = r.variant + (" (other kernel)" if r.other_source else "")
         workload = r.workload + (f" at {r.point}" if r.point else "")
-        lines.append([workload, r.phase, metric, variant, str(r.n), _number(r.median), change_text,
+        count = f"{r.n}/{r.n + r.n_missing}" if r.n_missing else str(r.n)
+        lines.append([workload, r.phase, metric, variant, count, _number(r.median), change_text,
                       "" if r.p_value is None else f"{r.p_value:.3g}",
                       "" if r.p_adjusted is None else f"{r.p_adjusted:.2g}",
                       "(baseline)" if r.variant == r.baseline else r.verdict])
@@ -581,6 +605,12 @@ def summary_lines(comparison: Comparison) -> list[str]:
                      "the workloads and phases they name).")
     lines.append("Exploratory: Benjamini-Hochberg p_adj across all exploratory rows; a verdict only for a variant "
                  "with a better/worse primary row")
+    short = sorted((r for r in comparison.rows if r.n_missing), key=lambda r: (r.margin_pct is None, -r.n_missing))
+    if short:
+        shown = "; ".join(f"{r.key} {r.variant}{f' at {r.point}' if r.point else ''} {r.n}/{r.n + r.n_missing} "
+                          f"({r.missing_reason})" for r in short[:3])
+        lines.append(f"Fewer values than boots (n/boots) in {len(short)} rows, e.g. {shown}"
+                     + (" ..." if len(short) > 3 else ""))
     others = sorted({r.variant for r in comparison.rows if r.other_source})
     if others:
         lines.append(f"Other kernel: {', '.join(others)} built from another kernel source than `{plan.baseline}`: "

@@ -240,6 +240,34 @@ def test_pooled_folders_that_differ_are_refused_naming_them(tmp_path):
         analysis.comparison([base, patched])
 
 
+def test_a_row_with_fewer_values_than_boots_says_how_many_and_why(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    runs, samples = pd.read_csv(copy / "runs.csv"), pd.read_csv(copy / "samples.csv")
+    runs.loc[(runs["variant"] == "base") & (runs["workload"] == "redis") & (runs["rep"] == 2)
+             & (runs["mode"] == "counted"), "valid"] = False
+    runs.to_csv(copy / "runs.csv", index=False)
+    dropped = ((samples["variant"] == "base") & (samples["workload"] == "swapcow") & (samples["rep"] == 1)
+               & (samples["mode"] == "counted") & (samples["phase"] == "write")
+               & samples["metric"].isin(["cow_copies_per_swapin", "cow_copies"]))
+    samples[~dropped].to_csv(copy / "samples.csv", index=False)
+    rows = {(r.key, r.variant): r for r in analysis.comparison([copy]).rows}
+    rate = rows[("swapcow/write/cow_copies_per_swapin", "base")]
+    assert (rate.n, rate.n_missing, rate.missing_reason) == (1, 1, "1 with denominator 0")
+    count = rows[("swapcow/write/cow_copies", "base")]
+    assert (count.n, count.n_missing, count.missing_reason) == (1, 1, "1 not recorded")
+    redis = rows[("redis/write/cow_copies_per_swapin", "base")]
+    assert (redis.n, redis.n_missing, redis.missing_reason) == (1, 1, "1 invalid")
+    timed = rows[("redis/write/duration_s", "base")]
+    assert timed.n_missing == 0 and timed.missing_reason == "", "the timed boots of redis base are all valid"
+    whole = rows[("swapcow/write/cow_copies_per_swapin", "patched")]
+    assert whole.n_missing == 0
+    comparison = analysis.comparison([copy])
+    line = next(line for line in compare.summary_lines(comparison) if line.startswith("Fewer values"))
+    assert "redis/write/cow_copies_per_swapin base 1/2 (1 invalid)" in line
+    assert "| swapcow | write | cow_copies_per_swapin * | base | 1/2 |" in compare.render_markdown(comparison.rows)
+
+
 def test_json_has_exactly_the_documented_keys(tmp_path):
     from click.testing import CliRunner
 
@@ -247,9 +275,10 @@ def test_json_has_exactly_the_documented_keys(tmp_path):
     result = CliRunner().invoke(main, ["--cache-dir", str(tmp_path), "compare", str(RUN), "--format", "json"])
     assert result.exit_code == 0, result.output
     objects = json.loads(result.output)
-    assert all(list(item) == ["workload", "phase", "metric", "variant", "baseline", "n", "median", "ci_low",
-                              "ci_high", "change_pct", "change_ci_low", "change_ci_high", "p_value", "verdict",
-                              "role", "p_adjusted", "margin_pct"] for item in objects)
+    assert all(list(item) == ["workload", "phase", "metric", "variant", "baseline", "n", "n_missing",
+                              "missing_reason", "median", "ci_low", "ci_high", "change_pct", "change_ci_low",
+                              "change_ci_high", "p_value", "verdict", "role", "p_adjusted", "margin_pct"]
+               for item in objects)
     assert {item["verdict"] for item in objects} <= {"better", "worse", "equivalent", "inconclusive"}
     assert {item["role"] for item in objects} <= {"primary", "exploratory", "control"}
     primary = [item for item in objects if item["role"] == "primary"]
