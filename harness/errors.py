@@ -130,6 +130,12 @@ class BadWorkload(UserError):
     template = "Workload {name} is not usable: {why}"
 
 
+class PoolWithoutControl(UserError):
+    template = ("Pooling {count} run folders needs a control in each (the baseline kernel booted again, "
+                "'harness bench --control'), so that a drift of the baseline between them shows: {folders} "
+                "{have} none; re-run with --control, or compare each folder on its own")
+
+
 class NotComparable(UserError):
     template = ("Runs differ in {field} ({values}): only the patches may differ between variants; "
                 "compare runs made with the same {field}{hint}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from harness import results
 from harness.analysis import compare, plots, report
+from harness.errors import PoolWithoutControl
 from harness.experiment import Experiment
 from harness.files import write_atomic
 
@@ -15,6 +16,8 @@ from harness.files import write_atomic
 def comparison(run_dirs: list[Path], baseline: str | None = None) -> compare.Comparison:
     """The comparison of one run directory, or of several pooled (then one look at all the data)."""
     samples, runs, metadata = results.read_many(run_dirs)
+    if len(run_dirs) > 1:
+        _require_controls(run_dirs, runs, metadata)
     chosen = baseline or metadata[0].get("baseline", "base")
     plan = compare.Plan.from_metadata(metadata[0], chosen)
     # a control is its run's baseline booted again: it calibrates a comparison against that baseline only
@@ -24,7 +27,22 @@ def comparison(run_dirs: list[Path], baseline: str | None = None) -> compare.Com
     hosts = all(m.get("mixed_hosts") for m in metadata)
     plan = replace(plan, control=control, design=design, mixed_sources=mixed, mixed_hosts=hosts)
     order = [variant["name"] for metadata_of_run in metadata for variant in metadata_of_run.get("variants", [])]
-    return compare.compare(samples, runs, plan, order)
+    result = compare.compare(samples, runs, plan, order)
+    if len(run_dirs) > 1:
+        result = replace(result, notes=(f"Pooled: {len(run_dirs)} run folders, one look at all their boots; boots of "
+                                        "different folders were not interleaved, so only the control rows tell a "
+                                        "drift between them from the patch",))
+    return result
+
+
+def _require_controls(run_dirs: list[Path], runs, metadata: list[dict]) -> None:
+    """PoolWithoutControl unless every folder booted its control (the baseline again)."""
+    lacking = [str(path) for path, of_run in zip(run_dirs, metadata)
+               if not of_run.get("control") or not ((runs["run_dir"] == str(path))
+                                                    & (runs["variant"] == of_run["control"])).any()]
+    if lacking:
+        raise PoolWithoutControl(count=len(run_dirs), folders=", ".join(lacking),
+                                 have="has" if len(lacking) == 1 else "have")
 
 
 def decided(directory: results.RunDirectory) -> bool:

@@ -611,6 +611,7 @@ def summary_lines(comparison: Comparison) -> list[str]:
                           f"({r.missing_reason})" for r in short[:3])
         lines.append(f"Fewer values than boots (n/boots) in {len(short)} rows, e.g. {shown}"
                      + (" ..." if len(short) > 3 else ""))
+    lines += list(comparison.notes)
     others = sorted({r.variant for r in comparison.rows if r.other_source})
     if others:
         lines.append(f"Other kernel: {', '.join(others)} built from another kernel source than `{plan.baseline}`: "

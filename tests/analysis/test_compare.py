@@ -11,7 +11,7 @@ import pytest
 from harness import experiment, results
 from harness.analysis import analyse as analysis
 from harness.analysis import compare, report, resample
-from harness.errors import NotComparable
+from harness.errors import NotComparable, PoolWithoutControl
 from tests.conftest import DATA
 
 RUN = DATA / "run-small"   # a real 2-rep run of the default experiment (swapcow 16 MiB, redis 4000 keys)
@@ -206,15 +206,23 @@ def test_a_variant_with_the_baselines_object_code_is_judged_as_a_control(tmp_pat
     assert sentence.startswith("Every variant here ran as an A/A control against `base` (patched: "), sentence
 
 
-def split_by_variant(tmp_path):
-    """The golden run as two folders: the baseline's boots in one, the patched boots in the other."""
+def split_by_variant(tmp_path, controls=True):
+    """The golden run as two folders: the baseline's boots in one, the patched boots in the other, each
+    with a control (the baseline's boots again, standing in for the baseline kernel booted again)."""
     folders = []
     for variant in ("base", "patched"):
         folder = tmp_path / variant
         shutil.copytree(RUN, folder)
         for name in ("runs.csv", "samples.csv"):
             frame = pd.read_csv(folder / name)
-            frame[frame["variant"] == variant].to_csv(folder / name, index=False)
+            kept = [frame[frame["variant"] == variant]]
+            if controls:
+                kept.append(frame[frame["variant"] == "base"].assign(variant="control"))
+            pd.concat(kept).to_csv(folder / name, index=False)
+        if controls:
+            metadata = json.loads((folder / "metadata.json").read_text())
+            metadata["control"] = "control"
+            (folder / "metadata.json").write_text(json.dumps(metadata))
         folders.append(folder)
     return folders
 
@@ -223,7 +231,26 @@ def test_folders_are_pooled_like_one_run(tmp_path):
     pooled = analysis.comparison(split_by_variant(tmp_path))
     single = analysis.comparison([RUN])
     as_values = sorted((r.key, r.variant, r.n, r.median, r.p_value) for r in single.rows)
-    assert sorted((r.key, r.variant, r.n, r.median, r.p_value) for r in pooled.rows) == as_values
+    assert sorted((r.key, r.variant, r.n, r.median, r.p_value) for r in pooled.rows
+                  if r.variant != "control") == as_values
+    assert pooled.plan.control == "control" and pooled.plan.design == compare.Design()
+    notes = compare.summary_lines(pooled)
+    assert any(line.startswith("Pooled: 2 run folders, one look at all their boots; boots of different folders "
+                               "were not interleaved") for line in notes)
+    assert not any(line.startswith("Pooled") for line in compare.summary_lines(single))
+
+
+def test_a_pooled_comparison_needs_a_control_in_each_folder(tmp_path):
+    base, patched = split_by_variant(tmp_path / "none", controls=False)
+    with pytest.raises(PoolWithoutControl, match=rf"Pooling 2 run folders needs a control in each .*: {base}, "
+                                                 rf"{patched} have none; re-run with --control"):
+        analysis.comparison([base, patched])
+    base, patched = split_by_variant(tmp_path / "one")
+    runs = pd.read_csv(patched / "runs.csv")
+    runs[runs["variant"] != "control"].to_csv(patched / "runs.csv", index=False)     # declared, never booted
+    with pytest.raises(PoolWithoutControl, match=rf": {patched} has none;"):
+        analysis.comparison([base, patched])
+    assert analysis.comparison([base]).rows, "one folder needs no control"
 
 
 def test_pooled_folders_that_differ_are_refused_naming_them(tmp_path):
