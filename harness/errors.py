@@ -38,8 +38,9 @@ class NotAKernelTree(UserError):
 
 
 class TreeChanged(UserError):
-    template = ("The tree {path} changed while it was being copied for the build of {variant} (its key went from "
-                "{before} to {after}): nothing was built or cached; run again when the tree is not being edited")
+    template = ("The tree {path} changed between reading it and copying it for the build of {variant} (its key "
+                "went from {before} to {after}): nothing was built or cached; run again when the tree is not "
+                "being edited")
 
 
 class NotAKernelArchive(UserError):

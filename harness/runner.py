@@ -73,8 +73,8 @@ def run(argv, *, cwd=None, env=None, timeout=None, check=True, log_file: Path | 
     lines: list[str] = []
     fatal: list[str] = []
     try:
-        if stdin_text is not None:
-            _feed_stdin(process, stdin_text)
+        if stdin_text is not None:     # fed beside the reading: a tool that answers before it has read all waits
+            threading.Thread(target=_feed_stdin, args=(process, stdin_text), daemon=True).start()
         _pump(process, lines, log_file, _stopper(process, stop_on, fatal, on_line), echo)
         process.wait()
     except BaseException:
@@ -87,29 +87,30 @@ def run(argv, *, cwd=None, env=None, timeout=None, check=True, log_file: Path | 
     tail = _tail(lines)
     if timer and timer.fired:
         raise CommandTimedOut(command=quote(argv), timeout=timeout, tail=tail)
-    if full and full.fired:
+    if full and full.fired and process.returncode != 0:
         raise files.disk_full(watch_space)
     if fatal:
         if files.says_disk_full(fatal[0]):
-            raise files.disk_full(_full_path(fatal[0], cwd))
+            raise files.disk_full(_full_path(fatal[0], watch_space or cwd))
         raise CommandFailed(command=quote(argv), status=f"{process.returncode} (killed after this line)",
                             tail=fatal[0].strip())
     if check and process.returncode != 0:
         if files.says_disk_full(output):
-            raise files.disk_full(_full_path(output, cwd)) from None
+            raise files.disk_full(_full_path(output, watch_space or cwd)) from None
         raise CommandFailed(command=quote(argv), status=process.returncode, tail=tail)
     return Result(tuple(argv), process.returncode, output, time.monotonic() - started)
 
 
-def _full_path(output: str, cwd) -> Path:
+def _full_path(output: str, where) -> Path:
     """The file a command says it could not write for lack of space (the first absolute path on a line
-    that says so: 'cpio: /x/y: No space left on device'; URLs are not paths), else its working directory."""
+    that says so: 'cpio: /x/y: No space left on device'; URLs and ./relative names are not), else where
+    (the folder it writes into, or its working directory)."""
     for line in output.splitlines():
         if files.says_disk_full(line):
-            match = re.search(r"(?<![:/\w])(/[^\s:'\"()]+)", line)
+            match = re.search(r"(?<![:/\w.])(/[^\s:'\"()]+)", line)
             if match:
                 return Path(match.group(1))
-    return Path(cwd or os.getcwd())
+    return Path(where or os.getcwd())
 
 
 def announce(argv, cwd=None) -> None:
@@ -167,7 +168,7 @@ def _space_watch(process, folder: Path | None) -> _Watch | None:
 
     def watch():
         while process.poll() is None:
-            if files.free_bytes(folder) < files.FULL_BELOW:
+            if files.free_bytes(folder) < files.FULL_BELOW and process.poll() is None:
                 watcher.fired = True
                 kill_group(process)
                 return
@@ -196,8 +197,9 @@ def _stopper(process, stop_on, fatal: list[str], on_line):
 def _feed_stdin(process, text):
     try:
         process.stdin.write(text)
-    finally:
         process.stdin.close()
+    except (BrokenPipeError, ValueError):       # the tool ended (or was ended) before it read everything
+        pass
 
 
 def _pump(process, lines, log_file, on_line, echo=True):

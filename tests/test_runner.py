@@ -121,3 +121,20 @@ def test_a_command_writing_to_a_full_disk_is_ended_even_if_it_says_nothing(tmp_p
         runner.run(["sh", "-c", "echo 'Ign:10 http://deb.example/debian bullseye/main amd64 Packages'; sleep 60"],
                    check=False, watch_space=tmp_path)
     assert time.monotonic() - started < 10
+
+
+def test_a_tool_that_answers_before_it_has_read_all_its_input_does_not_hang():
+    # cpio -p complains about each name it cannot copy while it still reads names: more than a pipe's
+    # worth of complaints before the end of its input used to block both sides
+    names = "".join(f"missing-file-{number:06d}\n" for number in range(40_000))
+    started = time.monotonic()
+    result = runner.run(["sh", "-c", "while read -r name; do echo \"cannot stat $name\" >&2; done"],
+                        stdin_text=names, timeout=60, echo=False)
+    assert time.monotonic() - started < 30 and result.output.count("cannot stat") == 40_000
+
+
+def test_a_full_disk_named_by_a_relative_path_is_looked_for_where_the_tool_writes(tmp_path):
+    from harness.errors import DiskFull
+    line = "tar: ./usr/src/linux-source-5.10.tar.xz: Cannot write: No space left on device"
+    with pytest.raises(DiskFull, match=f"while writing {tmp_path}:"):
+        runner.run(["sh", "-c", f"echo '{line}'; exit 2"], watch_space=tmp_path)

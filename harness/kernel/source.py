@@ -14,7 +14,8 @@ checking that its file system has room for it; a tool that says it cannot write 
 
 A tree's key stands for its content in build cache keys. A fetched tree is read-only and named by
 what it was fetched from. A dir: tree is the user's to edit, so its key is made from what is in it
-now: for a git work tree, the commit, `git diff HEAD` and the untracked files that are not ignored;
+now: for a git work tree, its folder's tree in HEAD, `git diff HEAD` and the untracked files that are
+not ignored (files git ignores, or that a nested repository holds, are not the tree's);
 for any other tree, the path, size, mode and mtime of every file. A build copies those files (not
 links: the tree may be edited during and after the build) and refuses a tree whose key changed
 while it was copied.
@@ -22,6 +23,7 @@ while it was copied.
 
 import functools
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -36,6 +38,7 @@ from harness import files, runner
 from harness.errors import (
     BadSourceSpec,
     ChecksumMismatch,
+    CommandFailed,
     DownloadFailed,
     GitRefMissing,
     NotAKernelArchive,
@@ -44,11 +47,13 @@ from harness.errors import (
 )
 from harness.kernel import debian
 
+log = logging.getLogger("harness.source")
+
 DEFAULT_SPEC = ("debian:linux-source-5.10=5.10.223-1"
                 "#sha256=f733d27d239d65598d96d7a72f71ac50f49f2380192a1b3b4ca2f5ad5144dd63")
 # A kernel tree takes at least this many times its .tar.xz on disk (linux-source-5.10.223: 121 MB
-# of .tar.xz, 1,022 MB of tar, 1,153 MB in 70,614 files): enough to refuse, before a download, a
-# disk that cannot hold the tree, and low enough never to refuse one that can.
+# of .tar.xz, 1,022 MB of tar, 1,153 MB in 70,614 files): a floor, so that a disk far too small is
+# refused before the download and none that can hold the tree is; the unpack checks the exact size.
 UNPACKED_PER_PACKED_BYTE = 6
 
 
@@ -150,40 +155,62 @@ def state_of(path: Path) -> Tree:
 
 
 def copy_private(tree: Tree, destination: Path, variant: str) -> None:
-    """Copy a dir: tree's files to destination (made here); TreeChanged, with destination removed, when
-    the tree's key is not the same after the copy as before it."""
+    """Copy a dir: tree's files to destination (made here); TreeChanged when the tree's key is not the
+    same after the copy as it was when the tree was read. On any failure destination is removed."""
     destination.mkdir(parents=True)
-    runner.run(["cpio", "-0", "-p", "-d", "-m", "--quiet", destination], cwd=tree.path,
-               stdin_text="\0".join(tree.files) + "\0", stop_on=files.WRITE_ERROR, watch_space=destination)
-    after = state_of(tree.path)
-    if after.key != tree.key:
-        shutil.rmtree(destination)
-        raise TreeChanged(path=tree.path, variant=variant, before=tree.key, after=after.key)
+    try:
+        copied = runner.run(["cpio", "-0", "-p", "-d", "-m", "--quiet", destination], cwd=tree.path,
+                            stdin_text="\0".join(tree.files) + "\0", stop_on=files.WRITE_ERROR,
+                            watch_space=destination, check=False)
+        after = state_of(tree.path)
+        if after.key != tree.key:
+            raise TreeChanged(path=tree.path, variant=variant, before=tree.key, after=after.key)
+        if copied.returncode != 0:
+            raise CommandFailed(command=runner.quote(copied.argv), status=copied.returncode,
+                                tail=copied.output.strip()[-300:])
+    except BaseException:
+        shutil.rmtree(destination, ignore_errors=True)
+        raise
+
+
+def _git(path: Path, *args: str, **options) -> runner.Result:
+    # The harness runs the tree's own Makefile as whoever it is, so it trusts the tree's repository
+    # too: without this, root reading a user's work tree gets git's "dubious ownership" refusal.
+    return runner.run(["git", "-c", "safe.directory=*", *args], cwd=path, **options)
 
 
 def _git_state(path: Path) -> Tree | None:
-    """The state of a git work tree at path; None when path is in no work tree with a commit, or git
-    does not list its top Makefile (a tree inside someone else's repository)."""
-    head = runner.run(["git", "rev-parse", "--verify", "--quiet", "HEAD"], cwd=path, check=False)
+    """The state of a git work tree at path; None (and the reason logged) when path is in no work tree
+    with a commit, or git does not list its top Makefile (a tree that its repository ignores)."""
+    head = _git(path, "rev-parse", "HEAD", "HEAD:./", check=False)
     if head.returncode != 0:
+        said = head.output.strip().splitlines()
+        log.info("dir:%s: no git commit here (%s): keyed by every file's path, size, mode and mtime", path,
+                 said[0] if said else "not a git work tree")
         return None
+    commit, subtree = head.output.split()[:2]
     listed = _git_files(path, "--cached", "--others")
     if "Makefile" not in listed:
+        log.info("dir:%s: git does not list its Makefile: keyed by every file's path, size, mode and mtime", path)
         return None
     untracked = _git_files(path, "--others")
-    runner.run(["git", "update-index", "-q", "--refresh"], cwd=path, check=False)   # stat data, as git status does
+    _git(path, "update-index", "-q", "--refresh", check=False)     # stat data, as git status refreshes it
     with tempfile.NamedTemporaryFile(prefix="harness-diff.") as diff:
-        runner.run(["git", "diff", "HEAD", "--binary", "--no-ext-diff", "--no-textconv", "--no-color",
-                    f"--output={diff.name}", "--", "."], cwd=path)
+        _git(path, "diff", "HEAD", "--binary", "--no-ext-diff", "--no-textconv", "--no-color",
+             f"--output={diff.name}", "--", ".")
         diff_sha256 = files.sha256_of(Path(diff.name))
         changed = sum(line.startswith(b"diff --git ") for line in open(diff.name, "rb"))
-    untracked_digest = hashlib.sha256()
+    untracked_digest, untracked_bytes = hashlib.sha256(), 0
     for name in untracked:
-        untracked_digest.update(f"{name}\0{_content_sha256(path / name)}\n".encode())
-    commit = head.output.strip()
-    made_from = {"path": str(path), "git_commit": commit, "diff_sha256": diff_sha256, "changed_files": changed,
-                 "untracked_files": len(untracked), "untracked_sha256": untracked_digest.hexdigest()}
-    return Tree(path, _dir_key(made_from, "git_commit", "diff_sha256", "untracked_sha256"), made_from,
+        digest, size = _content_of(path / name)
+        untracked_digest.update(f"{name}\0{digest}\n".encode())
+        untracked_bytes += size
+    made_from = {"path": str(path), "git_commit": commit, "git_tree": subtree, "diff_sha256": diff_sha256,
+                 "changed_files": changed, "untracked_files": len(untracked), "untracked_bytes": untracked_bytes,
+                 "untracked_sha256": untracked_digest.hexdigest()}
+    log.info("dir:%s: git tree %s at %s, %d changed file(s), %d untracked (%s)", path, subtree[:12], commit[:12],
+             changed, len(untracked), files.mib(untracked_bytes))
+    return Tree(path, _dir_key(made_from, "git_tree", "diff_sha256", "untracked_sha256"), made_from,
                 tuple(name for name in listed if os.path.lexists(path / name)))
 
 
@@ -193,8 +220,15 @@ def _git_files(path: Path, *which: str) -> list[str]:
     return sorted(name for name in listing.split("\0") if name and not name.endswith("/"))
 
 
-def _content_sha256(path: Path) -> str:
-    return hashlib.sha256(os.readlink(path).encode()).hexdigest() if path.is_symlink() else files.sha256_of(path)
+def _content_of(path: Path) -> tuple[str, int]:
+    """(sha256, bytes) of a file, of a symbolic link's target name, or of nothing for a file gone since
+    it was listed (the key then differs from the one taken after it went, and the copy is refused)."""
+    try:
+        if path.is_symlink():
+            return hashlib.sha256(os.readlink(path).encode()).hexdigest(), 0
+        return files.sha256_of(path), path.stat().st_size
+    except FileNotFoundError:
+        return "gone", 0
 
 
 def _walked_state(path: Path) -> Tree:
@@ -206,7 +240,10 @@ def _walked_state(path: Path) -> Tree:
         folders[:] = sorted(name for name in folders if name != ".git")
         links = [name for name in folders if os.path.islink(os.path.join(folder, name))]
         for name in sorted(name for name in [*found, *links] if name != ".git"):
-            status = os.lstat(os.path.join(folder, name))
+            try:
+                status = os.lstat(os.path.join(folder, name))
+            except FileNotFoundError:       # gone since the folder was listed (an editor's probe file)
+                continue
             names.append(os.path.relpath(os.path.join(folder, name), path))
             digest.update(f"{names[-1]}\0{status.st_size}\0{status.st_mode:o}\0{status.st_mtime_ns}\n".encode())
     made_from = {"path": str(path), "files": len(names), "listing_sha256": digest.hexdigest()}

@@ -158,7 +158,7 @@ def test_a_dir_tree_that_changes_before_its_copy_ends_is_not_built(tmp_path, fak
     cache = tmp_path / "cache"
     tree = source.state_of(fake_tree)
     (fake_tree / "mm" / "memory.c").write_text("int changed;\n")
-    with pytest.raises(TreeChanged, match=f"The tree {fake_tree} changed while it was being copied"):
+    with pytest.raises(TreeChanged, match=f"The tree {fake_tree} changed between reading it and copying it"):
         build.build_variant(Variant("base"), tree, fragments, PROBES, cache)
     assert list(cache.glob("builds/*/build.json")) == []
     rebuilt = build.build_variant(Variant("base"), source.state_of(fake_tree), fragments, PROBES, cache)

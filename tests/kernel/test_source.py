@@ -1,5 +1,6 @@
 import hashlib
 import os
+import shutil
 import subprocess
 import tarfile
 import time
@@ -11,6 +12,7 @@ from harness import files
 from harness.errors import (
     BadSourceSpec,
     ChecksumMismatch,
+    CommandFailed,
     DiskFull,
     DownloadFailed,
     GitRefMissing,
@@ -217,10 +219,34 @@ def test_a_private_copy_holds_the_listed_files_and_refuses_a_tree_that_changed(t
     assert (copy / "mm" / "memory.c").stat().st_ino != (git_tree / "mm" / "memory.c").stat().st_ino
     assert not (copy / "mm" / "memory.o").exists() and not (copy / ".git").exists()
     (git_tree / "mm" / "memory.c").write_text("int changed_meanwhile;\n")
-    with pytest.raises(TreeChanged, match=f"The tree {git_tree} changed while it was being copied for the build "
-                                          f"of base \\(its key went from {tree.key} to dir-"):
+    with pytest.raises(TreeChanged, match=f"The tree {git_tree} changed between reading it and copying it for the "
+                                          f"build of base \\(its key went from {tree.key} to dir-"):
         source.copy_private(tree, tmp_path / "second", "base")
     assert not (tmp_path / "second").exists()
+    unreadable = source.Tree(tree.path, source.state_of(git_tree).key, {}, (*tree.files, "mm/not-there.c"))
+    with pytest.raises(CommandFailed, match="cpio"):
+        source.copy_private(unreadable, tmp_path / "third", "base")
+    assert not (tmp_path / "third").exists(), "a failed copy leaves nothing behind"
+
+
+def test_two_trees_in_one_repository_have_their_own_keys(tmp_path, fake_tree):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copytree(fake_tree, repo / "linux-a")
+    shutil.copytree(fake_tree, repo / "linux-b")
+    (repo / "linux-b" / "mm" / "memory.c").write_text("int b;\n")
+    git(repo, "init", "-q")
+    commit_all(repo)
+    first, second = source.state_of(repo / "linux-a"), source.state_of(repo / "linux-b")
+    assert first.key != second.key and first.made_from["git_commit"] == second.made_from["git_commit"]
+    assert "mm/memory.c" in first.files and not [name for name in first.files if "linux-b" in name]
+    (repo / "NOTES").write_text("a commit elsewhere in the repository\n")
+    commit_all(repo, "notes")
+    assert source.state_of(repo / "linux-a").key == first.key, "only the tree's own folder counts"
+
+
+def test_a_file_gone_since_it_was_listed_is_hashed_as_gone(tmp_path):
+    assert source._content_of(tmp_path / "vanished") == ("gone", 0)
 
 
 def test_a_fetched_tree_is_keyed_by_its_name_and_linked_whole(tmp_path):
