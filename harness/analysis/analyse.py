@@ -30,16 +30,18 @@ def comparison(run_dirs: list[Path], baseline: str | None = None) -> compare.Com
     result = compare.compare(samples, runs, plan, order)
     if len(run_dirs) > 1:
         result = replace(result, notes=(f"Pooled: {len(run_dirs)} run folders, one look at all their boots; boots of "
-                                        "different folders were not interleaved, so only the control rows tell a "
-                                        "drift between them from the patch",))
+                                        "different folders were not interleaved: a drift of the baseline between "
+                                        "them shows, diluted, only in the control rows (they pool every folder's "
+                                        "control)",))
     return result
 
 
 def _require_controls(run_dirs: list[Path], runs, metadata: list[dict]) -> None:
-    """PoolWithoutControl unless every folder booted its control (the baseline again)."""
+    """PoolWithoutControl unless every folder has valid boots of its control (the baseline again)."""
+    valid = results.valid_runs(runs)
     lacking = [str(path) for path, of_run in zip(run_dirs, metadata)
-               if not of_run.get("control") or not ((runs["run_dir"] == str(path))
-                                                    & (runs["variant"] == of_run["control"])).any()]
+               if not of_run.get("control") or not ((valid["run_dir"] == str(path))
+                                                    & (valid["variant"] == of_run["control"])).any()]
     if lacking:
         raise PoolWithoutControl(count=len(run_dirs), folders=", ".join(lacking),
                                  have="has" if len(lacking) == 1 else "have")

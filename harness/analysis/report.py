@@ -16,19 +16,20 @@ from harness.measure import metrics
 COST_PHASES = ("read", "write", "mixed")
 
 
-def headline_sentence(rows: list[compare.Row], headline: str, release: str, accelerator: str) -> str:
-    """The finding in one sentence; a sweep's, one clause per point."""
+def headline_sentence(rows: list[compare.Row], headline: str, release: str, accelerator: str,
+                      ran: tuple[str, ...] = ()) -> str:
+    """The finding in one sentence; a sweep's, one clause per point. ran: the variants that booted."""
     chosen = [r for r in rows if r.key == headline]
     points = list(dict.fromkeys(r.point for r in chosen))
     if len(points) > 1:
-        said = [_headline_at(rows, headline, point) for point in points]
+        said = [_headline_at(rows, headline, point, ran) for point in points]
         return f"On Linux {release} under {accelerator.upper()}: " + " ".join(said)
-    found = _headline_at(rows, headline, points[0] if points else "")
+    found = _headline_at(rows, headline, points[0] if points else "", ran)
     return found if found.startswith(("No valid", "Every variant", "Only `")) else \
         f"On Linux {release} under {accelerator.upper()}, " + found
 
 
-def _headline_at(rows: list[compare.Row], headline: str, point: str) -> str:
+def _headline_at(rows: list[compare.Row], headline: str, point: str, ran: tuple[str, ...] = ()) -> str:
     workload, phase, metric = headline.split("/")
     chosen = [r for r in rows if r.key == headline and r.point == point]
     base = next((r for r in chosen if r.variant == r.baseline), None)
@@ -38,6 +39,11 @@ def _headline_at(rows: list[compare.Row], headline: str, point: str) -> str:
         return (f"Every variant here ran as an A/A control against `{base.variant}` ({', '.join(controls)}: the "
                 "baseline kernel again, or its object code unchanged): the calibration line above is the finding.")
     if base is not None and not others:
+        silent = [variant for variant in ran if variant != base.variant and variant not in controls]
+        if silent:
+            return (f"No valid samples of {metric} in the {phase} phase of {workload} from "
+                    f"{', '.join(f'`{v}`' for v in silent)}: see runs.csv for why (`{base.variant}` has a median "
+                    f"of {_number(base.median)} over {base.n} boots).")
         return (f"Only `{base.variant}` ran here, so there is nothing to compare it with: {metric} in the {phase} "
                 f"phase of {workload} has a median of {_number(base.median)} over {base.n} boots.")
     if base is None:
@@ -180,7 +186,8 @@ def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], head
     lines = [f"# {metadata.get('experiment', run_dir.name)}: {metadata.get('description', '')}".rstrip(": "), ""]
     if calibration:
         lines += [f"**{calibration}**" if comparison.calibration_failed else calibration, ""]
-    lines += [headline_sentence(rows, headline, release, accelerator), ""]
+    ran = tuple(dict.fromkeys(runs["variant"].astype(str)))
+    lines += [headline_sentence(rows, headline, release, accelerator, ran), ""]
     by_cause = cause_sentence(rows, *headline.split("/")[:2]) if headline and not metadata.get("sweep") else ""
     lines += [by_cause, ""] if by_cause else []
     lines += ["## Primary hypotheses", "", *compare.summary_lines(comparison)[1 if calibration else 0:], ""]
@@ -224,9 +231,11 @@ def warning_lines(runs: pd.DataFrame) -> list[str]:
             seen.setdefault(where, []).append(int(run.rep))
     if not seen:
         return []
-    lines = ["## Warnings", "", "What the cells warned of (runs.csv, `warnings`); a warned boot is still valid:", ""]
+    lines = ["## Warnings", "", "What the cells warned of (runs.csv, `warnings`; a warning alone leaves a boot "
+             "valid):", ""]
+    points = runs["point"].fillna("").astype(str) if "point" in runs else pd.Series("", index=runs.index)
     for (workload, point, variant, warning), reps in seen.items():
-        total = len(runs[(runs["workload"] == workload) & (runs["variant"] == variant)])
+        total = int(((runs["workload"] == workload) & (runs["variant"] == variant) & (points == point)).sum())
         at = f" at {point}" if point else ""
         lines.append(f"- {workload}{at}, `{variant}`, {len(reps)} of {total} boots: {warning}")
     return lines + [""]

@@ -236,7 +236,7 @@ def test_folders_are_pooled_like_one_run(tmp_path):
     assert pooled.plan.control == "control" and pooled.plan.design == compare.Design()
     notes = compare.summary_lines(pooled)
     assert any(line.startswith("Pooled: 2 run folders, one look at all their boots; boots of different folders "
-                               "were not interleaved") for line in notes)
+                               "were not interleaved: a drift of the baseline") for line in notes)
     assert not any(line.startswith("Pooled") for line in compare.summary_lines(single))
 
 
@@ -248,6 +248,10 @@ def test_a_pooled_comparison_needs_a_control_in_each_folder(tmp_path):
     base, patched = split_by_variant(tmp_path / "one")
     runs = pd.read_csv(patched / "runs.csv")
     runs[runs["variant"] != "control"].to_csv(patched / "runs.csv", index=False)     # declared, never booted
+    with pytest.raises(PoolWithoutControl, match=rf": {patched} has none;"):
+        analysis.comparison([base, patched])
+    runs.loc[runs["variant"] == "control", "valid"] = False
+    runs.to_csv(patched / "runs.csv", index=False)                                   # booted, none valid
     with pytest.raises(PoolWithoutControl, match=rf": {patched} has none;"):
         analysis.comparison([base, patched])
     assert analysis.comparison([base]).rows, "one folder needs no control"

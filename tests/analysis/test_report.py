@@ -8,7 +8,7 @@ import pytest
 from harness import cli, experiment, results
 from harness import sweep as sweeps
 from harness.analysis import analyse as analysis
-from harness.analysis import compare, plots
+from harness.analysis import compare, plots, report
 from harness.errors import BadExperiment
 from harness.measure import matrix
 from tests.conftest import DATA
@@ -111,6 +111,26 @@ def test_a_run_of_one_variant_says_so_in_its_first_line(tmp_path):
     assert first.startswith("Only `base` ran here, so there is nothing to compare it with: "
                             "cow_copies_per_swapin in the write phase of redis has a median of"), first
     assert "No valid samples" not in text and "## Warnings" not in text
+
+
+def test_a_variant_whose_boots_all_failed_is_named_in_the_first_line(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    runs = pd.read_csv(copy / "runs.csv")
+    runs["reason"] = runs["reason"].astype(object)
+    runs.loc[runs["variant"] == "patched", "valid"] = False
+    runs.loc[runs["variant"] == "patched", "reason"] = "failed: kernel panic"
+    runs.to_csv(copy / "runs.csv", index=False)
+    first = analysis.analyse(copy, experiment.load(None)).read_text().splitlines()[2]
+    assert first.startswith("No valid samples of cow_copies_per_swapin in the write phase of redis from `patched`: "
+                            "see runs.csv for why (`base` has a median of"), first
+
+
+def test_a_sweeps_warnings_count_the_boots_of_their_own_point():
+    runs = pd.DataFrame({"workload": ["swapcow"] * 4, "variant": ["base"] * 4, "rep": [1, 2, 1, 2],
+                         "point": ["swap_mb=72", "swap_mb=72", "swap_mb=256", "swap_mb=256"],
+                         "warnings": ["read: vm_swap_full", "", "", ""]})
+    assert report.warning_lines(runs)[-2] == "- swapcow at swap_mb=72, `base`, 1 of 2 boots: read: vm_swap_full"
 
 
 def test_figures_name_each_variants_kernel_when_they_differ():
