@@ -216,7 +216,7 @@ def _git_state(path: Path) -> Tree | None:
 
 def _git_files(path: Path, *which: str) -> list[str]:
     """The files git lists under path (a repository nested in it, listed as 'name/', is not the tree's)."""
-    listing = runner.run(["git", "ls-files", "-z", *which, "--exclude-standard"], cwd=path, echo=False).output
+    listing = _git(path, "ls-files", "-z", *which, "--exclude-standard", echo=False).output
     return sorted(name for name in listing.split("\0") if name and not name.endswith("/"))
 
 

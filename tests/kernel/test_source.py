@@ -403,3 +403,14 @@ def test_an_apt_get_that_waits_after_a_write_error_is_stopped_at_once(tmp_path, 
         debian.download("hello=2.10-2", downloads)
     assert time.monotonic() - started < 10
     assert not (downloads / ".apt-any").exists() and not list(downloads.glob("*.deb"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand the tree to another user")
+def test_a_work_tree_of_another_user_is_still_read_as_git(git_tree):
+    # git refuses a repository owned by someone else ("dubious ownership"): the harness, which runs the
+    # tree's Makefile anyway, trusts it, rather than fall back to walking every build output
+    subprocess.run(["chown", "-R", "nobody", str(git_tree)], check=True)
+    refused = subprocess.run(["git", "-C", str(git_tree), "status"], capture_output=True, text=True)
+    assert "dubious ownership" in refused.stderr
+    state = source.state_of(git_tree)
+    assert "git_commit" in state.made_from and "mm/memory.c" in state.files
