@@ -236,13 +236,18 @@ def source_mode(metric: str, modes: set[str]) -> str:
     return "counted" if "counted" in modes else "timed"
 
 
+def valid_modes(valid: pd.DataFrame) -> dict[str, set[str]]:
+    """The modes each workload has valid boots in (what source_mode chooses from)."""
+    return {workload: set(part["mode"]) for workload, part in valid.groupby("workload")}
+
+
 def gather(samples: pd.DataFrame, runs: pd.DataFrame) -> Cells:
     """Valid samples as arrays per row and variant, each metric from the boots that measure it."""
     if samples.empty:
         return {}
     samples = with_points(samples)
     valid = results.valid_runs(runs)
-    modes = {workload: set(part["mode"]) for workload, part in valid.groupby("workload")}
+    modes = valid_modes(valid)
     wanted = {(workload, name): source_mode(name, modes.get(workload, set()))
               for workload, name in samples[["workload", "metric"]].drop_duplicates().itertuples(index=False)}
     keep = [wanted[(workload, name)] == mode for workload, name, mode
@@ -507,7 +512,7 @@ def with_missing(rows: list[Row], runs: pd.DataFrame) -> list[Row]:
     (at its point) in the mode its metric is taken from, less its n. A valid boot without a value
     is a rate whose denominator was 0, or a figure the boot did not record."""
     runs = with_points(runs)
-    modes = {workload: set(part["mode"]) for workload, part in results.valid_runs(runs).groupby("workload")}
+    modes = valid_modes(results.valid_runs(runs))
     boots = {key: (len(part), int(part["valid"].sum()))
              for key, part in runs.groupby(["variant", "workload", "point", "mode"], sort=False)}
     marked = []
