@@ -22,6 +22,11 @@ MEMCG_DELTAS = ("memory.events.oom_kill", "memory.stat.pgfault", "memory.stat.pg
 MEMCG_LEVELS = ("memory.current", "memory.swap.current")
 SOFTWARE_EVENTS = ("page-faults", "major-faults", "minor-faults")
 CROSS_CHECK_TOLERANCE = 0.01
+# Whole-guest counts may differ by a few copies more: the windows of perf and of the profiler (and the cause
+# records) open and close one after the other, and another process (the SSH server, a child of the collector's
+# shell) can copy a page in between. Measured over 19,506 phases of earlier runs: 19,494 equal, 8 one apart,
+# 4 three apart; the most seen, 4 apart of 270. A broken counter is off by far more.
+EDGE_COPIES = {"": 2, "system.": 8}
 SWAP_FULL_PCT = 50           # vm_swap_full(): past half, swap-in frees the swap slot (no swap cache left)
 PAGE = 4096
 CAUSE_BUFFER_KB = 8192       # per CPU: about 100,000 copies' records
@@ -252,8 +257,9 @@ def cross_check(metrics: dict, cow_probe: str) -> list[str]:
     if perf is None or profiled is None:
         missing = "perf" if perf is None else "the function profiler"
         return [f"cross-check of {cow_probe}: no count from {missing}"]
-    if abs(perf - profiled) > max(2, CROSS_CHECK_TOLERANCE * max(perf, profiled)):
-        return [f"cross-check of {cow_probe}: perf counted {perf}, the function profiler {profiled} (> 1% apart)"]
+    if abs(perf - profiled) > max(EDGE_COPIES["system."], CROSS_CHECK_TOLERANCE * max(perf, profiled)):
+        return [f"cross-check of {cow_probe}: perf counted {perf}, the function profiler {profiled} "
+                f"(> {EDGE_COPIES['system.']} copies and 1% apart)"]
     return []
 
 
@@ -273,7 +279,7 @@ def cause_metrics(last: dict, layout: Layout, pid: int | None, counted: dict) ->
         total, parts = counted.get(f"{scope}cow_copies"), [found.get(f"{scope}cow_copies.{c}") for c in causes.CAUSES]
         if total is None or None in parts:
             continue
-        if abs(sum(parts) - total) > max(2, CROSS_CHECK_TOLERANCE * total):
+        if abs(sum(parts) - total) > max(EDGE_COPIES[scope], CROSS_CHECK_TOLERANCE * total):
             where = "the whole guest" if scope else "the workload process"
             warnings.append(f"copies by cause add up to {sum(parts)}, but perf counted {total:.0f} copies in {where}")
     return found, warnings

@@ -88,11 +88,15 @@ def test_profile_sums_every_cpu():
     assert collectors.parse_profile(table + table) == {"wp_page_copy": 20, "do_wp_page": 6}
 
 
-def test_cross_check_warns_beyond_one_percent():
+def test_cross_check_warns_beyond_one_percent_or_a_few_copies_at_the_window_edges():
     assert collectors.cross_check({"perf.system.wp_page_copy": 1000, "ftrace.wp_page_copy": 1009}, "wp_page_copy") == []
     [warning] = collectors.cross_check({"perf.system.wp_page_copy": 1000, "ftrace.wp_page_copy": 1020}, "wp_page_copy")
-    assert "perf counted 1000, the function profiler 1020 (> 1% apart)" in warning
+    assert "perf counted 1000, the function profiler 1020 (> 8 copies and 1% apart)" in warning
     assert collectors.cross_check({"perf.system.wp_page_copy": 3, "ftrace.wp_page_copy": 5}, "wp_page_copy") == []
+    # seen in CI: the SSH server copied three pages between the opening of perf's window and the profiler's
+    assert collectors.cross_check({"perf.system.wp_page_copy": 97, "ftrace.wp_page_copy": 94}, "wp_page_copy") == []
+    [warning] = collectors.cross_check({"perf.system.wp_page_copy": 103, "ftrace.wp_page_copy": 94}, "wp_page_copy")
+    assert "perf counted 103, the function profiler 94" in warning
     assert "no count from the function profiler" in collectors.cross_check({"perf.system.wp_page_copy": 3},
                                                                            "wp_page_copy")[0]
 

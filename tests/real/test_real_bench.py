@@ -12,7 +12,7 @@ import sys
 import pandas as pd
 import pytest
 
-from harness.measure import causes, metrics
+from harness.measure import causes, collectors, metrics
 
 pytestmark = pytest.mark.real
 
@@ -118,7 +118,9 @@ def test_two_cells_at_once_calibrate_and_reach_the_verdicts_of_one_at_a_time(tmp
     assert {key: one[key]["n"] for key in counts} == {key: two[key]["n"] for key in counts}
     assert {one[key]["n"] for key in counts if one[key]["role"] == "primary"} == {6}
     # The seed's effects get the same verdict; a row near the margin may be decided in one run and not yet in the
-    # other (as between two runs of one cell at a time: --reps auto needs a seventh repetition now and then), but
+    # other (as between two runs of one cell at a time: --reps auto needs a seventh repetition now and then), or
+    # be a small change in one (a guest with 2 vCPUs) and within the margin in the other (1 vCPU: seen in CI,
+    # redis/reswap/pswpout_per_swapout worse at +3.3% [+1.7%, +5.4%], equivalent at +0.6% [-2.7%, +3.9%]), but
     # never the opposite verdict. The two intervals of a change say the same of the margin: they overlap, or both
     # lie past it on the same side, or both inside it (a guest with 1 vCPU instead of 2 may leave redis a few more
     # or fewer of its ~1000 copies: -99.7% against -99.8%, two tight intervals a tenth of a point apart, is the
@@ -129,13 +131,13 @@ def test_two_cells_at_once_calibrate_and_reach_the_verdicts_of_one_at_a_time(tmp
     assert [primary[(workload, "write", "cow_copies_per_swapin", "patched")] for workload in ("swapcow", "redis")] \
         == [("better", "better")] * 2, primary
     for key, verdicts in primary.items():
-        assert "inconclusive" in verdicts or verdicts[0] == verdicts[1], (key, verdicts)
+        assert set(verdicts) != {"better", "worse"}, (key, verdicts)
         margin = one[key]["margin_pct"]
         intervals = [(r["change_ci_low"], r["change_ci_high"]) for r in (one[key], two[key])]
         overlap = max(low for low, _ in intervals) <= min(high for _, high in intervals)
         sides = {"below" if high < -margin else "above" if low > margin else
                  "within" if -margin <= low and high <= margin else "across" for low, high in intervals}
-        assert overlap or sides in ({"below"}, {"above"}, {"within"}), (key, intervals, margin)
+        assert overlap or sides in ({"below"}, {"above"}, {"within"}), (key, verdicts, intervals, margin)
     assert one[("swapcow", "write", "cow_copies", "base")]["median"] == 4096 == \
         two[("swapcow", "write", "cow_copies", "base")]["median"], "swapcow copies every page it wrote, in both"
     for workload in ("swapcow", "redis"):     # redis swaps a different amount each boot: its rate, not its count
@@ -158,7 +160,9 @@ def assert_causes_add_up(out) -> None:
         phases = counted[counted[f"{scope}cow_copies"].notna()]
         parts = phases[[f"{scope}cow_copies.{cause}" for cause in causes.CAUSES]].sum(axis=1)
         apart = (parts - phases[f"{scope}cow_copies"]).abs()
-        assert len(phases) and (apart <= (0.01 * phases[f"{scope}cow_copies"]).clip(lower=2)).all(), scope
+        tolerance = collectors.CROSS_CHECK_TOLERANCE * phases[f"{scope}cow_copies"]
+        tolerance = tolerance.clip(lower=collectors.EDGE_COPIES[scope])
+        assert len(phases) and (apart <= tolerance).all(), scope
         print(f"\n[figure] copies by cause against perf's count ({scope or 'process'}): {int((apart == 0).sum())} "
               f"of {len(phases)} phases exactly equal, at most {apart.max():.0f} apart")
     assert not (out / "runs.csv").read_text().count("add up to")

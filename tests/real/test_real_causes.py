@@ -24,7 +24,8 @@ def test_forkcow_copies_what_a_child_still_maps_and_reuses_after_it_exited(tmp_p
                             capture_output=True, text=True, timeout=3600)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = pd.read_csv(out / "runs.csv")
-    assert runs["valid"].all() and runs["warnings"].isna().all(), runs[["variant", "reason", "warnings"]]
+    assert runs["valid"].all() and runs["warnings"].isna().all(), \
+        runs[["variant", "reason", "warnings"]].to_dict("records")
     samples = pd.read_csv(out / "samples.csv")
     for variant in ("base", "patched"):
         mine = samples[samples["variant"] == variant]
