@@ -26,6 +26,7 @@ baseline kernel booted again) must come out `equivalent` or `inconclusive`; `bet
 
 import functools
 import math
+import textwrap
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -45,7 +46,7 @@ COMPARABILITY_FIELDS = ("source", "config_hash", "accelerator", "guest_memory_mb
 PER_KERNEL_FIELDS = ("source", "config_hash")     # what mixed_sources lets differ between variants
 JSON_KEYS = ("workload", "phase", "metric", "variant", "baseline", "n", "n_missing", "missing_reason", "median",
              "ci_low", "ci_high", "change_pct", "change_ci_low", "change_ci_high", "p_value", "verdict", "role",
-             "p_adjusted", "margin_pct")
+             "p_adjusted", "margin_pct", "note")
 VERDICTS = ("better", "worse", "equivalent", "inconclusive")
 CONTROL_KINDS = {True: "the baseline kernel again", False: "object code identical to the baseline"}
 
@@ -139,6 +140,7 @@ class Row:
     point: str = ""                       # the sweep point (harness/sweep.py); "" without a sweep
     n_missing: int = 0                    # boots of the row's variant, workload and mode without a value
     missing_reason: str = ""              # why: "2 invalid", "1 with denominator 0", "1 not recorded"
+    note: str = ""                        # what a primary verdict rests on beyond its p-values (decide())
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -274,6 +276,7 @@ class Decision:
     p_adjusted: float
     p_equivalence: float | None
     decided_after: int | None
+    note: str = ""
 
 
 def _went_down(base: np.ndarray, other: np.ndarray) -> bool:
@@ -300,49 +303,97 @@ def looks_reached(plan: Plan, cells: Cells) -> list[tuple[int | None, float]]:
     return reached or [(highest, plan.design.shares[0])]
 
 
+def outside_margin(values: np.ndarray, centre: float, margin: float) -> int:
+    """How many values lie further than margin (a fraction) from centre; any value but 0 when centre is 0."""
+    if centre == 0:
+        return int(np.count_nonzero(values))
+    return int(np.count_nonzero(np.abs(values / centre - 1) > margin * (1 + 1e-9)))
+
+
+def tails(base: np.ndarray, other: np.ndarray, margin: float) -> str:
+    """Why no `equivalent` may stand, '' if none: boots of the variant outside the margin around the baseline's
+    median while none of the baseline's are, or more often than the baseline's (Fisher's exact test). The
+    equivalence test is about the middle of the boots; a patch that misbehaves in some boots only (a race)
+    shows in the tails."""
+    centre = stats.median(base)
+    out, base_out = outside_margin(other, centre, margin), outside_margin(base, centre, margin)
+    if out and (not base_out or stats.more_often(out, len(other), base_out, len(base)) <= ALPHA):
+        return f"{out} of {len(other)} boots outside +-{margin * 100:g}% (baseline: {base_out} of {len(base)})"
+    return ""
+
+
+def _inside(base: np.ndarray, other: np.ndarray, margin: float) -> bool:
+    """Whether the interval of the change lies within the margin."""
+    _, interval = stats.ratio_change(base, other)
+    return interval is not None and 1 - margin <= interval[0] and interval[1] <= 1 + margin
+
+
 def decide(cells: Cells, plan: Plan, variants: list[str]) -> dict[tuple, Decision]:
-    """Verdicts of the primary rows (workload, phase, metric, point, variant), look by look."""
+    """Verdicts of the primary rows (workload, phase, metric, point, variant), look by look.
+
+    At each look the undecided rows' difference and equivalence hypotheses go through Holm's step-down at that
+    look's share of alpha. A rejected difference is `better`/`worse` unless the interval of the change lies
+    within the margin: that is a difference smaller than the margin, `equivalent` if the equivalence hypothesis
+    is rejected too, else left open. No `equivalent` while tails() objects, at any later look either: a row
+    decided equivalent is opened again when a later boot of the variant falls outside the margin."""
     points: dict[str, list[str]] = {}
     for workload, phase, metric, point in cells:
         points.setdefault(f"{workload}/{phase}/{metric}", []).append(point)
     rows = [(*key.split("/"), point, variant) for key in plan.primary for point in points.get(key, [""])
             for variant in variants if variant != plan.baseline]
-    rejected: dict[tuple, tuple[float, int | None, str]] = {}
-    latest: dict[tuple, float] = {}
-    p_equivalence: dict[tuple, float] = {}
+    decided: dict[tuple, Decision] = {}
+    latest: dict[tuple, Decision] = {}
     margin = plan.margin_pct / 100
-    for look, share in looks_reached(plan, cells):
+
+    def sample(row, look):
+        by_variant = cells.get(row[:4], {})
+        base = _up_to(by_variant[plan.baseline], look) if plan.baseline in by_variant else np.array([])
+        other = _up_to(by_variant[row[4]], look) if row[4] in by_variant else np.array([])
+        return base, other, _highest_rep(by_variant)
+
+    def reopened(row, look) -> str:
+        base, other, _ = sample(row, look)
+        return tails(base, other, margin) if len(base) and len(other) else ""
+
+    for look, share in [*looks_reached(plan, cells), (None, 0.0)]:
+        for row in [row for row, decision in decided.items() if decision.verdict == "equivalent"]:
+            note = reopened(row, look)
+            if note:
+                del decided[row]
+                latest[row] = Decision("inconclusive", 1.0, None, None, note)
+        if not share:
+            break           # the whole sample, after the last look: equivalence re-checked, nothing tested
         hypotheses = []
         for row in rows:
-            if (row, "difference") in rejected or (row, "equivalence") in rejected:
+            if row in decided:
                 continue     # decided: its verdict stands (the stopping rule counted on it)
-            by_variant = cells.get(row[:4], {})
-            base = _up_to(by_variant[plan.baseline], look) if plan.baseline in by_variant else np.array([])
-            other = _up_to(by_variant[row[4]], look) if row[4] in by_variant else np.array([])
+            base, other, highest = sample(row, look)
             usable = len(base) and len(other)
-            p_values = {"difference": stats.rank_test(base, other) if usable else 1.0,
-                        "equivalence": stats.equivalence_p(base, other, margin) if usable else 1.0}
-            p_equivalence[row] = p_values["equivalence"]
-            verdicts = {"difference": _direction_verdict(row[2], base, other) if usable else "inconclusive",
-                        "equivalence": "equivalent"}
-            reps = look if look is not None else _highest_rep(by_variant)
-            hypotheses += [(row, kind, p, verdicts[kind], reps) for kind, p in p_values.items()]
+            note = tails(base, other, margin) if usable else ""
+            p_difference = stats.rank_test(base, other) if usable else 1.0
+            p_equivalence = stats.equivalence_p(base, other, margin) if usable else 1.0
+            reps = look if look is not None else highest
+            facts = (base, other, reps, note, p_equivalence)
+            hypotheses += [(row, "difference", p_difference, facts),
+                           (row, "equivalence", 1.0 if note else p_equivalence, facts)]
         adjusted = stats.step_down([h[2] for h in hypotheses], [h[0] for h in hypotheses])
-        for (row, kind, _, verdict, reps), value in zip(hypotheses, adjusted):
-            value = min(1.0, value / share)
-            latest[(row, kind)] = value
-            if value <= ALPHA:
-                rejected[(row, kind)] = (value, reps, verdict)
-    decisions = {}
-    for row in rows:
-        if (row, "difference") in rejected:
-            value, look, verdict = rejected[(row, "difference")]
-        elif (row, "equivalence") in rejected:
-            value, look, verdict = rejected[(row, "equivalence")]
-        else:
-            value, look, verdict = latest.get((row, "difference"), 1.0), None, "inconclusive"
-        decisions[row] = Decision(verdict, value, p_equivalence.get(row), look)
-    return decisions
+        found: dict[tuple, dict] = {}
+        for (row, kind, _, facts), value in zip(hypotheses, adjusted):
+            found.setdefault(row, {"facts": facts})[kind] = min(1.0, value / share)
+        for row, p in found.items():
+            base, other, reps, note, p_equivalence = p["facts"]
+            different, equivalent = p["difference"] <= ALPHA, p["equivalence"] <= ALPHA
+            small = different and _inside(base, other, margin)
+            if different and not small:
+                verdict = _direction_verdict(row[2], base, other)
+                decided[row] = Decision(verdict, p["difference"], p_equivalence, reps, note)
+            elif equivalent:
+                decided[row] = Decision("equivalent", p["equivalence"], p_equivalence, reps,
+                                        "a difference smaller than the margin" if small else "")
+            else:
+                note = note or ("a difference smaller than the margin; equivalence not shown yet" if small else "")
+                latest[row] = Decision("inconclusive", p["difference"], p_equivalence, None, note)
+    return {row: decided.get(row) or latest.get(row) or Decision("inconclusive", 1.0, None, None) for row in rows}
 
 
 def all_decided(cells: Cells, plan: Plan, variants: list[str]) -> bool:
@@ -444,7 +495,7 @@ def compare_cells(cells: Cells, plan: Plan, variants: list[str]) -> list[Row]:
             row.update(change(base, values, same))
             decision = decisions.get((workload, phase, metric, point, variant))
             if decision is not None:
-                row.update(verdict=decision.verdict, p_adjusted=decision.p_adjusted,
+                row.update(verdict=decision.verdict, p_adjusted=decision.p_adjusted, note=decision.note,
                            p_equivalence=decision.p_equivalence, decided_after=decision.decided_after)
             else:
                 row.update(verdict="inconclusive", degenerate=same)
@@ -552,10 +603,20 @@ def headline_rows(rows: list[Row], show_all: bool = False) -> list[Row]:
     return primary + rest
 
 
+def footnotes(rows: list[Row], show_all: bool = False) -> list[str]:
+    """'[k] row variant: note' for each headline row with a note, numbered as table_lines marks them."""
+    noted = [r for r in headline_rows(rows, show_all) if r.note]
+    return [f"[{k}] {r.key}{f' at {r.point}' if r.point else ''} {r.variant}: {r.note}"
+            for k, r in enumerate(noted, 1)]
+
+
 def table_lines(rows: list[Row], show_all: bool = False) -> list[list[str]]:
-    """Header + rows of the headline comparison (all metrics with show_all)."""
+    """Header + rows of the headline comparison (all metrics with show_all); a verdict with a note is marked
+    [k], footnotes() says what."""
     lines = [["workload", "phase", "metric", "variant", "n", "median", "change", "p", "p_adj", "verdict"]]
+    marks = 0
     for r in headline_rows(rows, show_all):
+        marks += bool(r.note)
         change_text = "" if r.change_pct is None else f"{r.change_pct:+.1f}%"
         if r.variant != r.baseline and r.change_pct is not None:
             change_text += f" [{_bound(r.change_ci_low, True)},{_bound(r.change_ci_high, False)}]"
@@ -566,7 +627,7 @@ def table_lines(rows: list[Row], show_all: bool = False) -> list[list[str]]:
         lines.append([workload, r.phase, metric, variant, count, _number(r.median), change_text,
                       "" if r.p_value is None else f"{r.p_value:.3g}",
                       "" if r.p_adjusted is None else f"{r.p_adjusted:.2g}",
-                      "(baseline)" if r.variant == r.baseline else r.verdict])
+                      "(baseline)" if r.variant == r.baseline else r.verdict + (f" [{marks}]" if r.note else "")])
     return lines
 
 
@@ -583,14 +644,16 @@ def render_table(rows, show_all=False) -> str:
     for workload in dict.fromkeys(line[0] for line in body):
         out += ([""] if out else []) + [f"{workload}:", join(header)]
         out += [join(line[1:]) for line in body if line[0] == workload]
-    return "\n".join(out)
+    notes = [textwrap.fill(note, 100, subsequent_indent="    ") for note in footnotes(rows, show_all)]
+    return "\n".join(out + ([""] + notes if notes else []))
 
 
 def render_markdown(rows, show_all=False) -> str:
     lines = table_lines(rows, show_all)
     out = ["| " + " | ".join(lines[0]) + " |", "|" + "---|" * len(lines[0])]
     out += ["| " + " | ".join(line) + " |" for line in lines[1:]]
-    return "\n".join(out)
+    notes = footnotes(rows, show_all)
+    return "\n".join(out + ([""] + [f"{note}  " for note in notes] if notes else []))
 
 
 def summary_lines(comparison: Comparison) -> list[str]:

@@ -57,7 +57,7 @@ def _headline_at(rows: list[compare.Row], headline: str, point: str, ran: tuple[
         other = " (another kernel)" if r.other_source else ""
         parts.append(f"`{r.variant}`{other} changes {metric} in the {phase} phase of {workload} from a median of "
                      f"{_number(base.median)} to {_number(r.median)}{change}{p_value}{adjusted}; n = {base.n} + {r.n}"
-                     f"{')' if change else ''}: **{r.verdict}**")
+                     f"{')' if change else ''}: **{r.verdict}**" + (f" ({r.note})" if r.note else ""))
     return (f"At {point}: " if point else "") + "; ".join(parts) + "."
 
 
@@ -107,7 +107,7 @@ def primary_table(rows: list[compare.Row]) -> list[str]:
         key, at = (r.key, r.point), f" at {r.point}" if r.point else ""
         lines.append(f"| {r.key}{at} | {variant} | {base[key].n} + {r.n} | {_number(base[key].median)} | "
                      f"{_number(r.median)} | {change} | {r.p_value:.2g} | {r.p_equivalence:.2g} | {r.p_adjusted:.2g} | "
-                     f"**{r.verdict}** | {r.decided_after or '-'} |")
+                     f"**{r.verdict}**{f' ({r.note})' if r.note else ''} | {r.decided_after or '-'} |")
     return lines
 
 

@@ -84,18 +84,24 @@ def up_to(cells: compare.Cells, reps: int) -> compare.Cells:
     return kept
 
 
+def run(sources: dict, plan: compare.Plan, reps: int, rng: np.random.Generator, per_metric: bool = False,
+        max_reps: int | None = None) -> tuple[compare.Cells, int]:
+    """(cells, repetitions used) of one synthetic run: fixed reps, or sequential from reps to max_reps, stopped
+    by the stopping rule of `harness bench --reps auto`."""
+    if max_reps is None:
+        return draw(sources, reps, rng, per_metric), reps
+    full = draw(sources, max_reps, rng, per_metric)
+    used = reps
+    while used < max_reps and not compare.all_decided(up_to(full, used), plan, list(sources)):
+        used += 1
+    return up_to(full, used), used
+
+
 def table(sources: dict, plan: compare.Plan, reps: int, rng: np.random.Generator, per_metric: bool = False,
           max_reps: int | None = None) -> tuple[list[compare.Row], int]:
     """(rows, repetitions used) of one synthetic run: fixed reps, or sequential from reps to max_reps."""
-    variants = list(sources)
-    if max_reps is None:
-        cells = draw(sources, reps, rng, per_metric)
-        return compare.compare_cells(cells, plan, variants), reps
-    full = draw(sources, max_reps, rng, per_metric)
-    used = reps
-    while used < max_reps and not compare.all_decided(up_to(full, used), plan, variants):
-        used += 1
-    return compare.compare_cells(up_to(full, used), plan, variants), used
+    cells, used = run(sources, plan, reps, rng, per_metric, max_reps)
+    return compare.compare_cells(cells, plan, list(sources)), used
 
 
 @dataclass(frozen=True)

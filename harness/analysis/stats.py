@@ -15,6 +15,8 @@ Nothing here relies on a normal approximation or on n being large:
 - `step_down`: Holm's step-down over hypotheses in groups of which at most one can be true
   (a difference and an equivalence claim about the same row), Shaffer's refinement.
 - `false_discovery`: Benjamini-Hochberg adjusted p-values.
+- `more_often`: Fisher's exact test, one-sided: does one sample hold more of something (boots
+  outside the margin, boots lost) than another?
 """
 
 import functools
@@ -227,3 +229,14 @@ def false_discovery(p_values: list[float]) -> list[float]:
         running = min(running, p_values[index] * count / rank)
         adjusted[index] = min(1.0, running)
     return adjusted
+
+
+def more_often(hits: int, size: int, other_hits: int, other_size: int) -> float:
+    """One-sided p of Fisher's exact test that `hits` of `size` is a larger share than `other_hits` of
+    `other_size`: the chance, all size + other_size labellings alike, that `size` of them hold at least `hits`
+    of the hits + other_hits (the hypergeometric upper tail)."""
+    total, drawn = hits + other_hits, size + other_size
+    if not size or not total:
+        return 1.0
+    tail = sum(math.comb(total, k) * math.comb(drawn - total, size - k) for k in range(hits, min(total, size) + 1))
+    return min(1.0, tail / math.comb(drawn, size))

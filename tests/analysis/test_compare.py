@@ -120,12 +120,79 @@ def test_a_row_decided_at_a_look_keeps_its_verdict():
     cells = cells_of({("reswap", "pswpout_per_swapout"): {"base": base, "patched": patched}})
     key = ("w", "reswap", "pswpout_per_swapout", "", "patched")
     fixed = compare.decide(cells, compare.Plan("base", ("w/reswap/pswpout_per_swapout",)), ["base", "patched"])[key]
-    assert fixed.verdict == "worse", "all ten boots at once find the 2%"
+    assert (fixed.verdict, fixed.note) == ("equivalent", "a difference smaller than the margin"), \
+        "all ten boots at once find the 2%, and that it is smaller than the margin"
     plan = compare.Plan("base", ("w/reswap/pswpout_per_swapout",), design=compare.Design.sequential(6, 10))
     first = compare.decide(resample.up_to(cells, 6), plan, ["base", "patched"])[key]
     last = compare.decide(cells, plan, ["base", "patched"])[key]
     assert (first.verdict, first.decided_after) == ("equivalent", 6), "within the 5% margin after six"
     assert (last.verdict, last.decided_after) == ("equivalent", 6), "the stopping rule counted on that verdict"
+
+
+RESWAP = "w/reswap/pswpout_per_swapout"
+RESWAP_KEY = ("w", "reswap", "pswpout_per_swapout", "", "patched")
+
+
+def test_a_difference_whose_interval_crosses_the_margin_is_a_verdict_one_inside_is_not():
+    base = [0.981, 0.979, 0.986, 0.981, 0.975, 0.984]
+    plan = compare.Plan("base", (RESWAP,))
+    for shift, verdict, note in ((1.045, "worse", "1 of 6 boots outside +-5% (baseline: 0 of 6)"),
+                                 (1.08, "worse", "6 of 6 boots outside +-5% (baseline: 0 of 6)"),
+                                 (1.04, "equivalent", "a difference smaller than the margin"),
+                                 (1.006, "equivalent", "a difference smaller than the margin"),
+                                 (1.003, "equivalent", "")):
+        patched = [value * shift for value in reversed(base)]
+        decision = compare.decide(cells_of({("reswap", "pswpout_per_swapout"): {"base": base, "patched": patched}}),
+                                  plan, ["base", "patched"])[RESWAP_KEY]
+        low, high = compare.stats.ratio_change(np.array(base), np.array(patched))[1]
+        inside = 0.95 <= low and high <= 1.05
+        assert (decision.verdict, decision.note) == (verdict, note), (shift, low, high, decision)
+        assert (verdict == "worse") == (decision.p_adjusted <= compare.ALPHA and not inside), (shift, low, high)
+
+
+def test_no_equivalent_while_a_boot_of_the_variant_lies_outside_the_margin_and_none_of_the_baseline():
+    """A patch that breaks in one boot of six: the middle of the boots is unchanged (the equivalence test alone
+    passes), the tail is not."""
+    share = "w/reuse/reuse_share"
+    key = ("w", "reuse", "reuse_share", "", "patched")
+    plan = compare.Plan("base", (share,))
+    whole = cells_of({("reuse", "reuse_share"): {"base": [1.0] * 6, "patched": [1.0] * 6}})
+    assert compare.decide(whole, plan, ["base", "patched"])[key].verdict == "equivalent"
+    noisy_base = [0.99, 1.0, 1.01, 0.98, 1.0, 1.02]
+    broken = cells_of({("reuse", "reuse_share"): {"base": noisy_base, "patched": [1.0, 0.99, 1.01, 0.0, 1.0, 1.0]}})
+    assert stats_equivalence(broken, key) <= compare.ALPHA, "the location test alone would say equivalent"
+    decision = compare.decide(broken, plan, ["base", "patched"])[key]
+    assert decision.verdict == "inconclusive" and decision.note == "1 of 6 boots outside +-5% (baseline: 0 of 6)"
+    [row] = [r for r in compare.compare_cells(broken, plan, ["base", "patched"]) if r.variant == "patched"]
+    assert row.as_json()["note"] == decision.note
+    assert "inconclusive [1]" in compare.render_table([row]) and \
+        "[1] w/reuse/reuse_share patched: 1 of 6 boots outside +-5% (baseline: 0 of 6)" in \
+        compare.render_markdown([row])
+    # the baseline has a boot outside too: one against one is no evidence, six of ten against one is (Fisher)
+    both = cells_of({("reuse", "reuse_share"): {"base": noisy_base[:5] + [0.9],
+                                               "patched": [1.0, 0.99, 1.01, 0.9, 1.0, 1.0]}})
+    assert compare.decide(both, plan, ["base", "patched"])[key].verdict == "equivalent"
+    ten = np.array(noisy_base[:5] + [0.9] + noisy_base[1:5])
+    assert compare.tails(ten, np.array([1.0] * 5 + [0.9] * 5), 0.05) == "", "5 of 10 against 1 of 10: p = 0.07"
+    assert compare.tails(ten, np.array([1.0] * 4 + [0.9] * 6), 0.05) == \
+        "6 of 10 boots outside +-5% (baseline: 1 of 10)", "6 of 10 against 1 of 10: p = 0.029"
+
+
+def stats_equivalence(cells, key) -> float:
+    by_variant = cells[key[:4]]
+    return compare.stats.equivalence_p(by_variant["base"][1], by_variant["patched"][1], 0.05)
+
+
+def test_a_row_decided_equivalent_is_opened_again_by_a_later_broken_boot():
+    share = "w/reuse/reuse_share"
+    key = ("w", "reuse", "reuse_share", "", "patched")
+    plan = compare.Plan("base", (share,), design=compare.Design.sequential(6, 10))
+    cells = cells_of({("reuse", "reuse_share"): {"base": [1.0] * 7, "patched": [1.0] * 6 + [0.0]}})
+    first = compare.decide(resample.up_to(cells, 6), plan, ["base", "patched"])[key]
+    assert (first.verdict, first.decided_after) == ("equivalent", 6)
+    later = compare.decide(cells, plan, ["base", "patched"])[key]
+    assert later.verdict == "inconclusive" and later.note == "1 of 7 boots outside +-5% (baseline: 0 of 7)"
+    assert not compare.all_decided(cells, plan, ["base", "patched"]), "the run goes on: more boots may show more"
 
 
 def test_another_baseline_has_no_control(tmp_path):
@@ -308,7 +375,7 @@ def test_json_has_exactly_the_documented_keys(tmp_path):
     objects = json.loads(result.output)
     assert all(list(item) == ["workload", "phase", "metric", "variant", "baseline", "n", "n_missing",
                               "missing_reason", "median", "ci_low", "ci_high", "change_pct", "change_ci_low",
-                              "change_ci_high", "p_value", "verdict", "role", "p_adjusted", "margin_pct"]
+                              "change_ci_high", "p_value", "verdict", "role", "p_adjusted", "margin_pct", "note"]
                for item in objects)
     assert {item["verdict"] for item in objects} <= {"better", "worse", "equivalent", "inconclusive"}
     assert {item["role"] for item in objects} <= {"primary", "exploratory", "control"}
