@@ -54,7 +54,8 @@ def decided(directory: results.RunDirectory) -> bool:
     if not plan.primary:
         return False
     kept, _ = compare.valid_samples(samples, runs)
-    return compare.all_decided(compare.gather(kept, runs), plan, compare.variant_order(runs, plan.baseline))
+    return compare.all_decided(compare.gather(kept, runs) | compare.boot_cells(runs), plan,
+                               compare.variant_order(runs, plan.baseline))
 
 
 def analyse(run_dir: Path, experiment: Experiment, baseline: str | None = None) -> Path:

@@ -4,7 +4,9 @@ The hypotheses are declared before the run: the experiment's `primary` rows
 (WORKLOAD/PHASE/METRIC) and their equivalence margin (`margin_pct`, default 5%). For every
 primary row and every variant but the baseline there are two hypotheses, "no change" (its
 rejection is `better` or `worse`, by the metric's direction) and "the change is at least the
-margin" (its rejection is `equivalent`); a row that rejects neither is `inconclusive`. Both
+margin" (its rejection is `equivalent`); a row that rejects neither is `inconclusive`, and a
+row with one value in every boot of both kernels is `identical` (no test can tell them apart,
+so none is claimed). Both
 are tested with exact rank tests (harness.stats), and the family of all primary rows of all
 variants holds its family-wise error at ALPHA by Holm's step-down counting rows (at most one
 of a row's two hypotheses can be true). A design with several looks (`--reps auto`) spends a
@@ -20,7 +22,7 @@ variant already has a `better` or `worse` primary row (gatekeeping: when no vari
 from the baseline, no exploratory verdict can appear, so a table's chance of any false
 verdict stays within ALPHA); without primary rows there is no verdict at all. A metric
 without a direction in harness.metrics never gets a verdict. The `control` variant (the
-baseline kernel booted again) must come out `equivalent` or `inconclusive`; `better` or
+baseline kernel booted again) must come out `identical`, `equivalent` or `inconclusive`; `better` or
 `worse` there means the measurement itself is not to be trusted: calibration failed.
 """
 
@@ -47,7 +49,8 @@ PER_KERNEL_FIELDS = ("source", "config_hash")     # what mixed_sources lets diff
 JSON_KEYS = ("workload", "phase", "metric", "variant", "baseline", "n", "n_missing", "missing_reason", "median",
              "ci_low", "ci_high", "change_pct", "change_ci_low", "change_ci_high", "p_value", "verdict", "role",
              "p_adjusted", "margin_pct", "note")
-VERDICTS = ("better", "worse", "equivalent", "inconclusive")
+VERDICTS = ("better", "worse", "equivalent", "identical", "inconclusive")
+RESTING = ("equivalent", "identical")      # verdicts a later boot can take back (decide())
 CONTROL_KINDS = {True: "the baseline kernel again", False: "object code identical to the baseline"}
 
 
@@ -263,6 +266,37 @@ def gather(samples: pd.DataFrame, runs: pd.DataFrame) -> Cells:
     return cells
 
 
+BOOTS = ("boots", "valid_share")     # the (phase, metric) of each workload's lost-boots row
+NOT_THE_KERNEL = ("failed: harness fault", "failed: worker ")    # invalid boots that say nothing of the kernel
+
+
+def boot_cells(runs: pd.DataFrame) -> Cells:
+    """Per workload and point, each variant's repetitions as 1.0 where every boot of the repetition (counted and
+    timed) was valid and 0.0 where one was lost: failed to boot or run, or failed a gate. A boot lost to the
+    harness itself or to its worker is left out; a repetition with nothing else has no value."""
+    if runs.empty:
+        return {}
+    runs = with_points(runs)
+    reasons = runs["reason"].fillna("").astype(str) if "reason" in runs else pd.Series("", index=runs.index)
+    counted = runs[runs["valid"].astype(bool) | ~reasons.str.startswith(NOT_THE_KERNEL)]
+    cells: Cells = {}
+    for (workload, point, variant), part in counted.groupby(["workload", "point", "variant"], sort=False):
+        kept = part.groupby("rep")["valid"].all()
+        cells.setdefault((workload, *BOOTS, point), {})[variant] = (kept.index.to_numpy(dtype=int),
+                                                                    kept.to_numpy(dtype=float))
+    return cells
+
+
+def lost_reasons(runs: pd.DataFrame, workload: str, point: str, variant: str) -> str:
+    """'2 x reswap gate: ...; 1 x failed: ...': the invalid boots of one variant that count as lost."""
+    runs = with_points(runs)
+    mine = runs[(runs["workload"] == workload) & (runs["point"] == point) & (runs["variant"] == variant) &
+                ~runs["valid"].astype(bool)]
+    reasons = mine["reason"].fillna("").astype(str) if "reason" in mine else pd.Series(dtype=str)
+    reasons = reasons[~reasons.str.startswith(NOT_THE_KERNEL)]
+    return "; ".join(f"{count} x {reason or 'invalid'}" for reason, count in reasons.value_counts().items())
+
+
 def _up_to(cell, look: int | None) -> np.ndarray:
     reps, values = cell
     return values if look is None else values[reps <= look]
@@ -335,12 +369,23 @@ def decide(cells: Cells, plan: Plan, variants: list[str]) -> dict[tuple, Decisio
     look's share of alpha. A rejected difference is `better`/`worse` unless the interval of the change lies
     within the margin: that is a difference smaller than the margin, `equivalent` if the equivalence hypothesis
     is rejected too, else left open. No `equivalent` while tails() objects, at any later look either: a row
-    decided equivalent is opened again when a later boot of the variant falls outside the margin."""
+    decided equivalent is opened again when a later boot of the variant falls outside the margin. A row with
+    one value in every boot of both is `identical` (its hypotheses still count in the family), until a later
+    boot holds another value.
+
+    Each workload's lost-boots row (BOOTS, from boot_cells) has one hypothesis: the variant loses repetitions
+    more often than the baseline (Fisher's exact test, one-sided): `worse` when rejected, `identical` while
+    neither lost any. It joins the family only when the repetitions lost could reach the look's bar at all
+    (Tarone's refinement for discrete tests: a test whose smallest possible p-value is above the bar cannot
+    reject, so it need not be counted); with no boot lost the family is the primary rows alone. Such a row
+    holds the stopping rule (all_decided) only while its variant has lost the larger share."""
     points: dict[str, list[str]] = {}
     for workload, phase, metric, point in cells:
         points.setdefault(f"{workload}/{phase}/{metric}", []).append(point)
     rows = [(*key.split("/"), point, variant) for key in plan.primary for point in points.get(key, [""])
             for variant in variants if variant != plan.baseline]
+    rows += [(key[0], *BOOTS, key[3], variant) for key, by_variant in cells.items() if key[1:3] == BOOTS
+             for variant in variants if variant != plan.baseline and variant in by_variant]
     decided: dict[tuple, Decision] = {}
     latest: dict[tuple, Decision] = {}
     margin = plan.margin_pct / 100
@@ -351,40 +396,57 @@ def decide(cells: Cells, plan: Plan, variants: list[str]) -> dict[tuple, Decisio
         other = _up_to(by_variant[row[4]], look) if row[4] in by_variant else np.array([])
         return base, other, _highest_rep(by_variant)
 
-    def reopened(row, look) -> str:
+    def reopened(row, look, verdict) -> str | None:
+        """Why a resting verdict no longer holds on the boots up to look, None while it does."""
         base, other, _ = sample(row, look)
-        return tails(base, other, margin) if len(base) and len(other) else ""
+        if verdict == "identical":
+            return None if one_value(base, other) else ""
+        return tails(base, other, margin) or None
 
     for look, share in [*looks_reached(plan, cells), (None, 0.0)]:
-        for row in [row for row, decision in decided.items() if decision.verdict == "equivalent"]:
-            note = reopened(row, look)
-            if note:
+        for row in [row for row, decision in decided.items() if decision.verdict in RESTING]:
+            note = reopened(row, look, decided[row].verdict)
+            if note is not None:
                 del decided[row]
                 latest[row] = Decision("inconclusive", 1.0, None, None, note)
         if not share:
             break           # the whole sample, after the last look: equivalence re-checked, nothing tested
-        hypotheses = []
+        hypotheses, lost = [], []
         for row in rows:
             if row in decided:
                 continue     # decided: its verdict stands (the stopping rule counted on it)
             base, other, highest = sample(row, look)
             usable = len(base) and len(other)
+            reps = look if look is not None else highest
+            if row[1:3] == BOOTS:
+                if usable:
+                    lost.append((row, base, other, reps))
+                continue
             note = tails(base, other, margin) if usable else ""
             p_difference = stats.rank_test(base, other) if usable else 1.0
             p_equivalence = stats.equivalence_p(base, other, margin) if usable else 1.0
-            reps = look if look is not None else highest
             facts = (base, other, reps, note, p_equivalence)
             hypotheses += [(row, "difference", p_difference, facts),
                            (row, "equivalence", 1.0 if note else p_equivalence, facts)]
+        hypotheses += _lost_hypotheses(lost, len({h[0] for h in hypotheses}), share, decided, latest)
         adjusted = stats.step_down([h[2] for h in hypotheses], [h[0] for h in hypotheses])
         found: dict[tuple, dict] = {}
         for (row, kind, _, facts), value in zip(hypotheses, adjusted):
             found.setdefault(row, {"facts": facts})[kind] = min(1.0, value / share)
         for row, p in found.items():
+            if "lost" in p:
+                reps, note = p["facts"]
+                if p["lost"] <= ALPHA:
+                    decided[row] = Decision("worse", p["lost"], None, reps, note)
+                else:
+                    latest[row] = Decision("inconclusive", p["lost"], None, None, note)
+                continue
             base, other, reps, note, p_equivalence = p["facts"]
             different, equivalent = p["difference"] <= ALPHA, p["equivalence"] <= ALPHA
             small = different and _inside(base, other, margin)
-            if different and not small:
+            if len(base) and len(other) and one_value(base, other):
+                decided[row] = Decision("identical", p["difference"], p_equivalence, reps)
+            elif different and not small:
                 verdict = _direction_verdict(row[2], base, other)
                 decided[row] = Decision(verdict, p["difference"], p_equivalence, reps, note)
             elif equivalent:
@@ -396,9 +458,43 @@ def decide(cells: Cells, plan: Plan, variants: list[str]) -> dict[tuple, Decisio
     return {row: decided.get(row) or latest.get(row) or Decision("inconclusive", 1.0, None, None) for row in rows}
 
 
+def _lost_hypotheses(lost: list, groups: int, share: float, decided: dict, latest: dict) -> list[tuple]:
+    """The lost-boots hypotheses (row, "lost", p, (reps, note)) that join a look's family beside `groups` row
+    groups; rows that lost nothing are decided `identical`, rows that cannot reach the bar left inconclusive."""
+    candidates = []
+    for row, base, other, reps in lost:
+        lost_base, lost_other = int(np.count_nonzero(base == 0)), int(np.count_nonzero(other == 0))
+        if not lost_base and not lost_other:
+            decided[row] = Decision("identical", 1.0, None, reps)
+            continue
+        note = f"{lost_other} of {len(other)} repetitions lost a boot (baseline: {lost_base} of {len(base)})"
+        total = lost_base + lost_other
+        most = min(total, len(other))
+        floor = stats.more_often(most, len(other), total - most, len(base))     # the smallest p possible
+        p_value = stats.more_often(lost_other, len(other), lost_base, len(base))
+        candidates.append((row, p_value, floor, reps, note))
+        latest[row] = Decision("inconclusive", p_value, None, None, note)
+    joined = candidates
+    while True:      # Tarone: only tests that could pass the bar of a family of this size count in it
+        kept = [c for c in joined if c[2] * (groups + len(joined)) / share <= ALPHA]
+        if len(kept) == len(joined):
+            break
+        joined = kept
+    return [(row, "lost", p_value, (reps, note)) for row, p_value, _, reps, note in joined]
+
+
 def all_decided(cells: Cells, plan: Plan, variants: list[str]) -> bool:
     """The stopping rule of `--reps auto`: every primary row of every variant has a verdict."""
-    return all(d.verdict != "inconclusive" for d in decide(cells, plan, variants).values())
+    return all(d.verdict != "inconclusive" or (row[1:3] == BOOTS and not _losing(cells, row, plan.baseline))
+               for row, d in decide(cells, plan, variants).items())
+
+
+def _losing(cells: Cells, row: tuple, baseline: str) -> bool:
+    """Whether the variant of a lost-boots row has lost a larger share of its repetitions than the baseline:
+    then the run goes on, since more repetitions can show it; otherwise the row does not hold it."""
+    by_variant = cells[row[:4]]
+    lost = {name: float(np.mean(by_variant[name][1] == 0)) for name in (baseline, row[4]) if name in by_variant}
+    return len(lost) == 2 and lost[row[4]] > lost[baseline]
 
 
 # --- every row ---------------------------------------------------------------------------
@@ -483,6 +579,10 @@ def compare_cells(cells: Cells, plan: Plan, variants: list[str]) -> list[Row]:
         key = f"{workload}/{phase}/{metric}"
         for variant in sorted(by_variant, key=lambda v: order.get(v, len(variants))):
             values = by_variant[variant][1]
+            if (phase, metric) == BOOTS:
+                rows.append(_boots_row(workload, point, variant, base, values, plan, controls,
+                                       decisions.get((workload, phase, metric, point, variant))))
+                continue
             role = "control" if variant in controls else "primary" if key in primary else "exploratory"
             row = {"workload": workload, "phase": phase, "metric": metric, "point": point, "variant": variant,
                    "baseline": plan.baseline, **describe(values), "role": role, "direction": meaning.direction,
@@ -498,12 +598,33 @@ def compare_cells(cells: Cells, plan: Plan, variants: list[str]) -> list[Row]:
                 row.update(verdict=decision.verdict, p_adjusted=decision.p_adjusted, note=decision.note,
                            p_equivalence=decision.p_equivalence, decided_after=decision.decided_after)
             else:
-                row.update(verdict="inconclusive", degenerate=same)
+                row.update(verdict="identical" if same else "inconclusive", degenerate=same)
             rows.append(row)
     _exploratory_verdicts(rows, decisions, plan, cells)
     for row in rows:
         row.pop("degenerate", None)
     return [Row(**row) for row in rows]
+
+
+def _boots_row(workload: str, point: str, variant: str, base: np.ndarray, values: np.ndarray, plan: Plan,
+               controls: set, decision: Decision | None) -> dict:
+    """The lost-boots row of a workload: the share of repetitions that lost no boot, and Fisher's test."""
+    share, base_share = float(values.mean()), float(base.mean())
+    spread = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    row = {"workload": workload, "phase": BOOTS[0], "metric": BOOTS[1], "point": point, "variant": variant,
+           "baseline": plan.baseline, "n": len(values), "median": share, "mean": share, "stddev": spread,
+           "ci_low": None, "ci_high": None, "ci_level": None, "direction": "higher", "unit": "share",
+           "role": "control" if variant in controls else "primary", "change_pct": None, "change_ci_low": None,
+           "change_ci_high": None, "p_value": None, "verdict": "inconclusive"}
+    if variant == plan.baseline:
+        return row
+    lost, lost_base = int(np.count_nonzero(values == 0)), int(np.count_nonzero(base == 0))
+    row.update(change_pct=_pct(share / base_share) if base_share else None,
+               p_value=stats.more_often(lost, len(values), lost_base, len(base)))
+    if decision is not None:
+        row.update(verdict=decision.verdict, p_adjusted=decision.p_adjusted, note=decision.note,
+                   decided_after=decision.decided_after)
+    return row
 
 
 def _exploratory_verdicts(rows: list[dict], decisions: dict, plan: Plan, cells: Cells) -> None:
@@ -548,8 +669,12 @@ def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan(), orde
     if plan.baseline not in set(runs["variant"]):
         raise UnknownVariant(name=plan.baseline, experiment="this run", known=", ".join(sorted(set(runs["variant"]))))
     kept, invalid = valid_samples(samples, runs)
-    cells = gather(kept, runs)
+    cells = gather(kept, runs) | boot_cells(runs)
     rows = compare_cells(cells, plan, variant_order(runs, plan.baseline, order))
+    rows = [replace(row, note=f"{row.note}: {lost_reasons(runs, row.workload, row.point, row.variant)}")
+            if (row.phase, row.metric) == BOOTS and row.note and lost_reasons(runs, row.workload, row.point,
+                                                                              row.variant) else row
+            for row in rows]
     rows.sort(key=lambda row: sweeps.order(row.point))     # stable: within a point, the order compare_cells gave
     others = other_sources(runs, plan.baseline)
     rows = [replace(row, other_source=True) if row.variant in others else row for row in rows]
@@ -568,6 +693,9 @@ def with_missing(rows: list[Row], runs: pd.DataFrame) -> list[Row]:
              for key, part in runs.groupby(["variant", "workload", "point", "mode"], sort=False)}
     marked = []
     for row in rows:
+        if (row.phase, row.metric) == BOOTS:
+            marked.append(row)
+            continue
         mode = source_mode(row.metric, modes.get(row.workload, set()))
         run, valid = boots.get((row.variant, row.workload, row.point, mode), (row.n, row.n))
         reasons = [f"{run - valid} invalid" if run > valid else "",
@@ -600,7 +728,10 @@ def headline_rows(rows: list[Row], show_all: bool = False) -> list[Row]:
     nonzero = {r.key for r in rows if r.median != 0}
     primary = [r for r in rows if r.margin_pct is not None]
     rest = [r for r in rows if r.margin_pct is None and metrics.meaning(r.metric).headline and r.key in nonzero]
-    return primary + rest
+    chosen = primary + [r for r in rest if (r.phase, r.metric) == BOOTS] + \
+        [r for r in rest if (r.phase, r.metric) != BOOTS]
+    first = {workload: index for index, workload in reversed(list(enumerate(r.workload for r in chosen)))}
+    return sorted(chosen, key=lambda r: first[r.workload])      # stable: one block per workload, as printed
 
 
 def footnotes(rows: list[Row], show_all: bool = False) -> list[str]:
@@ -618,7 +749,7 @@ def table_lines(rows: list[Row], show_all: bool = False) -> list[list[str]]:
     for r in headline_rows(rows, show_all):
         marks += bool(r.note)
         change_text = "" if r.change_pct is None else f"{r.change_pct:+.1f}%"
-        if r.variant != r.baseline and r.change_pct is not None:
+        if r.variant != r.baseline and r.change_pct is not None and (r.phase, r.metric) != BOOTS:
             change_text += f" [{_bound(r.change_ci_low, True)},{_bound(r.change_ci_high, False)}]"
         metric = r.metric + (" *" if r.margin_pct is not None else "")
         variant = r.variant + (" (other kernel)" if r.other_source else "")
@@ -679,6 +810,10 @@ def summary_lines(comparison: Comparison) -> list[str]:
                           f"({r.missing_reason})" for r in short[:3])
         lines.append(f"Fewer values than boots (n/boots) in {len(short)} rows, e.g. {shown}"
                      + (" ..." if len(short) > 3 else ""))
+    lost = [r for r in comparison.rows if (r.phase, r.metric) == BOOTS and r.verdict == "worse"]
+    for r in lost:
+        lines.append(f"LOST BOOTS: `{r.variant}` lost more repetitions of {r.workload}"
+                     f"{f' at {r.point}' if r.point else ''} than `{plan.baseline}`: {r.note}")
     lines += list(comparison.notes)
     others = sorted({r.variant for r in comparison.rows if r.other_source})
     if others:

@@ -82,11 +82,17 @@ def subtitle(metadata: dict, runs: pd.DataFrame) -> str:
     return (f"Linux {everywhere[0]}, {accel}" if len(everywhere) == 1 else accel) + f" | {patches}"
 
 
+def claimed(row: compare.Row) -> bool:
+    """Whether a row's verdict is worth a label: not inconclusive, and `identical` on primary rows only (off
+    them it marks the many counters that stay 0)."""
+    return row.verdict != "inconclusive" and (row.verdict != "identical" or row.margin_pct is not None)
+
+
 def legend_label(variant: str, rows: list[compare.Row], baseline: str) -> str:
     """'patched: write better, reswap equivalent' from the figure's rows of one variant."""
     if variant == baseline:
         return f"{variant} (baseline)"
-    said = [f"{r.phase} {r.verdict}" for r in rows if r.variant == variant and r.verdict != "inconclusive"]
+    said = [f"{r.phase} {r.verdict}" for r in rows if r.variant == variant and claimed(r)]
     return f"{variant}: {', '.join(said)}" if said else f"{variant}: no verdict"
 
 
@@ -356,7 +362,7 @@ def _sweep_panel(axis, x_axis: sweeps.Axis, data: dict, rows: list[compare.Row],
         if bounded:
             axis.fill_between([item[0] for item in bounded], [item[2] for item in bounded],
                               [item[3] for item in bounded], color=colour, alpha=0.15, linewidth=0)
-        said = {r.point: r.verdict for r in rows if r.variant == variant and r.verdict != "inconclusive"}
+        said = {r.point: r.verdict for r in rows if r.variant == variant and claimed(r)}
         for x, median, *_, point in line:
             if point in said:
                 axis.annotate(said[point], (x, median), textcoords="offset points", xytext=(0, 7), ha="center",

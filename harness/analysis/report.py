@@ -61,6 +61,16 @@ def _headline_at(rows: list[compare.Row], headline: str, point: str, ran: tuple[
     return (f"At {point}: " if point else "") + "; ".join(parts) + "."
 
 
+def lost_sentence(rows: list[compare.Row]) -> str:
+    """'' unless a variant lost more repetitions than the baseline (a `worse` lost-boots row); then it, bold:
+    a patch that breaks a workload's gates yields invalid boots, not values, and this is where it shows."""
+    worse = [r for r in rows if (r.phase, r.metric) == compare.BOOTS and r.verdict == "worse"]
+    if not worse:
+        return ""
+    said = "; ".join(f"`{r.variant}` in {r.workload}{f' at {r.point}' if r.point else ''}: {r.note}" for r in worse)
+    return f"**Lost boots: a variant lost more repetitions than `{worse[0].baseline}` (worse): {said}.**"
+
+
 CAUSE_WORDS = {"zero_page": "zero-page copies", "ksm": "KSM copies", "shared": "copies of shared pages",
                "swapcache": "swap-cache copies", "other_ref": "copies of pages someone else held",
                "other": "other copies"}
@@ -139,9 +149,14 @@ def instrumentation_cost(samples: pd.DataFrame, order: list[str]) -> list[str]:
 
 def boots_used(runs: pd.DataFrame, comparison: compare.Comparison, metadata: dict) -> list[str]:
     runs = compare.with_points(runs)
-    counts = runs.groupby(["workload", "point", "variant", "mode"], sort=False)["valid"]
-    lines = [f"- {workload}{f' at {point}' if point else ''}, {variant}, {mode}: {int(valid.sum())} valid of "
-             f"{len(valid)}" for (workload, point, variant, mode), valid in counts]
+    lines = []
+    for (workload, point, variant, mode), part in runs.groupby(["workload", "point", "variant", "mode"], sort=False):
+        valid = part["valid"].astype(bool)
+        reasons = part.loc[~valid, "reason"].fillna("invalid").astype(str).value_counts() if "reason" in part \
+            else pd.Series(dtype=int)
+        why = "; ".join(f"{count} x {reason}" for reason, count in reasons.items())
+        lines.append(f"- {workload}{f' at {point}' if point else ''}, {variant}, {mode}: {int(valid.sum())} valid of "
+                     f"{len(valid)}" + (f" (invalid: {why})" if why else ""))
     design = comparison.plan.design
     if metadata.get("reps") == "auto":
         lines.insert(0, f"- Repetitions: auto, {metadata.get('reps_done', '?')} done (first look "
@@ -188,6 +203,8 @@ def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], head
         lines += [f"**{calibration}**" if comparison.calibration_failed else calibration, ""]
     ran = tuple(dict.fromkeys(runs["variant"].astype(str)))
     lines += [headline_sentence(rows, headline, release, accelerator, ran), ""]
+    lost = lost_sentence(rows)
+    lines += [lost, ""] if lost else []
     by_cause = cause_sentence(rows, *headline.split("/")[:2]) if headline and not metadata.get("sweep") else ""
     lines += [by_cause, ""] if by_cause else []
     lines += ["## Primary hypotheses", "", *compare.summary_lines(comparison)[1 if calibration else 0:], ""]

@@ -41,6 +41,9 @@ TABLE = (
             summary="cow_copies / wp_faults: the write faults on present pages that copied", probed=True),
     Meaning("reuse_share", "rate", "higher", "share", "process",
             summary="1 - copy_share: the write faults on present pages that kept their page", probed=True),
+    Meaning("valid_share", "rate", "higher", "share", "system", headline=True,
+            summary="phase `boots`: the repetitions whose every boot passed the workload's gates (a boot lost to "
+                    "the harness or its worker is left out)"),
     Meaning("wp_faults", "counter", "none", "faults", "process",
             summary="calls of the experiment's fault_probe (do_wp_page) in the workload process: write faults "
                     "on present pages", probed=True),

@@ -157,7 +157,7 @@ def test_no_equivalent_while_a_boot_of_the_variant_lies_outside_the_margin_and_n
     key = ("w", "reuse", "reuse_share", "", "patched")
     plan = compare.Plan("base", (share,))
     whole = cells_of({("reuse", "reuse_share"): {"base": [1.0] * 6, "patched": [1.0] * 6}})
-    assert compare.decide(whole, plan, ["base", "patched"])[key].verdict == "equivalent"
+    assert compare.decide(whole, plan, ["base", "patched"])[key].verdict == "identical"
     noisy_base = [0.99, 1.0, 1.01, 0.98, 1.0, 1.02]
     broken = cells_of({("reuse", "reuse_share"): {"base": noisy_base, "patched": [1.0, 0.99, 1.01, 0.0, 1.0, 1.0]}})
     assert stats_equivalence(broken, key) <= compare.ALPHA, "the location test alone would say equivalent"
@@ -189,6 +189,13 @@ def test_a_row_decided_equivalent_is_opened_again_by_a_later_broken_boot():
     plan = compare.Plan("base", (share,), design=compare.Design.sequential(6, 10))
     cells = cells_of({("reuse", "reuse_share"): {"base": [1.0] * 7, "patched": [1.0] * 6 + [0.0]}})
     first = compare.decide(resample.up_to(cells, 6), plan, ["base", "patched"])[key]
+    assert (first.verdict, first.decided_after) == ("identical", 6)
+    later = compare.decide(cells, plan, ["base", "patched"])[key]
+    assert later.verdict == "inconclusive" and later.note == "1 of 7 boots outside +-5% (baseline: 0 of 7)"
+    assert not compare.all_decided(cells, plan, ["base", "patched"]), "the run goes on: more boots may show more"
+    noisy = [1.0, 0.99, 1.01, 1.0, 0.98, 1.02]
+    cells = cells_of({("reuse", "reuse_share"): {"base": noisy + [1.0], "patched": noisy[::-1] + [0.0]}})
+    first = compare.decide(resample.up_to(cells, 6), plan, ["base", "patched"])[key]
     assert (first.verdict, first.decided_after) == ("equivalent", 6)
     later = compare.decide(cells, plan, ["base", "patched"])[key]
     assert later.verdict == "inconclusive" and later.note == "1 of 7 boots outside +-5% (baseline: 0 of 7)"
@@ -206,11 +213,26 @@ def test_another_baseline_has_no_control(tmp_path):
         "a control is the recorded baseline again: it says nothing about another baseline"
 
 
+def row_values(samples: pd.DataFrame, row: compare.Row) -> tuple[np.ndarray, np.ndarray]:
+    """The values of a row's baseline and variant in one mode (the counted boots' when both have it)."""
+    mine = samples[(samples["workload"] == row.workload) & (samples["phase"] == row.phase) &
+                   (samples["metric"] == row.metric)]
+    mode = "counted" if (mine["mode"] == "counted").any() else "timed"
+    mine = mine[mine["mode"] == mode]
+    return (mine[mine["variant"] == row.baseline]["value"].to_numpy(),
+            mine[mine["variant"] == row.variant]["value"].to_numpy())
+
+
 def test_the_golden_run_cannot_decide_with_two_boots_a_side():
     samples, runs, metadata = results.read(RUN)
     comparison = compare.compare(samples, runs, compare.Plan.from_metadata(metadata))
     assert comparison.invalid == 0
-    assert {r.verdict for r in comparison.rows} == {"inconclusive"}
+    measured = [r for r in comparison.rows if (r.phase, r.metric) != compare.BOOTS]
+    assert {r.verdict for r in measured if not compare.one_value(*row_values(samples, r))} == {"inconclusive"}
+    assert {r.verdict for r in measured if r.variant != r.baseline and
+            compare.one_value(*row_values(samples, r))} == {"identical"}, "a counter at 0 in all four boots"
+    assert {(r.workload, r.verdict, r.median) for r in comparison.rows if (r.phase, r.metric) == compare.BOOTS
+            and r.variant != r.baseline} == {("swapcow", "identical", 1.0), ("redis", "identical", 1.0)}
     found = {(r.workload, r.phase, r.metric, r.variant): r for r in comparison.rows}
     assert found[("swapcow", "write", "cow_copies", "base")].median == 4096
     assert found[("swapcow", "write", "cow_copies", "patched")].median == 0
@@ -377,10 +399,11 @@ def test_json_has_exactly_the_documented_keys(tmp_path):
                               "missing_reason", "median", "ci_low", "ci_high", "change_pct", "change_ci_low",
                               "change_ci_high", "p_value", "verdict", "role", "p_adjusted", "margin_pct", "note"]
                for item in objects)
-    assert {item["verdict"] for item in objects} <= {"better", "worse", "equivalent", "inconclusive"}
+    assert {item["verdict"] for item in objects} <= {"better", "worse", "equivalent", "identical", "inconclusive"}
     assert {item["role"] for item in objects} <= {"primary", "exploratory", "control"}
-    primary = [item for item in objects if item["role"] == "primary"]
+    primary = [item for item in objects if item["role"] == "primary" and item["phase"] != "boots"]
     assert primary and all(item["margin_pct"] == 5.0 for item in primary)
+    assert {(item["role"], item["margin_pct"]) for item in objects if item["phase"] == "boots"} == {("primary", None)}
     assert all(item["margin_pct"] is None for item in objects if item["role"] == "exploratory")
 
 
@@ -396,7 +419,9 @@ def test_a_run_without_a_valid_boot_compares_to_nothing(tmp_path):
     runs["valid"] = False
     runs.to_csv(copy / "runs.csv", index=False)
     comparison = analysis.comparison([copy])
-    assert comparison.rows == [] and comparison.invalid == len(runs)
+    assert comparison.invalid == len(runs)
+    assert {(r.phase, r.metric, r.median) for r in comparison.rows} == {("boots", "valid_share", 0.0)}, \
+        "nothing measured: only the lost boots"
     assert not analysis.decided(results.RunDirectory.load(copy))
     report = analysis.analyse(copy, experiment.load(None)).read_text()
     assert "No valid samples of cow_copies_per_swapin in the write phase of redis: see runs.csv for why." in report
@@ -485,3 +510,83 @@ def test_a_row_of_one_value_gets_the_figures_of_the_general_path(value):
         assert repr(compare.describe(other)) == repr(compare._described(other)), (value, m)
     assert repr(compare.describe(np.full(6, -0.0))["median"]) == "-0.0"
     assert compare.change(np.full(6, 2.0), np.full(6, 3.0))["p_value"] < 0.01, "two values: the general path"
+
+
+def runs_of(lost: dict, reps: int = 6, reason: str = "reswap gate: too few pages swapped out") -> pd.DataFrame:
+    """runs.csv of workload 'w': base and patched, counted and timed boots; lost: {variant: [rep, ...]} whose
+    counted boot failed with `reason`."""
+    return pd.DataFrame([{"variant": variant, "workload": "w", "rep": rep, "mode": mode,
+                          "valid": not (mode == "counted" and rep in lost.get(variant, ())),
+                          "reason": reason if mode == "counted" and rep in lost.get(variant, ()) else None}
+                         for variant in ("base", "patched") for rep in range(1, reps + 1)
+                         for mode in ("counted", "timed")])
+
+
+def test_a_repetition_is_lost_when_a_boot_of_it_fails_but_not_when_the_harness_does():
+    runs = runs_of({"patched": [2, 5]})
+    runs.loc[(runs["variant"] == "base") & (runs["rep"] == 3) & (runs["mode"] == "timed"),
+             ["valid", "reason"]] = [False, "failed: harness fault KeyError: 'x'"]
+    runs.loc[(runs["variant"] == "base") & (runs["rep"] == 4), ["valid", "reason"]] = \
+        [False, "failed: worker tcp://h:1 on h was lost during the cell; it runs once more on another worker"]
+    cells = compare.boot_cells(runs)
+    reps, values = cells[("w", "boots", "valid_share", "")]["patched"]
+    assert reps.tolist() == [1, 2, 3, 4, 5, 6] and values.tolist() == [1, 0, 1, 1, 0, 1]
+    reps, values = cells[("w", "boots", "valid_share", "")]["base"]
+    assert reps.tolist() == [1, 2, 3, 5, 6] and values.tolist() == [1] * 5, \
+        "rep 3 kept its valid counted boot; rep 4 had nothing but boots lost to the harness"
+
+
+def lost_decision(lost: dict, reps: int = 6, design: compare.Design = compare.Design()):
+    runs = runs_of(lost, reps)
+    primary = {"base": [0.98, 0.99, 1.0, 1.01, 1.02, 0.97, 0.985, 1.005, 0.995, 1.015][:reps]}
+    primary["patched"] = primary["base"][::-1]
+    cells = cells_of({("reswap", "pswpout_per_swapout"): primary}) | compare.boot_cells(runs)
+    plan = compare.Plan("base", (RESWAP,), design=design)
+    decisions = compare.decide(cells, plan, ["base", "patched"])
+    return decisions[("w", "boots", "valid_share", "", "patched")], decisions[RESWAP_KEY]
+
+
+def test_a_variant_that_loses_more_repetitions_is_worse_inside_the_primary_family():
+    clean, row = lost_decision({})
+    assert clean.verdict == "identical" and row.verdict == "equivalent"
+    _, alone = lost_decision({"base": [1]})
+    assert alone.p_adjusted == row.p_adjusted, "a loss that cannot reach the bar does not grow the family"
+    one, with_one = lost_decision({"patched": [3]})
+    assert (one.verdict, one.note) == ("inconclusive", "1 of 6 repetitions lost a boot (baseline: 0 of 6)")
+    assert with_one.p_adjusted == row.p_adjusted
+    every, with_every = lost_decision({"patched": [1, 2, 3, 4, 5, 6]})
+    assert every.verdict == "worse" and every.p_adjusted == pytest.approx(2 * (1 / 924)), \
+        "6 of 6 against 0 of 6: Fisher's p 1/924, in a family of two groups"
+    assert with_every.p_adjusted >= row.p_adjusted, "the family grew by one"
+    ten, _ = lost_decision({"patched": [1, 2, 4, 5, 7, 8, 9]}, reps=10)
+    assert ten.verdict == "worse", "7 of 10 against 0 of 10: p = 0.0015"
+    auto = compare.Design.sequential(6, 10)
+    assert compare.all_decided(cells_of({("reswap", "pswpout_per_swapout"): {"base": [1.0] * 6,
+                                                                            "patched": [1.0] * 6}})
+                               | compare.boot_cells(runs_of({"base": [3]})),
+                               compare.Plan("base", (RESWAP,), design=auto), ["base", "patched"]), \
+        "a lost-boots row where the baseline lost more does not hold the run"
+    assert not compare.all_decided(cells_of({("reswap", "pswpout_per_swapout"): {"base": [1.0] * 6,
+                                                                                "patched": [1.0] * 6}})
+                                   | compare.boot_cells(runs_of({"patched": [3]})),
+                                   compare.Plan("base", (RESWAP,), design=auto), ["base", "patched"]), \
+        "one where the variant lost more does: more repetitions can show it"
+
+
+def test_lost_boots_are_a_row_of_every_table_with_their_reasons(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    runs = pd.read_csv(copy / "runs.csv")
+    runs["reason"] = runs["reason"].astype(object)
+    lost = (runs["variant"] == "patched") & (runs["workload"] == "swapcow") & (runs["mode"] == "counted")
+    runs.loc[lost, ["valid", "reason"]] = [False, "gate: the write phase copied nothing"]
+    runs.to_csv(copy / "runs.csv", index=False)
+    comparison = analysis.comparison([copy])
+    rows = {(r.key, r.variant): r for r in comparison.rows}
+    row = rows[("swapcow/boots/valid_share", "patched")]
+    assert (row.n, row.median, row.change_pct, row.verdict) == (2, 0.0, -100.0, "inconclusive")
+    assert row.note == "2 of 2 repetitions lost a boot (baseline: 0 of 2): 2 x gate: the write phase copied nothing"
+    assert rows[("redis/boots/valid_share", "patched")].verdict == "identical"
+    assert row.as_json()["metric"] == "valid_share"
+    table = compare.render_table(comparison.rows)
+    assert "boots   valid_share" in table and "[1] swapcow/boots/valid_share patched: 2 of 2 repetitions" in table

@@ -11,6 +11,7 @@ from harness.analysis import analyse as analysis
 from harness.analysis import compare, plots, report
 from harness.errors import BadExperiment
 from harness.measure import matrix
+from harness.project import ROOT
 from tests.conftest import DATA
 
 RUN = DATA / "run-small"
@@ -220,3 +221,25 @@ def test_a_sweeps_report_names_the_points_past_half_the_swap(tmp_path):
     assert drawn == ["sweep-swapcow-read-swap_used_pct.png", "sweep-swapcow-write-cow_copies.png"], \
         "a sweep is drawn along its axis, not pooled into the one-point figures"
     assert "At guest.swap_mb=48: `patched` changes cow_copies" in text
+
+
+def test_a_variant_that_loses_more_repetitions_is_named_under_the_first_line(tmp_path):
+    """The reference run with every counted forkcow boot of `patched` failing a gate: 6 of 6 repetitions lost
+    against 0 of 6 is worse inside the primary family, and the report says so under its first line."""
+    copy = tmp_path / "run"
+    shutil.copytree(max(ROOT.glob("results/reference-*")), copy)
+    runs = pd.read_csv(copy / "runs.csv")
+    runs["reason"] = runs["reason"].astype(object)
+    broken = (runs["variant"] == "patched") & (runs["workload"] == "forkcow") & (runs["mode"] == "counted")
+    runs.loc[broken, ["valid", "reason"]] = [False, "shared-copy gate: the child's pages were not copied"]
+    runs.to_csv(copy / "runs.csv", index=False)
+    comparison = analysis.comparison([copy])
+    [row] = [r for r in comparison.rows if r.key == "forkcow/boots/valid_share" and r.variant == "patched"]
+    assert (row.verdict, row.median) == ("worse", 0.0)
+    text = analysis.analyse(copy, experiment.load(None)).read_text()
+    lines = text.splitlines()
+    lost = next(line for line in lines[:8] if line.startswith("**Lost boots"))
+    assert "`patched` in forkcow: 6 of 6 repetitions lost a boot (baseline: 0 of 6): 6 x shared-copy gate" in lost
+    assert any(line.startswith("LOST BOOTS: `patched` lost more repetitions of forkcow") for line in lines)
+    assert "- forkcow, patched, counted: 0 valid of 6 (invalid: 6 x shared-copy gate: the child's pages were " \
+           "not copied)" in lines

@@ -55,7 +55,10 @@ def test_bench_compare_and_plot_from_replayed_cells(tmp_path, replayed):
     report = (out / "report.md").read_text()
     assert "Calibration passed: `control` (the baseline kernel again)" in report
     rows = json.loads(invoke(tmp_path, "compare", str(out), "--format", "json").output)
-    [primary] = [r for r in rows if r["role"] == "primary" and r["variant"] == "patched"]
+    [primary] = [r for r in rows if r["role"] == "primary" and r["variant"] == "patched" and r["phase"] != "boots"]
+    [lost] = [r for r in rows if r["phase"] == "boots" and r["variant"] == "patched"]
+    assert (lost["metric"], lost["role"], lost["verdict"], lost["median"]) == ("valid_share", "primary", "identical",
+                                                                              1.0), "no boot lost on either side"
     assert (primary["workload"], primary["phase"], primary["metric"]) == ("swapcow", "write", "cow_copies_per_swapin")
     assert primary["verdict"] == "inconclusive", "2 boots a side cannot decide"
     table = invoke(tmp_path, "compare", str(out)).output
