@@ -371,7 +371,8 @@ def decide(cells: Cells, plan: Plan, variants: list[str]) -> dict[tuple, Decisio
     is rejected too, else left open. No `equivalent` while tails() objects, at any later look either: a row
     decided equivalent is opened again when a later boot of the variant falls outside the margin. A row with
     one value in every boot of both is `identical` (its hypotheses still count in the family), until a later
-    boot holds another value.
+    boot holds another value. Neither stands on a workload whose variant lost a larger share of its
+    repetitions than the baseline (survivors): the boots left are those that passed its gates.
 
     Each workload's lost-boots row (BOOTS, from boot_cells) has one hypothesis: the variant loses repetitions
     more often than the baseline (Fisher's exact test, one-sided): `worse` when rejected, `identical` while
@@ -396,9 +397,22 @@ def decide(cells: Cells, plan: Plan, variants: list[str]) -> dict[tuple, Decisio
         other = _up_to(by_variant[row[4]], look) if row[4] in by_variant else np.array([])
         return base, other, _highest_rep(by_variant)
 
+    def survivors(row, look) -> str:
+        """Why the boots of a row's variant are no fair sample ('' while they are): its workload lost a larger
+        share of the variant's repetitions than of the baseline's, so the boots left are those that passed."""
+        if row[1:3] == BOOTS or (row[0], *BOOTS, row[3]) not in cells:
+            return ""
+        base, other, _ = sample((row[0], *BOOTS, row[3], row[4]), look)
+        if not len(base) or not len(other) or np.mean(other == 0) <= np.mean(base == 0):
+            return ""
+        return (f"{np.count_nonzero(other == 0)} of {len(other)} repetitions lost a boot (baseline: "
+                f"{np.count_nonzero(base == 0)} of {len(base)}): the boots left are those that passed")
+
     def reopened(row, look, verdict) -> str | None:
         """Why a resting verdict no longer holds on the boots up to look, None while it does."""
         base, other, _ = sample(row, look)
+        if survivors(row, look):
+            return survivors(row, look)
         if verdict == "identical":
             return None if one_value(base, other) else ""
         return tails(base, other, margin) or None
@@ -444,7 +458,10 @@ def decide(cells: Cells, plan: Plan, variants: list[str]) -> dict[tuple, Decisio
             base, other, reps, note, p_equivalence = p["facts"]
             different, equivalent = p["difference"] <= ALPHA, p["equivalence"] <= ALPHA
             small = different and _inside(base, other, margin)
-            if len(base) and len(other) and one_value(base, other):
+            lost = survivors(row, look) if not (different and not small) else ""
+            if lost:
+                latest[row] = Decision("inconclusive", p["difference"], p_equivalence, None, lost)
+            elif len(base) and len(other) and one_value(base, other):
                 decided[row] = Decision("identical", p["difference"], p_equivalence, reps)
             elif different and not small:
                 verdict = _direction_verdict(row[2], base, other)
@@ -598,7 +615,9 @@ def compare_cells(cells: Cells, plan: Plan, variants: list[str]) -> list[Row]:
                 row.update(verdict=decision.verdict, p_adjusted=decision.p_adjusted, note=decision.note,
                            p_equivalence=decision.p_equivalence, decided_after=decision.decided_after)
             else:
-                row.update(verdict="identical" if same else "inconclusive", degenerate=same)
+                held = same and (workload, *BOOTS, point) in cells and \
+                    _losing(cells, (workload, *BOOTS, point, variant), plan.baseline)
+                row.update(verdict="identical" if same and not held else "inconclusive", degenerate=same)
             rows.append(row)
     _exploratory_verdicts(rows, decisions, plan, cells)
     for row in rows:

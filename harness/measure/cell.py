@@ -97,7 +97,9 @@ def run_cell(job: Job, raw_dir: Path, cache_dir: Path):
     record = record_of(job, socket.gethostname())
     phases: dict[str, dict] = {}
     try:
-        with boot.booted(kernel, job.image, job.guest, job.accel, raw_dir, cache_dir / "boots") as guest:
+        # the repetition on the command line: in the console log, and for a test patch that breaks some boots
+        with boot.booted(kernel, job.image, job.guest, job.accel, raw_dir, cache_dir / "boots",
+                         append=f"harness.rep={cell.rep}") as guest:
             record = replace(record, accelerator=guest.accelerator, qemu_version=guest.qemu_version,
                              boot_ready_s=round(guest.ready_s, 2))
             try:

@@ -553,7 +553,12 @@ def test_a_variant_that_loses_more_repetitions_is_worse_inside_the_primary_famil
     assert alone.p_adjusted == row.p_adjusted, "a loss that cannot reach the bar does not grow the family"
     one, with_one = lost_decision({"patched": [3]})
     assert (one.verdict, one.note) == ("inconclusive", "1 of 6 repetitions lost a boot (baseline: 0 of 6)")
-    assert with_one.p_adjusted == row.p_adjusted
+    assert (with_one.verdict, with_one.note) == ("inconclusive", "1 of 6 repetitions lost a boot (baseline: 0 of 6): "
+                                                 "the boots left are those that passed"), \
+        "no claim of no change about the boots a gate left"
+    assert with_one.p_equivalence == row.p_equivalence
+    _, with_base_lost = lost_decision({"base": [2], "patched": [3]})
+    assert with_base_lost.verdict == "equivalent", "lost alike: the boots left are a fair sample"
     every, with_every = lost_decision({"patched": [1, 2, 3, 4, 5, 6]})
     assert every.verdict == "worse" and every.p_adjusted == pytest.approx(2 * (1 / 924)), \
         "6 of 6 against 0 of 6: Fisher's p 1/924, in a family of two groups"

@@ -145,7 +145,8 @@ class FakeBooted:
 def booting(booted: FakeBooted):
     """A stand-in for boot.booted that yields booted."""
     @contextmanager
-    def fake(*args, **kwargs):
+    def fake(build, image, config, accel, log_dir, work_dir, timeout=None, append=""):
+        booted.session.booted_with = append     # the kernel command line's words beyond the harness's own
         yield booted
     return fake
 

@@ -56,6 +56,7 @@ def test_a_replayed_cell_gives_the_reference_runs_figures(tmp_path, monkeypatch,
     record, samples, session, directory = run(tmp_path, monkeypatch, workload, variant)
     assert record.valid and record.reason == "" and record.kernel_release == "5.10.223", record
     assert (record.accelerator, record.boot_ready_s) == ("tcg", 1.5)
+    assert session.booted_with == "harness.rep=1", "the repetition is on the kernel command line"
     replayed = {(s.phase, s.metric): s.value for s in samples}
     expected = {key: value for key, value in reference(workload, variant).items() if not key[1].startswith(BY_CAUSE)}
     assert set(replayed) == set(expected)

@@ -20,7 +20,7 @@ def replayed(monkeypatch):
     def booted(built, *args, **kwargs):
         booted_variants.append(built.variant)
         variant = "base" if built.variant == "control" else built.variant
-        return booting(FakeBooted(FakeSession(recordings("swapcow", variant))))()
+        return booting(FakeBooted(FakeSession(recordings("swapcow", variant))))(built, *args, **kwargs)
 
     monkeypatch.setattr(workloads, "IDLE_S", 0.0)
     monkeypatch.setattr(cell.boot, "booted", booted)
