@@ -760,24 +760,53 @@ def footnotes(rows: list[Row], show_all: bool = False) -> list[str]:
             for k, r in enumerate(noted, 1)]
 
 
+def baseline_medians(rows: list[Row]) -> dict[tuple, float]:
+    return {(r.key, r.point): r.median for r in rows if r.variant == r.baseline}
+
+
+def change_text(r: Row, base_median: float | None, bound=None) -> str:
+    """'+0.3% [-1.0,+0.9]': the change and its interval; a zero-width interval (tied pairs: the values are
+    discrete) is said as tied, not as a 95% interval; where the medians moved the other way, they are shown
+    too. bound: how an interval end is written (default: the table's short form)."""
+    if r.change_pct is None:
+        return ""
+    text = f"{r.change_pct:+.1f}%"
+    if r.variant == r.baseline or (r.phase, r.metric) == BOOTS:
+        return text
+    bound = bound or _bound
+    if r.change_ci_low is not None and r.change_ci_low == r.change_ci_high:
+        text += " (tied pairs)"
+    else:
+        text += f" [{bound(r.change_ci_low, True)},{bound(r.change_ci_high, False)}]"
+    if base_median and r.median != base_median and (r.median > base_median) != (r.change_pct > 0) \
+            and r.change_pct != 0:
+        text += f" (medians {_pct(r.median / base_median):+.1f}%)"
+    return text
+
+
+def verdict_text(r: Row) -> str:
+    """The verdict as tables print it: an exploratory better/worse is marked (FDR), so that it cannot be
+    taken for a primary one."""
+    return r.verdict + (" (FDR)" if r.role == "exploratory" and r.verdict in ("better", "worse") else "")
+
+
 def table_lines(rows: list[Row], show_all: bool = False) -> list[list[str]]:
     """Header + rows of the headline comparison (all metrics with show_all); a verdict with a note is marked
     [k], footnotes() says what."""
     lines = [["workload", "phase", "metric", "variant", "n", "median", "change", "p", "p_adj", "verdict"]]
     marks = 0
+    medians = baseline_medians(rows)
     for r in headline_rows(rows, show_all):
         marks += bool(r.note)
-        change_text = "" if r.change_pct is None else f"{r.change_pct:+.1f}%"
-        if r.variant != r.baseline and r.change_pct is not None and (r.phase, r.metric) != BOOTS:
-            change_text += f" [{_bound(r.change_ci_low, True)},{_bound(r.change_ci_high, False)}]"
+        change = change_text(r, medians.get((r.key, r.point)))
         metric = r.metric + (" *" if r.margin_pct is not None else "")
         variant = r.variant + (" (other kernel)" if r.other_source else "")
         workload = r.workload + (f" at {r.point}" if r.point else "")
         count = f"{r.n}/{r.n + r.n_missing}" if r.n_missing else str(r.n)
-        lines.append([workload, r.phase, metric, variant, count, _number(r.median), change_text,
+        lines.append([workload, r.phase, metric, variant, count, _number(r.median), change,
                       "" if r.p_value is None else f"{r.p_value:.3g}",
                       "" if r.p_adjusted is None else f"{r.p_adjusted:.2g}",
-                      "(baseline)" if r.variant == r.baseline else r.verdict + (f" [{marks}]" if r.note else "")])
+                      "(baseline)" if r.variant == r.baseline else verdict_text(r) + (f" [{marks}]" if r.note else "")])
     return lines
 
 
@@ -822,7 +851,8 @@ def summary_lines(comparison: Comparison) -> list[str]:
         lines.append("No primary rows measured: no verdicts (declare `primary` rows in the experiment, and run "
                      "the workloads and phases they name).")
     lines.append("Exploratory: Benjamini-Hochberg p_adj across all exploratory rows; a verdict only for a variant "
-                 "with a better/worse primary row")
+                 "with a better/worse primary row, marked (FDR): these hold the false-discovery rate at 5%, not the "
+                 "family-wise error")
     short = sorted((r for r in comparison.rows if r.n_missing), key=lambda r: (r.margin_pct is None, -r.n_missing))
     if short:
         shown = "; ".join(f"{r.key} {r.variant}{f' at {r.point}' if r.point else ''} {r.n}/{r.n + r.n_missing} "

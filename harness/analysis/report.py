@@ -50,8 +50,10 @@ def _headline_at(rows: list[compare.Row], headline: str, point: str, ran: tuple[
         return f"No valid samples of {metric} in the {phase} phase of {workload}: see runs.csv for why."
     parts = []
     for r in others:
+        tied = r.change_ci_low is not None and r.change_ci_low == r.change_ci_high
         change = "" if r.change_pct is None else (
-            f" ({r.change_pct:+.1f}%, 95% CI [{_pct(r.change_ci_low)}, {_pct(r.change_ci_high)}]")
+            f" ({r.change_pct:+.1f}%, " + ("the same in every tied pair of boots" if tied else
+                                           f"95% CI [{_pct(r.change_ci_low)}, {_pct(r.change_ci_high)}]"))
         p_value = "" if r.p_value is None else f"; exact rank test p = {r.p_value:.2g}"
         adjusted = "" if r.p_adjusted is None else f", adjusted {r.p_adjusted:.2g}"
         other = " (another kernel)" if r.other_source else ""
@@ -111,8 +113,7 @@ def primary_table(rows: list[compare.Row]) -> list[str]:
     lines = ["| row | variant | n | baseline | variant | change [95% CI] | p (no change) | p (within margin) "
              "| p_adj | verdict | decided after |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in chosen:
-        change = "-" if r.change_pct is None else \
-            f"{r.change_pct:+.1f}% [{_pct(r.change_ci_low)}, {_pct(r.change_ci_high)}]"
+        change = compare.change_text(r, base[(r.key, r.point)].median, lambda value, low: _pct(value)) or "-"
         variant = r.variant + (" (other kernel)" if r.other_source else "")
         key, at = (r.key, r.point), f" at {r.point}" if r.point else ""
         lines.append(f"| {r.key}{at} | {variant} | {base[key].n} + {r.n} | {_number(base[key].median)} | "

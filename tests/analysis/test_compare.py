@@ -595,3 +595,22 @@ def test_lost_boots_are_a_row_of_every_table_with_their_reasons(tmp_path):
     assert row.as_json()["metric"] == "valid_share"
     table = compare.render_table(comparison.rows)
     assert "boots   valid_share" in table and "[1] swapcow/boots/valid_share patched: 2 of 2 repetitions" in table
+
+
+def a_row(**fields) -> compare.Row:
+    values = {"workload": "w", "phase": "write", "metric": "cow_copies", "variant": "patched", "baseline": "base",
+              "n": 6, "median": 1.0, "mean": 1.0, "stddev": 0.0, "ci_low": None, "ci_high": None, "change_pct": 0.0,
+              "change_ci_low": -1.0, "change_ci_high": 1.0, "p_value": 0.5, "verdict": "inconclusive"}
+    return compare.Row(**(values | fields))
+
+
+def test_the_tables_say_what_an_interval_and_a_verdict_are():
+    assert compare.change_text(a_row(change_pct=-100.0, change_ci_low=-100.0, change_ci_high=-100.0), 4096) == \
+        "-100.0% (tied pairs)", "a zero-width interval of discrete values is no 95% interval"
+    assert compare.change_text(a_row(change_pct=0.3, change_ci_low=-1.0, change_ci_high=0.9, median=0.98), 0.985) \
+        == "+0.3% [-1.0,+0.9] (medians -0.5%)", "the pairwise change and the medians disagree: both shown"
+    assert compare.change_text(a_row(change_pct=0.3, median=0.99), 0.985) == "+0.3% [-1.0,+1.0]"
+    explored = a_row(verdict="better", role="exploratory")
+    assert compare.verdict_text(explored) == "better (FDR)" and explored.as_json()["verdict"] == "better"
+    assert compare.verdict_text(a_row(verdict="better", role="primary")) == "better"
+    assert compare.verdict_text(a_row(verdict="identical", role="exploratory")) == "identical"
