@@ -182,7 +182,26 @@ class Comparison:
             rows += " ..." if len(failed) > 4 else ""
             return (f"CALIBRATION FAILED: {what} differs from `{self.plan.baseline}` in {rows}: no verdict of this "
                     "run can be trusted")
-        return f"Calibration passed: {what} has no better/worse verdict against `{self.plan.baseline}`"
+        return f"Calibration passed: {what} has no better/worse verdict against `{self.plan.baseline}`" + \
+            self.calibration_power(present)
+
+    def calibration_power(self, controls: list[str]) -> str:
+        """'; at 6 + 6 boots ...': the drift of a primary row the calibration would see with 80% probability,
+        at the first look's bar of a row in this family ('' without primary rows)."""
+        primary = [r for r in self.rows if r.margin_pct is not None and r.variant != r.baseline]
+        mine = [r for r in primary if r.variant in controls]
+        base = {(r.key, r.point): r.n for r in self.rows if r.margin_pct is not None and r.variant == r.baseline}
+        if not mine:
+            return ""
+        n_control = int(np.median([r.n for r in mine]))
+        n_base = int(np.median([base.get((r.key, r.point), r.n) for r in mine]))
+        share = self.plan.design.shares[0] if self.plan.design.looks else 1.0
+        bar = ALPHA * share / len(primary)
+        shift = stats.shift_for_power(n_base, n_control, round(bar, 12))
+        if shift is None:
+            return f"; at {n_base} + {n_control} boots it could not see any drift (no row can reach p <= {bar:.2g})"
+        return (f"; at {n_base} + {n_control} boots it sees a drift of the baseline by {shift:g} standard deviations "
+                f"of a primary row with 80% probability (a row's bar: p <= {bar:.2g}), smaller drifts pass unseen")
 
 
 # --- data in: valid samples, each metric from the boots that measure it ------------------

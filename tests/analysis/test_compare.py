@@ -70,6 +70,7 @@ def test_with_more_variants_the_family_grows_and_the_control_is_checked():
     assert rows[("write", "cow_copies", "control")].role == "control"
     assert rows[("write", "cow_copies", "control")].verdict in ("equivalent", "inconclusive")
     assert comparison.calibration_line().startswith("Calibration passed")
+    assert "standard deviations of a primary row with 80% probability" in comparison.calibration_line()
     shifted = cells_of({("write", "cow_copies"): {"base": BASE_COPIES, "control": [v * 0.5 for v in BASE_COPIES]}})
     failed = compare.Comparison(compare.compare_cells(shifted, plan, ["base", "control"]), 0, plan)
     assert failed.calibration_line().startswith("CALIBRATION FAILED: `control` (the baseline kernel again) differs")

@@ -121,3 +121,20 @@ def test_equal_infinities_tie_and_a_nan_ranks_above_every_number():
     inf, nan = float("inf"), float("nan")
     assert stats.rank_test([inf, inf], [inf, inf]) == 1.0 and stats.rank_test([inf, inf], [inf, inf], "greater") == 1.0
     assert stats.rank_test([nan, 1.0], [2.0]) == 1.0 and stats.rank_test([1.0, nan, 3.0], [2.0, nan]) == 0.8
+
+
+def test_the_shift_a_calibration_sees_matches_the_exact_chance_of_complete_separation():
+    """At 6 + 6 and a bar of 0.0031 only complete separation rejects (p = 2/924): its chance under a shift d of
+    normal data is the integral of P(every y above t) over the density of max(x) = t."""
+    from scipy import integrate
+    from scipy import stats as scipy_stats
+
+    def separated(shift: float) -> float:
+        density = lambda t: 6 * scipy_stats.norm.pdf(t) * scipy_stats.norm.cdf(t) ** 5 * \
+            scipy_stats.norm.sf(t - shift) ** 6   # noqa: E731
+        return integrate.quad(density, -10, 15)[0]
+
+    shift = stats.shift_for_power(6, 6, 0.0031)
+    assert separated(shift) >= 0.78 and separated(shift - 0.15) < 0.8, (shift, separated(shift))
+    assert stats.shift_for_power(6, 6, 0.05) < shift, "a wider bar sees smaller drifts"
+    assert stats.shift_for_power(3, 3, 0.05) is None, "3 + 3 boots cannot reach p = 0.05"
