@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from harness import results
-from harness.analysis import compare, plots, report
+from harness.analysis import compare, plots, report, stats
 from harness.errors import PoolWithoutControl
 from harness.experiment import Experiment
 from harness.files import write_atomic
@@ -22,18 +22,60 @@ def comparison(run_dirs: list[Path], baseline: str | None = None) -> compare.Com
     plan = compare.Plan.from_metadata(metadata[0], chosen)
     # a control is its run's baseline booted again: it calibrates a comparison against that baseline only
     control = next((m["control"] for m in metadata if m.get("control") and m.get("baseline", "base") == chosen), None)
-    design = plan.design if len(run_dirs) == 1 else compare.Design()    # pooled: one look at all the data
+    design = plan.design if len(run_dirs) == 1 else pooled_design(metadata)
     mixed = any(m.get("mixed_sources") for m in metadata)
     hosts = all(m.get("mixed_hosts") for m in metadata)
     plan = replace(plan, control=control, design=design, mixed_sources=mixed, mixed_hosts=hosts)
     order = [variant["name"] for metadata_of_run in metadata for variant in metadata_of_run.get("variants", [])]
     result = compare.compare(samples, runs, plan, order)
     if len(run_dirs) > 1:
-        result = replace(result, notes=(f"Pooled: {len(run_dirs)} run folders, one look at all their boots; boots of "
-                                        "different folders were not interleaved: a drift of the baseline between "
-                                        "them shows, diluted, only in the control rows (they pool every folder's "
-                                        "control)",))
+        result = replace(result, notes=(f"Pooled: {len(run_dirs)} run folders, one look at all their boots at "
+                                        f"{design.whole:.3g} of alpha; boots of different folders were not "
+                                        "interleaved", *drift_lines(samples, runs, plan, run_dirs)))
     return result
+
+
+def pooled_design(metadata: list[dict]) -> compare.Design:
+    """One look at the pooled boots, at the alpha the folders' designs allow: a folder of `--reps auto` could
+    have stopped after any of its looks, so its number of boots depends on its data; the pooled test rejects
+    only if the test at one of the combinations of boots the folders could have stopped at would, so it takes
+    ALPHA divided by their number (Bonferroni over them). Folders of a fixed design leave the whole ALPHA."""
+    stops = 1
+    for of_run in metadata:
+        stops *= max(1, len(compare.Plan.from_metadata(of_run).design.looks))
+    if stops == 1:
+        return compare.Design()
+    return compare.Design(whole=1 / stops, why=f"the folders' --reps auto designs could have stopped at {stops} "
+                                               "combinations of repetitions")
+
+
+def drift_lines(samples, runs, plan: compare.Plan, run_dirs: list[Path]) -> list[str]:
+    """Whether the baseline kernel (the baseline and its control) moved between the folders, row by primary row:
+    each later folder's boots of it against the first folder's, exact rank tests, Holm across the rows and
+    folders. A drift means the pooled verdicts compare days as well as kernels."""
+    kernel = {plan.baseline, *([plan.control] if plan.control else [])}
+    kept, _ = compare.valid_samples(samples, runs)
+    kept = kept[kept["variant"].isin(kernel)]
+    tests = []
+    for key in plan.primary:
+        workload, phase, metric = key.split("/")
+        mine = kept[(kept["workload"] == workload) & (kept["phase"] == phase) & (kept["metric"] == metric)]
+        first = mine[mine["run_dir"] == str(run_dirs[0])]["value"].to_numpy(dtype=float)
+        for folder in run_dirs[1:]:
+            later = mine[mine["run_dir"] == str(folder)]["value"].to_numpy(dtype=float)
+            if len(first) and len(later):
+                tests.append((key, folder, stats.rank_test(first, later), len(first), len(later)))
+    if not tests:
+        return ["Drift between folders: not checked (no primary row measured in two folders)"]
+    adjusted = stats.step_down([t[2] for t in tests], list(range(len(tests))))
+    moved = [(t, p) for t, p in zip(tests, adjusted) if p <= compare.ALPHA]
+    if moved:
+        said = "; ".join(f"{key} in {folder} (p_adj {p:.2g})" for (key, folder, *_), p in moved[:3])
+        return [f"DRIFT BETWEEN FOLDERS: the baseline kernel moved against {run_dirs[0]}: {said}: the pooled "
+                "verdicts compare days as well as kernels"]
+    smallest = min(adjusted)
+    return [f"Drift between folders: the baseline kernel's boots of each folder against {run_dirs[0]}, "
+            f"{len(tests)} primary rows: none moved (smallest p_adj {smallest:.2g})"]
 
 
 def _require_controls(run_dirs: list[Path], runs, metadata: list[dict]) -> None:

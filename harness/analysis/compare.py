@@ -70,6 +70,8 @@ class Design:
     No looks: one look at all the data (a fixed number of repetitions, or pooled folders)."""
     looks: tuple[int, ...] = ()
     shares: tuple[float, ...] = ()
+    whole: float = 1.0      # without looks: the share of ALPHA of the one look (below 1 for pooled folders)
+    why: str = ""           # why `whole` is below 1
 
     @classmethod
     def sequential(cls, first: int, last: int) -> "Design":
@@ -81,7 +83,7 @@ class Design:
 
     def describe(self) -> str:
         if not self.looks:
-            return "one look at all repetitions"
+            return "one look at all repetitions" + (f", at {self.whole:.3g} of alpha ({self.why})" if self.why else "")
         return (f"looks after {', '.join(map(str, self.looks))} repetitions, spending "
                 + ", ".join(f"{share:.3g}" for share in self.shares) + " of alpha")
 
@@ -195,7 +197,7 @@ class Comparison:
             return ""
         n_control = int(np.median([r.n for r in mine]))
         n_base = int(np.median([base.get((r.key, r.point), r.n) for r in mine]))
-        share = self.plan.design.shares[0] if self.plan.design.looks else 1.0
+        share = self.plan.design.shares[0] if self.plan.design.looks else self.plan.design.whole
         bar = ALPHA * share / len(primary)
         shift = stats.shift_for_power(n_base, n_control, round(bar, 12))
         if shift is None:
@@ -350,7 +352,7 @@ def _highest_rep(by_variant: dict) -> int:
 def looks_reached(plan: Plan, cells: Cells) -> list[tuple[int | None, float]]:
     """(repetitions, share of alpha) of the looks the data have reached."""
     if not plan.design.looks:
-        return [(None, 1.0)]
+        return [(None, plan.design.whole)]
     highest = max((_highest_rep(by_variant) for by_variant in cells.values()), default=0)
     reached = [(look, share) for look, share in zip(plan.design.looks, plan.design.shares) if look <= highest]
     return reached or [(highest, plan.design.shares[0])]

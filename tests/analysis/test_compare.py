@@ -12,6 +12,7 @@ from harness import experiment, results
 from harness.analysis import analyse as analysis
 from harness.analysis import compare, report, resample
 from harness.errors import NotComparable, PoolWithoutControl
+from harness.project import ROOT
 from tests.conftest import DATA
 
 RUN = DATA / "run-small"   # a real 2-rep run of the default experiment (swapcow 16 MiB, redis 4000 keys)
@@ -325,8 +326,10 @@ def test_folders_are_pooled_like_one_run(tmp_path):
                   if r.variant != "control") == as_values
     assert pooled.plan.control == "control" and pooled.plan.design == compare.Design()
     notes = compare.summary_lines(pooled)
-    assert any(line.startswith("Pooled: 2 run folders, one look at all their boots; boots of different folders "
-                               "were not interleaved: a drift of the baseline") for line in notes)
+    assert "Pooled: 2 run folders, one look at all their boots at 1 of alpha; boots of different folders were not " \
+           "interleaved" in notes
+    assert any(line.startswith("Drift between folders: the baseline kernel's boots of each folder against") and
+               "none moved" in line for line in notes)
     assert not any(line.startswith("Pooled") for line in compare.summary_lines(single))
 
 
@@ -615,3 +618,50 @@ def test_the_tables_say_what_an_interval_and_a_verdict_are():
     assert compare.verdict_text(explored) == "better (FDR)" and explored.as_json()["verdict"] == "better"
     assert compare.verdict_text(a_row(verdict="better", role="primary")) == "better"
     assert compare.verdict_text(a_row(verdict="identical", role="exploratory")) == "identical"
+
+
+def split_reference(tmp_path, auto: bool, drift: float = 1.0) -> list:
+    """The reference run as two folders: base and control in the first, patched and control in the second,
+    the second's control values of redis/write/cow_copies_per_swapin times `drift`."""
+    reference = max(ROOT.glob("results/reference-*"))
+    folders = []
+    for kept, scale in ((("base", "control"), 1.0), (("patched", "control"), drift)):
+        folder = tmp_path / kept[0]
+        folder.mkdir(parents=True)
+        for name in ("runs.csv", "samples.csv"):
+            frame = pd.read_csv(reference / name)
+            frame = frame[frame["variant"].isin(kept)]
+            if name == "samples.csv":
+                moved = (frame["variant"] == "control") & (frame["workload"] == "redis") & \
+                    (frame["phase"] == "write") & (frame["metric"] == "cow_copies_per_swapin")
+                frame.loc[moved, "value"] *= scale
+            frame.to_csv(folder / name, index=False)
+        metadata = json.loads((reference / "metadata.json").read_text())
+        if not auto:
+            metadata["reps"] = 6
+        (folder / "metadata.json").write_text(json.dumps(metadata))
+        folders.append(folder)
+    return folders
+
+
+def test_pooled_folders_of_reps_auto_take_the_alpha_their_designs_allow(tmp_path):
+    fixed = analysis.comparison(split_reference(tmp_path / "fixed", auto=False))
+    assert fixed.plan.design.whole == 1.0
+    auto = analysis.comparison(split_reference(tmp_path / "auto", auto=True))
+    assert auto.plan.design.whole == pytest.approx(1 / 25), "two designs of 5 looks: 25 ways to have stopped"
+    line = next(line for line in compare.summary_lines(auto) if line.startswith("Primary"))
+    assert "one look at all repetitions, at 0.04 of alpha (the folders' --reps auto designs could have stopped " \
+           "at 25 combinations of repetitions)" in line
+    key = ("redis/write/cow_copies_per_swapin", "patched")
+    row, alone = {(r.key, r.variant): r for r in auto.rows}[key], {(r.key, r.variant): r for r in fixed.rows}[key]
+    assert alone.verdict == "better"
+    assert row.p_adjusted == pytest.approx(alone.p_adjusted * 25) and row.verdict == "inconclusive", \
+        "6 + 6 boots cannot pass a bar 25 times lower: pool folders of a fixed design"
+
+
+def test_a_baseline_that_moved_between_pooled_folders_is_named(tmp_path):
+    steady = compare.summary_lines(analysis.comparison(split_reference(tmp_path / "steady", auto=False)))
+    assert any(line.startswith("Drift between folders:") and "none moved" in line for line in steady)
+    moved = compare.summary_lines(analysis.comparison(split_reference(tmp_path / "moved", auto=False, drift=1.5)))
+    [line] = [line for line in moved if line.startswith("DRIFT BETWEEN FOLDERS")]
+    assert "redis/write/cow_copies_per_swapin in" in line and "compare days as well as kernels" in line
