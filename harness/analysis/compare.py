@@ -166,10 +166,15 @@ class Comparison:
     plan: Plan
     looks_done: tuple[int, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    whole_table: tuple[tuple[str, float, int], ...] = ()    # (control, p, rows) of whole_table_tests()
 
     @property
     def calibration_failed(self) -> list[Row]:
         return [r for r in self.rows if r.role == "control" and r.verdict in ("better", "worse")]
+
+    @property
+    def whole_table_failed(self) -> list[tuple[str, float, int]]:
+        return [test for test in self.whole_table if test[1] <= ALPHA]
 
     def calibration_line(self) -> str:
         """'' without a control; else whether the controls (the baseline again, or a variant whose object
@@ -179,12 +184,16 @@ class Comparison:
             return ""
         what = ", ".join(f"`{name}` ({CONTROL_KINDS[name == self.plan.control]})" for name in present)
         failed = self.calibration_failed
-        if failed:
+        whole = "".join(f"; over all {rows} rows at once (whole boots permuted) `{name}` against "
+                        f"`{self.plan.baseline}`: p = {p:.2g}" for name, p, rows in self.whole_table)
+        if failed or self.whole_table_failed:
             rows = ", ".join(f"{r.variant} {r.key} {r.verdict}" for r in failed[:4])
             rows += " ..." if len(failed) > 4 else ""
+            rows = rows or "the whole table (" + ", ".join(f"`{name}` p = {p:.2g}" for name, p, _
+                                                           in self.whole_table_failed) + ")"
             return (f"CALIBRATION FAILED: {what} differs from `{self.plan.baseline}` in {rows}: no verdict of this "
-                    "run can be trusted")
-        return f"Calibration passed: {what} has no better/worse verdict against `{self.plan.baseline}`" + \
+                    "run can be trusted" + whole)
+        return f"Calibration passed: {what} has no better/worse verdict against `{self.plan.baseline}`" + whole + \
             self.calibration_power(present)
 
     def calibration_power(self, controls: list[str]) -> str:
@@ -720,7 +729,35 @@ def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan(), orde
     rows = [replace(row, other_source=True) if row.variant in others else row for row in rows]
     rows = with_missing(rows, runs)
     looks = tuple(look for look, _ in looks_reached(plan, cells) if look is not None)
-    return Comparison(rows, invalid, plan, looks)
+    return Comparison(rows, invalid, plan, looks, whole_table=whole_table_tests(kept, plan, runs))
+
+
+def whole_table_tests(kept: pd.DataFrame, plan: Plan, runs: pd.DataFrame) -> tuple[tuple[str, float, int], ...]:
+    """(control, p, rows) for each control with valid boots: the control against the baseline over every row at
+    once (stats.whole_boot_test), per workload, mode and point the rows measured in every boot of both, each
+    metric from its own boots (source_mode)."""
+    found = []
+    modes = valid_modes(results.valid_runs(with_points(runs)))
+    for control in plan.controls:
+        groups, rows = [], 0
+        mine = kept[kept["variant"].isin([plan.baseline, control])]
+        for (workload, mode, _), part in mine.groupby(["workload", "mode", "point"], sort=False):
+            part = part[[source_mode(metric, modes.get(workload, set())) == mode for metric in part["metric"]]]
+            if "run_dir" in part:
+                part = part.assign(boot=part["variant"] + ":" + part["rep"].astype(str) + ":" + part["run_dir"])
+            else:
+                part = part.assign(boot=part["variant"] + ":" + part["rep"].astype(str))
+            table = part.pivot_table(index="boot", columns=["phase", "metric"], values="value", aggfunc="first")
+            table = table.dropna(axis=1)
+            first = table.index.str.startswith(f"{control}:")
+            if not first.any() or first.all() or table.empty:
+                continue
+            values = np.vstack([table.to_numpy(dtype=float)[first], table.to_numpy(dtype=float)[~first]])
+            groups.append((values, int(first.sum())))
+            rows += table.shape[1]
+        if groups:
+            found.append((control, stats.whole_boot_test(groups), rows))
+    return tuple(found)
 
 
 def with_missing(rows: list[Row], runs: pd.DataFrame) -> list[Row]:

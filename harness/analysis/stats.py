@@ -17,6 +17,8 @@ Nothing here relies on a normal approximation or on n being large:
 - `false_discovery`: Benjamini-Hochberg adjusted p-values.
 - `shift_for_power`: the shift (in standard deviations of normal data) that the rank test
   finds with a given probability at a given bar and n: what a calibration can and cannot see.
+- `whole_boot_test`: one test of two kernels over every row at once, by permuting whole boots
+  (the rows of a boot stay together, so their dependence is kept).
 - `more_often`: Fisher's exact test, one-sided: does one sample hold more of something (boots
   outside the margin, boots lost) than another?
 """
@@ -264,3 +266,41 @@ def shift_for_power(n1: int, n2: int, bar: float, power: float = 0.8, draws: int
         middle = (low + high) / 2
         low, high = (middle, high) if reached(middle) < power else (low, middle)
     return round(high, 1)
+
+
+def _rank_scores(values: np.ndarray) -> np.ndarray:
+    """Per row (column) of boots x rows values: the mid-ranks of the boots, centred and scaled to unit variance
+    (a row whose boots all tie gets zeros)."""
+    order = np.argsort(values, axis=0, kind="stable")
+    ranks = np.empty_like(values, dtype=float)
+    for column in range(values.shape[1]):
+        ordered = values[order[:, column], column]
+        position = np.arange(1, len(ordered) + 1, dtype=float)
+        for value in np.unique(ordered):
+            tied = ordered == value
+            position[tied] = position[tied].mean()
+        ranks[order[:, column], column] = position
+    centred = ranks - ranks.mean(axis=0)
+    spread = np.sqrt((centred ** 2).sum(axis=0))
+    return np.divide(centred, spread, out=np.zeros_like(centred), where=spread > 0)
+
+
+def whole_boot_test(groups: list[tuple[np.ndarray, int]], permutations: int = 2000, seed: int = 0) -> float:
+    """p-value of 'the two kernels do not differ in any row', over groups of boots (a workload and mode): each
+    (boots x rows values, how many of the boots, the first ones, are of the first kernel). The statistic sums,
+    over every row of every group, the squared standardized rank sum of the first kernel's boots; its null
+    distribution comes from relabelling whole boots within each group (Monte Carlo, fixed seed), so rows
+    measured on the same boot keep their dependence. Valid for any dependence between rows."""
+    rng = np.random.default_rng(seed)
+    scored = [(_rank_scores(values), first) for values, first in groups if first and len(values) > first]
+    if not scored:
+        return 1.0
+
+    def statistic(labels: list[np.ndarray]) -> float:
+        return float(sum(((scores[chosen].sum(axis=0)) ** 2).sum() for (scores, _), chosen in zip(scored, labels)))
+
+    observed = statistic([np.arange(first) for _, first in scored])
+    drawn = (statistic([rng.permutation(len(scores))[:first] for scores, first in scored])
+             for _ in range(permutations))
+    exceeded = sum(value >= observed * (1 - 1e-12) for value in drawn)
+    return (1 + exceeded) / (1 + permutations)

@@ -665,3 +665,20 @@ def test_a_baseline_that_moved_between_pooled_folders_is_named(tmp_path):
     moved = compare.summary_lines(analysis.comparison(split_reference(tmp_path / "moved", auto=False, drift=1.5)))
     [line] = [line for line in moved if line.startswith("DRIFT BETWEEN FOLDERS")]
     assert "redis/write/cow_copies_per_swapin in" in line and "compare days as well as kernels" in line
+
+
+def test_the_control_is_judged_on_every_row_at_once(tmp_path):
+    reference = max(ROOT.glob("results/reference-*"))
+    samples, runs, metadata = results.read(reference)
+    plan = compare.Plan.from_metadata(metadata)
+    clean = compare.compare(samples, runs, plan)
+    [(name, p, rows)] = clean.whole_table
+    assert name == "control" and p > compare.ALPHA and rows > 500
+    assert f"over all {rows} rows at once (whole boots permuted) `control` against `base`: p = " in \
+        clean.calibration_line()
+    # the patched kernel standing in for the control: every row at once sees it, p at the resolution of the
+    # 2,000 permutations
+    swapped = runs.assign(variant=runs["variant"].replace({"control": "spare", "patched": "control"}))
+    moved = samples.assign(variant=samples["variant"].replace({"control": "spare", "patched": "control"}))
+    [(_, p, _)] = compare.compare(moved, swapped, plan).whole_table
+    assert p < 0.005

@@ -105,7 +105,12 @@ def test_two_cells_at_once_calibrate_and_reach_the_verdicts_of_one_at_a_time(tmp
     assert claims == [] and {r["role"] for key, r in found.items() if key[3] == "control"} == {"control"}
     assert found[("swapcow", "write", "cow_copies", "control")]["median"] == 4096
     report = (out / "report.md").read_text()
-    assert "Calibration passed: `control`" in report.splitlines()[2]
+    calibration = report.splitlines()[2]
+    # no control row differs (claims above); the whole-table test is a test at 5%: in 1 run of 20 it fails an A/A
+    assert calibration.startswith("Calibration passed: `control`") or \
+        calibration.startswith("**CALIBRATION FAILED: `control` (the baseline kernel again) differs from `base` in "
+                               "the whole table"), calibration
+    assert "rows at once (whole boots permuted) `control` against `base`: p = " in calibration, calibration
     assert "- Cells: 2 cells at once on this machine (a local Dask cluster); at most 1 vCPU(s) per guest" in report
     runs = pd.read_csv(out / "runs.csv")
     assert runs["valid"].all() and len(runs) == 2 * 3 * 2 * 6, "every boot valid"
