@@ -40,7 +40,7 @@ def figures(out: Path) -> dict:
     boots = sum(1 for _ in open(out / "runs.csv")) - 1
     rows = json.loads((out / "comparison.json").read_text())
     verdicts = {f"{r['workload']}/{r['phase']}/{r['metric']}": r["verdict"] for r in rows
-                if r["role"] == "primary" and r["variant"] == "patched"}
+                if r["margin_pct"] is not None and r["variant"] == "patched"}
     return {"wall_s": wall_s, "boots": boots, "cells_per_min": boots / (cells_s / 60), "cells_s": cells_s,
             "reps": metadata.get("reps_done"), "guest_cpus": (metadata.get("placement") or {}).get("guest_cpus"),
             "verdicts": verdicts}
