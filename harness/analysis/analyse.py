@@ -6,6 +6,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from harness import results
 from harness.analysis import compare, plots, report, stats
 from harness.errors import PoolWithoutControl
@@ -53,18 +55,21 @@ def drift_lines(samples, runs, plan: compare.Plan, run_dirs: list[Path]) -> list
     """Whether the baseline kernel (the baseline and its control) moved between the folders, row by primary row:
     each later folder's boots of it against the first folder's, exact rank tests, Holm across the rows and
     folders. A drift means the pooled verdicts compare days as well as kernels."""
-    kernel = {plan.baseline, *([plan.control] if plan.control else [])}
+    kernel = [plan.baseline, *([plan.control] if plan.control else [])]
     kept, _ = compare.valid_samples(samples, runs)
     kept = kept[kept["variant"].isin(kernel)]
+    by_folder = {}
+    for folder in run_dirs:      # each metric from its own boots (the mode) and at its own sweep point, as compared
+        cells = compare.gather(kept[kept["run_dir"] == str(folder)], runs[runs["run_dir"] == str(folder)])
+        by_folder[folder] = {key: np.concatenate([by_variant[v][1] for v in kernel if v in by_variant])
+                             for key, by_variant in cells.items() if "/".join(key[:3]) in plan.primary}
     tests = []
-    for key in plan.primary:
-        workload, phase, metric = key.split("/")
-        mine = kept[(kept["workload"] == workload) & (kept["phase"] == phase) & (kept["metric"] == metric)]
-        first = mine[mine["run_dir"] == str(run_dirs[0])]["value"].to_numpy(dtype=float)
+    for key, first in by_folder[run_dirs[0]].items():
         for folder in run_dirs[1:]:
-            later = mine[mine["run_dir"] == str(folder)]["value"].to_numpy(dtype=float)
+            later = by_folder[folder].get(key, np.array([]))
             if len(first) and len(later):
-                tests.append((key, folder, stats.rank_test(first, later), len(first), len(later)))
+                name = "/".join(key[:3]) + (f" at {key[3]}" if key[3] else "")
+                tests.append((name, folder, stats.rank_test(first, later), len(first), len(later)))
     if not tests:
         return ["Drift between folders: not checked (no primary row measured in two folders)"]
     adjusted = stats.step_down([t[2] for t in tests], list(range(len(tests))))

@@ -174,7 +174,12 @@ class Comparison:
 
     @property
     def whole_table_failed(self) -> list[tuple[str, float, int]]:
-        return [test for test in self.whole_table if test[1] <= ALPHA]
+        """The controls whose whole-table test fails (alpha split between several controls, Bonferroni)."""
+        return [test for test in self.whole_table if test[1] <= ALPHA / len(self.whole_table)]
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.calibration_failed or self.whole_table_failed)
 
     def calibration_line(self) -> str:
         """'' without a control; else whether the controls (the baseline again, or a variant whose object
@@ -186,7 +191,7 @@ class Comparison:
         failed = self.calibration_failed
         whole = "".join(f"; over all {rows} rows at once (whole boots permuted) `{name}` against "
                         f"`{self.plan.baseline}`: p = {p:.2g}" for name, p, rows in self.whole_table)
-        if failed or self.whole_table_failed:
+        if self.failed:
             rows = ", ".join(f"{r.variant} {r.key} {r.verdict}" for r in failed[:4])
             rows += " ..." if len(failed) > 4 else ""
             rows = rows or "the whole table (" + ", ".join(f"`{name}` p = {p:.2g}" for name, p, _
@@ -198,7 +203,7 @@ class Comparison:
 
     def calibration_power(self, controls: list[str]) -> str:
         """'; at 6 + 6 boots ...': the drift of a primary row the calibration would see with 80% probability,
-        at the first look's bar of a row in this family ('' without primary rows)."""
+        at the bar of a row in this family at the last look taken ('' without primary rows)."""
         primary = [r for r in self.rows if r.margin_pct is not None and r.variant != r.baseline]
         mine = [r for r in primary if r.variant in controls]
         base = {(r.key, r.point): r.n for r in self.rows if r.margin_pct is not None and r.variant == r.baseline}
@@ -206,7 +211,10 @@ class Comparison:
             return ""
         n_control = int(np.median([r.n for r in mine]))
         n_base = int(np.median([base.get((r.key, r.point), r.n) for r in mine]))
-        share = self.plan.design.shares[0] if self.plan.design.looks else self.plan.design.whole
+        design = self.plan.design
+        share = design.whole if not design.looks else \
+            design.shares[design.looks.index(self.looks_done[-1])] if self.looks_done and \
+            self.looks_done[-1] in design.looks else design.shares[0]
         bar = ALPHA * share / len(primary)
         shift = stats.shift_for_power(n_base, n_control, round(bar, 12))
         if shift is None:
@@ -520,13 +528,14 @@ def _lost_hypotheses(lost: list, groups: int, share: float, decided: dict, lates
         floor = stats.more_often(most, len(other), total - most, len(base))     # the smallest p possible
         p_value = stats.more_often(lost_other, len(other), lost_base, len(base))
         candidates.append((row, p_value, floor, reps, note))
-        latest[row] = Decision("inconclusive", p_value, None, None, note)
-    joined = candidates
-    while True:      # Tarone: only tests that could pass the bar of a family of this size count in it
-        kept = [c for c in joined if c[2] * (groups + len(joined)) / share <= ALPHA]
-        if len(kept) == len(joined):
+    # Tarone: the smallest family size j at which no more than j of these tests could pass its bar; those join
+    for size in range(len(candidates) + 1):
+        joined = [c for c in candidates if c[2] * (groups + size) / share <= ALPHA]
+        if len(joined) <= size:
             break
-        joined = kept
+    for row, p_value, _, _, note in candidates:      # left out: the p it would have had in the family
+        latest[row] = Decision("inconclusive", min(1.0, p_value * (groups + len(joined) + 1) / share), None, None,
+                               note)
     return [(row, "lost", p_value, (reps, note)) for row, p_value, _, reps, note in joined]
 
 
@@ -684,7 +693,8 @@ def _exploratory_verdicts(rows: list[dict], decisions: dict, plan: Plan, cells: 
     for row in rows:
         if "degenerate" in row and row["degenerate"]:
             row["p_adjusted"] = 1.0
-    gate_open = {row[4] for row, decision in decisions.items() if decision.verdict in ("better", "worse")}
+    gate_open = {row[4] for row, decision in decisions.items()      # the declared rows: not the lost boots
+                 if decision.verdict in ("better", "worse") and row[1:3] != BOOTS}
     for row in family:
         if row["variant"] not in gate_open or row["direction"] == "none":
             continue
@@ -836,7 +846,8 @@ def change_text(r: Row, base_median: float | None, bound=None) -> str:
         text += " (tied pairs)"
     else:
         text += f" [{bound(r.change_ci_low, True)},{bound(r.change_ci_high, False)}]"
-    if base_median and r.median != base_median and (r.median > base_median) != (r.change_pct > 0) \
+    if base_median is not None and base_median > 0 and math.isfinite(base_median) and math.isfinite(r.median) \
+            and r.median >= 0 and r.median != base_median and (r.median > base_median) != (r.change_pct > 0) \
             and r.change_pct != 0:
         text += f" (medians {_pct(r.median / base_median):+.1f}%)"
     return text
@@ -845,7 +856,8 @@ def change_text(r: Row, base_median: float | None, bound=None) -> str:
 def verdict_text(r: Row) -> str:
     """The verdict as tables print it: an exploratory better/worse is marked (FDR), so that it cannot be
     taken for a primary one."""
-    return r.verdict + (" (FDR)" if r.role == "exploratory" and r.verdict in ("better", "worse") else "")
+    explored = r.margin_pct is None and (r.phase, r.metric) != BOOTS
+    return r.verdict + (" (FDR)" if explored and r.verdict in ("better", "worse") else "")
 
 
 def table_lines(rows: list[Row], show_all: bool = False) -> list[list[str]]:

@@ -201,7 +201,7 @@ def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], head
     calibration = comparison.calibration_line()
     lines = [f"# {metadata.get('experiment', run_dir.name)}: {metadata.get('description', '')}".rstrip(": "), ""]
     if calibration:
-        lines += [f"**{calibration}**" if comparison.calibration_failed else calibration, ""]
+        lines += [f"**{calibration}**" if comparison.failed else calibration, ""]
     ran = tuple(dict.fromkeys(runs["variant"].astype(str)))
     lines += [headline_sentence(rows, headline, release, accelerator, ran), ""]
     lost = lost_sentence(rows)

@@ -616,7 +616,7 @@ def test_the_tables_say_what_an_interval_and_a_verdict_are():
     assert compare.change_text(a_row(change_pct=0.3, median=0.99), 0.985) == "+0.3% [-1.0,+1.0]"
     explored = a_row(verdict="better", role="exploratory")
     assert compare.verdict_text(explored) == "better (FDR)" and explored.as_json()["verdict"] == "better"
-    assert compare.verdict_text(a_row(verdict="better", role="primary")) == "better"
+    assert compare.verdict_text(a_row(verdict="better", role="primary", margin_pct=5.0)) == "better"
     assert compare.verdict_text(a_row(verdict="identical", role="exploratory")) == "identical"
 
 
@@ -682,3 +682,25 @@ def test_the_control_is_judged_on_every_row_at_once(tmp_path):
     moved = samples.assign(variant=samples["variant"].replace({"control": "spare", "patched": "control"}))
     [(_, p, _)] = compare.compare(moved, swapped, plan).whole_table
     assert p < 0.005
+
+
+def test_lost_boots_alone_open_no_exploratory_gate_and_a_row_left_out_shows_its_family_p():
+    runs = runs_of({"patched": [1, 2, 3, 4, 5, 6]})
+    cells = cells_of({("write", "cow_copies"): {"base": BASE_COPIES, "patched": [3, 3, 3, 4, 3, 2]}}) | \
+        compare.boot_cells(runs)
+    rows = {(r.phase, r.metric, r.variant): r for r in compare.compare_cells(cells, compare.Plan("base", ()),
+                                                                             ["base", "patched"])}
+    assert rows[("boots", "valid_share", "patched")].verdict == "worse"
+    assert rows[("write", "cow_copies", "patched")].verdict == "inconclusive", \
+        "a lost-boots verdict is no declared finding: the exploratory rows stay closed"
+    left_out, _ = lost_decision({"patched": [1, 2, 3, 4]})
+    assert left_out.verdict == "inconclusive" and left_out.p_adjusted == pytest.approx(
+        min(1.0, compare.stats.more_often(4, 6, 0, 6) * 2)), "the p it would have had in a family of two"
+
+
+def test_the_change_words_survive_odd_medians():
+    assert compare.change_text(a_row(change_pct=5.0, median=float("nan")), 1.0) == "+5.0% [-1.0,+1.0]"
+    assert compare.change_text(a_row(change_pct=5.0, median=-2.0), -1.0) == "+5.0% [-1.0,+1.0]"
+    assert compare.verdict_text(a_row(verdict="worse", role="control")) == "worse (FDR)", \
+        "a control's exploratory row is exploratory too"
+    assert compare.verdict_text(a_row(verdict="worse", role="control", margin_pct=5.0)) == "worse"

@@ -243,3 +243,18 @@ def test_a_variant_that_loses_more_repetitions_is_named_under_the_first_line(tmp
     assert any(line.startswith("LOST BOOTS: `patched` lost more repetitions of forkcow") for line in lines)
     assert "- forkcow, patched, counted: 0 valid of 6 (invalid: 6 x shared-copy gate: the child's pages were " \
            "not copied)" in lines
+
+
+def test_a_calibration_failed_by_the_whole_table_alone_is_bold(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(max(ROOT.glob("results/reference-*")), copy)
+    for name in ("runs.csv", "samples.csv"):        # the patched kernel's boots as the control's
+        frame = pd.read_csv(copy / name)
+        frame = frame[frame["variant"] != "control"]
+        frame = pd.concat([frame, frame[frame["variant"] == "patched"].assign(variant="control")])
+        frame.to_csv(copy / name, index=False)
+    comparison = analysis.comparison([copy])
+    assert comparison.whole_table_failed and comparison.failed
+    lines = analysis.analyse(copy, experiment.load(None)).read_text().splitlines()
+    assert lines[2].startswith("**CALIBRATION FAILED: `control` (the baseline kernel again) differs from `base`"), \
+        lines[2]
