@@ -502,8 +502,8 @@ def decide(cells: Cells, plan: Plan, variants: list[str]) -> dict[tuple, Decisio
             elif len(base) and len(other) and one_value(base, other):
                 decided[row] = Decision("identical", p["difference"], p_equivalence, reps)
             elif different and not small:
-                verdict = _direction_verdict(row[2], base, other)
-                decided[row] = Decision(verdict, p["difference"], p_equivalence, reps, note)
+                verdict = _direction_verdict(row[2], base, other)      # the tails' note withholds equivalence only
+                decided[row] = Decision(verdict, p["difference"], p_equivalence, reps)
             elif equivalent:
                 decided[row] = Decision("equivalent", p["equivalence"], p_equivalence, reps,
                                         "a difference smaller than the margin" if small else "")

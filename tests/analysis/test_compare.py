@@ -138,8 +138,7 @@ RESWAP_KEY = ("w", "reswap", "pswpout_per_swapout", "", "patched")
 def test_a_difference_whose_interval_crosses_the_margin_is_a_verdict_one_inside_is_not():
     base = [0.981, 0.979, 0.986, 0.981, 0.975, 0.984]
     plan = compare.Plan("base", (RESWAP,))
-    for shift, verdict, note in ((1.045, "worse", "1 of 6 boots outside +-5% (baseline: 0 of 6)"),
-                                 (1.08, "worse", "6 of 6 boots outside +-5% (baseline: 0 of 6)"),
+    for shift, verdict, note in ((1.045, "worse", ""), (1.08, "worse", ""),
                                  (1.04, "equivalent", "a difference smaller than the margin"),
                                  (1.006, "equivalent", "a difference smaller than the margin"),
                                  (1.003, "equivalent", "")):
