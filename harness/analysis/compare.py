@@ -496,9 +496,9 @@ def decide(cells: Cells, plan: Plan, variants: list[str]) -> dict[tuple, Decisio
             base, other, reps, note, p_equivalence = p["facts"]
             different, equivalent = p["difference"] <= ALPHA, p["equivalence"] <= ALPHA
             small = different and _inside(base, other, margin)
-            lost = survivors(row, look) if not (different and not small) else ""
-            if lost:
-                latest[row] = Decision("inconclusive", p["difference"], p_equivalence, None, lost)
+            held = survivors(row, look) if not (different and not small) else ""
+            if held:
+                latest[row] = Decision("inconclusive", p["difference"], p_equivalence, None, held)
             elif len(base) and len(other) and one_value(base, other):
                 decided[row] = Decision("identical", p["difference"], p_equivalence, reps)
             elif different and not small:
