@@ -351,11 +351,14 @@ def test_boot_folders_left_by_kill_9_are_swept_by_the_next_boot(tmp_path, base_k
 def two_cells_at_once(out: Path, *more: str) -> subprocess.Popen:
     """`harness run --jobs 2` of two base cells, returned once both guests are up (their QEMUs exist).
 
+    The cells write 48 MiB (about 20 s each under TCG): with 16 MiB they took 9 s, and on 2 cores busy with
+    two guests this polling loop once saw them both only as they ended, so a Ctrl-C found the run finished.
+
     Two QEMUs must be seen on two polls in a row: a worker's first boot tries KVM, and where KVM
     fails that QEMU lives for a few milliseconds beside the other worker's guest. A run that never
     shows two is ended (SIGTERM) before the assertion, so that it cannot run on into the next test."""
     process = subprocess.Popen([sys.executable, "-m", "harness", "run", "--workload", "swapcow", "--variant", "base",
-                                "--reps", "2", "-p", "size_mb=16", "--seed", "1", "--jobs", "2", "-o", str(out), *more],
+                                "--reps", "2", "-p", "size_mb=48", "--seed", "1", "--jobs", "2", "-o", str(out), *more],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     seen = 0
