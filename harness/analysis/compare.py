@@ -335,6 +335,14 @@ def lost_reasons(runs: pd.DataFrame, workload: str, point: str, variant: str) ->
     return "; ".join(f"{count} x {reason or 'invalid'}" for reason, count in reasons.value_counts().items())
 
 
+def _with_reasons(row: "Row", runs: pd.DataFrame) -> "Row":
+    """A lost-boots row with a note, with the reasons of its lost boots after it."""
+    if (row.phase, row.metric) != BOOTS or not row.note:
+        return row
+    reasons = lost_reasons(runs, row.workload, row.point, row.variant)
+    return replace(row, note=f"{row.note}: {reasons}") if reasons else row
+
+
 def _up_to(cell, look: int | None) -> np.ndarray:
     reps, values = cell
     return values if look is None else values[reps <= look]
@@ -449,8 +457,9 @@ def decide(cells: Cells, plan: Plan, variants: list[str]) -> dict[tuple, Decisio
     def reopened(row, look, verdict) -> str | None:
         """Why a resting verdict no longer holds on the boots up to look, None while it does."""
         base, other, _ = sample(row, look)
-        if survivors(row, look):
-            return survivors(row, look)
+        held = survivors(row, look)
+        if held:
+            return held
         if verdict == "identical":
             return None if one_value(base, other) else ""
         return tails(base, other, margin) or None
@@ -730,10 +739,7 @@ def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan(), orde
     kept, invalid = valid_samples(samples, runs)
     cells = gather(kept, runs) | boot_cells(runs)
     rows = compare_cells(cells, plan, variant_order(runs, plan.baseline, order))
-    rows = [replace(row, note=f"{row.note}: {lost_reasons(runs, row.workload, row.point, row.variant)}")
-            if (row.phase, row.metric) == BOOTS and row.note and lost_reasons(runs, row.workload, row.point,
-                                                                              row.variant) else row
-            for row in rows]
+    rows = [_with_reasons(row, runs) for row in rows]
     rows.sort(key=lambda row: sweeps.order(row.point))     # stable: within a point, the order compare_cells gave
     others = other_sources(runs, plan.baseline)
     rows = [replace(row, other_source=True) if row.variant in others else row for row in rows]

@@ -581,14 +581,19 @@ def test_a_variant_that_loses_more_repetitions_is_worse_inside_the_primary_famil
         "one where the variant lost more does: more repetitions can show it"
 
 
-def test_lost_boots_are_a_row_of_every_table_with_their_reasons(tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(RUN, copy)
+def with_lost_boots(source, copy, workload: str, reason: str):
+    """A copy of the run in source whose counted boots of `patched` in workload all failed with reason."""
+    shutil.copytree(source, copy)
     runs = pd.read_csv(copy / "runs.csv")
     runs["reason"] = runs["reason"].astype(object)
-    lost = (runs["variant"] == "patched") & (runs["workload"] == "swapcow") & (runs["mode"] == "counted")
-    runs.loc[lost, ["valid", "reason"]] = [False, "gate: the write phase copied nothing"]
+    lost = (runs["variant"] == "patched") & (runs["workload"] == workload) & (runs["mode"] == "counted")
+    runs.loc[lost, ["valid", "reason"]] = [False, reason]
     runs.to_csv(copy / "runs.csv", index=False)
+    return copy
+
+
+def test_lost_boots_are_a_row_of_every_table_with_their_reasons(tmp_path):
+    copy = with_lost_boots(RUN, tmp_path / "run", "swapcow", "gate: the write phase copied nothing")
     comparison = analysis.comparison([copy])
     rows = {(r.key, r.variant): r for r in comparison.rows}
     row = rows[("swapcow/boots/valid_share", "patched")]

@@ -12,6 +12,7 @@ from harness.analysis import compare, plots, report
 from harness.errors import BadExperiment
 from harness.measure import matrix
 from harness.project import ROOT
+from tests.analysis.test_compare import with_lost_boots
 from tests.conftest import DATA
 
 RUN = DATA / "run-small"
@@ -226,13 +227,8 @@ def test_a_sweeps_report_names_the_points_past_half_the_swap(tmp_path):
 def test_a_variant_that_loses_more_repetitions_is_named_under_the_first_line(tmp_path):
     """The reference run with every counted forkcow boot of `patched` failing a gate: 6 of 6 repetitions lost
     against 0 of 6 is worse inside the primary family, and the report says so under its first line."""
-    copy = tmp_path / "run"
-    shutil.copytree(max(ROOT.glob("results/reference-*")), copy)
-    runs = pd.read_csv(copy / "runs.csv")
-    runs["reason"] = runs["reason"].astype(object)
-    broken = (runs["variant"] == "patched") & (runs["workload"] == "forkcow") & (runs["mode"] == "counted")
-    runs.loc[broken, ["valid", "reason"]] = [False, "shared-copy gate: the child's pages were not copied"]
-    runs.to_csv(copy / "runs.csv", index=False)
+    copy = with_lost_boots(max(ROOT.glob("results/reference-*")), tmp_path / "run", "forkcow",
+                           "shared-copy gate: the child's pages were not copied")
     comparison = analysis.comparison([copy])
     [row] = [r for r in comparison.rows if r.key == "forkcow/boots/valid_share" and r.variant == "patched"]
     assert (row.verdict, row.median) == ("worse", 0.0)
