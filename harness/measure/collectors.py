@@ -22,6 +22,7 @@ MEMCG_DELTAS = ("memory.events.oom_kill", "memory.stat.pgfault", "memory.stat.pg
 MEMCG_LEVELS = ("memory.current", "memory.swap.current")
 SOFTWARE_EVENTS = ("page-faults", "major-faults", "minor-faults")
 CROSS_CHECK_TOLERANCE = 0.01
+ASLEEP = "the workload process did not run during the phase (perf counted it for no time): its perf counts are 0"
 # Whole-guest counts may differ by a few copies more: the windows of perf and of the profiler (and the cause
 # records) open and close one after the other, and another process (the SSH server, a child of the collector's
 # shell) can copy a page in between. Measured over 19,506 phases of earlier runs: 19,494 equal, 8 one apart,
@@ -84,17 +85,28 @@ class Phase:
         if kind is not None:    # the phase failed: the cell is over and the guest goes; nothing to count
             return False
         after = self.session.run(["harness-collect", "end", self.cgroup, str(self.pid or "")], timeout=120).stdout
-        metrics, warnings, problems = phase_metrics(self.before, after, self.probes, self.cow_probe,
-                                                    has_process=self.pid is not None, fault_probe=self.fault_probe)
-        if self.layout is not None:
-            found, said = cause_metrics(sections(after), self.layout, self.pid, metrics)
-            metrics.update(found)
-            warnings.extend(said)
+        metrics, warnings, problems = counted_phase(self.before, after, self.probes, self.cow_probe, self.pid,
+                                                    self.layout, self.fault_probe)
         self.counters.metrics.update(metrics)
         self.counters.warnings.extend(warnings)
         self.counters.problems.extend(problems)
         self.counters.raw = "== BEFORE\n" + self.before + "\n== AFTER\n" + shortened(after)
         return False
+
+
+def counted_phase(before: str, after: str, probes, cow_probe: str, pid: int | None, layout: Layout | None,
+                  fault_probe: str = "") -> tuple[dict, list, list]:
+    """(metrics, warnings, problems) of one phase: the counters, and the copies by cause when layout is given."""
+    metrics, warnings, problems = phase_metrics(before, after, probes, cow_probe, has_process=pid is not None,
+                                                fault_probe=fault_probe)
+    if layout is not None:
+        found, said, unseen = cause_metrics(sections(after), layout, pid, metrics)
+        if unseen:      # the process ran after all: what perf said of it is unknown, not 0
+            metrics = {name: value for name, value in metrics.items() if not process_perf(name)}
+            warnings = [warning for warning in warnings if warning != ASLEEP]
+        metrics.update(found)
+        warnings.extend(said)
+    return metrics, warnings, problems
 
 
 def sections(text: str) -> dict[str, str]:
@@ -178,8 +190,7 @@ def phase_metrics(before: str, after: str, probes, cow_probe: str, has_process: 
             continue
         asleep = scope == "process" and never_ran(last[f"perf {scope}"])
         if asleep:
-            idle.append("the workload process did not run during the phase (perf counted it for no time): its "
-                        "perf counts are 0")
+            idle.append(ASLEEP)
         for event, count in parse_perf_csv(last[f"perf {scope}"]).items():
             if asleep:
                 metrics[prefix + _event_name(event)] = 0
@@ -263,26 +274,41 @@ def cross_check(metrics: dict, cow_probe: str) -> list[str]:
     return []
 
 
-def cause_metrics(last: dict, layout: Layout, pid: int | None, counted: dict) -> tuple[dict, list[str]]:
-    """(cow_copies.CAUSE and system.cow_copies.CAUSE, warnings) from the end of a phase. Records the
-    buffer lost leave the causes absent (never guessed); sums that differ from the copy counts warn."""
+def cause_metrics(last: dict, layout: Layout, pid: int | None,
+                  counted: dict) -> tuple[dict, list[str], bool]:
+    """(cow_copies.CAUSE and system.cow_copies.CAUSE, warnings, whether perf's counts of the process are
+    refuted) from the end of a phase. Records the buffer lost leave the causes absent (never guessed); sums
+    that differ from the copy counts warn. perf may count the workload process for no time while the cause
+    records hold copies in it (seen once, in a redis reswap phase: 19 copies by redis's threads, none of
+    which perf counted for any time): neither count of the process can then be trusted, and both are left out."""
     if "cow causes" not in last:
-        return {}, ["no cause records from the guest: the cause metrics are absent"]
+        return {}, ["no cause records from the guest: the cause metrics are absent"], False
     lost = causes.parse_lost(last.get("cow causes lost", ""))
     if lost:
         return {}, [f"the tracing buffer lost {lost} cause records (more copies than {CAUSE_BUFFER_KB} KiB per CPU "
-                    "holds): the cause metrics are absent"]
+                    "holds): the cause metrics are absent"], False
     records, unreadable = causes.parse(last["cow causes"])
     found = causes.metrics(records, layout, pid)
     warnings = [f"{unreadable} cause records could not be read"] if unreadable else []
-    for scope in ("system.", ""):
+    copied = sum(found.get(f"cow_copies.{cause}", 0) for cause in causes.CAUSES)
+    unseen = bool(copied) and never_ran(last.get("perf process", ""))
+    if unseen:
+        found = {name: value for name, value in found.items() if name.startswith("system.")}
+        warnings.append(f"perf counted the workload process for no time, yet {copied} of the phase's copies were "
+                        "recorded in it: its perf counts and copies by cause of this phase are unknown and left out")
+    for scope in ("system.", "") if not unseen else ("system.",):
         total, parts = counted.get(f"{scope}cow_copies"), [found.get(f"{scope}cow_copies.{c}") for c in causes.CAUSES]
         if total is None or None in parts:
             continue
         if abs(sum(parts) - total) > max(EDGE_COPIES[scope], CROSS_CHECK_TOLERANCE * total):
             where = "the whole guest" if scope else "the workload process"
             warnings.append(f"copies by cause add up to {sum(parts)}, but perf counted {total:.0f} copies in {where}")
-    return found, warnings
+    return found, warnings, unseen
+
+
+def process_perf(name: str) -> bool:
+    """Whether a phase metric comes from perf's counters on the workload process."""
+    return name in ("cow_copies", "wp_faults") or (name.startswith("perf.") and not name.startswith("perf.system."))
 
 
 def shortened(after: str) -> str:

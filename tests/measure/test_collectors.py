@@ -2,6 +2,7 @@
 
 from harness.measure import collectors
 from tests.conftest import DATA
+from tests.measure.test_causes import asleep
 
 
 def recorded(name):
@@ -57,11 +58,7 @@ def test_a_process_that_slept_through_the_phase_has_zero_counts_and_a_warning():
     """As recorded in a redis swapout phase (0.25 s, memory.max squeezed from outside): perf counted
     redis-server for no time at all, so no event can have happened in it."""
     before, after = recorded("collect-swapcow-base-write.txt")
-    process = after.split("== perf process\n")[1].split("== profile")[0]
-    asleep = "".join(f"<not counted>,,{line.split(',')[2]},0,100.00,,\n" if line and not line.startswith("#")
-                     else line + "\n" for line in process.splitlines())
-    metrics, warnings, problems = collectors.phase_metrics(before, after.replace(process, asleep), PROBES,
-                                                           "wp_page_copy", True)
+    metrics, warnings, problems = collectors.phase_metrics(before, asleep(after), PROBES, "wp_page_copy", True)
     assert problems == [] and metrics["cow_copies"] == 0 and metrics["perf.page-faults"] == 0
     assert warnings[0].startswith("the workload process did not run during the phase")
     assert collectors.never_ran("<not counted>,,page-faults,0,100.00,,\n")
