@@ -48,8 +48,8 @@ COMPARABILITY_FIELDS = ("source", "config_hash", "accelerator", "guest_memory_mb
 PER_KERNEL_FIELDS = ("source", "config_hash")     # what mixed_sources lets differ between variants
 JSON_KEYS = ("workload", "phase", "metric", "variant", "baseline", "n", "n_missing", "missing_reason", "median",
              "ci_low", "ci_high", "change_pct", "change_ci_low", "change_ci_high", "p_value", "verdict", "role",
-             "p_adjusted", "margin_pct", "note")
-VERDICTS = ("better", "worse", "equivalent", "identical", "inconclusive")
+             "p_adjusted", "margin_pct", "note", "exercised", "changed_calls")
+VERDICTS = ("better", "worse", "equivalent", "identical", "inconclusive", "not exercised")
 RESTING = ("equivalent", "identical")      # verdicts a later boot can take back (decide())
 CONTROL_KINDS = {True: "the baseline kernel again", False: "object code identical to the baseline"}
 
@@ -146,6 +146,8 @@ class Row:
     n_missing: int = 0                    # boots of the row's variant, workload and mode without a value
     missing_reason: str = ""              # why: "2 invalid", "1 with denominator 0", "1 not recorded"
     note: str = ""                        # what a primary verdict rests on beyond its p-values (decide())
+    exercised: bool | None = None         # whether the row's phase ran a function its variant changed (coverage)
+    changed_calls: dict | None = None     # function -> [baseline median, variant median] calls in that phase
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -167,6 +169,7 @@ class Comparison:
     looks_done: tuple[int, ...] = ()
     notes: tuple[str, ...] = field(default=())
     whole_table: tuple[tuple[str, float, int], ...] = ()    # (control, p, rows) of whole_table_tests()
+    coverage: object = None             # harness/analysis/coverage.Coverage, when the run knows its changes
 
     @property
     def calibration_failed(self) -> list[Row]:
@@ -729,10 +732,12 @@ def variant_order(runs: pd.DataFrame, baseline: str, order=()) -> list[str]:
     return [baseline] + [v for v in ordered if v != baseline]
 
 
-def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan(), order: list[str] = ()) -> Comparison:
+def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan(), order: list[str] = (),
+            coverage=None) -> Comparison:
     """Every (workload, phase, metric, variant) against the plan's baseline; invalid runs left out and counted.
 
-    order: the experiment's variant order (rows follow it, the baseline first)."""
+    order: the experiment's variant order (rows follow it, the baseline first). coverage: what each variant
+    changed and which phases ran it (harness/analysis/coverage.py): rows about code that did not run say so."""
     check_comparable(runs, plan.mixed_sources, plan.mixed_hosts)
     if plan.baseline not in set(runs["variant"]):
         raise UnknownVariant(name=plan.baseline, experiment="this run", known=", ".join(sorted(set(runs["variant"]))))
@@ -744,8 +749,10 @@ def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan(), orde
     others = other_sources(runs, plan.baseline)
     rows = [replace(row, other_source=True) if row.variant in others else row for row in rows]
     rows = with_missing(rows, runs)
+    if coverage is not None:
+        rows = [coverage.judged(row) for row in rows]
     looks = tuple(look for look, _ in looks_reached(plan, cells) if look is not None)
-    return Comparison(rows, invalid, plan, looks, whole_table=whole_table_tests(kept, plan, runs))
+    return Comparison(rows, invalid, plan, looks, whole_table=whole_table_tests(kept, plan, runs), coverage=coverage)
 
 
 def whole_table_tests(kept: pd.DataFrame, plan: Plan, runs: pd.DataFrame) -> tuple[tuple[str, float, int], ...]:
@@ -940,6 +947,8 @@ def summary_lines(comparison: Comparison) -> list[str]:
         lines.append(f"LOST BOOTS: `{r.variant}` lost more repetitions of {r.workload}"
                      f"{f' at {r.point}' if r.point else ''} than `{plan.baseline}`: {r.note}")
     lines += list(comparison.notes)
+    if comparison.coverage is not None:
+        lines += comparison.coverage.summary()
     others = sorted({r.variant for r in comparison.rows if r.other_source})
     if others:
         lines.append(f"Other kernel: {', '.join(others)} built from another kernel source than `{plan.baseline}`: "

@@ -9,7 +9,7 @@ import pandas as pd
 
 from harness import results
 from harness import sweep as sweeps
-from harness.analysis import compare
+from harness.analysis import compare, coverage
 from harness.files import write_atomic
 from harness.measure import metrics
 
@@ -203,7 +203,8 @@ def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], head
     if calibration:
         lines += [f"**{calibration}**" if comparison.failed else calibration, ""]
     ran = tuple(dict.fromkeys(runs["variant"].astype(str)))
-    lines += [headline_sentence(rows, headline, release, accelerator, ran), ""]
+    silent = comparison.coverage.headline() if comparison.coverage is not None else ""
+    lines += [(silent + " " if silent else "") + headline_sentence(rows, headline, release, accelerator, ran), ""]
     lost = lost_sentence(rows)
     lines += [lost, ""] if lost else []
     by_cause = cause_sentence(rows, *headline.split("/")[:2]) if headline and not metadata.get("sweep") else ""
@@ -220,6 +221,7 @@ def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], head
         lines += ["## Instrumentation cost", "",
                   "Medians of the same phases on boots with kprobes and the function profiler (counted) and "
                   "without (timed); the comparison takes timings from the timed boots only.", "", *cost, ""]
+    lines += coverage.section(comparison.coverage) if comparison.coverage is not None else []
     lines += ["## Comparison", "",
               f"Medians over valid runs ({len(valid)} valid, {comparison.invalid} invalid and left out), each variant "
               f"against `{comparison.plan.baseline}`; change: the median of the pairwise ratios (Hodges-Lehmann) "

@@ -7,14 +7,17 @@ Three views of two vmlinux files:
   offsets taken out (`call <schedule>` stays, where schedule lies does not), hashed per
   function; a function whose hash differs had its code changed;
 - sizes: the tree's own scripts/bloat-o-meter, the table kernel developers know.
-A build's sections and function hashes are computed once and kept in its folder.
+A build's sections and function hashes are computed once and kept in its folder, with the
+functions that live in init sections (run at boot, then freed) and those that the function
+profiler cannot see (no `call __fentry__` at their start: notrace, which every inline function's
+out-of-line copy is, or the cold part of another function).
 """
 
 import hashlib
 import json
 import re
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from harness import runner
@@ -22,9 +25,11 @@ from harness.errors import CommandFailed
 from harness.files import write_atomic
 
 FACTS_FILE = "object-code.json"
-FACTS_VERSION = 2
+FACTS_VERSION = 3
+INIT_SECTIONS = (".init.", ".exit.", ".head.text")     # freed after boot, or never run after it
 _SECTION = re.compile(r"^\s*\[\s*\d+\]\s+(\S+)\s+\S+\s+[0-9a-f]+\s+([0-9a-f]+)\s+([0-9a-f]+)\s+\S+\s+(\S*)")
 _FUNCTION = re.compile(r"^[0-9a-f]+ <(.+)>:$")
+_SECTION_HEAD = re.compile(r"^Disassembly of section (\S+):$")
 _INSTRUCTION = re.compile(r"^\s*[0-9a-f]+:\t(.*)$")
 _ADDRESS = re.compile(r"\b(?:0x)?f{8}[0-9a-f]{8}\b|-0x7[0-9a-f]{7}\b")   # absolute, or sign-extended 32-bit
 _PADDING = re.compile(r"^(?:int3|(?:\S+ )*nop\w*\b.*|xchg +%ax,%ax|data16 .*)$")
@@ -43,9 +48,16 @@ class ObjectDiff:
     removed: list[str] = field(default_factory=list)
     sections: dict = field(default_factory=dict)       # name -> [old size, new size] of differing sections
     bloat: str = ""                      # scripts/bloat-o-meter's table
+    init: list[str] = field(default_factory=list)       # of the functions touched: those in init sections
+    untraced: list[str] = field(default_factory=list)   # of the functions touched: those without __fentry__
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def functions(self) -> list[str]:
+        """Every function the variant changed, added or removed, by its name in vmlinux."""
+        return touched_functions(self.as_dict())
 
     def summary(self) -> str:
         if self.identical:
@@ -65,7 +77,7 @@ def facts(vmlinux: Path, keep_in: Path | None = None) -> dict:
         data = json.loads(kept.read_text())
         if data.get("version") == FACTS_VERSION:
             return data
-    data = {"version": FACTS_VERSION, "sections": sections(vmlinux), "functions": function_hashes(vmlinux)}
+    data = {"version": FACTS_VERSION, "sections": sections(vmlinux), **disassembled(vmlinux)}
     if kept:
         write_atomic(kept, json.dumps(data) + "\n")
     return data
@@ -87,18 +99,44 @@ def sections(vmlinux: Path) -> dict[str, list]:
 def function_hashes(vmlinux: Path) -> dict[str, list[str]]:
     """function -> the sorted hashes of its normalised disassembly (static functions of one name
     can have several copies, and a patch can add or drop one)."""
+    return disassembled(vmlinux)["functions"]
+
+
+def disassembled(vmlinux: Path) -> dict:
+    """{"functions": function hashes (above), "init": functions in init sections, "untraced": functions
+    with a copy that does not start with a call of __fentry__ (the function profiler cannot count it)}."""
     hashes: dict[str, list[str]] = {}
-    name, digest = None, None
+    init, untraced = set(), set()
+    name, digest, section, first = None, None, "", True
+
+    def close():
+        if name is not None:
+            hashes.setdefault(name, []).append(digest.hexdigest()[:16])
     for line in _lines_of(["objdump", "-d", "--no-show-raw-insn", "-w", str(vmlinux)]):
         if match := _FUNCTION.match(line):
-            if name is not None:
-                hashes.setdefault(name, []).append(digest.hexdigest()[:16])
-            name, digest = match.group(1), hashlib.sha256()
-        elif name is not None and (match := _INSTRUCTION.match(line)) and not _PADDING.match(match.group(1)):
-            digest.update(normalise(match.group(1)).encode() + b"\n")
-    if name is not None:
-        hashes.setdefault(name, []).append(digest.hexdigest()[:16])
-    return {name: sorted(copies) for name, copies in hashes.items()}
+            close()
+            name, digest, first = match.group(1), hashlib.sha256(), True
+            if section.startswith(INIT_SECTIONS):
+                init.add(name)
+        elif match := _SECTION_HEAD.match(line):
+            close()
+            name, section = None, match.group(1)
+        elif name is not None and (match := _INSTRUCTION.match(line)):
+            if first and not match.group(1).startswith("endbr64"):     # IBT's landing pad comes first
+                if "__fentry__" not in match.group(1):
+                    untraced.add(name)
+                first = False
+            if not _PADDING.match(match.group(1)):
+                digest.update(normalise(match.group(1)).encode() + b"\n")
+    close()
+    return {"functions": {name: sorted(copies) for name, copies in hashes.items()}, "init": sorted(init),
+            "untraced": sorted(untraced)}
+
+
+def touched_functions(difference: dict) -> list[str]:
+    """The functions of a recorded object-code difference (ObjectDiff.as_dict()), by their names in vmlinux."""
+    return list(dict.fromkeys([name.split(" (", 1)[0] for name in difference.get("changed", [])]
+                              + difference.get("added", []) + difference.get("removed", [])))
 
 
 def _lines_of(argv: list[str]):
@@ -133,8 +171,13 @@ def compare(variant: str, baseline: str, old: dict, new: dict, bloat: str = "") 
     before, after = old["functions"], new["functions"]
     changed = [name + (f" ({len(before[name])} -> {len(after[name])} copies)" if len(before[name]) != len(after[name])
                        else "") for name in sorted(set(before) & set(after)) if before[name] != after[name]]
-    return ObjectDiff(variant, baseline, not differing, [] if not differing else changed,
-                      sorted(set(after) - set(before)), sorted(set(before) - set(after)), differing, bloat)
+    difference = ObjectDiff(variant, baseline, not differing, [] if not differing else changed,
+                            sorted(set(after) - set(before)), sorted(set(before) - set(after)), differing, bloat)
+    touched = difference.functions
+    init = set(old.get("init", ())) | set(new.get("init", ()))
+    untraced = set(old.get("untraced", ())) | set(new.get("untraced", ()))
+    return replace(difference, init=[name for name in touched if name in init],
+                   untraced=[name for name in touched if name in untraced and name not in init])
 
 
 def bloat_o_meter(tree: Path, old_vmlinux: Path, new_vmlinux: Path) -> str:

@@ -70,6 +70,7 @@ class Job:
     host: str = ""              # the host the cell must run on ("" = any): the point of a host sweep axis
     kernel_digest: str = ""     # sha256 of the bzImage and of the initramfs: what a remote worker keeps them as
     image_digest: str = ""
+    calls: tuple[str, ...] = () # functions the variants changed: counted in every phase of a counted boot
 
     @property
     def label(self) -> str:
@@ -158,6 +159,9 @@ def _measure(job: Job, session, raw_dir: Path):
     if probes and (refused := collectors.setup(session, probes, cow_layout)):
         warnings.append(refused)
         cow_layout = None
+    # a function this kernel lacks (added or removed by a patch) has no calls.FUNCTION in its boots
+    unseen = collectors.count_calls(session, job.calls) if probes else job.calls
+    calls = tuple(function for function in job.calls if function not in unseen)
     driver = workloads.driver(cell.workload, cell.parameters, session)
     plan, skipped = kernel_phases(driver, job.kernel.options)
     warnings += skipped
@@ -170,7 +174,7 @@ def _measure(job: Job, session, raw_dir: Path):
                 driver.start()
                 started_driver = True
             with collectors.Phase(session, probes, spec.cow_probe, driver.pid if phase != "idle" else None,
-                                  driver.cgroup, cow_layout, spec.fault_probe) as counters:
+                                  driver.cgroup, cow_layout, spec.fault_probe, calls) as counters:
                 outcome = driver.idle() if phase == "idle" else driver.run_phase(phase)
             name = f"{cell.workload.name}-{variant}{point}-rep{cell.rep}-{cell.mode}-{index:02d}-{phase}.txt"
             write_raw(raw_dir, name, counters.raw + "\n" + outcome.raw() + "\n")

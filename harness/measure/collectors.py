@@ -49,6 +49,16 @@ def perf_events(probes) -> str:
     return ",".join([f"kprobes:{probe}" for probe in probes] + list(SOFTWARE_EVENTS)) if probes else ""
 
 
+def count_calls(session, functions) -> list[str]:
+    """Add functions to the function profiler's filter of a guest set up for counting (setup() first);
+    returns those its kernel cannot profile (not in available_filter_functions: absent from this kernel,
+    notrace, or in an init section freed after boot). The profiler then counts them in every phase."""
+    if not functions:
+        return []
+    said = session.run(["harness-collect", "calls", *functions]).stdout
+    return [line.split(" ", 1)[1] for line in said.splitlines() if line.startswith("unseen ")]
+
+
 def setup(session, probes, layout: Layout | None = None) -> str:
     """Create the kprobe events and the profiler filter in a freshly booted guest, and the cause
     event when the kernel's layout is known. Returns why the guest refused the cause event (a
@@ -68,8 +78,8 @@ class Phase:
     """Context manager around one phase: `with Phase(...) as counters:`; counters filled on exit."""
 
     def __init__(self, session, probes, cow_probe: str, pid: int | None = None, cgroup: str = "",
-                 layout: Layout | None = None, fault_probe: str = ""):
-        self.session, self.probes, self.cow_probe = session, tuple(probes), cow_probe
+                 layout: Layout | None = None, fault_probe: str = "", calls=()):
+        self.session, self.probes, self.cow_probe, self.calls = session, tuple(probes), cow_probe, tuple(calls)
         self.pid, self.cgroup = pid, cgroup
         self.layout = layout if layout is not None and not layout.unavailable and probes else None
         self.fault_probe = fault_probe
@@ -86,7 +96,7 @@ class Phase:
             return False
         after = self.session.run(["harness-collect", "end", self.cgroup, str(self.pid or "")], timeout=120).stdout
         metrics, warnings, problems = counted_phase(self.before, after, self.probes, self.cow_probe, self.pid,
-                                                    self.layout, self.fault_probe)
+                                                    self.layout, self.fault_probe, self.calls)
         self.counters.metrics.update(metrics)
         self.counters.warnings.extend(warnings)
         self.counters.problems.extend(problems)
@@ -95,10 +105,10 @@ class Phase:
 
 
 def counted_phase(before: str, after: str, probes, cow_probe: str, pid: int | None, layout: Layout | None,
-                  fault_probe: str = "") -> tuple[dict, list, list]:
+                  fault_probe: str = "", calls=()) -> tuple[dict, list, list]:
     """(metrics, warnings, problems) of one phase: the counters, and the copies by cause when layout is given."""
     metrics, warnings, problems = phase_metrics(before, after, probes, cow_probe, has_process=pid is not None,
-                                                fault_probe=fault_probe)
+                                                fault_probe=fault_probe, calls=calls)
     if layout is not None:
         found, said, unseen = cause_metrics(sections(after), layout, pid, metrics)
         if unseen:      # the process ran after all: what perf said of it is unknown, not 0
@@ -172,8 +182,10 @@ def _event_name(event: str) -> str:
 
 
 def phase_metrics(before: str, after: str, probes, cow_probe: str, has_process: bool,
-                  fault_probe: str = "") -> tuple[dict, list, list]:
-    """(metrics, warnings, problems) of one phase from harness-collect's begin and end output."""
+                  fault_probe: str = "", calls=()) -> tuple[dict, list, list]:
+    """(metrics, warnings, problems) of one phase from harness-collect's begin and end output. calls: the
+    functions the profiler counts for patch coverage (count_calls()), each as calls.FUNCTION (every copy of
+    it, in the whole guest), 0 when the profiler saw no call."""
     first, last = sections(before), sections(after)
     metrics: dict[str, float] = {}
     metrics.update(_vmstat(first, last))
@@ -201,7 +213,10 @@ def phase_metrics(before: str, after: str, probes, cow_probe: str, has_process: 
     if "profile" in last:
         hits = parse_profile(last["profile"])
         for function in dict.fromkeys([*probes, *hits]):
-            metrics[f"ftrace.{function}"] = hits.get(function, 0)
+            if function in probes or function not in calls:
+                metrics[f"ftrace.{function}"] = hits.get(function, 0)
+        for function in calls:
+            metrics[f"calls.{function}"] = hits.get(function, 0)
     if f"perf.system.{cow_probe}" in metrics:
         metrics["system.cow_copies"] = metrics[f"perf.system.{cow_probe}"]
     if has_process and f"perf.{cow_probe}" in metrics:

@@ -152,7 +152,7 @@ def run(request: RunRequest, cache_dir: Path, stop=None) -> results.RunDirectory
     directory, seed, cells = _open(request)
     limit = len(plan(request, seed, request.max_reps)) if request.max_reps else None
     with dispatch.pool(request.placement, cache_dir, directory.path / "raw") as pool:     # fails before the builds
-        builds, guest_image, stages = _prepare(request, directory, cache_dir)
+        builds, guest_image, stages, calls = _prepare(request, directory, cache_dir)
         cells_started = time.monotonic()
         cpus = _placed(request, pool, directory)
         kernels = {name: _kernel(request, built) for name, built in builds.items()}
@@ -161,7 +161,8 @@ def run(request: RunRequest, cache_dir: Path, stop=None) -> results.RunDirectory
             done = directory.done()
             todo = [cell for cell in cells if cell not in done]
             progress = Progress("cell", len(cells), len(cells) - len(todo), limit, logger=log)
-            jobs = [job_at(request, kernels, guest_image, image_digest, cpus, *cell) for cell in todo]
+            jobs = [replace(job_at(request, kernels, guest_image, image_digest, cpus, *cell), calls=calls)
+                    for cell in todo]
             started, finished = _recorder(directory, progress, request.placement.parallel)
             pool.run(jobs, started, finished)
             reached = max(cell[2] for cell in cells)
@@ -302,11 +303,24 @@ def _prepare(request: RunRequest, directory: results.RunDirectory, cache_dir: Pa
     with stages("cow layout"):
         layouts = cow_layouts(request, builds)
     identical = [name for name, difference in differences.items() if difference.identical and name != request.control]
+    calls = counted_calls(differences, request) if "counted" in request.modes and request.experiment.probes else ()
     directory.update_metadata(builds={name: _build_facts(b) for name, b in builds.items()}, cow_layout=layouts,
                               image=guest_image.digest, qemu=vm.qemu_version(), stage_seconds=stages.seconds,
                               object_code={name: d.as_dict() for name, d in differences.items()},
-                              as_control=[] if request.force else identical)
-    return builds, guest_image, dict(stages.seconds)
+                              as_control=[] if request.force else identical, calls=list(calls))
+    return builds, guest_image, dict(stages.seconds), calls
+
+
+def counted_calls(differences: dict[str, objdiff.ObjectDiff], request: RunRequest) -> tuple[str, ...]:
+    """The functions whose calls every counted boot counts, of every variant and the baseline alike: those
+    the variants changed, added or removed, less the ones in init sections (they ran at boot, before any
+    phase) and those the function profiler cannot see (no __fentry__ call)."""
+    found = []
+    for name, difference in differences.items():
+        if name != request.control and not difference.identical:
+            found += [function for function in difference.functions
+                      if function not in difference.init and function not in difference.untraced]
+    return tuple(sorted(set(found)))
 
 
 def object_code(request: RunRequest, builds: dict) -> dict[str, objdiff.ObjectDiff]:

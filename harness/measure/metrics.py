@@ -92,6 +92,9 @@ TABLE = (
             probed=True),
     Meaning("perf.*-faults", "counter", "lower", "faults", "process", probed=True),
     Meaning("perf.*", "counter", "none", "hits", "process", summary="kprobe hits in the workload process", probed=True),
+    Meaning("calls.*", "counter", "none", "calls", "system", probed=True,
+            summary="calls of a function a variant changed (every copy of it), in the whole guest, from the "
+                    "function profiler: the patch coverage of the phase"),
     Meaning("ftrace.*", "counter", "none", "hits", "system", summary="function profiler hits (a cross-check)",
             probed=True),
 )

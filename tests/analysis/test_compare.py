@@ -400,7 +400,8 @@ def test_json_has_exactly_the_documented_keys(tmp_path):
     objects = json.loads(result.output)
     assert all(list(item) == ["workload", "phase", "metric", "variant", "baseline", "n", "n_missing",
                               "missing_reason", "median", "ci_low", "ci_high", "change_pct", "change_ci_low",
-                              "change_ci_high", "p_value", "verdict", "role", "p_adjusted", "margin_pct", "note"]
+                              "change_ci_high", "p_value", "verdict", "role", "p_adjusted", "margin_pct", "note",
+                              "exercised", "changed_calls"]
                for item in objects)
     assert {item["verdict"] for item in objects} <= {"better", "worse", "equivalent", "identical", "inconclusive"}
     assert {item["role"] for item in objects} <= {"primary", "exploratory", "control"}

@@ -60,3 +60,29 @@ def test_copies_of_a_static_function_are_counted(tmp_path):
 def test_a_failing_disassembler_is_a_command_error(tmp_path):
     with pytest.raises(objdiff.CommandFailed, match="objdump"):
         objdiff.function_hashes(tmp_path / "missing")
+
+
+TRACED = """
+__attribute__((noinline, section(".init.text"))) int setup(int x) {{ return x * {factor}; }}
+__attribute__((noinline, no_instrument_function)) int quiet(int x) {{ return x - {factor}; }}
+__attribute__((noinline)) int traced(int x) {{ return x + {factor}; }}
+int main(int argc, char **argv) {{ return setup(argc) + quiet(argc) + traced(argc); }}
+"""
+
+
+def test_functions_in_init_sections_and_without_fentry_are_named(tmp_path):
+    """As the kernel is built: -pg -mfentry puts `call __fentry__` first in every function the function
+    profiler can count; a notrace function has none, and one in .init.text is freed after boot."""
+    binaries = []
+    for factor in (3, 5):
+        source = tmp_path / f"traced{factor}.c"
+        source.write_text(TRACED.format(factor=factor))
+        binaries.append(tmp_path / f"traced{factor}")
+        subprocess.run(["gcc", "-O2", "-pg", "-mfentry", "-o", binaries[-1], source], check=True)
+    old, new = (objdiff.facts(binary) for binary in binaries)
+    assert "setup" in new["init"] and "traced" not in new["init"]
+    assert "quiet" in new["untraced"] and "traced" not in new["untraced"] and "setup" not in new["untraced"]
+    difference = objdiff.compare("five", "three", old, new)
+    assert {"setup", "quiet", "traced"} <= set(difference.functions)
+    assert difference.init == ["setup"] and difference.untraced == ["quiet"], difference
+    assert objdiff.touched_functions(difference.as_dict()) == difference.functions

@@ -124,3 +124,32 @@ def test_a_read_phase_past_half_the_swap_is_named_though_no_page_needed_io():
     said = [w for w in warnings if w.startswith("vm_swap_full")]
     assert said == ["vm_swap_full: swap was 67% used when this phase began swapping in (8,146 pages): past 50%, "
                     "the kernel frees the swap slot of each page it swaps in, so fewer pages stay in the swap cache"]
+
+
+def test_the_functions_a_patch_changed_are_counted_as_calls_in_every_phase():
+    """calls.FUNCTION from the profiler's table (every CPU, every copy of the name); 0 when it saw no call."""
+    before, after = recorded("collect-swapcow-base-write.txt")
+    metrics, warnings, problems = collectors.phase_metrics(before, after, PROBES, "wp_page_copy", True,
+                                                           calls=("do_wp_page", "never_called"))
+    assert problems == [] and warnings == []
+    assert metrics["calls.do_wp_page"] == metrics["ftrace.do_wp_page"] > 0, "a probe keeps its cross-check name"
+    assert metrics["calls.never_called"] == 0 and "ftrace.never_called" not in metrics
+
+
+class Guest:
+    """What a guest's harness-collect answers to `calls`: the functions its kernel cannot profile."""
+    def __init__(self, unseen):
+        self.unseen, self.asked = unseen, []
+
+    def run(self, argv, check=True, timeout=None):
+        from harness.guest.session import GuestResult
+        self.asked.append(argv)
+        assert argv[:2] == ["harness-collect", "calls"], argv
+        said = "".join(f"unseen {function}\n" for function in argv[2:] if function in self.unseen)
+        return GuestResult(" ".join(argv), 0, said, "", 0.0)
+
+
+def test_a_function_the_guest_cannot_profile_is_named_and_not_counted():
+    guest = Guest({"page_mapcount"})
+    assert collectors.count_calls(guest, ("do_wp_page", "page_mapcount")) == ["page_mapcount"]
+    assert collectors.count_calls(guest, ()) == [] and len(guest.asked) == 1, "nothing to ask: no command"

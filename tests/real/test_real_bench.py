@@ -49,6 +49,12 @@ def test_reduced_bench_with_auto_repetitions(auto_bench):
         assert row["change_pct"] < -95 and row["p_adjusted"] <= 0.05
         assert found[(workload, "write", "cow_copies", "patched")]["change_pct"] < -90
     assert found[("swapcow", "write", "cow_copies", "base")]["median"] == 4096
+    for variant in ("base", "patched"):     # patch coverage: a write fault on each of the phase's 4,096 pages
+        calls = found[("swapcow", "write", "calls.do_wp_page", variant)]["median"]
+        assert calls >= found[("swapcow", "write", "pages", variant)]["median"] == 4096, (variant, calls)
+    written = found[("swapcow", "write", "cow_copies_per_swapin", "patched")]
+    assert written["exercised"] is True and written["changed_calls"]["do_wp_page"][1] >= 4096, written
+    print(f"\n[figure] swapcow write phase calls of do_wp_page (base, patched): {written['changed_calls']}")
     for workload in ("swapcow", "redis"):
         base, patched = (found[(workload, "write", "cow_copies.swapcache", v)]["median"] for v in ("base", "patched"))
         copies = found[(workload, "write", "cow_copies", "base")]["median"]
@@ -62,6 +68,7 @@ def test_reduced_bench_with_auto_repetitions(auto_bench):
     report = (out / "report.md").read_text()
     assert "**better**" in report.splitlines()[2]
     assert "## Instrumentation cost" in report and "- Repetitions: auto" in report
+    assert report.index("## Patch coverage") < report.index("## Comparison") and "| swapcow/write | " in report
     for name in ("copies", "copy-rate", "write-duration", "ops", "swapins", "swapouts", "reswap", "causes"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 10_000
     metadata = json.loads((out / "metadata.json").read_text())

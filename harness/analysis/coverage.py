@@ -1,0 +1,241 @@
+"""Patch coverage: which functions each variant changed (the object-code diff against the baseline,
+harness/kernel/objdiff.py) and which workload phases ran them (`calls.FUNCTION`, counted by the
+function profiler in every phase of every counted boot, of the baseline and the variants alike).
+
+A phase *exercised* a variant's patch when the median number of calls, over the phase's valid
+counted boots, of at least one of the functions it changed is above 0 on the baseline or on the
+variant. It did not when every function the variant changed outside init sections was counted
+and none has such a median: then no statement of "no change" can be made about that phase, and
+its rows get the verdict `not exercised` instead of `equivalent`, `identical` (and, for primary
+rows, `inconclusive`). When no workload phase ran any of them, every row of the variant but a
+`better` or `worse` one is `not exercised`, and the report's headline says so first. Functions in
+init sections ran at boot, before any phase; functions the profiler cannot see (no `__fentry__`
+call: notrace, as every inline function's out-of-line copy is) are named, and while one of them
+is among a variant's changes, "not exercised" is never claimed: it might have run unseen.
+"""
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from harness.analysis import compare
+from harness.kernel import objdiff
+
+IDLE = "idle"
+METRIC = "calls."
+SILENT = "not exercised"
+
+
+@dataclass(frozen=True)
+class Changed:
+    """What a variant changed, as its boots could count it."""
+    variant: str
+    functions: tuple[str, ...]      # changed, added or removed, by their names in vmlinux
+    init: tuple[str, ...] = ()      # of those, in init sections: they ran at boot, if at all
+    untraced: tuple[str, ...] = ()  # of those, without __fentry__: the profiler cannot count them
+    counted: tuple[str, ...] = ()   # of those, with calls.FUNCTION in the run's boots
+
+    @property
+    def uncounted(self) -> tuple[str, ...]:
+        """Functions that may run in a phase without the run knowing: neither init-only nor counted."""
+        return tuple(f for f in self.functions if f not in self.init and f not in self.counted)
+
+    @property
+    def init_only(self) -> bool:
+        return bool(self.functions) and set(self.functions) <= set(self.init)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    baseline: str
+    changed: dict = field(default_factory=dict)     # variant -> Changed
+    medians: dict = field(default_factory=dict)     # (variant, workload, point, phase) -> {function: median}
+
+    def calls(self, variant: str, workload: str, point: str, phase: str) -> dict[str, list]:
+        """function -> [median calls on the baseline, on the variant] in a phase (None: not counted there,
+        e.g. a function one kernel does not have), for each function the variant changed and the run counted."""
+        mine = self.changed.get(variant)
+        if mine is None:
+            return {}
+        base = self.medians.get((self.baseline, workload, point, phase), {})
+        other = self.medians.get((variant, workload, point, phase), {})
+        return {function: [base.get(function), other.get(function)] for function in mine.counted}
+
+    def exercised(self, variant: str, workload: str, point: str, phase: str) -> bool | None:
+        """Whether the phase ran a function the variant changed (above); None when the run cannot tell."""
+        mine = self.changed.get(variant)
+        if mine is None or not mine.counted:
+            return None
+        seen = [value for pair in self.calls(variant, workload, point, phase).values() for value in pair
+                if value is not None]
+        if any(value > 0 for value in seen):
+            return True
+        return None if not seen or mine.uncounted else False
+
+    def phases(self, variant: str) -> list[tuple[str, str, str]]:
+        """(workload, point, phase) of the workload phases (not idle) counted on the baseline or the variant."""
+        return list(dict.fromkeys(key[1:] for key in self.medians
+                                  if key[0] in (self.baseline, variant) and key[3] != IDLE))
+
+    def workload_exercised(self, variant: str, workload: str, point: str) -> bool | None:
+        """Whether any phase of the workload (at the point) ran a function the variant changed."""
+        said = [self.exercised(variant, *key) for key in self.phases(variant) if key[:2] == (workload, point)]
+        return True if True in said else None if None in said or not said else False
+
+    def silent(self, variant: str) -> bool:
+        """True when no workload phase ran any function the variant changed, and the run could count them all."""
+        said = [self.exercised(variant, *key) for key in self.phases(variant)]
+        return bool(said) and all(value is False for value in said)
+
+    def never_ran(self, variant: str) -> list[str]:
+        """The counted functions of the variant with no call in any phase, idle included, on either kernel."""
+        mine = self.changed.get(variant)
+        if mine is None or not self.phases(variant):
+            return []
+        ran = {function for key, found in self.medians.items() if key[0] in (self.baseline, variant)
+               for function, value in found.items() if value > 0}
+        return [function for function in mine.counted if function not in ran]
+
+    def judged(self, row):
+        """A comparison row (harness/analysis/compare.Row) with `exercised` and `changed_calls`, and the
+        verdict `not exercised` where it would claim no change about code its phase did not run."""
+        if row.variant not in self.changed or row.variant == self.baseline:
+            return row
+        if (row.phase, row.metric) == compare.BOOTS:
+            exercised, calls = self.workload_exercised(row.variant, row.workload, row.point), None
+        else:
+            exercised = self.exercised(row.variant, row.workload, row.point, row.phase)
+            calls = self.calls(row.variant, row.workload, row.point, row.phase) or None
+        row = replace(row, exercised=exercised, changed_calls=calls)
+        if row.verdict in ("better", "worse"):
+            return row
+        if self.silent(row.variant):    # the headline and the coverage say why, once
+            return replace(row, verdict=SILENT)
+        if exercised is False and (row.verdict in compare.RESTING or row.margin_pct is not None):
+            return replace(row, verdict=SILENT, note=f"the {row.phase} phase of {row.workload} ran none of the "
+                                                     f"functions `{row.variant}` changed")
+        return row
+
+    def silence(self, variant: str) -> str:
+        """'no workload ran do_mincore(): ...' for a variant whose changes no workload phase ran."""
+        mine = self.changed[variant]
+        names = ", ".join(f"{function}()" for function in mine.counted[:4]) + (" ..." if len(mine.counted) > 4 else "")
+        return f"no workload ran {names}: this run cannot tell what the patch does"
+
+    def headline(self) -> str:
+        """The sentence that comes before the headline: variants no workload exercised, and init-only ones."""
+        said = [f"`{variant}`: {self.silence(variant)}" for variant in self.changed if self.silent(variant)]
+        said += [f"`{variant}` changes only code in init sections ({', '.join(mine.init)}), which runs at boot, "
+                 "before any phase: its verdicts are about the kernel it boots, not about code a workload ran"
+                 for variant, mine in self.changed.items() if mine.init_only]
+        return "**" + "; ".join(said) + ".**" if said else ""
+
+
+    def summary(self) -> list[str]:
+        """One line per variant for the top of `harness compare`: the functions it changed and where they ran."""
+        lines = []
+        for variant, mine in self.changed.items():
+            ran = []
+            for workload, point, phase in self.phases(variant):
+                calls = self.calls(variant, workload, point, phase)
+                busy = [f"{f} {_number(b)}->{_number(v)}" for f, (b, v) in calls.items()
+                        if (b or 0) > 0 or (v or 0) > 0]
+                if busy:
+                    ran.append(f"{workload}{f' at {point}' if point else ''}/{phase} ({', '.join(busy[:2])})")
+            where = "; ran in " + ", ".join(ran[:4]) + (" ..." if len(ran) > 4 else "") if ran else \
+                f": {self.silence(variant)}" if self.silent(variant) else "; no phase seen running them"
+            extra = f" (not counted: {', '.join(mine.uncounted)})" if mine.uncounted else ""
+            extra += f" (init: {', '.join(mine.init)})" if mine.init else ""
+            lines.append(f"Patch coverage of `{variant}`: changed {', '.join(mine.functions[:6])}"
+                         f"{' ...' if len(mine.functions) > 6 else ''}{extra}{where}")
+        return lines
+
+
+def of(samples: pd.DataFrame, runs: pd.DataFrame, metadata: dict, baseline: str) -> Coverage:
+    """The coverage of a run: the object-code differences its metadata holds (against its own baseline only:
+    another baseline's boots were not compared with those builds), and the calls its valid boots counted."""
+    if metadata.get("baseline", "base") != baseline:
+        return Coverage(baseline)
+    valid = set(map(tuple, runs.loc[runs["valid"].astype(bool), ["variant", "workload", "rep", "mode"]]
+                    .astype(str).values)) if len(runs) else set()
+    calls = samples[samples["metric"].astype(str).str.startswith(METRIC)]
+    if len(calls):
+        keys = calls[["variant", "workload", "rep", "mode"]].astype(str).apply(tuple, axis=1)
+        calls = calls[keys.isin(valid)]
+    medians: dict = {}
+    point = calls["point"] if "point" in calls else pd.Series("", index=calls.index)
+    for (variant, workload, at, phase, metric), values in calls.groupby(
+            [calls["variant"], calls["workload"], point.fillna(""), calls["phase"], calls["metric"]], sort=False):
+        medians.setdefault((str(variant), str(workload), str(at), str(phase)), {})[metric[len(METRIC):]] = \
+            float(np.median(values["value"]))
+    counted = {function for found in medians.values() for function in found}
+    changed = {}
+    for variant, difference in metadata.get("object_code", {}).items():
+        functions = objdiff.touched_functions(difference)
+        if difference.get("identical") or not functions or variant == metadata.get("control"):
+            continue
+        changed[variant] = Changed(variant, tuple(functions), tuple(difference.get("init", ())),
+                                   tuple(difference.get("untraced", ())),
+                                   tuple(f for f in functions if f in counted))
+    return Coverage(baseline, changed, medians)
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value == int(value) or abs(value) >= 100 else f"{value:.3g}"
+
+
+def section(cover: Coverage) -> list[str]:
+    """Markdown lines of the report's "Patch coverage" section ([] when no variant changed a function)."""
+    if not cover.changed:
+        return []
+    lines = ["## Patch coverage", "",
+             "Median calls of each function a variant changed (every copy of it, in the whole guest, from the "
+             f"function profiler) per phase of the counted boots, `{cover.baseline}` -> variant; `-`: not counted "
+             "there (that kernel has no such function). A phase ran the patch when one median is above 0.", ""]
+    for variant, mine in cover.changed.items():
+        lines.append(f"### `{variant}`")
+        lines.append("")
+        if mine.counted:
+            header = ["workload/phase", *[f"`{f}`" for f in mine.counted], "ran the patch"]
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            keys = list(dict.fromkeys(key[1:] for key in cover.medians if key[0] in (cover.baseline, variant)))
+            for workload, point, phase in keys:
+                calls = cover.calls(variant, workload, point, phase)
+                ran = cover.exercised(variant, workload, point, phase)
+                cells = [f"{_number(base)} -> {_number(other)}" for base, other in calls.values()]
+                where = f"{workload}{f' at {point}' if point else ''}/{phase}" + \
+                    (" (before the workload: background)" if phase == IDLE else "")
+                lines.append(f"| {where} | " + " | ".join(cells) +
+                             f" | {'yes' if ran else 'no' if ran is False else '?'} |")
+            lines.append("")
+        lines += [f"- {line}" for line in notes(cover, variant)]
+        lines.append("")
+    return lines
+
+
+def notes(cover: Coverage, variant: str) -> list[str]:
+    """What the table of a variant cannot show: silence, init-only code, functions not counted or never run."""
+    mine = cover.changed[variant]
+    said = []
+    if cover.silent(variant):
+        said.append(f"**{cover.silence(variant)}**: its rows are `{SILENT}`.")
+    if mine.init:
+        said.append(f"In init sections (run at boot, before any phase; freed after it): {_names(mine.init)}.")
+    if mine.untraced:
+        said.append(f"Not counted: {_names(mine.untraced)}: no `__fentry__` call, so the function profiler cannot "
+                    "see it (notrace, as every inline function's out-of-line copy is); while it is among the "
+                    "changes, no phase is called unexercised.")
+    others = [f for f in mine.uncounted if f not in mine.untraced]
+    if others:
+        said.append(f"Not counted in any boot: {_names(others)}.")
+    never = cover.never_ran(variant)
+    if never:
+        said.append(f"Changed, but ran in no phase on either kernel: {_names(never)}.")
+    return said
+
+
+def _names(functions) -> str:
+    return ", ".join(f"`{function}`" for function in functions)

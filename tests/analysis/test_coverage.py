@@ -1,0 +1,108 @@
+"""Patch coverage on recorded runs: the seed's variant ran do_wp_page in every phase of swapcow (the write
+phase over 4,000 times); a patch to mincore(2) ran in no phase, so none of its rows may claim no change."""
+
+import json
+import shutil
+
+import pandas as pd
+
+from harness import results
+from harness.analysis import analyse, compare, coverage, report
+from tests.conftest import DATA
+
+SEED = DATA / "run-coverage"          # the default experiment, swapcow 16 MiB, 2 + 2 counted boots
+UNRUN = DATA / "run-unexercised"      # experiments/unexercised-mincore.toml, swapcow 4 MiB, 3 + 3 counted boots
+
+
+def by_key(comparison) -> dict:
+    return {(r.phase, r.metric, r.variant): r for r in comparison.rows}
+
+
+def test_the_seed_ran_its_changes_in_every_phase_and_its_verdicts_stand():
+    samples, runs, metadata = results.read(SEED)
+    cover = coverage.of(samples, runs, metadata, "base")
+    mine = cover.changed["patched"]
+    assert mine.functions == ("do_wp_page", "page_mapcount", "unmap_page_range")
+    assert mine.counted == ("do_wp_page", "unmap_page_range") and mine.untraced == ("page_mapcount",)
+    calls = cover.calls("patched", "swapcow", "", "write")
+    assert calls["do_wp_page"][0] >= 4096 and calls["do_wp_page"][1] >= 4096, "a write fault on every page"
+    assert cover.exercised("patched", "swapcow", "", "write") is True and not cover.silent("patched")
+    plain = compare.compare(samples, runs, compare.Plan.from_metadata(metadata))
+    judged = analyse.comparison([SEED])
+    assert [r.verdict for r in judged.rows] == [r.verdict for r in plain.rows], "code that ran: nothing to change"
+    row = by_key(judged)[("write", "cow_copies", "patched")]
+    assert row.exercised is True and row.changed_calls["do_wp_page"] == calls["do_wp_page"]
+    assert row.as_json()["exercised"] is True and by_key(judged)[("write", "cow_copies", "base")].exercised is None
+    lines = coverage.section(cover)
+    assert lines[0] == "## Patch coverage" and any(line.startswith("| swapcow/write | ") for line in lines)
+    assert any("Not counted: `page_mapcount`: no `__fentry__` call" in line for line in lines)
+    assert cover.headline() == ""
+
+
+def test_a_patch_no_workload_runs_makes_no_claim_of_no_change(tmp_path):
+    comparison = analyse.comparison([UNRUN])
+    mine = [r for r in comparison.rows if r.variant == "mincore"]
+    assert mine and {r.verdict for r in mine} == {"not exercised"}, {r.verdict for r in mine}
+    assert {r.exercised for r in mine} == {False}
+    assert all(r.changed_calls == {"__x64_sys_mincore": [0.0, 0.0]} for r in mine if r.phase != "boots")
+    cover = comparison.coverage
+    assert cover.silent("mincore") and cover.never_ran("mincore") == ["__x64_sys_mincore"]
+    assert cover.headline() == ("**`mincore`: no workload ran __x64_sys_mincore(): this run cannot tell what the "
+                                "patch does.**")
+    assert "Patch coverage of `mincore`: changed __x64_sys_mincore: no workload ran" in \
+        "\n".join(compare.summary_lines(comparison))
+    copy = tmp_path / "run"
+    shutil.copytree(UNRUN, copy)
+    report.write(copy, comparison, [], "swapcow/write/cow_copies_per_swapin")
+    text = (copy / "report.md").read_text().splitlines()
+    assert text[2].startswith("**`mincore`: no workload ran __x64_sys_mincore(): this run cannot tell"), text[2]
+    assert text.index("## Patch coverage") < text.index("## Comparison")
+
+
+def with_metadata(source, copy, **changed):
+    """A copy of a recorded run whose object-code record of its variant is changed."""
+    shutil.copytree(source, copy)
+    metadata = json.loads((copy / "metadata.json").read_text())
+    for variant in metadata["object_code"]:
+        metadata["object_code"][variant].update(changed)
+    (copy / "metadata.json").write_text(json.dumps(metadata))
+    return copy
+
+
+def test_a_change_the_profiler_cannot_see_leaves_the_verdicts_alone(tmp_path):
+    """Another changed function without __fentry__ might have run unseen: no phase is called unexercised."""
+    copy = with_metadata(UNRUN, tmp_path / "run", changed=["__x64_sys_mincore", "page_mapcount (7 -> 6 copies)"],
+                         untraced=["page_mapcount"])
+    comparison = analyse.comparison([copy])
+    assert not comparison.coverage.silent("mincore")
+    assert "not exercised" not in {r.verdict for r in comparison.rows}
+    assert {r.exercised for r in comparison.rows if r.variant == "mincore"} == {None}
+
+
+def test_changes_only_in_init_sections_are_said_and_judged_as_usual(tmp_path):
+    copy = with_metadata(UNRUN, tmp_path / "run", changed=["swap_setup"], init=["swap_setup"])
+    comparison = analyse.comparison([copy])
+    assert "not exercised" not in {r.verdict for r in comparison.rows}
+    assert comparison.coverage.headline().startswith("**`mincore` changes only code in init sections (swap_setup)")
+
+
+def test_a_phase_that_ran_none_of_the_changes_has_no_claim_of_no_change(tmp_path):
+    """The seed's run with the read phase's calls set to 0 on both kernels (and page_mapcount, which the
+    profiler cannot see, left out of its changes): its resting verdicts become `not exercised`, while the
+    write phase's stand."""
+    copy = with_metadata(SEED, tmp_path / "run", changed=["do_wp_page", "unmap_page_range"], untraced=[])
+    samples = pd.read_csv(copy / "samples.csv")
+    quiet = (samples["phase"] == "read") & samples["metric"].str.startswith("calls.")
+    samples.loc[quiet, "value"] = 0
+    samples.to_csv(copy / "samples.csv", index=False)
+    comparison = analyse.comparison([copy])
+    rows = by_key(comparison)
+    assert not comparison.coverage.silent("patched")
+    read = [r for r in comparison.rows if r.phase == "read" and r.variant == "patched"]
+    assert {r.exercised for r in read} == {False}
+    assert "not exercised" in {r.verdict for r in read}
+    assert not {r.verdict for r in read} & set(compare.RESTING), "no claim of no change in the read phase"
+    said = next(r for r in read if r.verdict == "not exercised")
+    assert said.note == "the read phase of swapcow ran none of the functions `patched` changed"
+    assert rows[("write", "cow_copies", "patched")].exercised is True
+    assert rows[("write", "cow_copies", "patched")].verdict != "not exercised"
