@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from harness import cache, doctor, experiment, project, results
+from harness import cache, covers, doctor, experiment, project, results
 from harness.analysis import analyse as analysis
 from harness.analysis import compare, plots
 from harness.errors import (
@@ -32,7 +32,7 @@ from harness.files import FULL, disk_full, write_atomic
 from harness.guest import boot
 from harness.guest import image as guest_image
 from harness.kernel import build, patches, patchmail, source
-from harness.measure import dispatch, matrix, worker
+from harness.measure import dispatch, matrix, worker, workloads
 
 log = logging.getLogger("harness")
 
@@ -455,6 +455,42 @@ def _warn_unreachable(request: matrix.RunRequest) -> None:
         last = request.max_reps or request.reps
         log.warning("with %s repetitions and %d primary rows no primary row can be decided (the smallest exact "
                     "p-value is %.2g): use more --reps or --reps auto", last, rows, 2 / math.comb(2 * last, last))
+
+
+@main.command(name="workloads")
+@click.option("-e", "--experiment", "experiment_name", help="Experiment name in experiments/ or a .toml path.")
+@click.option("--covers", "asked", is_flag=True, help="Say which workload phases call each FUNCTION.")
+@click.option("--variant", help="Whose kernel answers --covers [default: the baseline].")
+@click.option("--workload", "workload_names", multiple=True, help="Workload (repeatable) [default: every one shipped].")
+@click.option("-p", "--param", "settings", multiple=True, help="Workload parameter NAME=VALUE (repeatable).")
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Take the counts from this run's counted boots instead of profiling boots.")
+@click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True)
+@click.argument("functions", nargs=-1)
+@click.pass_obj
+@_guarded
+def workloads_command(obj, experiment_name, asked, variant, workload_names, settings, run_dir, accel, functions):
+    """List the shipped workloads and their phases; with --covers FUNCTION..., which phases call each function
+    on a built kernel of the experiment (one short counted boot per workload, kept with the build)."""
+    spec = experiment.load(experiment_name)
+    names = workload_names or tuple(workloads.discover())
+    chosen = workloads.choose(names, settings, {name: spec.parameters_of(name) for name in names})
+    if not asked:
+        if functions:
+            raise click.UsageError("FUNCTION... goes with --covers")
+        for workload, params in chosen:
+            phases = workloads.driver(workload, params, None).phase_plan()
+            click.echo(f"{workload.name}: {workload.description}\n  phases: {', '.join(phases)}\n  parameters: "
+                       + ", ".join(f"{key}={value}" for key, value in params.items()))
+        return
+    if not functions:
+        raise click.UsageError("--covers needs at least one FUNCTION")
+    if run_dir:
+        found = covers.from_run(run_dir, functions)
+    else:
+        found = covers.profile(spec, variant or spec.variants[0].name, functions, chosen, obj["cache_dir"], accel)
+    for line in found.lines():
+        click.echo(line)
 
 
 @main.command(name="run")

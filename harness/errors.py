@@ -127,6 +127,16 @@ class UnknownWorkload(UserError):
     template = "Workload '{name}' not found in {folder}: pick one of {known}"
 
 
+class CoverageUnknown(UserError):
+    template = ("No count of {functions} in {where} (it counted: {counted}): ask without --run, and the workloads "
+                "are profiled on the built kernel")
+
+
+class NoProfiler(UserError):
+    template = ("Experiment {experiment} has no probes, so its boots run no function profiler and cannot count "
+                "{functions}: name an experiment with `probes` (the default one has them)")
+
+
 class BadWorkload(UserError):
     template = "Workload {name} is not usable: {why}"
 

@@ -37,3 +37,25 @@ def test_a_patch_no_workload_runs_is_not_exercised_in_the_headline_and_every_row
                                 "the patch does.**"), report[2]
     assert "| swapcow/write | 0 -> 0 | no |" in report
     print(f"\n[figure] {report[2][:120]}")
+
+
+def test_the_workloads_that_call_a_function_are_found_by_a_boot_and_kept(tmp_path):
+    """`harness workloads --covers`: swapcow's write phase faults on each of its 1,024 pages; nothing calls
+    mincore(2); a notrace function and an init one are named with their reasons. Asked again, it boots nothing."""
+    argv = [sys.executable, "-m", "harness", "workloads", "--covers", "do_wp_page", "__x64_sys_mincore",
+            "page_mapcount", "swap_setup", "--workload", "swapcow", "-p", "size_mb=4"]
+    first = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+    assert first.returncode == 0, first.stderr[-3000:]
+    lines = first.stdout.splitlines()
+    counts = dict(part.split(" ") for part in lines[lines.index("do_wp_page: run by swapcow/fill, swapcow/swapout, "
+                                                                "swapcow/read, swapcow/write") + 1]
+                  .removeprefix("  swapcow: ").split(", "))
+    assert int(counts["write"].replace(",", "")) >= 1024, counts
+    assert "__x64_sys_mincore: no workload phase calls it" in lines
+    assert "  swapcow: idle 0, fill 0, swapout 0, read 0, write 0" in lines
+    assert any(line.startswith("page_mapcount: not counted: no __fentry__ call") for line in lines)
+    assert any(line.startswith("swap_setup: not counted: in an init section") for line in lines)
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout == first.stdout, again.stderr[-2000:]
+    assert "profiling swapcow" not in again.stderr, "kept with the build: no boot"
+    print(f"\n[figure] swapcow (4 MiB) calls of do_wp_page per phase: {counts}")
