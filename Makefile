@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .PHONY: setup test lint unit bench bench-build bench-kernels bench-boot bench-run bench-verdicts bench-rates bench-causes \
-	bench-jobs
+	bench-jobs bench-coverage
 
 setup: $(VENV)/.installed
 	$(BIN)/harness doctor --install
@@ -50,6 +50,9 @@ bench-verdicts: setup
 
 bench-causes: setup
 	$(BIN)/python benchmarks/cause_overhead.py
+
+bench-coverage: setup
+	$(BIN)/python benchmarks/coverage_cost.py
 
 bench-rates: setup
 	$(BIN)/python benchmarks/rate_spread.py

@@ -70,6 +70,7 @@ class Experiment:
     cow_probe: str = "wp_page_copy"   # the probe whose count is the metric cow_copies
     fault_probe: str = "do_wp_page"   # the probe whose count is wp_faults (copy_share, reuse_share), if probed
     cow_causes: bool = True           # record why each copy happened (harness/measure/causes.py)
+    coverage: bool = True             # count the functions the variants changed (harness/analysis/coverage.py)
     workloads: tuple[str, ...] = ()   # workloads/ names run by default; empty = all of them
     headline: str = ""                # WORKLOAD/PHASE/METRIC of the report's first sentence
     primary: tuple[str, ...] = ()     # WORKLOAD/PHASE/METRIC rows whose verdicts are the experiment's claims
@@ -128,7 +129,7 @@ def from_dict(data: dict, path: Path) -> Experiment:
 
     unknown = set(data) - {"description", "source", "kconfigs", "probes", "variants", "series", "guest",
                            "cow_probe", "workloads", "headline", "primary", "margin_pct", "mixed_sources",
-                           "mixed_hosts", "fault_probe", "cow_causes", "sweep", "parameters"}
+                           "mixed_hosts", "fault_probe", "cow_causes", "coverage", "sweep", "parameters"}
     if unknown:
         fail(f"unknown key(s) {', '.join(sorted(unknown))}")
     spec = data.get("source", source.DEFAULT_SPEC)
@@ -146,10 +147,11 @@ def from_dict(data: dict, path: Path) -> Experiment:
         margin_pct=_margin(data.get("margin_pct", 5.0), fail), mixed_sources=data.get("mixed_sources", False),
         mixed_hosts=data.get("mixed_hosts", False),
         fault_probe=str(data.get("fault_probe", "do_wp_page")), cow_causes=data.get("cow_causes", True),
-        sweep=_sweep(data, fail, known), parameters=_parameters(data.get("parameters", {}), fail, known))
+        coverage=data.get("coverage", True), sweep=_sweep(data, fail, known),
+        parameters=_parameters(data.get("parameters", {}), fail, known))
     if ZRAM_FRAGMENT not in experiment.kconfigs and uses_zram(experiment):
         experiment = replace(experiment, kconfigs=(*experiment.kconfigs, ZRAM_FRAGMENT))
-    for key in ("mixed_sources", "mixed_hosts", "cow_causes"):
+    for key in ("mixed_sources", "mixed_hosts", "cow_causes", "coverage"):
         if not isinstance(getattr(experiment, key), bool):
             fail(f"{key} must be true or false, not {getattr(experiment, key)!r}")
     sources = {variant.name: experiment.source_of(variant) for variant in experiment.variants}

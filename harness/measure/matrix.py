@@ -303,7 +303,8 @@ def _prepare(request: RunRequest, directory: results.RunDirectory, cache_dir: Pa
     with stages("cow layout"):
         layouts = cow_layouts(request, builds)
     identical = [name for name, difference in differences.items() if difference.identical and name != request.control]
-    calls = counted_calls(differences, request) if "counted" in request.modes and request.experiment.probes else ()
+    counting = "counted" in request.modes and request.experiment.probes and request.experiment.coverage
+    calls = counted_calls(differences, request) if counting else ()
     directory.update_metadata(builds={name: _build_facts(b) for name, b in builds.items()}, cow_layout=layouts,
                               image=guest_image.digest, qemu=vm.qemu_version(), stage_seconds=stages.seconds,
                               object_code={name: d.as_dict() for name, d in differences.items()},
