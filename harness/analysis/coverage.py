@@ -157,16 +157,12 @@ def of(samples: pd.DataFrame, runs: pd.DataFrame, metadata: dict, baseline: str)
     another baseline's boots were not compared with those builds), and the calls its valid boots counted."""
     if metadata.get("baseline", "base") != baseline:
         return Coverage(baseline)
-    valid = set(map(tuple, runs.loc[runs["valid"].astype(bool), ["variant", "workload", "rep", "mode"]]
-                    .astype(str).values)) if len(runs) else set()
     calls = samples[samples["metric"].astype(str).str.startswith(METRIC)]
-    if len(calls):
-        keys = calls[["variant", "workload", "rep", "mode"]].astype(str).apply(tuple, axis=1)
-        calls = calls[keys.isin(valid)]
+    calls, _ = compare.valid_samples(calls, runs)
     medians: dict = {}
-    point = calls["point"] if "point" in calls else pd.Series("", index=calls.index)
     for (variant, workload, at, phase, metric), values in calls.groupby(
-            [calls["variant"], calls["workload"], point.fillna(""), calls["phase"], calls["metric"]], sort=False):
+            [calls["variant"], calls["workload"], calls["point"].fillna(""), calls["phase"], calls["metric"]],
+            sort=False):
         medians.setdefault((str(variant), str(workload), str(at), str(phase)), {})[metric[len(METRIC):]] = \
             float(np.median(values["value"]))
     counted = {function for found in medians.values() for function in found}
