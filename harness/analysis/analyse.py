@@ -95,14 +95,19 @@ def _require_controls(run_dirs: list[Path], runs, metadata: list[dict]) -> None:
 
 
 def decided(directory: results.RunDirectory) -> bool:
-    """True when every primary row of every variant has a verdict (the stopping rule of --reps auto)."""
+    """True when every primary row of every variant has a verdict (the stopping rule of --reps auto), or when
+    no workload phase ran the changes of any variant judged: more boots of code that does not run tell nothing."""
     samples, runs, metadata = results.read(directory.path)
     plan = compare.Plan.from_metadata(metadata, metadata.get("baseline", "base"))
     if not plan.primary:
         return False
+    order = compare.variant_order(runs, plan.baseline)
+    judged = [variant for variant in order[1:] if variant not in plan.controls]
+    cover = coverage.of(samples, runs, metadata, plan.baseline)
+    if judged and all(cover.silent(variant) for variant in judged):
+        return True
     kept, _ = compare.valid_samples(samples, runs)
-    return compare.all_decided(compare.gather(kept, runs) | compare.boot_cells(runs), plan,
-                               compare.variant_order(runs, plan.baseline))
+    return compare.all_decided(compare.gather(kept, runs) | compare.boot_cells(runs), plan, order)
 
 
 def analyse(run_dir: Path, experiment: Experiment, baseline: str | None = None) -> Path:

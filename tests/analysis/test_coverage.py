@@ -106,3 +106,9 @@ def test_a_phase_that_ran_none_of_the_changes_has_no_claim_of_no_change(tmp_path
     assert said.note == "the read phase of swapcow ran none of the functions `patched` changed"
     assert rows[("write", "cow_copies", "patched")].exercised is True
     assert rows[("write", "cow_copies", "patched")].verdict != "not exercised"
+
+
+def test_more_boots_are_not_asked_for_a_patch_no_workload_runs():
+    """--reps auto stops at the first look when no variant's changes ran: its rows cannot be decided by more."""
+    assert analyse.decided(results.RunDirectory.load(UNRUN))
+    assert not analyse.decided(results.RunDirectory.load(SEED)), "2 + 2 boots decide nothing, and the seed ran"
