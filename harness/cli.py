@@ -460,7 +460,8 @@ def _warn_unreachable(request: matrix.RunRequest) -> None:
 @main.command(name="workloads")
 @click.option("-e", "--experiment", "experiment_name", help="Experiment name in experiments/ or a .toml path.")
 @click.option("--covers", "asked", is_flag=True, help="Say which workload phases call each FUNCTION.")
-@click.option("--variant", help="Whose kernel answers --covers [default: the baseline].")
+@click.option("--variant", help="Whose kernel (and, with --run, whose boots) answers --covers [default: the "
+              "baseline].")
 @click.option("--workload", "workload_names", multiple=True, help="Workload (repeatable) [default: every one shipped].")
 @click.option("-p", "--param", "settings", multiple=True, help="Workload parameter NAME=VALUE (repeatable).")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
@@ -486,7 +487,7 @@ def workloads_command(obj, experiment_name, asked, variant, workload_names, sett
     if not functions:
         raise click.UsageError("--covers needs at least one FUNCTION")
     if run_dir:
-        found = covers.from_run(run_dir, functions)
+        found = covers.from_run(run_dir, functions, variant)
     else:
         found = covers.profile(spec, variant or spec.variants[0].name, functions, chosen, obj["cache_dir"], accel)
     for line in found.lines():

@@ -20,7 +20,7 @@ import numpy as np
 
 from harness import files, results
 from harness.analysis import coverage
-from harness.errors import CoverageUnknown, NoProfiler
+from harness.errors import CoverageUnknown, NoProfiler, ProfilingBootFailed
 from harness.experiment import Experiment
 from harness.guest import image as guest_image
 from harness.kernel import build, objdiff
@@ -67,22 +67,24 @@ def why_uncounted(function: str, facts: dict) -> str:
     return ""
 
 
-def from_run(run_dir: Path, functions) -> Map:
-    """The counts of a run's valid counted boots, the baseline's kernel (CoverageUnknown when it counted none of
-    them)."""
+def from_run(run_dir: Path, functions, variant: str | None = None) -> Map:
+    """The counts of a run's valid counted boots of variant's kernel (the baseline's by default); CoverageUnknown
+    when it counted none of them there."""
     samples, runs, metadata = results.read(run_dir)
-    cover = coverage.of(samples, runs, metadata, metadata.get("baseline", "base"))
     baseline = metadata.get("baseline", "base")
+    chosen = variant or baseline
+    cover = coverage.of(samples, runs, metadata, baseline)
     found = {}
-    for (variant, workload, _, phase), counted in cover.medians.items():
+    for (kernel, workload, point, phase), counted in cover.medians.items():
         for function in functions:
-            if variant == baseline and function in counted:
-                found.setdefault(function, {})[(workload, phase)] = counted[function]
+            if kernel == chosen and function in counted:
+                where = f"{workload} at {point}" if point else workload
+                found.setdefault(function, {})[(where, phase)] = counted[function]
     missing = [function for function in functions if function not in found]
     if missing:
-        raise CoverageUnknown(functions=", ".join(missing), where=run_dir,
+        raise CoverageUnknown(functions=", ".join(missing), where=f"the boots of {chosen} in {run_dir}",
                               counted=", ".join(metadata.get("calls", [])) or "none")
-    return Map(found, {}, f"from the boots of {baseline} in {run_dir}")
+    return Map(found, {}, f"from the boots of {chosen} in {run_dir}")
 
 
 def profile(spec: Experiment, variant: str, functions, chosen, cache_dir: Path, accel: str = "auto") -> Map:
@@ -97,13 +99,15 @@ def profile(spec: Experiment, variant: str, functions, chosen, cache_dir: Path, 
     found: dict = {function: {} for function in wanted}
     image = guest_image.build(cache_dir) if wanted else None
     for workload, params in chosen:
-        kept = _kept(built.directory, workload.name, params)
+        kept = _kept(built.directory, workload.name, params, spec, image)
         known = json.loads(kept.read_text()) if kept.is_file() else {}
         missing = [function for function in wanted if function not in known]
         if missing:
-            known.update(_boot(spec, built, image, workload, params, missing, cache_dir, accel))
-            kept.parent.mkdir(exist_ok=True)
-            files.write_atomic(kept, json.dumps(known, indent=1, sort_keys=True) + "\n")
+            counts, valid = _boot(spec, built, image, workload, params, missing, cache_dir, accel)
+            known.update(counts)
+            if valid:       # a boot the workload's gates refused answers now, and is not kept
+                kept.parent.mkdir(exist_ok=True)
+                files.write_atomic(kept, json.dumps(known, indent=1, sort_keys=True) + "\n")
         for function in wanted:
             if known.get(function) is None:
                 uncounted[function] = "the guest's profiler refused it (not in available_filter_functions)"
@@ -116,24 +120,30 @@ def profile(spec: Experiment, variant: str, functions, chosen, cache_dir: Path, 
                f"one counted boot per workload of {variant} ({built.release}, build {built.key})")
 
 
-def _kept(directory: Path, workload: str, params: dict) -> Path:
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
+def _kept(directory: Path, workload: str, params: dict, spec: Experiment, image) -> Path:
+    """Where the counts of a workload's boot are kept: by its parameters, the guest and the guest image."""
+    asked = {"parameters": params, "guest": vars(spec.guest), "image": image.digest}
+    digest = hashlib.sha256(json.dumps(asked, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return directory / FOLDER / f"{workload}-{digest}.json"
 
 
-def _boot(spec: Experiment, built, image, workload, params, functions, cache_dir: Path, accel: str) -> dict:
-    """function -> {phase: calls} (None: the guest could not profile it) from one counted boot."""
+def _boot(spec: Experiment, built, image, workload, params, functions, cache_dir: Path,
+          accel: str) -> tuple[dict, bool]:
+    """(function -> {phase: calls}, None where the guest could not profile it; whether the boot was valid),
+    from one counted boot."""
     log.info("profiling %s on %s for %s", workload.name, built.variant, ", ".join(functions))
     job = cell.Job(cell.Cell(workload, params, 1, "counted"), cell.Kernel.of(built, None), image,
                    replace(spec, cow_causes=False), spec.guest, accel, calls=tuple(functions))
     with tempfile.TemporaryDirectory(prefix="harness-covers-") as raw:
         run, samples = cell.run_cell(job, Path(raw), cache_dir)
-    if not run.valid and not samples:
-        raise CoverageUnknown(functions=", ".join(functions), where=f"a boot of {built.variant} with {workload.name}",
-                              counted=f"none: {run.reason}")
+    if not samples:
+        raise ProfilingBootFailed(workload=workload.name, variant=built.variant, reason=run.reason)
+    if not run.valid:
+        log.warning("the profiling boot of %s on %s was invalid (%s): its counts answer now, and are not kept",
+                    workload.name, built.variant, run.reason)
     counts: dict = {function: None for function in functions}
     for sample in samples:
         if sample.metric.startswith(coverage.METRIC):
             function = sample.metric[len(coverage.METRIC):]
             counts[function] = {**(counts[function] or {}), sample.phase: float(np.round(sample.value))}
-    return counts
+    return counts, run.valid

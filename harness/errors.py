@@ -132,6 +132,11 @@ class CoverageUnknown(UserError):
                 "are profiled on the built kernel")
 
 
+class ProfilingBootFailed(WorldError):
+    template = ("The profiling boot of {workload} on {variant} failed ({reason}): nothing was counted or kept; see "
+                "the log, or `harness boot --variant {variant}` to try the kernel by hand")
+
+
 class NoProfiler(UserError):
     template = ("Experiment {experiment} has no probes, so its boots run no function profiler and cannot count "
                 "{functions}: name an experiment with `probes` (the default one has them)")

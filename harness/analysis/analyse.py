@@ -29,7 +29,7 @@ def comparison(run_dirs: list[Path], baseline: str | None = None) -> compare.Com
     hosts = all(m.get("mixed_hosts") for m in metadata)
     plan = replace(plan, control=control, design=design, mixed_sources=mixed, mixed_hosts=hosts)
     order = [variant["name"] for metadata_of_run in metadata for variant in metadata_of_run.get("variants", [])]
-    result = compare.compare(samples, runs, plan, order, coverage.of(samples, runs, metadata[0], chosen))
+    result = compare.compare(samples, runs, plan, order, coverage.of(samples, runs, metadata, chosen))
     if len(run_dirs) > 1:
         result = replace(result, notes=(f"Pooled: {len(run_dirs)} run folders, one look at all their boots at "
                                         f"{design.whole:.3g} of alpha; boots of different folders were not "

@@ -922,6 +922,8 @@ def summary_lines(comparison: Comparison) -> list[str]:
     """What was tested and how, for the top of the table and of the report."""
     plan = comparison.plan
     lines = [line for line in [comparison.calibration_line()] if line]
+    if comparison.coverage is not None:
+        lines += comparison.coverage.summary()
     variants = sorted({r.variant for r in comparison.rows if r.variant != plan.baseline})
     if plan.primary:
         points = {r.point for r in comparison.rows if r.margin_pct is not None}
@@ -947,8 +949,6 @@ def summary_lines(comparison: Comparison) -> list[str]:
         lines.append(f"LOST BOOTS: `{r.variant}` lost more repetitions of {r.workload}"
                      f"{f' at {r.point}' if r.point else ''} than `{plan.baseline}`: {r.note}")
     lines += list(comparison.notes)
-    if comparison.coverage is not None:
-        lines += comparison.coverage.summary()
     others = sorted({r.variant for r in comparison.rows if r.other_source})
     if others:
         lines.append(f"Other kernel: {', '.join(others)} built from another kernel source than `{plan.baseline}`: "

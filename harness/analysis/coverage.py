@@ -1,17 +1,19 @@
 """Patch coverage: which functions each variant changed (the object-code diff against the baseline,
 harness/kernel/objdiff.py) and which workload phases ran them (`calls.FUNCTION`, counted by the
-function profiler in every phase of every counted boot, of the baseline and the variants alike).
+function profiler in every phase of every counted boot, of the baseline and the variants alike; the
+whole guest's calls, so the collectors' own commands add a background that the idle phase shows).
 
 A phase *exercised* a variant's patch when the median number of calls, over the phase's valid
 counted boots, of at least one of the functions it changed is above 0 on the baseline or on the
-variant. It did not when every function the variant changed outside init sections was counted
-and none has such a median: then no statement of "no change" can be made about that phase, and
-its rows get the verdict `not exercised` instead of `equivalent`, `identical` (and, for primary
-rows, `inconclusive`). When no workload phase ran any of them, every row of the variant but a
-`better` or `worse` one is `not exercised`, and the report's headline says so first. Functions in
-init sections ran at boot, before any phase; functions the profiler cannot see (no `__fentry__`
-call: notrace, as every inline function's out-of-line copy is) are named, and while one of them
-is among a variant's changes, "not exercised" is never claimed: it might have run unseen.
+variant. It did not when every function the variant changed outside init sections was counted on
+each kernel that has it, and none has such a median: then no statement of "no change" can be made
+about that phase, and its rows get the verdict `not exercised` instead of `equivalent`, `identical`
+(and, for primary rows, `inconclusive`). When no boot of any workload phase called any of them,
+every row of the variant but a `better` or `worse` one is `not exercised`, and the report's
+headline says so first. Functions in init sections ran at boot, before any phase; functions the
+profiler cannot see (no `__fentry__` call: notrace, as every inline function's out-of-line copy is)
+or cannot tell apart (a name an unchanged function shares) are named, and while one of them is
+among a variant's changes, "not exercised" is never claimed: it might have run unseen.
 """
 
 from dataclasses import dataclass, field, replace
@@ -34,7 +36,10 @@ class Changed:
     functions: tuple[str, ...]      # changed, added or removed, by their names in vmlinux
     init: tuple[str, ...] = ()      # of those, in init sections: they ran at boot, if at all
     untraced: tuple[str, ...] = ()  # of those, without __fentry__: the profiler cannot count them
+    shared: tuple[str, ...] = ()    # of those, names an unchanged function shares: counted together
     counted: tuple[str, ...] = ()   # of those, with calls.FUNCTION in the run's boots
+    added: tuple[str, ...] = ()     # only the variant's kernel has these
+    removed: tuple[str, ...] = ()   # only the baseline's kernel has these
 
     @property
     def uncounted(self) -> tuple[str, ...]:
@@ -45,12 +50,17 @@ class Changed:
     def init_only(self) -> bool:
         return bool(self.functions) and set(self.functions) <= set(self.init)
 
+    def kernels(self, function: str) -> tuple[bool, bool]:
+        """(whether the baseline's kernel has function, whether the variant's has it)."""
+        return function not in self.added, function not in self.removed
+
 
 @dataclass(frozen=True)
 class Coverage:
     baseline: str
     changed: dict = field(default_factory=dict)     # variant -> Changed
     medians: dict = field(default_factory=dict)     # (variant, workload, point, phase) -> {function: median}
+    maxima: dict = field(default_factory=dict)      # the same keys -> {function: most calls in one boot}
 
     def calls(self, variant: str, workload: str, point: str, phase: str) -> dict[str, list]:
         """function -> [median calls on the baseline, on the variant] in a phase (None: not counted there,
@@ -67,11 +77,15 @@ class Coverage:
         mine = self.changed.get(variant)
         if mine is None or not mine.counted:
             return None
-        seen = [value for pair in self.calls(variant, workload, point, phase).values() for value in pair
-                if value is not None]
-        if any(value > 0 for value in seen):
+        calls = self.calls(variant, workload, point, phase)
+        if any(value is not None and value > 0 for pair in calls.values() for value in pair):
             return True
-        return None if not seen or mine.uncounted else False
+        if mine.uncounted:
+            return None
+        for function, pair in calls.items():     # each kernel that has the function must have counted it
+            if any(has and value is None for has, value in zip(mine.kernels(function), pair)):
+                return None
+        return False
 
     def phases(self, variant: str) -> list[tuple[str, str, str]]:
         """(workload, point, phase) of the workload phases (not idle) counted on the baseline or the variant."""
@@ -84,18 +98,34 @@ class Coverage:
         return True if True in said else None if None in said or not said else False
 
     def silent(self, variant: str) -> bool:
-        """True when no workload phase ran any function the variant changed, and the run could count them all."""
+        """True when no boot of any workload phase called a function the variant changed, and the run could
+        count them all."""
         said = [self.exercised(variant, *key) for key in self.phases(variant)]
-        return bool(said) and all(value is False for value in said)
+        if not said or not all(value is False for value in said):
+            return False
+        return not any(self.maxima.get((kernel, *key), {}).get(function, 0) > 0
+                       for key in self.phases(variant) for kernel in (self.baseline, variant)
+                       for function in self.changed[variant].counted)
 
     def never_ran(self, variant: str) -> list[str]:
-        """The counted functions of the variant with no call in any phase, idle included, on either kernel."""
+        """The counted functions of the variant that no boot of either kernel called, in any phase, idle too."""
         mine = self.changed.get(variant)
         if mine is None or not self.phases(variant):
             return []
-        ran = {function for key, found in self.medians.items() if key[0] in (self.baseline, variant)
+        ran = {function for key, found in self.maxima.items() if key[0] in (self.baseline, variant)
                for function, value in found.items() if value > 0}
         return [function for function in mine.counted if function not in ran]
+
+    def background(self, variant: str, workload: str, point: str, phase: str) -> bool:
+        """Whether a phase called the variant's changed functions no more than the idle phase before the workload
+        did, on both kernels: its calls may be the collectors' own commands, not the workload's."""
+        if phase == IDLE:
+            return False
+        calls = self.calls(variant, workload, point, phase)
+        idle = self.calls(variant, workload, point, IDLE)
+        pairs = [(value, idle.get(function, [None, None])[side]) for function, pair in calls.items()
+                 for side, value in enumerate(pair) if value is not None]
+        return bool(pairs) and all(rest is not None and value <= rest for value, rest in pairs)
 
     def judged(self, row):
         """A comparison row (harness/analysis/compare.Row) with `exercised` and `changed_calls`, and the
@@ -104,17 +134,19 @@ class Coverage:
             return row
         if (row.phase, row.metric) == compare.BOOTS:
             exercised, calls = self.workload_exercised(row.variant, row.workload, row.point), None
+            where = f"no phase of {row.workload}"
         else:
             exercised = self.exercised(row.variant, row.workload, row.point, row.phase)
             calls = self.calls(row.variant, row.workload, row.point, row.phase) or None
+            where = f"the {row.phase} phase of {row.workload}"
         row = replace(row, exercised=exercised, changed_calls=calls)
         if row.verdict in ("better", "worse"):
             return row
         if self.silent(row.variant):    # the headline and the coverage say why, once
             return replace(row, verdict=SILENT)
         if exercised is False and (row.verdict in compare.RESTING or row.margin_pct is not None):
-            return replace(row, verdict=SILENT, note=f"the {row.phase} phase of {row.workload} ran none of the "
-                                                     f"functions `{row.variant}` changed")
+            said = f"{where} ran none of the functions `{row.variant}` changed"
+            return replace(row, verdict=SILENT, note=f"{row.note}; {said}" if row.note else said)
         return row
 
     def silence(self, variant: str) -> str:
@@ -152,29 +184,40 @@ class Coverage:
         return lines
 
 
-def of(samples: pd.DataFrame, runs: pd.DataFrame, metadata: dict, baseline: str) -> Coverage:
-    """The coverage of a run: the object-code differences its metadata holds (against its own baseline only:
-    another baseline's boots were not compared with those builds), and the calls its valid boots counted."""
-    if metadata.get("baseline", "base") != baseline:
+def of(samples: pd.DataFrame, runs: pd.DataFrame, metadata, baseline: str) -> Coverage:
+    """The coverage of a run, or of pooled runs (metadata: one dict, or a list of them): the object-code
+    differences their metadata hold against this baseline (another baseline's boots were not compared with
+    those builds), and the calls their valid boots counted."""
+    recorded = [metadata] if isinstance(metadata, dict) else list(metadata)
+    differences = {}
+    for of_run in recorded:
+        if of_run.get("baseline", "base") == baseline:
+            for variant, difference in of_run.get("object_code", {}).items():
+                if variant != of_run.get("control"):
+                    differences.setdefault(variant, difference)
+    if not differences:
         return Coverage(baseline)
     calls = samples[samples["metric"].astype(str).str.startswith(METRIC)]
     calls, _ = compare.valid_samples(calls, runs)
     medians: dict = {}
+    maxima: dict = {}
     for (variant, workload, at, phase, metric), values in calls.groupby(
             [calls["variant"], calls["workload"], calls["point"].fillna(""), calls["phase"], calls["metric"]],
             sort=False):
-        medians.setdefault((str(variant), str(workload), str(at), str(phase)), {})[metric[len(METRIC):]] = \
-            float(np.median(values["value"]))
+        key, function = (str(variant), str(workload), str(at), str(phase)), metric[len(METRIC):]
+        medians.setdefault(key, {})[function] = float(np.median(values["value"]))
+        maxima.setdefault(key, {})[function] = float(values["value"].max())
     counted = {function for found in medians.values() for function in found}
     changed = {}
-    for variant, difference in metadata.get("object_code", {}).items():
+    for variant, difference in differences.items():
         functions = objdiff.touched_functions(difference)
-        if difference.get("identical") or not functions or variant == metadata.get("control"):
+        if difference.get("identical") or not functions:
             continue
         changed[variant] = Changed(variant, tuple(functions), tuple(difference.get("init", ())),
-                                   tuple(difference.get("untraced", ())),
-                                   tuple(f for f in functions if f in counted))
-    return Coverage(baseline, changed, medians)
+                                   tuple(difference.get("untraced", ())), tuple(difference.get("shared", ())),
+                                   tuple(f for f in functions if f in counted), tuple(difference.get("added", ())),
+                                   tuple(difference.get("removed", ())))
+    return Coverage(baseline, changed, medians, maxima)
 
 
 def _number(value: float | None) -> str:
@@ -189,8 +232,10 @@ def section(cover: Coverage) -> list[str]:
         return []
     lines = ["## Patch coverage", "",
              "Median calls of each function a variant changed (every copy of it, in the whole guest, from the "
-             f"function profiler) per phase of the counted boots, `{cover.baseline}` -> variant; `-`: not counted "
-             "there (that kernel has no such function). A phase ran the patch when one median is above 0.", ""]
+             f"function profiler) per phase of the counted boots, `{cover.baseline}` -> variant; `-`: no count "
+             "there (that kernel lacks the function, or its profiler refused it). A phase ran the patch when one "
+             "median is above 0; the idle phase, before the workload starts, shows the background of the "
+             "collectors' own commands.", ""]
     for variant, mine in cover.changed.items():
         lines.append(f"### `{variant}`")
         lines.append("")
@@ -204,8 +249,10 @@ def section(cover: Coverage) -> list[str]:
                 cells = [f"{_number(base)} -> {_number(other)}" for base, other in calls.values()]
                 where = f"{workload}{f' at {point}' if point else ''}/{phase}" + \
                     (" (before the workload: background)" if phase == IDLE else "")
-                lines.append(f"| {where} | " + " | ".join(cells) +
-                             f" | {'yes' if ran else 'no' if ran is False else '?'} |")
+                said = "yes" if ran else "no" if ran is False else "?"
+                if ran and cover.background(variant, workload, point, phase):
+                    said = "yes, no more than idle: the collectors' commands, perhaps not the workload"
+                lines.append(f"| {where} | " + " | ".join(cells) + f" | {said} |")
             lines.append("")
         lines += [f"- {line}" for line in notes(cover, variant)]
         lines.append("")
@@ -224,12 +271,16 @@ def notes(cover: Coverage, variant: str) -> list[str]:
         said.append(f"Not counted: {_names(mine.untraced)}: no `__fentry__` call, so the function profiler cannot "
                     "see it (notrace, as every inline function's out-of-line copy is); while it is among the "
                     "changes, no phase is called unexercised.")
-    others = [f for f in mine.uncounted if f not in mine.untraced]
+    if mine.shared:
+        said.append(f"Not counted: {_names(mine.shared)}: an unchanged function has the same name, and the "
+                    "profiler counts every function of a name together; while it is among the changes, no phase "
+                    "is called unexercised.")
+    others = [f for f in mine.uncounted if f not in mine.untraced and f not in mine.shared]
     if others:
         said.append(f"Not counted in any boot: {_names(others)}.")
     never = cover.never_ran(variant)
     if never:
-        said.append(f"Changed, but ran in no phase on either kernel: {_names(never)}.")
+        said.append(f"Changed, but called in no boot of either kernel, in any phase: {_names(never)}.")
     return said
 
 

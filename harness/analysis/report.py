@@ -85,6 +85,8 @@ def cause_sentence(rows: list[compare.Row], workload: str, phase: str) -> str:
     parts = []
     for variant in dict.fromkeys(r.variant for r in chosen if r.variant != r.baseline and r.role != "control"):
         mine = [r for r in chosen if r.variant == variant and r.metric in base]
+        if mine and all(r.exercised is False for r in mine):
+            continue        # no claim about code the phase did not run (harness/analysis/coverage.py)
         moved = max(mine, key=lambda r: abs(r.median - base[r.metric].median), default=None)
         if moved is None or moved.median == base[moved.metric].median:
             parts.append(f"in `{variant}` no cause of copies changed its median")

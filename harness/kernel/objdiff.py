@@ -25,7 +25,7 @@ from harness.errors import CommandFailed
 from harness.files import write_atomic
 
 FACTS_FILE = "object-code.json"
-FACTS_VERSION = 3
+FACTS_VERSION = 4
 INIT_SECTIONS = (".init.", ".exit.", ".head.text")     # freed after boot, or never run after it
 _SECTION = re.compile(r"^\s*\[\s*\d+\]\s+(\S+)\s+\S+\s+[0-9a-f]+\s+([0-9a-f]+)\s+([0-9a-f]+)\s+\S+\s+(\S*)")
 _FUNCTION = re.compile(r"^[0-9a-f]+ <(.+)>:$")
@@ -50,6 +50,7 @@ class ObjectDiff:
     bloat: str = ""                      # scripts/bloat-o-meter's table
     init: list[str] = field(default_factory=list)       # of the functions touched: those in init sections
     untraced: list[str] = field(default_factory=list)   # of the functions touched: those without __fentry__
+    shared: list[str] = field(default_factory=list)     # of the functions touched: names an unchanged copy shares
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -103,10 +104,11 @@ def function_hashes(vmlinux: Path) -> dict[str, list[str]]:
 
 
 def disassembled(vmlinux: Path) -> dict:
-    """{"functions": function hashes (above), "init": functions in init sections, "untraced": functions
-    with a copy that does not start with a call of __fentry__ (the function profiler cannot count it)}."""
+    """{"functions": function hashes (above), "init": functions whose every copy is in an init section,
+    "untraced": functions with a copy that does not start with a call of __fentry__ (the function profiler
+    cannot count it)}."""
     hashes: dict[str, list[str]] = {}
-    init, untraced = set(), set()
+    init, live, untraced = set(), set(), set()
     name, digest, section, first = None, None, "", True
 
     def close():
@@ -116,8 +118,7 @@ def disassembled(vmlinux: Path) -> dict:
         if match := _FUNCTION.match(line):
             close()
             name, digest, first = match.group(1), hashlib.sha256(), True
-            if section.startswith(INIT_SECTIONS):
-                init.add(name)
+            (init if section.startswith(INIT_SECTIONS) else live).add(name)
         elif match := _SECTION_HEAD.match(line):
             close()
             name, section = None, match.group(1)
@@ -129,7 +130,7 @@ def disassembled(vmlinux: Path) -> dict:
             if not _PADDING.match(match.group(1)):
                 digest.update(normalise(match.group(1)).encode() + b"\n")
     close()
-    return {"functions": {name: sorted(copies) for name, copies in hashes.items()}, "init": sorted(init),
+    return {"functions": {name: sorted(copies) for name, copies in hashes.items()}, "init": sorted(init - live),
             "untraced": sorted(untraced)}
 
 
@@ -177,7 +178,16 @@ def compare(variant: str, baseline: str, old: dict, new: dict, bloat: str = "") 
     init = set(old.get("init", ())) | set(new.get("init", ()))
     untraced = set(old.get("untraced", ())) | set(new.get("untraced", ()))
     return replace(difference, init=[name for name in touched if name in init],
-                   untraced=[name for name in touched if name in untraced and name not in init])
+                   untraced=[name for name in touched if name in untraced and name not in init],
+                   shared=[name for name in touched if name not in init and _kept_copy(before, after, name)])
+
+
+def _kept_copy(before: dict, after: dict, name: str) -> bool:
+    """Whether a changed name also names a copy the patch left as it was: several static functions of one name
+    (in different files, or an inline function's out-of-line copies), of which some did not change. The
+    profiler counts every function of a name together, so its calls may be the unchanged ones'."""
+    old, new = list(before.get(name, ())), list(after.get(name, ()))
+    return any(new.count(digest) and old.count(digest) for digest in set(old))
 
 
 def bloat_o_meter(tree: Path, old_vmlinux: Path, new_vmlinux: Path) -> str:

@@ -315,12 +315,13 @@ def _prepare(request: RunRequest, directory: results.RunDirectory, cache_dir: Pa
 def counted_calls(differences: dict[str, objdiff.ObjectDiff], request: RunRequest) -> tuple[str, ...]:
     """The functions whose calls every counted boot counts, of every variant and the baseline alike: those
     the variants changed, added or removed, less the ones in init sections (they ran at boot, before any
-    phase) and those the function profiler cannot see (no __fentry__ call)."""
+    phase), those the function profiler cannot see (no __fentry__ call) and those whose name an unchanged function
+    shares (the profiler would count both as one)."""
     found = []
     for name, difference in differences.items():
         if name != request.control and not difference.identical:
-            found += [function for function in difference.functions
-                      if function not in difference.init and function not in difference.untraced]
+            left_out = {*difference.init, *difference.untraced, *difference.shared}
+            found += [function for function in difference.functions if function not in left_out]
     return tuple(sorted(set(found)))
 
 

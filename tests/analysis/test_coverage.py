@@ -108,7 +108,71 @@ def test_a_phase_that_ran_none_of_the_changes_has_no_claim_of_no_change(tmp_path
     assert rows[("write", "cow_copies", "patched")].verdict != "not exercised"
 
 
-def test_more_boots_are_not_asked_for_a_patch_no_workload_runs():
-    """--reps auto stops at the first look when no variant's changes ran: its rows cannot be decided by more."""
-    assert analyse.decided(results.RunDirectory.load(UNRUN))
+def test_more_boots_are_not_asked_for_a_patch_no_workload_runs(tmp_path):
+    """--reps auto stops at the first look when no variant's changes ran: its rows cannot be decided by more.
+    The recorded run with the variant's primary values spread, so that 3 + 3 boots leave the row undecided."""
+    copy = tmp_path / "run"
+    shutil.copytree(UNRUN, copy)
+    samples = pd.read_csv(copy / "samples.csv")
+    primary = (samples["variant"] == "mincore") & (samples["metric"] == "cow_copies_per_swapin")
+    samples.loc[primary, "value"] = samples.loc[primary, "value"] * [0.9, 1.0, 1.1]
+    samples.to_csv(copy / "samples.csv", index=False)
+    metadata = json.loads((copy / "metadata.json").read_text())
+    plan = compare.Plan.from_metadata(metadata)
+    kept, _ = compare.valid_samples(samples, pd.read_csv(copy / "runs.csv"))
+    cells = compare.gather(kept, pd.read_csv(copy / "runs.csv"))
+    assert not compare.all_decided(cells, plan, ["base", "mincore"]), "undecided by the statistics alone"
+    assert analyse.decided(results.RunDirectory.load(copy))
     assert not analyse.decided(results.RunDirectory.load(SEED)), "2 + 2 boots decide nothing, and the seed ran"
+
+
+def with_calls(tmp_path, change):
+    """A copy of the mincore run whose calls samples change(samples) edits."""
+    copy = tmp_path / "run"
+    shutil.copytree(UNRUN, copy)
+    samples = pd.read_csv(copy / "samples.csv")
+    samples = change(samples)
+    samples.to_csv(copy / "samples.csv", index=False)
+    return copy
+
+
+def test_a_call_in_one_boot_of_three_is_no_silence_but_no_phase_ran_it_either(tmp_path):
+    """The median says whether a phase ran the patch; "no workload ran it" needs every boot to say so."""
+    def one_call(samples):
+        first = samples.index[(samples["metric"] == "calls.__x64_sys_mincore") & (samples["phase"] == "write")
+                              & (samples["variant"] == "mincore")][0]
+        samples.loc[first, "value"] = 5
+        return samples
+    comparison = analyse.comparison([with_calls(tmp_path, one_call)])
+    cover = comparison.coverage
+    assert not cover.silent("mincore") and cover.never_ran("mincore") == [] and cover.headline() == ""
+    assert cover.exercised("mincore", "swapcow", "", "write") is False
+    write = [r for r in comparison.rows if r.variant == "mincore" and r.phase == "write"]
+    assert "not exercised" in {r.verdict for r in write} and not {r.verdict for r in write} & set(compare.RESTING)
+    assert any(r.note.endswith("the write phase of swapcow ran none of the functions `mincore` changed")
+               for r in write)
+
+
+def test_a_kernel_that_gave_no_count_leaves_the_phase_unknown(tmp_path):
+    """A function both kernels have, counted on the baseline only in the write phase: the run cannot tell."""
+    def dropped(samples):
+        return samples[~((samples["metric"] == "calls.__x64_sys_mincore") & (samples["phase"] == "write")
+                         & (samples["variant"] == "mincore"))]
+    comparison = analyse.comparison([with_calls(tmp_path, dropped)])
+    assert comparison.coverage.exercised("mincore", "swapcow", "", "write") is None
+    assert not comparison.coverage.silent("mincore")
+    write = [r for r in comparison.rows if r.variant == "mincore" and r.phase == "write"]
+    assert "not exercised" not in {r.verdict for r in write}
+
+
+def test_a_phase_with_no_more_calls_than_idle_is_marked_as_background(tmp_path):
+    samples, runs, metadata = results.read(SEED)
+    cover = coverage.of(samples, runs, metadata, "base")
+    assert not cover.background("patched", "swapcow", "", "write"), "4,000 calls against about 125 in idle"
+    raised = samples.copy()
+    idle = (raised["phase"] == "idle") & raised["metric"].str.startswith("calls.")
+    raised.loc[idle, "value"] = 10_000
+    loud = coverage.of(raised, runs, metadata, "base")
+    assert loud.background("patched", "swapcow", "", "write") and not loud.background("patched", "swapcow", "",
+                                                                                       "idle")
+    assert any("no more than idle" in line for line in coverage.section(loud))

@@ -55,6 +55,10 @@ def test_copies_of_a_static_function_are_counted(tmp_path):
     difference = objdiff.compare("patched", "base", old, new)
     assert difference.changed == ["f", "page_mapcount (3 -> 2 copies)"] and difference.added == ["g"]
     assert difference.sections == {".text": [10, 8]}
+    assert difference.shared == ["page_mapcount"], "two copies are as they were: the profiler cannot tell them apart"
+    every = objdiff.compare("patched", "base", old, {**new, "functions": {**new["functions"],
+                                                                          "page_mapcount": ["i", "j"]}})
+    assert every.shared == [], "every copy changed: any call is a call of changed code"
 
 
 def test_a_failing_disassembler_is_a_command_error(tmp_path):

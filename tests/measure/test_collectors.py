@@ -153,3 +153,22 @@ def test_a_function_the_guest_cannot_profile_is_named_and_not_counted():
     guest = Guest({"page_mapcount"})
     assert collectors.count_calls(guest, ("do_wp_page", "page_mapcount")) == ["page_mapcount"]
     assert collectors.count_calls(guest, ()) == [] and len(guest.asked) == 1, "nothing to ask: no command"
+
+
+def test_the_guest_helper_profiles_the_functions_its_kernel_lists_and_names_the_rest(tmp_path):
+    """harness-collect calls, run by sh on this host against a tracing folder laid out as the kernel's."""
+    import subprocess
+    from pathlib import Path
+
+    from harness import guest
+    tracing = tmp_path / "tracing"
+    tracing.mkdir()
+    (tracing / "available_filter_functions").write_text("do_wp_page\nunmap_page_range\ndo_wp_page\nfoo.isra.0\n")
+    (tracing / "set_ftrace_filter").write_text("wp_page_copy\n")
+    script = Path(guest.__file__).parent / "guest_tools" / "harness-collect"
+    result = subprocess.run(["sh", script, "calls", "do_wp_page", "page_mapcount", "foo.isra.0", "foo"],
+                            capture_output=True, text=True, check=True,
+                            env={"PATH": "/usr/bin:/bin", "HARNESS_TRACING": str(tracing),
+                                 "HARNESS_STATE": str(tmp_path / "state")})
+    assert result.stdout.splitlines() == ["unseen page_mapcount", "unseen foo"]
+    assert (tracing / "set_ftrace_filter").read_text().splitlines() == ["wp_page_copy", "do_wp_page", "foo.isra.0"]
