@@ -161,7 +161,9 @@ def test_report_writes_what_bench_writes_for_a_run_and_compare_gives_a_block_per
     assert result.output.strip() == f"report: {copy / 'report.md'}"
     assert (copy / "comparison.json").is_file() and (copy / "plots" / "sweep-swapcow-write-cow_copies.svg").is_file()
     table = invoke(tmp_path, "compare", str(copy)).output
-    assert table.splitlines()[0].startswith("Primary (*): 1 rows x 3 sweep points x 1 variants against `base`")
+    said = [line for line in table.splitlines() if not line.startswith("Patch coverage of ")]
+    assert said[0].startswith("Primary (*): 1 rows x 3 sweep points x 1 variants against `base`")
+    assert "Patch coverage of `patched`: not counted in this run (it changed " in table, "a run from before coverage"
     blocks = [line for line in table.splitlines() if line.startswith("swapcow at ")]
     assert blocks == ["swapcow at guest.swap_mb=48:", "swapcow at guest.swap_mb=96:",
                       "swapcow at guest.swap_mb=160:"], "one block per point, in the axis' order"

@@ -168,6 +168,10 @@ class Coverage:
         """One line per variant for the top of `harness compare`: the functions it changed and where they ran."""
         lines = []
         for variant, mine in self.changed.items():
+            if not mine.counted:
+                lines.append(f"Patch coverage of `{variant}`: not counted in this run (it changed "
+                             f"{', '.join(mine.functions[:6])}{' ...' if len(mine.functions) > 6 else ''})")
+                continue
             ran = []
             for workload, point, phase in self.phases(variant):
                 calls = self.calls(variant, workload, point, phase)

@@ -28,8 +28,9 @@ def request_for(tmp_path, name):
 
 
 def job_for(request, planned: cell.Cell, variant: str) -> cell.Job:
+    """The job as the reference run gave it: with the functions its patch changed, counted in every phase."""
     return cell.Job(planned, cell.Kernel.of(FakeBuild(variant), None), None, request.experiment,
-                    request.experiment.guest)
+                    request.experiment.guest, calls=tuple(results.read_metadata(REFERENCE)["calls"]))
 
 
 def run(tmp_path, monkeypatch, name, variant="base", die_in="", causes=()):
@@ -65,6 +66,8 @@ def test_a_replayed_cell_gives_the_reference_runs_figures(tmp_path, monkeypatch,
     assert differ == {}
     assert raw_phases(directory.path / "raw") == [phase for phase, _ in recordings(workload, variant)]
     assert any(command.startswith("harness-collect setup") for command in session.commands)
+    assert "harness-collect calls do_wp_page unmap_page_range" in session.commands
+    assert replayed[("write", "calls.unmap_page_range")] > 0 and ("write", "ftrace.unmap_page_range") not in replayed
 
 
 def test_copies_per_swapin_tell_base_from_patched(tmp_path, monkeypatch):
