@@ -124,5 +124,6 @@ def analyse(run_dir: Path, experiment: Experiment, baseline: str | None = None) 
     path = report.write(run_dir, result, figures, headline)
     directory = results.RunDirectory.load(run_dir)
     stages = {**metadata.get("stage_seconds", {}), "analysis": round(time.monotonic() - started, 1)}
-    directory.update_metadata(stage_seconds=stages)
+    cover = result.coverage.as_dict() if result.coverage is not None else {}
+    directory.update_metadata(stage_seconds=stages, coverage=cover)
     return path

@@ -149,6 +149,25 @@ class Coverage:
             return replace(row, verdict=SILENT, note=f"{row.note}; {said}" if row.note else said)
         return row
 
+    def as_dict(self) -> dict:
+        """What metadata.json keeps under `coverage`: per variant, the functions it changed and how each was
+        counted, and per workload phase ("WORKLOAD/PHASE", "WORKLOAD at POINT/PHASE") the median calls
+        [baseline, variant] and whether the phase ran the patch (null: the run cannot tell)."""
+        found = {}
+        for variant, mine in self.changed.items():
+            phases = {}
+            for workload, point, phase in dict.fromkeys(key[1:] for key in self.medians
+                                                        if key[0] in (self.baseline, variant)):
+                where = f"{workload}{f' at {point}' if point else ''}/{phase}"
+                phases[where] = {"calls": self.calls(variant, workload, point, phase),
+                                 "exercised": self.exercised(variant, workload, point, phase)}
+            found[variant] = {"baseline": self.baseline, "functions": list(mine.functions),
+                              "counted": list(mine.counted), "init": list(mine.init),
+                              "untraced": list(mine.untraced), "shared": list(mine.shared),
+                              "silent": self.silent(variant), "never_ran": self.never_ran(variant),
+                              "phases": phases}
+        return found
+
     def silence(self, variant: str) -> str:
         """'no workload ran do_mincore(): ...' for a variant whose changes no workload phase ran."""
         mine = self.changed[variant]

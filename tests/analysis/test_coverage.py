@@ -37,6 +37,9 @@ def test_the_seed_ran_its_changes_in_every_phase_and_its_verdicts_stand():
     assert lines[0] == "## Patch coverage" and any(line.startswith("| swapcow/write | ") for line in lines)
     assert any("Not counted: `page_mapcount`: no `__fentry__` call" in line for line in lines)
     assert cover.headline() == ""
+    kept = cover.as_dict()["patched"]
+    assert kept["phases"]["swapcow/write"] == {"calls": calls, "exercised": True}
+    assert kept["untraced"] == ["page_mapcount"] and not kept["silent"] and kept["never_ran"] == []
 
 
 def test_a_patch_no_workload_runs_makes_no_claim_of_no_change(tmp_path):
@@ -57,6 +60,8 @@ def test_a_patch_no_workload_runs_makes_no_claim_of_no_change(tmp_path):
     text = (copy / "report.md").read_text().splitlines()
     assert text[2].startswith("**`mincore`: no workload ran __x64_sys_mincore(): this run cannot tell"), text[2]
     assert text.index("## Patch coverage") < text.index("## Comparison")
+    assert cover.as_dict()["mincore"]["silent"] and cover.as_dict()["mincore"]["phases"]["swapcow/write"] == {
+        "calls": {"__x64_sys_mincore": [0.0, 0.0]}, "exercised": False}
 
 
 def with_metadata(source, copy, **changed):

@@ -24,6 +24,8 @@ def test_a_patch_no_workload_runs_is_not_exercised_in_the_headline_and_every_row
     metadata = json.loads((out / "metadata.json").read_text())
     assert metadata["object_code"]["mincore"]["changed"] == ["__x64_sys_mincore"], metadata["object_code"]
     assert metadata["calls"] == ["__x64_sys_mincore"]
+    kept = json.loads((out / "metadata.json").read_text())["coverage"]["mincore"]     # written by the analysis
+    assert kept["silent"] and kept["never_ran"] == ["__x64_sys_mincore"], kept
     samples = pd.read_csv(out / "samples.csv")
     calls = samples[samples["metric"] == "calls.__x64_sys_mincore"]
     counted = samples[samples["mode"] == "counted"][["variant", "rep", "phase"]].drop_duplicates()
