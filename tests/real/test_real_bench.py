@@ -127,9 +127,14 @@ def test_two_cells_at_once_calibrate_and_reach_the_verdicts_of_one_at_a_time(tmp
     one = compared(only(auto_bench[0], 6, ("base", "patched"), tmp_path / "jobs1"))
     two = compared(only(out, 6, ("base", "patched"), tmp_path / "jobs2-without-control"))
     assert one.keys() == two.keys()
-    # every count has a sample from every valid boot; a rate is missing where its denominator was 0
+    # every count has a sample from every valid boot; a rate is missing where its denominator was 0, and a
+    # process count where perf counted the process for no time while the cause records hold its copies (then
+    # the boot says so: collectors.cause_metrics)
     counts = [key for key in one if metrics.meaning(key[2]).kind != "rate" or one[key]["role"] == "primary"]
-    assert {key: one[key]["n"] for key in counts} == {key: two[key]["n"] for key in counts}
+    explained = left_out(auto_bench[0]) | left_out(out)
+    unexplained = {key: (one[key]["n"], two[key]["n"]) for key in counts if one[key]["n"] != two[key]["n"]
+                   and not (metrics.meaning(key[2]).scope == "process" and (key[3], key[0], key[1]) in explained)}
+    assert unexplained == {}, unexplained
     assert {one[key]["n"] for key in counts if one[key]["role"] == "primary"} == {6}
     # The seed's effects get the same verdict; a row near the margin may be decided in one run and not yet in the
     # other (as between two runs of one cell at a time: --reps auto needs a seventh repetition now and then), or
@@ -163,6 +168,14 @@ def test_two_cells_at_once_calibrate_and_reach_the_verdicts_of_one_at_a_time(tmp
     agree = sum(one[key]["verdict"] == two[key]["verdict"] for key in one)
     print(f"\n[figure] --jobs 2 against --jobs 1 (first 6 reps, base and patched): the same n in {len(counts)} count "
           f"rows, primary verdicts {sorted(primary.values())}, {agree} of {len(one)} rows with the same verdict")
+
+
+def left_out(out) -> set[tuple[str, str, str]]:
+    """(variant, workload, phase) where a boot's process counts were left out, as its warnings say."""
+    runs = pd.read_csv(out / "runs.csv")
+    return {(run.variant, run.workload, warning.split(":", 1)[0]) for run in runs.itertuples()
+            if isinstance(run.warnings, str) for warning in run.warnings.split("; ")
+            if warning.endswith("are unknown and left out")}
 
 
 def assert_causes_add_up(out) -> None:
