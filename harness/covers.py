@@ -97,7 +97,10 @@ def profile(spec: Experiment, variant: str, functions, chosen, cache_dir: Path, 
     uncounted = {function: why for function in functions if (why := why_uncounted(function, facts))}
     wanted = [function for function in functions if function not in uncounted]
     found: dict = {function: {} for function in wanted}
-    image = guest_image.build(cache_dir) if wanted else None
+    source = f"one counted boot per workload of {variant} ({built.release}, build {built.key})"
+    if not wanted:
+        return Map({}, uncounted, source)
+    image = guest_image.build(cache_dir)
     for workload, params in chosen:
         kept = _kept(built.directory, workload.name, params, spec, image)
         known = json.loads(kept.read_text()) if kept.is_file() else {}
@@ -116,8 +119,7 @@ def profile(spec: Experiment, variant: str, functions, chosen, cache_dir: Path, 
             ordered = sorted(known[function].items(), key=lambda item: plan.index(item[0]) if item[0] in plan
                              else len(plan))
             found[function].update({(workload.name, phase): value for phase, value in ordered})
-    return Map({f: counts for f, counts in found.items() if f not in uncounted}, uncounted,
-               f"one counted boot per workload of {variant} ({built.release}, build {built.key})")
+    return Map({f: counts for f, counts in found.items() if f not in uncounted}, uncounted, source)
 
 
 def _kept(directory: Path, workload: str, params: dict, spec: Experiment, image) -> Path:

@@ -263,13 +263,14 @@ def section(cover: Coverage) -> list[str]:
         lines.append(f"### `{variant}`")
         lines.append("")
         if mine.counted:
-            header = ["workload/phase", *[f"`{f}`" for f in mine.counted], "ran the patch"]
-            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             keys = list(dict.fromkeys(key[1:] for key in cover.medians if key[0] in (cover.baseline, variant)))
+            shown = _busiest(cover, variant, keys)
+            header = ["workload/phase", *[f"`{f}`" for f in shown], "ran the patch"]
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             for workload, point, phase in keys:
                 calls = cover.calls(variant, workload, point, phase)
                 ran = cover.exercised(variant, workload, point, phase)
-                cells = [f"{_number(base)} -> {_number(other)}" for base, other in calls.values()]
+                cells = [f"{_number(calls[f][0])} -> {_number(calls[f][1])}" for f in shown]
                 where = f"{workload}{f' at {point}' if point else ''}/{phase}" + \
                     (" (before the workload: background)" if phase == IDLE else "")
                 said = "yes" if ran else "no" if ran is False else "?"
@@ -277,9 +278,26 @@ def section(cover: Coverage) -> list[str]:
                     said = "yes, no more than idle: the collectors' commands, perhaps not the workload"
                 lines.append(f"| {where} | " + " | ".join(cells) + f" | {said} |")
             lines.append("")
+            rest = [f for f in mine.counted if f not in shown]
+            if rest:
+                lines += [f"- {len(rest)} more counted functions, called less, are in `metadata.json` under "
+                          f"`coverage`: {_names(rest[:20])}{' ...' if len(rest) > 20 else ''}.", ""]
         lines += [f"- {line}" for line in notes(cover, variant)]
         lines.append("")
     return lines
+
+
+TABLE_FUNCTIONS = 8      # columns of a variant's coverage table; the rest are named under it
+
+
+def _busiest(cover: Coverage, variant: str, keys) -> list[str]:
+    """The counted functions of the variant with the most calls in any phase, at most TABLE_FUNCTIONS of them,
+    in the order the variant lists them."""
+    counted = cover.changed[variant].counted
+    most = {f: max((value or 0 for key in keys for value in cover.calls(variant, *key)[f]), default=0)
+            for f in counted}
+    chosen = set(sorted(counted, key=lambda f: -most[f])[:TABLE_FUNCTIONS])
+    return [f for f in counted if f in chosen]
 
 
 def notes(cover: Coverage, variant: str) -> list[str]:
