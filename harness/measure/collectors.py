@@ -294,8 +294,9 @@ def cause_metrics(last: dict, layout: Layout, pid: int | None,
     """(cow_copies.CAUSE and system.cow_copies.CAUSE, warnings, whether perf's counts of the process are
     refuted) from the end of a phase. Records the buffer lost leave the causes absent (never guessed); sums
     that differ from the copy counts warn. perf may count the workload process for no time while the cause
-    records hold copies in it (seen once, in a redis reswap phase: 19 copies by redis's threads, none of
-    which perf counted for any time): neither count of the process can then be trusted, and both are left out."""
+    records hold copies in it (seen in redis reswap phases: 19 and 2 copies by redis's threads, none of
+    which perf counted for any time; perf may not be watching a thread started in the phase): neither count
+    of the process can then be trusted, and both are left out."""
     if "cow causes" not in last:
         return {}, ["no cause records from the guest: the cause metrics are absent"], False
     lost = causes.parse_lost(last.get("cow causes lost", ""))
