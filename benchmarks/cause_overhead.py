@@ -8,29 +8,18 @@ counting only. The cost lands where copies happen: on base, whose every write co
 """
 
 import argparse
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pandas as pd
+import shipped
 
 from harness import project
 from harness.experiment import load
 
-WORKLOADS = ("swapcow", "redis")
-
 
 def run(experiment: Path, out: Path, reps: int, params: list[str], timing: bool) -> pd.DataFrame:
-    argv = [sys.executable, "-m", "harness", "run", "-e", str(experiment), "--reps", str(reps), "-o", str(out)]
-    for workload in WORKLOADS:
-        argv += ["--workload", workload]
-    for param in params:
-        argv += ["-p", param]
-    subprocess.run(argv + (["--timing"] if timing else []), check=True, capture_output=True)
-    samples, runs = pd.read_csv(out / "samples.csv"), pd.read_csv(out / "runs.csv")
-    valid = runs[runs["valid"]][["variant", "workload", "rep", "mode"]]
-    samples = samples.merge(valid)
+    samples, _ = shipped.run(experiment, out, reps, params, *(["--timing"] if timing else []))
     return samples[(samples["phase"] == "write") & (samples["metric"] == "duration_s")]
 
 
@@ -39,12 +28,10 @@ def main():
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("-p", "--param", action="append", default=[], help="Workload parameter NAME=VALUE.")
     args = parser.parse_args()
-    shipped = load(None).path
     with tempfile.TemporaryDirectory(prefix="harness-overhead-") as scratch:
-        counting = Path(scratch) / "counting-only.toml"
-        counting.write_text(shipped.read_text().replace("\n[[variants]]", "\ncow_causes = false\n\n[[variants]]", 1))
+        counting = shipped.with_setting(Path(scratch), "counting-only", "cow_causes = false")
         only = run(counting, Path(scratch) / "counting", args.reps, args.param, timing=False)
-        full = run(shipped, Path(scratch) / "causes", args.reps, args.param, timing=True)
+        full = run(load(None).path, Path(scratch) / "causes", args.reps, args.param, timing=True)
     medians = {
         "no probes": full[full["mode"] == "timed"].groupby(["workload", "variant"])["value"].median(),
         "counting": only.groupby(["workload", "variant"])["value"].median(),

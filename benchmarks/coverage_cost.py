@@ -9,30 +9,14 @@ on those calls, beside the probes that it counts anyway.
 """
 
 import argparse
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pandas as pd
+import shipped
 
 from harness import project
 from harness.experiment import load
-
-WORKLOADS = ("swapcow", "redis")
-
-
-def run(experiment: Path, out: Path, reps: int, params: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    argv = [sys.executable, "-m", "harness", "run", "-e", str(experiment), "--reps", str(reps), "-o", str(out),
-            "--seed", "1"]
-    for workload in WORKLOADS:
-        argv += ["--workload", workload]
-    for param in params:
-        argv += ["-p", param]
-    subprocess.run(argv, check=True, capture_output=True)
-    samples, runs = pd.read_csv(out / "samples.csv"), pd.read_csv(out / "runs.csv")
-    valid = runs[runs["valid"]]
-    return samples.merge(valid[["variant", "workload", "rep", "mode"]]), valid
 
 
 def main():
@@ -40,12 +24,11 @@ def main():
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("-p", "--param", action="append", default=[], help="Workload parameter NAME=VALUE.")
     args = parser.parse_args()
-    shipped = load(None).path
     with tempfile.TemporaryDirectory(prefix="harness-coverage-") as scratch:
-        without = Path(scratch) / "without-coverage.toml"
-        without.write_text(shipped.read_text().replace("\n[[variants]]", "\ncoverage = false\n\n[[variants]]", 1))
-        plain, plain_runs = run(without, Path(scratch) / "without", args.reps, args.param)
-        counted, counted_runs = run(shipped, Path(scratch) / "with", args.reps, args.param)
+        without = shipped.with_setting(Path(scratch), "without-coverage", "coverage = false")
+        plain, plain_runs = shipped.run(without, Path(scratch) / "without", args.reps, args.param, "--seed", "1")
+        counted, counted_runs = shipped.run(load(None).path, Path(scratch) / "with", args.reps, args.param,
+                                            "--seed", "1")
     write = {name: frame[(frame["phase"] == "write") & (frame["metric"] == "duration_s")]
              .groupby(["workload", "variant"])["value"].median() for name, frame in
              (("without coverage", plain), ("with coverage", counted))}
