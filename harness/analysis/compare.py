@@ -750,7 +750,7 @@ def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan(), orde
     rows = [replace(row, other_source=True) if row.variant in others else row for row in rows]
     rows = with_missing(rows, runs)
     if coverage is not None:
-        rows = [coverage.judged(row) for row in rows]
+        rows = coverage.judged(rows)
     looks = tuple(look for look, _ in looks_reached(plan, cells) if look is not None)
     return Comparison(rows, invalid, plan, looks, whole_table=whole_table_tests(kept, plan, runs), coverage=coverage)
 

@@ -127,9 +127,13 @@ class Coverage:
                  for side, value in enumerate(pair) if value is not None]
         return bool(pairs) and all(rest is not None and value <= rest for value, rest in pairs)
 
-    def judged(self, row):
-        """A comparison row (harness/analysis/compare.Row) with `exercised` and `changed_calls`, and the
-        verdict `not exercised` where it would claim no change about code its phase did not run."""
+    def judged(self, rows: list) -> list:
+        """The comparison rows (harness/analysis/compare.Row) with `exercised` and `changed_calls`, and the
+        verdict `not exercised` where a row would claim no change about code its phase did not run."""
+        quiet = {variant for variant in self.changed if self.silent(variant)}     # once per variant, not per row
+        return [self._judged(row, row.variant in quiet) for row in rows]
+
+    def _judged(self, row, quiet: bool):
         if row.variant not in self.changed or row.variant == self.baseline:
             return row
         if (row.phase, row.metric) == compare.BOOTS:
@@ -142,7 +146,7 @@ class Coverage:
         row = replace(row, exercised=exercised, changed_calls=calls)
         if row.verdict in ("better", "worse"):
             return row
-        if self.silent(row.variant):    # the headline and the coverage say why, once
+        if quiet:       # the headline and the coverage say why, once
             return replace(row, verdict=SILENT)
         if exercised is False and (row.verdict in compare.RESTING or row.margin_pct is not None):
             said = f"{where} ran none of the functions `{row.variant}` changed"
