@@ -5,7 +5,8 @@ Synthetic runs are resampled from a run's boots (default: the committed referenc
 judged by the real comparison code, with the default experiment's primary rows, a `control`
 and the baseline: A/A tables (every variant drawn from the baseline kernel's boots), whole
 boots or each metric on its own, and base/patched tables (the patched boots drawn from the
-patched variant). Fixed repetitions (bench's default) and --reps auto.
+patched variant). Fixed repetitions (bench's default) and --reps auto; and as a discovery (what
+`harness try` runs: no row declared, every row judged by the false-discovery rate).
 """
 
 import argparse
@@ -31,15 +32,19 @@ def main():
           f"({len(runs)} boots); primary rows: {', '.join(spec.primary)}; variants base, patched, control")
     print("| draws | repetitions | P(any better/worse) | better/worse per table | seed effects found | mean reps | s |")
     print("|---|---|---|---|---|---|---|")
-    for aa, per_metric, auto in ((True, False, False), (True, True, False), (True, False, True), (True, True, True),
-                                 (False, False, False), (False, False, True)):
+    for aa, per_metric, auto, discovery in (
+            (True, False, False, False), (True, True, False, False), (True, False, True, False),
+            (True, True, True, False), (False, False, False, False), (False, False, True, False),
+            (True, False, False, True), (True, True, False, True), (False, False, False, True)):
         sources = {"base": pools["base"], "patched": pools["base" if aa else "patched"], "control": pools["base"]}
         design = compare.Design.sequential(cli.AUTO_FIRST_LOOK, args.max_reps) if auto else compare.Design()
-        plan = compare.Plan("base", spec.primary, spec.margin_pct, "control", design)
+        plan = compare.Plan("base", () if discovery else spec.primary, spec.margin_pct, "control", design,
+                            discovery=discovery)
         started = time.monotonic()
         tally = resample.tally(sources, plan, cli.AUTO_FIRST_LOOK if auto else cli.DEFAULT_REPS, args.tables, 1,
                                per_metric, args.max_reps if auto else None, None if aa else effects)
-        draws = ("A/A, " if aa else "base/patched, ") + ("per metric" if per_metric else "whole boots")
+        draws = ("discovery, " if discovery else "") + ("A/A, " if aa else "base/patched, ") + \
+            ("per metric" if per_metric else "whole boots")
         reps = f"auto ({cli.AUTO_FIRST_LOOK}..{args.max_reps})" if auto else str(cli.DEFAULT_REPS)
         found = "-" if aa else f"{tally.found / tally.tables:.3f}"
         print(f"| {draws} | {reps} | {tally.any_claim / tally.tables:.3f} | {tally.claims / tally.tables:.3f} | "

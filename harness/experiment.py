@@ -75,6 +75,7 @@ class Experiment:
     headline: str = ""                # WORKLOAD/PHASE/METRIC of the report's first sentence
     primary: tuple[str, ...] = ()     # WORKLOAD/PHASE/METRIC rows whose verdicts are the experiment's claims
     margin_pct: float = 5.0           # a primary row is `equivalent` when its change stays within +-margin_pct
+    discovery: bool = False           # no declared rows: every row exploratory, verdicts by false-discovery rate
     mixed_sources: bool = False       # variants may be built from different kernel sources
     mixed_hosts: bool = False         # a row may pool cells that ran on different machines (a cluster)
     sweep: sweeps.Sweep = sweeps.Sweep()   # [sweep]: axes whose points are a cell dimension
@@ -129,7 +130,7 @@ def from_dict(data: dict, path: Path) -> Experiment:
 
     unknown = set(data) - {"description", "source", "kconfigs", "probes", "variants", "series", "guest",
                            "cow_probe", "workloads", "headline", "primary", "margin_pct", "mixed_sources",
-                           "mixed_hosts", "fault_probe", "cow_causes", "coverage", "sweep", "parameters"}
+                           "mixed_hosts", "fault_probe", "cow_causes", "coverage", "sweep", "parameters", "discovery"}
     if unknown:
         fail(f"unknown key(s) {', '.join(sorted(unknown))}")
     spec = data.get("source", source.DEFAULT_SPEC)
@@ -147,11 +148,11 @@ def from_dict(data: dict, path: Path) -> Experiment:
         margin_pct=_margin(data.get("margin_pct", 5.0), fail), mixed_sources=data.get("mixed_sources", False),
         mixed_hosts=data.get("mixed_hosts", False),
         fault_probe=str(data.get("fault_probe", "do_wp_page")), cow_causes=data.get("cow_causes", True),
-        coverage=data.get("coverage", True), sweep=_sweep(data, fail, known),
+        coverage=data.get("coverage", True), discovery=data.get("discovery", False), sweep=_sweep(data, fail, known),
         parameters=_parameters(data.get("parameters", {}), fail, known))
     if ZRAM_FRAGMENT not in experiment.kconfigs and uses_zram(experiment):
         experiment = replace(experiment, kconfigs=(*experiment.kconfigs, ZRAM_FRAGMENT))
-    for key in ("mixed_sources", "mixed_hosts", "cow_causes", "coverage"):
+    for key in ("mixed_sources", "mixed_hosts", "cow_causes", "coverage", "discovery"):
         if not isinstance(getattr(experiment, key), bool):
             fail(f"{key} must be true or false, not {getattr(experiment, key)!r}")
     sources = {variant.name: experiment.source_of(variant) for variant in experiment.variants}
@@ -159,6 +160,8 @@ def from_dict(data: dict, path: Path) -> Experiment:
         others = ", ".join(name for name, spec in sources.items() if spec != experiment.source)
         fail(f"variant(s) {others} name another kernel source than the experiment's: set mixed_sources = true to "
              "compare different kernels (their rows are then marked as such)")
+    if experiment.discovery and experiment.primary:
+        fail("discovery = true tests every row as exploratory: drop it, or drop the primary rows")
     if experiment.headline and len(experiment.headline.split("/")) != 3:
         fail("headline must be WORKLOAD/PHASE/METRIC")
     for row in experiment.primary:

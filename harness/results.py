@@ -264,7 +264,7 @@ def read(path: Path):
     return samples, runs, directory.metadata()
 
 
-POOLED_METADATA = ("workloads", "primary", "margin_pct", "probes", "guest", "sweep")
+POOLED_METADATA = ("workloads", "primary", "margin_pct", "probes", "guest", "sweep", "discovery")
 
 
 def read_many(paths: list[Path]):

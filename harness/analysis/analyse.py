@@ -2,12 +2,15 @@
 and the stopping rule of `--reps auto`, which is the same comparison on the data so far."""
 
 import json
+import re
 import time
+import tomllib
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from harness import experiment as experiments
 from harness import results
 from harness.analysis import compare, coverage, plots, report, stats
 from harness.errors import PoolWithoutControl
@@ -95,12 +98,13 @@ def _require_controls(run_dirs: list[Path], runs, metadata: list[dict]) -> None:
 
 
 def decided(directory: results.RunDirectory) -> bool:
-    """True when every primary row of every variant has a verdict (the stopping rule of --reps auto), or when
+    """True when every primary row of every variant has a verdict (the stopping rule of --reps auto; in a
+    discovery, which declares none, when no variant loses more repetitions than the baseline), or when
     no workload phase ran the changes of any variant judged: more boots of code that does not run tell nothing."""
     samples, runs, metadata = results.read(directory.path)
     plan = compare.Plan.from_metadata(metadata, metadata.get("baseline", "base"))
-    if not plan.primary:
-        return False
+    if not plan.primary and not plan.discovery:
+        return False        # nothing declared, nothing to stop on: every look is taken
     order = compare.variant_order(runs, plan.baseline)
     judged = [variant for variant in order[1:] if variant not in plan.controls]
     cover = coverage.of(samples, runs, metadata, plan.baseline)
@@ -108,6 +112,32 @@ def decided(directory: results.RunDirectory) -> bool:
         return True
     kept, _ = compare.valid_samples(samples, runs)
     return compare.all_decided(compare.gather(kept, runs) | compare.boot_cells(runs), plan, order)
+
+
+CONFIRMATION = "confirm.toml"
+DISCOVERY_LINE = re.compile(r"^discovery\s*=\s*true\s*(#.*)?$", re.MULTILINE)
+HEADLINE_LINE = re.compile(r"^headline\s*=.*\n", re.MULTILINE)
+
+
+def write_confirmation(run_dir: Path, result: compare.Comparison, metadata: dict) -> Path | None:
+    """RUN_DIR/confirm.toml: the discovery's experiment file with its strongest discoveries declared primary
+    (compare.confirmation_rows) and `discovery = true` dropped, so that one command tests them on fresh boots.
+    None when the experiment file is gone, or has no top-level `discovery = true` line to replace."""
+    kept = Path(metadata.get("experiment_file", ""))
+    text = kept.read_text() if kept.is_file() else ""
+    first_table = re.search(r"^\[", text, re.MULTILINE)
+    top, tables = (text[:first_table.start()], text[first_table.start():]) if first_table else (text, "")
+    rows = compare.confirmation_rows(result.rows)
+    if not DISCOVERY_LINE.search(top) or not rows:
+        return None
+    declared = (f"# The strongest discoveries of {run_dir.name}, declared: a confirmatory run on fresh boots\n"
+                "primary = [\n" + "".join(f'    "{row}",\n' for row in rows) + f']\nheadline = "{rows[0]}"')
+    top = DISCOVERY_LINE.sub(lambda _: declared, HEADLINE_LINE.sub("", top), count=1)
+    body = top + tables
+    path = run_dir / CONFIRMATION
+    experiments.from_dict(tomllib.loads(body), path)        # a file that would not load is a bug here, not later
+    write_atomic(path, body)
+    return path
 
 
 def analyse(run_dir: Path, experiment: Experiment, baseline: str | None = None) -> Path:
@@ -119,9 +149,11 @@ def analyse(run_dir: Path, experiment: Experiment, baseline: str | None = None) 
     write_atomic(run_dir / "comparison.md", "\n".join(compare.summary_lines(result)) + "\n\n"
                  + compare.render_markdown(result.rows, show_all=True) + "\n")
     figures = plots.plot_all(samples, runs, metadata, run_dir / "plots", result.rows)
-    headline = experiment.headline or (experiment.primary[0] if experiment.primary else
+    found = [r.key for r in compare.discoveries(result.rows)] if result.plan.discovery else []
+    headline = experiment.headline or (experiment.primary[0] if experiment.primary else found[0] if found else
                                        f"{samples['workload'].iloc[0]}/write/cow_copies")
-    path = report.write(run_dir, result, figures, headline)
+    confirm = write_confirmation(run_dir, result, metadata) if found else None
+    path = report.write(run_dir, result, figures, headline, confirm)
     directory = results.RunDirectory.load(run_dir)
     stages = {**metadata.get("stage_seconds", {}), "analysis": round(time.monotonic() - started, 1)}
     cover = result.coverage.as_dict() if result.coverage is not None else {}

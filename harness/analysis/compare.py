@@ -20,7 +20,12 @@ Every other row is exploratory: change, interval, and a Benjamini-Hochberg adjus
 across all exploratory rows. It gets a verdict only when the adjusted p allows it and its
 variant already has a `better` or `worse` primary row (gatekeeping: when no variant differs
 from the baseline, no exploratory verdict can appear, so a table's chance of any false
-verdict stays within ALPHA); without primary rows there is no verdict at all. A metric
+verdict stays within ALPHA); without primary rows there is no verdict at all, unless the experiment
+runs as discovery (`discovery = true`, what `harness try` writes): then there is no gate, every row is
+exploratory, and Benjamini-Hochberg across all rows of all variants (controls included) decides them.
+With every variant the baseline again that holds the chance of any verdict in a table at ALPHA
+(benchmarks/verdict_errors.py checks it by simulation); a discovery is a lead to confirm on fresh boots
+with the rows declared primary (confirmation_rows()), not a claim. A metric
 without a direction in harness.metrics never gets a verdict. The `control` variant (the
 baseline kernel booted again) must come out `identical`, `equivalent` or `inconclusive`; `better` or
 `worse` there means the measurement itself is not to be trusted: calibration failed.
@@ -99,6 +104,7 @@ class Plan:
     as_control: tuple[str, ...] = ()       # variants whose object code is the baseline's: judged as A/A controls
     mixed_sources: bool = False            # variants may come from different kernel sources
     mixed_hosts: bool = False              # cells of a row may come from different machines
+    discovery: bool = False                # no declared rows: every row's verdict from the false-discovery rate
 
     @classmethod
     def from_metadata(cls, metadata: dict, baseline: str = "base") -> "Plan":
@@ -108,7 +114,8 @@ class Plan:
         own_baseline = baseline == metadata.get("baseline", "base")
         return cls(baseline, tuple(metadata.get("primary", ())), float(metadata.get("margin_pct", DEFAULT_MARGIN_PCT)),
                    metadata.get("control"), design, tuple(metadata.get("as_control", ())) if own_baseline else (),
-                   bool(metadata.get("mixed_sources", False)), bool(metadata.get("mixed_hosts", False)))
+                   bool(metadata.get("mixed_sources", False)), bool(metadata.get("mixed_hosts", False)),
+                   bool(metadata.get("discovery", False)) and not metadata.get("primary"))
 
     @property
     def controls(self) -> tuple[str, ...]:
@@ -551,6 +558,32 @@ def _lost_hypotheses(lost: list, groups: int, share: float, decided: dict, lates
     return [(row, "lost", p_value, (reps, note)) for row, p_value, _, reps, note in joined]
 
 
+CONFIRM_LIMIT = 8       # rows a confirmation declares primary: more would need more boots to decide any
+
+
+def discoveries(rows: list[Row]) -> list[Row]:
+    """The better/worse rows of the judged variants in a discovery, the strongest first (smallest p_adj, then
+    the largest change)."""
+    found = [r for r in rows if r.role == "exploratory" and r.verdict in ("better", "worse")]
+    return sorted(found, key=lambda r: (r.p_adjusted, -abs(r.change_pct or 0.0)))
+
+
+def confirmation_rows(rows: list[Row], limit: int = CONFIRM_LIMIT) -> list[str]:
+    """The WORKLOAD/PHASE/METRIC rows a confirmatory run declares primary, from a discovery: per workload phase
+    the strongest discovery, preferring a headline metric (the short table's) and a rate (it moves less with
+    what the boot happened to swap) to a raw count; at most limit of them, since every primary row costs the
+    family alpha."""
+    best: dict[tuple, Row] = {}
+    for r in discoveries(rows):
+        meaning = metrics.meaning(r.metric)
+        rank = (r.p_adjusted, not meaning.headline, meaning.kind != "rate", -abs(r.change_pct or 0.0))
+        mine = best.get((r.workload, r.phase))
+        if mine is None or rank < mine[0]:
+            best[(r.workload, r.phase)] = (rank, r)
+    chosen = sorted(best.values(), key=lambda item: item[0])
+    return list(dict.fromkeys(r.key for _, r in chosen))[:limit]
+
+
 def all_decided(cells: Cells, plan: Plan, variants: list[str]) -> bool:
     """The stopping rule of `--reps auto`: every primary row of every variant has a verdict."""
     return all(d.verdict != "inconclusive" or (row[1:3] == BOOTS and not _losing(cells, row, plan.baseline))
@@ -698,7 +731,9 @@ def _boots_row(workload: str, point: str, variant: str, base: np.ndarray, values
 
 
 def _exploratory_verdicts(rows: list[dict], decisions: dict, plan: Plan, cells: Cells) -> None:
-    """Benjamini-Hochberg across every exploratory row; verdicts only behind an open gate."""
+    """Benjamini-Hochberg across every exploratory row; verdicts only behind an open gate, or, in discovery,
+    wherever the variant kept as large a share of its repetitions as the baseline (else the boots left are those
+    that passed the gates, and the row says so)."""
     family = [row for row in rows if "degenerate" in row and not row["degenerate"]]
     for row, adjusted in zip(family, stats.false_discovery([row["p_value"] for row in family])):
         row["p_adjusted"] = adjusted
@@ -708,9 +743,14 @@ def _exploratory_verdicts(rows: list[dict], decisions: dict, plan: Plan, cells: 
     gate_open = {row[4] for row, decision in decisions.items()      # the declared rows: not the lost boots
                  if decision.verdict in ("better", "worse") and row[1:3] != BOOTS}
     for row in family:
-        if row["variant"] not in gate_open or row["direction"] == "none":
+        if (row["variant"] not in gate_open and not plan.discovery) or row["direction"] == "none":
             continue
-        if row["p_adjusted"] <= ALPHA:
+        boots = (row["workload"], *BOOTS, row["point"], row["variant"])
+        losing = plan.discovery and boots[:4] in cells and _losing(cells, boots, plan.baseline)
+        if row["p_adjusted"] <= ALPHA and losing:
+            row["note"] = "no verdict: the variant lost a larger share of its repetitions than the baseline, so " \
+                          "the boots left are those that passed"
+        elif row["p_adjusted"] <= ALPHA:
             by_variant = cells[(row["workload"], row["phase"], row["metric"], row["point"])]
             row["verdict"] = _direction_verdict(row["metric"], by_variant[plan.baseline][1],
                                                 by_variant[row["variant"]][1])
@@ -822,12 +862,15 @@ def _bound(value: float | None, low: bool) -> str:
 
 
 def headline_rows(rows: list[Row], show_all: bool = False) -> list[Row]:
-    """The rows worth a first look: primary rows, then headline metrics that are not zero everywhere."""
+    """The rows worth a first look: primary rows, then headline metrics that are not zero everywhere, and every
+    row a variant moved (better or worse)."""
     if show_all:
         return rows
     nonzero = {r.key for r in rows if r.median != 0}
+    moved = {r.key for r in rows if r.verdict in ("better", "worse")}
     primary = [r for r in rows if r.margin_pct is not None]
-    rest = [r for r in rows if r.margin_pct is None and metrics.meaning(r.metric).headline and r.key in nonzero]
+    rest = [r for r in rows if r.margin_pct is None and (metrics.meaning(r.metric).headline and r.key in nonzero
+                                                         or r.key in moved)]
     chosen = primary + [r for r in rest if (r.phase, r.metric) == BOOTS] + \
         [r for r in rest if (r.phase, r.metric) != BOOTS]
     first = {workload: index for index, workload in reversed(list(enumerate(r.workload for r in chosen)))}
@@ -932,12 +975,18 @@ def summary_lines(comparison: Comparison) -> list[str]:
                      f"family-wise error {ALPHA:.0%} (Holm, counting rows), equivalence margin "
                      f"+-{plan.margin_pct:g}%; {plan.design.describe()}"
                      + (f"; looked after {', '.join(map(str, comparison.looks_done))}" if plan.design.looks else ""))
+    elif plan.discovery:
+        lines.append(f"Discovery: no rows were declared, so every row is exploratory: Benjamini-Hochberg p_adj "
+                     f"across all rows of all {len(variants)} variants against `{plan.baseline}`, a verdict where "
+                     f"p_adj <= {ALPHA:g}, marked (FDR): a lead to confirm on fresh boots with the rows declared "
+                     "primary, not a claim")
     else:
         lines.append("No primary rows measured: no verdicts (declare `primary` rows in the experiment, and run "
-                     "the workloads and phases they name).")
-    lines.append("Exploratory: Benjamini-Hochberg p_adj across all exploratory rows; a verdict only for a variant "
-                 "with a better/worse primary row, marked (FDR): these hold the false-discovery rate at 5%, not the "
-                 "family-wise error")
+                     "the workloads and phases they name; or set `discovery = true`).")
+    if not plan.discovery:
+        lines.append("Exploratory: Benjamini-Hochberg p_adj across all exploratory rows; a verdict only for a "
+                     "variant with a better/worse primary row, marked (FDR): these hold the false-discovery rate at "
+                     "5%, not the family-wise error")
     short = sorted((r for r in comparison.rows if r.n_missing), key=lambda r: (r.margin_pct is None, -r.n_missing))
     if short:
         shown = "; ".join(f"{r.key} {r.variant}{f' at {r.point}' if r.point else ''} {r.n}/{r.n + r.n_missing} "

@@ -57,9 +57,10 @@ def _headline_at(rows: list[compare.Row], headline: str, point: str, ran: tuple[
         p_value = "" if r.p_value is None else f"; exact rank test p = {r.p_value:.2g}"
         adjusted = "" if r.p_adjusted is None else f", adjusted {r.p_adjusted:.2g}"
         other = " (another kernel)" if r.other_source else ""
+        fdr = " (FDR)" if compare.verdict_text(r) != r.verdict else ""
         parts.append(f"`{r.variant}`{other} changes {metric} in the {phase} phase of {workload} from a median of "
                      f"{_number(base.median)} to {_number(r.median)}{change}{p_value}{adjusted}; n = {base.n} + {r.n}"
-                     f"{')' if change else ''}: **{r.verdict}**" + (f" ({r.note})" if r.note else ""))
+                     f"{')' if change else ''}: **{r.verdict}**{fdr}" + (f" ({r.note})" if r.note else ""))
     return (f"At {point}: " if point else "") + "; ".join(parts) + "."
 
 
@@ -194,7 +195,24 @@ TIMING_NOTE = {
 }
 
 
-def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], headline: str) -> Path:
+def discovery_sentence(comparison: compare.Comparison, confirm: Path | None) -> str:
+    """'' unless the run was a discovery; then how many rows moved, and the command that confirms them."""
+    if not comparison.plan.discovery:
+        return ""
+    found = compare.discoveries(comparison.rows)
+    tested = sum(1 for r in comparison.rows if r.p_adjusted is not None and r.role == "exploratory")
+    if not found:
+        return (f"Exploratory (a discovery: no rows declared): no row of {tested} moved at a {compare.ALPHA:.0%} "
+                "false-discovery rate.")
+    per = "; ".join(f"`{variant}` {sum(r.variant == variant for r in found)}" for variant in
+                    dict.fromkeys(r.variant for r in found))
+    confirm_with = f" Confirm them on fresh boots: `harness bench -e {confirm} --control`." if confirm else ""
+    return (f"Exploratory (a discovery: no rows declared): {len(found)} of {tested} rows moved at a "
+            f"{compare.ALPHA:.0%} false-discovery rate ({per}); a lead, not a claim.{confirm_with}")
+
+
+def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], headline: str,
+          confirm: Path | None = None) -> Path:
     samples, runs, metadata = results.read(run_dir)
     rows = comparison.rows
     valid = results.valid_runs(runs)
@@ -207,6 +225,8 @@ def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], head
     ran = tuple(dict.fromkeys(runs["variant"].astype(str)))
     silent = comparison.coverage.headline() if comparison.coverage is not None else ""
     lines += [(silent + " " if silent else "") + headline_sentence(rows, headline, release, accelerator, ran), ""]
+    discovered = discovery_sentence(comparison, confirm)
+    lines += [discovered, ""] if discovered else []
     lost = lost_sentence(rows)
     lines += [lost, ""] if lost else []
     by_cause = cause_sentence(rows, *headline.split("/")[:2]) if headline and not metadata.get("sweep") else ""

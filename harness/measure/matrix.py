@@ -388,6 +388,7 @@ def _metadata(request: RunRequest) -> dict:
             "workloads": {workload.name: params for workload, params in request.workloads},
             "variants": variants, "baseline": request.variants[0].name, "control": request.control,
             "primary": list(request.primary), "margin_pct": request.margin_pct, "force": request.force, **design,
+            "discovery": request.experiment.discovery,
             "modes": list(request.modes), "accelerator_requested": request.accel,
             "probes": list(request.experiment.probes) if "counted" in request.modes else [],
             "guest": vars(request.experiment.guest), "sweep": request.sweep.as_dict() if request.sweep else None,

@@ -15,14 +15,18 @@ from harness.project import ROOT
 pytestmark = pytest.mark.simulation
 
 TABLES = 600       # per line: an A/A rate near 1.5% has a standard error of 0.5% here, far from the 5% bound
+DISCOVERY_TABLES = 400     # a discovery's tables judge every row: slower; an A/A rate near 1% has an error of 0.5%
 REFERENCE = max(ROOT.glob("results/reference-*"))
 EXPERIMENT = experiment.load(None)
 EFFECTS = {("swapcow", "write", "cow_copies_per_swapin", "patched"): "better",
            ("redis", "write", "cow_copies_per_swapin", "patched"): "better"}
 
 
-def plan(auto: bool) -> compare.Plan:
+def plan(auto: bool, discovery: bool = False) -> compare.Plan:
+    """The default experiment's plan; as a discovery (what `harness try` runs), with no row declared."""
     design = compare.Design.sequential(cli.AUTO_FIRST_LOOK, 10) if auto else compare.Design()
+    if discovery:
+        return compare.Plan("base", (), EXPERIMENT.margin_pct, "control", design, discovery=True)
     return compare.Plan("base", EXPERIMENT.primary, EXPERIMENT.margin_pct, "control", design)
 
 
@@ -39,15 +43,16 @@ def sources(aa: bool) -> dict:
 
 
 def _tally(args) -> resample.Tally:
-    aa, auto, per_metric, seed, tables = args
+    aa, auto, per_metric, discovery, seed, tables = args
     reps = cli.AUTO_FIRST_LOOK if auto else cli.DEFAULT_REPS
-    return resample.tally(sources(aa), plan(auto), reps, tables, seed, per_metric, 10 if auto else None,
+    return resample.tally(sources(aa), plan(auto, discovery), reps, tables, seed, per_metric, 10 if auto else None,
                           None if aa else EFFECTS)
 
 
-def simulate(aa: bool, auto: bool, per_metric: bool = False) -> resample.Tally:
-    """TABLES synthetic tables, split over two processes (the machine's two cores)."""
-    halves = [(aa, auto, per_metric, seed, TABLES // 2) for seed in (1, 2)]
+def simulate(aa: bool, auto: bool, per_metric: bool = False, discovery: bool = False,
+             tables: int = TABLES) -> resample.Tally:
+    """Synthetic tables, split over two processes (the machine's two cores)."""
+    halves = [(aa, auto, per_metric, discovery, seed, tables // 2) for seed in (1, 2)]
     reference_pools()
     with ProcessPoolExecutor(2) as pool:
         parts = list(pool.map(_tally, halves))
@@ -71,6 +76,25 @@ def test_the_seed_effects_are_found(auto):
     print(f"base/patched ({'auto' if auto else cli.DEFAULT_REPS} reps, whole-boot draws from {REFERENCE.name}): "
           f"{tally.line()}")
     assert tally.found / tally.tables >= 0.95
+
+
+@pytest.mark.parametrize("per_metric", [False, True], ids=["whole-boot", "per-metric"])
+def test_aa_discoveries_rarely_show_a_verdict(per_metric):
+    """A discovery (no row declared, every row judged by the false-discovery rate, no gate): with every variant
+    the baseline kernel, the chance of any better/worse row in a table stays within 5%."""
+    tally = simulate(aa=True, auto=False, per_metric=per_metric, discovery=True, tables=DISCOVERY_TABLES)
+    print(f"A/A discovery ({cli.DEFAULT_REPS} reps, {'per-metric' if per_metric else 'whole-boot'} draws from "
+          f"{REFERENCE.name}): {tally.line()}")
+    assert tally.any_claim / tally.tables <= 0.05
+
+
+def test_discoveries_find_the_seed_effects():
+    """The same discovery on base/patched draws finds the seed's effects (better, at the first look)."""
+    tally = simulate(aa=False, auto=False, discovery=True, tables=DISCOVERY_TABLES)
+    print(f"base/patched discovery ({cli.DEFAULT_REPS} reps, whole-boot draws from {REFERENCE.name}): "
+          f"{tally.line()}")
+    assert tally.found / tally.tables >= 0.95
+    assert tally.claims / tally.tables >= len(EFFECTS)
 
 
 SWEEP_RUN = ROOT / "results" / "sweep-redis-limit"

@@ -1,0 +1,88 @@
+"""A discovery: no row declared, every row judged by the false-discovery rate, and the confirmatory
+experiment written from what it found (the error rates by simulation: test_verdict_errors.py)."""
+
+import json
+import shutil
+import tomllib
+
+import pytest
+
+from harness import experiment
+from harness.analysis import analyse as analysis
+from harness.analysis import compare, report
+from harness.errors import BadExperiment
+from harness.project import ROOT
+
+REFERENCE = max(ROOT.glob("results/reference-*"))
+DISCOVERY = """description = "the seed, as a discovery"
+source = "{source}"
+kconfigs = ["qemu-guest", "instrumentation", "cow-paths"]
+probes = ["wp_page_copy", "do_wp_page", "do_swap_page"]
+workloads = ["swapcow", "redis", "forkcow"]
+headline = "redis/write/duration_s"
+discovery = true    # no rows declared
+
+[[variants]]
+name = "base"
+
+[[variants]]
+name = "patched"
+patches = ["0001-mm-optimize-do_wp_page-for-exclusive-pages-in-the-swapcache.patch"]
+"""
+
+
+@pytest.fixture(scope="module")
+def discovered(tmp_path_factory):
+    """The reference run's boots, judged as a discovery; its experiment file written beside them."""
+    run = tmp_path_factory.mktemp("discovery") / REFERENCE.name
+    shutil.copytree(REFERENCE, run, ignore=shutil.ignore_patterns("raw.tar.xz", "plots"))
+    file = run / "experiment.toml"
+    file.write_text(DISCOVERY.format(source=experiment.load(None).source))
+    metadata = json.loads((run / "metadata.json").read_text())
+    metadata.update(primary=[], discovery=True, experiment_file=str(file))
+    (run / "metadata.json").write_text(json.dumps(metadata))
+    return run, analysis.comparison([run])
+
+
+def test_every_row_is_judged_without_a_gate(discovered):
+    _, result = discovered
+    assert result.plan.discovery and not result.plan.primary
+    moved = compare.discoveries(result.rows)
+    assert {r.variant for r in moved} == {"patched"}, "the control (the baseline again) moves nowhere"
+    assert all(r.role == "exploratory" and compare.verdict_text(r).endswith("(FDR)") for r in moved)
+    keys = {r.key for r in moved}
+    assert {"swapcow/write/cow_copies_per_swapin", "redis/write/cow_copies_per_swapin"} <= keys
+    assert not any(r.workload == "forkcow" for r in moved), "the seed leaves fork's reuse alone"
+    summary = "\n".join(compare.summary_lines(result))
+    assert "Discovery: no rows were declared" in summary and "a verdict only for a variant" not in summary
+    shown = {r.key for r in compare.headline_rows(result.rows)}
+    assert keys <= shown, "every row that moved is in the short table"
+
+
+def test_the_confirmation_declares_one_row_per_phase(discovered):
+    run, result = discovered
+    path = analysis.write_confirmation(run, result, json.loads((run / "metadata.json").read_text()))
+    data = tomllib.loads(path.read_text())
+    assert "discovery" not in data and data["headline"] == data["primary"][0]
+    assert len(data["primary"]) == len({tuple(row.split("/")[:2]) for row in data["primary"]}) <= 8
+    assert {"swapcow/write", "redis/write"} <= {row.rsplit("/", 1)[0] for row in data["primary"]}
+    spec = experiment.load(str(path))
+    assert spec.primary == tuple(data["primary"]) and not spec.discovery
+    assert spec.variants[1].patches[0].is_file(), "the patch resolves from the confirmation's folder too"
+    sentence = report.discovery_sentence(result, path)
+    assert sentence.startswith("Exploratory (a discovery: no rows declared): ")
+    assert f"`harness bench -e {path} --control`" in sentence
+
+
+def test_a_discovery_that_found_nothing_writes_no_confirmation(discovered):
+    run, result = discovered
+    quiet = compare.Comparison([r for r in result.rows if r.variant != "patched"], 0, result.plan)
+    assert analysis.write_confirmation(run, quiet, json.loads((run / "metadata.json").read_text())) is None
+    assert "no row of" in report.discovery_sentence(quiet, None)
+
+
+def test_discovery_with_declared_rows_is_refused(tmp_path):
+    file = tmp_path / "both.toml"
+    file.write_text('discovery = true\nprimary = ["swapcow/write/cow_copies"]\n[[variants]]\nname = "base"\n')
+    with pytest.raises(BadExperiment, match="discovery = true tests every row as exploratory"):
+        experiment.load(str(file))
