@@ -8,14 +8,16 @@ import os
 import shlex
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from importlib import metadata as package_metadata
 from pathlib import Path
 
 import click
 import pandas as pd
 
-from harness import cache, covers, doctor, experiment, project, results
+from harness import cache, checks, covers, doctor, experiment, project, results, trial
 from harness.analysis import analyse as analysis
 from harness.analysis import compare, plots
 from harness.errors import (
@@ -25,11 +27,13 @@ from harness.errors import (
     MissingPackages,
     NoCommand,
     NoSuchTree,
+    NothingToCompare,
     OutputNotEmpty,
     ResumeTakesNoChoices,
+    UnknownExperiment,
 )
 from harness.files import FULL, disk_full, write_atomic
-from harness.guest import boot
+from harness.guest import boot, vm
 from harness.guest import image as guest_image
 from harness.kernel import build, patches, patchmail, source
 from harness.measure import dispatch, matrix, worker, workloads
@@ -123,7 +127,15 @@ def _guarded(function):
     return wrapper
 
 
+def _version() -> str:
+    try:
+        return package_metadata.version("harness")
+    except package_metadata.PackageNotFoundError:
+        return "unknown (not installed: run make setup)"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "--version", prog_name="harness", message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", is_flag=True, help="Show host commands and their output.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=Path("~/.cache/harness").expanduser(),
               show_default=True, help="Kernel sources, builds, ccache and logs.")
@@ -167,6 +179,9 @@ def doctor_command(obj, install, as_worker, tests):
         if doctor.problems(items):
             sys.exit(1)
         return
+    kernels = sorted((obj["cache_dir"] / "builds").glob("*/bzImage"), key=lambda path: path.stat().st_mtime)
+    with tempfile.TemporaryDirectory(prefix="harness-kvm-") as scratch:
+        click.echo(doctor.kvm_line(*vm.kvm_boots(kernels[-1] if kernels else None, Path(scratch))))
     usage = cache.usage(obj["cache_dir"])
     parts = ", ".join(f"{part} {cache.human(count)}" for part, count in usage.items() if count)
     click.echo(f"cache      {obj['cache_dir']}: {cache.human(sum(usage.values()))}" + (f" ({parts}); "
@@ -216,14 +231,22 @@ def source_fetch(obj, spec):
     click.echo(source.fetch(source.parse_spec(spec), obj["cache_dir"]))
 
 
-def _tree(text: str | None, cache_dir: Path) -> Path:
-    """--tree: a directory, or a source SPEC (default: the default experiment's source)."""
+def _tree(text: str | None, cache_dir: Path, experiment_name: str | None = None) -> tuple[Path, str]:
+    """(tree, what it is) for --tree: a directory, or a source SPEC; by default the source of the experiment
+    (-e, or the default experiment)."""
     if text and Path(text).expanduser().is_dir():
-        return Path(text).expanduser().resolve()
+        return Path(text).expanduser().resolve(), "the folder given"
     if text and ":" not in text:
         raise NoSuchTree(path=text)
-    spec = text or experiment.load(None).source
-    return source.fetch(source.parse_spec(spec), cache_dir)
+    if text:
+        return source.fetch(source.parse_spec(text), cache_dir), text
+    spec = experiment.load(experiment_name)
+    return source.fetch(source.parse_spec(spec.source), cache_dir), f"{spec.source}, experiment {spec.name}'s kernel"
+
+
+_EXPERIMENT_TREE = click.option("-e", "--experiment", "experiment_name",
+                                help="Take the kernel tree from this experiment's source [default: the default "
+                                     "experiment's].")
 
 
 @main.group(name="patch")
@@ -240,15 +263,17 @@ def patch_group():
               "every patch into the -o folder and print an experiment [series] stanza.")
 @click.option("--author", default="", help="Override the author, 'Name <email>'.")
 @click.option("--upstream", default="", help="Upstream commit id to record in the message.")
+@_EXPERIMENT_TREE
 @click.pass_obj
 @_guarded
-def patch_import(obj, message, tree, output, series, author, upstream):
+def patch_import(obj, message, tree, output, series, author, upstream, experiment_name):
     """Turn MESSAGE (format-patch, mbox, or a quoted, mangled mail) into a clean patch for TREE.
 
     Every patch written is checked with git apply --check (in series order) and with the tree's
     own scripts/checkpatch.pl, whose findings are printed.
     """
-    tree_path = _tree(tree, obj["cache_dir"])
+    tree_path, which = _tree(tree, obj["cache_dir"], experiment_name)
+    click.echo(f"tree: {tree_path} ({which})")
     parts = patchmail.split_series(message)
     if not parts:
         raise BadPatchInput(path=message, why="it holds a cover letter and no patch", fix="pass the patches too")
@@ -295,11 +320,13 @@ def _patch_reference(path: Path) -> str:
 @patch_group.command(name="check")
 @click.argument("patch_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--tree", help="Kernel tree (folder or source SPEC) [default: the experiment's source].")
+@_EXPERIMENT_TREE
 @click.pass_obj
 @_guarded
-def patch_check(obj, patch_files, tree):
+def patch_check(obj, patch_files, tree, experiment_name):
     """Say whether the series PATCH... applies to TREE, in order, hunk by hunk."""
-    tree_path = _tree(tree, obj["cache_dir"])
+    tree_path, which = _tree(tree, obj["cache_dir"], experiment_name)
+    click.echo(f"tree: {tree_path} ({which})")
     reports = patches.check_series(patch_files, tree_path)
     for report in reports:
         mark = "ok  " if report.ok else "FAIL"
@@ -457,6 +484,47 @@ def _warn_unreachable(request: matrix.RunRequest) -> None:
                     "p-value is %.2g): use more --reps or --reps auto", last, rows, 2 / math.comb(2 * last, last))
 
 
+@main.group(name="experiment")
+def experiment_group():
+    """Experiment files."""
+
+
+@experiment_group.command(name="check")
+@click.argument("name_or_file")
+@click.option("--no-fetch", is_flag=True, help="Do not fetch the kernel source to try the patches on it.")
+@click.pass_obj
+@_guarded
+def experiment_check(obj, name_or_file, no_fetch):
+    """Check everything about an experiment that needs no build: the file, its kernel spec and checksum form,
+    fragments, workloads and parameters, that each variant's patches apply, the primary rows' phases and
+    metrics, the sweep. Exits 1 when a check fails."""
+    found = checks.check_experiment(name_or_file, obj["cache_dir"], not no_fetch)
+    for check in found:
+        click.echo(check.line())
+    if any(check.problem for check in found):
+        sys.exit(1)
+
+
+@main.command(name="metrics")
+@click.option("--workload", help="Only the metrics this workload produced.")
+@click.option("--run", "run_dirs", multiple=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Whose samples say which phases produce each metric [default: the committed reference run].")
+@click.pass_obj
+@_guarded
+def metrics_command(obj, workload, run_dirs):
+    """Every metric: its name (or pattern), kind, direction, unit and scope, and the workload phases that
+    produced it in the runs."""
+    if workload:
+        workloads.load(workload)
+    dirs = list(run_dirs) or [max((project.ROOT / "results").glob("reference-*"))]
+    click.echo(f"(phases as produced in {', '.join(map(str, dirs))})")
+    lines = checks.metric_lines(dirs, workload)
+    for line in lines:
+        click.echo(line)
+    if workload and not lines:
+        click.echo(f"no run given measured {workload}: pass --run DIR of one that did")
+
+
 @main.command(name="workloads")
 @click.option("-e", "--experiment", "experiment_name", help="Experiment name in experiments/ or a .toml path.")
 @click.option("--covers", "asked", is_flag=True, help="Say which workload phases call each FUNCTION.")
@@ -553,11 +621,86 @@ def bench_command(obj, experiment_name, workload_names, variants, output, resume
     click.echo(f"report: {report_path}")
 
 
+@main.command(name="try")
+@click.argument("patch_paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path),
+                metavar="PATCH...")
+@click.option("--kernel", help="A source SPEC, or 5.10, 6.1, 6.12...: Debian's newest package of that series "
+              "[default: the template experiment's kernel].")
+@click.option("--tree", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="A local kernel git tree, built at its HEAD commit.")
+@click.option("-e", "--experiment", "template", help="The experiment whose kernel configuration, probes and guest "
+              "the trial takes [default: the default experiment].")
+@click.option("--workload", "workload_names", multiple=True,
+              help="Run this workload (repeatable) [default: those whose phases call the changed functions].")
+@click.option("-p", "--param", "settings", multiple=True, help="Workload parameter [WORKLOAD.]NAME=VALUE (repeatable).")
+@click.option("--reps", type=_Reps(), default=str(DEFAULT_REPS), show_default=True,
+              help="Boots per variant, workload and mode, or 'auto'.")
+@click.option("--max-reps", type=click.IntRange(2), default=10, show_default=True, help="The limit of --reps auto.")
+@click.option("--dry-run", is_flag=True, help="Print the experiment, the changed functions and the workloads "
+              "chosen; build only what choosing them needs, and measure nothing.")
+@click.option("--force", is_flag=True, help="Run even when the patch changes no object code (as an A/A control) "
+              "or no workload runs it (every shipped workload).")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory [default: results/<timestamp>-<patch subject>].")
+@click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True)
+@click.option("--jobs", type=click.IntRange(1), default=1, show_default=True, help="Cells at once on this machine.")
+@click.pass_obj
+@_guarded
+def try_command(obj, patch_paths, kernel, tree, template, workload_names, settings, reps, max_reps, dry_run, force,
+                output, accel, jobs):
+    """Build the kernel without and with PATCH... (files, mboxes, folders of patches or quoted mails; a
+    series gives cumulative variants), pick the workloads that run the code it changes, run them with a
+    control, and report what changed, as a discovery: every row at a 5% false-discovery rate.
+
+    The experiment it writes into the run folder reruns the trial with `harness bench -e`; the report's
+    confirm.toml declares what was found, for a confirmatory run on fresh boots.
+    """
+    command = shlex.join(["harness", *sys.argv[1:]])
+    out_dir = output or None
+    if out_dir and not results.RunDirectory.is_fresh(out_dir):
+        raise OutputNotEmpty(path=out_dir)
+    found = trial.prepare(list(patch_paths), kernel, tree, template, workload_names, settings, obj["cache_dir"],
+                          accel, force, command)
+    click.echo(f"kernel: {found.source}")
+    click.echo(f"patches: {', '.join(found.patches)}" + (" (imported: they did not apply as given)"
+                                                        if found.imported else ""))
+    for variant, functions in found.changed.items():
+        click.echo(f"{variant} changes: " + (", ".join(functions[:12]) + (" ..." if len(functions) > 12 else "")
+                                             if functions else "no function's code"))
+    click.echo("\n".join(found.choice))
+    if dry_run:
+        click.echo("\n" + found.text)
+        return
+    out_dir = out_dir or results.default_directory(found.name)
+    if not results.RunDirectory.is_fresh(out_dir):
+        raise OutputNotEmpty(path=out_dir)
+    path = found.write(out_dir)
+    click.echo(f"experiment: {path}")
+    auto = reps == "auto"
+    choices = _Choices(str(path), (), (), AUTO_FIRST_LOOK if auto else reps, out_dir, None, settings, accel, None,
+                       matrix.MODES, max(max_reps, AUTO_FIRST_LOOK) if auto else None, True, False,
+                       _placement(jobs, "", "", worker.WORKER_CACHE, None))
+    request = _request(choices)
+    directory = matrix.run(request, obj["cache_dir"], stop=analysis.decided)
+    report_path = analysis.analyse(directory.path, request.experiment)
+    for line in _findings(report_path):
+        click.echo(line)
+    click.echo(f"report: {report_path}")
+
+
+def _findings(report_path: Path) -> list[str]:
+    """The report's opening paragraphs (calibration, headline, discovery, lost boots), as plain text."""
+    lines = report_path.read_text().splitlines()[2:]
+    opening = lines[:next((k for k, line in enumerate(lines) if line.startswith("## ")), len(lines))]
+    return [line.replace("**", "") for line in opening if line]
+
+
 @main.command(name="compare")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--baseline", help="Variant the others are compared with [default: the run's baseline].")
-@click.option("--format", "output_format", type=click.Choice(["table", "markdown", "csv", "json"]), default="table",
-              show_default=True)
+@click.option("--format", "output_format", type=click.Choice(["table", "markdown", "csv", "json", "email"]),
+              default="table", show_default=True,
+              help="email: plain text of at most 72 columns, the summary to mail to a list (report.txt).")
 @click.option("--all", "show_all", is_flag=True, help="Every metric, not only the primary and headline ones.")
 @click.pass_obj
 @_guarded
@@ -569,7 +712,15 @@ def compare_command(obj, run_dirs, baseline, output_format, show_all):
     """
     comparison = analysis.comparison(list(run_dirs), baseline)
     rows = comparison.rows
-    if output_format == "json":
+    compared = list(dict.fromkeys(row.variant for row in rows))
+    if len(compared) < 2:
+        raise NothingToCompare(runs=", ".join(map(str, run_dirs)), variant=compared[0] if compared else "none")
+    if output_format == "email":
+        confirm = run_dirs[0] / analysis.CONFIRMATION
+        headline = analysis.headline_key(analysis.recorded_experiment(run_dirs[0]), comparison)
+        click.echo(analysis.mail_text(run_dirs[0], comparison, headline, confirm if confirm.is_file() else None),
+                   nl=False)
+    elif output_format == "json":
         click.echo(json.dumps([row.as_json() for row in rows], indent=1))
     elif output_format == "csv":
         click.echo(pd.DataFrame([row.as_dict() for row in rows]).to_csv(index=False), nl=False)
@@ -603,6 +754,26 @@ def plot_command(obj, run_dir):
 def report_command(obj, run_dir, experiment_name):
     """Write comparison.json, comparison.md, plots/ and report.md of RUN_DIR (what bench writes after its cells)."""
     recorded = results.read_metadata(run_dir)
-    kept = recorded.get("experiment_file", "")
-    spec = experiment.load(experiment_name or (kept if kept and Path(kept).is_file() else recorded.get("experiment")))
+    spec = experiment.load(experiment_name) if experiment_name else analysis.recorded_experiment(run_dir)
+    if spec is None:
+        raise UnknownExperiment(name=recorded.get("experiment", "?"), folder=project.EXPERIMENTS,
+                                known=", ".join(project.names(project.EXPERIMENTS, ".toml")))
     click.echo(f"report: {analysis.analyse(run_dir, spec)}")
+
+
+def _verbose_too(command: click.Command) -> None:
+    """-v after the subcommand means what it means before it (`harness bench -v`); not for `boot`, whose
+    COMMAND may take its own -v."""
+    def verbose(context, _, value):
+        if value:
+            context.obj["verbose"] = True
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _verbose_too(sub)
+    elif command.name != "boot":
+        command.params.append(click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, is_eager=True,
+                                           callback=verbose, help="Show host commands and their output."))
+
+
+for _command in main.commands.values():
+    _verbose_too(_command)

@@ -119,6 +119,17 @@ def is_dynamic_elf(path: Path) -> bool:
     return any(int.from_bytes(table[i * phentsize:i * phentsize + 4], order) == 3 for i in range(phnum))
 
 
+def kvm_line(works: bool | None, why: str) -> str:
+    """What doctor says about KVM, and what it means for the timings."""
+    if works:
+        return (f"kvm        works ({why}): guests run at hardware speed, and bench times each cell on boots of "
+                "its own")
+    if works is None:
+        return f"kvm        untested: {why}"
+    return (f"kvm        does not work here ({why}): every guest runs under TCG, emulated, several times slower; "
+            "counts are exact, but timings are not hardware figures (reports say so)")
+
+
 def worker_lines(facts: dict) -> list[str]:
     """What `doctor --worker` says beyond the prerequisites: KVM, the versions a cluster checks, the
     install line for what is missing (facts: harness.measure.worker.facts())."""

@@ -52,6 +52,32 @@ class NoSuchTree(UserError):
     template = "Tree {path} is not a folder: pass a kernel tree folder or a source SPEC such as dir:PATH"
 
 
+class NothingToCompare(UserError):
+    template = ("{runs} holds valid boots of one variant only ({variant}): there is nothing to compare it with; "
+                "run the other variants into it (harness run --resume, or a new run with every variant)")
+
+
+class NotAGitTree(UserError):
+    template = ("--tree {path} is not the top of a git work tree: pass the top of a kernel git checkout, or "
+                "--kernel dir:PATH for a folder as it is")
+
+
+class SeriesDoesNotApply(UserError):
+    template = ("{patch} does not apply to {tree}, as given nor imported (at {where}): rebase it onto that kernel, "
+                "or pick the kernel it was written for with --kernel")
+
+
+class NoChangedCode(UserError):
+    template = ("The patch changes no object code of {kernel} as this configuration builds it (variants {variants} "
+                "identical to base): nothing to measure; --force runs it anyway, as an A/A control")
+
+
+class UnexercisedPatch(UserError):
+    template = ("No shipped workload phase calls {functions} more than its idle phase does ({workloads}; {source}): "
+                "nothing here runs the patch; name a workload that does with --workload, or run every one "
+                "with --force (their rows will say `not exercised`)")
+
+
 class ChecksumMismatch(UserError):
     template = ("{what} has sha256 {actual}, expected {expected}: the spec's checksum is wrong "
                 "or the download is corrupt (it was removed; fetch again to download it anew)")

@@ -155,11 +155,15 @@ class RunDirectory:
     @staticmethod
     def is_fresh(path: Path) -> bool:
         """True for a folder a new run may use: absent, empty, or holding only the empty raw/ of a run
-        that stopped before its metadata was written."""
+        that stopped before its metadata was written, and what `harness try` writes before its run (one
+        experiment file and its patches/ folder)."""
         if not path.exists():
             return True
         entries = list(path.iterdir())
-        return all(entry.name == "raw" and entry.is_dir() and not any(entry.iterdir()) for entry in entries)
+        tried = [entry for entry in entries if entry.suffix == ".toml" and entry.is_file()]
+        return len(tried) <= 1 and all(
+            entry.name == "raw" and entry.is_dir() and not any(entry.iterdir()) or entry in tried
+            or tried and entry.name == "patches" and entry.is_dir() for entry in entries)
 
     @classmethod
     def create(cls, path: Path, metadata: dict) -> "RunDirectory":

@@ -180,3 +180,44 @@ def test_doctor_worker_checks_what_a_worker_needs_and_its_versions(tmp_path):
     assert [line.split()[1] for line in lines[:2]] == ["qemu-system-x86_64", "cpio"]
     assert lines[2].startswith("host ") and lines[3].startswith("KVM ") and "harness code" in lines[4]
     assert lines[-1].endswith("harness/worker (the kernels and images this worker is sent)"), lines[-1]
+
+
+def test_version_and_verbose_after_the_subcommand(tmp_path):
+    result = invoke(tmp_path, "--version")
+    assert result.exit_code == 0 and result.output.startswith("harness 0.")
+    quiet = invoke(tmp_path, "compare", str(DATA / "run-small"))
+    loud = invoke(tmp_path, "compare", str(DATA / "run-small"), "-v")
+    assert loud.exit_code == quiet.exit_code == 0, loud.output
+    assert "harness -q" in loud.output and "harness -q" not in quiet.output, "-v shows the debug lines (argv)"
+
+
+def test_experiment_check_names_what_fails_without_a_build(tmp_path):
+    result = invoke(tmp_path, "experiment", "check", "do-wp-page-swapcache", "--no-fetch")
+    assert result.exit_code == 0, result.output
+    assert "ok   primary row redis/write/cow_copies_per_swapin (rate, lower is better" in result.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text('kconfigs = ["qemu-guest", "nonesuch"]\nworkloads = ["swapcow"]\n'
+                   'primary = ["swapcow/squash/cow_copies"]\n[[variants]]\nname = "base"\n'
+                   '[[variants]]\nname = "p"\npatches = ["missing.patch"]\n')
+    result = invoke(tmp_path, "experiment", "check", str(bad), "--no-fetch")
+    assert result.exit_code == 1
+    failed = [line for line in result.output.splitlines() if line.startswith("FAIL")]
+    assert len(failed) == 3, result.output
+    assert "nonesuch" in failed[0] and "missing.patch" in failed[1] and "swapcow has no phase squash" in failed[2]
+
+
+def test_metrics_lists_each_with_its_meaning_and_phases(tmp_path):
+    result = invoke(tmp_path, "metrics", "--workload", "forkcow")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "reuse_share: rate, direction higher, share, process; 1 - copy_share" in result.output
+    assert any(line.startswith("  reuse_share: ") and "forkcow/reuse" in line for line in lines)
+    assert not any("swapcow/" in line for line in lines), "forkcow's phases only"
+    assert invoke(tmp_path, "metrics", "--workload", "nonesuch").exit_code == 1
+
+
+def test_patch_check_says_which_tree_it_checked(tmp_path):
+    result = invoke(tmp_path, "patch", "check", str(DATA / "seed-on-excerpt.patch"), "--tree",
+                    str(DATA / "excerpt"))
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == f"tree: {DATA / 'excerpt'} (the folder given)"

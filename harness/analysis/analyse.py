@@ -12,8 +12,8 @@ import numpy as np
 
 from harness import experiment as experiments
 from harness import results
-from harness.analysis import compare, coverage, plots, report, stats
-from harness.errors import PoolWithoutControl
+from harness.analysis import compare, coverage, mail, plots, report, stats
+from harness.errors import HarnessError, PoolWithoutControl
 from harness.experiment import Experiment
 from harness.files import write_atomic
 
@@ -115,6 +115,34 @@ def decided(directory: results.RunDirectory) -> bool:
 
 
 CONFIRMATION = "confirm.toml"
+MAIL = "report.txt"
+
+
+def headline_key(experiment: Experiment | None, result: compare.Comparison) -> str:
+    """WORKLOAD/PHASE/METRIC of the report's first sentence: the experiment's headline, its first primary row,
+    the strongest discovery, or the first workload's copies in its write phase."""
+    found = [r.key for r in compare.discoveries(result.rows)] if result.plan.discovery else []
+    if experiment is not None and (experiment.headline or experiment.primary):
+        return experiment.headline or experiment.primary[0]
+    return found[0] if found else f"{result.rows[0].workload}/write/cow_copies" if result.rows else ""
+
+
+def recorded_experiment(run_dir: Path) -> Experiment | None:
+    """The experiment a run recorded: its file when it is still there, else by name; None when neither is."""
+    recorded = results.read_metadata(run_dir)
+    kept = recorded.get("experiment_file", "")
+    try:
+        return experiments.load(kept if kept and Path(kept).is_file() else recorded.get("experiment"))
+    except HarnessError:
+        return None
+
+
+def mail_text(run_dir: Path, result: compare.Comparison, headline: str, confirm: Path | None = None) -> str:
+    """What `harness compare --format email` prints and report.txt holds (harness/analysis/mail.py)."""
+    samples, runs, metadata = results.read(run_dir)
+    opening = report.findings(runs, metadata, result, headline, confirm)
+    order = [result.plan.baseline] + [v["name"] for v in metadata.get("variants", [])]
+    return mail.render(result, report.title(metadata, run_dir), opening, metadata, list(dict.fromkeys(order)))
 DISCOVERY_LINE = re.compile(r"^discovery\s*=\s*true\s*(#.*)?$", re.MULTILINE)
 HEADLINE_LINE = re.compile(r"^headline\s*=.*\n", re.MULTILINE)
 
@@ -149,11 +177,10 @@ def analyse(run_dir: Path, experiment: Experiment, baseline: str | None = None) 
     write_atomic(run_dir / "comparison.md", "\n".join(compare.summary_lines(result)) + "\n\n"
                  + compare.render_markdown(result.rows, show_all=True) + "\n")
     figures = plots.plot_all(samples, runs, metadata, run_dir / "plots", result.rows)
-    found = [r.key for r in compare.discoveries(result.rows)] if result.plan.discovery else []
-    headline = experiment.headline or (experiment.primary[0] if experiment.primary else found[0] if found else
-                                       f"{samples['workload'].iloc[0]}/write/cow_copies")
-    confirm = write_confirmation(run_dir, result, metadata) if found else None
+    headline = headline_key(experiment, result)
+    confirm = write_confirmation(run_dir, result, metadata) if compare.discoveries(result.rows) else None
     path = report.write(run_dir, result, figures, headline, confirm)
+    write_atomic(run_dir / MAIL, mail_text(run_dir, result, headline, confirm))
     directory = results.RunDirectory.load(run_dir)
     stages = {**metadata.get("stage_seconds", {}), "analysis": round(time.monotonic() - started, 1)}
     cover = result.coverage.as_dict() if result.coverage is not None else {}

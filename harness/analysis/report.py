@@ -211,26 +211,38 @@ def discovery_sentence(comparison: compare.Comparison, confirm: Path | None) -> 
             f"{compare.ALPHA:.0%} false-discovery rate ({per}); a lead, not a claim.{confirm_with}")
 
 
+def title(metadata: dict, run_dir: Path) -> str:
+    return f"# {metadata.get('experiment', run_dir.name)}: {metadata.get('description', '')}".rstrip(": ")
+
+
+def findings(runs: pd.DataFrame, metadata: dict, comparison: compare.Comparison, headline: str,
+             confirm: Path | None = None) -> list[str]:
+    """The report's opening sentences after the calibration: the headline finding (after what the coverage
+    rules out), the discovery, lost boots, and which cause of copies moved."""
+    rows = comparison.rows
+    valid = results.valid_runs(runs)
+    release = ", ".join(sorted(set(valid["kernel_release"].astype(str)))) or "?"
+    accelerator = ", ".join(sorted(set(valid["accelerator"].dropna().astype(str)))) or "?"
+    ran = tuple(dict.fromkeys(runs["variant"].astype(str)))
+    silent = comparison.coverage.headline() if comparison.coverage is not None else ""
+    said = [(silent + " " if silent else "") + headline_sentence(rows, headline, release, accelerator, ran)]
+    said += [discovery_sentence(comparison, confirm), lost_sentence(rows)]
+    said.append(cause_sentence(rows, *headline.split("/")[:2]) if headline and not metadata.get("sweep") else "")
+    return [sentence for sentence in said if sentence]
+
+
 def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], headline: str,
           confirm: Path | None = None) -> Path:
     samples, runs, metadata = results.read(run_dir)
     rows = comparison.rows
     valid = results.valid_runs(runs)
-    release = ", ".join(sorted(set(valid["kernel_release"].astype(str)))) or "?"
     accelerator = ", ".join(sorted(set(valid["accelerator"].dropna().astype(str)))) or "?"
     calibration = comparison.calibration_line()
-    lines = [f"# {metadata.get('experiment', run_dir.name)}: {metadata.get('description', '')}".rstrip(": "), ""]
+    lines = [title(metadata, run_dir), ""]
     if calibration:
         lines += [f"**{calibration}**" if comparison.failed else calibration, ""]
-    ran = tuple(dict.fromkeys(runs["variant"].astype(str)))
-    silent = comparison.coverage.headline() if comparison.coverage is not None else ""
-    lines += [(silent + " " if silent else "") + headline_sentence(rows, headline, release, accelerator, ran), ""]
-    discovered = discovery_sentence(comparison, confirm)
-    lines += [discovered, ""] if discovered else []
-    lost = lost_sentence(rows)
-    lines += [lost, ""] if lost else []
-    by_cause = cause_sentence(rows, *headline.split("/")[:2]) if headline and not metadata.get("sweep") else ""
-    lines += [by_cause, ""] if by_cause else []
+    for sentence in findings(runs, metadata, comparison, headline, confirm):
+        lines += [sentence, ""]
     lines += ["## Primary hypotheses", "", *compare.summary_lines(comparison)[1 if calibration else 0:], ""]
     lines += [*primary_table(rows), ""]
     lines += sweep_lines(metadata, runs)

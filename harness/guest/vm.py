@@ -82,6 +82,32 @@ def kvm_openable(device: str = "/dev/kvm") -> bool:
         return False
 
 
+def kvm_boots(kernel: Path | None, scratch: Path) -> tuple[bool | None, str]:
+    """(whether a Linux guest makes progress under KVM on this host, why): kernel (a bzImage) is booted with no
+    root until its first console line, as `auto` does before every boot; None when there is no kernel to try."""
+    if not kvm_openable():
+        return False, "/dev/kvm cannot be opened"
+    if kernel is None:
+        return None, "/dev/kvm opens; no kernel is built yet to try a guest (the first boot tries, as auto does)"
+    console = scratch / "kvm-probe.console"
+    argv = ["qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-m", "256", "-kernel", str(kernel), "-append",
+            "console=ttyS0 panic=-1", "-serial", f"file:{console}", "-display", "none", "-monitor", "none",
+            "-nodefaults", "-no-reboot"]
+    started = time.monotonic()
+    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=_die_with_parent) as qemu:
+        try:
+            while time.monotonic() - started < KVM_PROGRESS_S and qemu.poll() is None:
+                if console.is_file() and KERNEL_STARTED in console.read_text(errors="replace"):
+                    return True, f"a guest printed its first line in {time.monotonic() - started:.1f} s"
+                time.sleep(0.1)
+            if qemu.poll() is not None:
+                return False, "QEMU exited: " + (qemu.stderr.read().strip().splitlines() or ["?"])[-1]
+            return False, f"the guest printed no kernel output in {KVM_PROGRESS_S:g} s (nested virtualisation?)"
+        finally:
+            qemu.kill()
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))

@@ -79,6 +79,30 @@ def download(package_version: str, downloads: Path, suite: str = "", room=lambda
                 partial.unlink()        # apt-get's half-written package or index
 
 
+def newest(package: str, downloads: Path) -> tuple[str, str]:
+    """(version, sha256 of its .deb) of the newest package of that name in the suites searched, from the signed
+    package index (nothing is downloaded but the lists); PackageNotFound when no suite holds it."""
+    suites = searched_suites()
+    with files.locked(downloads.parent, "apt-any", f"the package lists for {package}"):
+        state = downloads / ".apt-any"
+        _write_private_state(state, mirror_uri(), suites)
+        options = _apt_options(state)
+        try:
+            _update(options, state, mirror_uri(), suites)
+        finally:
+            shutil.rmtree(state / "cache", ignore_errors=True)
+        policy = runner.output_of(["apt-cache", *options, "policy", package], echo=False)
+        candidate = re.search(r"^\s*Candidate:\s*(\S+)", policy, re.M)
+        if not candidate or candidate.group(1) == "(none)":
+            raise PackageNotFound(package=package, version="any", suites=", ".join(suites), versions="none")
+        version = candidate.group(1)
+        shown = runner.output_of(["apt-cache", *options, "show", f"{package}={version}"], echo=False)
+    digest = re.search(r"^SHA256: ([0-9a-f]{64})$", shown, re.M)
+    if not digest:
+        raise DownloadFailed(what=f"{package}={version}", why="the package index gives no SHA256 for it")
+    return version, digest.group(1)
+
+
 def searched_suites() -> list[str]:
     return [suite + pocket for suite in SUITES for pocket in POCKETS]
 

@@ -85,7 +85,7 @@ def new_request(spec: Experiment, workload_names, settings, variant_names, reps:
 def _check_sweep(spec: Experiment, chosen, settings) -> None:
     """A -p setting may not fix what the sweep varies; an axis of a workload that does not run is said."""
     names = {workload.name for workload, _ in chosen}
-    given = {setting.split("=", 1)[0] for setting in settings}
+    given = {setting.split("=", 1)[0].rpartition(".")[2] for setting in settings}
     for axis in spec.sweep.axes:
         if axis.owner in (sweeps.GUEST, sweeps.HOST):
             continue

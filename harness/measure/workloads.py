@@ -127,17 +127,26 @@ def _converted(value, default, workload: str, name: str):
 
 def choose(names, settings, preset=None) -> tuple:
     """(Workload, parameters) for each name; NAME=VALUE settings (from -p) go to the workloads that have NAME,
-    over the experiment's preset ({workload: {name: value}})."""
+    WORKLOAD.NAME=VALUE (the sweep's form) to that workload only, over the experiment's preset ({workload:
+    {name: value}})."""
     chosen = [load(name) for name in names]
     bad = [setting for setting in settings if "=" not in setting]
     if bad:
-        raise BadWorkload(name=", ".join(names), why=f"--param takes NAME=VALUE, not '{bad[0]}'")
-    overrides = dict(setting.split("=", 1) for setting in settings)
-    for name in overrides:
-        if not any(name in dict(workload.parameters) for workload in chosen):
-            raise BadWorkload(name=", ".join(names), why=f"no parameter '{name}'")
-    return tuple((w, w.params({**(preset or {}).get(w.name, {}),
-                               **{k: v for k, v in overrides.items() if k in dict(w.parameters)}})) for w in chosen)
+        raise BadWorkload(name=", ".join(names), why=f"--param takes [WORKLOAD.]NAME=VALUE, not '{bad[0]}'")
+    known = "; ".join(f"{w.name}: {', '.join(dict(w.parameters))}" for w in chosen)
+    overrides: dict[str, dict] = {w.name: {} for w in chosen}
+    for setting in settings:
+        name, value = setting.split("=", 1)
+        owner, _, key = name.rpartition(".")
+        if owner and owner not in overrides:
+            raise BadWorkload(name=owner, why=f"-p {setting} names a workload that does not run here "
+                                              f"({', '.join(names)})")
+        takers = [w for w in chosen if (not owner or w.name == owner) and key in dict(w.parameters)]
+        if not takers:
+            raise BadWorkload(name=owner or ", ".join(names), why=f"no parameter '{key}' (the parameters: {known})")
+        for workload in takers:
+            overrides[workload.name][key] = value
+    return tuple((w, w.params({**(preset or {}).get(w.name, {}), **overrides[w.name]})) for w in chosen)
 
 
 def discover(folder: Path = project.WORKLOADS) -> dict[str, Workload]:

@@ -255,3 +255,15 @@ def test_a_boot_without_probes_skips_the_gates_on_probed_metrics_but_not_the_oth
     assert cell.gate(driver.gates(), timed) == ["ksmwrite: pages is 100, below 0.9 x ksmmerge.pages (4,096)"]
     assert metrics.meaning("wp_faults").probed and metrics.meaning("cow_copies.ksm").probed
     assert not metrics.meaning("vmstat.pgreuse").probed and not metrics.meaning("pages").probed
+
+
+def test_a_setting_may_name_its_workload_and_an_unknown_one_lists_the_parameters():
+    chosen = workloads.choose(("swapcow", "forkcow"), ("swapcow.size_mb=8", "cycles=2"))
+    by_name = {workload.name: params for workload, params in chosen}
+    assert by_name["swapcow"]["size_mb"] == 8 and by_name["swapcow"]["cycles"] == 2
+    assert by_name["forkcow"]["size_mb"] != 8, "swapcow.size_mb is swapcow's alone"
+    with pytest.raises(BadWorkload, match=r"no parameter 'sise_mb' \(the parameters: swapcow: size_mb, cycles; "
+                                          r"forkcow: "):
+        workloads.choose(("swapcow", "forkcow"), ("sise_mb=8",))
+    with pytest.raises(BadWorkload, match="-p redis.size_mb=8 names a workload that does not run here"):
+        workloads.choose(("swapcow",), ("redis.size_mb=8",))

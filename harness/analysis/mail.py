@@ -1,0 +1,169 @@
+"""The summary a reviewer mails to a list: `harness compare --format email` and RUN/report.txt.
+
+Plain text, no line over 72 columns, no Markdown: the headline sentence, the calibration, what the
+object code and the coverage say, how the rows were tested, then the rows that have a verdict
+with the kernels as columns, in the manner of mmtests' compare-kernels (the median, its change
+against the baseline and a mark for the verdict), a legend of the marks and the command that
+reproduces the run. A row whose change (Hodges-Lehmann) and medians point in opposite directions
+is marked, and a note under the table gives the medians' change, so that no line quoted from the
+table contradicts another.
+"""
+
+import re
+import shlex
+import textwrap
+
+from harness.analysis import compare
+
+WIDTH = 72
+MARKS = {"better": "B", "worse": "W", "equivalent": "E", "identical": "I", "inconclusive": "?",
+         "not exercised": "N"}
+DECIDED = ("better", "worse", "equivalent")
+BASE_COLUMN = 9          # the baseline's median
+VARIANT_COLUMN = 20      # a variant's median, change and mark
+LABEL_MIN = 20         # narrower, and the metric's name goes on a line of its own
+
+
+def plain(text: str) -> str:
+    """Markdown's emphasis and code marks taken out."""
+    return text.replace("**", "").replace("`", "")
+
+
+def wrap(text: str, indent: str = "") -> list[str]:
+    return textwrap.wrap(plain(text), WIDTH, initial_indent=indent, subsequent_indent=indent or "  ",
+                         break_on_hyphens=False, break_long_words=True)
+
+
+def render(comparison: compare.Comparison, title: str, opening: list[str], metadata: dict, order: list[str]) -> str:
+    """The whole mail body. opening: the report's first sentences (the headline finding first); order: the
+    variants, the baseline first."""
+    out = wrap(title.lstrip("# ")) + [""]
+    for sentence in opening:
+        out += wrap(sentence) + [""]
+    said = [line for line in compare.summary_lines(comparison) if not line.startswith("Exploratory:")]
+    calibrated = 1 if comparison.calibration_line() else 0
+    for line in said[:calibrated] + object_code_lines(metadata) + said[calibrated:]:
+        out += wrap(line)
+    out += [""] + table(comparison.rows, order) + [""] + legend(comparison)
+    out += [""] + reproduce(metadata.get("command", ""))
+    return "\n".join(line.rstrip() for line in out) + "\n"
+
+
+def object_code_lines(metadata: dict) -> list[str]:
+    lines = []
+    for name, difference in metadata.get("object_code", {}).items():
+        touched = difference["changed"] + difference["added"] + difference["removed"]
+        if difference["identical"]:
+            lines.append(f"Object code of {name}: identical to {difference['baseline']}")
+        elif touched:
+            lines.append(f"Object code of {name}: {len(touched)} function(s) differ from {difference['baseline']}: "
+                         + ", ".join(touched[:8]) + (" ..." if len(touched) > 8 else ""))
+        else:
+            lines.append(f"Object code of {name}: addresses only (data layout)")
+    return lines
+
+
+def chosen_rows(rows: list[compare.Row]) -> list[tuple]:
+    """(workload, phase, metric, point) of the rows worth mailing: the primary rows, and every row where a
+    variant has a decided verdict (better, worse, equivalent), in the comparison's order."""
+    keys = [(r.workload, r.phase, r.metric, r.point) for r in rows
+            if r.margin_pct is not None or (r.variant != r.baseline and r.verdict in DECIDED)]
+    return list(dict.fromkeys(keys))
+
+
+def table(rows: list[compare.Row], order: list[str]) -> list[str]:
+    """The rows with a verdict, kernels as columns; as many variant columns as fit in WIDTH, the rest in
+    further blocks that repeat the baseline."""
+    keys = chosen_rows(rows)
+    if not keys:
+        return ["No row has a verdict (better, worse or equivalent)."]
+    by_key = {(r.workload, r.phase, r.metric, r.point, r.variant): r for r in rows}
+    baseline, others = order[0], [v for v in order[1:] if any(r.variant == v for r in rows)]
+    per_block = max(1, (WIDTH - BASE_COLUMN - LABEL_MIN) // VARIANT_COLUMN)
+    out, notes = [], []
+    for start in range(0, max(1, len(others)), per_block):
+        block = others[start:start + per_block]
+        label = WIDTH - BASE_COLUMN - VARIANT_COLUMN * len(block)
+        out += ([""] if out else []) + [" " * label + baseline.rjust(BASE_COLUMN)[-BASE_COLUMN:]
+                                        + "".join(v.rjust(VARIANT_COLUMN)[-VARIANT_COLUMN:] for v in block)]
+        heading = None
+        for workload, phase, metric, point in keys:
+            if (workload, phase, point) != heading:
+                heading = (workload, phase, point)
+                out.append(f"{workload} {phase}" + (f" at {point}" if point else ""))
+            base = by_key.get((workload, phase, metric, point, baseline))
+            name = f"  {metric}" + (" (P)" if base is not None and base.margin_pct is not None else "")
+            cells = [_number(base.median if base else None).rjust(BASE_COLUMN)]
+            for variant in block:
+                r = by_key.get((workload, phase, metric, point, variant))
+                cell, note = _cell(r, base)
+                cells.append(cell.rjust(VARIANT_COLUMN))
+                if note:
+                    notes.append(f"^ {workload} {phase} {metric} {variant}: {note}")
+            values = "".join(cells)
+            if len(name) <= label - 1:
+                out.append(name.ljust(label) + values)
+            else:
+                out += [name, " " * label + values]
+    return out + ([""] + [line for note in dict.fromkeys(notes) for line in wrap(note)] if notes else [])
+
+
+def _cell(r: compare.Row | None, base: compare.Row | None) -> tuple[str, str]:
+    """'   0  -100% B*': a variant's median, its change and the mark of its verdict; and a note when the
+    change and the medians point in opposite directions."""
+    if r is None:
+        return "-", ""
+    explored = compare.verdict_text(r) != r.verdict
+    mark = MARKS.get(r.verdict, "?") + ("*" if explored else " ")
+    change, note = "", ""
+    if r.change_pct is not None and r.variant != r.baseline:
+        change = _pct(r.change_pct)
+        moved = 100 * (r.median / base.median - 1) if base is not None and base.median > 0 else 0.0
+        if r.median >= 0 and r.change_pct != 0 and _pct(moved) not in ("+0.0%", "-0.0%") \
+                and (moved > 0) != (r.change_pct > 0):
+            change += "^"
+            note = (f"the change is the median of the pairwise ratios ({_pct(r.change_pct)}); the medians moved "
+                    f"{_pct(moved)}")
+    return f"{_number(r.median)} {change:>7} {mark}", note
+
+
+def _pct(value: float) -> str:
+    return f"{value:+.0f}%" if abs(value) >= 10 else f"{value:+.1f}%"
+
+
+def _number(value) -> str:
+    text = compare._number(value)
+    return text if len(text) <= 8 else f"{value:.3g}"
+
+
+def legend(comparison: compare.Comparison) -> list[str]:
+    margin = comparison.plan.margin_pct
+    text = (f"B better, W worse, E equivalent (within +-{margin:g}%), I identical in every boot, ? inconclusive, "
+            "N not exercised (no phase ran the changed code). * marks an exploratory verdict (5% false-discovery "
+            "rate); unmarked verdicts of (P) primary rows hold a 5% family-wise error. Values are medians over "
+            "the valid boots; the change is the median of the pairwise ratios (Hodges-Lehmann).")
+    return wrap(text)
+
+
+def reproduce(command: str) -> list[str]:
+    """'Reproduce: harness ...', continued with backslashes at WIDTH (a backslash-newline joins even the two
+    halves of a word in the shell, outside quotes)."""
+    if not command:
+        return []
+    words = shlex.split(command)
+    lines, current = [], "Reproduce:"
+    for word in (shlex.quote(word) for word in words):
+        if len(current) + 1 + len(word) <= WIDTH - 2:
+            current += " " + word
+            continue
+        if len(word) <= WIDTH - 4 or re.search(r"['\"]", word):
+            lines.append(current + " \\")
+            current = "  " + word
+            continue
+        room = WIDTH - 2 - len(current) - 1
+        current += " " + word[:room]
+        rest = word[room:]
+        while rest:
+            lines.append(current + "\\")
+            current, rest = rest[:WIDTH - 1], rest[WIDTH - 1:]
+    return lines + [current]

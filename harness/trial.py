@@ -1,0 +1,232 @@
+"""`harness try`: from a reviewer's patch to a report in one command.
+
+The patches (files, mboxes, folders of .patch files, quoted mails) are checked against the kernel
+asked for, kept byte for byte when they apply as they are and imported (`patch import`) when they
+do not. One patch is variant `patched`; a series gives cumulative variants (+1, +1..2, ...), as
+`[series]` does. The kernel is a source SPEC, a short form (`6.1`: Debian's newest linux-source-6.1,
+resolved to an exact version and the SHA256 of the signed package index) or a local git tree at
+HEAD; by default the template experiment's.
+
+The workloads are chosen by what the patch touches: the builds' object code says which functions
+changed (harness/kernel/objdiff.py), and one counted boot per shipped workload (harness/covers.py,
+kept with the build) says which phases call them more than the workload's idle phase does. When
+none does, `try` stops before any measured boot with that reason. Nobody declared hypotheses for
+the patch, so the run is a discovery (harness/analysis/compare.py): every row exploratory, at a 5%
+false-discovery rate, and the report writes the confirmatory experiment beside itself.
+
+Everything `try` decided is written as an experiment file into the run folder, with the patches
+beside it, so that `harness bench -e` repeats or edits the run.
+"""
+
+import json
+import logging
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import covers, experiment, runner
+from harness.analysis import coverage
+from harness.errors import BadPatchInput, NoChangedCode, NotAGitTree, SeriesDoesNotApply, UnexercisedPatch
+from harness.kernel import build, debian, patches, patchmail, source
+from harness.measure import matrix, workloads
+
+log = logging.getLogger("harness.try")
+
+SHORT_KERNEL = re.compile(r"\d+\.\d+")      # 6.1: Debian's newest linux-source-6.1
+PATCH_FOLDER = "patches"
+TEMPLATE_KEYS = ("kconfigs", "probes", "cow_probe", "fault_probe", "cow_causes", "coverage", "margin_pct")
+
+
+@dataclass(frozen=True)
+class Trial:
+    """What `try` decided, before any measured boot."""
+    text: str                                   # the experiment file
+    name: str                                   # its name (the first patch's subject, as a file name)
+    source: str                                 # the kernel SPEC, resolved
+    patches: dict = field(default_factory=dict)     # file name -> text
+    imported: bool = False                      # the patches were rewritten to apply (patch import)
+    workloads: tuple = ()
+    changed: dict = field(default_factory=dict)     # variant -> functions its object code changed
+    choice: tuple = ()                          # lines: why these workloads
+
+    def write(self, folder: Path) -> Path:
+        """The experiment file and its patches in folder; returns the file's path."""
+        (folder / PATCH_FOLDER).mkdir(parents=True, exist_ok=True)
+        for name, text in self.patches.items():
+            (folder / PATCH_FOLDER / name).write_text(text, errors="surrogateescape")
+        path = folder / f"{self.name}.toml"
+        path.write_text(self.text)
+        return path
+
+
+def kernel_spec(kernel: str | None, tree: Path | None, template: experiment.Experiment, cache_dir: Path) -> str:
+    """The source SPEC `--kernel` or `--tree` names, resolved to an exact version or commit."""
+    if kernel and tree:
+        raise BadPatchInput(path=tree, why="--kernel and --tree both name the kernel", fix="pass one of them")
+    if tree:
+        top = runner.run(["git", "-C", tree, "rev-parse", "--show-toplevel"], check=False)
+        if top.returncode != 0 or Path(top.output.strip()).resolve() != Path(tree).resolve():
+            raise NotAGitTree(path=tree)
+        commit = runner.output_of(["git", "-C", tree, "rev-parse", "HEAD"]).strip()
+        dirty = runner.output_of(["git", "-C", tree, "status", "--porcelain", "--untracked-files=no"]).strip()
+        if dirty:
+            log.warning("%s has uncommitted changes: the build takes HEAD (%s) without them", tree, commit[:12])
+        return f"git:{Path(top.output.strip()).resolve()}@{commit}"
+    if kernel and SHORT_KERNEL.fullmatch(kernel):
+        package = f"linux-source-{kernel}"
+        version, digest = debian.newest(package, cache_dir / "downloads")
+        log.info("--kernel %s: Debian's newest %s is %s", kernel, package, version)
+        return f"debian:{package}={version}#sha256={digest}"
+    if kernel:
+        source.parse_spec(kernel)
+        return kernel
+    return template.source
+
+
+def patch_texts(paths: list[Path], tree: Path) -> tuple[dict, bool]:
+    """(file name -> text, imported) of the series the paths hold, in order: the texts as given when the series
+    applies to tree as it is, else as `patch import` rewrites them; SeriesDoesNotApply when neither applies."""
+    parts = [part for path in paths for part in patchmail.split_series(path)]
+    if not parts:
+        raise BadPatchInput(path=paths[0], why="it holds a cover letter and no patch", fix="pass the patches too")
+    scratch = Path(tempfile.mkdtemp(prefix="harness-try-"))
+    try:
+        given = {}
+        for number, part in enumerate(parts, 1):
+            message = patchmail.parse(part.text, part.origin)
+            given[patches.patch_file_name(number, message.subject)] = part.text
+        if not _refused(given, tree, scratch / "given"):
+            return given, False
+        imported = {patch.name: patch.text for patch in patches.import_series(parts, tree)}
+        refused = _refused(imported, tree, scratch / "imported")
+        if refused:
+            raise SeriesDoesNotApply(patch=refused.patch, tree=tree, where=f"{refused.file} hunk {refused.number} "
+                                    f"{refused.header}: {refused.detail}".rstrip(": "))
+        return imported, True
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _refused(texts: dict, tree: Path, folder: Path) -> patches.HunkReport | None:
+    """The first hunk of the series that does not apply to tree, in order (None when git apply takes it all)."""
+    folder.mkdir(parents=True)
+    written = []
+    for name, text in texts.items():
+        (folder / name).write_text(text, errors="surrogateescape")
+        written.append(folder / name)
+    if patches.git_check_series(written, tree)[0]:
+        return None
+    failed = [report for report in patches.check_series(written, tree) if not report.ok]
+    return failed[0] if failed else patches.HunkReport(written[-1].name, "?", 0, "", False, "git apply refuses it")
+
+
+def variants(names: list[str]) -> list[tuple[str, list[str]]]:
+    """(variant, its patch files): base and `patched` for one patch; base, +1, +1..2, ... for a series."""
+    if len(names) == 1:
+        return [("base", []), ("patched", names)]
+    return [("base", [])] + [(experiment.series_name(n), names[:n]) for n in range(1, len(names) + 1)]
+
+
+def experiment_text(name: str, spec: str, template: experiment.Experiment, patch_names: list[str],
+                    chosen: tuple = (), choice: tuple = (), subject: str = "", command: str = "") -> str:
+    """The experiment file of a trial: the template's kernel configuration, probes and guest, the kernel, the
+    variants, the workloads chosen and why, and `discovery = true`."""
+    def value(item) -> str:
+        return json.dumps(list(item) if isinstance(item, tuple) else item)    # a JSON scalar or list is TOML too
+
+    lines = [f"# Written by `{command or 'harness try'}` on {time.strftime('%Y-%m-%d %H:%M')}; run it",
+             "# again, edited or not, with: harness bench -e THIS_FILE --control",
+             f"description = {value(f'harness try: {subject}' if subject else 'harness try')}",
+             f"source = {value(spec)}"]
+    lines += [f"{key} = {value(getattr(template, key))}" for key in TEMPLATE_KEYS]
+    lines += [f"# {line}" for line in choice]
+    lines += [f"workloads = {value(chosen)}" if chosen else "# workloads: every one shipped"]
+    lines += ["# Nobody declared what the patch should change: every row is tested at a 5% false-discovery rate,",
+              "# and the report writes confirm.toml, with the rows found declared primary, to test on fresh boots.",
+              "discovery = true", ""]
+    for variant, names in variants(patch_names):
+        lines += ["[[variants]]", f"name = {value(variant)}",
+                  f"patches = {value([f'{PATCH_FOLDER}/{n}' for n in names])}", ""]
+    lines += ["[guest]"] + [f"{key} = {value(item)}" for key, item in vars(template.guest).items()] + [""]
+    for workload, values in template.parameters:
+        lines += [f"[parameters.{workload}]"] + [f"{key} = {value(item)}" for key, item in values] + [""]
+    return "\n".join(lines)
+
+
+def prepare(paths: list[Path], kernel: str | None, tree: Path | None, template_name: str | None,
+            workload_names: tuple, settings: tuple, cache_dir: Path, accel: str = "auto", force: bool = False,
+            command: str = "") -> Trial:
+    """Everything `try` decides before a measured boot: the kernel, the patches, the builds and what they
+    changed, and the workloads (profiled on the builds unless named)."""
+    template = experiment.load(template_name)
+    spec = kernel_spec(kernel, tree, template, cache_dir)
+    tree_path = source.fetch(source.parse_spec(spec), cache_dir)
+    texts, imported = patch_texts(paths, tree_path)
+    subject = patchmail.parse(next(iter(texts.values())), "patch").subject
+    name = re.sub(r"^\d{4}-", "", next(iter(texts))).removesuffix(".patch")
+    log.info("kernel %s (%s); %s %s", spec, source.release(tree_path), len(texts),
+             "patch, imported to apply" if imported else "patch(es), applied as given")
+    with tempfile.TemporaryDirectory(prefix="harness-try-") as scratch:
+        folder = Path(scratch)
+        draft = Trial(experiment_text(name, spec, template, list(texts), subject=subject, command=command), name,
+                      spec, texts, imported)
+        trial_spec = experiment.load(str(draft.write(folder)))
+        changed, counted = _changed(trial_spec, cache_dir, force)
+        if workload_names:
+            chosen = tuple(workload_names)
+            choice = (f"workloads named on the command line: {', '.join(chosen)}",)
+            workloads.choose(chosen, settings, {n: trial_spec.parameters_of(n) for n in chosen})
+        else:
+            chosen, choice = choose(trial_spec, counted, settings, cache_dir, accel, force)
+    text = experiment_text(name, spec, template, list(texts), chosen, choice, subject, command)
+    return Trial(text, name, spec, texts, imported, chosen, changed, choice)
+
+
+def _changed(spec: experiment.Experiment, cache_dir: Path, force: bool) -> tuple[dict, tuple]:
+    """(variant -> functions changed, the functions a counted boot can count), from the builds' object code;
+    NoChangedCode when no variant changed the baseline's code (unless force)."""
+    builds = {b.variant: b for b in build.build_all(spec, list(spec.variants), cache_dir)}
+    request = matrix.new_request(spec, tuple(workloads.discover())[:1], (), (), 1, Path("/nonexistent"), "auto",
+                                 ("counted",), "", None, None, False, force)
+    differences = matrix.object_code(request, builds)
+    if all(difference.identical for difference in differences.values()) and not force:
+        raise NoChangedCode(kernel=spec.source, variants=", ".join(differences))
+    changed = {name: difference.functions for name, difference in differences.items()}
+    return changed, matrix.counted_calls(differences, request)
+
+
+def choose(spec: experiment.Experiment, functions: tuple, settings: tuple, cache_dir: Path, accel: str,
+           force: bool) -> tuple[tuple, tuple]:
+    """(workloads, why): the shipped workloads with a phase that calls a changed function more often than the
+    workload's idle phase does, from one counted boot per workload of the last variant's kernel (the
+    baseline's for what the last variant removed)."""
+    names = tuple(workloads.discover())
+    shipped = workloads.choose(names, settings, {name: spec.parameters_of(name) for name in names})
+    if not functions:
+        return (), ("no changed function can be counted (init code, notrace, or a name an unchanged function "
+                    "shares): every shipped workload runs",)
+    found = covers.profile(spec, spec.variants[-1].name, functions, shipped, cache_dir, accel)
+    removed = [function for function in found.uncounted if function not in found.calls]
+    if removed and len(spec.variants) > 1:
+        earlier = covers.profile(spec, spec.variants[0].name, removed, shipped, cache_dir, accel)
+        found = covers.Map({**found.calls, **earlier.calls}, earlier.uncounted, found.source)
+    ran: dict[str, list[tuple]] = {}
+    for function, counts in found.calls.items():
+        for (workload, phase), calls in counts.items():
+            idle = counts.get((workload, coverage.IDLE), 0.0)
+            if phase != coverage.IDLE and calls > idle:
+                ran.setdefault(workload, []).append((calls, f"{phase} {function} {calls:,.0f} (idle {idle:,.0f})"))
+    choice = [f"chosen by coverage ({found.source}): a phase calls a changed function more than idle does"]
+    for workload, said in ran.items():
+        busiest = [text for _, text in sorted(said, key=lambda item: -item[0])]
+        choice.append(f"  {workload}: " + "; ".join(busiest[:3]) + (" ..." if len(busiest) > 3 else ""))
+    choice += [f"  not counted: {function}: {why}" for function, why in found.uncounted.items()]
+    if ran:
+        return tuple(name for name in names if name in ran), tuple(choice)
+    if force:
+        return (), (*choice, "  no workload phase calls them; --force runs every shipped workload (rows: not "
+                             "exercised)")
+    raise UnexercisedPatch(functions=", ".join(functions), workloads=", ".join(names), source=found.source)

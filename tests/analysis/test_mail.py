@@ -1,0 +1,80 @@
+"""The summary to mail: `harness compare --format email` and report.txt (harness/analysis/mail.py)."""
+
+import re
+import shlex
+import shutil
+
+from click.testing import CliRunner
+
+from harness.analysis import analyse as analysis
+from harness.analysis import mail
+from harness.cli import main
+from harness.project import ROOT
+from tests.conftest import DATA
+
+REFERENCE = max(ROOT.glob("results/reference-*"))
+
+
+def email(tmp_path, *run_dirs):
+    return CliRunner().invoke(main, ["--cache-dir", str(tmp_path / "cache"), "compare", "--format", "email",
+                                     *map(str, run_dirs)])
+
+
+def test_the_reference_run_mails_in_72_columns(tmp_path):
+    result = email(tmp_path, REFERENCE)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(map(len, lines)) <= mail.WIDTH
+    assert not any("**" in line or "`" in line or line != line.rstrip() for line in lines), "plain text"
+    text = result.output
+    opening = text.split("\n\n")[1].replace("\n  ", " ")
+    assert opening.startswith("On Linux 5.10.223 under TCG, patched changes cow_copies_per_swapin in the write "
+                              "phase of redis") and opening.endswith(": better.")
+    assert text.index("Calibration passed") < text.index("Object code of patched") < text.index("Patch coverage")
+    header = next(line for line in lines if line.split() == ["base", "patched", "control"])
+    assert header.index("patched") < header.index("control"), "the kernels are the columns"
+    primary = [line for line in lines if re.match(r"  \S+ \(P\)", line)]
+    assert len(primary) == 4, "every primary row, whatever its verdict"
+    at = lines.index("redis write")
+    named = next(k for k in range(at, len(lines)) if "cow_copies_per_swapin (P)" in lines[k])
+    assert lines[named + 1].split() == ["0.974", "0.00063", "-100%", "B", "0.979", "+0.4%", "E"], \
+        "a name too long for its column has the values on the next line: patched better, control equivalent"
+    assert any(line.startswith("B better, W worse, E equivalent") for line in lines)
+    assert lines[-1] == "Reproduce: harness bench --control --reps auto"
+
+
+def test_a_change_against_its_medians_is_marked_and_said_under_the_table(tmp_path):
+    text = email(tmp_path, REFERENCE).output
+    marked = [line for line in text.splitlines() if "%^" in line]
+    notes = [line for line in text.splitlines() if line.startswith("^ ")]
+    assert len(notes) >= len({line.split()[0] for line in marked}) and (not marked or notes)
+    for note in notes:
+        assert "the medians moved" in text[text.index(note):text.index(note) + 200]
+
+
+def test_report_txt_is_written_beside_report_md(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(DATA / "run-small", copy)
+    analysis.analyse(copy, analysis.recorded_experiment(copy))
+    text = (copy / "report.txt").read_text()
+    assert max(map(len, text.splitlines())) <= mail.WIDTH
+    assert "inconclusive" in text.split("\n\n")[1] and "Reproduce: harness" in text
+
+
+def test_a_long_command_is_continued_with_backslashes_the_shell_joins():
+    command = "harness bench -e " + "/very/long/" * 12 + "experiment.toml --control -p size_mb=64"
+    lines = mail.reproduce(command)
+    assert len(lines) > 1 and max(map(len, lines)) <= mail.WIDTH
+    joined = "\n".join(lines).removeprefix("Reproduce:").replace("\\\n", "")
+    assert shlex.split(joined) == shlex.split(command)
+
+
+def test_compare_with_one_variant_says_so_and_fails(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(DATA / "run-small", copy)
+    runs = (copy / "runs.csv").read_text().splitlines()
+    (copy / "runs.csv").write_text("\n".join([runs[0]] + [line for line in runs[1:]
+                                                          if not line.startswith("patched,")]) + "\n")
+    result = CliRunner().invoke(main, ["--cache-dir", str(tmp_path / "cache"), "compare", str(copy)])
+    assert result.exit_code == 1
+    assert "valid boots of one variant only (base): there is nothing to compare it with" in result.output

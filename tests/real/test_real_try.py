@@ -1,0 +1,79 @@
+"""The real thing for `harness try`: the seed patch and a patch to mincore(2), built from the default
+kernel, the workloads chosen by counted boots of the built kernel, and the seed measured as a
+discovery: the reviewer's one command, from a patch file to a report and a summary to mail."""
+
+import json
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from harness import experiment
+from harness.analysis import mail
+from harness.project import ROOT
+
+pytestmark = pytest.mark.real
+
+SEED = ROOT / "patches" / "0001-mm-optimize-do_wp_page-for-exclusive-pages-in-the-swapcache.patch"
+MINCORE = next((ROOT / "patches" / "unexercised").glob("*.patch"))
+
+
+def harness(*args, timeout=3600):
+    return subprocess.run([sys.executable, "-m", "harness", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_a_dry_run_of_the_seed_chooses_the_workloads_that_run_do_wp_page(tmp_path):
+    result = harness("try", SEED, "--dry-run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "patched changes: do_wp_page" in out
+    text = out[out.index("# Written by"):]
+    data = tomllib.loads(text)
+    assert {"swapcow", "redis"} <= set(data["workloads"]), data["workloads"]
+    assert data["discovery"] is True and "primary" not in data
+    assert data["source"] == experiment.load(None).source, "the default experiment's kernel"
+    swapcow = next(line for line in out.splitlines() if line.startswith("  swapcow: "))
+    calls = int(swapcow.split(" write do_wp_page ")[1].split(" ")[0].replace(",", ""))
+    assert calls >= 16384, f"swapcow's write phase faults on each of its 16,384 pages: {swapcow}"
+    assert not list((ROOT / "results").glob("*-mm-optimize-do_wp_page*")), "a dry run writes no run folder"
+    print(f"\n[figure] {swapcow.strip()}")
+
+
+def test_a_patch_no_workload_runs_stops_before_any_measured_boot(tmp_path):
+    out = tmp_path / "mincore"
+    result = harness("try", MINCORE, "-o", out)
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-2]
+    assert error.startswith("error: No shipped workload phase calls __x64_sys_mincore more than its idle phase "
+                            "does"), error
+    assert "--workload" in error and "--force" in error
+    assert not out.exists(), "nothing was written, nothing was measured"
+    print(f"\n[figure] {error[:160]}")
+
+
+def test_try_of_the_seed_ends_with_a_better_headline_and_a_mail(tmp_path):
+    """One workload (swapcow, at 8 MiB) to keep the cost down; six boots a side, the discovery's first look."""
+    out = tmp_path / "seed"
+    result = harness("try", SEED, "--workload", "swapcow", "-p", "size_mb=8", "-o", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    headline = next(line for line in lines if line.startswith("On Linux 5.10.223 under "))
+    assert "`patched` changes" in headline and "in the write phase of swapcow" in headline
+    assert ": better (FDR)" in headline, headline
+    assert any(line.startswith("Exploratory (a discovery: no rows declared): ") for line in lines)
+    assert lines[-1] == f"report: {out / 'report.md'}"
+    written = experiment.load(str(out / "mm-optimize-do_wp_page-for-exclusive-pages-in-the-sw.toml"))
+    assert written.workloads == ("swapcow",) and written.discovery and len(written.variants) == 2
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["discovery"] is True and metadata["control"] == "control" and not metadata["primary"]
+    confirm = experiment.load(str(out / "confirm.toml"))
+    assert "swapcow/write" in {row.rsplit("/", 1)[0] for row in confirm.primary}, confirm.primary
+    assert not confirm.discovery and confirm.variants == written.variants
+    rows = json.loads((out / "comparison.json").read_text())
+    control = [r for r in rows if r["variant"] == "control" and r["verdict"] in ("better", "worse")]
+    assert not control, "the baseline kernel again moves nowhere"
+    text = (out / "report.txt").read_text()
+    assert max(map(len, text.splitlines())) <= mail.WIDTH and "B*" in text
+    print(f"\n[figure] {headline[:200]}")
