@@ -55,6 +55,7 @@ JSON_KEYS = ("workload", "phase", "metric", "variant", "baseline", "n", "n_missi
              "ci_low", "ci_high", "change_pct", "change_ci_low", "change_ci_high", "p_value", "verdict", "role",
              "p_adjusted", "margin_pct", "note", "exercised", "changed_calls")
 VERDICTS = ("better", "worse", "equivalent", "identical", "inconclusive", "not exercised")
+BASELINE = "baseline"       # the verdict word of a baseline row: what the others are compared with, not a finding
 RESTING = ("equivalent", "identical")      # verdicts a later boot can take back (decide())
 CONTROL_KINDS = {True: "the baseline kernel again", False: "object code identical to the baseline"}
 
@@ -690,7 +691,7 @@ def compare_cells(cells: Cells, plan: Plan, variants: list[str]) -> list[Row]:
                    "unit": meaning.unit, "margin_pct": plan.margin_pct if key in primary else None}
             if variant == plan.baseline:
                 rows.append({**row, "change_pct": None, "change_ci_low": None, "change_ci_high": None,
-                             "p_value": None, "verdict": "inconclusive"})
+                             "p_value": None, "verdict": BASELINE})
                 continue
             same = base_one and bool((values == base[0]).all())     # one_value(base, values)
             row.update(change(base, values, same))
@@ -720,7 +721,7 @@ def _boots_row(workload: str, point: str, variant: str, base: np.ndarray, values
            "role": "control" if variant in controls else "primary", "change_pct": None, "change_ci_low": None,
            "change_ci_high": None, "p_value": None, "verdict": "inconclusive"}
     if variant == plan.baseline:
-        return row
+        return {**row, "verdict": BASELINE}
     lost, lost_base = int(np.count_nonzero(values == 0)), int(np.count_nonzero(base == 0))
     row.update(change_pct=_pct(share / base_share) if base_share else None,
                p_value=stats.more_often(lost, len(values), lost_base, len(base)))
@@ -902,11 +903,21 @@ def change_text(r: Row, base_median: float | None, bound=None) -> str:
         text += " (tied pairs)"
     else:
         text += f" [{bound(r.change_ci_low, True)},{bound(r.change_ci_high, False)}]"
-    if base_median is not None and base_median > 0 and math.isfinite(base_median) and math.isfinite(r.median) \
-            and r.median >= 0 and r.median != base_median and (r.median > base_median) != (r.change_pct > 0) \
-            and r.change_pct != 0:
-        text += f" (medians {_pct(r.median / base_median):+.1f}%)"
+    moved = medians_against(r, base_median)
+    if moved is not None:
+        text += f" (medians {moved:+.1f}%)"
     return text
+
+
+def medians_against(r: Row, base_median: float | None) -> float | None:
+    """The medians' change in % where it points the other way from the change (the median of the pairwise
+    ratios) and shows as more than 0.0%: a quoted change must not contradict the medians beside it. None
+    otherwise."""
+    if r.change_pct is None or r.change_pct == 0 or base_median is None or not base_median > 0 \
+            or not math.isfinite(base_median) or not math.isfinite(r.median) or r.median < 0:
+        return None
+    moved = 100 * (r.median / base_median - 1)
+    return moved if round(moved, 1) != 0 and (moved > 0) != (r.change_pct > 0) else None
 
 
 def verdict_text(r: Row) -> str:

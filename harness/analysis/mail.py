@@ -118,9 +118,8 @@ def _cell(r: compare.Row | None, base: compare.Row | None) -> tuple[str, str]:
     change, note = "", ""
     if r.change_pct is not None and r.variant != r.baseline:
         change = _pct(r.change_pct)
-        moved = 100 * (r.median / base.median - 1) if base is not None and base.median > 0 else 0.0
-        if r.median >= 0 and r.change_pct != 0 and _pct(moved) not in ("+0.0%", "-0.0%") \
-                and (moved > 0) != (r.change_pct > 0):
+        moved = compare.medians_against(r, base.median if base is not None else None)
+        if moved is not None:
             change += "^"
             note = (f"the change is the median of the pairwise ratios ({_pct(r.change_pct)}); the medians moved "
                     f"{_pct(moved)}")

@@ -85,15 +85,18 @@ def subtitle(metadata: dict, runs: pd.DataFrame) -> str:
 def claimed(row: compare.Row) -> bool:
     """Whether a row's verdict is worth a label: not inconclusive, and `identical` on primary rows only (off
     them it marks the many counters that stay 0)."""
-    return row.verdict != "inconclusive" and (row.verdict != "identical" or row.margin_pct is not None)
+    return row.verdict not in ("inconclusive", compare.BASELINE) and \
+        (row.verdict != "identical" or row.margin_pct is not None)
 
 
 def legend_label(variant: str, rows: list[compare.Row], baseline: str) -> str:
-    """'patched: write better, reswap equivalent' from the figure's rows of one variant."""
+    """'patched: write better, reswap equivalent' from the figure's rows of one variant; without such a verdict,
+    the words its rows have in the tables ('patched: inconclusive')."""
     if variant == baseline:
         return f"{variant} (baseline)"
     said = [f"{r.phase} {r.verdict}" for r in rows if r.variant == variant and claimed(r)]
-    return f"{variant}: {', '.join(said)}" if said else f"{variant}: no verdict"
+    words = list(dict.fromkeys(r.verdict for r in rows if r.variant == variant))   # the tables' words, unclaimed
+    return f"{variant}: {', '.join(said or words) or 'no values'}"
 
 
 def draw(figure: Figure, samples: pd.DataFrame, runs: pd.DataFrame, metadata: dict, out_dir: Path,

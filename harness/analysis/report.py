@@ -51,9 +51,11 @@ def _headline_at(rows: list[compare.Row], headline: str, point: str, ran: tuple[
     parts = []
     for r in others:
         tied = r.change_ci_low is not None and r.change_ci_low == r.change_ci_high
+        moved = compare.medians_against(r, base.median)
         change = "" if r.change_pct is None else (
             f" ({r.change_pct:+.1f}%, " + ("the same in every tied pair of boots" if tied else
-                                           f"95% CI [{_pct(r.change_ci_low)}, {_pct(r.change_ci_high)}]"))
+                                           f"95% CI [{_pct(r.change_ci_low)}, {_pct(r.change_ci_high)}]")
+            + (f", though the medians moved {moved:+.1f}%" if moved is not None else ""))
         p_value = "" if r.p_value is None else f"; exact rank test p = {r.p_value:.2g}"
         adjusted = "" if r.p_adjusted is None else f", adjusted {r.p_adjusted:.2g}"
         other = " (another kernel)" if r.other_source else ""

@@ -45,7 +45,7 @@ def test_a_large_primary_effect_is_better_and_a_tight_one_equivalent():
     assert copies.p_value == pytest.approx(2 / 924) and copies.p_adjusted == pytest.approx(2 * 2 / 924)
     assert copies.change_pct < -99.9 and copies.change_ci_high < -99.9
     assert io.verdict == "equivalent" and -5 < io.change_ci_low < io.change_ci_high < 5
-    assert rows[("write", "cow_copies", "base")].verdict == "inconclusive"
+    assert rows[("write", "cow_copies", "base")].verdict == "baseline", "what the others are compared with"
 
 
 def test_a_change_beyond_the_margin_is_not_equivalent_and_small_n_is_inconclusive():
@@ -229,7 +229,9 @@ def test_the_golden_run_cannot_decide_with_two_boots_a_side():
     comparison = compare.compare(samples, runs, compare.Plan.from_metadata(metadata))
     assert comparison.invalid == 0
     measured = [r for r in comparison.rows if (r.phase, r.metric) != compare.BOOTS]
-    assert {r.verdict for r in measured if not compare.one_value(*row_values(samples, r))} == {"inconclusive"}
+    assert {r.verdict for r in measured if not compare.one_value(*row_values(samples, r)) and r.variant != r.baseline} \
+        == {"inconclusive"}
+    assert {r.verdict for r in comparison.rows if r.variant == r.baseline} == {"baseline"}
     assert {r.verdict for r in measured if r.variant != r.baseline and
             compare.one_value(*row_values(samples, r))} == {"identical"}, "a counter at 0 in all four boots"
     assert {(r.workload, r.verdict, r.median) for r in comparison.rows if (r.phase, r.metric) == compare.BOOTS
@@ -403,7 +405,9 @@ def test_json_has_exactly_the_documented_keys(tmp_path):
                               "change_ci_high", "p_value", "verdict", "role", "p_adjusted", "margin_pct", "note",
                               "exercised", "changed_calls"]
                for item in objects)
-    assert {item["verdict"] for item in objects} <= {"better", "worse", "equivalent", "identical", "inconclusive"}
+    assert {item["verdict"] for item in objects} <= {"better", "worse", "equivalent", "identical", "inconclusive",
+                                                     "baseline"}
+    assert {item["verdict"] for item in objects if item["variant"] == item["baseline"]} == {"baseline"}
     assert {item["role"] for item in objects} <= {"primary", "exploratory", "control"}
     primary = [item for item in objects if item["role"] == "primary" and item["phase"] != "boots"]
     assert primary and all(item["margin_pct"] == 5.0 for item in primary)

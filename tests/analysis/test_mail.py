@@ -78,3 +78,19 @@ def test_compare_with_one_variant_says_so_and_fails(tmp_path):
     result = CliRunner().invoke(main, ["--cache-dir", str(tmp_path / "cache"), "compare", str(copy)])
     assert result.exit_code == 1
     assert "valid boots of one variant only (base): there is nothing to compare it with" in result.output
+
+
+def test_no_quoted_line_contradicts_the_medians(tmp_path):
+    """swapcow's swapout duration in the reference run: the median of the pairwise ratios fell, the medians
+    rose. The table, the headline sentence and the mail each say both."""
+    from harness.analysis import compare, report
+    result = analysis.comparison([REFERENCE])
+    row = next(r for r in result.rows if r.key == "swapcow/swapout/duration_s" and r.variant == "patched")
+    base = next(r for r in result.rows if r.key == row.key and r.variant == "base")
+    moved = compare.medians_against(row, base.median)
+    assert row.change_pct < 0 < moved
+    assert f"(medians {moved:+.1f}%)" in compare.change_text(row, base.median)
+    sentence = report.headline_sentence(result.rows, row.key, "5.10.223", "tcg")
+    assert f"{row.change_pct:+.1f}%" in sentence and f"though the medians moved {moved:+.1f}%" in sentence
+    cell, note = mail._cell(row, base)
+    assert "%^" in cell and f"the medians moved {mail._pct(moved)}" in note

@@ -37,7 +37,7 @@ def test_plots_and_report_from_a_golden_run(tmp_path):
         assert png.stat().st_size > 10_000 and svg.is_file(), name
         assert f"![{name}](plots/{name}.png)" in text
     svg = (copy / "plots" / "write-duration.svg").read_text()
-    assert "TCG" in svg and "emulated" in svg and "patched: no verdict" in svg
+    assert "TCG" in svg and "emulated" in svg and "patched: inconclusive" in svg, "the tables' word"
     assert "Reproduce: `harness run" in text and "patch hash" in text and "config hash" in text
     comparison = json.loads((copy / "comparison.json").read_text())
     assert {row["role"] for row in comparison} == {"primary", "exploratory"}
