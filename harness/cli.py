@@ -758,7 +758,7 @@ def report_command(obj, run_dir, experiment_name):
     if spec is None:
         raise UnknownExperiment(name=recorded.get("experiment", "?"), folder=project.EXPERIMENTS,
                                 known=", ".join(project.names(project.EXPERIMENTS, ".toml")))
-    click.echo(f"report: {analysis.analyse(run_dir, spec)}")
+    click.echo(f"report: {analysis.analyse(run_dir, spec, timed=False)}")
 
 
 def _verbose_too(command: click.Command) -> None:

@@ -35,6 +35,9 @@ MAX_AXES = 2
 SWAP_BACKENDS = ("virtio-blk", "zram")
 
 
+UNIT_SUFFIXES = (("_mb", "MiB"), ("_kb", "KiB"), ("_pct", "%"), ("_ms", "ms"), ("_s", "s"))
+
+
 @dataclass(frozen=True)
 class Axis:
     name: str                  # OWNER.KEY: guest.swap_mb, swapcow.size_mb
@@ -47,6 +50,13 @@ class Axis:
     @property
     def key(self) -> str:
         return self.name.split(".", 1)[1]
+
+    @property
+    def words(self) -> str:
+        """The axis as a plot labels it: 'redis limit (MiB)' for redis.limit_mb, 'guest swap' for guest.swap."""
+        found = next(((suffix, unit) for suffix, unit in UNIT_SUFFIXES if self.key.endswith(suffix)), ("", ""))
+        words = self.key.removesuffix(found[0]).replace("_", " ")
+        return f"{self.owner} {words}" + (f" ({found[1]})" if found[1] else "")
 
     def applies_to(self, workload: str) -> bool:
         return self.owner in (GUEST, HOST, workload)

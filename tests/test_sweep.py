@@ -107,3 +107,9 @@ def test_a_host_axis_pins_each_point_to_a_worker_host(tmp_path):
     path.write_text('[[variants]]\nname = "base"\n[sweep]\nhost.cpu = ["x"]\n')
     with pytest.raises(HarnessError, match=r"the host axis is host.name = \["):
         experiment.load(str(path))
+
+
+def test_axes_are_labelled_in_words_with_units():
+    assert sweeps.Axis("redis.limit_mb", (8,)).words == "redis limit (MiB)"
+    assert sweeps.Axis("guest.swap", ("zram",)).words == "guest swap"
+    assert sweeps.Axis("redis.duration_s", (1,)).words == "redis duration (s)"

@@ -168,8 +168,9 @@ def write_confirmation(run_dir: Path, result: compare.Comparison, metadata: dict
     return path
 
 
-def analyse(run_dir: Path, experiment: Experiment, baseline: str | None = None) -> Path:
-    """Write comparison.json, comparison.md, plots/ and report.md; returns the report's path."""
+def analyse(run_dir: Path, experiment: Experiment, baseline: str | None = None, timed: bool = True) -> Path:
+    """Write comparison.json, comparison.md, report.txt, plots/ and report.md; returns the report's path. timed:
+    record the analysis's seconds in metadata.json (as bench does; `harness report` does not)."""
     started = time.monotonic()
     result = comparison([run_dir], baseline)
     samples, runs, metadata = results.read(run_dir)
@@ -181,8 +182,11 @@ def analyse(run_dir: Path, experiment: Experiment, baseline: str | None = None) 
     confirm = write_confirmation(run_dir, result, metadata) if compare.discoveries(result.rows) else None
     path = report.write(run_dir, result, figures, headline, confirm)
     write_atomic(run_dir / MAIL, mail_text(run_dir, result, headline, confirm))
-    directory = results.RunDirectory.load(run_dir)
-    stages = {**metadata.get("stage_seconds", {}), "analysis": round(time.monotonic() - started, 1)}
-    cover = result.coverage.as_dict() if result.coverage is not None else {}
-    directory.update_metadata(stage_seconds=stages, coverage=cover)
+    cover = json.loads(json.dumps(result.coverage.as_dict() if result.coverage is not None else {}))
+    changes = {"coverage": cover} if metadata.get("coverage") != cover else {}
+    if timed:
+        seconds = round(time.monotonic() - started, 1)
+        changes["stage_seconds"] = {**metadata.get("stage_seconds", {}), "analysis": seconds}
+    if changes:       # `harness report` of a committed run leaves metadata.json as it was
+        results.RunDirectory.load(run_dir).update_metadata(**changes)
     return path

@@ -18,19 +18,28 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+matplotlib.rcParams["svg.hashsalt"] = "harness"     # the same ids in every SVG of the same figure
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from harness import results  # noqa: E402
+from harness import project, results  # noqa: E402
 from harness import sweep as sweeps  # noqa: E402
 from harness.analysis import compare, stats  # noqa: E402
+from harness.kernel import patchmail  # noqa: E402
 from harness.measure import causes, metrics  # noqa: E402
 
 COLOURS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
 CAUSE_COLOURS = dict(zip(causes.CAUSES, ("#8DA0CB", "#E78AC3", "#66C2A5", "#FC8D62", "#A6D854", "#B3B3B3")))
+CAUSE_HATCHES = dict(zip(causes.CAUSES, ("//", "\\\\", "xx", "..", "--", "oo")))
 REFERENCE_SPAN = 1.5    # a sweep's reference line up to this factor above the data sets the y range
 LOG_SPAN = 30      # a panel whose medians differ by more than this factor gets a symmetric-log axis
+DPI = 150
+MAX_WIDTH_IN = 1600 / DPI     # no figure wider than 1,600 pixels: more panels wrap into rows
+PANEL_HEIGHT_IN = 5.0
+CAPTION = ("Points: one boot each; bar: the median; whiskers: the median's 95% interval (order statistics). "
+           "Counts from the boots with probes, timings from those without.")
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,20 @@ FIGURES = (
 )
 
 
+def subject_of(patch: str, metadata: dict) -> str:
+    """A patch's subject, read from its file beside the experiment or in patches/, for runs that did not record
+    it; its file name when the file is not there."""
+    beside = Path(metadata.get("experiment_file") or ".").parent
+    for folder in (beside, beside / "patches", project.PATCHES, *sorted(project.PATCHES.glob("*/"))):
+        path = folder / patch
+        if path.is_file():
+            try:
+                return patchmail.parse(path.read_text(errors="surrogateescape"), patch).subject or patch
+            except Exception:   # a file that does not parse keeps its name: the figure must still be drawn
+                return patch
+    return patch
+
+
 def variant_order(metadata: dict, runs: pd.DataFrame) -> list[str]:
     """The experiment's order with the baseline first; variants only in the data after them."""
     names = [v["name"] for v in metadata.get("variants", [])] + list(dict.fromkeys(runs["variant"]))
@@ -76,7 +99,10 @@ def subtitle(metadata: dict, runs: pd.DataFrame) -> str:
 
     def described(variant: dict) -> str:
         own = f"Linux {', '.join(releases.get(variant['name'], ['?']))}, " if len(everywhere) > 1 else ""
-        return f"{variant['name']}: {own}{', '.join(variant['patches']) or 'no patches'}"
+        subjects = variant.get("subjects") or [subject_of(name, metadata) for name in variant["patches"]]
+        if len(subjects) > 2:
+            subjects = [f"{len(subjects)} patches, the last: {subjects[-1]}"]
+        return f"{variant['name']}: {own}{'; '.join(subjects) or 'no patches'}"
 
     patches = "; ".join(described(v) for v in metadata.get("variants", []))
     return (f"Linux {everywhere[0]}, {accel}" if len(everywhere) == 1 else accel) + f" | {patches}"
@@ -111,9 +137,8 @@ def draw(figure: Figure, samples: pd.DataFrame, runs: pd.DataFrame, metadata: di
     workloads = list(dict.fromkeys(chosen["workload"]))
     present = [v for v in order if v in set(chosen["variant"])]
     phase_count = max(chosen[chosen["workload"] == w]["phase"].nunique() for w in workloads)
-    width = max(8.0, (0.8 + phase_count * (0.3 + 0.32 * len(present))) * len(workloads) + 1.0)
-    fig, axes = plt.subplots(1, len(workloads), figsize=(width, 5.4), squeeze=False)
-    for axis, workload in zip(axes[0], workloads):
+    fig, axes, width = _grid(len(workloads), 0.8 + phase_count * (0.3 + 0.32 * len(present)))
+    for axis, workload in zip(axes, workloads):
         panel_rows = [r for r in rows if r.metric == figure.metric and r.workload == workload
                       and (not figure.phases or r.phase in figure.phases)]
         _panel(axis, chosen[chosen["workload"] == workload], present, order, workload, figure.unit)
@@ -122,18 +147,43 @@ def draw(figure: Figure, samples: pd.DataFrame, runs: pd.DataFrame, metadata: di
                     bbox_to_anchor=(0.5, -0.1), fontsize=7, frameon=False, ncol=1)
     accel = set(runs["accelerator"].dropna().astype(str))
     note = " (TCG: emulated time)" if metrics.meaning(figure.metric).timing and "tcg" in accel else ""
-    lines = textwrap.wrap(subtitle(metadata, runs), width=int(width * 13))
-    fig.suptitle("\n".join([f"{figure.title}{note}", *lines]), fontsize=10)
-    fig.tight_layout()
+    _titled(fig, f"{figure.title}{note}", subtitle(metadata, runs), CAPTION, width)
     return _save(fig, out_dir, figure.name)
+
+
+def _grid(panels: int, panel_width: float, height: float = PANEL_HEIGHT_IN):
+    """(figure, the axes in reading order, width in inches): as many panels a row as fit in MAX_WIDTH_IN, the
+    rest in further rows; spare axes are hidden."""
+    panel_width = min(max(panel_width, 3.2), MAX_WIDTH_IN - 0.5)
+    columns = max(1, min(panels, int((MAX_WIDTH_IN - 0.5) // panel_width)))
+    rows = math.ceil(panels / columns)
+    width = min(MAX_WIDTH_IN, max(8.0, panel_width * columns + 0.5))
+    fig, grid = plt.subplots(rows, columns, figsize=(width, height * rows + 1.2), squeeze=False)
+    axes = [axis for row in grid for axis in row]
+    for spare in axes[panels:]:
+        spare.set_visible(False)
+    return fig, axes[:panels], width
+
+
+def _titled(fig, title: str, sub: str, caption: str, width: float, rect=(0, 0, 1, 1)) -> None:
+    """The title, the subtitle wrapped to the figure, and the caption under the panels (what the marks are)."""
+    characters = int(width * 12)
+    lines = textwrap.wrap(sub, width=characters)
+    fig.suptitle("\n".join([title, *lines]), fontsize=10)
+    caption_lines = textwrap.wrap(caption, width=int(width * 14))
+    fig.text(0.01, 0.005, "\n".join(caption_lines), fontsize=7, color="#444444", ha="left", va="bottom")
+    height = fig.get_size_inches()[1]
+    bottom = rect[1] + 0.14 * len(caption_lines) / height
+    top = rect[3] - 0.17 * (len(lines) + 1) / height          # the title's lines, above the panels' own titles
+    fig.tight_layout(rect=(rect[0], bottom, rect[2], top))
 
 
 def _save(fig, out_dir: Path, name: str) -> list[Path]:
     """NAME.png and NAME.svg in out_dir; the figure is closed."""
     paths = []
-    for suffix in ("png", "svg"):
+    for suffix, stamp in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
         path = out_dir / f"{name}.{suffix}"
-        fig.savefig(path, dpi=150)
+        fig.savefig(path, dpi=DPI, metadata=stamp)     # no date, no version: the same run draws the same file
         paths.append(path)
     plt.close(fig)
     return paths
@@ -181,6 +231,7 @@ def _panel(axis, data: pd.DataFrame, present: list[str], order: list[str], workl
         axis.set_ylabel(f"{unit} (symmetric log)")
     else:
         axis.set_ylim(0, axis.get_ylim()[1] * 1.25)    # room for the rotated labels
+    axis.yaxis.set_major_formatter(NUMBERS)
     axis.grid(axis="y", alpha=0.3)
     axis.spines[["top", "right"]].set_visible(False)
 
@@ -190,6 +241,9 @@ def _short(value: float) -> str:
     if value == 0 or abs(value) >= 100:
         return f"{value:,.0f}"
     return f"{value:.3g}"
+
+
+NUMBERS = FuncFormatter(lambda value, _: _short(value))     # the labels' notation on every axis
 
 
 def plot_all(samples: pd.DataFrame, runs: pd.DataFrame, metadata: dict, out_dir: Path,
@@ -229,17 +283,18 @@ def draw_causes(measured: pd.DataFrame, runs: pd.DataFrame, metadata: dict, out_
     if not workloads:
         return []
     present = [v for v in order if v in set(chosen["variant"])]
-    width = max(8.0, sum(len(shown[w]) for w in workloads) * (0.5 + 0.45 * len(present)) + 2.5)
-    fig, axes = plt.subplots(1, len(workloads), figsize=(width, 5.4), squeeze=False)
-    for axis, workload in zip(axes[0], workloads):
+    widest = max(len(shown[w]) for w in workloads)
+    fig, axes, width = _grid(len(workloads), widest * (0.5 + 0.45 * len(present)) + 1.0)
+    for axis, workload in zip(axes, workloads):
         _cause_panel(axis, medians.loc[workload], shown[workload], present)
         axis.set_title(workload, fontsize=10)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=CAUSE_COLOURS[c]) for c in reversed(causes.CAUSES)]
+    handles = [plt.Rectangle((0, 0), 1, 1, facecolor=CAUSE_COLOURS[c], hatch=CAUSE_HATCHES[c], edgecolor="white")
+               for c in reversed(causes.CAUSES)]
     fig.legend(handles, list(reversed(causes.CAUSES)), loc="center right", fontsize=8, frameon=False)
-    lines = textwrap.wrap(subtitle(metadata, runs), width=int(width * 13))
-    fig.suptitle("\n".join(["COW copies in the workload by cause (median per cause, counted boots)", *lines]),
-                 fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1 - 1.3 / width, 1))
+    _titled(fig, "COW copies in the workload by cause (median per cause, counted boots)", subtitle(metadata, runs),
+            "Bars: per variant, the median copies of each cause over the boots with probes, stacked; the number on "
+            "a bar is their sum. Causes are hatched so that their colours are never a variant's.", width,
+            rect=(0, 0, 1 - 1.3 / width, 1))
     return _save(fig, out_dir, "causes")
 
 
@@ -254,7 +309,8 @@ def _cause_panel(axis, medians: pd.Series, phases: list[str], present: list[str]
             for cause in causes.CAUSES:
                 value = float(medians.get((phase, variant, f"cow_copies.{cause}"), 0.0))
                 if value:
-                    axis.bar(x, value, width * 0.9, bottom=bottom, color=CAUSE_COLOURS[cause])
+                    axis.bar(x, value, width * 0.9, bottom=bottom, facecolor=CAUSE_COLOURS[cause],
+                             hatch=CAUSE_HATCHES[cause], edgecolor="white", linewidth=0)
                     bottom += value
             axis.annotate(_short(bottom), (x, bottom), textcoords="offset points", xytext=(0, 3), ha="center",
                           va="bottom", fontsize=7)
@@ -267,6 +323,7 @@ def _cause_panel(axis, medians: pd.Series, phases: list[str], present: list[str]
     axis.set_xlim(-0.6, len(phases) - 0.4)
     axis.set_ylim(0, axis.get_ylim()[1] * 1.15)
     axis.set_ylabel("copies per phase")
+    axis.yaxis.set_major_formatter(NUMBERS)
     axis.grid(axis="y", alpha=0.3)
     axis.spines[["top", "right"]].set_visible(False)
 
@@ -300,10 +357,11 @@ def sweep_figure(key: str, axes: tuple, data: dict, sweep: sweeps.Sweep, metadat
     workload, phase, metric = key.split("/")
     x_axis, panel_axis = axes[0], (axes[1] if len(axes) > 1 else None)
     panels = list(panel_axis.values) if panel_axis else [None]
-    width = max(7.5, 5.2 * len(panels) + 1.5)
-    fig, grid = plt.subplots(1, len(panels), figsize=(width, 5.6), squeeze=False, sharey=True)
+    fig, axes, width = _grid(len(panels), 5.2)
+    for axis in axes[1:]:
+        axis.sharey(axes[0])
     tops, shown = [], []
-    for axis, panel in zip(grid[0], panels):
+    for axis, panel in zip(axes, panels):
         fixed = {panel_axis.name: panel} if panel_axis else {}
         mine = {point: by_variant for point, by_variant in data.items()
                 if all(sweeps.parse_label(point).get(name) == value for name, value in fixed.items())}
@@ -311,22 +369,23 @@ def sweep_figure(key: str, axes: tuple, data: dict, sweep: sweeps.Sweep, metadat
                                                       sweeps.parse_label(r.point).get(panel_axis.name) == panel],
                                  order))
         shown += _references(axis, x_axis, key, sweep, fixed, metadata)
-        axis.set_title(f"{panel_axis.name} = {panel}" if panel_axis else workload, fontsize=10)
-        axis.set_xlabel(x_axis.name)
+        axis.set_title(f"{panel_axis.words} = {panel}" if panel_axis else workload, fontsize=10)
+        axis.set_xlabel(x_axis.words)
+        axis.yaxis.set_major_formatter(NUMBERS)
     # one y range for the shared axis; a reference line far above the data runs off the top rather than
     # flattening the data
     top = max(tops)
-    grid[0][0].set_ylim(0, (max([top] + [y for y in shown if y <= REFERENCE_SPAN * top]) * 1.12) or 1.0)
+    axes[0].set_ylim(0, (max([top] + [y for y in shown if y <= REFERENCE_SPAN * top]) * 1.12) or 1.0)
     meaning = metrics.meaning(metric)
-    grid[0][0].set_ylabel(meaning.unit or metric)
-    handles, labels = grid[0][-1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, max(len(labels), 1)), fontsize=8, frameon=False)
+    axes[0].set_ylabel(meaning.unit or metric)
+    handles, labels = axes[-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.06), ncol=min(3, max(len(labels), 1)),
+               fontsize=8, frameon=False)
     accel = set(runs["accelerator"].dropna().astype(str))
     note = " (TCG: emulated time)" if meaning.timing and "tcg" in accel else ""
-    lines = textwrap.wrap(subtitle(metadata, runs), width=int(width * 13))
-    fig.suptitle("\n".join([f"{metric} in the {phase} phase of {workload}, along {x_axis.name}{note}", *lines]),
-                 fontsize=10)
-    fig.tight_layout(rect=(0, 0.1 + 0.02 * (len(labels) // 3), 1, 1))
+    _titled(fig, f"{metric} in the {phase} phase of {workload}, along {x_axis.words}{note}", subtitle(metadata, runs),
+            "Points: one boot each; line: the medians; band: each median's 95% interval (order statistics); "
+            "grey lines: the experiment's references.", width, rect=(0, 0.1 + 0.02 * (len(labels) // 3), 1, 1))
     return fig
 
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from harness import files, results
 from harness import sweep as sweeps
-from harness.errors import BadExperiment, BadPlacement, BadWorkload, NotAResultDirectory
+from harness.errors import BadExperiment, BadPlacement, BadWorkload, HarnessError, NotAResultDirectory
 from harness.experiment import Experiment
 from harness.guest import image, vm
-from harness.kernel import build, objdiff, source
+from harness.kernel import build, objdiff, patchmail, source
 from harness.measure import dispatch, worker, workloads
 from harness.measure.cell import Cell, Job, Kernel, layout_of
 from harness.progress import Progress, Stopwatch
@@ -376,9 +376,17 @@ def _build_facts(built: build.Build) -> dict:
             "source_state": built.source_state}
 
 
+def _subject(patch: Path) -> str:
+    """A patch's subject, as a figure or a mail names it; its file name when it has none to read."""
+    try:
+        return patchmail.parse(patch.read_text(errors="surrogateescape"), patch.name).subject or patch.name
+    except (OSError, HarnessError):
+        return patch.name
+
+
 def _metadata(request: RunRequest) -> dict:
-    variants = [{"name": v.name, "patches": [p.name for p in v.patches], "source": request.experiment.source_of(v)}
-                for v in request.variants]
+    variants = [{"name": v.name, "patches": [p.name for p in v.patches], "subjects": [_subject(p) for p in v.patches],
+                 "source": request.experiment.source_of(v)} for v in request.variants]
     design = {"reps": "auto", "min_reps": request.reps, "max_reps": request.max_reps} if request.max_reps \
         else {"reps": request.reps}
     return {"command": request.command_line, "experiment": request.experiment.name,

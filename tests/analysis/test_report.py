@@ -254,3 +254,36 @@ def test_a_calibration_failed_by_the_whole_table_alone_is_bold(tmp_path):
     lines = analysis.analyse(copy, experiment.load(None)).read_text().splitlines()
     assert lines[2].startswith("**CALIBRATION FAILED: `control` (the baseline kernel again) differs from `base`"), \
         lines[2]
+
+
+def test_figures_a_cover_letter_can_carry(tmp_path):
+    """The reference run's figures: none wider than 1,600 pixels (panels wrap into rows), patches named by
+    subject, a caption saying what the marks are, and the same bytes when drawn again."""
+    from PIL import Image
+    reference = max(ROOT.glob("results/reference-*"))
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for name in ("metadata.json", "runs.csv", "samples.csv"):
+        shutil.copy(reference / name, copy / name)
+    samples, runs, metadata = results.read(copy)
+    rows = analysis.comparison([copy]).rows
+    paths = plots.plot_all(samples, runs, metadata, copy / "plots", rows)
+    pngs = [path for path in paths if path.suffix == ".png"]
+    assert len(pngs) >= 7
+    for png in pngs:
+        assert Image.open(png).size[0] <= 1600, png.name
+    svg = (copy / "plots" / "copies.svg").read_text()
+    assert "mm: optimize do_wp_page() for exclusive pages in the swapcache" in svg, "named by its subject"
+    assert "0001-mm" not in svg and "Points: one boot each; bar: the median; whiskers:" in svg
+    again = plots.plot_all(samples, runs, metadata, tmp_path / "again", rows)
+    assert [path.read_bytes() for path in paths] == [path.read_bytes() for path in again], "deterministic"
+
+
+def test_report_of_a_run_rewrites_nothing_it_wrote_before(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    analysis.analyse(copy, experiment.load(None), timed=False)
+    before = {path.name: path.read_bytes() for path in sorted(copy.rglob("*")) if path.is_file()}
+    analysis.analyse(copy, experiment.load(None), timed=False)
+    after = {path.name: path.read_bytes() for path in sorted(copy.rglob("*")) if path.is_file()}
+    assert after == before
