@@ -641,7 +641,7 @@ def bench_command(obj, experiment_name, workload_names, variants, output, resume
 @click.option("--force", is_flag=True, help="Run even when the patch changes no object code (as an A/A control) "
               "or no workload runs it (every shipped workload).")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
-              help="Run directory [default: results/<timestamp>-<patch subject>].")
+              help="Run directory [default: results/<timestamp>-try-<patch subject>].")
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True)
 @click.option("--jobs", type=click.IntRange(1), default=1, show_default=True, help="Cells at once on this machine.")
 @click.pass_obj
@@ -671,7 +671,7 @@ def try_command(obj, patch_paths, kernel, tree, template, workload_names, settin
     if dry_run:
         click.echo("\n" + found.text)
         return
-    out_dir = out_dir or results.default_directory(found.name)
+    out_dir = out_dir or results.default_directory(f"{found.name}-{found.slug}")
     if not results.RunDirectory.is_fresh(out_dir):
         raise OutputNotEmpty(path=out_dir)
     path = found.write(out_dir)

@@ -37,6 +37,7 @@ log = logging.getLogger("harness.try")
 
 SHORT_KERNEL = re.compile(r"\d+\.\d+")      # 6.1: Debian's newest linux-source-6.1
 PATCH_FOLDER = "patches"
+NAME = "try"            # the experiment's name (its file is try.toml in the run folder)
 TEMPLATE_KEYS = ("kconfigs", "probes", "cow_probe", "fault_probe", "cow_causes", "coverage", "margin_pct")
 
 
@@ -44,7 +45,8 @@ TEMPLATE_KEYS = ("kconfigs", "probes", "cow_probe", "fault_probe", "cow_causes",
 class Trial:
     """What `try` decided, before any measured boot."""
     text: str                                   # the experiment file
-    name: str                                   # its name (the first patch's subject, as a file name)
+    name: str                                   # its name
+    slug: str                                   # the first patch's subject, as a file name: the run folder's
     source: str                                 # the kernel SPEC, resolved
     patches: dict = field(default_factory=dict)     # file name -> text
     imported: bool = False                      # the patches were rewritten to apply (patch import)
@@ -139,7 +141,7 @@ def experiment_text(name: str, spec: str, template: experiment.Experiment, patch
 
     lines = [f"# Written by `{command or 'harness try'}` on {time.strftime('%Y-%m-%d %H:%M')}; run it",
              "# again, edited or not, with: harness bench -e THIS_FILE --control",
-             f"description = {value(f'harness try: {subject}' if subject else 'harness try')}",
+             f"description = {value(subject or 'harness try')}",
              f"source = {value(spec)}"]
     lines += [f"{key} = {value(getattr(template, key))}" for key in TEMPLATE_KEYS]
     lines += [f"# {line}" for line in choice]
@@ -166,13 +168,14 @@ def prepare(paths: list[Path], kernel: str | None, tree: Path | None, template_n
     tree_path = source.fetch(source.parse_spec(spec), cache_dir)
     texts, imported = patch_texts(paths, tree_path)
     subject = patchmail.parse(next(iter(texts.values())), "patch").subject
-    name = re.sub(r"^\d{4}-", "", next(iter(texts))).removesuffix(".patch")
+    slug = re.sub(r"^\d{4}-", "", next(iter(texts))).removesuffix(".patch")[:40].rstrip("-.")
+    name = NAME
     log.info("kernel %s (%s); %s %s", spec, source.release(tree_path), len(texts),
              "patch, imported to apply" if imported else "patch(es), applied as given")
     with tempfile.TemporaryDirectory(prefix="harness-try-") as scratch:
         folder = Path(scratch)
         draft = Trial(experiment_text(name, spec, template, list(texts), subject=subject, command=command), name,
-                      spec, texts, imported)
+                      slug, spec, texts, imported)
         trial_spec = experiment.load(str(draft.write(folder)))
         changed, counted = _changed(trial_spec, cache_dir, force)
         if workload_names:
@@ -182,7 +185,7 @@ def prepare(paths: list[Path], kernel: str | None, tree: Path | None, template_n
         else:
             chosen, choice = choose(trial_spec, counted, settings, cache_dir, accel, force)
     text = experiment_text(name, spec, template, list(texts), chosen, choice, subject, command)
-    return Trial(text, name, spec, texts, imported, chosen, changed, choice)
+    return Trial(text, name, slug, spec, texts, imported, chosen, changed, choice)
 
 
 def _changed(spec: experiment.Experiment, cache_dir: Path, force: bool) -> tuple[dict, tuple]:

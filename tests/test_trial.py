@@ -43,7 +43,7 @@ def test_a_series_in_an_mbox_becomes_cumulative_variants(tmp_path, fake_tree):
     assert [p.name for p in spec.variants[2].patches] == list(texts)
     assert spec.discovery and not spec.primary and spec.workloads == ("swapcow",)
     assert spec.source == "dir:/x" and spec.kconfigs == TEMPLATE.kconfigs and spec.guest == TEMPLATE.guest
-    assert tomllib.loads(text)["description"] == "harness try: mm: first"
+    assert tomllib.loads(text)["description"] == "mm: first"
 
 
 def test_a_patch_for_another_kernel_names_the_hunk(tmp_path):
@@ -102,7 +102,7 @@ def test_no_workload_running_the_patch_stops_before_a_measured_boot(tmp_path, mo
 
 def test_the_run_folder_takes_what_try_wrote_and_nothing_else(tmp_path):
     folder = tmp_path / "run"
-    trial.Trial("x = 1\n", "mm-first", "dir:/x", {"0001-mm-first.patch": "diff\n"}).write(folder)
+    trial.Trial("x = 1\n", "try", "mm-first", "dir:/x", {"0001-mm-first.patch": "diff\n"}).write(folder)
     assert results.RunDirectory.is_fresh(folder)
     (folder / "other.toml").write_text("")
     assert not results.RunDirectory.is_fresh(folder)

@@ -120,8 +120,9 @@ MAIL = "report.txt"
 
 def headline_key(experiment: Experiment | None, result: compare.Comparison) -> str:
     """WORKLOAD/PHASE/METRIC of the report's first sentence: the experiment's headline, its first primary row,
-    the strongest discovery, or the first workload's copies in its write phase."""
-    found = [r.key for r in compare.discoveries(result.rows)] if result.plan.discovery else []
+    the strongest discovery (as the confirmation ranks them), or the first workload's copies in its write
+    phase."""
+    found = compare.confirmation_rows(result.rows) if result.plan.discovery else []
     if experiment is not None and (experiment.headline or experiment.primary):
         return experiment.headline or experiment.primary[0]
     return found[0] if found else f"{result.rows[0].workload}/write/cow_copies" if result.rows else ""
@@ -143,7 +144,7 @@ def mail_text(run_dir: Path, result: compare.Comparison, headline: str, confirm:
     opening = report.findings(runs, metadata, result, headline, confirm)
     order = [result.plan.baseline] + [v["name"] for v in metadata.get("variants", [])]
     return mail.render(result, report.title(metadata, run_dir), opening, metadata, list(dict.fromkeys(order)))
-DISCOVERY_LINE = re.compile(r"^discovery\s*=\s*true\s*(#.*)?$", re.MULTILINE)
+DISCOVERY_LINE = re.compile(r"^discovery[ \t]*=[ \t]*true[ \t]*(#.*)?$", re.MULTILINE)
 HEADLINE_LINE = re.compile(r"^headline\s*=.*\n", re.MULTILINE)
 
 

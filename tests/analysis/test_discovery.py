@@ -31,13 +31,14 @@ patches = ["0001-mm-optimize-do_wp_page-for-exclusive-pages-in-the-swapcache.pat
 """
 
 
-@pytest.fixture(scope="module")
-def discovered(tmp_path_factory):
+@pytest.fixture(scope="module", params=["    # no rows declared", ""], ids=["with-comment", "bare"])
+def discovered(tmp_path_factory, request):
     """The reference run's boots, judged as a discovery; its experiment file written beside them."""
     run = tmp_path_factory.mktemp("discovery") / REFERENCE.name
     shutil.copytree(REFERENCE, run, ignore=shutil.ignore_patterns("raw.tar.xz", "plots"))
     file = run / "experiment.toml"
-    file.write_text(DISCOVERY.format(source=experiment.load(None).source))
+    file.write_text(DISCOVERY.format(source=experiment.load(None).source).replace("    # no rows declared",
+                                                                                 request.param))
     metadata = json.loads((run / "metadata.json").read_text())
     metadata.update(primary=[], discovery=True, experiment_file=str(file))
     (run / "metadata.json").write_text(json.dumps(metadata))

@@ -37,7 +37,7 @@ def test_a_dry_run_of_the_seed_chooses_the_workloads_that_run_do_wp_page(tmp_pat
     swapcow = next(line for line in out.splitlines() if line.startswith("  swapcow: "))
     calls = int(swapcow.split(" write do_wp_page ")[1].split(" ")[0].replace(",", ""))
     assert calls >= 16384, f"swapcow's write phase faults on each of its 16,384 pages: {swapcow}"
-    assert not list((ROOT / "results").glob("*-mm-optimize-do_wp_page*")), "a dry run writes no run folder"
+    assert not list((ROOT / "results").glob("*-try-*")), "a dry run writes no run folder"
     print(f"\n[figure] {swapcow.strip()}")
 
 
@@ -64,7 +64,7 @@ def test_try_of_the_seed_ends_with_a_better_headline_and_a_mail(tmp_path):
     assert ": better (FDR)" in headline, headline
     assert any(line.startswith("Exploratory (a discovery: no rows declared): ") for line in lines)
     assert lines[-1] == f"report: {out / 'report.md'}"
-    written = experiment.load(str(out / "mm-optimize-do_wp_page-for-exclusive-pages-in-the-sw.toml"))
+    written = experiment.load(str(out / "try.toml"))
     assert written.workloads == ("swapcow",) and written.discovery and len(written.variants) == 2
     metadata = json.loads((out / "metadata.json").read_text())
     assert metadata["discovery"] is True and metadata["control"] == "control" and not metadata["primary"]
