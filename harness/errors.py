@@ -130,6 +130,11 @@ class KconfigOptionDropped(UserError):
     template = "{count} kconfig option(s) did not survive: {details}"
 
 
+class NoSuchPackage(UserError):
+    template = ("Debian has no package {package} in the suites searched ({suites}): --kernel takes a series Debian "
+                "packages (5.10, 6.1, 6.12) or a source SPEC")
+
+
 class PackageNotFound(UserError):
     template = ("Debian package {package} has no version {version} in the suites searched ({suites}); versions "
                 "there: {versions}: pick one of them, or name the suite with debian:{package}={version}@SUITE")

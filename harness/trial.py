@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import covers, experiment, runner
+from harness import covers, experiment, files, runner
 from harness.analysis import coverage
 from harness.errors import BadPatchInput, NoChangedCode, NotAGitTree, SeriesDoesNotApply, UnexercisedPatch
 from harness.kernel import build, debian, patches, patchmail, source
@@ -58,9 +58,9 @@ class Trial:
         """The experiment file and its patches in folder; returns the file's path."""
         (folder / PATCH_FOLDER).mkdir(parents=True, exist_ok=True)
         for name, text in self.patches.items():
-            (folder / PATCH_FOLDER / name).write_text(text, errors="surrogateescape")
+            files.write_atomic(folder / PATCH_FOLDER / name, text, errors="surrogateescape")
         path = folder / f"{self.name}.toml"
-        path.write_text(self.text)
+        files.write_atomic(path, self.text)      # last: a folder with try.toml has its patches
         return path
 
 

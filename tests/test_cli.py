@@ -221,3 +221,15 @@ def test_patch_check_says_which_tree_it_checked(tmp_path):
                     str(DATA / "excerpt"))
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0] == f"tree: {DATA / 'excerpt'} (the folder given)"
+
+
+def test_try_refuses_before_any_work(tmp_path):
+    patch = str(DATA / "seed-on-excerpt.patch")
+    both = invoke(tmp_path, "try", patch, "--kernel", "6.1", "--tree", str(tmp_path))
+    assert both.exit_code == 1 and "--kernel and --tree both name the kernel" in both.output
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "samples.csv").write_text("x\n")
+    taken = invoke(tmp_path, "try", patch, "-o", str(full))
+    assert taken.exit_code == 1 and str(full) in taken.output
+    assert sorted(p.name for p in full.iterdir()) == ["samples.csv"], "nothing written into it"

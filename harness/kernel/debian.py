@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from harness import files, runner
-from harness.errors import CommandFailed, DiskFull, DownloadFailed, MirrorNotFound, PackageNotFound
+from harness.errors import CommandFailed, DiskFull, DownloadFailed, MirrorNotFound, NoSuchPackage, PackageNotFound
 
 log = logging.getLogger("harness.debian")
 
@@ -94,7 +94,7 @@ def newest(package: str, downloads: Path) -> tuple[str, str]:
         policy = runner.output_of(["apt-cache", *options, "policy", package], echo=False)
         candidate = re.search(r"^\s*Candidate:\s*(\S+)", policy, re.M)
         if not candidate or candidate.group(1) == "(none)":
-            raise PackageNotFound(package=package, version="any", suites=", ".join(suites), versions="none")
+            raise NoSuchPackage(package=package, suites=", ".join(suites))
         version = candidate.group(1)
         shown = runner.output_of(["apt-cache", *options, "show", f"{package}={version}"], echo=False)
     digest = re.search(r"^SHA256: ([0-9a-f]{64})$", shown, re.M)
