@@ -9,6 +9,7 @@ import shlex
 import signal
 import sys
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass
 from importlib import metadata as package_metadata
@@ -728,7 +729,9 @@ def compare_command(obj, run_dirs, baseline, output_format, show_all):
         click.echo("\n".join(compare.summary_lines(comparison)) + "\n")
         click.echo(compare.render_markdown(rows, show_all))
     else:
-        click.echo("\n".join(compare.summary_lines(comparison)) + "\n")
+        for line in compare.summary_lines(comparison):      # a terminal's width, not one line per paragraph
+            click.echo(textwrap.fill(line, 100, subsequent_indent="  ", break_on_hyphens=False))
+        click.echo()
         click.echo(compare.render_table(rows, show_all))
         click.echo(f"\n{comparison.invalid} invalid run(s) left out" if comparison.invalid else "")
 

@@ -119,8 +119,10 @@ def test_compare_prints_what_was_tested_before_the_table(tmp_path):
     result = invoke(tmp_path, "compare", str(DATA / "run-small"))
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].startswith("Primary (*): 3 rows x 1 variants against `base`, family-wise error 5%")
-    assert lines[1].startswith("Exploratory: Benjamini-Hochberg p_adj across all exploratory rows")
+    assert max(map(len, lines[:lines.index("")])) <= 100, "the summary wraps at 100 columns"
+    paragraphs = [line for line in result.output.split("\n\n")[0].replace("\n  ", " ").splitlines()]
+    assert paragraphs[0].startswith("Primary (*): 3 rows x 1 variants against `base`, family-wise error 5%")
+    assert paragraphs[1].startswith("Exploratory: Benjamini-Hochberg p_adj across all exploratory rows")
     assert "write   cow_copies_per_swapin *" in result.output
 
 
@@ -161,9 +163,10 @@ def test_report_writes_what_bench_writes_for_a_run_and_compare_gives_a_block_per
     assert result.output.strip() == f"report: {copy / 'report.md'}"
     assert (copy / "comparison.json").is_file() and (copy / "plots" / "sweep-swapcow-write-cow_copies.svg").is_file()
     table = invoke(tmp_path, "compare", str(copy)).output
-    said = [line for line in table.splitlines() if not line.startswith("Patch coverage of ")]
+    said = [line for line in table.replace("\n  ", " ").splitlines() if not line.startswith("Patch coverage of ")]
     assert said[0].startswith("Primary (*): 1 rows x 3 sweep points x 1 variants against `base`")
-    assert "Patch coverage of `patched`: not counted in this run (it changed " in table, "a run from before coverage"
+    assert "Patch coverage of `patched`: not counted in this run (it changed " in table.replace("\n  ", " "), \
+        "a run from before coverage"
     blocks = [line for line in table.splitlines() if line.startswith("swapcow at ")]
     assert blocks == ["swapcow at guest.swap_mb=48:", "swapcow at guest.swap_mb=96:",
                       "swapcow at guest.swap_mb=160:"], "one block per point, in the axis' order"
