@@ -550,8 +550,10 @@ def workloads_command(obj, experiment_name, asked, variant, workload_names, sett
             raise click.UsageError("FUNCTION... goes with --covers")
         for workload, params in chosen:
             phases = workloads.driver(workload, params, None).phase_plan()
+            defaults = dict(workload.parameters)
             click.echo(f"{workload.name}: {workload.description}\n  phases: {', '.join(phases)}\n  parameters: "
-                       + ", ".join(f"{key}={value}" for key, value in params.items()))
+                       + ", ".join(f"{key}={value}" + (f" (default {defaults[key]})" if value != defaults[key] else "")
+                                   for key, value in params.items()))
         return
     if not functions:
         raise click.UsageError("--covers needs at least one FUNCTION")

@@ -129,13 +129,22 @@ def headline_key(experiment: Experiment | None, result: compare.Comparison) -> s
 
 
 def recorded_experiment(run_dir: Path) -> Experiment | None:
-    """The experiment a run recorded: its file when it is still there, else by name; None when neither is."""
+    """The experiment a run recorded: its file when it is still there, else the file of that name in the run folder
+    (where `harness try` writes it), else by name from experiments/; None when none is."""
     recorded = results.read_metadata(run_dir)
-    kept = recorded.get("experiment_file", "")
+    kept = experiment_file(run_dir, recorded)
     try:
-        return experiments.load(kept if kept and Path(kept).is_file() else recorded.get("experiment"))
+        return experiments.load(str(kept) if kept else recorded.get("experiment"))
     except HarnessError:
         return None
+
+
+def experiment_file(run_dir: Path, metadata: dict) -> Path | None:
+    """The file a run's experiment was read from, when it is still there; else the file of that name in the run
+    folder (a `try` run moved with its try.toml); None when neither is."""
+    kept = metadata.get("experiment_file", "")
+    beside = run_dir / f"{metadata.get('experiment', '')}.toml"
+    return Path(kept) if kept and Path(kept).is_file() else beside if beside.is_file() else None
 
 
 def mail_text(run_dir: Path, result: compare.Comparison, headline: str, confirm: Path | None = None) -> str:
@@ -152,8 +161,8 @@ def write_confirmation(run_dir: Path, result: compare.Comparison, metadata: dict
     """RUN_DIR/confirm.toml: the discovery's experiment file with its strongest discoveries declared primary
     (compare.confirmation_rows) and `discovery = true` dropped, so that one command tests them on fresh boots.
     None when the experiment file is gone, or has no top-level `discovery = true` line to replace."""
-    kept = Path(metadata.get("experiment_file", ""))
-    text = kept.read_text() if kept.is_file() else ""
+    kept = experiment_file(run_dir, metadata)
+    text = kept.read_text() if kept else ""
     first_table = re.search(r"^\[", text, re.MULTILINE)
     top, tables = (text[:first_table.start()], text[first_table.start():]) if first_table else (text, "")
     rows = compare.confirmation_rows(result.rows)

@@ -87,3 +87,15 @@ def test_discovery_with_declared_rows_is_refused(tmp_path):
     file.write_text('discovery = true\nprimary = ["swapcow/write/cow_copies"]\n[[variants]]\nname = "base"\n')
     with pytest.raises(BadExperiment, match="discovery = true tests every row as exploratory"):
         experiment.load(str(file))
+
+
+def test_a_moved_run_finds_its_experiment_beside_it(discovered, tmp_path):
+    run, result = discovered
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved)
+    metadata = json.loads((moved / "metadata.json").read_text())
+    (moved / "metadata.json").write_text(json.dumps({**metadata, "experiment": "experiment",
+                                                     "experiment_file": str(tmp_path / "gone" / "experiment.toml")}))
+    spec = analysis.recorded_experiment(moved)
+    assert spec is not None and spec.discovery and spec.path == moved / "experiment.toml"
+    assert analysis.write_confirmation(moved, result, json.loads((moved / "metadata.json").read_text())).is_file()
