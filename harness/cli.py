@@ -31,6 +31,7 @@ from harness.errors import (
     NothingToCompare,
     OutputNotEmpty,
     ResumeTakesNoChoices,
+    TryOutputNotEmpty,
     UnknownExperiment,
 )
 from harness.files import FULL, disk_full, write_atomic
@@ -477,6 +478,11 @@ def _refuse_new_choices(choices: _Choices) -> None:
 
 def _warn_unreachable(request: matrix.RunRequest) -> None:
     """Say before any boot when the repetitions cannot decide a primary row at all."""
+    last = request.max_reps or request.reps
+    if request.experiment.discovery and last < DEFAULT_REPS:
+        log.warning("with %s repetitions a discovery can hardly find anything: its smallest exact p-value is %.2g, "
+                    "and the false-discovery bar divides 5%% among hundreds of rows; use --reps %d or more", last,
+                    2 / math.comb(2 * last, last), DEFAULT_REPS)
     rows = sum(len(request.points(row.split("/")[0])) for row in request.primary) * (len(request.variants) - 1)
     smallest = compare.smallest_deciding_reps(rows, request.reps, request.max_reps)
     if rows and smallest is None:
@@ -517,7 +523,10 @@ def metrics_command(obj, workload, run_dirs):
     produced it in the runs."""
     if workload:
         workloads.load(workload)
-    dirs = list(run_dirs) or [max((project.ROOT / "results").glob("reference-*"))]
+    references = sorted((project.ROOT / "results").glob("reference-*"))
+    if not run_dirs and not references:
+        raise click.UsageError("no reference run in results/ to read the phases from: pass --run DIR")
+    dirs = list(run_dirs) or references[-1:]
     click.echo(f"(phases as produced in {', '.join(map(str, dirs))})")
     lines = checks.metric_lines(dirs, workload)
     for line in lines:
@@ -637,7 +646,8 @@ def bench_command(obj, experiment_name, workload_names, variants, output, resume
               help="Run this workload (repeatable) [default: those whose phases call the changed functions].")
 @click.option("-p", "--param", "settings", multiple=True, help="Workload parameter [WORKLOAD.]NAME=VALUE (repeatable).")
 @click.option("--reps", type=_Reps(), default=str(DEFAULT_REPS), show_default=True,
-              help="Boots per variant, workload and mode, or 'auto'.")
+              help="Boots per variant, workload and mode; 'auto' adds boots only while a variant loses more of them "
+                   "than the baseline (a discovery declares no rows to decide).")
 @click.option("--max-reps", type=click.IntRange(2), default=10, show_default=True, help="The limit of --reps auto.")
 @click.option("--dry-run", is_flag=True, help="Print the experiment, the changed functions and the workloads "
               "chosen; build only what choosing them needs, and measure nothing.")
@@ -659,9 +669,11 @@ def try_command(obj, patch_paths, kernel, tree, template, workload_names, settin
     confirm.toml declares what was found, for a confirmatory run on fresh boots.
     """
     command = shlex.join(["harness", *sys.argv[1:]])
+    if kernel and tree:
+        raise click.UsageError("--kernel and --tree both name the kernel: pass one of them")
     out_dir = output or None
     if out_dir and not results.RunDirectory.is_fresh(out_dir):
-        raise OutputNotEmpty(path=out_dir)
+        raise TryOutputNotEmpty(path=out_dir)
     found = trial.prepare(list(patch_paths), kernel, tree, template, workload_names, settings, obj["cache_dir"],
                           accel, force, command)
     click.echo(f"kernel: {found.source}")
@@ -676,7 +688,7 @@ def try_command(obj, patch_paths, kernel, tree, template, workload_names, settin
         return
     out_dir = out_dir or results.default_directory(f"{found.name}-{found.slug}")
     if not results.RunDirectory.is_fresh(out_dir):
-        raise OutputNotEmpty(path=out_dir)
+        raise TryOutputNotEmpty(path=out_dir)
     path = found.write(out_dir)
     click.echo(f"experiment: {path}")
     auto = reps == "auto"

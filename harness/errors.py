@@ -54,7 +54,7 @@ class NoSuchTree(UserError):
 
 class NothingToCompare(UserError):
     template = ("{runs} holds valid boots of one variant only ({variant}): there is nothing to compare it with; "
-                "run the other variants into it (harness run --resume, or a new run with every variant)")
+                "pass a folder with the other variants too (they are pooled), or run them all in a new folder")
 
 
 class NotAGitTree(UserError):
@@ -197,6 +197,11 @@ class NotAResultDirectory(UserError):
 
 class OutputNotEmpty(UserError):
     template = "Run directory {path} is not empty: pick another -o, or finish the run in it with --resume {path}"
+
+
+class TryOutputNotEmpty(UserError):
+    template = ("Run directory {path} is not empty: pick another -o, or finish the run in it with 'harness bench "
+                "--resume {path} -e {path}/try.toml'")
 
 
 class ResumeTakesNoChoices(UserError):

@@ -271,6 +271,11 @@ def read(path: Path):
 POOLED_METADATA = ("workloads", "primary", "margin_pct", "probes", "guest", "sweep", "discovery")
 
 
+def _pooled_value(metadata: dict, name: str):
+    """A field as pooling compares it: a run from before `discovery` was recorded was no discovery."""
+    return bool(metadata.get(name)) if name == "discovery" else metadata.get(name)
+
+
 def read_many(paths: list[Path]):
     """(samples, runs, [metadata]) of several run directories pooled, each row tagged with its
     folder in `run_dir` and its repetition made unique across folders.
@@ -285,10 +290,10 @@ def read_many(paths: list[Path]):
         samples, runs, metadata = frames[0]
         return samples.assign(run_dir=str(paths[0])), runs.assign(run_dir=str(paths[0])), [metadata]
     for name in POOLED_METADATA:
-        values = {json.dumps(metadata.get(name), sort_keys=True) for _, _, metadata in frames}
+        values = {json.dumps(_pooled_value(metadata, name), sort_keys=True) for _, _, metadata in frames}
         if len(values) > 1:
             raise NotComparable(field=name, values=" vs ".join(
-                f"{json.dumps(metadata.get(name), sort_keys=True)} in {path}" for path, (_, _, metadata)
+                f"{json.dumps(_pooled_value(metadata, name), sort_keys=True)} in {path}" for path, (_, _, metadata)
                 in zip(paths, frames)))
     offset = 0
     pooled_samples, pooled_runs = [], []

@@ -133,9 +133,11 @@ def variants(names: list[str]) -> list[tuple[str, list[str]]]:
 
 
 def experiment_text(name: str, spec: str, template: experiment.Experiment, patch_names: list[str],
-                    chosen: tuple = (), choice: tuple = (), subject: str = "", command: str = "") -> str:
+                    chosen: tuple = (), choice: tuple = (), subject: str = "", command: str = "",
+                    parameters: dict | None = None) -> str:
     """The experiment file of a trial: the template's kernel configuration, probes and guest, the kernel, the
-    variants, the workloads chosen and why, and `discovery = true`."""
+    variants, the workloads chosen and why, their parameters (the template's, and -p's: workload -> {name:
+    value} where not the default), and `discovery = true`."""
     def value(item) -> str:
         return json.dumps(list(item) if isinstance(item, tuple) else item)    # a JSON scalar or list is TOML too
 
@@ -153,8 +155,10 @@ def experiment_text(name: str, spec: str, template: experiment.Experiment, patch
         lines += ["[[variants]]", f"name = {value(variant)}",
                   f"patches = {value([f'{PATCH_FOLDER}/{n}' for n in names])}", ""]
     lines += ["[guest]"] + [f"{key} = {value(item)}" for key, item in vars(template.guest).items()] + [""]
-    for workload, values in template.parameters:
-        lines += [f"[parameters.{workload}]"] + [f"{key} = {value(item)}" for key, item in values] + [""]
+    for workload, values in (parameters if parameters is not None else dict(template.parameters)).items():
+        values = dict(values)
+        if values:
+            lines += [f"[parameters.{workload}]"] + [f"{key} = {value(item)}" for key, item in values.items()] + [""]
     return "\n".join(lines)
 
 
@@ -164,6 +168,9 @@ def prepare(paths: list[Path], kernel: str | None, tree: Path | None, template_n
     """Everything `try` decides before a measured boot: the kernel, the patches, the builds and what they
     changed, and the workloads (profiled on the builds unless named)."""
     template = experiment.load(template_name)
+    names = tuple(workload_names) or tuple(workloads.discover())
+    given = workloads.choose(names, settings, {n: template.parameters_of(n) for n in names})   # a typo costs no build
+    parameters = {w.name: {k: v for k, v in params.items() if v != dict(w.parameters)[k]} for w, params in given}
     spec = kernel_spec(kernel, tree, template, cache_dir)
     tree_path = source.fetch(source.parse_spec(spec), cache_dir)
     texts, imported = patch_texts(paths, tree_path)
@@ -174,17 +181,17 @@ def prepare(paths: list[Path], kernel: str | None, tree: Path | None, template_n
              "patch, imported to apply" if imported else "patch(es), applied as given")
     with tempfile.TemporaryDirectory(prefix="harness-try-") as scratch:
         folder = Path(scratch)
-        draft = Trial(experiment_text(name, spec, template, list(texts), subject=subject, command=command), name,
-                      slug, spec, texts, imported)
+        draft = Trial(experiment_text(name, spec, template, list(texts), subject=subject, command=command,
+                                      parameters=parameters), name, slug, spec, texts, imported)
         trial_spec = experiment.load(str(draft.write(folder)))
         changed, counted = _changed(trial_spec, cache_dir, force)
         if workload_names:
             chosen = tuple(workload_names)
             choice = (f"workloads named on the command line: {', '.join(chosen)}",)
-            workloads.choose(chosen, settings, {n: trial_spec.parameters_of(n) for n in chosen})
         else:
-            chosen, choice = choose(trial_spec, counted, settings, cache_dir, accel, force)
-    text = experiment_text(name, spec, template, list(texts), chosen, choice, subject, command)
+            chosen, choice = choose(trial_spec, counted, (), cache_dir, accel, force)
+    kept = {workload: values for workload, values in parameters.items() if workload in (chosen or names)}
+    text = experiment_text(name, spec, template, list(texts), chosen, choice, subject, command, kept)
     return Trial(text, name, slug, spec, texts, imported, chosen, changed, choice)
 
 

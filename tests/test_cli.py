@@ -228,11 +228,14 @@ def test_patch_check_says_which_tree_it_checked(tmp_path):
 
 def test_try_refuses_before_any_work(tmp_path):
     patch = str(DATA / "seed-on-excerpt.patch")
+    typo = invoke(tmp_path, "try", patch, "-p", "sise_mb=8")
+    assert typo.exit_code == 1 and "no parameter 'sise_mb'" in typo.output
+    assert not (tmp_path / "cache" / "sources").exists(), "refused before the kernel source was fetched"
     both = invoke(tmp_path, "try", patch, "--kernel", "6.1", "--tree", str(tmp_path))
-    assert both.exit_code == 1 and "--kernel and --tree both name the kernel" in both.output
+    assert both.exit_code == 2 and "--kernel and --tree both name the kernel" in both.output
     full = tmp_path / "full"
     full.mkdir()
     (full / "samples.csv").write_text("x\n")
     taken = invoke(tmp_path, "try", patch, "-o", str(full))
-    assert taken.exit_code == 1 and str(full) in taken.output
+    assert taken.exit_code == 1 and f"finish the run in it with 'harness bench --resume {full}" in taken.output
     assert sorted(p.name for p in full.iterdir()) == ["samples.csv"], "nothing written into it"

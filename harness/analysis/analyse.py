@@ -152,7 +152,19 @@ def mail_text(run_dir: Path, result: compare.Comparison, headline: str, confirm:
     samples, runs, metadata = results.read(run_dir)
     opening = report.findings(runs, metadata, result, headline, confirm)
     order = [result.plan.baseline] + [v["name"] for v in metadata.get("variants", [])]
-    return mail.render(result, report.title(metadata, run_dir), opening, metadata, list(dict.fromkeys(order)))
+    return mail.render(result, report.title(metadata, run_dir), opening, metadata, list(dict.fromkeys(order)),
+                       reproduce_command(run_dir, metadata))
+
+
+def reproduce_command(run_dir: Path, metadata: dict) -> str:
+    """The command that runs the experiment again: the one recorded, except for `harness try`, whose patch files
+    and short --kernel may be gone or mean another version later: bench of the try.toml it wrote."""
+    command = metadata.get("command", "")
+    kept = experiment_file(run_dir, metadata)
+    if not command.startswith("harness try") or kept is None:
+        return command
+    design = " --reps auto" if metadata.get("reps") == "auto" else f" --reps {metadata.get('reps', 6)}"
+    return f"harness bench -e {kept} --control{design}"
 DISCOVERY_LINE = re.compile(r"^discovery[ \t]*=[ \t]*true[ \t]*(#.*)?$", re.MULTILINE)
 HEADLINE_LINE = re.compile(r"^headline\s*=.*\n", re.MULTILINE)
 

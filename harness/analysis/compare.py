@@ -22,8 +22,9 @@ variant already has a `better` or `worse` primary row (gatekeeping: when no vari
 from the baseline, no exploratory verdict can appear, so a table's chance of any false
 verdict stays within ALPHA); without primary rows there is no verdict at all, unless the experiment
 runs as discovery (`discovery = true`, what `harness try` writes): then there is no gate, every row is
-exploratory, and Benjamini-Hochberg across all rows of all variants (controls included) decides them.
-With every variant the baseline again that holds the chance of any verdict in a table at ALPHA
+exploratory, and Benjamini-Hochberg across all rows of the judged variants decides them (each control
+is a family of its own, so that a patch's real effects cannot lower the bar of the calibration). With
+every variant the baseline again that holds the chance of any verdict in a family at ALPHA
 (benchmarks/verdict_errors.py checks it by simulation); a discovery is a lead to confirm on fresh boots
 with the rows declared primary (confirmation_rows()), not a claim. A metric
 without a direction in harness.metrics never gets a verdict. The `control` variant (the
@@ -560,6 +561,7 @@ def _lost_hypotheses(lost: list, groups: int, share: float, decided: dict, lates
 
 
 CONFIRM_LIMIT = 8       # rows a confirmation declares primary: more would need more boots to decide any
+IDLE = "idle"           # the phase every workload runs first: the guest's background, before the workload
 
 
 def discoveries(rows: list[Row]) -> list[Row]:
@@ -573,10 +575,12 @@ def confirmation_rows(rows: list[Row], limit: int = CONFIRM_LIMIT) -> list[str]:
     """The WORKLOAD/PHASE/METRIC rows a confirmatory run declares primary, from a discovery: per workload phase
     the strongest discovery, preferring a count to a timing (counts are exact; timings under TCG are emulated),
     a headline metric (the short table's) and a rate (it moves less with what the boot happened to swap) to a
-    raw count; each workload's strongest first, then each one's second, ...; at most limit of them, since every
-    primary row costs the family alpha."""
+    raw count; each workload's strongest first, then each one's second, ...; a metric not chosen yet before one
+    that is; never the idle phase; at most limit of them, since every primary row costs the family alpha."""
     best: dict[tuple, Row] = {}
     for r in discoveries(rows):
+        if r.phase == IDLE:
+            continue        # the background before the workload starts: no claim about the workload
         meaning = metrics.meaning(r.metric)
         rank = (r.p_adjusted, meaning.timing, not meaning.headline, meaning.kind != "rate", -abs(r.change_pct or 0.0))
         mine = best.get((r.workload, r.phase))
@@ -587,7 +591,10 @@ def confirmation_rows(rows: list[Row], limit: int = CONFIRM_LIMIT) -> list[str]:
         by_workload.setdefault(r.workload, []).append((rank, r))
     rounds = [sorted((rows[k] for rows in by_workload.values() if k < len(rows)), key=lambda item: item[0])
               for k in range(max(map(len, by_workload.values()), default=0))]
-    return list(dict.fromkeys(r.key for each in rounds for _, r in each))[:limit]
+    ordered = [r for each in rounds for _, r in each]
+    seen: set[str] = set()
+    new = [r for r in ordered if r.metric not in seen and not seen.add(r.metric)]   # one of each metric first
+    return list(dict.fromkeys(r.key for r in new + ordered))[:limit]
 
 
 def all_decided(cells: Cells, plan: Plan, variants: list[str]) -> bool:
@@ -741,8 +748,13 @@ def _exploratory_verdicts(rows: list[dict], decisions: dict, plan: Plan, cells: 
     wherever the variant kept as large a share of its repetitions as the baseline (else the boots left are those
     that passed the gates, and the row says so)."""
     family = [row for row in rows if "degenerate" in row and not row["degenerate"]]
-    for row, adjusted in zip(family, stats.false_discovery([row["p_value"] for row in family])):
-        row["p_adjusted"] = adjusted
+    # a discovery has no gate: a control (the baseline again) is its own family, so that the judged variants'
+    # real effects cannot lower its bar and fail the calibration; otherwise the gate keeps controls quiet
+    controls = set(plan.controls) if plan.discovery else set()
+    for members in [[row for row in family if row["variant"] not in controls],
+                    *[[row for row in family if row["variant"] == name] for name in sorted(controls)]]:
+        for row, adjusted in zip(members, stats.false_discovery([row["p_value"] for row in members])):
+            row["p_adjusted"] = adjusted
     for row in rows:
         if "degenerate" in row and row["degenerate"]:
             row["p_adjusted"] = 1.0
@@ -992,8 +1004,10 @@ def summary_lines(comparison: Comparison) -> list[str]:
                      f"+-{plan.margin_pct:g}%; {plan.design.describe()}"
                      + (f"; looked after {', '.join(map(str, comparison.looks_done))}" if plan.design.looks else ""))
     elif plan.discovery:
+        judged = [v for v in variants if v not in plan.controls]
         lines.append(f"Discovery: no rows were declared, so every row is exploratory: Benjamini-Hochberg p_adj "
-                     f"across all rows of all {len(variants)} variants against `{plan.baseline}`, a verdict where "
+                     f"across all rows of {', '.join(f'`{v}`' for v in judged) or 'no variant'} against "
+                     f"`{plan.baseline}` (each control a family of its own), a verdict where "
                      f"p_adj <= {ALPHA:g}, marked (FDR): a lead to confirm on fresh boots with the rows declared "
                      "primary, not a claim")
     else:

@@ -34,9 +34,10 @@ def wrap(text: str, indent: str = "") -> list[str]:
                          break_on_hyphens=False, break_long_words=True)
 
 
-def render(comparison: compare.Comparison, title: str, opening: list[str], metadata: dict, order: list[str]) -> str:
+def render(comparison: compare.Comparison, title: str, opening: list[str], metadata: dict, order: list[str],
+           command: str = "") -> str:
     """The whole mail body. opening: the report's first sentences (the headline finding first); order: the
-    variants, the baseline first."""
+    variants, the baseline first; command: what reproduces the run (default: the one the run recorded)."""
     out = wrap(title.lstrip("# ")) + [""]
     for sentence in opening:
         out += wrap(sentence) + [""]
@@ -45,7 +46,7 @@ def render(comparison: compare.Comparison, title: str, opening: list[str], metad
     for line in said[:calibrated] + object_code_lines(metadata) + said[calibrated:]:
         out += wrap(line)
     out += [""] + table(comparison.rows, order) + [""] + legend(comparison)
-    out += [""] + reproduce(metadata.get("command", ""))
+    out += [""] + reproduce(command or metadata.get("command", ""))
     return "\n".join(line.rstrip() for line in out) + "\n"
 
 

@@ -11,6 +11,7 @@ against the first axis (a panel per value of a second one), a line per variant t
 medians with the interval as a band, every raw point, and the experiment's reference lines."""
 
 import math
+import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,7 +184,9 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
     paths = []
     for suffix, stamp in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
         path = out_dir / f"{name}.{suffix}"
-        fig.savefig(path, dpi=DPI, metadata=stamp)     # no date, no version: the same run draws the same file
+        partial = path.with_name(f".{path.name}.part")
+        fig.savefig(partial, dpi=DPI, metadata=stamp, format=suffix)  # no date, no version: the same file each time
+        os.replace(partial, path)       # never half a figure
         paths.append(path)
     plt.close(fig)
     return paths

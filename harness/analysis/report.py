@@ -2,6 +2,7 @@
 the primary hypotheses, what emulated timings can carry, the instrumentation cost, the
 comparison table, the plots, the boots used, and the provenance of every number in it."""
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +96,8 @@ def cause_sentence(rows: list[compare.Row], workload: str, phase: str) -> str:
             parts.append(f"in `{variant}` no cause of copies changed its median")
             continue
         words = CAUSE_WORDS.get(moved.metric.split(".", 1)[1], moved.metric)
-        verdict = f" ({moved.verdict})" if moved.verdict != "inconclusive" else ""
+        fdr = ", FDR" if compare.verdict_text(moved) != moved.verdict else ""
+        verdict = f" ({moved.verdict}{fdr})" if moved.verdict != "inconclusive" else ""
         parts.append(f"in `{variant}` the {words} went from {_number(base[moved.metric].median)} to "
                      f"{_number(moved.median)}{verdict}")
     return f"By cause, in the {phase} phase of {workload}: " + "; ".join(parts) + "." if parts else ""
@@ -198,19 +200,30 @@ TIMING_NOTE = {
 
 
 def discovery_sentence(comparison: compare.Comparison, confirm: Path | None) -> str:
-    """'' unless the run was a discovery; then how many rows moved, and the command that confirms them."""
+    """'' unless the run was a discovery; then how many rows moved of those tested (the judged variants' rows
+    with more than one value, as Benjamini-Hochberg counted them), that the first sentence was chosen after the
+    fact, and the command that confirms them; when nothing moved, whether anything could have."""
     if not comparison.plan.discovery:
         return ""
     found = compare.discoveries(comparison.rows)
-    tested = sum(1 for r in comparison.rows if r.p_adjusted is not None and r.role == "exploratory")
+    tested = [r for r in comparison.rows if r.role == "exploratory" and r.variant != r.baseline
+              and r.p_adjusted is not None and r.verdict != "identical"]
     if not found:
-        return (f"Exploratory (a discovery: no rows declared): no row of {tested} moved at a {compare.ALPHA:.0%} "
-                "false-discovery rate.")
+        bases = {(r.key, r.point): r.n for r in comparison.rows if r.variant == r.baseline}
+        floor = min((2 / math.comb(r.n + bases[(r.key, r.point)], r.n) for r in tested
+                     if r.n and bases.get((r.key, r.point))), default=1.0)
+        could = "" if floor * len(tested) <= compare.ALPHA or len(tested) <= 1 else (
+            f": at these boots no row could have (the smallest exact p, {floor:.2g}, cannot pass a family of "
+            f"{len(tested)} rows; run more repetitions)")
+        return (f"Exploratory (a discovery: no rows declared): no row of {len(tested)} tested moved at a "
+                f"{compare.ALPHA:.0%} false-discovery rate{could}.")
     per = "; ".join(f"`{variant}` {sum(r.variant == variant for r in found)}" for variant in
                     dict.fromkeys(r.variant for r in found))
     confirm_with = f" Confirm them on fresh boots: `harness bench -e {confirm} --control`." if confirm else ""
-    return (f"Exploratory (a discovery: no rows declared): {len(found)} of {tested} rows moved at a "
-            f"{compare.ALPHA:.0%} false-discovery rate ({per}); a lead, not a claim.{confirm_with}")
+    return (f"Exploratory (a discovery: no rows declared): {len(found)} of {len(tested)} rows tested moved at a "
+            f"{compare.ALPHA:.0%} false-discovery rate ({per}); the sentence above is the strongest of them, "
+            f"chosen after the fact, so its interval overstates how sure it is; a lead, not a claim."
+            f"{confirm_with}")
 
 
 def title(metadata: dict, run_dir: Path) -> str:

@@ -111,10 +111,12 @@ class Tally:
     claims: int                # better/worse rows over all tables
     reps_used: float           # mean repetitions per table
     found: int = 0             # tables where every expected row had its expected verdict
+    calibration_failed: int = 0     # tables where a control (the baseline again) got a better/worse row
 
     def line(self) -> str:
         return (f"{self.tables} tables: P(any better/worse) = {self.any_claim / self.tables:.3f}, "
                 f"{self.claims / self.tables:.3f} per table; expected verdicts in {self.found / self.tables:.3f}; "
+                f"calibration failed in {self.calibration_failed / self.tables:.3f}; "
                 f"mean repetitions {self.reps_used:.2f}")
 
 
@@ -123,16 +125,17 @@ def tally(sources: dict, plan: compare.Plan, reps: int, tables: int, seed: int, 
     """Count verdicts over `tables` synthetic runs. expected: {(workload, phase, metric, variant): verdict}
     ((workload, phase, metric, point, variant) for a sweep's rows)."""
     rng = np.random.default_rng(seed)
-    any_claim = claims = found = 0
+    any_claim = claims = found = failed = 0
     used_total = 0
     for _ in range(tables):
         rows, used = table(sources, plan, reps, rng, per_metric, max_reps)
         made = [r for r in rows if r.verdict in ("better", "worse")]
         any_claim += bool(made)
         claims += len(made)
+        failed += any(r.role == "control" for r in made)
         used_total += used
         if expected:
             verdicts = {(r.workload, r.phase, r.metric, r.variant): r.verdict for r in rows if not r.point}
             verdicts |= {(r.workload, r.phase, r.metric, r.point, r.variant): r.verdict for r in rows if r.point}
             found += all(verdicts.get(key) == verdict for key, verdict in expected.items())
-    return Tally(tables, any_claim, claims, used_total / tables, found)
+    return Tally(tables, any_claim, claims, used_total / tables, found, failed)

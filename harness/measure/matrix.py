@@ -85,13 +85,13 @@ def new_request(spec: Experiment, workload_names, settings, variant_names, reps:
 def _check_sweep(spec: Experiment, chosen, settings) -> None:
     """A -p setting may not fix what the sweep varies; an axis of a workload that does not run is said."""
     names = {workload.name for workload, _ in chosen}
-    given = {setting.split("=", 1)[0].rpartition(".")[2] for setting in settings}
+    given = {setting.split("=", 1)[0].rpartition(".") for setting in settings}       # (owner or "", ".", key)
     for axis in spec.sweep.axes:
         if axis.owner in (sweeps.GUEST, sweeps.HOST):
             continue
         if axis.owner not in names:
             log.warning("sweep axis %s is not used: %s does not run", axis.name, axis.owner)
-        elif axis.key in given:
+        elif any(key == axis.key and owner in ("", axis.owner) for owner, _, key in given):
             raise BadWorkload(name=axis.owner, why=f"-p {axis.key} is the sweep axis {axis.name}: drop it, or run "
                                                    "an experiment without that axis")
 

@@ -43,15 +43,6 @@ def test_the_reference_run_mails_in_72_columns(tmp_path):
     assert lines[-1] == "Reproduce: harness bench --control --reps auto"
 
 
-def test_a_change_against_its_medians_is_marked_and_said_under_the_table(tmp_path):
-    text = email(tmp_path, REFERENCE).output
-    marked = [line for line in text.splitlines() if "%^" in line]
-    notes = [line for line in text.splitlines() if line.startswith("^ ")]
-    assert len(notes) >= len({line.split()[0] for line in marked}) and (not marked or notes)
-    for note in notes:
-        assert "the medians moved" in text[text.index(note):text.index(note) + 200]
-
-
 def test_report_txt_is_written_beside_report_md(tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(DATA / "run-small", copy)

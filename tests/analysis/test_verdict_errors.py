@@ -58,7 +58,7 @@ def simulate(aa: bool, auto: bool, per_metric: bool = False, discovery: bool = F
         parts = list(pool.map(_tally, halves))
     return resample.Tally(sum(p.tables for p in parts), sum(p.any_claim for p in parts),
                           sum(p.claims for p in parts), sum(p.reps_used for p in parts) / 2,
-                          sum(p.found for p in parts))
+                          sum(p.found for p in parts), sum(p.calibration_failed for p in parts))
 
 
 @pytest.mark.parametrize("auto", [False, True], ids=["default-reps", "reps-auto"])
@@ -89,12 +89,14 @@ def test_aa_discoveries_rarely_show_a_verdict(per_metric):
 
 
 def test_discoveries_find_the_seed_effects():
-    """The same discovery on base/patched draws finds the seed's effects (better, at the first look)."""
+    """The same discovery on base/patched draws finds the seed's effects (better, at the first look), and the
+    control, the baseline again in a family of its own, rarely fails the calibration beside them."""
     tally = simulate(aa=False, auto=False, discovery=True, tables=DISCOVERY_TABLES)
     print(f"base/patched discovery ({cli.DEFAULT_REPS} reps, whole-boot draws from {REFERENCE.name}): "
           f"{tally.line()}")
     assert tally.found / tally.tables >= 0.95
     assert tally.claims / tally.tables >= len(EFFECTS)
+    assert tally.calibration_failed / tally.tables <= 0.05, "the patch's effects do not fail the calibration"
 
 
 SWEEP_RUN = ROOT / "results" / "sweep-redis-limit"

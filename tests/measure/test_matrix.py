@@ -109,3 +109,15 @@ def test_a_setting_may_not_fix_what_the_sweep_varies(tmp_path):
     request = matrix.new_request(spec, ("swapcow",), ("cycles=2",), (), 1, tmp_path / "run", "tcg", ("counted",),
                                  "", None, None, False)
     assert request.sweep == spec.sweep and request.workloads[0][1]["cycles"] == 2
+
+
+def test_a_setting_for_another_workload_does_not_fix_a_sweep_axis(tmp_path):
+    file = tmp_path / "sweep.toml"
+    file.write_text('workloads = ["swapcow", "forkcow"]\n[sweep]\nswapcow.size_mb = [8, 16]\n'
+                    '[[variants]]\nname = "base"\n')
+    spec = experiment.load(str(file))
+    names = ("swapcow", "forkcow")
+    matrix._check_sweep(spec, workloads.choose(names, ("forkcow.size_mb=8",)), ("forkcow.size_mb=8",))
+    for setting in ("size_mb=8", "swapcow.size_mb=8"):
+        with pytest.raises(HarnessError, match="is the sweep axis swapcow.size_mb"):
+            matrix._check_sweep(spec, workloads.choose(names, (setting,)), (setting,))
