@@ -360,7 +360,7 @@ def sweep_figure(key: str, axes: tuple, data: dict, sweep: sweeps.Sweep, metadat
     workload, phase, metric = key.split("/")
     x_axis, panel_axis = axes[0], (axes[1] if len(axes) > 1 else None)
     panels = list(panel_axis.values) if panel_axis else [None]
-    fig, axes, width = _grid(len(panels), 5.2)
+    fig, axes, width = _grid(len(panels), 5.0)     # two panels side by side within 1,600 pixels
     for axis in axes[1:]:
         axis.sharey(axes[0])
     tops, shown = [], []
