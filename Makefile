@@ -10,6 +10,7 @@ BIN := $(VENV)/bin
 	bench-jobs bench-coverage
 
 setup: $(VENV)/.installed
+	@git rev-parse --git-dir >/dev/null 2>&1 && git config core.hooksPath .githooks || true
 	$(BIN)/harness doctor --install
 
 $(VENV)/.installed: pyproject.toml
