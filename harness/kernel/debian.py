@@ -6,7 +6,8 @@ Debian mirror with the suites to search (every suite of SUITES with its -updates
 the host's archive keyring as usual, and `apt-cache madison` says which suite holds the
 version asked for. The space that the lists and the package need is checked before each is
 fetched, and apt-get is stopped at its first write error or when the disk fills (on a full disk
-it waits for ever, after a write error or after only "Ign:" lines).
+it may wait for ever, after a write error or after only "Ign:" lines: so apt-get is told to print
+the reason under each "Ign:" line, and a write error there stops it as well).
 """
 
 import logging
@@ -190,6 +191,9 @@ def _apt_options(state: Path) -> list[str]:
         "Acquire::Languages": "none",
         "Acquire::Retries": str(APT_RETRIES),
         "Acquire::GzipIndexes": "true",             # lists kept compressed: a third of the space
+        # the reason under an "Ign:" line: a list that could not be written is ignored, with no other
+        # sign that the disk was full but for a moment (apt removes the partial file) a poll may miss
+        "Acquire::Progress::Ignore::ShowErrorText": "true",
     }
     if os.geteuid() == 0:
         settings["APT::Sandbox::User"] = "root"  # the private folders are not the _apt user's
