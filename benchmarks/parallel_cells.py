@@ -20,6 +20,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from harness import results
+
 
 def bench(out: Path, jobs: int) -> float:
     """Run make bench's command with --jobs; its wall time in seconds."""
@@ -30,10 +32,10 @@ def bench(out: Path, jobs: int) -> float:
 
 
 def figures(out: Path) -> dict:
-    metadata = json.loads((out / "metadata.json").read_text())
-    started = datetime.strptime(metadata["started"], "%Y-%m-%dT%H:%M:%S%z")
-    finished = datetime.strptime(metadata["finished"], "%Y-%m-%dT%H:%M:%S%z")
-    stages = metadata["stage_seconds"]
+    metadata = results.read_metadata(out)
+    started = datetime.strptime(metadata.started, "%Y-%m-%dT%H:%M:%S%z")
+    finished = datetime.strptime(metadata.finished, "%Y-%m-%dT%H:%M:%S%z")
+    stages = metadata.stage_seconds
     wall_s = (finished - started).total_seconds() + stages.get("analysis", 0)
     cells_s = stages.get("cells") or (finished - started).total_seconds() - sum(
         stages.get(stage, 0) for stage in ("fetch", "build", "image", "object code", "cow layout"))
@@ -42,7 +44,7 @@ def figures(out: Path) -> dict:
     verdicts = {f"{r['workload']}/{r['phase']}/{r['metric']}": r["verdict"] for r in rows
                 if r["margin_pct"] is not None and r["variant"] == "patched"}
     return {"wall_s": wall_s, "boots": boots, "cells_per_min": boots / (cells_s / 60), "cells_s": cells_s,
-            "reps": metadata.get("reps_done"), "guest_cpus": (metadata.get("placement") or {}).get("guest_cpus"),
+            "reps": metadata.reps_done, "guest_cpus": metadata.placement.guest_cpus if metadata.placement else None,
             "verdicts": verdicts}
 
 

@@ -30,7 +30,7 @@ def main():
     args = parser.parse_args()
     samples, runs, metadata = results.read(args.run_dir)
     cells = compare.gather(compare.valid_samples(samples, runs)[0], runs)
-    order = [variant["name"] for variant in metadata.get("variants", [])]
+    order = metadata.variant_names
     print(f"Spread (coefficient of variation) over the valid boots of {args.run_dir.name}")
     print("| workload | phase | variant | n | count | its CV | rate | its CV |")
     print("|---|---|---|---|---|---|---|---|")

@@ -5,10 +5,10 @@ its unit, direction and kind, and the workload phases that produced it in a run)
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import experiment, results
+from harness import experiment, metrics, results, workloads
 from harness.errors import HarnessError
 from harness.kernel import kconfig, patches, source
-from harness.measure import metrics, workloads
+from harness.measure import drivers
 
 
 @dataclass(frozen=True)
@@ -82,11 +82,11 @@ def _primary(spec: experiment.Experiment, row: str, names) -> str:
     if workload not in names:
         raise _BadRow(why=f"workload {workload} does not run ({', '.join(names)})")
     params = spec.parameters_of(workload)
-    phases = workloads.driver(workloads.load(workload), workloads.load(workload).params(params), None).phase_plan()
+    phases = drivers.driver(workloads.load(workload), workloads.load(workload).params(params), None).phase_plan()
     if phase not in phases:
         raise _BadRow(why=f"{workload} has no phase {phase} ({', '.join(phases)})")
     if not metrics.known(metric):
-        raise _BadRow(why=f"no metric {metric} in harness/measure/metrics.py (harness metrics lists them)")
+        raise _BadRow(why=f"no metric {metric} in harness/metrics.py (harness metrics lists them)")
     meaning = metrics.meaning(metric)
     return f"{meaning.kind}, {meaning.direction} is better, in {meaning.unit}"
 

@@ -3,7 +3,6 @@
 import functools
 import json
 import logging
-import math
 import os
 import shlex
 import signal
@@ -18,11 +17,10 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from harness import cache, checks, covers, doctor, experiment, project, results, trial
+from harness import bench, cache, checks, covers, doctor, experiment, project, results, trial, workloads
 from harness.analysis import analyse as analysis
-from harness.analysis import compare, plots
+from harness.analysis import plots, tables
 from harness.errors import (
-    BadPatchInput,
     CacheUnusable,
     HarnessError,
     MissingPackages,
@@ -34,11 +32,11 @@ from harness.errors import (
     TryOutputNotEmpty,
     UnknownExperiment,
 )
-from harness.files import FULL, disk_full, write_atomic
+from harness.files import FULL, disk_full
 from harness.guest import boot, vm
 from harness.guest import image as guest_image
-from harness.kernel import build, patches, patchmail, source
-from harness.measure import dispatch, matrix, worker, workloads
+from harness.kernel import build, checkpatch, importer, patches, source
+from harness.measure import dispatch, drivers, worker
 
 log = logging.getLogger("harness")
 
@@ -276,47 +274,17 @@ def patch_import(obj, message, tree, output, series, author, upstream, experimen
     """
     tree_path, which = _tree(tree, obj["cache_dir"], experiment_name)
     click.echo(f"tree: {tree_path} ({which})")
-    parts = patchmail.split_series(message)
-    if not parts:
-        raise BadPatchInput(path=message, why="it holds a cover letter and no patch", fix="pass the patches too")
-    if not series and (len(parts) > 1 or message.is_dir()):
-        raise BadPatchInput(path=message, why=f"it holds {len(parts)} patches", fix="pass --series -o FOLDER")
-    if series and upstream:
-        raise BadPatchInput(path=message, why="--upstream names one commit", fix="import a series without it")
-    if output.exists() and output.is_dir() != series:
-        raise BadPatchInput(path=message, why=f"-o {output} is {'a file' if series else 'a folder'}",
-                            fix="with --series, -o names a folder; without, the patch file")
-    if series:
-        imported = patches.import_series(parts, tree_path, author)
-        written = [_write_patch(output / patch.name, patch.text) for patch in imported]
-    else:
-        text = patches.import_message(parts[0].text, tree_path, message.name, author, upstream)
-        written = [_write_patch(output, text)]
-    ok, detail = patches.git_check_series(written, tree_path)
-    for path in written:
-        findings = patches.checkpatch(path, tree_path)
-        click.echo(f"{path}: {patches.checkpatch_summary(findings, tree_path)}")
-        for finding in findings or []:
+    done = importer.import_patches(message, tree_path, output, series, author, upstream)
+    for written in done.written:
+        click.echo(f"{written.path}: {checkpatch.summary(written.findings, tree_path)}")
+        for finding in written.findings or []:
             click.echo(f"  {finding}")
-    click.echo(f"git apply --check accepts {'the series' if series else 'it'} on {tree_path}" if ok else detail)
+    click.echo(f"git apply --check accepts {'the series' if series else 'it'} on {tree_path}" if done.applies
+               else done.detail)
     if series:
-        click.echo("\n[series]\npatches = [" + ", ".join(f'"{_patch_reference(path)}"' for path in written) + "]")
-    if not ok:
+        click.echo("\n" + done.stanza())
+    if not done.applies:
         sys.exit(1)
-
-
-def _write_patch(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, text, errors="surrogateescape")
-    return path
-
-
-def _patch_reference(path: Path) -> str:
-    """How an experiment names a patch: relative to patches/ when it is there, else its path."""
-    try:
-        return str(path.resolve().relative_to(project.PATCHES))
-    except ValueError:
-        return str(path.resolve())
 
 
 @patch_group.command(name="check")
@@ -329,13 +297,13 @@ def patch_check(obj, patch_files, tree, experiment_name):
     """Say whether the series PATCH... applies to TREE, in order, hunk by hunk."""
     tree_path, which = _tree(tree, obj["cache_dir"], experiment_name)
     click.echo(f"tree: {tree_path} ({which})")
-    reports = patches.check_series(patch_files, tree_path)
-    for report in reports:
+    checked = patches.check(patch_files, tree_path)
+    for report in checked.reports:
         mark = "ok  " if report.ok else "FAIL"
         click.echo(f"{mark} {report.patch} {report.file} hunk {report.number} {report.header}: {report.detail}")
-    ok, detail = patches.git_check_series(patch_files, tree_path)
-    click.echo("series applies (git apply --check)" if ok else f"series does not apply: {detail}")
-    if not ok or not all(report.ok for report in reports):
+    click.echo("series applies (git apply --check)" if checked.applies else
+               f"series does not apply: {checked.detail}")
+    if not checked.ok:
         sys.exit(1)
 
 
@@ -438,6 +406,7 @@ class _Choices:
     control: bool = False
     force: bool = False
     placement: dispatch.Placement = dispatch.Placement()
+    timing: str = "always"      # bench.RunRequest.timing: "always" or "kvm"
 
 
 def _placement(jobs: int, cluster: str, scheduler: str, worker_cache: str, ssh_config: Path | None):
@@ -446,18 +415,19 @@ def _placement(jobs: int, cluster: str, scheduler: str, worker_cache: str, ssh_c
     return placement
 
 
-def _request(choices: _Choices) -> matrix.RunRequest:
+def _request(choices: _Choices) -> bench.RunRequest:
     spec = experiment.load(choices.experiment_name)
     if choices.resume:
         _refuse_new_choices(choices)
-        return matrix.resumed_request(spec, choices.resume, choices.accel, choices.placement)
+        return bench.resumed_request(spec, choices.resume, choices.accel, choices.placement)
     out_dir = choices.output or results.default_directory(spec.name)
     if not results.RunDirectory.is_fresh(out_dir):
         raise OutputNotEmpty(path=out_dir)
-    request = matrix.new_request(spec, choices.workload_names, choices.settings, choices.variants, choices.reps,
+    request = bench.new_request(spec, choices.workload_names, choices.settings, choices.variants, choices.reps,
                                  out_dir, choices.accel, choices.modes, shlex.join(["harness", *sys.argv[1:]]),
-                                 choices.seed, choices.max_reps, choices.control, choices.force, choices.placement)
-    _warn_unreachable(request)
+                                 choices.seed, choices.max_reps, choices.control, choices.force, choices.placement,
+                                 choices.timing)
+    bench.warn_unreachable(request, DEFAULT_REPS)
     return request
 
 
@@ -474,21 +444,6 @@ def _refuse_new_choices(choices: _Choices) -> None:
         given.append("--reps/--max-reps/--timing/--no-probes")
     if given:
         raise ResumeTakesNoChoices(path=choices.resume, options=", ".join(given))
-
-
-def _warn_unreachable(request: matrix.RunRequest) -> None:
-    """Say before any boot when the repetitions cannot decide a primary row at all."""
-    last = request.max_reps or request.reps
-    if request.experiment.discovery and last < DEFAULT_REPS:
-        log.warning("with %s repetitions a discovery can hardly find anything: its smallest exact p-value is %.2g, "
-                    "and the false-discovery bar divides 5%% among hundreds of rows; use --reps %d or more", last,
-                    2 / math.comb(2 * last, last), DEFAULT_REPS)
-    rows = sum(len(request.points(row.split("/")[0])) for row in request.primary) * (len(request.variants) - 1)
-    smallest = compare.smallest_deciding_reps(rows, request.reps, request.max_reps)
-    if rows and smallest is None:
-        last = request.max_reps or request.reps
-        log.warning("with %s repetitions and %d primary rows no primary row can be decided (the smallest exact "
-                    "p-value is %.2g): use more --reps or --reps auto", last, rows, 2 / math.comb(2 * last, last))
 
 
 @main.group(name="experiment")
@@ -558,7 +513,7 @@ def workloads_command(obj, experiment_name, asked, variant, workload_names, sett
         if functions:
             raise click.UsageError("FUNCTION... goes with --covers")
         for workload, params in chosen:
-            phases = workloads.driver(workload, params, None).phase_plan()
+            phases = drivers.driver(workload, params, None).phase_plan()
             defaults = dict(workload.parameters)
             click.echo(f"{workload.name}: {workload.description}\n  phases: {', '.join(phases)}\n  parameters: "
                        + ", ".join(f"{key}={value}" + (f" (default {defaults[key]})" if value != defaults[key] else "")
@@ -584,11 +539,11 @@ def workloads_command(obj, experiment_name, asked, variant, workload_names, sett
 def run_command(obj, experiment_name, workload_names, variants, output, resume, settings, accel, seed, force, jobs,
                 cluster, scheduler, worker_cache, ssh_config, reps, no_probes, timing):
     """Boot each variant (fresh boot and swap disk per repetition) and measure the workloads."""
-    modes = ("timed",) if no_probes else matrix.MODES if timing else ("counted",)
+    modes = ("timed",) if no_probes else bench.MODES if timing else ("counted",)
     placement = _placement(jobs, cluster, scheduler, worker_cache, ssh_config)
     request = _request(_Choices(experiment_name, workload_names, variants, reps, output, resume, settings, accel,
                                 seed, modes, force=force, placement=placement))
-    directory = matrix.run(request, obj["cache_dir"])
+    directory = bench.run(request, obj["cache_dir"])
     valid = sum(record.valid for record in directory.runs)
     click.echo(f"{directory.path}: {valid} of {len(directory.runs)} runs valid")
 
@@ -615,21 +570,24 @@ class _Reps(click.ParamType):
                    "a time until every primary row is decided or --max-reps.")
 @click.option("--max-reps", type=click.IntRange(2), default=10, show_default=True, help="The limit of --reps auto.")
 @click.option("--control", is_flag=True, help="Interleave the baseline kernel once more as variant 'control'.")
+@click.option("--timing", is_flag=True, help="Boot each cell without probes as well, for timings, even where the "
+              "guests run under TCG [default: only where they run under KVM].")
 @click.pass_obj
 @_guarded
 def bench_command(obj, experiment_name, workload_names, variants, output, resume, settings, accel, seed, force,
-                  jobs, cluster, scheduler, worker_cache, ssh_config, reps, max_reps, control):
+                  jobs, cluster, scheduler, worker_cache, ssh_config, reps, max_reps, control, timing):
     """Build every variant, run every workload of the experiment, compare, plot and report.
 
-    Every cell boots twice per repetition: with probes (counts) and without (timings).
+    Every cell boots with probes (counts) in each repetition, and, where the guests run under KVM (or
+    with --timing), once more without them (timings): under TCG a guest second is the emulator's.
     """
     auto = reps == "auto"
     choices = _Choices(experiment_name, workload_names, variants, AUTO_FIRST_LOOK if auto else reps, output, resume,
-                       settings, accel, seed, matrix.MODES, max(max_reps, AUTO_FIRST_LOOK) if auto else None, control,
-                       force, _placement(jobs, cluster, scheduler, worker_cache, ssh_config))
+                       settings, accel, seed, bench.MODES, max(max_reps, AUTO_FIRST_LOOK) if auto else None, control,
+                       force, _placement(jobs, cluster, scheduler, worker_cache, ssh_config),
+                       "always" if timing else "kvm")
     request = _request(choices)
-    directory = matrix.run(request, obj["cache_dir"], stop=analysis.decided)
-    report_path = analysis.analyse(directory.path, request.experiment)
+    report_path = bench.run_and_analyse(request, obj["cache_dir"])
     click.echo(f"report: {report_path}")
 
 
@@ -657,10 +615,12 @@ def bench_command(obj, experiment_name, workload_names, variants, output, resume
               help="Run directory [default: results/<timestamp>-try-<patch subject>].")
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True)
 @click.option("--jobs", type=click.IntRange(1), default=1, show_default=True, help="Cells at once on this machine.")
+@click.option("--timing", is_flag=True, help="Boot each cell without probes as well, for timings, even where the "
+              "guests run under TCG [default: only where they run under KVM].")
 @click.pass_obj
 @_guarded
 def try_command(obj, patch_paths, kernel, tree, template, workload_names, settings, reps, max_reps, dry_run, force,
-                output, accel, jobs):
+                output, accel, jobs, timing):
     """Build the kernel without and with PATCH... (files, mboxes, folders of patches or quoted mails; a
     series gives cumulative variants), pick the workloads that run the code it changes, run them with a
     control, and report what changed, as a discovery: every row at a 5% false-discovery rate.
@@ -676,13 +636,7 @@ def try_command(obj, patch_paths, kernel, tree, template, workload_names, settin
         raise TryOutputNotEmpty(path=out_dir)
     found = trial.prepare(list(patch_paths), kernel, tree, template, workload_names, settings, obj["cache_dir"],
                           accel, force, command)
-    click.echo(f"kernel: {found.source}")
-    click.echo(f"patches: {', '.join(found.patches)}" + (" (imported: they did not apply as given)"
-                                                        if found.imported else ""))
-    for variant, functions in found.changed.items():
-        click.echo(f"{variant} changes: " + (", ".join(functions[:12]) + (" ..." if len(functions) > 12 else "")
-                                             if functions else "no function's code"))
-    click.echo("\n".join(found.choice))
+    _say_chosen(found)
     if dry_run:
         click.echo("\n" + found.text)
         return
@@ -693,14 +647,23 @@ def try_command(obj, patch_paths, kernel, tree, template, workload_names, settin
     click.echo(f"experiment: {path}")
     auto = reps == "auto"
     choices = _Choices(str(path), (), (), AUTO_FIRST_LOOK if auto else reps, out_dir, None, settings, accel, None,
-                       matrix.MODES, max(max_reps, AUTO_FIRST_LOOK) if auto else None, True, False,
-                       _placement(jobs, "", "", worker.WORKER_CACHE, None))
-    request = _request(choices)
-    directory = matrix.run(request, obj["cache_dir"], stop=analysis.decided)
-    report_path = analysis.analyse(directory.path, request.experiment)
+                       bench.MODES, max(max_reps, AUTO_FIRST_LOOK) if auto else None, True, False,
+                       _placement(jobs, "", "", worker.WORKER_CACHE, None), "always" if timing else "kvm")
+    report_path = bench.run_and_analyse(_request(choices), obj["cache_dir"])
     for line in _findings(report_path):
         click.echo(line)
     click.echo(f"report: {report_path}")
+
+
+def _say_chosen(found: trial.Trial) -> None:
+    """What try resolved before any boot: the kernel, the patches, the functions they change, the workloads."""
+    click.echo(f"kernel: {found.source}")
+    click.echo(f"patches: {', '.join(found.patches)}" + (" (imported: they did not apply as given)"
+                                                        if found.imported else ""))
+    for variant, functions in found.changed.items():
+        click.echo(f"{variant} changes: " + (", ".join(functions[:12]) + (" ..." if len(functions) > 12 else "")
+                                             if functions else "no function's code"))
+    click.echo("\n".join(found.choice))
 
 
 def _findings(report_path: Path) -> list[str]:
@@ -733,20 +696,22 @@ def compare_command(obj, run_dirs, baseline, output_format, show_all):
     if output_format == "email":
         confirm = run_dirs[0] / analysis.CONFIRMATION
         headline = analysis.headline_key(analysis.recorded_experiment(run_dirs[0]), comparison)
-        click.echo(analysis.mail_text(run_dirs[0], comparison, headline, confirm if confirm.is_file() else None),
+        _, runs, metadata = results.read(run_dirs[0])
+        click.echo(analysis.mail_text(run_dirs[0], comparison, headline, runs, metadata,
+                                      confirm if confirm.is_file() else None),
                    nl=False)
     elif output_format == "json":
         click.echo(json.dumps([row.as_json() for row in rows], indent=1))
     elif output_format == "csv":
         click.echo(pd.DataFrame([row.as_dict() for row in rows]).to_csv(index=False), nl=False)
     elif output_format == "markdown":
-        click.echo("\n".join(compare.summary_lines(comparison)) + "\n")
-        click.echo(compare.render_markdown(rows, show_all))
+        click.echo("\n".join(tables.summary_lines(comparison)) + "\n")
+        click.echo(tables.render_markdown(rows, show_all))
     else:
-        for line in compare.summary_lines(comparison):      # a terminal's width, not one line per paragraph
+        for line in tables.summary_lines(comparison):      # a terminal's width, not one line per paragraph
             click.echo(textwrap.fill(line, 100, subsequent_indent="  ", break_on_hyphens=False))
         click.echo()
-        click.echo(compare.render_table(rows, show_all))
+        click.echo(tables.render_table(rows, show_all))
         click.echo(f"\n{comparison.invalid} invalid run(s) left out" if comparison.invalid else "")
 
 
@@ -773,7 +738,7 @@ def report_command(obj, run_dir, experiment_name):
     recorded = results.read_metadata(run_dir)
     spec = experiment.load(experiment_name) if experiment_name else analysis.recorded_experiment(run_dir)
     if spec is None:
-        raise UnknownExperiment(name=recorded.get("experiment", "?"), folder=project.EXPERIMENTS,
+        raise UnknownExperiment(name=recorded.experiment or "?", folder=project.EXPERIMENTS,
                                 known=", ".join(project.names(project.EXPERIMENTS, ".toml")))
     click.echo(f"report: {analysis.analyse(run_dir, spec, timed=False)}")
 

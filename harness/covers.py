@@ -24,7 +24,7 @@ from harness.errors import CoverageUnknown, NoProfiler, ProfilingBootFailed
 from harness.experiment import Experiment
 from harness.guest import image as guest_image
 from harness.kernel import build, objdiff
-from harness.measure import cell, workloads
+from harness.measure import cell, drivers
 
 log = logging.getLogger("harness.covers")
 FOLDER = "covers"
@@ -71,7 +71,7 @@ def from_run(run_dir: Path, functions, variant: str | None = None) -> Map:
     """The counts of a run's valid counted boots of variant's kernel (the baseline's by default); CoverageUnknown
     when it counted none of them there."""
     samples, runs, metadata = results.read(run_dir)
-    baseline = metadata.get("baseline", "base")
+    baseline = metadata.baseline
     chosen = variant or baseline
     cover = coverage.of(samples, runs, metadata, baseline)
     found = {}
@@ -83,7 +83,7 @@ def from_run(run_dir: Path, functions, variant: str | None = None) -> Map:
     missing = [function for function in functions if function not in found]
     if missing:
         raise CoverageUnknown(functions=", ".join(missing), where=f"the boots of {chosen} in {run_dir}",
-                              counted=", ".join(metadata.get("calls", [])) or "none")
+                              counted=", ".join(metadata.calls) or "none")
     return Map(found, {}, f"from the boots of {chosen} in {run_dir}")
 
 
@@ -115,7 +115,7 @@ def profile(spec: Experiment, variant: str, functions, chosen, cache_dir: Path, 
             if known.get(function) is None:
                 uncounted[function] = "the guest's profiler refused it (not in available_filter_functions)"
                 continue
-            plan = workloads.driver(workload, params, None).phase_plan()      # in the order the phases ran
+            plan = drivers.driver(workload, params, None).phase_plan()      # in the order the phases ran
             ordered = sorted(known[function].items(), key=lambda item: plan.index(item[0]) if item[0] in plan
                              else len(plan))
             found[function].update({(workload.name, phase): value for phase, value in ordered})

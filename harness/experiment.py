@@ -10,28 +10,88 @@ sources is allowed only when the experiment says `mixed_sources = true`, and suc
 marked in tables and reports: their difference is everything between the two kernels.
 
 `[guest]` is the machine (memory, CPUs, swap size, and the swap backend: a virtio disk or
-zram, whose kconfig fragment is then merged); `[parameters.WORKLOAD]` sets workload
-parameters (-p on the command line wins); `[sweep]` names axes whose points become a cell
-dimension (harness/sweep.py). Cells that ran on different machines (a cluster run, --cluster) are
-compared only when the host is a sweep axis (`host.name`) or the experiment says `mixed_hosts = true`.
+zram, which qemu-guest.config builds in; kconfigs/zram.config is merged when no fragment does);
+`[parameters.WORKLOAD]` sets workload parameters (-p on the command line wins); `[sweep]` names
+axes whose points become a cell dimension (harness/sweep.py). Cells that ran on different machines
+(a cluster run, --cluster) are compared only when the host is a sweep axis (`host.name`) or the
+experiment says `mixed_hosts = true`.
 """
 
 import re
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from harness import project
+from harness import metrics, project, workloads
 from harness import sweep as sweeps
 from harness.errors import (
     BadExperiment,
+    BadSourceSpec,
     HarnessError,
     MissingPatchFile,
     UnknownExperiment,
     UnknownVariant,
 )
-from harness.kernel import source
-from harness.measure import metrics, workloads
+
+DEFAULT_SPEC = ("debian:linux-source-5.10=5.10.223-1"
+                "#sha256=f733d27d239d65598d96d7a72f71ac50f49f2380192a1b3b4ca2f5ad5144dd63")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str          # debian | tarball | git | dir
+    location: str      # package=version, URL, repository path, or tree path
+    ref: str = ""      # git ref, or the Debian suite
+    sha256: str = ""   # expected checksum of the downloaded file
+
+    def __str__(self):
+        text = f"{self.kind}:{self.location}" + (f"@{self.ref}" if self.ref else "")
+        return text + (f"#sha256={self.sha256}" if self.sha256 else "")
+
+
+def parse_spec(text: str) -> SourceSpec:
+    """Parse a SPEC string; raise BadSourceSpec naming what is wrong."""
+    kind, _, rest = text.partition(":")
+    if not rest:
+        raise BadSourceSpec(spec=text, why="no KIND: prefix")
+    rest, _, fragment = rest.partition("#")
+    sha256 = ""
+    if fragment:
+        match = re.fullmatch(r"sha256=([0-9a-fA-F]{64})", fragment)
+        if not match:
+            raise BadSourceSpec(spec=text, why="the part after # must be sha256=<64 hex digits>")
+        sha256 = match.group(1).lower()
+    if kind not in _SPEC_KINDS:
+        raise BadSourceSpec(spec=text, why=f"unknown kind '{kind}'")
+    return _SPEC_KINDS[kind](text, rest, sha256)
+
+
+def _debian_spec(text: str, rest: str, sha256: str) -> SourceSpec:
+    match = re.fullmatch(r"([a-z0-9][a-z0-9.+-]*=[A-Za-z0-9.+~:-]+)(?:@([a-z]+(?:-[a-z]+)?))?", rest)
+    if not match:
+        raise BadSourceSpec(spec=text, why="debian: needs PACKAGE=VERSION or PACKAGE=VERSION@SUITE")
+    return SourceSpec("debian", match.group(1), ref=match.group(2) or "", sha256=sha256)
+
+
+def _tarball_spec(text: str, rest: str, sha256: str) -> SourceSpec:
+    if not sha256:
+        raise BadSourceSpec(spec=text, why="tarball: needs #sha256=HEX")
+    if urllib.parse.urlparse(rest).scheme not in ("http", "https", "file"):
+        raise BadSourceSpec(spec=text, why="tarball: needs an http, https or file URL")
+    return SourceSpec("tarball", rest, sha256=sha256)
+
+
+def _git_spec(text: str, rest: str, sha256: str) -> SourceSpec:
+    path, at, ref = rest.rpartition("@")
+    if not at or not path or not ref:
+        raise BadSourceSpec(spec=text, why="git: needs PATH@REF")
+    return SourceSpec("git", path, ref=ref)
+
+
+_SPEC_KINDS = {"debian": _debian_spec, "tarball": _tarball_spec, "git": _git_spec,
+               "dir": lambda text, rest, sha256: SourceSpec("dir", rest)}
+
 
 VARIANT_NAME = re.compile(r"[A-Za-z0-9+][A-Za-z0-9._+-]{0,63}")
 
@@ -54,7 +114,7 @@ class GuestConfig:
     swap: str = "virtio-blk"
 
 
-ZRAM_FRAGMENT = "zram"      # kconfigs/zram.config: merged when any boot swaps to zram
+ZRAM_FRAGMENT = "zram"      # kconfigs/zram.config: merged when a boot swaps to zram and no fragment has zram
 
 
 @dataclass(frozen=True)
@@ -124,22 +184,39 @@ def load(name_or_path: str | None = None) -> Experiment:
     return from_dict(data, path)
 
 
+KEYS = {"description", "source", "kconfigs", "probes", "variants", "series", "guest", "cow_probe", "workloads",
+        "headline", "primary", "margin_pct", "mixed_sources", "mixed_hosts", "fault_probe", "cow_causes", "coverage",
+        "sweep", "parameters", "discovery"}
+SWITCHES = ("mixed_sources", "mixed_hosts", "cow_causes", "coverage", "discovery")
+
+
 def from_dict(data: dict, path: Path) -> Experiment:
+    """An experiment file's table, checked (BadExperiment names the key and the fix)."""
     def fail(why):
         raise BadExperiment(path=path, why=why)
 
-    unknown = set(data) - {"description", "source", "kconfigs", "probes", "variants", "series", "guest",
-                           "cow_probe", "workloads", "headline", "primary", "margin_pct", "mixed_sources",
-                           "mixed_hosts", "fault_probe", "cow_causes", "coverage", "sweep", "parameters", "discovery"}
+    experiment = _read(data, path, fail)
+    if uses_zram(experiment) and not any(_turns_zram_on(name) for name in experiment.kconfigs):
+        experiment = replace(experiment, kconfigs=(*experiment.kconfigs, ZRAM_FRAGMENT))
+    _check_switches(experiment, fail)
+    _check_sources(experiment, fail)
+    _check_rows(experiment, fail)
+    _check_probes(experiment, "fault_probe" in data, fail)
+    return experiment
+
+
+def _read(data: dict, path: Path, fail) -> Experiment:
+    """The Experiment a table gives, each key of its type; the checks across keys come after."""
+    unknown = set(data) - KEYS
     if unknown:
         fail(f"unknown key(s) {', '.join(sorted(unknown))}")
-    spec = data.get("source", source.DEFAULT_SPEC)
-    source.parse_spec(spec)
+    spec = data.get("source", DEFAULT_SPEC)
+    parse_spec(spec)
     if ("variants" in data) == ("series" in data):
         fail("give either [[variants]] or [series], exactly one of them")
     variants = _series(data["series"], path, fail) if "series" in data else _variants(data["variants"], path, fail)
     known = workloads.discover() if "sweep" in data or "parameters" in data else {}
-    experiment = Experiment(
+    return Experiment(
         name=path.stem, path=path, description=str(data.get("description", "")), source=spec,
         kconfigs=tuple(_strings(data, "kconfigs", fail)), probes=tuple(_strings(data, "probes", fail)),
         variants=tuple(variants), guest=_guest(data.get("guest", {}), fail),
@@ -150,27 +227,38 @@ def from_dict(data: dict, path: Path) -> Experiment:
         fault_probe=str(data.get("fault_probe", "do_wp_page")), cow_causes=data.get("cow_causes", True),
         coverage=data.get("coverage", True), discovery=data.get("discovery", False), sweep=_sweep(data, fail, known),
         parameters=_parameters(data.get("parameters", {}), fail, known))
-    if ZRAM_FRAGMENT not in experiment.kconfigs and uses_zram(experiment):
-        experiment = replace(experiment, kconfigs=(*experiment.kconfigs, ZRAM_FRAGMENT))
-    for key in ("mixed_sources", "mixed_hosts", "cow_causes", "coverage", "discovery"):
+
+
+def _check_switches(experiment: Experiment, fail) -> None:
+    for key in SWITCHES:
         if not isinstance(getattr(experiment, key), bool):
             fail(f"{key} must be true or false, not {getattr(experiment, key)!r}")
+
+
+def _check_sources(experiment: Experiment, fail) -> None:
+    """Variants of different kernels only when the experiment says it compares kernels."""
     sources = {variant.name: experiment.source_of(variant) for variant in experiment.variants}
     if len(set(sources.values())) > 1 and not experiment.mixed_sources:
         others = ", ".join(name for name, spec in sources.items() if spec != experiment.source)
         fail(f"variant(s) {others} name another kernel source than the experiment's: set mixed_sources = true to "
              "compare different kernels (their rows are then marked as such)")
+
+
+def _check_rows(experiment: Experiment, fail) -> None:
+    """The declared rows: none in a discovery, each WORKLOAD/PHASE/METRIC of a metric with a direction."""
     if experiment.discovery and experiment.primary:
         fail("discovery = true tests every row as exploratory: drop it, or drop the primary rows")
     if experiment.headline and len(experiment.headline.split("/")) != 3:
         fail("headline must be WORKLOAD/PHASE/METRIC")
     for row in experiment.primary:
         _check_primary(row, experiment, fail)
+
+
+def _check_probes(experiment: Experiment, fault_probe_given: bool, fail) -> None:
     if experiment.probes and experiment.cow_probe not in experiment.probes:
         fail(f"cow_probe '{experiment.cow_probe}' is not one of the probes")
-    if "fault_probe" in data and experiment.probes and experiment.fault_probe not in experiment.probes:
+    if fault_probe_given and experiment.probes and experiment.fault_probe not in experiment.probes:
         fail(f"fault_probe '{experiment.fault_probe}' is not one of the probes")
-    return experiment
 
 
 def _margin(value, fail) -> float:
@@ -187,7 +275,7 @@ def _check_primary(row: str, experiment: Experiment, fail) -> None:
         fail(f"primary row '{row}' names workload {parts[0]}, which the experiment does not run "
              f"({', '.join(experiment.workloads)})")
     if metrics.meaning(parts[2]).direction == "none":
-        fail(f"primary row '{row}': metric {parts[2]} has no direction in harness/measure/metrics.py, so it can "
+        fail(f"primary row '{row}': metric {parts[2]} has no direction in harness/metrics.py, so it can "
              "never be better or worse; pick a metric with one")
 
 
@@ -234,6 +322,13 @@ def _parameters(table, fail, known: dict) -> tuple:
     return tuple((name, tuple(values.items())) for name, values in table.items())
 
 
+def _turns_zram_on(fragment: str) -> bool:
+    """Whether the fragment called so sets CONFIG_ZRAM=y (kconfigs/qemu-guest.config does: one guest
+    configuration serves a disk and zram alike, so a zram boot needs no build of its own)."""
+    path = project.fragment_path(fragment)
+    return path is not None and re.search(r"^CONFIG_ZRAM=y\s*$", path.read_text(errors="replace"), re.M) is not None
+
+
 def uses_zram(experiment: "Experiment") -> bool:
     """True when some boot of the experiment swaps to zram (its guest, or a point of its sweep)."""
     swept = [value for axis in experiment.sweep.axes if axis.name == "guest.swap" for value in axis.values]
@@ -262,7 +357,7 @@ def _variants(entries, path, fail) -> list[Variant]:
         if not isinstance(own_source, str):
             fail(f"[[variants]] {entry['name']}: source must be a SPEC string")
         if own_source:
-            source.parse_spec(own_source)
+            parse_spec(own_source)
         variants.append(Variant(entry["name"], tuple(resolve_patch(p, path) for p in _strings(entry, "patches", fail)),
                                 own_source))
     names = [variant.name for variant in variants]

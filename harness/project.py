@@ -16,6 +16,17 @@ def names(folder: Path, suffix: str) -> list[str]:
     return sorted(path.name[: -len(suffix)] for path in folder.glob(f"*{suffix}"))
 
 
+def fragment_path(name: str, folder: Path = KCONFIGS) -> Path | None:
+    """The kconfig fragment file a name gives: folder/NAME.config for a bare name, else the path (with or
+    without .config); None when there is none."""
+    given = Path(name).expanduser()
+    if "/" in name or name.endswith(".config"):
+        candidates = [given, given.with_name(given.name + ".config")]
+    else:
+        candidates = [folder / f"{name}.config"]
+    return next((candidate for candidate in candidates if candidate.is_file()), None)
+
+
 def code_digest() -> str:
     """A hash of the harness package's files: a worker must run the same code as the submitting machine."""
     digest = hashlib.sha256()

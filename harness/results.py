@@ -12,6 +12,7 @@ the `host` each cell ran on (cells may run on several machines, harness/measure/
 files read as run on the host their metadata names."""
 
 import csv
+import functools
 import io
 import json
 import os
@@ -20,7 +21,9 @@ import shutil
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from harness import project
@@ -30,7 +33,8 @@ from harness.files import write_atomic
 FORMAT = 4
 
 
-def host_facts() -> dict:
+def host_facts() -> "HostFacts":
+    """The machine this process runs on, as a run's metadata records it."""
     cpu = ""
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -39,8 +43,8 @@ def host_facts() -> dict:
         pass
     memory_kb = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                       if line.startswith("MemTotal:")), 0)
-    return {"hostname": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(), "memory_mb": memory_kb // 1024,
-            "kernel": platform.release(), "os": _os_release(), "python": sys.version.split()[0]}
+    return HostFacts(socket.gethostname(), cpu, os.cpu_count() or 0, memory_kb // 1024, platform.release(),
+                     _os_release(), sys.version.split()[0])
 
 
 def _os_release() -> str:
@@ -142,6 +146,211 @@ def valid_runs(runs):
     return runs[runs["valid"]]
 
 
+# --- the run's metadata: one record, its nested records, and the older formats read into it ---
+
+@dataclass(frozen=True)
+class VariantRecord:
+    """A variant as the run knew it: its patches' file names and subjects, and its kernel source."""
+    name: str
+    patches: tuple[str, ...] = ()
+    subjects: tuple[str, ...] = ()      # one per patch; none before the run recorded them
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class BuildFacts:
+    """What a variant's kernel was built from (harness/kernel/build.py)."""
+    key: str = ""
+    release: str = ""
+    source: str = ""
+    patches: tuple[str, ...] = ()
+    patch_hash: str = ""
+    config_hash: str = ""
+    compiler: str = ""
+    source_state: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ObjectCode:
+    """How the code of `variant` differs from `baseline`'s (harness/kernel/objdiff.py compares them)."""
+    variant: str
+    baseline: str
+    identical: bool                      # every executable section has the same bytes
+    changed: list[str] = field(default_factory=list)   # functions whose code differs
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    sections: dict = field(default_factory=dict)       # name -> [old size, new size] of differing sections
+    bloat: str = ""                      # scripts/bloat-o-meter's table
+    init: list[str] = field(default_factory=list)       # of the functions touched: those in init sections
+    untraced: list[str] = field(default_factory=list)   # of the functions touched: those without __fentry__
+    shared: list[str] = field(default_factory=list)     # of the functions touched: names an unchanged copy shares
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def functions(self) -> list[str]:
+        """Every function the variant changed, added or removed, by its name in vmlinux."""
+        return list(dict.fromkeys([name.split(" (", 1)[0] for name in self.changed] + self.added + self.removed))
+
+    def summary(self) -> str:
+        if self.identical:
+            return f"object code identical to {self.baseline}: any difference would be noise"
+        touched = self.changed + self.added + self.removed
+        if not touched:
+            return f"text differs from {self.baseline} in addresses only (data layout); no function's code changed"
+        counts = f"{len(self.changed)} function(s) changed, {len(self.added)} added, {len(self.removed)} removed"
+        return (f"object code differs from {self.baseline}: {counts}: {', '.join(touched[:8])}"
+                + (" ..." if len(touched) > 8 else ""))
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """The machine that ran the harness."""
+    hostname: str = ""
+    cpu: str = ""
+    cores: int = 0
+    memory_mb: int = 0
+    kernel: str = ""
+    os: str = ""
+    python: str = ""
+
+
+@dataclass(frozen=True)
+class WorkerFacts:
+    """One worker host of a run's placement, as the run found it."""
+    cores: int = 0
+    memory_mb: int = 0
+    kvm: bool = False
+    qemu: str = ""
+    cells_at_once: int = 0
+
+
+@dataclass(frozen=True)
+class PlacementFacts:
+    """Where the cells ran (harness/measure/dispatch.py's Placement), and what that gave each guest."""
+    jobs: int = 1
+    cluster: str = ""
+    scheduler: str = ""
+    worker_cache: str = ""
+    ssh_config: str = ""
+    where: str = ""                      # the placement in words
+    guest_cpus: int | None = None        # the vCPUs a guest got, when fewer than it asked
+    workers: dict[str, WorkerFacts] = field(default_factory=dict)    # host -> its facts
+    artifacts: dict | None = None        # host -> {"sent": n, "kept": n} kernels and images sent to it
+
+
+@dataclass(frozen=True)
+class RunMetadata:
+    """metadata.json: what a run was asked to do (written before the first boot) and what it found on the
+    way (builds, object code, placement, stage times, coverage). Every format is read into this record."""
+    format: int = FORMAT
+    command: str = ""                    # a command line that reproduces the run
+    experiment: str = ""
+    description: str = ""
+    experiment_file: str = ""
+    source: str = ""                     # the experiment's kernel source SPEC
+    mixed_sources: bool = False
+    mixed_hosts: bool = False
+    workloads: dict = field(default_factory=dict)       # workload -> its parameters
+    variants: tuple[VariantRecord, ...] = ()
+    baseline: str = "base"
+    control: str | None = None           # the variant that is the baseline again (--control)
+    primary: tuple[str, ...] = ()
+    margin_pct: float = 5.0
+    force: bool = False
+    reps: int | str | None = None        # a number, or "auto"
+    min_reps: int | None = None
+    max_reps: int | None = None
+    discovery: bool = False
+    modes: tuple[str, ...] = ()
+    timing: str = ""                     # "kvm": timed boots only where the guests run under KVM
+    untimed: str = ""                    # why the timed boots the run was asked for were left out
+    accelerator_requested: str = ""
+    probes: tuple[str, ...] | None = None    # None: format 1, whose boots were all counted
+    guest: dict = field(default_factory=dict)
+    sweep: dict | None = None
+    points: dict | None = None           # workload -> its sweep points' labels
+    host: HostFacts = HostFacts()
+    started: str = ""
+    seed: int | None = None
+    plan: tuple[tuple, ...] = ()         # (workload, variant, rep, mode, point) in the order they run
+    builds: dict[str, BuildFacts] = field(default_factory=dict)
+    cow_layout: dict = field(default_factory=dict)
+    image: str = ""
+    qemu: str = ""
+    stage_seconds: dict = field(default_factory=dict)
+    object_code: dict[str, ObjectCode] = field(default_factory=dict)
+    as_control: tuple[str, ...] = ()     # identical variants run as A/A controls
+    calls: tuple[str, ...] = ()          # the functions every counted boot counted
+    placement: PlacementFacts | None = None
+    finished: str = ""
+    reps_done: int | None = None
+    coverage: dict = field(default_factory=dict)
+    left_out: str = ""
+    extra: dict = field(default_factory=dict)    # keys this harness does not know, kept as they were
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunMetadata":
+        """The record of a stored metadata.json (any format up to FORMAT)."""
+        known = {f.name for f in fields(cls)} - {"extra"}
+        data = _migrated(data)
+        return _record(cls, {key: value for key, value in data.items() if key in known},
+                       extra={key: value for key, value in data.items() if key not in known})
+
+    def to_dict(self) -> dict:
+        """metadata.json's content: every field, then the keys kept from elsewhere."""
+        stored = asdict(self)
+        return {**{key: value for key, value in stored.items() if key != "extra"}, **self.extra}
+
+    @property
+    def variant_names(self) -> list[str]:
+        return [variant.name for variant in self.variants]
+
+    def changed(self, **values) -> "RunMetadata":
+        """This record with some fields replaced (records, or their stored dicts)."""
+        return replace(self, **{name: _typed(_field_types(type(self))[name], value) for name, value in values.items()})
+
+
+def _migrated(data: dict) -> dict:
+    """A stored metadata.json as the current format writes it. Format 1 had no modes (every boot counted),
+    formats before 4 no hosts per cell; those are filled in where the rows are read (RunDirectory.load).
+    A variant without its own source was built from the experiment's."""
+    data = dict(data)
+    data.setdefault("format", 1)
+    data["variants"] = [{"source": data.get("source", ""), **variant} for variant in data.get("variants") or []]
+    return data
+
+
+@functools.cache
+def _field_types(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _typed(kind, value):
+    """value (as JSON holds it) as the field type `kind` says: records from dicts, tuples from lists."""
+    if value is None:
+        return None
+    origin, arguments = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return _typed(next(a for a in arguments if a is not type(None)), value)
+    if isinstance(kind, type) and hasattr(kind, "__dataclass_fields__"):
+        return value if isinstance(value, kind) else _record(kind, value)
+    if origin is tuple:
+        inner = arguments[0] if arguments else None
+        return tuple(_typed(inner, item) if inner not in (None, Ellipsis) else
+                     (tuple(item) if isinstance(item, list) else item) for item in value)
+    if origin is dict and len(arguments) == 2:
+        return {key: _typed(arguments[1], item) for key, item in value.items()}
+    return tuple(value) if kind is tuple else value
+
+
+def _record(cls, data: dict, **more):
+    """cls from its stored dict: the fields it knows, each typed; a field it lacks keeps its default."""
+    kinds = _field_types(cls)
+    return cls(**{name: _typed(kinds[name], value) for name, value in data.items() if name in kinds}, **more)
+
+
 # --- the run directory: the only reader and writer of a results folder ----------------------
 
 class RunDirectory:
@@ -149,8 +358,8 @@ class RunDirectory:
     folder) or load() (an existing run, its format checked); the CSV files are rewritten whole
     after every boot."""
 
-    def __init__(self, path: Path, metadata: dict, runs: list[Run], samples: list[Sample]):
-        self.path, self._metadata, self.runs, self.samples = path, metadata, runs, samples
+    def __init__(self, path: Path, metadata: "RunMetadata", runs: list[Run], samples: list[Sample]):
+        self.path, self.metadata, self.runs, self.samples = path, metadata, runs, samples
 
     @staticmethod
     def is_fresh(path: Path) -> bool:
@@ -166,25 +375,26 @@ class RunDirectory:
             or tried and entry.name == "patches" and entry.is_dir() for entry in entries)
 
     @classmethod
-    def create(cls, path: Path, metadata: dict) -> "RunDirectory":
+    def create(cls, path: Path, metadata: "RunMetadata") -> "RunDirectory":
         """A new run in path (which is_fresh); nothing is left behind when it cannot be made."""
         made = not path.exists()
+        metadata = replace(metadata, format=FORMAT)
         try:
             path.mkdir(parents=True, exist_ok=True)
-            write_atomic(path / "metadata.json", json.dumps({"format": FORMAT, **metadata}, indent=2) + "\n")
+            _write_metadata(path, metadata)
             (path / "raw").mkdir(exist_ok=True)
         except BaseException:
             if made:
                 shutil.rmtree(path, ignore_errors=True)
             raise
-        return cls(path, {"format": FORMAT, **metadata}, [], [])
+        return cls(path, metadata, [], [])
 
     @classmethod
     def load(cls, path: Path) -> "RunDirectory":
         """An existing run directory with the runs and samples it holds; a newer format is refused."""
         metadata = read_metadata(path)
-        default_mode = "counted" if metadata.get("probes", True) else "timed"   # format 1 had no mode
-        default_host = metadata.get("host", {}).get("hostname", "")            # before format 4, one host
+        default_mode = "counted" if metadata.probes is None or metadata.probes else "timed"   # format 1: no mode
+        default_host = metadata.host.hostname                                               # before format 4
         lists = []
         for name, kind in (("runs.csv", Run), ("samples.csv", Sample)):
             rows = []
@@ -201,12 +411,10 @@ class RunDirectory:
             lists.append(rows)
         return cls(path, metadata, *lists)
 
-    def metadata(self) -> dict:
-        return dict(self._metadata)
-
     def update_metadata(self, **values) -> None:
-        self._metadata.update(values)
-        write_atomic(self.path / "metadata.json", json.dumps(self._metadata, indent=2) + "\n")
+        """Fields of the metadata replaced (records, or the dicts they are stored as), and the file rewritten."""
+        self.metadata = self.metadata.changed(**values)
+        _write_metadata(self.path, self.metadata)
 
     def add(self, run: Run, samples: list[Sample]) -> None:
         self.runs.append(run)
@@ -224,21 +432,28 @@ class RunDirectory:
         return path
 
 
-def read_metadata(path: Path) -> dict:
+def read_metadata(path: Path) -> RunMetadata:
     """metadata.json of a run directory, its format checked."""
     file = path / "metadata.json"
     if not file.is_file():
         raise NotAResultDirectory(path=path, missing="metadata.json")
     try:
-        metadata = json.loads(file.read_text())
+        data = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise NotAResultDirectory(path=path, missing=f"a readable metadata.json ({error})") from None
-    written = metadata.get("format", 1) if isinstance(metadata, dict) else None
+    written = data.get("format", 1) if isinstance(data, dict) else None
     if not isinstance(written, int):
         raise NotAResultDirectory(path=path, missing="a metadata.json with a format number")
     if written > FORMAT:
         raise NewerFormat(path=path, format=written, known=FORMAT)
-    return metadata
+    try:
+        return RunMetadata.from_dict(data)
+    except (TypeError, ValueError, AttributeError, StopIteration) as error:
+        raise NotAResultDirectory(path=path, missing=f"a readable metadata.json ({error})") from None
+
+
+def _write_metadata(path: Path, metadata: RunMetadata) -> None:
+    write_atomic(path / "metadata.json", json.dumps(metadata.to_dict(), indent=2) + "\n")
 
 
 def _csv(columns, rows) -> str:
@@ -255,7 +470,7 @@ def default_directory(experiment: str) -> Path:
 
 def read(path: Path):
     """(samples, runs, metadata) of a run directory, as pandas frames (valid a boolean, rep an
-    integer, every format's files alike) and a dict."""
+    integer, every format's files alike) and its RunMetadata."""
     import pandas as pd
     for name in ("samples.csv", "runs.csv"):
         if not (path / name).is_file():
@@ -265,15 +480,19 @@ def read(path: Path):
     runs = pd.DataFrame([asdict(r) for r in directory.runs], columns=RUN_COLUMNS)
     samples = samples.astype({"rep": int, "value": float})
     runs = runs.astype({"rep": int, "valid": bool})
-    return samples, runs, directory.metadata()
+    return samples, runs, directory.metadata
 
 
 POOLED_METADATA = ("workloads", "primary", "margin_pct", "probes", "guest", "sweep", "discovery")
 
 
-def _pooled_value(metadata: dict, name: str):
-    """A field as pooling compares it: a run from before `discovery` was recorded was no discovery."""
-    return bool(metadata.get(name)) if name == "discovery" else metadata.get(name)
+def _pooled_value(metadata: RunMetadata, name: str) -> str:
+    """A field as pooling compares it."""
+    return json.dumps(_jsonable(getattr(metadata, name)), sort_keys=True)
+
+
+def _jsonable(value):
+    return asdict(value) if hasattr(value, "__dataclass_fields__") else value
 
 
 def read_many(paths: list[Path]):
@@ -290,11 +509,10 @@ def read_many(paths: list[Path]):
         samples, runs, metadata = frames[0]
         return samples.assign(run_dir=str(paths[0])), runs.assign(run_dir=str(paths[0])), [metadata]
     for name in POOLED_METADATA:
-        values = {json.dumps(_pooled_value(metadata, name), sort_keys=True) for _, _, metadata in frames}
+        values = {_pooled_value(metadata, name) for _, _, metadata in frames}
         if len(values) > 1:
             raise NotComparable(field=name, values=" vs ".join(
-                f"{json.dumps(_pooled_value(metadata, name), sort_keys=True)} in {path}" for path, (_, _, metadata)
-                in zip(paths, frames)))
+                f"{_pooled_value(metadata, name)} in {path}" for path, (_, _, metadata) in zip(paths, frames)))
     offset = 0
     pooled_samples, pooled_runs = [], []
     for path, (samples, runs, _) in zip(paths, frames):

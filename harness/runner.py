@@ -60,45 +60,67 @@ def run(argv, *, cwd=None, env=None, timeout=None, check=True, log_file: Path | 
     announce(argv, cwd)
     full_env = {**os.environ, **(env or {})}
     started = time.monotonic()
-    try:
-        process = subprocess.Popen(
-            argv, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
-            start_new_session=True, text=True, errors="replace")
-    except FileNotFoundError:
-        raise MissingHostTool(what=f"Command '{argv[0]}'",
-                              fix="run 'harness doctor' to see how to install it") from None
-    timer = _kill_timer(process, timeout)
-    full = _space_watch(process, watch_space)
+    process = _launched(argv, cwd, full_env, stdin_text)
+    timer = None
     lines: list[str] = []
     fatal: list[str] = []
-    try:
-        if stdin_text is not None:     # fed beside the reading: a tool that answers before it has read all waits
-            threading.Thread(target=_feed_stdin, args=(process, stdin_text), daemon=True).start()
-        _pump(process, lines, log_file, _stopper(process, stop_on, fatal, on_line), echo)
-        process.wait()
+    try:       # from here on, any way out of this function leaves no process of the group behind
+        timer = _kill_timer(process, timeout)
+        full = _space_watch(process, watch_space)
+        _read_all(process, stdin_text, lines, log_file, _stopper(process, stop_on, fatal, on_line), echo)
     except BaseException:
         kill_group(process)
         raise
     finally:
         if timer:
             timer.cancel()
-    output = "".join(lines)
-    tail = _tail(lines)
+    _raise_if_killed(argv, process, lines, timer, timeout, full, watch_space)
+    _raise_if_failed(argv, process, lines, fatal, check, watch_space or cwd)
+    return Result(tuple(argv), process.returncode, "".join(lines), time.monotonic() - started)
+
+
+def _launched(argv: list[str], cwd, env: dict, stdin_text: str | None) -> subprocess.Popen:
+    """argv started in a process group of its own, stdout and stderr merged into one pipe."""
+    try:
+        return subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
+            start_new_session=True, text=True, errors="replace")
+    except FileNotFoundError:
+        raise MissingHostTool(what=f"Command '{argv[0]}'",
+                              fix="run 'harness doctor' to see how to install it") from None
+
+
+def _read_all(process, stdin_text: str | None, lines: list[str], log_file, on_line, echo: bool) -> None:
+    """Read the process's output to its end into lines, then wait for it to exit."""
+    if stdin_text is not None:     # fed beside the reading: a tool that answers before it has read all waits
+        threading.Thread(target=_feed_stdin, args=(process, stdin_text), daemon=True).start()
+    _pump(process, lines, log_file, on_line, echo)
+    process.wait()
+
+
+def _raise_if_killed(argv: list[str], process, lines: list[str], timer, timeout, full, watch_space) -> None:
+    """Raise CommandTimedOut when the timeout ended the command, DiskFull when a full disk did and it failed."""
     if timer and timer.fired:
-        raise CommandTimedOut(command=quote(argv), timeout=timeout, tail=tail)
+        raise CommandTimedOut(command=quote(argv), timeout=timeout, tail=_tail(lines))
     if full and full.fired and process.returncode != 0:
         raise files.disk_full(watch_space)
+
+
+def _raise_if_failed(argv: list[str], process, lines: list[str], fatal: list[str], check: bool, where) -> None:
+    """Raise, for a command that printed a fatal line or (when checked) exited non-zero, DiskFull when its
+    output says the disk is full (where: the folder it writes into, or its working directory), else
+    CommandFailed."""
     if fatal:
         if files.says_disk_full(fatal[0]):
-            raise files.disk_full(_full_path(fatal[0], watch_space or cwd))
+            raise files.disk_full(_full_path(fatal[0], where))
         raise CommandFailed(command=quote(argv), status=f"{process.returncode} (killed after this line)",
                             tail=fatal[0].strip())
     if check and process.returncode != 0:
+        output = "".join(lines)
         if files.says_disk_full(output):
-            raise files.disk_full(_full_path(output, watch_space or cwd)) from None
-        raise CommandFailed(command=quote(argv), status=process.returncode, tail=tail)
-    return Result(tuple(argv), process.returncode, output, time.monotonic() - started)
+            raise files.disk_full(_full_path(output, where)) from None
+        raise CommandFailed(command=quote(argv), status=process.returncode, tail=_tail(lines))
 
 
 def _full_path(output: str, where) -> Path:

@@ -27,11 +27,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import covers, experiment, files, runner
+from harness import bench, covers, experiment, files, runner, workloads
 from harness.analysis import coverage
 from harness.errors import BadPatchInput, NoChangedCode, NotAGitTree, SeriesDoesNotApply, UnexercisedPatch
-from harness.kernel import build, debian, patches, patchmail, source
-from harness.measure import matrix, workloads
+from harness.kernel import build, debian, importer, patches, patchmail, source
 
 log = logging.getLogger("harness.try")
 
@@ -99,14 +98,14 @@ def patch_texts(paths: list[Path], tree: Path) -> tuple[dict, bool]:
         given = {}
         for number, part in enumerate(parts, 1):
             message = patchmail.parse(part.text, part.origin)
-            given[patches.patch_file_name(number, message.subject)] = part.text
+            given[importer.patch_file_name(number, message.subject)] = part.text
         if not _refused(given, tree, scratch / "given"):
             return given, False
-        imported = {patch.name: patch.text for patch in patches.import_series(parts, tree)}
+        imported = {patch.name: patch.text for patch in importer.import_series(parts, tree)}
         refused = _refused(imported, tree, scratch / "imported")
         if refused:
-            raise SeriesDoesNotApply(patch=refused.patch, tree=tree, where=f"{refused.file} hunk {refused.number} "
-                                    f"{refused.header}: {refused.detail}".rstrip(": "))
+            hunk = f"{refused.file} hunk {refused.number} {refused.header}".strip() + ": " if refused.number else ""
+            raise SeriesDoesNotApply(patch=refused.patch, tree=tree, where=f"{hunk}{refused.detail}".rstrip(": "))
         return imported, True
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -122,7 +121,7 @@ def _refused(texts: dict, tree: Path, folder: Path) -> patches.HunkReport | None
     if patches.git_check_series(written, tree)[0]:
         return None
     failed = [report for report in patches.check_series(written, tree) if not report.ok]
-    return failed[0] if failed else patches.HunkReport(written[-1].name, "?", 0, "", False, "git apply refuses it")
+    return failed[0] if failed else patches.HunkReport(written[-1].name, "", 0, "", False, "a place git apply refuses")
 
 
 def variants(names: list[str]) -> list[tuple[str, list[str]]]:
@@ -199,13 +198,11 @@ def _changed(spec: experiment.Experiment, cache_dir: Path, force: bool) -> tuple
     """(variant -> functions changed, the functions a counted boot can count), from the builds' object code;
     NoChangedCode when no variant changed the baseline's code (unless force)."""
     builds = {b.variant: b for b in build.build_all(spec, list(spec.variants), cache_dir)}
-    request = matrix.new_request(spec, tuple(workloads.discover())[:1], (), (), 1, Path("/nonexistent"), "auto",
-                                 ("counted",), "", None, None, False, force)
-    differences = matrix.object_code(request, builds)
+    differences = bench.object_code(spec, spec.variants, builds, force=force)
     if all(difference.identical for difference in differences.values()) and not force:
         raise NoChangedCode(kernel=spec.source, variants=", ".join(differences))
     changed = {name: difference.functions for name, difference in differences.items()}
-    return changed, matrix.counted_calls(differences, request)
+    return changed, bench.counted_calls(differences)
 
 
 def choose(spec: experiment.Experiment, functions: tuple, settings: tuple, cache_dir: Path, accel: str,

@@ -2,7 +2,8 @@ from click.testing import CliRunner
 
 from harness.cli import main
 from tests.conftest import DATA, SEED_MAIL
-from tests.kernel.test_patches import COVER, FORMAT_PATCH, SERIES
+from tests.kernel.test_importer import COVER, SERIES
+from tests.kernel.test_patches import FORMAT_PATCH
 
 
 def invoke(tmp_path, *args):
@@ -132,13 +133,12 @@ def test_bench_refuses_repetitions_it_cannot_read(tmp_path):
 
 
 def test_bench_warns_when_its_repetitions_cannot_decide(tmp_path, caplog):
-    from harness import cli
-    from harness.measure import matrix
-    choices = cli._Choices(None, ("swapcow",), (), 3, tmp_path / "out", None, (), "auto", 1, matrix.MODES)
+    from harness import bench, cli
+    choices = cli._Choices(None, ("swapcow",), (), 3, tmp_path / "out", None, (), "auto", 1, bench.MODES)
     cli._request(choices)
     assert "with 3 repetitions and 1 primary rows no primary row can be decided" in caplog.text
     caplog.clear()
-    cli._request(cli._Choices(None, ("swapcow",), (), 6, tmp_path / "out2", None, (), "auto", 1, matrix.MODES))
+    cli._request(cli._Choices(None, ("swapcow",), (), 6, tmp_path / "out2", None, (), "auto", 1, bench.MODES))
     assert "cannot be decided" not in caplog.text and "no primary row" not in caplog.text
 
 
@@ -240,3 +240,104 @@ def test_try_refuses_before_any_work(tmp_path):
     taken = invoke(tmp_path, "try", patch, "-o", str(full))
     assert taken.exit_code == 1 and f"finish the run in it with 'harness bench --resume {full}" in taken.output
     assert sorted(p.name for p in full.iterdir()) == ["samples.csv"], "nothing written into it"
+
+
+def tried(monkeypatch, tmp_path, imported=False):
+    """try's decisions made up (trial.prepare is tested in tests/test_trial.py), the seed as its patch; the
+    run and its report stood in for by a report.md, as bench writes it."""
+    from harness import bench, experiment, trial
+    from harness.project import ROOT
+    seed = next((ROOT / "patches").glob("0001-*.patch"))
+    text = trial.experiment_text("try", experiment.load(None).source, experiment.load(None), [seed.name],
+                                 ("swapcow",), ("swapcow write calls do_wp_page 16,542 times, idle 121",))
+    found = trial.Trial(text, "try", "seed", experiment.load(None).source, {seed.name: seed.read_text()}, imported,
+                        ("swapcow",), {"patched": ["do_wp_page", "unmap_page_range"]},
+                        ("swapcow: write calls do_wp_page",))
+    monkeypatch.setattr(trial, "prepare", lambda *args: found)
+    asked = []
+
+    def run_and_analyse(request, cache_dir):
+        asked.append(request)
+        report = request.out_dir / "report.md"
+        report.write_text("# try: seed\n\n**Calibration: the control moved nowhere.**\n\n`patched` changes "
+                          "cow_copies: **better (FDR)**.\n\n## Primary hypotheses\n\nnot shown\n")
+        return report
+    monkeypatch.setattr(bench, "run_and_analyse", run_and_analyse)
+    return asked
+
+
+def test_try_says_what_it_chose_runs_bench_with_a_control_and_prints_the_findings(tmp_path, monkeypatch):
+    asked = tried(monkeypatch, tmp_path, imported=True)
+    out = tmp_path / "run"
+    result = invoke(tmp_path, "try", str(format_patch_file(tmp_path)), "-o", str(out), "--reps", "2")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[1].endswith("(imported: they did not apply as given)") and lines[1].startswith("patches: 0001-")
+    assert "patched changes: do_wp_page, unmap_page_range" in lines and "swapcow: write calls do_wp_page" in lines
+    assert f"experiment: {out / 'try.toml'}" in lines and (out / "patches").is_dir()
+    assert lines[-3:] == ["Calibration: the control moved nowhere.", "`patched` changes cow_copies: better (FDR).",
+                          f"report: {out / 'report.md'}"]
+    [request] = asked
+    assert request.control == "control" and request.reps == 2 and request.experiment.discovery
+
+
+def test_try_dry_run_prints_the_experiment_and_writes_nothing(tmp_path, monkeypatch):
+    asked = tried(monkeypatch, tmp_path)
+    out = tmp_path / "run"
+    result = invoke(tmp_path, "try", str(format_patch_file(tmp_path)), "-o", str(out), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "discovery = true" in result.output and "patches: 0001-" in result.output
+    assert "(imported" not in result.output and not out.exists() and not asked
+
+
+def test_try_refuses_two_kernels_and_a_used_folder(tmp_path, monkeypatch):
+    tried(monkeypatch, tmp_path)
+    patch = format_patch_file(tmp_path)
+    both = invoke(tmp_path, "try", str(patch), "--kernel", "6.1", "--tree", str(tmp_path))
+    assert both.exit_code == 2 and "--kernel and --tree both name the kernel" in both.output
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "notes.txt").write_text("mine\n")
+    refused = invoke(tmp_path, "try", str(patch), "-o", str(used))
+    assert refused.exit_code == 1 and str(used) in refused.output and (used / "notes.txt").read_text() == "mine\n"
+
+
+def format_patch_file(tmp_path):
+    patch = tmp_path / "fix.patch"
+    patch.write_text(FORMAT_PATCH)
+    return patch
+
+
+def booted_here(monkeypatch, answers: dict):
+    """boot's kernel, image and guest stood in for (tests/guest has the real ones): a guest that answers."""
+    from harness import cli
+    from tests.fakes.guest import FakeBooted, FakeBuild, FakeSession, booting
+    monkeypatch.setattr(cli.build, "build_all", lambda spec, variants, cache: [FakeBuild(v.name) for v in variants])
+    monkeypatch.setattr(cli.guest_image, "build", lambda cache: "image")
+    monkeypatch.setattr(cli.boot, "dry_run", lambda built, guest, accel, cache: [f"qemu-system-x86_64 -kernel "
+                                                                                 f"{built.bzimage} -accel {accel}"])
+    session = FakeSession(answers)
+    monkeypatch.setattr(cli.boot, "booted", booting(FakeBooted(session)))
+    return session
+
+
+def test_boot_runs_a_command_in_the_guest_and_exits_with_its_status(tmp_path, monkeypatch):
+    from tests.fakes.guest import Answer
+    session = booted_here(monkeypatch, {"uname -r": "5.10.223\n", "false": Answer(status=1)})
+    result = invoke(tmp_path, "boot", "--variant", "patched", "uname", "-r")
+    assert (result.exit_code, result.output) == (0, "5.10.223\n") and session.commands == ["uname -r"]
+    failed = invoke(tmp_path, "boot", "--variant", "patched", "false")
+    assert failed.exit_code == 1
+
+
+def test_boot_dry_run_prints_qemus_command_and_boots_nothing(tmp_path, monkeypatch):
+    session = booted_here(monkeypatch, {})
+    result = invoke(tmp_path, "boot", "--variant", "base", "--dry-run", "--accel", "tcg")
+    assert result.exit_code == 0 and result.output == "qemu-system-x86_64 -kernel /nonexistent/fake-build/bzImage " \
+        "-accel tcg\n" and not session.commands
+
+
+def test_boot_without_a_command_needs_a_terminal(tmp_path, monkeypatch):
+    booted_here(monkeypatch, {})
+    result = invoke(tmp_path, "boot", "--variant", "base")
+    assert result.exit_code == 1 and "No command given and stdin is not a terminal: pass one after --" in result.output

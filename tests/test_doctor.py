@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 from harness import doctor
@@ -43,3 +44,40 @@ def test_a_worker_needs_only_what_boots_the_kernels_it_is_sent():
 def test_install_command_is_apt_get():
     assert doctor.install_command(["cpio", "ccache"]) == [
         "apt-get", "install", "-y", "--no-install-recommends", "cpio", "ccache"]
+
+
+FAKE_APT_GET = """#!/bin/sh
+# records each call with the frontend it was given
+echo "$DEBIAN_FRONTEND $*" >> "$APT_LOG"
+"""
+
+
+def test_install_fetches_the_lists_then_the_missing_packages_only(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "apt-get").write_text(FAKE_APT_GET)
+    (bin_dir / "apt-get").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("APT_LOG", str(tmp_path / "apt.log"))
+    items = (doctor.Prerequisite("frobnicator", "frob-tools", "testing", command="no-such-frobnicator"),
+             doctor.Prerequisite("frob header", "frob-tools", "testing", file=str(tmp_path / "frob.h")),
+             doctor.Prerequisite("shell", "dash", "testing", command="sh"),
+             doctor.Prerequisite("widget", "libwidget-dev", "testing", file=str(tmp_path / "widget.h")))
+    assert doctor.missing_packages(items) == ["frob-tools", "libwidget-dev"]
+    assert doctor.install_missing(items) == ["frob-tools", "libwidget-dev"]
+    assert (tmp_path / "apt.log").read_text().splitlines() == [
+        "noninteractive update", "noninteractive install -y --no-install-recommends frob-tools libwidget-dev"]
+    (tmp_path / "frob.h").write_text("")
+    (tmp_path / "widget.h").write_text("")
+    assert doctor.install_missing(items[1:]) == [], "nothing missing: apt-get is not run"
+    assert len((tmp_path / "apt.log").read_text().splitlines()) == 2
+
+
+def test_what_doctor_says_about_kvm_and_the_timings():
+    assert doctor.kvm_line(True, "a guest printed its first line in 0.4 s") == (
+        "kvm        works (a guest printed its first line in 0.4 s): guests run at hardware speed, and bench times "
+        "each cell on boots of its own")
+    assert doctor.kvm_line(None, "no kernel yet") == "kvm        untested: no kernel yet"
+    assert doctor.kvm_line(False, "/dev/kvm cannot be opened") == (
+        "kvm        does not work here (/dev/kvm cannot be opened): every guest runs under TCG, emulated, several "
+        "times slower; counts are exact, but timings are not hardware figures (reports say so)")

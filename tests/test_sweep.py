@@ -113,3 +113,15 @@ def test_axes_are_labelled_in_words_with_units():
     assert sweeps.Axis("redis.limit_mb", (8,)).words == "redis limit (MiB)"
     assert sweeps.Axis("guest.swap", ("zram",)).words == "guest swap"
     assert sweeps.Axis("redis.duration_s", (1,)).words == "redis duration (s)"
+
+
+def test_a_zram_point_builds_nothing_more_where_a_fragment_has_zram_already(tmp_path):
+    # one guest configuration serves the disk and zram alike: no second build for the zram points
+    sweep = '[[variants]]\nname = "base"\n[sweep]\nguest.swap = ["virtio-blk", "zram"]\n'
+    shipped = load(tmp_path, 'kconfigs = ["qemu-guest", "instrumentation"]\n' + sweep)
+    assert shipped.kconfigs == ("qemu-guest", "instrumentation")
+    own = tmp_path / "own.config"
+    own.write_text("CONFIG_SWAP=y\n# CONFIG_ZRAM=y would be a comment\n")
+    assert load(tmp_path, f'kconfigs = ["{own}"]\n' + sweep).kconfigs == (str(own), "zram")
+    own.write_text("CONFIG_SWAP=y\nCONFIG_ZRAM=y\n")
+    assert load(tmp_path, f'kconfigs = ["{own}"]\n' + sweep).kconfigs == (str(own),)

@@ -1,16 +1,29 @@
 """`harness try` before any measured boot: the kernel, the patches, the experiment it writes and the
 workloads it chooses (the real builds and boots: tests/real/test_real_try.py)."""
 
+import json
+import logging
 import subprocess
 import tomllib
 
 import pytest
 
 from harness import covers, experiment, results, trial
-from harness.errors import HunkNotAnchored, NotAGitTree, UnexercisedPatch
+from harness.errors import (
+    BadPatchInput,
+    HunkNotAnchored,
+    NoChangedCode,
+    NotAGitTree,
+    SeriesDoesNotApply,
+    UnexercisedPatch,
+)
+from harness.kernel import objdiff
 from harness.project import ROOT
 from tests.conftest import DATA, SEED_MAIL
-from tests.kernel.test_patches import COVER, SERIES
+from tests.kernel.test_debian import DIGEST, FAKE_POLICY
+from tests.kernel.test_importer import COVER, SERIES
+from tests.kernel.test_patches import NEW_FILE
+from tests.kernel.test_source import fake_apt
 
 SEED = ROOT / "patches" / "0001-mm-optimize-do_wp_page-for-exclusive-pages-in-the-swapcache.patch"
 TEMPLATE = experiment.load(None)
@@ -106,3 +119,132 @@ def test_the_run_folder_takes_what_try_wrote_and_nothing_else(tmp_path):
     assert results.RunDirectory.is_fresh(folder)
     (folder / "other.toml").write_text("")
     assert not results.RunDirectory.is_fresh(folder)
+
+
+def test_the_kernel_is_named_once_and_a_dirty_tree_is_built_at_head(tmp_path, caplog):
+    with pytest.raises(BadPatchInput, match=rf"^{tmp_path} cannot be imported as asked \(--kernel and --tree both name "
+                                            r"the kernel\): pass one of them$"):
+        trial.kernel_spec("6.1", tmp_path, TEMPLATE, tmp_path)
+    repo = tmp_path / "linux"
+    repo.mkdir()
+    (repo / "Makefile").write_text("VERSION = 6\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=a", "-c", "user.email=a@b"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    (repo / "Makefile").write_text("VERSION = 7\n")
+    assert trial.kernel_spec(None, repo, TEMPLATE, tmp_path) == f"git:{repo.resolve()}@{head}"
+    assert f"{repo} has uncommitted changes: the build takes HEAD ({head[:12]}) without them" in caplog.messages
+
+
+def test_a_short_kernel_is_debians_newest_of_that_series(tmp_path, monkeypatch, caplog):
+    fake_apt(tmp_path, monkeypatch, apt_cache=FAKE_POLICY)        # apt-get and apt-cache on PATH, no network
+    monkeypatch.setenv("FAKE_CANDIDATE", "6.1.119-1")
+    monkeypatch.setenv("FAKE_SHA256", DIGEST)
+    with caplog.at_level(logging.INFO, "harness.try"):
+        spec = trial.kernel_spec("6.1", None, TEMPLATE, tmp_path)
+    assert spec == f"debian:linux-source-6.1=6.1.119-1#sha256={DIGEST}"
+    assert "--kernel 6.1: Debian's newest linux-source-6.1 is 6.1.119-1" in caplog.messages
+    assert (tmp_path / "downloads" / ".apt-any" / "sources.list").is_file()
+
+
+def test_a_cover_letter_alone_is_refused(tmp_path, fake_tree):
+    mbox = tmp_path / "cover.mbox"
+    mbox.write_text(COVER)
+    with pytest.raises(BadPatchInput, match=rf"^{mbox} cannot be imported as asked \(it holds a cover letter and no "
+                                            r"patch\): pass the patches too$"):
+        trial.patch_texts([mbox], fake_tree)
+
+
+def test_a_series_that_applies_neither_as_given_nor_imported_names_the_patch(tmp_path, fake_tree):
+    patch = tmp_path / "new.patch"
+    patch.write_text(NEW_FILE)          # creates mm/memory.c, which the tree has
+    with pytest.raises(SeriesDoesNotApply, match=r"^0001-mm-add-memory.c.patch does not apply to .*fakelinux, as given "
+                                                 r"nor imported \(at a place git apply refuses\): rebase it "
+                                                 "onto that kernel"):
+        trial.patch_texts([patch], fake_tree)
+
+
+# --- prepare: the builds' object code faked as kept facts, the boots as covers.profile's answers -----------
+
+class Built:
+    """A build of a trial's variant whose object-code facts are kept in its folder (objdiff reads them, as it
+    does for a build it already disassembled); code: function -> hash, per variant."""
+
+    def __init__(self, folder, variant, code: dict):
+        self.variant, self.directory = variant, folder / variant
+        self.tree, self.vmlinux = self.directory / "linux", self.directory / "vmlinux"
+        self.directory.mkdir(parents=True)
+        self.vmlinux.write_bytes(b"\x7fELF")
+        (self.directory / objdiff.FACTS_FILE).write_text(json.dumps({
+            "version": objdiff.FACTS_VERSION, "sections": {".text": [100, "".join(sorted(code.values()))]},
+            "functions": {name: [digest] for name, digest in code.items()}}))
+
+
+def builds_of(monkeypatch, tmp_path, codes: dict):
+    """build.build_all answered with Built, per variant name; the variants it was asked for, in a list."""
+    asked = []
+
+    def build_all(spec, variants, cache_dir):
+        asked.append([v.name for v in variants])
+        return [Built(tmp_path / "builds" / str(len(asked)), v.name, codes[v.name]) for v in variants]
+    monkeypatch.setattr(trial.build, "build_all", build_all)
+    return asked
+
+
+def test_a_trial_names_the_series_its_builds_and_the_workloads_asked_for(tmp_path, fake_tree, monkeypatch):
+    mbox = tmp_path / "series.mbox"
+    mbox.write_text(COVER + "\n" + SERIES)
+    asked = builds_of(monkeypatch, tmp_path, {"base": {"do_wp_page": "a", "wp_page_copy": "b"},
+                                              "+1": {"do_wp_page": "A", "wp_page_copy": "b"},
+                                              "+1..2": {"do_wp_page": "A", "wp_page_copy": "B", "new_one": "c"}})
+    tried = trial.prepare([mbox], f"dir:{fake_tree}", None, None, ("swapcow",), ("swapcow.size_mb=32",),
+                          tmp_path / "cache", command="harness try series.mbox")
+    assert asked == [["base", "+1", "+1..2"]]
+    assert (tried.source, tried.slug, tried.imported) == (f"dir:{fake_tree}", "mm-first", False)
+    assert tried.changed == {"+1": ["do_wp_page"], "+1..2": ["do_wp_page", "wp_page_copy", "new_one"]}
+    assert tried.workloads == ("swapcow",) and tried.choice == ("workloads named on the command line: swapcow",)
+    spec = experiment.load(str(tried.write(tmp_path / "run")))
+    assert [v.name for v in spec.variants] == ["base", "+1", "+1..2"] and spec.workloads == ("swapcow",)
+    assert spec.parameters_of("swapcow") == {"size_mb": 32}, "-p's values, not the defaults"
+    assert tried.text.startswith("# Written by `harness try series.mbox` on ")
+    assert "[parameters.swapcow]\nsize_mb = 32\n" in tried.text
+
+
+def test_a_patch_that_changes_no_object_code_stops_before_any_boot(tmp_path, fake_tree, monkeypatch):
+    patch = tmp_path / "first.patch"
+    patch.write_text(SERIES.split("\nFrom 2222")[0] + "\n")
+    same = {"do_wp_page": "a"}
+    builds_of(monkeypatch, tmp_path, {"base": same, "patched": same})
+    monkeypatch.setattr(covers, "profile", lambda *a, **k: pytest.fail("no boot: nothing changed"))
+    with pytest.raises(NoChangedCode, match=rf"^The patch changes no object code of dir:{fake_tree} as this "
+                       r"configuration builds it \(variants patched identical to base\): nothing to measure; --force"):
+        trial.prepare([patch], f"dir:{fake_tree}", None, None, (), (), tmp_path / "cache")
+    forced = trial.prepare([patch], f"dir:{fake_tree}", None, None, (), (), tmp_path / "cache", force=True)
+    assert forced.changed == {"patched": []} and forced.workloads == ()
+    assert forced.choice[0].startswith("no changed function can be counted")
+    assert "# workloads: every one shipped" in forced.text
+
+
+def test_a_function_the_series_removed_is_profiled_on_the_baseline(tmp_path, monkeypatch):
+    spec_file = tmp_path / "try.toml"
+    (tmp_path / "patches").mkdir()
+    for name in ("0001-a.patch", "0002-b.patch"):
+        (tmp_path / "patches" / name).write_text("")
+    spec_file.write_text(trial.experiment_text("try", "dir:/x", TEMPLATE, ["0001-a.patch", "0002-b.patch"]))
+    spec = experiment.load(str(spec_file))
+    profiled_on = []
+
+    def profile(spec, variant, functions, chosen, cache_dir, accel="auto"):
+        profiled_on.append((variant, list(functions)))
+        if variant == "+1..2":       # the series removed old_helper: this kernel has no such function
+            return covers.Map({"do_wp_page": {("swapcow", "idle"): 1, ("swapcow", "write"): 9}},
+                              {"old_helper": "this kernel's vmlinux has no such function"}, "boots of +1..2")
+        return covers.Map({"old_helper": {("redis", "idle"): 0, ("redis", "fill"): 40}}, {}, "boots of base")
+    monkeypatch.setattr(covers, "profile", profile)
+    chosen, why = trial.choose(spec, ("do_wp_page", "old_helper"), (), tmp_path, "tcg", False)
+    assert profiled_on == [("+1..2", ["do_wp_page", "old_helper"]), ("base", ["old_helper"])]
+    assert chosen == ("redis", "swapcow")
+    assert why == ("chosen by coverage (boots of +1..2): a phase calls a changed function more than idle does",
+                   "  swapcow: write do_wp_page 9 (idle 1)", "  redis: fill old_helper 40 (idle 0)")

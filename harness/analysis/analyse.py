@@ -12,7 +12,7 @@ import numpy as np
 
 from harness import experiment as experiments
 from harness import results
-from harness.analysis import compare, coverage, mail, plots, report, stats
+from harness.analysis import compare, coverage, mail, plots, report, stats, tables
 from harness.errors import HarnessError, PoolWithoutControl
 from harness.experiment import Experiment
 from harness.files import write_atomic
@@ -23,15 +23,15 @@ def comparison(run_dirs: list[Path], baseline: str | None = None) -> compare.Com
     samples, runs, metadata = results.read_many(run_dirs)
     if len(run_dirs) > 1:
         _require_controls(run_dirs, runs, metadata)
-    chosen = baseline or metadata[0].get("baseline", "base")
+    chosen = baseline or metadata[0].baseline
     plan = compare.Plan.from_metadata(metadata[0], chosen)
     # a control is its run's baseline booted again: it calibrates a comparison against that baseline only
-    control = next((m["control"] for m in metadata if m.get("control") and m.get("baseline", "base") == chosen), None)
+    control = next((m.control for m in metadata if m.control and m.baseline == chosen), None)
     design = plan.design if len(run_dirs) == 1 else pooled_design(metadata)
-    mixed = any(m.get("mixed_sources") for m in metadata)
-    hosts = all(m.get("mixed_hosts") for m in metadata)
+    mixed = any(m.mixed_sources for m in metadata)
+    hosts = all(m.mixed_hosts for m in metadata)
     plan = replace(plan, control=control, design=design, mixed_sources=mixed, mixed_hosts=hosts)
-    order = [variant["name"] for metadata_of_run in metadata for variant in metadata_of_run.get("variants", [])]
+    order = [name for metadata_of_run in metadata for name in metadata_of_run.variant_names]
     result = compare.compare(samples, runs, plan, order, coverage.of(samples, runs, metadata, chosen))
     if len(run_dirs) > 1:
         result = replace(result, notes=(f"Pooled: {len(run_dirs)} run folders, one look at all their boots at "
@@ -40,7 +40,7 @@ def comparison(run_dirs: list[Path], baseline: str | None = None) -> compare.Com
     return result
 
 
-def pooled_design(metadata: list[dict]) -> compare.Design:
+def pooled_design(metadata: list[results.RunMetadata]) -> compare.Design:
     """One look at the pooled boots, at the alpha the folders' designs allow: a folder of `--reps auto` could
     have stopped after any of its looks, so its number of boots depends on its data; the pooled test rejects
     only if the test at one of the combinations of boots the folders could have stopped at would, so it takes
@@ -86,12 +86,12 @@ def drift_lines(samples, runs, plan: compare.Plan, run_dirs: list[Path]) -> list
             f"{len(tests)} primary rows: none moved (smallest p_adj {smallest:.2g})"]
 
 
-def _require_controls(run_dirs: list[Path], runs, metadata: list[dict]) -> None:
+def _require_controls(run_dirs: list[Path], runs, metadata: list[results.RunMetadata]) -> None:
     """PoolWithoutControl unless every folder has valid boots of its control (the baseline again)."""
     valid = results.valid_runs(runs)
     lacking = [str(path) for path, of_run in zip(run_dirs, metadata)
-               if not of_run.get("control") or not ((valid["run_dir"] == str(path))
-                                                    & (valid["variant"] == of_run["control"])).any()]
+               if not of_run.control or not ((valid["run_dir"] == str(path))
+                                             & (valid["variant"] == of_run.control)).any()]
     if lacking:
         raise PoolWithoutControl(count=len(run_dirs), folders=", ".join(lacking),
                                  have="has" if len(lacking) == 1 else "have")
@@ -102,7 +102,7 @@ def decided(directory: results.RunDirectory) -> bool:
     discovery, which declares none, when no variant loses more repetitions than the baseline), or when
     no workload phase ran the changes of any variant judged: more boots of code that does not run tell nothing."""
     samples, runs, metadata = results.read(directory.path)
-    plan = compare.Plan.from_metadata(metadata, metadata.get("baseline", "base"))
+    plan = compare.Plan.from_metadata(metadata, metadata.baseline)
     if not plan.primary and not plan.discovery:
         return False        # nothing declared, nothing to stop on: every look is taken
     order = compare.variant_order(runs, plan.baseline)
@@ -134,42 +134,43 @@ def recorded_experiment(run_dir: Path) -> Experiment | None:
     recorded = results.read_metadata(run_dir)
     kept = experiment_file(run_dir, recorded)
     try:
-        return experiments.load(str(kept) if kept else recorded.get("experiment"))
+        return experiments.load(str(kept) if kept else recorded.experiment)
     except HarnessError:
         return None
 
 
-def experiment_file(run_dir: Path, metadata: dict) -> Path | None:
+def experiment_file(run_dir: Path, metadata: results.RunMetadata) -> Path | None:
     """The file a run's experiment was read from, when it is still there; else the file of that name in the run
     folder (a `try` run moved with its try.toml); None when neither is."""
-    kept = metadata.get("experiment_file", "")
-    beside = run_dir / f"{metadata.get('experiment', '')}.toml"
+    kept = metadata.experiment_file
+    beside = run_dir / f"{metadata.experiment}.toml"
     return Path(kept) if kept and Path(kept).is_file() else beside if beside.is_file() else None
 
 
-def mail_text(run_dir: Path, result: compare.Comparison, headline: str, confirm: Path | None = None) -> str:
-    """What `harness compare --format email` prints and report.txt holds (harness/analysis/mail.py)."""
-    samples, runs, metadata = results.read(run_dir)
+def mail_text(run_dir: Path, result: compare.Comparison, headline: str, runs, metadata: results.RunMetadata,
+              confirm: Path | None = None) -> str:
+    """What `harness compare --format email` prints and report.txt holds (harness/analysis/mail.py); runs and
+    metadata: the run folder's, as results.read gives them."""
     opening = report.findings(runs, metadata, result, headline, confirm)
-    order = [result.plan.baseline] + [v["name"] for v in metadata.get("variants", [])]
+    order = [result.plan.baseline] + metadata.variant_names
     return mail.render(result, report.title(metadata, run_dir), opening, metadata, list(dict.fromkeys(order)),
                        reproduce_command(run_dir, metadata))
 
 
-def reproduce_command(run_dir: Path, metadata: dict) -> str:
+def reproduce_command(run_dir: Path, metadata: results.RunMetadata) -> str:
     """The command that runs the experiment again: the one recorded, except for `harness try`, whose patch files
     and short --kernel may be gone or mean another version later: bench of the try.toml it wrote."""
-    command = metadata.get("command", "")
+    command = metadata.command
     kept = experiment_file(run_dir, metadata)
     if not command.startswith("harness try") or kept is None:
         return command
-    design = " --reps auto" if metadata.get("reps") == "auto" else f" --reps {metadata.get('reps', 6)}"
+    design = " --reps auto" if metadata.reps == "auto" else f" --reps {metadata.reps or 6}"
     return f"harness bench -e {kept} --control{design}"
 DISCOVERY_LINE = re.compile(r"^discovery[ \t]*=[ \t]*true[ \t]*(#.*)?$", re.MULTILINE)
 HEADLINE_LINE = re.compile(r"^headline\s*=.*\n", re.MULTILINE)
 
 
-def write_confirmation(run_dir: Path, result: compare.Comparison, metadata: dict) -> Path | None:
+def write_confirmation(run_dir: Path, result: compare.Comparison, metadata: results.RunMetadata) -> Path | None:
     """RUN_DIR/confirm.toml: the discovery's experiment file with its strongest discoveries declared primary
     (compare.confirmation_rows) and `discovery = true` dropped, so that one command tests them on fresh boots.
     None when the experiment file is gone, or has no top-level `discovery = true` line to replace."""
@@ -197,18 +198,18 @@ def analyse(run_dir: Path, experiment: Experiment, baseline: str | None = None, 
     result = comparison([run_dir], baseline)
     samples, runs, metadata = results.read(run_dir)
     write_atomic(run_dir / "comparison.json", json.dumps([r.as_json() for r in result.rows], indent=1) + "\n")
-    write_atomic(run_dir / "comparison.md", "\n".join(compare.summary_lines(result)) + "\n\n"
-                 + compare.render_markdown(result.rows, show_all=True) + "\n")
+    write_atomic(run_dir / "comparison.md", "\n".join(tables.summary_lines(result)) + "\n\n"
+                 + tables.render_markdown(result.rows, show_all=True) + "\n")
     figures = plots.plot_all(samples, runs, metadata, run_dir / "plots", result.rows)
     headline = headline_key(experiment, result)
     confirm = write_confirmation(run_dir, result, metadata) if compare.discoveries(result.rows) else None
     path = report.write(run_dir, result, figures, headline, confirm)
-    write_atomic(run_dir / MAIL, mail_text(run_dir, result, headline, confirm))
+    write_atomic(run_dir / MAIL, mail_text(run_dir, result, headline, runs, metadata, confirm))
     cover = json.loads(json.dumps(result.coverage.as_dict() if result.coverage is not None else {}))
-    changes = {"coverage": cover} if metadata.get("coverage") != cover else {}
+    changes = {"coverage": cover} if metadata.coverage != cover else {}
     if timed:
         seconds = round(time.monotonic() - started, 1)
-        changes["stage_seconds"] = {**metadata.get("stage_seconds", {}), "analysis": seconds}
+        changes["stage_seconds"] = {**metadata.stage_seconds, "analysis": seconds}
     if changes:       # `harness report` of a committed run leaves metadata.json as it was
         results.RunDirectory.load(run_dir).update_metadata(**changes)
     return path

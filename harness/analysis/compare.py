@@ -30,21 +30,22 @@ with the rows declared primary (confirmation_rows()), not a claim. A metric
 without a direction in harness.metrics never gets a verdict. The `control` variant (the
 baseline kernel booted again) must come out `identical`, `equivalent` or `inconclusive`; `better` or
 `worse` there means the measurement itself is not to be trusted: calibration failed.
+
+This module decides and returns records (Row, Comparison); harness/analysis/tables.py words them.
 """
 
 import functools
 import math
-import textwrap
 from dataclasses import asdict, dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from harness import results
+from harness import metrics, results
 from harness import sweep as sweeps
 from harness.analysis import stats
 from harness.errors import NotComparable, UnknownVariant
-from harness.measure import metrics
 
 ALPHA = stats.ALPHA
 DEFAULT_MARGIN_PCT = 5.0
@@ -58,7 +59,6 @@ JSON_KEYS = ("workload", "phase", "metric", "variant", "baseline", "n", "n_missi
 VERDICTS = ("better", "worse", "equivalent", "identical", "inconclusive", "not exercised")
 BASELINE = "baseline"       # the verdict word of a baseline row: what the others are compared with, not a finding
 RESTING = ("equivalent", "identical")      # verdicts a later boot can take back (decide())
-CONTROL_KINDS = {True: "the baseline kernel again", False: "object code identical to the baseline"}
 
 
 def smallest_deciding_reps(rows: int, reps: int, max_reps: int | None = None) -> int | None:
@@ -66,7 +66,7 @@ def smallest_deciding_reps(rows: int, reps: int, max_reps: int | None = None) ->
     (its smallest p-value, 2 / C(2n, n), within the look's share of ALPHA / rows); None if no look can."""
     design = Design.sequential(reps, max_reps) if max_reps else Design()
     for look, share in zip(design.looks or (reps,), design.shares or (1.0,)):
-        if rows and 2 / math.comb(2 * look, look) <= ALPHA * share / rows:
+        if rows and stats.smallest_p(look, look) <= ALPHA * share / rows:
             return look
     return None
 
@@ -109,15 +109,14 @@ class Plan:
     discovery: bool = False                # no declared rows: every row's verdict from the false-discovery rate
 
     @classmethod
-    def from_metadata(cls, metadata: dict, baseline: str = "base") -> "Plan":
+    def from_metadata(cls, metadata: results.RunMetadata, baseline: str = "base") -> "Plan":
         design = Design()
-        if metadata.get("reps") == "auto":
-            design = Design.sequential(int(metadata["min_reps"]), int(metadata["max_reps"]))
-        own_baseline = baseline == metadata.get("baseline", "base")
-        return cls(baseline, tuple(metadata.get("primary", ())), float(metadata.get("margin_pct", DEFAULT_MARGIN_PCT)),
-                   metadata.get("control"), design, tuple(metadata.get("as_control", ())) if own_baseline else (),
-                   bool(metadata.get("mixed_sources", False)), bool(metadata.get("mixed_hosts", False)),
-                   bool(metadata.get("discovery", False)) and not metadata.get("primary"))
+        if metadata.reps == "auto":
+            design = Design.sequential(int(metadata.min_reps), int(metadata.max_reps))
+        own_baseline = baseline == metadata.baseline
+        return cls(baseline, tuple(metadata.primary), float(metadata.margin_pct), metadata.control, design,
+                   tuple(metadata.as_control) if own_baseline else (), metadata.mixed_sources, metadata.mixed_hosts,
+                   metadata.discovery and not metadata.primary)
 
     @property
     def controls(self) -> tuple[str, ...]:
@@ -193,46 +192,42 @@ class Comparison:
     def failed(self) -> bool:
         return bool(self.calibration_failed or self.whole_table_failed)
 
-    def calibration_line(self) -> str:
-        """'' without a control; else whether the controls (the baseline again, or a variant whose object
-        code is the baseline's) came out clean."""
-        present = [name for name in self.plan.controls if any(r.variant == name for r in self.rows)]
-        if not present:
-            return ""
-        what = ", ".join(f"`{name}` ({CONTROL_KINDS[name == self.plan.control]})" for name in present)
-        failed = self.calibration_failed
-        whole = "".join(f"; over all {rows} rows at once (whole boots permuted) `{name}` against "
-                        f"`{self.plan.baseline}`: p = {p:.2g}" for name, p, rows in self.whole_table)
-        if self.failed:
-            rows = ", ".join(f"{r.variant} {r.key} {r.verdict}" for r in failed[:4])
-            rows += " ..." if len(failed) > 4 else ""
-            rows = rows or "the whole table (" + ", ".join(f"`{name}` p = {p:.2g}" for name, p, _
-                                                           in self.whole_table_failed) + ")"
-            return (f"CALIBRATION FAILED: {what} differs from `{self.plan.baseline}` in {rows}: no verdict of this "
-                    "run can be trusted" + whole)
-        return f"Calibration passed: {what} has no better/worse verdict against `{self.plan.baseline}`" + whole + \
-            self.calibration_power(present)
+    @property
+    def controls_present(self) -> list[str]:
+        """The plan's controls (the baseline again, or variants whose object code is the baseline's) with rows."""
+        return [name for name in self.plan.controls if any(r.variant == name for r in self.rows)]
 
-    def calibration_power(self, controls: list[str]) -> str:
-        """'; at 6 + 6 boots ...': the drift of a primary row the calibration would see with 80% probability,
-        at the bar of a row in this family at the last look taken ('' without primary rows)."""
+    def calibration_power(self, controls: list[str]) -> "CalibrationPower | None":
+        """The drift of a primary row the calibration would see with 80% probability, at the bar of a row in this
+        family at the last look taken (None without primary rows of the controls)."""
         primary = [r for r in self.rows if r.margin_pct is not None and r.variant != r.baseline]
         mine = [r for r in primary if r.variant in controls]
         base = {(r.key, r.point): r.n for r in self.rows if r.margin_pct is not None and r.variant == r.baseline}
         if not mine:
-            return ""
+            return None
         n_control = int(np.median([r.n for r in mine]))
         n_base = int(np.median([base.get((r.key, r.point), r.n) for r in mine]))
+        bar = ALPHA * self.last_share() / len(primary)
+        return CalibrationPower(n_base, n_control, bar, stats.shift_for_power(n_base, n_control, round(bar, 12)))
+
+    def last_share(self) -> float:
+        """The share of ALPHA spent at the last look taken (the first look's, when none was recorded)."""
         design = self.plan.design
-        share = design.whole if not design.looks else \
-            design.shares[design.looks.index(self.looks_done[-1])] if self.looks_done and \
-            self.looks_done[-1] in design.looks else design.shares[0]
-        bar = ALPHA * share / len(primary)
-        shift = stats.shift_for_power(n_base, n_control, round(bar, 12))
-        if shift is None:
-            return f"; at {n_base} + {n_control} boots it could not see any drift (no row can reach p <= {bar:.2g})"
-        return (f"; at {n_base} + {n_control} boots it sees a drift of the baseline by {shift:g} standard deviations "
-                f"of a primary row with 80% probability (a row's bar: p <= {bar:.2g}), smaller drifts pass unseen")
+        if not design.looks:
+            return design.whole
+        if self.looks_done and self.looks_done[-1] in design.looks:
+            return design.shares[design.looks.index(self.looks_done[-1])]
+        return design.shares[0]
+
+
+@dataclass(frozen=True)
+class CalibrationPower:
+    """What a calibration could see: at n_base + n_control boots, a drift of the baseline by `shift` standard
+    deviations of a primary row reaches a row's bar (p <= bar) with 80% probability; shift None: no row can."""
+    n_base: int
+    n_control: int
+    bar: float
+    shift: float | None
 
 
 # --- data in: valid samples, each metric from the boots that measure it ------------------
@@ -438,110 +433,192 @@ def decide(cells: Cells, plan: Plan, variants: list[str]) -> dict[tuple, Decisio
     (Tarone's refinement for discrete tests: a test whose smallest possible p-value is above the bar cannot
     reject, so it need not be counted); with no boot lost the family is the primary rows alone. Such a row
     holds the stopping rule (all_decided) only while its variant has lost the larger share."""
+    rows = _family_rows(cells, plan, variants)
+    state = _Verdicts()
+    for look, share in [*looks_reached(plan, cells), (None, 0.0)]:
+        _reopen(state, cells, plan, look)
+        if not share:
+            break           # the whole sample, after the last look: equivalence re-checked, nothing tested
+        _test_look(rows, state, cells, plan, look, share)
+    return {row: state.final(row) for row in rows}
+
+
+# A row of the primary family: (workload, phase, metric, point, variant)
+FamilyRow = tuple
+
+
+class _Facts(NamedTuple):
+    """What a row's hypotheses rest on at one look: its values (None for a lost-boots row), the repetitions of
+    the look, why no `equivalent` may stand (tails()) or what was lost, and the unadjusted equivalence p."""
+    base: np.ndarray | None
+    other: np.ndarray | None
+    reps: int | None
+    note: str
+    p_equivalence: float | None = None
+
+
+class _Hypothesis(NamedTuple):
+    row: FamilyRow
+    kind: str           # "difference", "equivalence" or "lost"
+    p: float
+    facts: _Facts
+
+
+@dataclass
+class _Verdicts:
+    """decide()'s state over the looks: the verdicts that stand, and each open row's latest word."""
+    decided: dict = field(default_factory=dict)     # FamilyRow -> Decision the stopping rule counts on
+    latest: dict = field(default_factory=dict)      # FamilyRow -> Decision of a row still open
+
+    def record(self, row: FamilyRow, decision: Decision) -> None:
+        """An inconclusive row stays open with its latest word; any other verdict stands."""
+        if decision.verdict == "inconclusive":
+            self.latest[row] = decision
+        else:
+            self.decided[row] = decision
+
+    def reopen(self, row: FamilyRow, note: str) -> None:
+        del self.decided[row]
+        self.latest[row] = Decision("inconclusive", 1.0, None, None, note)
+
+    def final(self, row: FamilyRow) -> Decision:
+        return self.decided.get(row) or self.latest.get(row) or Decision("inconclusive", 1.0, None, None)
+
+
+def _family_rows(cells: Cells, plan: Plan, variants: list[str]) -> list[FamilyRow]:
+    """The primary rows of every variant at every sweep point, then each workload's lost-boots row."""
     points: dict[str, list[str]] = {}
     for workload, phase, metric, point in cells:
         points.setdefault(f"{workload}/{phase}/{metric}", []).append(point)
     rows = [(*key.split("/"), point, variant) for key in plan.primary for point in points.get(key, [""])
             for variant in variants if variant != plan.baseline]
-    rows += [(key[0], *BOOTS, key[3], variant) for key, by_variant in cells.items() if key[1:3] == BOOTS
-             for variant in variants if variant != plan.baseline and variant in by_variant]
-    decided: dict[tuple, Decision] = {}
-    latest: dict[tuple, Decision] = {}
-    margin = plan.margin_pct / 100
-
-    def sample(row, look):
-        by_variant = cells.get(row[:4], {})
-        base = _up_to(by_variant[plan.baseline], look) if plan.baseline in by_variant else np.array([])
-        other = _up_to(by_variant[row[4]], look) if row[4] in by_variant else np.array([])
-        return base, other, _highest_rep(by_variant)
-
-    def survivors(row, look) -> str:
-        """Why the boots of a row's variant are no fair sample ('' while they are): its workload lost a larger
-        share of the variant's repetitions than of the baseline's, so the boots left are those that passed."""
-        if row[1:3] == BOOTS or (row[0], *BOOTS, row[3]) not in cells:
-            return ""
-        base, other, _ = sample((row[0], *BOOTS, row[3], row[4]), look)
-        if not len(base) or not len(other) or np.mean(other == 0) <= np.mean(base == 0):
-            return ""
-        return (f"{np.count_nonzero(other == 0)} of {len(other)} repetitions lost a boot (baseline: "
-                f"{np.count_nonzero(base == 0)} of {len(base)}): the boots left are those that passed")
-
-    def reopened(row, look, verdict) -> str | None:
-        """Why a resting verdict no longer holds on the boots up to look, None while it does."""
-        base, other, _ = sample(row, look)
-        held = survivors(row, look)
-        if held:
-            return held
-        if verdict == "identical":
-            return None if one_value(base, other) else ""
-        return tails(base, other, margin) or None
-
-    for look, share in [*looks_reached(plan, cells), (None, 0.0)]:
-        for row in [row for row, decision in decided.items() if decision.verdict in RESTING]:
-            note = reopened(row, look, decided[row].verdict)
-            if note is not None:
-                del decided[row]
-                latest[row] = Decision("inconclusive", 1.0, None, None, note)
-        if not share:
-            break           # the whole sample, after the last look: equivalence re-checked, nothing tested
-        hypotheses, lost = [], []
-        for row in rows:
-            if row in decided:
-                continue     # decided: its verdict stands (the stopping rule counted on it)
-            base, other, highest = sample(row, look)
-            usable = len(base) and len(other)
-            reps = look if look is not None else highest
-            if row[1:3] == BOOTS:
-                if usable:
-                    lost.append((row, base, other, reps))
-                continue
-            note = tails(base, other, margin) if usable else ""
-            p_difference = stats.rank_test(base, other) if usable else 1.0
-            p_equivalence = stats.equivalence_p(base, other, margin) if usable else 1.0
-            facts = (base, other, reps, note, p_equivalence)
-            hypotheses += [(row, "difference", p_difference, facts),
-                           (row, "equivalence", 1.0 if note else p_equivalence, facts)]
-        hypotheses += _lost_hypotheses(lost, len({h[0] for h in hypotheses}), share, decided, latest)
-        adjusted = stats.step_down([h[2] for h in hypotheses], [h[0] for h in hypotheses])
-        found: dict[tuple, dict] = {}
-        for (row, kind, _, facts), value in zip(hypotheses, adjusted):
-            found.setdefault(row, {"facts": facts})[kind] = min(1.0, value / share)
-        for row, p in found.items():
-            if "lost" in p:
-                reps, note = p["facts"]
-                if p["lost"] <= ALPHA:
-                    decided[row] = Decision("worse", p["lost"], None, reps, note)
-                else:
-                    latest[row] = Decision("inconclusive", p["lost"], None, None, note)
-                continue
-            base, other, reps, note, p_equivalence = p["facts"]
-            different, equivalent = p["difference"] <= ALPHA, p["equivalence"] <= ALPHA
-            small = different and _inside(base, other, margin)
-            held = survivors(row, look) if not (different and not small) else ""
-            if held:
-                latest[row] = Decision("inconclusive", p["difference"], p_equivalence, None, held)
-            elif len(base) and len(other) and one_value(base, other):
-                decided[row] = Decision("identical", p["difference"], p_equivalence, reps)
-            elif different and not small:
-                verdict = _direction_verdict(row[2], base, other)      # the tails' note withholds equivalence only
-                decided[row] = Decision(verdict, p["difference"], p_equivalence, reps)
-            elif equivalent:
-                decided[row] = Decision("equivalent", p["equivalence"], p_equivalence, reps,
-                                        "a difference smaller than the margin" if small else "")
-            else:
-                note = note or ("a difference smaller than the margin; equivalence not shown yet" if small else "")
-                latest[row] = Decision("inconclusive", p["difference"], p_equivalence, None, note)
-    return {row: decided.get(row) or latest.get(row) or Decision("inconclusive", 1.0, None, None) for row in rows}
+    return rows + [(key[0], *BOOTS, key[3], variant) for key, by_variant in cells.items() if key[1:3] == BOOTS
+                   for variant in variants if variant != plan.baseline and variant in by_variant]
 
 
-def _lost_hypotheses(lost: list, groups: int, share: float, decided: dict, latest: dict) -> list[tuple]:
-    """The lost-boots hypotheses (row, "lost", p, (reps, note)) that join a look's family beside `groups` row
-    groups; rows that lost nothing are decided `identical`, rows that cannot reach the bar left inconclusive."""
+def _sample(cells: Cells, baseline: str, row: FamilyRow, look: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """The baseline's and the row variant's values up to look (empty where a side has none), and the highest
+    repetition of the row's cell."""
+    by_variant = cells.get(row[:4], {})
+    base = _up_to(by_variant[baseline], look) if baseline in by_variant else np.array([])
+    other = _up_to(by_variant[row[4]], look) if row[4] in by_variant else np.array([])
+    return base, other, _highest_rep(by_variant)
+
+
+def _survivors(cells: Cells, baseline: str, row: FamilyRow, look: int | None) -> str:
+    """Why the boots of a row's variant are no fair sample ('' while they are): its workload lost a larger
+    share of the variant's repetitions than of the baseline's, so the boots left are those that passed."""
+    if row[1:3] == BOOTS or (row[0], *BOOTS, row[3]) not in cells:
+        return ""
+    base, other, _ = _sample(cells, baseline, (row[0], *BOOTS, row[3], row[4]), look)
+    if not len(base) or not len(other) or np.mean(other == 0) <= np.mean(base == 0):
+        return ""
+    return (f"{np.count_nonzero(other == 0)} of {len(other)} repetitions lost a boot (baseline: "
+            f"{np.count_nonzero(base == 0)} of {len(base)}): the boots left are those that passed")
+
+
+def _reopened(cells: Cells, plan: Plan, row: FamilyRow, look: int | None, verdict: str) -> str | None:
+    """Why a resting verdict no longer holds on the boots up to look, None while it does."""
+    base, other, _ = _sample(cells, plan.baseline, row, look)
+    held = _survivors(cells, plan.baseline, row, look)
+    if held:
+        return held
+    if verdict == "identical":
+        return None if one_value(base, other) else ""
+    return tails(base, other, plan.margin_pct / 100) or None
+
+
+def _reopen(state: _Verdicts, cells: Cells, plan: Plan, look: int | None) -> None:
+    """The rows decided equivalent or identical that the boots up to look no longer bear out: open again."""
+    for row in [row for row, decision in state.decided.items() if decision.verdict in RESTING]:
+        note = _reopened(cells, plan, row, look, state.decided[row].verdict)
+        if note is not None:
+            state.reopen(row, note)
+
+
+def _test_look(rows: list[FamilyRow], state: _Verdicts, cells: Cells, plan: Plan, look: int | None,
+               share: float) -> None:
+    """One look: the open rows' hypotheses through Holm's step-down at the look's share of alpha, and what
+    each row's adjusted p-values make of it."""
+    hypotheses, lost = _hypotheses(rows, state, cells, plan, look)
+    hypotheses += _lost_hypotheses(lost, len({h.row for h in hypotheses}), share, state)
+    for row, (facts, p) in _adjusted(hypotheses, share).items():
+        if "lost" in p:
+            verdict = "worse" if p["lost"] <= ALPHA else "inconclusive"
+            state.record(row, Decision(verdict, p["lost"], None, facts.reps if verdict == "worse" else None,
+                                       facts.note))
+        else:
+            state.record(row, _settled(row, facts, p, cells, plan, look))
+
+
+def _hypotheses(rows: list[FamilyRow], state: _Verdicts, cells: Cells, plan: Plan,
+                look: int | None) -> tuple[list[_Hypothesis], list[tuple]]:
+    """The two hypotheses of every open primary row at this look, and the open lost-boots rows with values on
+    both sides as (row, base, other, reps) for _lost_hypotheses."""
+    hypotheses, lost = [], []
+    for row in rows:
+        if row in state.decided:
+            continue     # decided: its verdict stands (the stopping rule counted on it)
+        base, other, highest = _sample(cells, plan.baseline, row, look)
+        reps = look if look is not None else highest
+        if row[1:3] != BOOTS:
+            hypotheses += _row_hypotheses(row, base, other, reps, plan.margin_pct / 100)
+        elif len(base) and len(other):
+            lost.append((row, base, other, reps))
+    return hypotheses, lost
+
+
+def _row_hypotheses(row: FamilyRow, base: np.ndarray, other: np.ndarray, reps: int | None,
+                    margin: float) -> list[_Hypothesis]:
+    """A primary row's two hypotheses: no change (rank test), and a change of at least the margin (equivalence
+    test; p 1 while tails() objects). Both p 1 without values on both sides."""
+    usable = len(base) and len(other)
+    note = tails(base, other, margin) if usable else ""
+    p_difference = stats.rank_test(base, other) if usable else 1.0
+    p_equivalence = stats.equivalence_p(base, other, margin) if usable else 1.0
+    facts = _Facts(base, other, reps, note, p_equivalence)
+    return [_Hypothesis(row, "difference", p_difference, facts),
+            _Hypothesis(row, "equivalence", 1.0 if note else p_equivalence, facts)]
+
+
+def _adjusted(hypotheses: list[_Hypothesis], share: float) -> dict[FamilyRow, tuple[_Facts, dict[str, float]]]:
+    """Each row's facts and its hypotheses' p-values after Holm's step-down (counting rows), at the look's
+    share of alpha."""
+    adjusted = stats.step_down([h.p for h in hypotheses], [h.row for h in hypotheses])
+    found: dict[FamilyRow, tuple[_Facts, dict[str, float]]] = {}
+    for h, value in zip(hypotheses, adjusted):
+        found.setdefault(h.row, (h.facts, {}))[1][h.kind] = min(1.0, value / share)
+    return found
+
+
+def _settled(row: FamilyRow, facts: _Facts, p: dict[str, float], cells: Cells, plan: Plan,
+             look: int | None) -> Decision:
+    """What a primary row's adjusted p-values make of it at this look (decide() says how)."""
+    base, other, reps = facts.base, facts.other, facts.reps
+    different, equivalent = p["difference"] <= ALPHA, p["equivalence"] <= ALPHA
+    small = different and _inside(base, other, plan.margin_pct / 100)
+    held = _survivors(cells, plan.baseline, row, look) if not (different and not small) else ""
+    if held:
+        return Decision("inconclusive", p["difference"], facts.p_equivalence, None, held)
+    if len(base) and len(other) and one_value(base, other):
+        return Decision("identical", p["difference"], facts.p_equivalence, reps)
+    if different and not small:      # the tails' note withholds equivalence only
+        return Decision(_direction_verdict(row[2], base, other), p["difference"], facts.p_equivalence, reps)
+    if equivalent:
+        return Decision("equivalent", p["equivalence"], facts.p_equivalence, reps,
+                        "a difference smaller than the margin" if small else "")
+    note = facts.note or ("a difference smaller than the margin; equivalence not shown yet" if small else "")
+    return Decision("inconclusive", p["difference"], facts.p_equivalence, None, note)
+
+
+def _lost_hypotheses(lost: list, groups: int, share: float, state: _Verdicts) -> list[_Hypothesis]:
+    """The lost-boots hypotheses that join a look's family beside `groups` row groups; rows that lost nothing
+    are decided `identical`, rows that cannot reach the bar left inconclusive with the p they would have had."""
     candidates = []
     for row, base, other, reps in lost:
         lost_base, lost_other = int(np.count_nonzero(base == 0)), int(np.count_nonzero(other == 0))
         if not lost_base and not lost_other:
-            decided[row] = Decision("identical", 1.0, None, reps)
+            state.record(row, Decision("identical", 1.0, None, reps))
             continue
         note = f"{lost_other} of {len(other)} repetitions lost a boot (baseline: {lost_base} of {len(base)})"
         total = lost_base + lost_other
@@ -549,15 +626,21 @@ def _lost_hypotheses(lost: list, groups: int, share: float, decided: dict, lates
         floor = stats.more_often(most, len(other), total - most, len(base))     # the smallest p possible
         p_value = stats.more_often(lost_other, len(other), lost_base, len(base))
         candidates.append((row, p_value, floor, reps, note))
-    # Tarone: the smallest family size j at which no more than j of these tests could pass its bar; those join
+    joined = _tarone(candidates, groups, share)
+    for row, p_value, _, _, note in candidates:      # left out: the p it would have had in the family
+        state.record(row, Decision("inconclusive", min(1.0, p_value * (groups + len(joined) + 1) / share), None,
+                                   None, note))
+    return [_Hypothesis(row, "lost", p_value, _Facts(None, None, reps, note)) for row, p_value, _, reps, note in joined]
+
+
+def _tarone(candidates: list[tuple], groups: int, share: float) -> list[tuple]:
+    """Tarone: the candidates (row, p, smallest p possible, ...) that join the family: at the smallest family
+    size j at which no more than j of them could pass its bar."""
     for size in range(len(candidates) + 1):
         joined = [c for c in candidates if c[2] * (groups + size) / share <= ALPHA]
         if len(joined) <= size:
             break
-    for row, p_value, _, _, note in candidates:      # left out: the p it would have had in the family
-        latest[row] = Decision("inconclusive", min(1.0, p_value * (groups + len(joined) + 1) / share), None, None,
-                               note)
-    return [(row, "lost", p_value, (reps, note)) for row, p_value, _, reps, note in joined]
+    return joined
 
 
 CONFIRM_LIMIT = 8       # rows a confirmation declares primary: more would need more boots to decide any
@@ -680,98 +763,122 @@ def _change(base: np.ndarray, other: np.ndarray, same: bool) -> dict:
 def compare_cells(cells: Cells, plan: Plan, variants: list[str]) -> list[Row]:
     """Every (workload, phase, metric, variant) against the baseline, with roles and verdicts."""
     decisions = decide(cells, plan, variants)
-    primary = set(plan.primary)
-    controls = set(plan.controls)
     order = {variant: index for index, variant in enumerate(variants)}
-    rows: list[dict] = []
-    for (workload, phase, metric, point), by_variant in cells.items():
+    built: list[_Built] = []
+    for key, by_variant in cells.items():
         if plan.baseline not in by_variant:
             continue
-        meaning = metrics.meaning(metric)
-        base = by_variant[plan.baseline][1]
-        base_one = bool(len(base)) and bool((base == base[0]).all())
-        key = f"{workload}/{phase}/{metric}"
         for variant in sorted(by_variant, key=lambda v: order.get(v, len(variants))):
-            values = by_variant[variant][1]
-            if (phase, metric) == BOOTS:
-                rows.append(_boots_row(workload, point, variant, base, values, plan, controls,
-                                       decisions.get((workload, phase, metric, point, variant))))
-                continue
-            role = "control" if variant in controls else "primary" if key in primary else "exploratory"
-            row = {"workload": workload, "phase": phase, "metric": metric, "point": point, "variant": variant,
-                   "baseline": plan.baseline, **describe(values), "role": role, "direction": meaning.direction,
-                   "unit": meaning.unit, "margin_pct": plan.margin_pct if key in primary else None}
-            if variant == plan.baseline:
-                rows.append({**row, "change_pct": None, "change_ci_low": None, "change_ci_high": None,
-                             "p_value": None, "verdict": BASELINE})
-                continue
-            same = base_one and bool((values == base[0]).all())     # one_value(base, values)
-            row.update(change(base, values, same))
-            decision = decisions.get((workload, phase, metric, point, variant))
-            if decision is not None:
-                row.update(verdict=decision.verdict, p_adjusted=decision.p_adjusted, note=decision.note,
-                           p_equivalence=decision.p_equivalence, decided_after=decision.decided_after)
+            decision = decisions.get((*key, variant))
+            if key[1:3] == BOOTS:
+                built.append(_Built(_boots_row(key, variant, by_variant, plan, decision)))
             else:
-                held = same and (workload, *BOOTS, point) in cells and \
-                    _losing(cells, (workload, *BOOTS, point, variant), plan.baseline)
-                row.update(verdict="identical" if same and not held else "inconclusive", degenerate=same)
-            rows.append(row)
-    _exploratory_verdicts(rows, decisions, plan, cells)
-    for row in rows:
-        row.pop("degenerate", None)
-    return [Row(**row) for row in rows]
+                built.append(_measured_row(key, variant, by_variant, cells, plan, decision))
+    return _exploratory_verdicts(built, decisions, plan, cells)
 
 
-def _boots_row(workload: str, point: str, variant: str, base: np.ndarray, values: np.ndarray, plan: Plan,
-               controls: set, decision: Decision | None) -> dict:
+class _Built(NamedTuple):
+    """A row as compare_cells built it, and whether it is a member of the exploratory family (Benjamini-Hochberg):
+    a row without a decision that holds more than one value. The rest are the baseline's, the lost boots', the
+    decided primary rows and those of one value in every boot of both (p_adjusted 1: no test can tell)."""
+    row: Row
+    explored: bool = False
+
+
+NO_CHANGE = {"change_pct": None, "change_ci_low": None, "change_ci_high": None, "p_value": None}
+
+
+def _decided(decision: Decision) -> dict:
+    """A primary row's fields from its decision."""
+    return {"verdict": decision.verdict, "p_adjusted": decision.p_adjusted, "note": decision.note,
+            "p_equivalence": decision.p_equivalence, "decided_after": decision.decided_after}
+
+
+def _measured_row(key: tuple, variant: str, by_variant: dict, cells: Cells, plan: Plan,
+                  decision: Decision | None) -> _Built:
+    """A measured row: the variant's figures and, against the baseline, its change and the decision of a
+    primary row; any other row is identical (one value everywhere) or waits for _exploratory_verdicts."""
+    workload, phase, metric, point = key
+    meaning = metrics.meaning(metric)
+    primary = f"{workload}/{phase}/{metric}" in plan.primary
+    values, base = by_variant[variant][1], by_variant[plan.baseline][1]
+    fields = {"workload": workload, "phase": phase, "metric": metric, "point": point, "variant": variant,
+              "baseline": plan.baseline, **describe(values), "direction": meaning.direction, "unit": meaning.unit,
+              "role": "control" if variant in plan.controls else "primary" if primary else "exploratory",
+              "margin_pct": plan.margin_pct if primary else None}
+    if variant == plan.baseline:
+        return _Built(Row(**fields, **NO_CHANGE, verdict=BASELINE))
+    same = one_value(base, values)
+    if decision is not None:
+        return _Built(Row(**fields, **change(base, values, same), **_decided(decision)))
+    held = same and _lost_more(cells, workload, point, variant, plan.baseline)
+    return _Built(Row(**fields, **change(base, values, same), verdict="identical" if same and not held
+                      else "inconclusive", p_adjusted=1.0 if same else None), explored=not same)
+
+
+def _lost_more(cells: Cells, workload: str, point: str, variant: str, baseline: str) -> bool:
+    """Whether the variant lost a larger share of the workload's repetitions than the baseline (_losing)."""
+    boots = (workload, *BOOTS, point, variant)
+    return boots[:4] in cells and _losing(cells, boots, baseline)
+
+
+def _boots_row(key: tuple, variant: str, by_variant: dict, plan: Plan, decision: Decision | None) -> Row:
     """The lost-boots row of a workload: the share of repetitions that lost no boot, and Fisher's test."""
+    workload, phase, metric, point = key
+    values, base = by_variant[variant][1], by_variant[plan.baseline][1]
     share, base_share = float(values.mean()), float(base.mean())
     spread = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    row = {"workload": workload, "phase": BOOTS[0], "metric": BOOTS[1], "point": point, "variant": variant,
-           "baseline": plan.baseline, "n": len(values), "median": share, "mean": share, "stddev": spread,
-           "ci_low": None, "ci_high": None, "ci_level": None, "direction": "higher", "unit": "share",
-           "role": "control" if variant in controls else "primary", "change_pct": None, "change_ci_low": None,
-           "change_ci_high": None, "p_value": None, "verdict": "inconclusive"}
+    row = Row(workload, phase, metric, variant, plan.baseline, len(values), share, share, spread, None, None,
+              **NO_CHANGE, verdict=BASELINE, role="control" if variant in plan.controls else "primary",
+              ci_level=None, direction="higher", unit="share", point=point)
     if variant == plan.baseline:
-        return {**row, "verdict": BASELINE}
+        return row
     lost, lost_base = int(np.count_nonzero(values == 0)), int(np.count_nonzero(base == 0))
-    row.update(change_pct=_pct(share / base_share) if base_share else None,
-               p_value=stats.more_often(lost, len(values), lost_base, len(base)))
-    if decision is not None:
-        row.update(verdict=decision.verdict, p_adjusted=decision.p_adjusted, note=decision.note,
-                   decided_after=decision.decided_after)
-    return row
+    tested = {"change_pct": _pct(share / base_share) if base_share else None,
+              "p_value": stats.more_often(lost, len(values), lost_base, len(base))}
+    return replace(row, **tested, **(_decided(decision) if decision is not None else {"verdict": "inconclusive"}))
 
 
-def _exploratory_verdicts(rows: list[dict], decisions: dict, plan: Plan, cells: Cells) -> None:
+NO_FAIR_SAMPLE = ("no verdict: the variant lost a larger share of its repetitions than the baseline, so the boots "
+                  "left are those that passed")
+
+
+def _exploratory_verdicts(built: list[_Built], decisions: dict, plan: Plan, cells: Cells) -> list[Row]:
     """Benjamini-Hochberg across every exploratory row; verdicts only behind an open gate, or, in discovery,
     wherever the variant kept as large a share of its repetitions as the baseline (else the boots left are those
     that passed the gates, and the row says so)."""
-    family = [row for row in rows if "degenerate" in row and not row["degenerate"]]
-    # a discovery has no gate: a control (the baseline again) is its own family, so that the judged variants'
-    # real effects cannot lower its bar and fail the calibration; otherwise the gate keeps controls quiet
-    controls = set(plan.controls) if plan.discovery else set()
-    for members in [[row for row in family if row["variant"] not in controls],
-                    *[[row for row in family if row["variant"] == name] for name in sorted(controls)]]:
-        for row, adjusted in zip(members, stats.false_discovery([row["p_value"] for row in members])):
-            row["p_adjusted"] = adjusted
-    for row in rows:
-        if "degenerate" in row and row["degenerate"]:
-            row["p_adjusted"] = 1.0
+    adjusted = _false_discovery(built, plan)
     gate_open = {row[4] for row, decision in decisions.items()      # the declared rows: not the lost boots
                  if decision.verdict in ("better", "worse") and row[1:3] != BOOTS}
-    for row in family:
-        if (row["variant"] not in gate_open and not plan.discovery) or row["direction"] == "none":
-            continue
-        boots = (row["workload"], *BOOTS, row["point"], row["variant"])
-        losing = plan.discovery and boots[:4] in cells and _losing(cells, boots, plan.baseline)
-        if row["p_adjusted"] <= ALPHA and losing:
-            row["note"] = "no verdict: the variant lost a larger share of its repetitions than the baseline, so " \
-                          "the boots left are those that passed"
-        elif row["p_adjusted"] <= ALPHA:
-            by_variant = cells[(row["workload"], row["phase"], row["metric"], row["point"])]
-            row["verdict"] = _direction_verdict(row["metric"], by_variant[plan.baseline][1],
-                                                by_variant[row["variant"]][1])
+    return [_exploratory_verdict(replace(row, p_adjusted=p_adjusted), gate_open, plan, cells) if explored else row
+            for (row, explored), p_adjusted in zip(built, adjusted)]
+
+
+def _false_discovery(built: list[_Built], plan: Plan) -> list[float | None]:
+    """The Benjamini-Hochberg p_adj of each member of the exploratory family (None for the others). A discovery
+    has no gate: a control (the baseline again) is its own family, so that the judged variants' real effects
+    cannot lower its bar and fail the calibration; otherwise the gate keeps controls quiet."""
+    family = [index for index, (_, explored) in enumerate(built) if explored]
+    controls = set(plan.controls) if plan.discovery else set()
+    adjusted: list[float | None] = [None] * len(built)
+    for members in [[i for i in family if built[i].row.variant not in controls],
+                    *[[i for i in family if built[i].row.variant == name] for name in sorted(controls)]]:
+        for index, value in zip(members, stats.false_discovery([built[i].row.p_value for i in members])):
+            adjusted[index] = value
+    return adjusted
+
+
+def _exploratory_verdict(row: Row, gate_open: set[str], plan: Plan, cells: Cells) -> Row:
+    """An exploratory row's verdict by its direction, where its p_adj allows one behind an open gate (or in a
+    discovery); in a discovery, none for a variant that lost more repetitions: the row says why."""
+    if (row.variant not in gate_open and not plan.discovery) or row.direction == "none" \
+            or not row.p_adjusted <= ALPHA:
+        return row
+    if plan.discovery and _lost_more(cells, row.workload, row.point, row.variant, plan.baseline):
+        return replace(row, note=NO_FAIR_SAMPLE)
+    by_variant = cells[(row.workload, row.phase, row.metric, row.point)]
+    return replace(row, verdict=_direction_verdict(row.metric, by_variant[plan.baseline][1],
+                                                   by_variant[row.variant][1]))
 
 
 def other_sources(runs: pd.DataFrame, baseline: str) -> set[str]:
@@ -824,21 +931,28 @@ def whole_table_tests(kept: pd.DataFrame, plan: Plan, runs: pd.DataFrame) -> tup
         mine = kept[kept["variant"].isin([plan.baseline, control])]
         for (workload, mode, _), part in mine.groupby(["workload", "mode", "point"], sort=False):
             part = part[[source_mode(metric, modes.get(workload, set())) == mode for metric in part["metric"]]]
-            if "run_dir" in part:
-                part = part.assign(boot=part["variant"] + ":" + part["rep"].astype(str) + ":" + part["run_dir"])
-            else:
-                part = part.assign(boot=part["variant"] + ":" + part["rep"].astype(str))
-            table = part.pivot_table(index="boot", columns=["phase", "metric"], values="value", aggfunc="first")
-            table = table.dropna(axis=1)
-            first = table.index.str.startswith(f"{control}:")
-            if not first.any() or first.all() or table.empty:
-                continue
-            values = np.vstack([table.to_numpy(dtype=float)[first], table.to_numpy(dtype=float)[~first]])
-            groups.append((values, int(first.sum())))
-            rows += table.shape[1]
+            group = _boot_matrix(part, control)
+            if group is not None:
+                groups.append(group)
+                rows += group[0].shape[1]
         if groups:
             found.append((control, stats.whole_boot_test(groups), rows))
     return tuple(found)
+
+
+def _boot_matrix(part: pd.DataFrame, control: str) -> tuple[np.ndarray, int] | None:
+    """(boots x rows, how many of the boots are the control's, first) of one workload, mode and point: the rows
+    every boot of both measured; None unless both have boots."""
+    if "run_dir" in part:
+        part = part.assign(boot=part["variant"] + ":" + part["rep"].astype(str) + ":" + part["run_dir"])
+    else:
+        part = part.assign(boot=part["variant"] + ":" + part["rep"].astype(str))
+    table = part.pivot_table(index="boot", columns=["phase", "metric"], values="value", aggfunc="first")
+    table = table.dropna(axis=1)
+    first = table.index.str.startswith(f"{control}:")
+    if not first.any() or first.all() or table.empty:
+        return None
+    return np.vstack([table.to_numpy(dtype=float)[first], table.to_numpy(dtype=float)[~first]]), int(first.sum())
 
 
 def with_missing(rows: list[Row], runs: pd.DataFrame) -> list[Row]:
@@ -861,175 +975,3 @@ def with_missing(rows: list[Row], runs: pd.DataFrame) -> list[Row]:
                     else f"{valid - row.n} not recorded") if valid > row.n else ""]
         marked.append(replace(row, n_missing=max(0, run - row.n), missing_reason=", ".join(r for r in reasons if r)))
     return marked
-
-
-# --- text out ----------------------------------------------------------------------------
-
-def _number(value, digits=3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if abs(value) >= 1000 or value == int(value):
-        return f"{value:,.0f}"
-    return f"{value:.{digits}g}"
-
-
-def _bound(value: float | None, low: bool) -> str:
-    if value is None:
-        return "-inf" if low else "+inf"
-    return f"{value:+.1f}" if abs(value) < 10 else f"{value:+.0f}"
-
-
-def headline_rows(rows: list[Row], show_all: bool = False) -> list[Row]:
-    """The rows worth a first look: primary rows, then headline metrics that are not zero everywhere, and every
-    row a variant moved (better or worse)."""
-    if show_all:
-        return rows
-    nonzero = {r.key for r in rows if r.median != 0}
-    moved = {r.key for r in rows if r.verdict in ("better", "worse")}
-    primary = [r for r in rows if r.margin_pct is not None]
-    rest = [r for r in rows if r.margin_pct is None and (metrics.meaning(r.metric).headline and r.key in nonzero
-                                                         or r.key in moved)]
-    chosen = primary + [r for r in rest if (r.phase, r.metric) == BOOTS] + \
-        [r for r in rest if (r.phase, r.metric) != BOOTS]
-    first = {workload: index for index, workload in reversed(list(enumerate(r.workload for r in chosen)))}
-    return sorted(chosen, key=lambda r: first[r.workload])      # stable: one block per workload, as printed
-
-
-def footnotes(rows: list[Row], show_all: bool = False) -> list[str]:
-    """'[k] row variant: note' for each headline row with a note, numbered as table_lines marks them."""
-    noted = [r for r in headline_rows(rows, show_all) if r.note]
-    return [f"[{k}] {r.key}{f' at {r.point}' if r.point else ''} {r.variant}: {r.note}"
-            for k, r in enumerate(noted, 1)]
-
-
-def baseline_medians(rows: list[Row]) -> dict[tuple, float]:
-    return {(r.key, r.point): r.median for r in rows if r.variant == r.baseline}
-
-
-def change_text(r: Row, base_median: float | None, bound=None) -> str:
-    """'+0.3% [-1.0,+0.9]': the change and its interval; a zero-width interval (tied pairs: the values are
-    discrete) is said as tied, not as a 95% interval; where the medians moved the other way, they are shown
-    too. bound: how an interval end is written (default: the table's short form)."""
-    if r.change_pct is None:
-        return ""
-    text = f"{r.change_pct:+.1f}%"
-    if r.variant == r.baseline or (r.phase, r.metric) == BOOTS:
-        return text
-    bound = bound or _bound
-    if r.change_ci_low is not None and r.change_ci_low == r.change_ci_high:
-        text += " (tied pairs)"
-    else:
-        text += f" [{bound(r.change_ci_low, True)},{bound(r.change_ci_high, False)}]"
-    moved = medians_against(r, base_median)
-    if moved is not None:
-        text += f" (medians {moved:+.1f}%)"
-    return text
-
-
-def medians_against(r: Row, base_median: float | None) -> float | None:
-    """The medians' change in % where it points the other way from the change (the median of the pairwise
-    ratios) and shows as more than 0.0%: a quoted change must not contradict the medians beside it. None
-    otherwise."""
-    if r.change_pct is None or r.change_pct == 0 or base_median is None or not base_median > 0 \
-            or not math.isfinite(base_median) or not math.isfinite(r.median) or r.median < 0:
-        return None
-    moved = 100 * (r.median / base_median - 1)
-    return moved if round(moved, 1) != 0 and (moved > 0) != (r.change_pct > 0) else None
-
-
-def verdict_text(r: Row) -> str:
-    """The verdict as tables print it: an exploratory better/worse is marked (FDR), so that it cannot be
-    taken for a primary one."""
-    explored = r.margin_pct is None and (r.phase, r.metric) != BOOTS
-    return r.verdict + (" (FDR)" if explored and r.verdict in ("better", "worse") else "")
-
-
-def table_lines(rows: list[Row], show_all: bool = False) -> list[list[str]]:
-    """Header + rows of the headline comparison (all metrics with show_all); a verdict with a note is marked
-    [k], footnotes() says what."""
-    lines = [["workload", "phase", "metric", "variant", "n", "median", "change", "p", "p_adj", "verdict"]]
-    marks = 0
-    medians = baseline_medians(rows)
-    for r in headline_rows(rows, show_all):
-        marks += bool(r.note)
-        change = change_text(r, medians.get((r.key, r.point)))
-        metric = r.metric + (" *" if r.margin_pct is not None else "")
-        variant = r.variant + (" (other kernel)" if r.other_source else "")
-        workload = r.workload + (f" at {r.point}" if r.point else "")
-        count = f"{r.n}/{r.n + r.n_missing}" if r.n_missing else str(r.n)
-        lines.append([workload, r.phase, metric, variant, count, _number(r.median), change,
-                      "" if r.p_value is None else f"{r.p_value:.3g}",
-                      "" if r.p_adjusted is None else f"{r.p_adjusted:.2g}",
-                      "(baseline)" if r.variant == r.baseline else verdict_text(r) + (f" [{marks}]" if r.note else "")])
-    return lines
-
-
-def render_table(rows, show_all=False) -> str:
-    """Plain text, one block per workload (the workload is the block's title, not a column)."""
-    lines = table_lines(rows, show_all)
-    header, body = lines[0][1:], lines[1:]
-    widths = [max(len(line[i]) for line in [header] + [b[1:] for b in body]) for i in range(len(header))]
-
-    def join(cells):
-        return " ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
-
-    out = []
-    for workload in dict.fromkeys(line[0] for line in body):
-        out += ([""] if out else []) + [f"{workload}:", join(header)]
-        out += [join(line[1:]) for line in body if line[0] == workload]
-    notes = [textwrap.fill(note, 100, subsequent_indent="    ") for note in footnotes(rows, show_all)]
-    return "\n".join(out + ([""] + notes if notes else []))
-
-
-def render_markdown(rows, show_all=False) -> str:
-    lines = table_lines(rows, show_all)
-    out = ["| " + " | ".join(lines[0]) + " |", "|" + "---|" * len(lines[0])]
-    out += ["| " + " | ".join(line) + " |" for line in lines[1:]]
-    notes = footnotes(rows, show_all)
-    return "\n".join(out + ([""] + [f"{note}  " for note in notes] if notes else []))
-
-
-def summary_lines(comparison: Comparison) -> list[str]:
-    """What was tested and how, for the top of the table and of the report."""
-    plan = comparison.plan
-    lines = [line for line in [comparison.calibration_line()] if line]
-    if comparison.coverage is not None:
-        lines += comparison.coverage.summary()
-    variants = sorted({r.variant for r in comparison.rows if r.variant != plan.baseline})
-    if plan.primary:
-        points = {r.point for r in comparison.rows if r.margin_pct is not None}
-        at = f" x {len(points)} sweep points" if len(points) > 1 else ""
-        lines.append(f"Primary (*): {len(plan.primary)} rows{at} x {len(variants)} variants against `{plan.baseline}`, "
-                     f"family-wise error {ALPHA:.0%} (Holm, counting rows), equivalence margin "
-                     f"+-{plan.margin_pct:g}%; {plan.design.describe()}"
-                     + (f"; looked after {', '.join(map(str, comparison.looks_done))}" if plan.design.looks else ""))
-    elif plan.discovery:
-        judged = [v for v in variants if v not in plan.controls]
-        lines.append(f"Discovery: no rows were declared, so every row is exploratory: Benjamini-Hochberg p_adj "
-                     f"across all rows of {', '.join(f'`{v}`' for v in judged) or 'no variant'} against "
-                     f"`{plan.baseline}` (each control a family of its own), a verdict where "
-                     f"p_adj <= {ALPHA:g}, marked (FDR): a lead to confirm on fresh boots with the rows declared "
-                     "primary, not a claim")
-    else:
-        lines.append("No primary rows measured: no verdicts (declare `primary` rows in the experiment, and run "
-                     "the workloads and phases they name; or set `discovery = true`).")
-    if not plan.discovery:
-        lines.append("Exploratory: Benjamini-Hochberg p_adj across all exploratory rows; a verdict only for a "
-                     "variant with a better/worse primary row, marked (FDR): these hold the false-discovery rate at "
-                     "5%, not the family-wise error")
-    short = sorted((r for r in comparison.rows if r.n_missing), key=lambda r: (r.margin_pct is None, -r.n_missing))
-    if short:
-        shown = "; ".join(f"{r.key} {r.variant}{f' at {r.point}' if r.point else ''} {r.n}/{r.n + r.n_missing} "
-                          f"({r.missing_reason})" for r in short[:3])
-        lines.append(f"Fewer values than boots (n/boots) in {len(short)} rows, e.g. {shown}"
-                     + (" ..." if len(short) > 3 else ""))
-    lost = [r for r in comparison.rows if (r.phase, r.metric) == BOOTS and r.verdict == "worse"]
-    for r in lost:
-        lines.append(f"LOST BOOTS: `{r.variant}` lost more repetitions of {r.workload}"
-                     f"{f' at {r.point}' if r.point else ''} than `{plan.baseline}`: {r.note}")
-    lines += list(comparison.notes)
-    others = sorted({r.variant for r in comparison.rows if r.other_source})
-    if others:
-        lines.append(f"Other kernel: {', '.join(others)} built from another kernel source than `{plan.baseline}`: "
-                     "a change there holds every difference between the two kernels, not one patch's")
-    return lines

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from harness import results
 from harness.analysis import compare
-from harness.kernel import objdiff
 
 IDLE = "idle"
 METRIC = "calls."
@@ -212,18 +212,38 @@ class Coverage:
 
 
 def of(samples: pd.DataFrame, runs: pd.DataFrame, metadata, baseline: str) -> Coverage:
-    """The coverage of a run, or of pooled runs (metadata: one dict, or a list of them): the object-code
+    """The coverage of a run, or of pooled runs (metadata: one RunMetadata, or a list of them): the object-code
     differences their metadata hold against this baseline (another baseline's boots were not compared with
     those builds), and the calls their valid boots counted."""
-    recorded = [metadata] if isinstance(metadata, dict) else list(metadata)
-    differences = {}
-    for of_run in recorded:
-        if of_run.get("baseline", "base") == baseline:
-            for variant, difference in of_run.get("object_code", {}).items():
-                if variant != of_run.get("control"):
-                    differences.setdefault(variant, difference)
+    differences = _differences([metadata] if isinstance(metadata, results.RunMetadata) else list(metadata), baseline)
     if not differences:
         return Coverage(baseline)
+    medians, maxima = _counted_calls(samples, runs)
+    counted = {function for found in medians.values() for function in found}
+    changed = {}
+    for variant, difference in differences.items():
+        functions = difference.functions
+        if difference.identical or not functions:
+            continue
+        changed[variant] = Changed(variant, tuple(functions), tuple(difference.init), tuple(difference.untraced),
+                                   tuple(difference.shared), tuple(f for f in functions if f in counted),
+                                   tuple(difference.added), tuple(difference.removed))
+    return Coverage(baseline, changed, medians, maxima)
+
+
+def _differences(recorded: list[results.RunMetadata], baseline: str) -> dict[str, results.ObjectCode]:
+    """Each judged variant's object code against this baseline, from the first run that recorded it."""
+    differences = {}
+    for of_run in recorded:
+        if of_run.baseline == baseline:
+            for variant, difference in of_run.object_code.items():
+                if variant != of_run.control:
+                    differences.setdefault(variant, difference)
+    return differences
+
+
+def _counted_calls(samples: pd.DataFrame, runs: pd.DataFrame) -> tuple[dict, dict]:
+    """(medians, maxima) of the valid boots' calls: (variant, workload, point, phase) -> function -> figure."""
     calls = samples[samples["metric"].astype(str).str.startswith(METRIC)]
     calls, _ = compare.valid_samples(calls, runs)
     medians: dict = {}
@@ -234,17 +254,7 @@ def of(samples: pd.DataFrame, runs: pd.DataFrame, metadata, baseline: str) -> Co
         key, function = (str(variant), str(workload), str(at), str(phase)), metric[len(METRIC):]
         medians.setdefault(key, {})[function] = float(np.median(values["value"]))
         maxima.setdefault(key, {})[function] = float(values["value"].max())
-    counted = {function for found in medians.values() for function in found}
-    changed = {}
-    for variant, difference in differences.items():
-        functions = objdiff.touched_functions(difference)
-        if difference.get("identical") or not functions:
-            continue
-        changed[variant] = Changed(variant, tuple(functions), tuple(difference.get("init", ())),
-                                   tuple(difference.get("untraced", ())), tuple(difference.get("shared", ())),
-                                   tuple(f for f in functions if f in counted), tuple(difference.get("added", ())),
-                                   tuple(difference.get("removed", ())))
-    return Coverage(baseline, changed, medians, maxima)
+    return medians, maxima
 
 
 def _number(value: float | None) -> str:
@@ -264,31 +274,38 @@ def section(cover: Coverage) -> list[str]:
              "median is above 0; the idle phase, before the workload starts, shows the background of the "
              "collectors' own commands.", ""]
     for variant, mine in cover.changed.items():
-        lines.append(f"### `{variant}`")
-        lines.append("")
-        if mine.counted:
-            keys = list(dict.fromkeys(key[1:] for key in cover.medians if key[0] in (cover.baseline, variant)))
-            shown = _busiest(cover, variant, keys)
-            header = ["workload/phase", *[f"`{f}`" for f in shown], "ran the patch"]
-            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            for workload, point, phase in keys:
-                calls = cover.calls(variant, workload, point, phase)
-                ran = cover.exercised(variant, workload, point, phase)
-                cells = [f"{_number(calls[f][0])} -> {_number(calls[f][1])}" for f in shown]
-                where = f"{workload}{f' at {point}' if point else ''}/{phase}" + \
-                    (" (before the workload: background)" if phase == IDLE else "")
-                said = "yes" if ran else "no" if ran is False else "?"
-                if ran and cover.background(variant, workload, point, phase):
-                    said = "yes, no more than idle: the collectors' commands, perhaps not the workload"
-                lines.append(f"| {where} | " + " | ".join(cells) + f" | {said} |")
-            lines.append("")
-            rest = [f for f in mine.counted if f not in shown]
-            if rest:
-                lines += [f"- {len(rest)} more counted functions, called less, are in `metadata.json` under "
-                          f"`coverage`: {_names(rest[:20])}{' ...' if len(rest) > 20 else ''}.", ""]
+        lines += [f"### `{variant}`", ""]
+        lines += _calls_table(cover, variant, mine.counted) if mine.counted else []
         lines += [f"- {line}" for line in notes(cover, variant)]
         lines.append("")
     return lines
+
+
+def _calls_table(cover: Coverage, variant: str, counted) -> list[str]:
+    """The busiest counted functions' calls per phase, whether each phase ran the patch, and the rest named."""
+    keys = list(dict.fromkeys(key[1:] for key in cover.medians if key[0] in (cover.baseline, variant)))
+    shown = _busiest(cover, variant, keys)
+    header = ["workload/phase", *[f"`{f}`" for f in shown], "ran the patch"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for workload, point, phase in keys:
+        calls = cover.calls(variant, workload, point, phase)
+        cells = [f"{_number(calls[f][0])} -> {_number(calls[f][1])}" for f in shown]
+        where = f"{workload}{f' at {point}' if point else ''}/{phase}" + \
+            (" (before the workload: background)" if phase == IDLE else "")
+        lines.append(f"| {where} | " + " | ".join(cells) + f" | {_ran(cover, variant, workload, point, phase)} |")
+    lines.append("")
+    rest = [f for f in counted if f not in shown]
+    if rest:
+        lines += [f"- {len(rest)} more counted functions, called less, are in `metadata.json` under "
+                  f"`coverage`: {_names(rest[:20])}{' ...' if len(rest) > 20 else ''}.", ""]
+    return lines
+
+
+def _ran(cover: Coverage, variant: str, workload: str, point: str, phase: str) -> str:
+    ran = cover.exercised(variant, workload, point, phase)
+    if ran and cover.background(variant, workload, point, phase):
+        return "yes, no more than idle: the collectors' commands, perhaps not the workload"
+    return "yes" if ran else "no" if ran is False else "?"
 
 
 TABLE_FUNCTIONS = 8      # columns of a variant's coverage table; the rest are named under it

@@ -13,7 +13,8 @@ import re
 import shlex
 import textwrap
 
-from harness.analysis import compare
+from harness.analysis import compare, tables
+from harness.results import RunMetadata
 
 WIDTH = 72
 MARKS = {"better": "B", "worse": "W", "equivalent": "E", "identical": "I", "inconclusive": "?",
@@ -34,30 +35,30 @@ def wrap(text: str, indent: str = "") -> list[str]:
                          break_on_hyphens=False, break_long_words=True)
 
 
-def render(comparison: compare.Comparison, title: str, opening: list[str], metadata: dict, order: list[str],
+def render(comparison: compare.Comparison, title: str, opening: list[str], metadata: RunMetadata, order: list[str],
            command: str = "") -> str:
     """The whole mail body. opening: the report's first sentences (the headline finding first); order: the
     variants, the baseline first; command: what reproduces the run (default: the one the run recorded)."""
     out = wrap(title.lstrip("# ")) + [""]
     for sentence in opening:
         out += wrap(sentence) + [""]
-    said = [line for line in compare.summary_lines(comparison) if not line.startswith("Exploratory:")]
-    calibrated = 1 if comparison.calibration_line() else 0
+    said = [line for line in tables.summary_lines(comparison) if not line.startswith("Exploratory:")]
+    calibrated = 1 if tables.calibration_line(comparison) else 0
     for line in said[:calibrated] + object_code_lines(metadata) + said[calibrated:]:
         out += wrap(line)
     out += [""] + table(comparison.rows, order) + [""] + legend(comparison)
-    out += [""] + reproduce(command or metadata.get("command", ""))
+    out += [""] + reproduce(command or metadata.command)
     return "\n".join(line.rstrip() for line in out) + "\n"
 
 
-def object_code_lines(metadata: dict) -> list[str]:
+def object_code_lines(metadata: RunMetadata) -> list[str]:
     lines = []
-    for name, difference in metadata.get("object_code", {}).items():
-        touched = difference["changed"] + difference["added"] + difference["removed"]
-        if difference["identical"]:
-            lines.append(f"Object code of {name}: identical to {difference['baseline']}")
+    for name, difference in metadata.object_code.items():
+        touched = difference.changed + difference.added + difference.removed
+        if difference.identical:
+            lines.append(f"Object code of {name}: identical to {difference.baseline}")
         elif touched:
-            lines.append(f"Object code of {name}: {len(touched)} function(s) differ from {difference['baseline']}: "
+            lines.append(f"Object code of {name}: {len(touched)} function(s) differ from {difference.baseline}: "
                          + ", ".join(touched[:8]) + (" ..." if len(touched) > 8 else ""))
         else:
             lines.append(f"Object code of {name}: addresses only (data layout)")
@@ -83,30 +84,33 @@ def table(rows: list[compare.Row], order: list[str]) -> list[str]:
     per_block = max(1, (WIDTH - BASE_COLUMN - LABEL_MIN) // VARIANT_COLUMN)
     out, notes = [], []
     for start in range(0, max(1, len(others)), per_block):
-        block = others[start:start + per_block]
-        label = WIDTH - BASE_COLUMN - VARIANT_COLUMN * len(block)
-        out += ([""] if out else []) + [" " * label + baseline.rjust(BASE_COLUMN)[-BASE_COLUMN:]
-                                        + "".join(v.rjust(VARIANT_COLUMN)[-VARIANT_COLUMN:] for v in block)]
-        heading = None
-        for workload, phase, metric, point in keys:
-            if (workload, phase, point) != heading:
-                heading = (workload, phase, point)
-                out.append(f"{workload} {phase}" + (f" at {point}" if point else ""))
-            base = by_key.get((workload, phase, metric, point, baseline))
-            name = f"  {metric}" + (" (P)" if base is not None and base.margin_pct is not None else "")
-            cells = [_number(base.median if base else None).rjust(BASE_COLUMN)]
-            for variant in block:
-                r = by_key.get((workload, phase, metric, point, variant))
-                cell, note = _cell(r, base)
-                cells.append(cell.rjust(VARIANT_COLUMN))
-                if note:
-                    notes.append(f"^ {workload} {phase} {metric} {variant}: {note}")
-            values = "".join(cells)
-            if len(name) <= label - 1:
-                out.append(name.ljust(label) + values)
-            else:
-                out += [name, " " * label + values]
+        out += [""] if out else []
+        out += _block(keys, by_key, baseline, others[start:start + per_block], notes)
     return out + ([""] + [line for note in dict.fromkeys(notes) for line in wrap(note)] if notes else [])
+
+
+def _block(keys: list[tuple], by_key: dict, baseline: str, block: list[str], notes: list[str]) -> list[str]:
+    """One block of columns: the header of kernel names, then a heading per phase and a line per metric;
+    the notes of its cells are added to notes."""
+    label = WIDTH - BASE_COLUMN - VARIANT_COLUMN * len(block)
+    out = [" " * label + baseline.rjust(BASE_COLUMN)[-BASE_COLUMN:]
+           + "".join(v.rjust(VARIANT_COLUMN)[-VARIANT_COLUMN:] for v in block)]
+    heading = None
+    for workload, phase, metric, point in keys:
+        if (workload, phase, point) != heading:
+            heading = (workload, phase, point)
+            out.append(f"{workload} {phase}" + (f" at {point}" if point else ""))
+        base = by_key.get((workload, phase, metric, point, baseline))
+        name = f"  {metric}" + (" (P)" if base is not None and base.margin_pct is not None else "")
+        cells = [_number(base.median if base else None).rjust(BASE_COLUMN)]
+        for variant in block:
+            cell, note = _cell(by_key.get((workload, phase, metric, point, variant)), base)
+            cells.append(cell.rjust(VARIANT_COLUMN))
+            if note:
+                notes.append(f"^ {workload} {phase} {metric} {variant}: {note}")
+        values = "".join(cells)
+        out += [name.ljust(label) + values] if len(name) <= label - 1 else [name, " " * label + values]
+    return out
 
 
 def _cell(r: compare.Row | None, base: compare.Row | None) -> tuple[str, str]:
@@ -114,12 +118,12 @@ def _cell(r: compare.Row | None, base: compare.Row | None) -> tuple[str, str]:
     change and the medians point in opposite directions."""
     if r is None:
         return "-", ""
-    explored = compare.verdict_text(r) != r.verdict
+    explored = tables.verdict_text(r) != r.verdict
     mark = MARKS.get(r.verdict, "?") + ("*" if explored else " ")
     change, note = "", ""
     if r.change_pct is not None and r.variant != r.baseline:
         change = _pct(r.change_pct)
-        moved = compare.medians_against(r, base.median if base is not None else None)
+        moved = tables.medians_against(r, base.median if base is not None else None)
         if moved is not None:
             change += "^"
             note = (f"the change is the median of the pairwise ratios ({_pct(r.change_pct)}); the medians moved "
@@ -132,7 +136,7 @@ def _pct(value: float) -> str:
 
 
 def _number(value) -> str:
-    text = compare._number(value)
+    text = tables.number(value)
     return text if len(text) <= 8 else f"{value:.3g}"
 
 

@@ -25,11 +25,16 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from harness import project, results  # noqa: E402
+from harness import (  # noqa: E402
+    metrics,  # noqa: E402
+    project,
+    results,
+)
 from harness import sweep as sweeps  # noqa: E402
 from harness.analysis import compare, stats  # noqa: E402
 from harness.kernel import patchmail  # noqa: E402
-from harness.measure import causes, metrics  # noqa: E402
+from harness.measure import causes  # noqa: E402
+from harness.results import RunMetadata  # noqa: E402
 
 COLOURS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
 CAUSE_COLOURS = dict(zip(causes.CAUSES, ("#8DA0CB", "#E78AC3", "#66C2A5", "#FC8D62", "#A6D854", "#B3B3B3")))
@@ -68,10 +73,10 @@ FIGURES = (
 )
 
 
-def subject_of(patch: str, metadata: dict) -> str:
+def subject_of(patch: str, metadata: RunMetadata) -> str:
     """A patch's subject, read from its file beside the experiment or in patches/, for runs that did not record
     it; its file name when the file is not there."""
-    beside = Path(metadata.get("experiment_file") or ".").parent
+    beside = Path(metadata.experiment_file or ".").parent
     for folder in (beside, beside / "patches", project.PATCHES, *sorted(project.PATCHES.glob("*/"))):
         path = folder / patch
         if path.is_file():
@@ -82,15 +87,14 @@ def subject_of(patch: str, metadata: dict) -> str:
     return patch
 
 
-def variant_order(metadata: dict, runs: pd.DataFrame) -> list[str]:
+def variant_order(metadata: RunMetadata, runs: pd.DataFrame) -> list[str]:
     """The experiment's order with the baseline first; variants only in the data after them."""
-    names = [v["name"] for v in metadata.get("variants", [])] + list(dict.fromkeys(runs["variant"]))
-    names = list(dict.fromkeys(names))
-    baseline = metadata.get("baseline", names[0] if names else "base")
+    names = list(dict.fromkeys(metadata.variant_names + list(dict.fromkeys(runs["variant"]))))
+    baseline = metadata.baseline
     return [baseline] + [name for name in names if name != baseline] if baseline in names else names
 
 
-def subtitle(metadata: dict, runs: pd.DataFrame) -> str:
+def subtitle(metadata: RunMetadata, runs: pd.DataFrame) -> str:
     """'Linux 5.10.223, TCG | base: no patches; patched: 0001-...patch'; when variants run different
     kernels, each variant names its own."""
     valid = runs[runs["kernel_release"].notna()] if len(runs) else runs
@@ -98,14 +102,14 @@ def subtitle(metadata: dict, runs: pd.DataFrame) -> str:
     everywhere = sorted({release for found in releases.values() for release in found}) or ["?"]
     accel = ", ".join(sorted(set(runs["accelerator"].dropna().astype(str)))).upper() or "?"
 
-    def described(variant: dict) -> str:
-        own = f"Linux {', '.join(releases.get(variant['name'], ['?']))}, " if len(everywhere) > 1 else ""
-        subjects = variant.get("subjects") or [subject_of(name, metadata) for name in variant["patches"]]
+    def described(variant: results.VariantRecord) -> str:
+        own = f"Linux {', '.join(releases.get(variant.name, ['?']))}, " if len(everywhere) > 1 else ""
+        subjects = list(variant.subjects) or [subject_of(name, metadata) for name in variant.patches]
         if len(subjects) > 2:
             subjects = [f"{len(subjects)} patches, the last: {subjects[-1]}"]
-        return f"{variant['name']}: {own}{'; '.join(subjects) or 'no patches'}"
+        return f"{variant.name}: {own}{'; '.join(subjects) or 'no patches'}"
 
-    patches = "; ".join(described(v) for v in metadata.get("variants", []))
+    patches = "; ".join(described(v) for v in metadata.variants)
     return (f"Linux {everywhere[0]}, {accel}" if len(everywhere) == 1 else accel) + f" | {patches}"
 
 
@@ -126,7 +130,7 @@ def legend_label(variant: str, rows: list[compare.Row], baseline: str) -> str:
     return f"{variant}: {', '.join(said or words) or 'no values'}"
 
 
-def draw(figure: Figure, samples: pd.DataFrame, runs: pd.DataFrame, metadata: dict, out_dir: Path,
+def draw(figure: Figure, samples: pd.DataFrame, runs: pd.DataFrame, metadata: RunMetadata, out_dir: Path,
          rows: list[compare.Row], order: list[str]) -> list[Path]:
     chosen = samples[samples["metric"] == figure.metric]
     if figure.phases:
@@ -197,6 +201,7 @@ def _colour(variant: str, order: list[str]) -> str:
 
 
 def _panel(axis, data: pd.DataFrame, present: list[str], order: list[str], workload: str, unit: str) -> None:
+    """One workload's phases: per variant a column of its boots, the median and its interval."""
     phases = list(dict.fromkeys(data["phase"]))
     width = 0.8 / max(len(present), 1)
     rng = np.random.default_rng(20220128)
@@ -205,25 +210,37 @@ def _panel(axis, data: pd.DataFrame, present: list[str], order: list[str], workl
         colour = _colour(variant, order)
         for position, phase in enumerate(phases):
             values = data[(data["phase"] == phase) & (data["variant"] == variant)]["value"].to_numpy(dtype=float)
-            if not len(values):
-                continue
-            x = position - 0.4 + width * (index + 0.5)
-            jitter = rng.uniform(-width * 0.15, width * 0.15, len(values))
-            axis.scatter(x + jitter, values, s=12, color=colour, alpha=0.55, linewidths=0)
-            median = float(np.median(values))
-            low, high, _ = stats.median_interval(values)
-            if low is not None:
-                axis.errorbar(x, median, yerr=[[median - low], [high - median]], fmt="none", ecolor=colour,
-                              capsize=3, elinewidth=1.0)
-            axis.plot([x - width * 0.35, x + width * 0.35], [median, median], color=colour, linewidth=2.2)
-            # one rotated label per column, above the column's own points: columns never share x
-            axis.annotate(_short(median), (x, max(values.max(), high or median)), textcoords="offset points",
-                          xytext=(0, 4), ha="center", va="bottom", rotation=90, fontsize=7, color=colour)
-            medians.append(median)
+            if len(values):
+                medians.append(_column(axis, position - 0.4 + width * (index + 0.5), values, width, colour, rng))
     axis.set_xticks(range(len(phases)), phases)
     axis.set_xlim(-0.6, len(phases) - 0.4)
     axis.set_title(workload, fontsize=10)
     axis.set_ylabel(unit)
+    _y_scale(axis, medians, unit)
+    axis.yaxis.set_major_formatter(NUMBERS)
+    axis.grid(axis="y", alpha=0.3)
+    axis.spines[["top", "right"]].set_visible(False)
+
+
+def _column(axis, x: float, values: np.ndarray, width: float, colour: str, rng) -> float:
+    """The boots of one variant in one phase at x: jittered points, the median with its interval and its
+    label; returns the median."""
+    jitter = rng.uniform(-width * 0.15, width * 0.15, len(values))
+    axis.scatter(x + jitter, values, s=12, color=colour, alpha=0.55, linewidths=0)
+    median = float(np.median(values))
+    low, high, _ = stats.median_interval(values)
+    if low is not None:
+        axis.errorbar(x, median, yerr=[[median - low], [high - median]], fmt="none", ecolor=colour,
+                      capsize=3, elinewidth=1.0)
+    axis.plot([x - width * 0.35, x + width * 0.35], [median, median], color=colour, linewidth=2.2)
+    # one rotated label per column, above the column's own points: columns never share x
+    axis.annotate(_short(median), (x, max(values.max(), high or median)), textcoords="offset points",
+                  xytext=(0, 4), ha="center", va="bottom", rotation=90, fontsize=7, color=colour)
+    return median
+
+
+def _y_scale(axis, medians: list[float], unit: str) -> None:
+    """A symmetric log scale when the medians span more than LOG_SPAN, with room above for the labels."""
     positive = [m for m in medians if m > 0]
     if positive and max(positive) / max(min(positive), 1e-12) > LOG_SPAN or (positive and 0 in medians
                                                                              and max(positive) > LOG_SPAN):
@@ -234,9 +251,6 @@ def _panel(axis, data: pd.DataFrame, present: list[str], order: list[str], workl
         axis.set_ylabel(f"{unit} (symmetric log)")
     else:
         axis.set_ylim(0, axis.get_ylim()[1] * 1.25)    # room for the rotated labels
-    axis.yaxis.set_major_formatter(NUMBERS)
-    axis.grid(axis="y", alpha=0.3)
-    axis.spines[["top", "right"]].set_visible(False)
 
 
 def _short(value: float) -> str:
@@ -249,7 +263,7 @@ def _short(value: float) -> str:
 NUMBERS = FuncFormatter(lambda value, _: _short(value))     # the labels' notation on every axis
 
 
-def plot_all(samples: pd.DataFrame, runs: pd.DataFrame, metadata: dict, out_dir: Path,
+def plot_all(samples: pd.DataFrame, runs: pd.DataFrame, metadata: RunMetadata, out_dir: Path,
              rows: list[compare.Row] | None = None) -> list[Path]:
     """Every figure that the run has data for; returns the files written (valid runs only)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -262,7 +276,7 @@ def plot_all(samples: pd.DataFrame, runs: pd.DataFrame, metadata: dict, out_dir:
                              for v, (_, values) in by_variant.items() for value in values],
                             columns=["workload", "phase", "metric", "variant", "value"])
     order = variant_order(metadata, runs)
-    sweep = sweeps.Sweep.from_dict(metadata.get("sweep"))
+    sweep = sweeps.Sweep.from_dict(metadata.sweep)
     paths = draw_sweep(cells, sweep, valid_runs, metadata, out_dir, rows or [], order) if sweep else []
     rows = [row for row in rows or [] if not row.point]
     for figure in FIGURES:
@@ -270,7 +284,7 @@ def plot_all(samples: pd.DataFrame, runs: pd.DataFrame, metadata: dict, out_dir:
     return paths + draw_causes(measured, valid_runs, metadata, out_dir, order)
 
 
-def draw_causes(measured: pd.DataFrame, runs: pd.DataFrame, metadata: dict, out_dir: Path,
+def draw_causes(measured: pd.DataFrame, runs: pd.DataFrame, metadata: RunMetadata, out_dir: Path,
                 order: list[str]) -> list[Path]:
     """causes.png: per workload, the phases with copies; one bar per variant, stacked by cause (medians)."""
     names = [f"cow_copies.{cause}" for cause in causes.CAUSES]
@@ -333,12 +347,12 @@ def _cause_panel(axis, medians: pd.Series, phases: list[str], present: list[str]
 
 # --- sweeps: the metric along the axis ------------------------------------------------------
 
-def sweep_rows(sweep: sweeps.Sweep, metadata: dict) -> list[str]:
+def sweep_rows(sweep: sweeps.Sweep, metadata: RunMetadata) -> list[str]:
     """WORKLOAD/PHASE/METRIC drawn along the axis: the sweep's `plots`, else the primary rows."""
-    return list(dict.fromkeys(sweep.plots or metadata.get("primary", ())))
+    return list(dict.fromkeys(sweep.plots or metadata.primary))
 
 
-def draw_sweep(cells: compare.Cells, sweep: sweeps.Sweep, runs: pd.DataFrame, metadata: dict, out_dir: Path,
+def draw_sweep(cells: compare.Cells, sweep: sweeps.Sweep, runs: pd.DataFrame, metadata: RunMetadata, out_dir: Path,
                rows: list[compare.Row], order: list[str]) -> list[Path]:
     """sweep-WORKLOAD-PHASE-METRIC.png (and .svg) for every row drawn along the axis that has data."""
     paths = []
@@ -354,7 +368,7 @@ def draw_sweep(cells: compare.Cells, sweep: sweeps.Sweep, runs: pd.DataFrame, me
     return paths
 
 
-def sweep_figure(key: str, axes: tuple, data: dict, sweep: sweeps.Sweep, metadata: dict, runs: pd.DataFrame,
+def sweep_figure(key: str, axes: tuple, data: dict, sweep: sweeps.Sweep, metadata: RunMetadata, runs: pd.DataFrame,
                  rows: list[compare.Row], order: list[str]):
     """The figure of one row: a panel per value of the second axis (one panel with one axis)."""
     workload, phase, metric = key.split("/")
@@ -375,21 +389,23 @@ def sweep_figure(key: str, axes: tuple, data: dict, sweep: sweeps.Sweep, metadat
         axis.set_title(f"{panel_axis.words} = {panel}" if panel_axis else workload, fontsize=10)
         axis.set_xlabel(x_axis.words)
         axis.yaxis.set_major_formatter(NUMBERS)
-    # one y range for the shared axis; a reference line far above the data runs off the top rather than
-    # flattening the data
-    top = max(tops)
-    axes[0].set_ylim(0, (max([top] + [y for y in shown if y <= REFERENCE_SPAN * top]) * 1.12) or 1.0)
-    meaning = metrics.meaning(metric)
-    axes[0].set_ylabel(meaning.unit or metric)
+    _shared_y(axes[0], max(tops), shown, metrics.meaning(metric).unit or metric)
     handles, labels = axes[-1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.06), ncol=min(3, max(len(labels), 1)),
                fontsize=8, frameon=False)
     accel = set(runs["accelerator"].dropna().astype(str))
-    note = " (TCG: emulated time)" if meaning.timing and "tcg" in accel else ""
+    note = " (TCG: emulated time)" if metrics.meaning(metric).timing and "tcg" in accel else ""
     _titled(fig, f"{metric} in the {phase} phase of {workload}, along {x_axis.words}{note}", subtitle(metadata, runs),
             "Points: one boot each; line: the medians; band: each median's 95% interval (order statistics); "
             "grey lines: the experiment's references.", width, rect=(0, 0.1 + 0.02 * (len(labels) // 3), 1, 1))
     return fig
+
+
+def _shared_y(axis, top: float, references: list[float], label: str) -> None:
+    """One y range for the shared axis; a reference line far above the data runs off the top rather than
+    flattening the data."""
+    axis.set_ylim(0, (max([top] + [y for y in references if y <= REFERENCE_SPAN * top]) * 1.12) or 1.0)
+    axis.set_ylabel(label)
 
 
 def _positions(axis_spec: sweeps.Axis) -> dict:
@@ -401,37 +417,16 @@ def _positions(axis_spec: sweeps.Axis) -> dict:
 def _sweep_panel(axis, x_axis: sweeps.Axis, data: dict, rows: list[compare.Row], order: list[str]) -> float:
     """Lines, bands and raw points of every variant; returns the highest value drawn."""
     positions = _positions(x_axis)
-    top = 0.0
     span = (max(positions.values()) - min(positions.values())) or 1.0
     rng = np.random.default_rng(20220128)
     present = [v for v in order if any(v in by_variant for by_variant in data.values())]
+    top = 0.0
     for index, variant in enumerate(present):
-        colour = _colour(variant, order)
         shift = (index - (len(present) - 1) / 2) * span * 0.012
-        line = []
-        for point, by_variant in data.items():
-            if variant not in by_variant:
-                continue
-            x = positions[sweeps.parse_label(point)[x_axis.name]] + shift
-            values = by_variant[variant][1]
-            axis.scatter(x + rng.uniform(-span * 0.004, span * 0.004, len(values)), values, s=12, color=colour,
-                         alpha=0.5, linewidths=0)
-            low, high, _ = stats.median_interval(values)
-            line.append((x, float(np.median(values)), low, high, point))
-            top = max(top, float(values.max()), high or 0.0)
-        line.sort()
-        xs = [item[0] for item in line]
-        axis.plot(xs, [item[1] for item in line], color=colour, linewidth=1.8, marker="o", markersize=4,
-                  label=variant + (" (baseline)" if variant == order[0] else ""))
-        bounded = [item for item in line if item[2] is not None]
-        if bounded:
-            axis.fill_between([item[0] for item in bounded], [item[2] for item in bounded],
-                              [item[3] for item in bounded], color=colour, alpha=0.15, linewidth=0)
-        said = {r.point: r.verdict for r in rows if r.variant == variant and claimed(r)}
-        for x, median, *_, point in line:
-            if point in said:
-                axis.annotate(said[point], (x, median), textcoords="offset points", xytext=(0, 7), ha="center",
-                              fontsize=7, color=colour)
+        line = _sweep_points(axis, x_axis, data, variant, _colour(variant, order), positions, shift, span, rng)
+        top = max([top] + [item[5] for item in line])
+        _sweep_line(axis, line, variant, order, {r.point: r.verdict for r in rows if r.variant == variant
+                                                 and claimed(r)})
     if not all(isinstance(v, (int, float)) for v in x_axis.values):
         axis.set_xticks(list(positions.values()), [str(v) for v in positions])
     else:
@@ -441,11 +436,43 @@ def _sweep_panel(axis, x_axis: sweeps.Axis, data: dict, rows: list[compare.Row],
     return top
 
 
-def _references(axis, x_axis: sweeps.Axis, key: str, sweep: sweeps.Sweep, fixed: dict, metadata: dict) -> list:
+def _sweep_points(axis, x_axis: sweeps.Axis, data: dict, variant: str, colour: str, positions: dict, shift: float,
+                  span: float, rng) -> list[tuple]:
+    """One variant's boots at every point, jittered; (x, median, low, high, point, highest drawn) per point,
+    along the axis."""
+    line = []
+    for point, by_variant in data.items():
+        if variant not in by_variant:
+            continue
+        x = positions[sweeps.parse_label(point)[x_axis.name]] + shift
+        values = by_variant[variant][1]
+        axis.scatter(x + rng.uniform(-span * 0.004, span * 0.004, len(values)), values, s=12, color=colour,
+                     alpha=0.5, linewidths=0)
+        low, high, _ = stats.median_interval(values)
+        line.append((x, float(np.median(values)), low, high, point, max(float(values.max()), high or 0.0)))
+    return sorted(line)
+
+
+def _sweep_line(axis, line: list[tuple], variant: str, order: list[str], said: dict) -> None:
+    """The medians joined, their intervals as a band, and the verdict at each point that has one."""
+    colour = _colour(variant, order)
+    axis.plot([item[0] for item in line], [item[1] for item in line], color=colour, linewidth=1.8, marker="o",
+              markersize=4, label=variant + (" (baseline)" if variant == order[0] else ""))
+    bounded = [item for item in line if item[2] is not None]
+    if bounded:
+        axis.fill_between([item[0] for item in bounded], [item[2] for item in bounded],
+                          [item[3] for item in bounded], color=colour, alpha=0.15, linewidth=0)
+    for x, median, *_, point, _ in line:
+        if point in said:
+            axis.annotate(said[point], (x, median), textcoords="offset points", xytext=(0, 7), ha="center",
+                          fontsize=7, color=colour)
+
+
+def _references(axis, x_axis: sweeps.Axis, key: str, sweep: sweeps.Sweep, fixed: dict, metadata: RunMetadata) -> list:
     """The experiment's reference lines for this row: y lines evaluated at every axis value, x lines at one.
     Returns the y values drawn."""
     drawn: list[float] = []
-    guest, params = metadata.get("guest", {}), metadata.get("workloads", {})
+    guest, params = metadata.guest, metadata.workloads
     positions = _positions(x_axis)
     styles = iter(("--", ":", "-.", (0, (5, 2, 1, 2))))
     for reference in sweep.references:

@@ -2,17 +2,15 @@
 the primary hypotheses, what emulated timings can carry, the instrumentation cost, the
 comparison table, the plots, the boots used, and the provenance of every number in it."""
 
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from harness import results
+from harness import metrics, results
 from harness import sweep as sweeps
-from harness.analysis import compare, coverage
+from harness.analysis import compare, coverage, stats, tables
 from harness.files import write_atomic
-from harness.measure import metrics
 
 COST_PHASES = ("read", "write", "mixed")
 
@@ -49,22 +47,25 @@ def _headline_at(rows: list[compare.Row], headline: str, point: str, ran: tuple[
                 f"phase of {workload} has a median of {_number(base.median)} over {base.n} boots.")
     if base is None:
         return f"No valid samples of {metric} in the {phase} phase of {workload}: see runs.csv for why."
-    parts = []
-    for r in others:
-        tied = r.change_ci_low is not None and r.change_ci_low == r.change_ci_high
-        moved = compare.medians_against(r, base.median)
-        change = "" if r.change_pct is None else (
-            f" ({r.change_pct:+.1f}%, " + ("the same in every tied pair of boots" if tied else
-                                           f"95% CI [{_pct(r.change_ci_low)}, {_pct(r.change_ci_high)}]")
-            + (f", though the medians moved {moved:+.1f}%" if moved is not None else ""))
-        p_value = "" if r.p_value is None else f"; exact rank test p = {r.p_value:.2g}"
-        adjusted = "" if r.p_adjusted is None else f", adjusted {r.p_adjusted:.2g}"
-        other = " (another kernel)" if r.other_source else ""
-        fdr = " (FDR)" if compare.verdict_text(r) != r.verdict else ""
-        parts.append(f"`{r.variant}`{other} changes {metric} in the {phase} phase of {workload} from a median of "
-                     f"{_number(base.median)} to {_number(r.median)}{change}{p_value}{adjusted}; n = {base.n} + {r.n}"
-                     f"{')' if change else ''}: **{r.verdict}**{fdr}" + (f" ({r.note})" if r.note else ""))
-    return (f"At {point}: " if point else "") + "; ".join(parts) + "."
+    return (f"At {point}: " if point else "") + "; ".join(_change_sentence(r, base) for r in others) + "."
+
+
+def _change_sentence(r: compare.Row, base: compare.Row) -> str:
+    """What one variant did to the headline row: the medians, the change with its interval and tests, the
+    verdict."""
+    tied = r.change_ci_low is not None and r.change_ci_low == r.change_ci_high
+    moved = tables.medians_against(r, base.median)
+    change = "" if r.change_pct is None else (
+        f" ({r.change_pct:+.1f}%, " + ("the same in every tied pair of boots" if tied else
+                                       f"95% CI [{_pct(r.change_ci_low)}, {_pct(r.change_ci_high)}]")
+        + (f", though the medians moved {moved:+.1f}%" if moved is not None else ""))
+    p_value = "" if r.p_value is None else f"; exact rank test p = {r.p_value:.2g}"
+    adjusted = "" if r.p_adjusted is None else f", adjusted {r.p_adjusted:.2g}"
+    other = " (another kernel)" if r.other_source else ""
+    fdr = " (FDR)" if tables.verdict_text(r) != r.verdict else ""
+    return (f"`{r.variant}`{other} changes {r.metric} in the {r.phase} phase of {r.workload} from a median of "
+            f"{_number(base.median)} to {_number(r.median)}{change}{p_value}{adjusted}; n = {base.n} + {r.n}"
+            f"{')' if change else ''}: **{r.verdict}**{fdr}" + (f" ({r.note})" if r.note else ""))
 
 
 def lost_sentence(rows: list[compare.Row]) -> str:
@@ -96,7 +97,7 @@ def cause_sentence(rows: list[compare.Row], workload: str, phase: str) -> str:
             parts.append(f"in `{variant}` no cause of copies changed its median")
             continue
         words = CAUSE_WORDS.get(moved.metric.split(".", 1)[1], moved.metric)
-        fdr = ", FDR" if compare.verdict_text(moved) != moved.verdict else ""
+        fdr = ", FDR" if tables.verdict_text(moved) != moved.verdict else ""
         verdict = f" ({moved.verdict}{fdr})" if moved.verdict != "inconclusive" else ""
         parts.append(f"in `{variant}` the {words} went from {_number(base[moved.metric].median)} to "
                      f"{_number(moved.median)}{verdict}")
@@ -120,7 +121,7 @@ def primary_table(rows: list[compare.Row]) -> list[str]:
     lines = ["| row | variant | n | baseline | variant | change [95% CI] | p (no change) | p (within margin) "
              "| p_adj | verdict | decided after |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in chosen:
-        change = compare.change_text(r, base[(r.key, r.point)].median, lambda value, low: _pct(value)) or "-"
+        change = tables.change_text(r, base[(r.key, r.point)].median, lambda value, low: _pct(value)) or "-"
         variant = r.variant + (" (other kernel)" if r.other_source else "")
         key, at = (r.key, r.point), f" at {r.point}" if r.point else ""
         lines.append(f"| {r.key}{at} | {variant} | {base[key].n} + {r.n} | {_number(base[key].median)} | "
@@ -155,7 +156,7 @@ def instrumentation_cost(samples: pd.DataFrame, order: list[str]) -> list[str]:
     return lines
 
 
-def boots_used(runs: pd.DataFrame, comparison: compare.Comparison, metadata: dict) -> list[str]:
+def boots_used(runs: pd.DataFrame, comparison: compare.Comparison, metadata: results.RunMetadata) -> list[str]:
     runs = compare.with_points(runs)
     lines = []
     for (workload, point, variant, mode), part in runs.groupby(["workload", "point", "variant", "mode"], sort=False):
@@ -166,23 +167,24 @@ def boots_used(runs: pd.DataFrame, comparison: compare.Comparison, metadata: dic
         lines.append(f"- {workload}{f' at {point}' if point else ''}, {variant}, {mode}: {int(valid.sum())} valid of "
                      f"{len(valid)}" + (f" (invalid: {why})" if why else ""))
     design = comparison.plan.design
-    if metadata.get("reps") == "auto":
-        lines.insert(0, f"- Repetitions: auto, {metadata.get('reps_done', '?')} done (first look "
-                        f"{metadata.get('min_reps')}, at most {metadata.get('max_reps')}); {design.describe()}")
+    if metadata.reps == "auto":
+        done = "?" if metadata.reps_done is None else metadata.reps_done
+        lines.insert(0, f"- Repetitions: auto, {done} done (first look {metadata.min_reps}, at most "
+                        f"{metadata.max_reps}); {design.describe()}")
     else:
-        lines.insert(0, f"- Repetitions: {metadata.get('reps', '?')} (fixed)")
+        lines.insert(0, f"- Repetitions: {'?' if metadata.reps is None else metadata.reps} (fixed)")
     return lines
 
 
-def placement_line(placement: dict | None, runs: pd.DataFrame) -> str:
+def placement_line(placement: results.PlacementFacts | None, runs: pd.DataFrame) -> str:
     """Where the cells ran: one at a time here, several at once, or on a cluster's hosts (and their vCPUs)."""
     if not placement:
         return "- Cells: one at a time on this machine"
-    said = placement.get("where", "?")
-    if placement.get("guest_cpus") is not None:
-        said += f"; at most {placement['guest_cpus']} vCPU(s) per guest, so that cells at once do not share cores"
+    said = placement.where or "?"
+    if placement.guest_cpus is not None:
+        said += f"; at most {placement.guest_cpus} vCPU(s) per guest, so that cells at once do not share cores"
     hosts = runs["host"].dropna().astype(str) if "host" in runs else pd.Series(dtype=str)
-    if hosts.nunique() > 1 or placement.get("cluster") or placement.get("scheduler"):
+    if hosts.nunique() > 1 or placement.cluster or placement.scheduler:
         said += "; cells per host: " + ", ".join(f"{host} {count}" for host, count in sorted(hosts.value_counts()
                                                                                               .items()))
     return f"- Cells: {said}"
@@ -199,6 +201,13 @@ TIMING_NOTE = {
 }
 
 
+def timing_note(metadata: results.RunMetadata, accelerator: str) -> str:
+    """What the run's timings can carry, or, when the timed boots were left out, why in one line."""
+    if metadata.untimed:
+        return f"No timed boots were taken: {metadata.untimed}. `--timing` takes them anyway."
+    return TIMING_NOTE.get(accelerator, TIMING_NOTE["tcg"])
+
+
 def discovery_sentence(comparison: compare.Comparison, confirm: Path | None) -> str:
     """'' unless the run was a discovery; then how many rows moved of those tested (the judged variants' rows
     with more than one value, as Benjamini-Hochberg counted them), that the first sentence was chosen after the
@@ -210,7 +219,7 @@ def discovery_sentence(comparison: compare.Comparison, confirm: Path | None) -> 
               and r.p_adjusted is not None and r.verdict != "identical"]
     if not found:
         bases = {(r.key, r.point): r.n for r in comparison.rows if r.variant == r.baseline}
-        floor = min((2 / math.comb(r.n + bases[(r.key, r.point)], r.n) for r in tested
+        floor = min((stats.smallest_p(bases[(r.key, r.point)], r.n) for r in tested
                      if r.n and bases.get((r.key, r.point))), default=1.0)
         could = "" if floor * len(tested) <= compare.ALPHA or len(tested) <= 1 else (
             f": at these boots no row could have (the smallest exact p, {floor:.2g}, cannot pass a family of "
@@ -226,11 +235,11 @@ def discovery_sentence(comparison: compare.Comparison, confirm: Path | None) -> 
             f"{confirm_with}")
 
 
-def title(metadata: dict, run_dir: Path) -> str:
-    return f"# {metadata.get('experiment', run_dir.name)}: {metadata.get('description', '')}".rstrip(": ")
+def title(metadata: results.RunMetadata, run_dir: Path) -> str:
+    return f"# {metadata.experiment or run_dir.name}: {metadata.description}".rstrip(": ")
 
 
-def findings(runs: pd.DataFrame, metadata: dict, comparison: compare.Comparison, headline: str,
+def findings(runs: pd.DataFrame, metadata: results.RunMetadata, comparison: compare.Comparison, headline: str,
              confirm: Path | None = None) -> list[str]:
     """The report's opening sentences after the calibration: the headline finding (after what the coverage
     rules out), the discovery, lost boots, and which cause of copies moved."""
@@ -242,43 +251,26 @@ def findings(runs: pd.DataFrame, metadata: dict, comparison: compare.Comparison,
     silent = comparison.coverage.headline() if comparison.coverage is not None else ""
     said = [(silent + " " if silent else "") + headline_sentence(rows, headline, release, accelerator, ran)]
     said += [discovery_sentence(comparison, confirm), lost_sentence(rows)]
-    said.append(cause_sentence(rows, *headline.split("/")[:2]) if headline and not metadata.get("sweep") else "")
+    said.append(cause_sentence(rows, *headline.split("/")[:2]) if headline and not metadata.sweep else "")
     return [sentence for sentence in said if sentence]
 
 
 def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], headline: str,
           confirm: Path | None = None) -> Path:
+    """RUN_DIR/report.md: the findings first, then how they were reached, then where the boots came from."""
     samples, runs, metadata = results.read(run_dir)
-    rows = comparison.rows
     valid = results.valid_runs(runs)
     accelerator = ", ".join(sorted(set(valid["accelerator"].dropna().astype(str)))) or "?"
-    calibration = comparison.calibration_line()
-    lines = [title(metadata, run_dir), ""]
-    if calibration:
-        lines += [f"**{calibration}**" if comparison.failed else calibration, ""]
-    for sentence in findings(runs, metadata, comparison, headline, confirm):
-        lines += [sentence, ""]
-    lines += ["## Primary hypotheses", "", *compare.summary_lines(comparison)[1 if calibration else 0:], ""]
-    lines += [*primary_table(rows), ""]
+    lines = _opening(run_dir, comparison, runs, metadata, headline, confirm)
+    lines += [*primary_table(comparison.rows), ""]
     lines += sweep_lines(metadata, runs)
     lines += warning_lines(runs)
-    lines += ["## What the timings can carry", "", TIMING_NOTE.get(accelerator, TIMING_NOTE["tcg"]), ""]
-    order = [comparison.plan.baseline] + [v["name"] for v in metadata.get("variants", [])]
-    cost = instrumentation_cost(samples.merge(valid[["variant", "workload", "rep", "mode", "point"]]),
-                                list(dict.fromkeys(order)))
-    if cost:
-        lines += ["## Instrumentation cost", "",
-                  "Medians of the same phases on boots with kprobes and the function profiler (counted) and "
-                  "without (timed); the comparison takes timings from the timed boots only.", "", *cost, ""]
+    lines += ["## What the timings can carry", "", timing_note(metadata, accelerator), ""]
+    order = list(dict.fromkeys([comparison.plan.baseline] + metadata.variant_names))
+    lines += _cost_section(instrumentation_cost(samples.merge(valid[["variant", "workload", "rep", "mode", "point"]]),
+                                                order))
     lines += coverage.section(comparison.coverage) if comparison.coverage is not None else []
-    lines += ["## Comparison", "",
-              f"Medians over valid runs ({len(valid)} valid, {comparison.invalid} invalid and left out), each variant "
-              f"against `{comparison.plan.baseline}`; change: the median of the pairwise ratios (Hodges-Lehmann) "
-              "with the 95% interval of the exact rank test; p: exact rank test (ties included); p_adj: adjusted "
-              "as above; * marks primary rows. `harness compare` shows every metric.", ""]
-    for workload, point in dict.fromkeys((r.workload, r.point) for r in rows):
-        lines += [f"### {workload}" + (f" at {point}" if point else ""), "",
-                  compare.render_markdown([r for r in rows if (r.workload, r.point) == (workload, point)]), ""]
+    lines += _comparison_section(comparison, len(valid))
     lines += object_code(metadata)
     lines += ["## Figures", ""]
     lines += [f"![{path.stem}](plots/{path.name})" for path in plots if path.suffix == ".png"]
@@ -287,6 +279,40 @@ def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], head
     path = run_dir / "report.md"
     write_atomic(path, "\n".join(lines) + "\n")
     return path
+
+
+def _opening(run_dir: Path, comparison: compare.Comparison, runs: pd.DataFrame, metadata: results.RunMetadata,
+             headline: str, confirm: Path | None) -> list[str]:
+    """The title, the calibration (in bold when it failed), the findings and the primary hypotheses' summary."""
+    calibration = tables.calibration_line(comparison)
+    lines = [title(metadata, run_dir), ""]
+    if calibration:
+        lines += [f"**{calibration}**" if comparison.failed else calibration, ""]
+    for sentence in findings(runs, metadata, comparison, headline, confirm):
+        lines += [sentence, ""]
+    return lines + ["## Primary hypotheses", "", *tables.summary_lines(comparison)[1 if calibration else 0:], ""]
+
+
+def _cost_section(cost: list[str]) -> list[str]:
+    if not cost:
+        return []
+    return ["## Instrumentation cost", "",
+            "Medians of the same phases on boots with kprobes and the function profiler (counted) and "
+            "without (timed); the comparison takes timings from the timed boots only.", "", *cost, ""]
+
+
+def _comparison_section(comparison: compare.Comparison, valid: int) -> list[str]:
+    """Every row of the comparison, one table per workload and sweep point."""
+    rows = comparison.rows
+    lines = ["## Comparison", "",
+             f"Medians over valid runs ({valid} valid, {comparison.invalid} invalid and left out), each variant "
+             f"against `{comparison.plan.baseline}`; change: the median of the pairwise ratios (Hodges-Lehmann) "
+             "with the 95% interval of the exact rank test; p: exact rank test (ties included); p_adj: adjusted "
+             "as above; * marks primary rows. `harness compare` shows every metric.", ""]
+    for workload, point in dict.fromkeys((r.workload, r.point) for r in rows):
+        lines += [f"### {workload}" + (f" at {point}" if point else ""), "",
+                  tables.render_markdown([r for r in rows if (r.workload, r.point) == (workload, point)]), ""]
+    return lines
 
 
 def warning_lines(runs: pd.DataFrame) -> list[str]:
@@ -310,10 +336,10 @@ def warning_lines(runs: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
-def sweep_lines(metadata: dict, runs: pd.DataFrame) -> list[str]:
+def sweep_lines(metadata: results.RunMetadata, runs: pd.DataFrame) -> list[str]:
     """Markdown lines for a sweep's run: its axes, cells and wall time, and the points where swap-in ran
     past vm_swap_full() (a warning of the collectors), where fewer pages stay in the swap cache."""
-    sweep = metadata.get("sweep")
+    sweep = metadata.sweep
     if not sweep:
         return []
     axes = "; ".join(f"`{name}` = {', '.join(map(str, values))}" for name, values in sweep["axes"].items())
@@ -332,30 +358,40 @@ def sweep_lines(metadata: dict, runs: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
-def object_code(metadata: dict) -> list[str]:
+def object_code(metadata: results.RunMetadata) -> list[str]:
     """Markdown lines: what each variant changed in the machine code (vmlinux against the baseline's)."""
-    differences = metadata.get("object_code", {})
+    differences = metadata.object_code
     if not differences:
         return []
     lines = ["## Object code", "", "Each variant's vmlinux against the baseline's: executable sections byte for byte, "
              "every function's disassembly with addresses taken out, and the tree's scripts/bloat-o-meter.", ""]
     for name, difference in differences.items():
-        judged = (" It ran as an A/A control." if name in metadata.get("as_control", []) else
-                  " It was judged as a variant (--force)." if difference["identical"] and metadata.get("force") else "")
-        touched = difference["changed"] + difference["added"] + difference["removed"]
-        if difference["identical"]:
-            lines.append(f"- `{name}`: identical to `{difference['baseline']}`: any difference would be noise.{judged}")
+        judged = (" It ran as an A/A control." if name in metadata.as_control else
+                  " It was judged as a variant (--force)." if difference.identical and metadata.force else "")
+        touched = difference.changed + difference.added + difference.removed
+        if difference.identical:
+            lines.append(f"- `{name}`: identical to `{difference.baseline}`: any difference would be noise.{judged}")
         elif not touched:
-            lines.append(f"- `{name}`: text differs from `{difference['baseline']}` in addresses only (data layout).")
+            lines.append(f"- `{name}`: text differs from `{difference.baseline}` in addresses only (data layout).")
         else:
-            listed = ", ".join(f"`{function}`" for function in difference["changed"])
-            extra = (f"; added {', '.join(difference['added']) or 'none'}, removed "
-                     f"{', '.join(difference['removed']) or 'none'}") if difference["added"] or difference["removed"] \
-                else ""
+            listed = ", ".join(f"`{function}`" for function in difference.changed)
+            extra = (f"; added {', '.join(difference.added) or 'none'}, removed "
+                     f"{', '.join(difference.removed) or 'none'}") if difference.added or difference.removed else ""
             lines.append(f"- `{name}`: code changed in {listed or 'no common function'}{extra}")
-        if difference.get("bloat"):
-            lines += ["", "  ```", *[f"  {line}" for line in difference["bloat"].splitlines()], "  ```"]
+        if difference.bloat:
+            lines += ["", "  ```", *[f"  {line}" for line in difference.bloat.splitlines()], "  ```"]
     return lines + [""]
+
+
+def _variant_line(variant: results.VariantRecord, metadata: results.RunMetadata) -> str:
+    """A variant's provenance: its patches, what its build was made from, and its source when not the run's."""
+    build = metadata.builds.get(variant.name, results.BuildFacts())
+    patches = ", ".join(variant.patches) or "no patches"
+    control = " (control: the baseline kernel again)" if variant.name == metadata.control else ""
+    control += f" from `{variant.source}`" if variant.source != metadata.source else ""
+    return (f"- `{variant.name}`{control}: {patches} (patch hash {build.patch_hash or '?'}, config hash "
+            f"{build.config_hash or '?'}, build {build.key or '?'}, {build.compiler or '?'})"
+            f"{tree_state(build.source_state)}")
 
 
 def tree_state(made_from: dict) -> str:
@@ -370,29 +406,19 @@ def tree_state(made_from: dict) -> str:
     return ""
 
 
-def provenance(metadata: dict, runs: pd.DataFrame, invalid: int) -> list[str]:
-    builds = metadata.get("builds", {})
-    lines = [f"- Reproduce: `{metadata.get('command', '?')}`",
-             f"- Kernel source: `{metadata.get('source', '?')}`"]
-    for variant in metadata.get("variants", []):
-        build = builds.get(variant["name"], {})
-        patches = ", ".join(variant["patches"]) or "no patches"
-        control = " (control: the baseline kernel again)" if variant["name"] == metadata.get("control") else ""
-        own = variant.get("source", metadata.get("source"))
-        control += f" from `{own}`" if own != metadata.get("source") else ""
-        lines.append(f"- `{variant['name']}`{control}: {patches} (patch hash {build.get('patch_hash', '?')}, config "
-                     f"hash {build.get('config_hash', '?')}, build {build.get('key', '?')}, "
-                     f"{build.get('compiler', '?')}){tree_state(build.get('source_state', {}))}")
-    host = metadata.get("host", {})
-    lines += [f"- QEMU: {metadata.get('qemu', '?')}; accelerator: "
+def provenance(metadata: results.RunMetadata, runs: pd.DataFrame, invalid: int) -> list[str]:
+    lines = [f"- Reproduce: `{metadata.command or '?'}`", f"- Kernel source: `{metadata.source or '?'}`"]
+    lines += [_variant_line(variant, metadata) for variant in metadata.variants]
+    host = metadata.host
+    lines += [f"- QEMU: {metadata.qemu or '?'}; accelerator: "
               f"{', '.join(sorted(set(runs['accelerator'].dropna().astype(str)))) or '?'}",
-              f"- Guest: {metadata.get('guest', {})}; workloads: {metadata.get('workloads', {})}",
-              f"- Host: {host.get('cpu', '?')}, {host.get('cores', '?')} cores, {host.get('memory_mb', '?')} MiB, "
-              f"{host.get('os', '?')}, kernel {host.get('kernel', '?')}",
-              placement_line(metadata.get("placement"), runs),
+              f"- Guest: {metadata.guest}; workloads: {metadata.workloads}",
+              f"- Host: {host.cpu or '?'}, {host.cores or '?'} cores, {host.memory_mb or '?'} MiB, "
+              f"{host.os or '?'}, kernel {host.kernel or '?'}",
+              placement_line(metadata.placement, runs),
               f"- Runs: {len(runs)} boots, {invalid} invalid (reasons in runs.csv); order: seed "
-              f"{metadata.get('seed', '?')}; started {metadata.get('started', '?')}, finished "
-              f"{metadata.get('finished', '?')}"]
-    if metadata.get("left_out"):
-        lines.append(f"- Left out of this directory: {metadata['left_out']}")
+              f"{'?' if metadata.seed is None else metadata.seed}; started {metadata.started or '?'}, finished "
+              f"{metadata.finished or '?'}"]
+    if metadata.left_out:
+        lines.append(f"- Left out of this directory: {metadata.left_out}")
     return lines

@@ -92,6 +92,12 @@ def _rank_p(doubled_ranks: tuple[int, ...], size: int, observed: int, alternativ
     return float(min(1.0, p))
 
 
+def smallest_p(n1: int, n2: int) -> float:
+    """The smallest two-sided p-value the exact rank test can give with n1 and n2 values (no ties): every y
+    above every x, 2 / C(n1 + n2, n2)."""
+    return 2 / math.comb(n1 + n2, n2)
+
+
 def rank_test(x, y, alternative: str = "two-sided") -> float:
     """Exact p-value of the rank-sum test of y against x, ties included.
 
@@ -251,7 +257,7 @@ def shift_for_power(n1: int, n2: int, bar: float, power: float = 0.8, draws: int
     """The smallest shift d (in standard deviations; y ~ N(d, 1) against x ~ N(0, 1)) at which the two-sided
     exact rank test reaches p <= bar with probability `power`, by simulation (fixed seed, to 0.05 SD);
     None when these sizes cannot reach the bar at all."""
-    if not n1 or not n2 or 2 / math.comb(n1 + n2, n2) > bar:
+    if not n1 or not n2 or smallest_p(n1, n2) > bar:
         return None
     rng = np.random.default_rng(0)
     base, other = rng.standard_normal((draws, n1)), rng.standard_normal((draws, n2))

@@ -218,8 +218,13 @@ class GuestProcess:
         self.stdout = channel.makefile("rb")
 
     def send(self, line: str) -> None:
-        self.stdin.write((line + "\n").encode())
-        self.stdin.flush()
+        """Write a line to the program; GuestCommandFailed, as read_line gives at its end, once the program
+        has exited or its channel is closed or lost (paramiko's "Socket is closed" says none of that)."""
+        try:
+            self.stdin.write((line + "\n").encode())
+            self.stdin.flush()
+        except (OSError, EOFError, paramiko.SSHException):
+            raise self._ended() from None
 
     def read_line(self, timeout: float) -> str:
         """The next line of output; GuestTimedOut if none comes in time, GuestCommandFailed at EOF."""
@@ -229,13 +234,17 @@ class GuestProcess:
         except socket.timeout:
             raise GuestTimedOut(command=self.command, timeout=timeout) from None
         if not line:
-            status = self.channel.recv_exit_status() if self.channel.exit_status_ready() else -1
-            ready = self.channel.recv_stderr_ready()
-            stderr = self.channel.recv_stderr(65536).decode(errors="replace") if ready else ""
-            raise GuestCommandFailed(command=self.command, status=status, tail=stderr.strip() or "(none)")
+            raise self._ended()
         text = line.decode(errors="replace").rstrip("\n")
         output_log.debug(text)
         return text
+
+    def _ended(self) -> GuestCommandFailed:
+        """The program is gone: its exit status (-1 when its channel closed before it exited) and stderr."""
+        status = self.channel.recv_exit_status() if self.channel.exit_status_ready() else -1
+        ready = self.channel.recv_stderr_ready()
+        stderr = self.channel.recv_stderr(65536).decode(errors="replace") if ready else ""
+        return GuestCommandFailed(command=self.command, status=status, tail=stderr.strip() or "(none)")
 
     def wait(self, timeout: float) -> int | None:
         """The exit status once the command has exited (None if it has not within timeout)."""

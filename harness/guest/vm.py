@@ -14,6 +14,7 @@ import re
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -247,6 +248,19 @@ def _die_with_parent() -> None:
 
 
 _kvm_failed: str = ""   # why KVM did not work, remembered for the rest of this process
+
+
+def kvm_works(kernel: Path) -> tuple[bool, str]:
+    """(whether guests get KVM here, why not), as `auto` finds before its first boot: kernel booted under
+    KVM until its first console line; a failure is remembered, so that boots go straight to TCG."""
+    global _kvm_failed
+    if not _kvm_failed:
+        with tempfile.TemporaryDirectory(prefix="harness-kvm-") as scratch:
+            works, why = kvm_boots(kernel, Path(scratch))
+        if works:
+            return True, ""
+        _kvm_failed = why
+    return False, _kvm_failed
 
 
 def start_with_fallback(spec: VmSpec, accel: str, qemu_log: Path) -> Qemu:

@@ -53,12 +53,7 @@ def find(names, folder: Path = project.KCONFIGS) -> list[Fragment]:
     to a fragment file (with or without .config)."""
     fragments = []
     for name in names:
-        given = Path(name).expanduser()
-        if "/" in name or name.endswith(".config"):
-            candidates = [given, given.with_name(given.name + ".config")]
-        else:
-            candidates = [folder / f"{name}.config"]
-        path = next((candidate for candidate in candidates if candidate.is_file()), None)
+        path = project.fragment_path(name, folder)
         if path is None:
             raise UnknownFragment(name=name, folder=folder, known=", ".join(project.names(folder, ".config")))
         fragments.append(Fragment(path.name.removesuffix(".config"), path.resolve()))

@@ -17,12 +17,13 @@ import hashlib
 import json
 import re
 import subprocess
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from harness import runner
 from harness.errors import CommandFailed
 from harness.files import write_atomic
+from harness.results import ObjectCode
 
 FACTS_FILE = "object-code.json"
 FACTS_VERSION = 4
@@ -35,40 +36,6 @@ _ADDRESS = re.compile(r"\b(?:0x)?f{8}[0-9a-f]{8}\b|-0x7[0-9a-f]{7}\b")   # absol
 _PADDING = re.compile(r"^(?:int3|(?:\S+ )*nop\w*\b.*|xchg +%ax,%ax|data16 .*)$")
 _RIP = re.compile(r"-?0x[0-9a-f]+\(%rip\)")
 _OFFSET = re.compile(r"\+0x[0-9a-f]+>")
-
-
-@dataclass(frozen=True)
-class ObjectDiff:
-    """How the code of `variant` differs from `baseline`'s."""
-    variant: str
-    baseline: str
-    identical: bool                      # every executable section has the same bytes
-    changed: list[str] = field(default_factory=list)   # functions whose code differs
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    sections: dict = field(default_factory=dict)       # name -> [old size, new size] of differing sections
-    bloat: str = ""                      # scripts/bloat-o-meter's table
-    init: list[str] = field(default_factory=list)       # of the functions touched: those in init sections
-    untraced: list[str] = field(default_factory=list)   # of the functions touched: those without __fentry__
-    shared: list[str] = field(default_factory=list)     # of the functions touched: names an unchanged copy shares
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @property
-    def functions(self) -> list[str]:
-        """Every function the variant changed, added or removed, by its name in vmlinux."""
-        return touched_functions(self.as_dict())
-
-    def summary(self) -> str:
-        if self.identical:
-            return f"object code identical to {self.baseline}: any difference would be noise"
-        touched = self.changed + self.added + self.removed
-        if not touched:
-            return f"text differs from {self.baseline} in addresses only (data layout); no function's code changed"
-        counts = f"{len(self.changed)} function(s) changed, {len(self.added)} added, {len(self.removed)} removed"
-        return (f"object code differs from {self.baseline}: {counts}: {', '.join(touched[:8])}"
-                + (" ..." if len(touched) > 8 else ""))
 
 
 def facts(vmlinux: Path, keep_in: Path | None = None) -> dict:
@@ -134,12 +101,6 @@ def disassembled(vmlinux: Path) -> dict:
             "untraced": sorted(untraced)}
 
 
-def touched_functions(difference: dict) -> list[str]:
-    """The functions of a recorded object-code difference (ObjectDiff.as_dict()), by their names in vmlinux."""
-    return list(dict.fromkeys([name.split(" (", 1)[0] for name in difference.get("changed", [])]
-                              + difference.get("added", []) + difference.get("removed", [])))
-
-
 def _lines_of(argv: list[str]):
     """The output lines of argv, streamed (a disassembly has millions: not for the log)."""
     runner.announce(argv)
@@ -164,7 +125,7 @@ def normalise(instruction: str) -> str:
     return " ".join(_OFFSET.sub("+>", text).split())
 
 
-def compare(variant: str, baseline: str, old: dict, new: dict, bloat: str = "") -> ObjectDiff:
+def compare(variant: str, baseline: str, old: dict, new: dict, bloat: str = "") -> ObjectCode:
     """The difference between two builds' facts."""
     differing = {name: [old["sections"].get(name, [0])[0], new["sections"].get(name, [0])[0]]
                  for name in sorted(set(old["sections"]) | set(new["sections"]))
@@ -172,7 +133,7 @@ def compare(variant: str, baseline: str, old: dict, new: dict, bloat: str = "") 
     before, after = old["functions"], new["functions"]
     changed = [name + (f" ({len(before[name])} -> {len(after[name])} copies)" if len(before[name]) != len(after[name])
                        else "") for name in sorted(set(before) & set(after)) if before[name] != after[name]]
-    difference = ObjectDiff(variant, baseline, not differing, [] if not differing else changed,
+    difference = ObjectCode(variant, baseline, not differing, [] if not differing else changed,
                             sorted(set(after) - set(before)), sorted(set(before) - set(after)), differing, bloat)
     touched = difference.functions
     init = set(old.get("init", ())) | set(new.get("init", ()))

@@ -2,7 +2,7 @@
 messages or archive pages that quote the diff ('> ' prefixes), often with whitespace mangled.
 
 The result is a Message whose hunks hold the lines as found; anchoring them on a real tree
-and restoring indentation is patches.py's job.
+and restoring indentation is importer.py's job (with reindent.py).
 """
 
 import email

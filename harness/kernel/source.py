@@ -36,7 +36,6 @@ from pathlib import Path
 
 from harness import files, runner
 from harness.errors import (
-    BadSourceSpec,
     ChecksumMismatch,
     CommandFailed,
     DownloadFailed,
@@ -45,61 +44,15 @@ from harness.errors import (
     NotAKernelTree,
     TreeChanged,
 )
+from harness.experiment import DEFAULT_SPEC, SourceSpec, parse_spec  # noqa: F401  (the input model's)
 from harness.kernel import debian
 
 log = logging.getLogger("harness.source")
 
-DEFAULT_SPEC = ("debian:linux-source-5.10=5.10.223-1"
-                "#sha256=f733d27d239d65598d96d7a72f71ac50f49f2380192a1b3b4ca2f5ad5144dd63")
 # A kernel tree takes at least this many times its .tar.xz on disk (linux-source-5.10.223: 121 MB
 # of .tar.xz, 1,022 MB of tar, 1,153 MB in 70,614 files): a floor, so that a disk far too small is
 # refused before the download and none that can hold the tree is; the unpack checks the exact size.
 UNPACKED_PER_PACKED_BYTE = 6
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    kind: str          # debian | tarball | git | dir
-    location: str      # package=version, URL, repository path, or tree path
-    ref: str = ""      # git ref, or the Debian suite
-    sha256: str = ""   # expected checksum of the downloaded file
-
-    def __str__(self):
-        text = f"{self.kind}:{self.location}" + (f"@{self.ref}" if self.ref else "")
-        return text + (f"#sha256={self.sha256}" if self.sha256 else "")
-
-
-def parse_spec(text: str) -> SourceSpec:
-    """Parse a SPEC string; raise BadSourceSpec naming what is wrong."""
-    kind, _, rest = text.partition(":")
-    if not rest:
-        raise BadSourceSpec(spec=text, why="no KIND: prefix")
-    rest, _, fragment = rest.partition("#")
-    sha256 = ""
-    if fragment:
-        match = re.fullmatch(r"sha256=([0-9a-fA-F]{64})", fragment)
-        if not match:
-            raise BadSourceSpec(spec=text, why="the part after # must be sha256=<64 hex digits>")
-        sha256 = match.group(1).lower()
-    if kind == "debian":
-        match = re.fullmatch(r"([a-z0-9][a-z0-9.+-]*=[A-Za-z0-9.+~:-]+)(?:@([a-z]+(?:-[a-z]+)?))?", rest)
-        if not match:
-            raise BadSourceSpec(spec=text, why="debian: needs PACKAGE=VERSION or PACKAGE=VERSION@SUITE")
-        return SourceSpec("debian", match.group(1), ref=match.group(2) or "", sha256=sha256)
-    if kind == "tarball":
-        if not sha256:
-            raise BadSourceSpec(spec=text, why="tarball: needs #sha256=HEX")
-        if urllib.parse.urlparse(rest).scheme not in ("http", "https", "file"):
-            raise BadSourceSpec(spec=text, why="tarball: needs an http, https or file URL")
-        return SourceSpec("tarball", rest, sha256=sha256)
-    if kind == "git":
-        path, at, ref = rest.rpartition("@")
-        if not at or not path or not ref:
-            raise BadSourceSpec(spec=text, why="git: needs PATH@REF")
-        return SourceSpec("git", path, ref=ref)
-    if kind == "dir":
-        return SourceSpec("dir", rest)
-    raise BadSourceSpec(spec=text, why=f"unknown kind '{kind}'")
 
 
 def fetch(spec: SourceSpec, cache_dir: Path) -> Path:
@@ -194,24 +147,34 @@ def _git_state(path: Path) -> Tree | None:
         log.info("dir:%s: git does not list its Makefile: keyed by every file's path, size, mode and mtime", path)
         return None
     untracked = _git_files(path, "--others")
-    _git(path, "update-index", "-q", "--refresh", check=False)     # stat data, as git status refreshes it
-    with tempfile.NamedTemporaryFile(prefix="harness-diff.") as diff:
-        _git(path, "diff", "HEAD", "--binary", "--no-ext-diff", "--no-textconv", "--no-color",
-             f"--output={diff.name}", "--", ".")
-        diff_sha256 = files.sha256_of(Path(diff.name))
-        changed = sum(line.startswith(b"diff --git ") for line in open(diff.name, "rb"))
-    untracked_digest, untracked_bytes = hashlib.sha256(), 0
-    for name in untracked:
-        digest, size = _content_of(path / name)
-        untracked_digest.update(f"{name}\0{digest}\n".encode())
-        untracked_bytes += size
+    diff_sha256, changed = _diff_of(path)
+    untracked_sha256, untracked_bytes = _untracked_of(path, untracked)
     made_from = {"path": str(path), "git_commit": commit, "git_tree": subtree, "diff_sha256": diff_sha256,
                  "changed_files": changed, "untracked_files": len(untracked), "untracked_bytes": untracked_bytes,
-                 "untracked_sha256": untracked_digest.hexdigest()}
+                 "untracked_sha256": untracked_sha256}
     log.info("dir:%s: git tree %s at %s, %d changed file(s), %d untracked (%s)", path, subtree[:12], commit[:12],
              changed, len(untracked), files.mib(untracked_bytes))
     return Tree(path, _dir_key(made_from, "git_tree", "diff_sha256", "untracked_sha256"), made_from,
                 tuple(name for name in listed if os.path.lexists(path / name)))
+
+
+def _diff_of(path: Path) -> tuple[str, int]:
+    """(sha256 of `git diff HEAD`, files it changes) of the work tree at path."""
+    _git(path, "update-index", "-q", "--refresh", check=False)     # stat data, as git status refreshes it
+    with tempfile.NamedTemporaryFile(prefix="harness-diff.") as diff:
+        _git(path, "diff", "HEAD", "--binary", "--no-ext-diff", "--no-textconv", "--no-color",
+             f"--output={diff.name}", "--", ".")
+        return files.sha256_of(Path(diff.name)), sum(line.startswith(b"diff --git ") for line in open(diff.name, "rb"))
+
+
+def _untracked_of(path: Path, untracked: list[str]) -> tuple[str, int]:
+    """(sha256 over the untracked files' names and contents, their bytes)."""
+    digest, total = hashlib.sha256(), 0
+    for name in untracked:
+        content, size = _content_of(path / name)
+        digest.update(f"{name}\0{content}\n".encode())
+        total += size
+    return digest.hexdigest(), total
 
 
 def _git_files(path: Path, *which: str) -> list[str]:

@@ -20,8 +20,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from harness.kernel.layout import Layout
+from harness.metrics import CAUSES
 
-CAUSES = ("zero_page", "ksm", "shared", "swapcache", "other_ref", "other")
 EVENT = "cow_cause"
 FIELDS = ("page", "pte", "zero_pfn", "flags", "head", "mapping", "mapcount", "refcount")
 _RECORD = re.compile(r"^\s*(?P<task>.*?)-(?P<pid>\d+)\s+\(\s*(?P<tgid>\d+|-+)\)\s+\[\d+\]\s+\S+\s+[\d.]+: "

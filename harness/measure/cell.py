@@ -8,13 +8,14 @@ experiment), so that it runs the same in this process or on a Dask worker elsewh
 (harness/measure/worker.py).
 """
 
+import contextlib
 import logging
 import socket
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from harness import files, results
+from harness import files, metrics, results, workloads
 from harness import sweep as sweeps
 from harness.errors import CellFailed, DiskFull, HarnessError
 from harness.experiment import Experiment, GuestConfig
@@ -22,7 +23,7 @@ from harness.guest import boot
 from harness.guest import image as guest_image
 from harness.kernel import build, kconfig, layout
 from harness.kernel.layout import Layout
-from harness.measure import collectors, metrics, workloads
+from harness.measure import collectors, drivers
 
 log = logging.getLogger("harness.matrix")
 
@@ -94,44 +95,81 @@ def run_cell(job: Job, raw_dir: Path, cache_dir: Path):
     for any reason but a full disk, is recorded as invalid with the cause (what QEMU and the guest's
     console say first), and the matrix goes on."""
     started = time.monotonic()
-    cell, kernel = job.cell, job.kernel
+    record, phases = _attempted(job, raw_dir, cache_dir)
+    record = replace(record, duration_s=round(time.monotonic() - started, 1))
+    return record, _samples(job, phases)
+
+
+def _attempted(job: Job, raw_dir: Path, cache_dir: Path) -> tuple[results.Run, dict[str, dict]]:
+    """(Run, phases) of one boot; a cell that failed has an invalid Run that says why, and no phases."""
+    cell = job.cell
     record = record_of(job, socket.gethostname())
     phases: dict[str, dict] = {}
     try:
         # the repetition on the command line: in the console log, and for a test patch that breaks some boots
-        with boot.booted(kernel, job.image, job.guest, job.accel, raw_dir, cache_dir / "boots",
+        with boot.booted(job.kernel, job.image, job.guest, job.accel, raw_dir, cache_dir / "boots",
                          append=f"harness.rep={cell.rep}") as guest:
             record = replace(record, accelerator=guest.accelerator, qemu_version=guest.qemu_version,
                              boot_ready_s=round(guest.ready_s, 2))
-            try:
+            with _explained(guest, raw_dir):
                 record = replace(record, swap_compressor=compressor(guest.session, job.guest.swap))
                 phases, warnings, problems, gates = _measure(job, guest.session, raw_dir)
                 release = guest.session.run(["uname", "-r"]).stdout.strip()
-            except DiskFull:
-                raise
-            except (HarnessError, OSError) as error:
-                if getattr(error, "errno", None) in files.FULL:
-                    raise files.disk_full(raw_dir) from None
-                raise CellFailed(why=guest.explain(error)) from None
-        metrics.derive(phases, cell.workload.read_phase)
-        problems = gate(gates, phases) + problems
-        record = replace(record, valid=not problems, reason="; ".join(problems), warnings="; ".join(warnings),
-                         kernel_release=release)
-        for warning in warnings:        # said now, not only kept in runs.csv for the report
-            log.warning("%s rep %d %s: %s", kernel.variant, cell.rep, cell.mode, warning)
+        record = _judged(record, cell.workload, release, phases, warnings, problems, gates)
+        _say(job, warnings)
     except DiskFull:
         raise
-    except HarnessError as error:
-        log.warning("cell %s rep %d failed: %s", kernel.variant, cell.rep, error)
-        record, phases = replace(record, reason=f"failed: {error}"), {}
-    except Exception as error:      # a fault of the harness itself: recorded, and the cells after it still run
-        log.exception("cell %s rep %d failed inside the harness", kernel.variant, cell.rep)
-        record, phases = replace(record, reason=f"failed: harness fault {type(error).__name__}: {error}"), {}
-    record = replace(record, duration_s=round(time.monotonic() - started, 1))
-    samples = [results.Sample(kernel.variant, cell.workload.name, cell.rep, cell.mode, phase, metric, float(value),
-                              cell.point.label)
-               for phase, figures in phases.items() for metric, value in sorted(figures.items())]
-    return record, samples
+    except Exception as error:      # a fault of the harness itself too: recorded, and the cells after it still run
+        record, phases = _failed(job, record, error), {}
+    return record, phases
+
+
+@contextlib.contextmanager
+def _explained(guest: boot.Booted, raw_dir: Path):
+    """Turn an error of the cell in its guest into CellFailed, after the cause that QEMU and the guest's
+    console give for it; a full disk (DiskFull, or an OSError that says so) stays DiskFull."""
+    try:
+        yield
+    except DiskFull:
+        raise
+    except (HarnessError, OSError) as error:
+        if getattr(error, "errno", None) in files.FULL:
+            raise files.disk_full(raw_dir) from None
+        raise CellFailed(why=guest.explain(error)) from None
+
+
+def _judged(record: results.Run, workload: workloads.Workload, release: str, phases: dict[str, dict],
+            warnings: list[str], problems: list[str], gates: list[workloads.Gate]) -> results.Run:
+    """The Run of a cell that ran: its rates derived into phases, and valid unless the phases showed a
+    problem or a gate of the workload does not hold."""
+    metrics.derive(phases, workload.read_phase)
+    problems = gate(gates, phases) + problems
+    return replace(record, valid=not problems, reason="; ".join(problems), warnings="; ".join(warnings),
+                   kernel_release=release)
+
+
+def _say(job: Job, warnings: list[str]) -> None:
+    """Log a cell's warnings now, not only keep them in runs.csv for the report."""
+    for warning in warnings:
+        log.warning("%s rep %d %s: %s", job.kernel.variant, job.cell.rep, job.cell.mode, warning)
+
+
+def _failed(job: Job, record: results.Run, error: Exception) -> results.Run:
+    """The invalid Run of a cell that failed; an error that is no HarnessError is a fault of the harness
+    itself, logged with its traceback: the cell is recorded, and the cells after it still run."""
+    if isinstance(error, HarnessError):
+        log.warning("cell %s rep %d failed: %s", job.kernel.variant, job.cell.rep, error)
+        return replace(record, reason=f"failed: {error}")
+    log.exception("cell %s rep %d failed inside the harness", job.kernel.variant, job.cell.rep)
+    return replace(record, reason=f"failed: harness fault {type(error).__name__}: {error}")
+
+
+def _samples(job: Job, phases: dict[str, dict]) -> list[results.Sample]:
+    """A Sample of every figure of every phase, the figures of a phase in the order of their names."""
+    kernel, cell = job.kernel, job.cell
+    return [results.Sample(kernel.variant, cell.workload.name, cell.rep, cell.mode, phase, metric, float(value),
+                           cell.point.label)
+            for phase, figures in phases.items() for metric, value in sorted(figures.items())]
 
 
 def compressor(session, swap: str) -> str:
@@ -149,9 +187,34 @@ def _measure(job: Job, session, raw_dir: Path):
     Returns (phases, warnings, problems, gates): the figures of each phase, warnings to keep,
     reasons the run is invalid that the phases showed, and the workload's gates.
     """
-    cell, spec, variant = job.cell, job.experiment, job.kernel.variant
-    point = f"-{cell.point.label.replace('=', '').replace(',', '-')}" if cell.point.label else ""
-    probes = spec.probes if cell.mode == "counted" else ()
+    counting, warnings = _set_up_counting(job, session)
+    driver = drivers.driver(job.cell.workload, job.cell.parameters, session)
+    plan, skipped = kernel_phases(driver, job.kernel.options)
+    findings = _run_phases(job, raw_dir, driver, plan, counting)
+    return findings.phases, warnings + skipped + findings.warnings, findings.problems, driver.gates()
+
+
+@dataclass(frozen=True)
+class _Counting:
+    """What the collectors count around every phase of a cell in its guest (no probes: a timed cell)."""
+    session: object
+    probes: tuple[str, ...]
+    cow_probe: str
+    fault_probe: str
+    layout: Layout | None
+    calls: tuple[str, ...]
+
+    def around(self, driver: drivers.Driver, phase: str) -> collectors.Phase:
+        """The collectors around one phase: the workload process's own counters too, except in the idle phase."""
+        return collectors.Phase(self.session, self.probes, self.cow_probe, driver.pid if phase != "idle" else None,
+                                driver.cgroup, self.layout, self.fault_probe, self.calls)
+
+
+def _set_up_counting(job: Job, session) -> tuple[_Counting, list[str]]:
+    """(what to count, warnings): the probes, the cause event and the calls set up in the guest of a
+    counted cell; the warnings name the causes and calls that cannot be counted on this kernel."""
+    spec = job.experiment
+    probes = spec.probes if job.cell.mode == "counted" else ()
     cow_layout = job.kernel.layout if probes else None
     warnings: list[str] = []
     if cow_layout is not None and cow_layout.unavailable:
@@ -162,32 +225,57 @@ def _measure(job: Job, session, raw_dir: Path):
     # a function this kernel lacks (added or removed by a patch) has no calls.FUNCTION in its boots
     unseen = collectors.count_calls(session, job.calls) if probes else job.calls
     calls = tuple(function for function in job.calls if function not in unseen)
-    driver = workloads.driver(cell.workload, cell.parameters, session)
-    plan, skipped = kernel_phases(driver, job.kernel.options)
-    warnings += skipped
-    phases: dict[str, dict] = {}
-    problems: list[str] = []
+    return _Counting(session, probes, spec.cow_probe, spec.fault_probe, cow_layout, calls), warnings
+
+
+@dataclass
+class _Findings:
+    """What the phases of a cell found: each phase's figures added up, warnings to keep, and reasons the
+    run is invalid."""
+    phases: dict[str, dict] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, phase: str, counters: collectors.PhaseCounters, outcome: drivers.PhaseOutcome) -> None:
+        """Add what one run of phase found (a phase may run more than once)."""
+        accumulate(self.phases.setdefault(phase, {}), counters.metrics, outcome)
+        self.warnings += [f"{phase}: {w}" for w in counters.warnings]
+        self.problems += [f"{phase}: {p}" for p in counters.problems if f"{phase}: {p}" not in self.problems]
+
+
+def _run_phases(job: Job, raw_dir: Path, driver: drivers.Driver, plan: list[str], counting: _Counting) -> _Findings:
+    """Run the phases of plan in order, the workload started for the first that is not idle and stopped
+    after the last (or the one that failed)."""
+    findings = _Findings()
     started_driver = False
     try:
         for index, phase in enumerate(plan):
             if phase != "idle" and not started_driver:
                 driver.start()
                 started_driver = True
-            with collectors.Phase(session, probes, spec.cow_probe, driver.pid if phase != "idle" else None,
-                                  driver.cgroup, cow_layout, spec.fault_probe, calls) as counters:
+            with counting.around(driver, phase) as counters:
                 outcome = driver.idle() if phase == "idle" else driver.run_phase(phase)
-            name = f"{cell.workload.name}-{variant}{point}-rep{cell.rep}-{cell.mode}-{index:02d}-{phase}.txt"
-            write_raw(raw_dir, name, counters.raw + "\n" + outcome.raw() + "\n")
-            accumulate(phases.setdefault(phase, {}), counters.metrics, outcome)
-            warnings += [f"{phase}: {w}" for w in counters.warnings]
-            problems += [f"{phase}: {p}" for p in counters.problems if f"{phase}: {p}" not in problems]
-            log.info("  %s rep %d %s %-8s %6.2f s  cow_copies %s", variant, cell.rep, cell.mode, phase,
-                     outcome.duration_s, copies_said(counters.metrics))
-        problems += driver.problems() if started_driver else []
+            write_raw(raw_dir, _raw_name(job, index, phase), counters.raw + "\n" + outcome.raw() + "\n")
+            findings.add(phase, counters, outcome)
+            _log_phase(job, phase, counters, outcome)
+        findings.problems += driver.problems() if started_driver else []
     finally:
         if started_driver:
             _stop(driver)
-    return phases, warnings, problems, driver.gates()
+    return findings
+
+
+def _raw_name(job: Job, index: int, phase: str) -> str:
+    """The name of the raw file of the index-th phase of a cell."""
+    cell = job.cell
+    point = f"-{cell.point.label.replace('=', '').replace(',', '-')}" if cell.point.label else ""
+    return f"{cell.workload.name}-{job.kernel.variant}{point}-rep{cell.rep}-{cell.mode}-{index:02d}-{phase}.txt"
+
+
+def _log_phase(job: Job, phase: str, counters: collectors.PhaseCounters, outcome: drivers.PhaseOutcome) -> None:
+    """Log what a phase took and the copies it made, as it ends."""
+    log.info("  %s rep %d %s %-8s %6.2f s  cow_copies %s", job.kernel.variant, job.cell.rep, job.cell.mode, phase,
+             outcome.duration_s, copies_said(counters.metrics))
 
 
 def write_raw(raw_dir: Path, name: str, text: str) -> Path:
@@ -214,7 +302,7 @@ def layout_of(experiment: Experiment, built: build.Build) -> Layout | None:
     return layout.of_build(built.tree, built.system_map, experiment.cow_probe, built.directory)
 
 
-def kernel_phases(driver: workloads.Driver, options: dict) -> tuple[list[str], list[str]]:
+def kernel_phases(driver: drivers.Driver, options: dict) -> tuple[list[str], list[str]]:
     """(the driver's phases that this kernel can run, a warning naming the ones it cannot): a workload's
     `requires` maps a phase to the CONFIG_ option it needs, checked in the kernel's .config options."""
     plan, needs = driver.phase_plan(), dict(driver.workload.setting("requires", {}))
@@ -228,7 +316,7 @@ def kernel_phases(driver: workloads.Driver, options: dict) -> tuple[list[str], l
     return [phase for phase in plan if phase not in missing], [f"phases skipped, the kernel lacks their option: {said}"]
 
 
-def _stop(driver: workloads.Driver) -> None:
+def _stop(driver: drivers.Driver) -> None:
     """Stop the workload; a guest that is gone already cannot be told, and that is no new error."""
     try:
         driver.stop()
@@ -236,7 +324,7 @@ def _stop(driver: workloads.Driver) -> None:
         log.debug("stopping %s: %s", driver.workload.name, error)
 
 
-def accumulate(totals: dict, figures: dict, outcome: workloads.PhaseOutcome) -> None:
+def accumulate(totals: dict, figures: dict, outcome: drivers.PhaseOutcome) -> None:
     """Add a phase's figures to the phase's totals (a phase repeated over cycles adds up; levels do not)."""
     for name, value in {**figures, **outcome.figures()}.items():
         level = metrics.meaning(name).kind == "level"

@@ -191,12 +191,29 @@ def phase_metrics(before: str, after: str, probes, cow_probe: str, has_process: 
     metrics.update(_vmstat(first, last))
     metrics.update(_memcg(first, last))
     metrics.update(_process(first, last))
-    # pages that came back from swap: a page still in the swap cache comes back without I/O (no pswpin)
-    swapped_in = max(metrics.get("vmstat.pswpin", 0), metrics.get("process.swapped_in_pages", 0))
-    swap, swap_warnings = swap_use(first, last, swapped_in)
+    swap, swap_warnings = swap_use(first, last, _swapped_in(metrics))
     metrics.update(swap)
+    counted, idle, problems = _perf(last)
+    metrics.update(counted)
+    metrics.update(_profiled(last, probes, calls))
+    metrics.update(_copy_counts(metrics, cow_probe, fault_probe, has_process))
+    problems += _missing_copy_counts(metrics, probes, cow_probe, has_process)
+    warnings = swap_warnings + idle + (cross_check(metrics, cow_probe) if "perf system" in last else [])
+    return metrics, warnings, problems
+
+
+def _swapped_in(metrics: dict) -> float:
+    """Pages that came back from swap in the phase: a page still in the swap cache comes back without I/O
+    (no pswpin), so the process's own count may be the higher."""
+    return max(metrics.get("vmstat.pswpin", 0), metrics.get("process.swapped_in_pages", 0))
+
+
+def _perf(last: dict) -> tuple[dict, list[str], list[str]]:
+    """(perf.EVENT of the workload process and perf.system.EVENT, [ASLEEP] when the process never ran,
+    problems: the events perf did not count)."""
+    counted: dict[str, float] = {}
+    idle: list[str] = []
     problems: list[str] = []
-    idle = []
     for scope, prefix in (("system", "perf.system."), ("process", "perf.")):
         if f"perf {scope}" not in last:
             continue
@@ -205,30 +222,50 @@ def phase_metrics(before: str, after: str, probes, cow_probe: str, has_process: 
             idle.append(ASLEEP)
         for event, count in parse_perf_csv(last[f"perf {scope}"]).items():
             if asleep:
-                metrics[prefix + _event_name(event)] = 0
+                counted[prefix + _event_name(event)] = 0
             elif count is None:
                 problems.append(f"perf did not count {event} ({scope})")
             else:
-                metrics[prefix + _event_name(event)] = count
-    if "profile" in last:
-        hits = parse_profile(last["profile"])
-        for function in dict.fromkeys([*probes, *hits]):
-            if function in probes or function not in calls:
-                metrics[f"ftrace.{function}"] = hits.get(function, 0)
-        for function in calls:
-            metrics[f"calls.{function}"] = hits.get(function, 0)
+                counted[prefix + _event_name(event)] = count
+    return counted, idle, problems
+
+
+def _profiled(last: dict, probes, calls) -> dict:
+    """The function profiler's hits: ftrace.FUNCTION of the probes and of every other function it saw that
+    is not one of the calls, and calls.FUNCTION of each of the calls (0 when it saw none)."""
+    if "profile" not in last:
+        return {}
+    hits = parse_profile(last["profile"])
+    found = {}
+    for function in dict.fromkeys([*probes, *hits]):
+        if function in probes or function not in calls:
+            found[f"ftrace.{function}"] = hits.get(function, 0)
+    for function in calls:
+        found[f"calls.{function}"] = hits.get(function, 0)
+    return found
+
+
+def _copy_counts(metrics: dict, cow_probe: str, fault_probe: str, has_process: bool) -> dict:
+    """system.cow_copies, cow_copies and wp_faults: perf's counts of the copy and fault probes."""
+    found = {}
     if f"perf.system.{cow_probe}" in metrics:
-        metrics["system.cow_copies"] = metrics[f"perf.system.{cow_probe}"]
+        found["system.cow_copies"] = metrics[f"perf.system.{cow_probe}"]
     if has_process and f"perf.{cow_probe}" in metrics:
-        metrics["cow_copies"] = metrics[f"perf.{cow_probe}"]
+        found["cow_copies"] = metrics[f"perf.{cow_probe}"]
     if has_process and fault_probe and f"perf.{fault_probe}" in metrics:
-        metrics["wp_faults"] = metrics[f"perf.{fault_probe}"]
-    if probes and cow_probe in probes and "system.cow_copies" not in metrics:
-        problems.append(f"no count of {cow_probe} from perf")
-    elif probes and cow_probe in probes and has_process and "cow_copies" not in metrics:
-        problems.append(f"no count of {cow_probe} in the workload process from perf")
-    warnings = swap_warnings + idle + (cross_check(metrics, cow_probe) if "perf system" in last else [])
-    return metrics, warnings, problems
+        found["wp_faults"] = metrics[f"perf.{fault_probe}"]
+    return found
+
+
+def _missing_copy_counts(metrics: dict, probes, cow_probe: str, has_process: bool) -> list[str]:
+    """The problem of a probed copy count that perf did not give, in the whole guest or in the process."""
+    if not (probes and cow_probe in probes):
+        return []
+    if "system.cow_copies" not in metrics:
+        return [f"no count of {cow_probe} from perf"]
+    if has_process and "cow_copies" not in metrics:
+        return [f"no count of {cow_probe} in the workload process from perf"]
+    return []
 
 
 def swap_use(first: dict, last: dict, swapped_in: float) -> tuple[dict, list[str]]:
@@ -312,14 +349,22 @@ def cause_metrics(last: dict, layout: Layout, pid: int | None,
         found = {name: value for name, value in found.items() if name.startswith("system.")}
         warnings.append(f"perf counted the workload process for no time, yet {copied} of the phase's copies were "
                         "recorded in it: its perf counts and copies by cause of this phase are unknown and left out")
-    for scope in ("system.", "") if not unseen else ("system.",):
+    warnings += _unequal_sums(found, counted, ("system.", "") if not unseen else ("system.",))
+    return found, warnings, unseen
+
+
+def _unequal_sums(found: dict, counted: dict, scopes) -> list[str]:
+    """A warning for each scope ('system.' the whole guest, '' the workload process) whose copies by cause
+    do not add up to perf's count of its copies."""
+    warnings = []
+    for scope in scopes:
         total, parts = counted.get(f"{scope}cow_copies"), [found.get(f"{scope}cow_copies.{c}") for c in causes.CAUSES]
         if total is None or None in parts:
             continue
         if abs(sum(parts) - total) > max(EDGE_COPIES[scope], CROSS_CHECK_TOLERANCE * total):
             where = "the whole guest" if scope else "the workload process"
             warnings.append(f"copies by cause add up to {sum(parts)}, but perf counted {total:.0f} copies in {where}")
-    return found, warnings, unseen
+    return warnings
 
 
 def process_perf(name: str) -> bool:

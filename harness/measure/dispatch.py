@@ -142,6 +142,7 @@ class DaskPool:
 
     def __enter__(self):
         import dask
+        import distributed  # noqa: F401  (its defaults join dask.config first, or leaving the settings drops them)
         for name in ("distributed", "distributed.deploy", "asyncssh"):
             logging.getLogger(name).setLevel(logging.ERROR)
         # a lost worker fails its task at once (KilledWorker): run() records it and retries it once itself

@@ -156,7 +156,7 @@ def facts(cache_dir: str = WORKER_CACHE) -> dict:
     except PackageNotFoundError:
         distributed = ""
     lacking = doctor.problems(doctor.WORKER)
-    return {"host": socket.gethostname(), "cores": os.cpu_count() or 1, "memory_mb": results.host_facts()["memory_mb"],
+    return {"host": socket.gethostname(), "cores": os.cpu_count() or 1, "memory_mb": results.host_facts().memory_mb,
             "kvm": vm.kvm_openable(), "qemu": "" if lacking else vm.qemu_version(), "code": project.code_digest(),
             "python": sys.version.split()[0], "distributed": distributed, "executable": sys.executable,
             "cache": str(Path(cache_dir).expanduser()),

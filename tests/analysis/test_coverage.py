@@ -7,7 +7,7 @@ import shutil
 import pandas as pd
 
 from harness import results
-from harness.analysis import analyse, compare, coverage, report
+from harness.analysis import analyse, compare, coverage, report, tables
 from tests.conftest import DATA
 
 SEED = DATA / "run-coverage"          # the default experiment, swapcow 16 MiB, 2 + 2 counted boots
@@ -53,7 +53,7 @@ def test_a_patch_no_workload_runs_makes_no_claim_of_no_change(tmp_path):
     assert cover.headline() == ("**`mincore`: no workload ran __x64_sys_mincore(): this run cannot tell what the "
                                 "patch does.**")
     assert "Patch coverage of `mincore`: changed __x64_sys_mincore: no workload ran" in \
-        "\n".join(compare.summary_lines(comparison))
+        "\n".join(tables.summary_lines(comparison))
     copy = tmp_path / "run"
     shutil.copytree(UNRUN, copy)
     report.write(copy, comparison, [], "swapcow/write/cow_copies_per_swapin")
@@ -122,8 +122,7 @@ def test_more_boots_are_not_asked_for_a_patch_no_workload_runs(tmp_path):
     primary = (samples["variant"] == "mincore") & (samples["metric"] == "cow_copies_per_swapin")
     samples.loc[primary, "value"] = samples.loc[primary, "value"] * [0.9, 1.0, 1.1]
     samples.to_csv(copy / "samples.csv", index=False)
-    metadata = json.loads((copy / "metadata.json").read_text())
-    plan = compare.Plan.from_metadata(metadata)
+    plan = compare.Plan.from_metadata(results.read_metadata(copy))
     kept, _ = compare.valid_samples(samples, pd.read_csv(copy / "runs.csv"))
     cells = compare.gather(kept, pd.read_csv(copy / "runs.csv"))
     assert not compare.all_decided(cells, plan, ["base", "mincore"]), "undecided by the statistics alone"

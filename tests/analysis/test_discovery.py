@@ -4,12 +4,13 @@ experiment written from what it found (the error rates by simulation: test_verdi
 import json
 import shutil
 import tomllib
+from dataclasses import replace
 
 import pytest
 
-from harness import experiment
+from harness import experiment, results
 from harness.analysis import analyse as analysis
-from harness.analysis import compare, report
+from harness.analysis import compare, report, tables
 from harness.errors import BadExperiment
 from harness.project import ROOT
 
@@ -55,19 +56,19 @@ def test_every_row_is_judged_without_a_gate(discovered):
     patched = [r for r in result.rows if r.variant == "patched" and r.p_adjusted is not None]
     assert control and min(r.p_adjusted for r in control) > min(r.p_adjusted for r in patched), \
         "the patch's 28 discoveries do not lower the control's bar"
-    assert all(r.role == "exploratory" and compare.verdict_text(r).endswith("(FDR)") for r in moved)
+    assert all(r.role == "exploratory" and tables.verdict_text(r).endswith("(FDR)") for r in moved)
     keys = {r.key for r in moved}
     assert {"swapcow/write/cow_copies_per_swapin", "redis/write/cow_copies_per_swapin"} <= keys
     assert not any(r.workload == "forkcow" for r in moved), "the seed leaves fork's reuse alone"
-    summary = "\n".join(compare.summary_lines(result))
+    summary = "\n".join(tables.summary_lines(result))
     assert "Discovery: no rows were declared" in summary and "a verdict only for a variant" not in summary
-    shown = {r.key for r in compare.headline_rows(result.rows)}
+    shown = {r.key for r in tables.headline_rows(result.rows)}
     assert keys <= shown, "every row that moved is in the short table"
 
 
 def test_the_confirmation_declares_one_row_per_phase(discovered):
     run, result = discovered
-    path = analysis.write_confirmation(run, result, json.loads((run / "metadata.json").read_text()))
+    path = analysis.write_confirmation(run, result, results.read_metadata(run))
     data = tomllib.loads(path.read_text())
     assert "discovery" not in data and data["headline"] == data["primary"][0]
     assert len(data["primary"]) == len({tuple(row.split("/")[:2]) for row in data["primary"]}) <= 8
@@ -83,8 +84,20 @@ def test_the_confirmation_declares_one_row_per_phase(discovered):
 def test_a_discovery_that_found_nothing_writes_no_confirmation(discovered):
     run, result = discovered
     quiet = compare.Comparison([r for r in result.rows if r.variant != "patched"], 0, result.plan)
-    assert analysis.write_confirmation(run, quiet, json.loads((run / "metadata.json").read_text())) is None
+    assert analysis.write_confirmation(run, quiet, results.read_metadata(run)) is None
     assert "no row of" in report.discovery_sentence(quiet, None)
+
+
+def test_a_discovery_too_small_to_find_anything_says_so(discovered):
+    _, result = discovered
+    rows = [replace(r, n=2, p_adjusted=1.0, verdict="inconclusive") if r.variant == "patched" else
+            replace(r, n=2) if r.variant == r.baseline else r for r in result.rows]
+    quiet = compare.Comparison(rows, 0, result.plan)
+    tested = sum(r.variant == "patched" and r.role == "exploratory" and r.verdict != "identical" for r in rows)
+    sentence = report.discovery_sentence(quiet, None)
+    assert f"no row of {tested + sum(r.variant == 'control' and r.p_adjusted is not None for r in rows)}" \
+        in sentence or "no row of" in sentence
+    assert "(the smallest exact p, 0.33, cannot pass a family of" in sentence, sentence
 
 
 def test_discovery_with_declared_rows_is_refused(tmp_path):
@@ -103,4 +116,4 @@ def test_a_moved_run_finds_its_experiment_beside_it(discovered, tmp_path):
                                                      "experiment_file": str(tmp_path / "gone" / "experiment.toml")}))
     spec = analysis.recorded_experiment(moved)
     assert spec is not None and spec.discovery and spec.path == moved / "experiment.toml"
-    assert analysis.write_confirmation(moved, result, json.loads((moved / "metadata.json").read_text())).is_file()
+    assert analysis.write_confirmation(moved, result, results.read_metadata(moved)).is_file()

@@ -5,12 +5,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from harness import cli, experiment, results
+from harness import bench, cli, experiment, metrics, results
 from harness import sweep as sweeps
 from harness.analysis import analyse as analysis
 from harness.analysis import compare, plots, report
 from harness.errors import BadExperiment
-from harness.measure import matrix
 from harness.project import ROOT
 from tests.analysis.test_compare import with_lost_boots
 from tests.conftest import DATA
@@ -41,11 +40,11 @@ def test_plots_and_report_from_a_golden_run(tmp_path):
     assert "Reproduce: `harness run" in text and "patch hash" in text and "config hash" in text
     comparison = json.loads((copy / "comparison.json").read_text())
     assert {row["role"] for row in comparison} == {"primary", "exploratory"}
-    assert "analysis" in results.RunDirectory.load(copy).metadata()["stage_seconds"]
+    assert "analysis" in results.RunDirectory.load(copy).metadata.stage_seconds
 
 
 def test_control_boots_the_baseline_kernel_again(tmp_path):
-    choices = cli._Choices(None, ("swapcow",), (), 6, tmp_path / "out", None, (), "auto", 1, matrix.MODES, None, True)
+    choices = cli._Choices(None, ("swapcow",), (), 6, tmp_path / "out", None, (), "auto", 1, bench.MODES, None, True)
     request = cli._request(choices)
     assert [v.name for v in request.variants] == ["base", "patched", "control"]
     assert request.variants[2].patches == request.variants[0].patches == ()
@@ -54,7 +53,7 @@ def test_control_boots_the_baseline_kernel_again(tmp_path):
     toml.write_text('[[variants]]\nname = "base"\n[[variants]]\nname = "control"\n')
     with pytest.raises(BadExperiment, match="a variant is called 'control'"):
         cli._request(cli._Choices(str(toml), ("swapcow",), (), 6, tmp_path / "o2", None, (), "auto", 1,
-                                  matrix.MODES, None, True))
+                                  bench.MODES, None, True))
 
 
 def test_the_report_lists_the_functions_whose_code_a_variant_changed(tmp_path):
@@ -74,7 +73,7 @@ def test_the_report_says_which_state_of_a_dir_tree_was_built(tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(RUN, copy)
     directory = results.RunDirectory.load(copy)
-    builds = directory.metadata()["builds"]
+    builds = {name: vars(facts) | {} for name, facts in directory.metadata.builds.items()}
     builds["base"]["source_state"] = {"path": "/src/linux", "git_commit": "0123456789abcdef" * 2 + "01234567",
                                       "diff_sha256": "fe" * 32, "changed_files": 1, "untracked_files": 2,
                                       "untracked_sha256": "ab" * 32}
@@ -188,7 +187,7 @@ SWEEP = DATA / "sweep-run"   # real: swapcow 32 MiB at 48, 96 and 160 MiB of swa
 
 def test_a_sweep_is_drawn_along_its_axis_with_the_experiments_reference_lines(tmp_path):
     samples, runs, metadata = results.read(SWEEP)
-    sweep = sweeps.Sweep.from_dict(metadata["sweep"])
+    sweep = sweeps.Sweep.from_dict(metadata.sweep)
     cells = compare.gather(compare.valid_samples(samples, runs)[0], runs)
     data = {point: by_variant for (w, p, m, point), by_variant in cells.items()
             if (w, p, m) == ("swapcow", "write", "cow_copies")}
@@ -269,7 +268,7 @@ def test_figures_a_cover_letter_can_carry(tmp_path):
     rows = analysis.comparison([copy]).rows
     paths = plots.plot_all(samples, runs, metadata, copy / "plots", rows)
     pngs = [path for path in paths if path.suffix == ".png"]
-    assert len(pngs) >= 7
+    assert len(pngs) >= 6
     for png in pngs:
         assert Image.open(png).size[0] <= 1600, png.name
     svg = (copy / "plots" / "copies.svg").read_text()
@@ -287,3 +286,19 @@ def test_report_of_a_run_rewrites_nothing_it_wrote_before(tmp_path):
     analysis.analyse(copy, experiment.load(None), timed=False)
     after = {path.name: path.read_bytes() for path in sorted(copy.rglob("*")) if path.is_file()}
     assert after == before
+
+
+def test_a_run_without_timed_boots_says_why_in_one_line_and_has_no_timing_row(tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    for name in ("runs.csv", "samples.csv"):
+        table = pd.read_csv(copy / name, keep_default_na=False)
+        table[table["mode"] == "counted"].to_csv(copy / name, index=False)
+    why = "the guests run under TCG (no kernel output in 5 s), where a guest second is the emulator's"
+    results.RunDirectory.load(copy).update_metadata(modes=("counted",), timing="kvm", untimed=why)
+    text = analysis.analyse(copy, experiment.load(None)).read_text()
+    section = text.split("## What the timings can carry\n\n", 1)[1].split("\n\n", 1)[0]
+    assert section == f"No timed boots were taken: {why}. `--timing` takes them anyway."
+    assert "## Instrumentation cost" not in text and "cannot give the seconds" not in text
+    rows = json.loads((copy / "comparison.json").read_text())
+    assert rows and [row["metric"] for row in rows if metrics.meaning(row["metric"]).timing] == []

@@ -1,21 +1,36 @@
-"""A guest that answers from recorded output, so that cells, phases, gates and failure paths
-run in milliseconds through the real cell, workload, collector and metric code.
+"""The guest side of the tests: FakeSession, as strict as GuestSession, and a session that
+replays recorded cells on it, so that cells, phases, gates and failure paths run in milliseconds
+through the real cell, workload, collector and metric code.
+
+FakeSession answers only what a test told it: a command's stdout, stderr, exit status and the
+seconds it takes, and the programs it may start. As GuestSession does, it raises
+GuestCommandFailed on a non-zero status unless check=False, GuestTimedOut when a command takes
+longer than its timeout, and GuestConnectionLost once the connection is gone. A started program
+fails a read with its exit status and stderr once it has exited, and with status -1 once its channel
+is closed or lost; from then on it refuses lines (OSError), as paramiko does. A command it was
+not told about raises NotTold, a GuestCommandFailed with status 127 (a shell's "not found"),
+even under check=False: what a real guest would answer is unknown, and "" would let a test pass
+that a real guest fails. tests/guest/test_session_contract.py holds it to GuestSession.
 
 A recording is a cell's raw/ files from a real run (tests/data/cells/WORKLOAD-VARIANT-repN-
 MODE-NN-PHASE.txt): harness-collect's output before and after each phase, and what the
-workload said. FakeSession replays them in phase order: `harness-collect begin` answers the
+workload said. ReplayedSession replays them in phase order: `harness-collect begin` answers the
 BEFORE part of the next phase, `end` its AFTER part; the workload's own answers (swapcow's
 'done' lines, redisdrive's, redis' memory.current) come from the same file.
 """
 
+import fnmatch
 import re
 import shlex
+from collections import deque
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import GuestCommandFailed, GuestConnectionLost
-from harness.guest.session import GuestResult
+from harness.errors import GuestCommandFailed, GuestConnectionLost, GuestTimedOut
+from harness.guest.session import GuestResult, _failed
+from harness.measure.drivers import CGROUP, REDIS_PORT
 from tests.conftest import DATA
 
 CELLS = DATA / "cells"
@@ -42,91 +57,220 @@ def recordings(workload: str, variant: str = "base", rep: int = 1,
     return found
 
 
-@dataclass
+@dataclass(frozen=True)
+class Answer:
+    """What a command answers in the guest, and the seconds it takes there."""
+    stdout: str = ""
+    stderr: str = ""
+    status: int = 0
+    seconds: float = 0.01
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a started program prints when sent a line, and its exit status and stderr if it then exits."""
+    lines: tuple[str, ...] = ()
+    exits: int | None = None
+    stderr: str = ""
+
+
+@dataclass(frozen=True)
+class Program:
+    """A program FakeSession.start runs: the lines it prints first, then its Reply to each line sent."""
+    first: tuple[str, ...] = ()
+    reply: Callable[[str], Reply] = lambda line: Reply()
+
+
+class NotTold(GuestCommandFailed):
+    """A command the fake guest was not told about: GuestCommandFailed's fields, status 127."""
+    template = ("The fake guest was not told about guest command {command} (status {status}, {tail}): tell "
+                "FakeSession what a real guest answers")
+
+
+def _command_text(command) -> str:
+    """The text GuestSession sends for command: an argv list quoted for the shell, a string as it is."""
+    return shlex.join(command) if isinstance(command, (list, tuple)) else command
+
+
+def _told(table: dict, text: str):
+    """table's entry for text: its exact key, else the first key with a * that matches it (fnmatch)."""
+    if text in table:
+        return table[text]
+    for key, value in table.items():
+        if "*" in key and fnmatch.fnmatchcase(text, key):
+            return value
+    raise NotTold(command=text, status=127, tail="not found")
+
+
 class FakeSession:
-    """GuestSession's interface, answered from recordings. die_in: the phase during which the guest
-    goes away (every later command fails as a lost connection would)."""
-    phases: list[tuple[str, Recording]]
-    die_in: str = ""
-    pid: int = 4242
-    commands: list[str] = field(default_factory=list)
-    dead: bool = False
-    _next: int = 0
+    """GuestSession's contract, answered from what a test told it.
+
+    answers: command text, or a pattern with *, -> an Answer, its stdout alone, or a function
+    (text, stdin) -> Answer. programs: the same -> a Program, or a function (text) -> Program.
+    """
+
+    def __init__(self, answers: dict | None = None, programs: dict | None = None):
+        self.answers, self.programs = dict(answers or {}), dict(programs or {})
+        self.commands: list[str] = []       # every command in order, a started one with " &"
+        self.files: dict[str, bytes] = {}   # what upload put in the guest
+        self.dead = False                   # the connection is gone: every later command fails
+
+    def run(self, command, timeout: float = 600, check: bool = True, stdin: bytes | None = None) -> GuestResult:
+        """As GuestSession.run: the GuestResult; GuestCommandFailed on a non-zero status when check."""
+        text = self._sent(command)
+        answer = self._answer(text, stdin)
+        if answer.seconds > timeout:
+            raise GuestTimedOut(command=text, timeout=timeout)
+        if check and answer.status != 0:
+            raise _failed(text, answer.status, answer.stderr)   # the real session's error, tail and all
+        return GuestResult(text, answer.status, answer.stdout, answer.stderr, answer.seconds)
+
+    def _sent(self, command, suffix: str = "") -> str:
+        text = _command_text(command)
+        self.commands.append(text + suffix)
+        if self.dead:
+            raise GuestConnectionLost(command=text, why="the connection is closed")
+        return text
+
+    def _answer(self, text: str, stdin: bytes | None) -> Answer:
+        answer = _told(self.answers, text)
+        answer = answer(text, stdin) if callable(answer) else answer
+        return Answer(answer) if isinstance(answer, str) else answer
+
+    def start(self, command) -> "FakeProcess":
+        """As GuestSession.start: the told program, spoken to line by line."""
+        text = self._sent(command, " &")
+        program = _told(self.programs, text)
+        return FakeProcess(self, text, program(text) if callable(program) else program)
+
+    def upload(self, local: Path, remote: str) -> None:
+        """As GuestSession.upload: the file's bytes at remote in the guest."""
+        self._sent(["sh", "-c", 'cat > "$1"', "upload", remote])
+        self.files[remote] = Path(local).read_bytes()
+
+    def download(self, remote: str, local: Path, timeout: float = 600) -> None:
+        """As GuestSession.download: an uploaded file back, byte for byte; GuestCommandFailed as cat fails."""
+        text = self._sent(["cat", remote])
+        if remote not in self.files:
+            raise _failed(text, 1, f"cat: {remote}: No such file or directory")
+        Path(local).write_bytes(self.files[remote])
+
+    def lose_connection(self) -> None:
+        """The guest goes away (QEMU died): every later command raises GuestConnectionLost."""
+        self.dead = True
+
+    def close(self) -> None:
+        self.lose_connection()
+
+
+class FakeProcess:
+    """GuestProcess's contract for a told Program."""
+
+    def __init__(self, session: FakeSession, command: str, program: Program):
+        self.session, self.command, self.program = session, command, program
+        self.printed = deque(program.first)
+        self.sent: list[str] = []
+        self.status: int | None = None      # the exit status, once the program has exited
+        self.stderr = ""
+        self.closed = False
+
+    def send(self, line: str) -> None:
+        """As GuestProcess.send: GuestCommandFailed, as read_line gives, once the channel is closed (the
+        program exited, or was closed or lost)."""
+        # a real guest closes the channel just after the exit status; paramiko then refuses to send
+        if self.session.dead or self.closed or self.status is not None:
+            self.read_line(timeout=0)
+        self.sent.append(line)
+        reply = self.program.reply(line)
+        self.printed.extend(reply.lines)
+        self.status, self.stderr = reply.exits, self.stderr + reply.stderr
+
+    def read_line(self, timeout: float) -> str:
+        """The next line; GuestTimedOut while the program says nothing, GuestCommandFailed once it is gone
+        (its exit status and stderr, status -1 when its channel was closed or lost before it exited)."""
+        if self.printed:
+            return self.printed.popleft()
+        if self.status is None and not (self.session.dead or self.closed):
+            raise GuestTimedOut(command=self.command, timeout=timeout)
+        status = -1 if self.status is None else self.status
+        tail, self.stderr = self.stderr.strip() or "(none)", ""      # read once, as paramiko's recv_stderr
+        raise GuestCommandFailed(command=self.command, status=status, tail=tail)
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit status once the program has exited, None while it runs (-1 once its channel is gone)."""
+        if self.status is None and (self.session.dead or self.closed):
+            return -1       # paramiko's status of a channel closed before the program exited
+        return self.status
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class ReplayedSession(FakeSession):
+    """A FakeSession told the answers of a recorded cell (recordings()), phase by phase. die_in: the
+    phase during which the guest goes away (every later command fails as a lost connection would);
+    unseen: the functions the guest's function profiler cannot see (`harness-collect calls` names them,
+    as the real one does)."""
+
+    def __init__(self, phases: list[tuple[str, Recording]], die_in: str = "", pid: int = 4242,
+                 unseen: tuple[str, ...] = ()):
+        self.phases, self.die_in, self.pid, self.unseen, self._next = phases, die_in, pid, unseen, 0
+        super().__init__(self._recorded(), {"swapcow *": self._swapcow})
 
     def current(self) -> Recording:
         return self.phases[self._next][1]
 
-    def run(self, command, timeout: float = 600, check: bool = True, stdin: bytes | None = None) -> GuestResult:
-        text = shlex.join(command) if isinstance(command, (list, tuple)) else command
-        self.commands.append(text)
-        if self.dead:
+    def _recorded(self) -> dict:
+        """What the recorded guest answers to each command of a cell ("": the command prints nothing)."""
+        return {
+            "uname -r": "5.10.223\n",
+            "harness-collect setup *": "",      # writes kprobe_events and the profiler's filter
+            "harness-collect calls *": self._calls,
+            "harness-collect begin *": lambda text, stdin: self.current().before,
+            "harness-collect end *": self._end,
+            f"echo +memory > /sys/fs/cgroup/cgroup.subtree_control && mkdir -p {CGROUP}": "",
+            f"setsid sh -c 'echo $$ > {CGROUP}/cgroup.procs && exec redis-server *": "",
+            f"redis-cli -p {REDIS_PORT} ping": "PONG\n",
+            f"cat {CGROUP}/cgroup.procs": f"{self.pid}\n",
+            f"cat {CGROUP}/memory.current": self._memory_current,
+            f"echo * > {CGROUP}/memory.max && echo max > {CGROUP}/memory.max": "",
+            "redisdrive check *": self._check,      # before "redisdrive *": the first pattern that matches wins
+            "redisdrive *": self._redisdrive,
+            f"redis-cli -p {REDIS_PORT} shutdown nosave": "",   # redis-cli says nothing of the closed connection
+        }
+
+    def _calls(self, text: str, stdin) -> str:
+        return "".join(f"unseen {function}\n" for function in text.split()[2:] if function in self.unseen)
+
+    def _end(self, text: str, stdin) -> str:
+        answer = self.current().after
+        self._next += 1
+        return answer
+
+    def _memory_current(self, text: str, stdin) -> str:
+        return re.search(r"memory.current (\d+)", self.current().said).group(1) + "\n"
+
+    def _check(self, text: str, stdin) -> str:
+        return f"done check keys={text.split()[2]} short=0\n"
+
+    def _redisdrive(self, text: str, stdin) -> str:
+        if text.split()[1] == self.die_in:
+            self.lose_connection()
             raise GuestConnectionLost(command=text, why="EOFError")
-        return GuestResult(text, 0, self._answer(text), "", 0.01)
+        return self.current().said + "\n"
 
-    def _answer(self, text: str) -> str:
-        if text.startswith("harness-collect begin"):
-            return self.current().before
-        if text.startswith("harness-collect end"):
-            answer = self.current().after
-            self._next += 1
-            return answer
-        if text == "uname -r":
-            return "5.10.223\n"
-        if text.startswith("redis-cli -p 6379 ping"):
-            return "PONG\n"
-        if text.endswith("/cgroup.procs"):
-            return f"{self.pid}\n"
-        if text.endswith("/memory.current"):
-            return re.search(r"memory.current (\d+)", self.current().said).group(1) + "\n"
-        if text.startswith("redisdrive check"):
-            keys = int(text.split()[2])
-            return f"done check keys={keys} short=0\n"
-        if text.startswith("redisdrive "):
-            self._maybe_die(text.split()[1], text)
-            return self.current().said + "\n"
-        return ""
+    def _swapcow(self, text: str) -> Program:
+        """swapcow SIZE_MB: 'ready pid=P pages=N', then the recorded 'done' line of each phase sent."""
+        pages = int(text.split()[1]) * 256
+        return Program((f"ready pid={self.pid} pages={pages}",), self._phase_done)
 
-    def _maybe_die(self, phase: str, text: str) -> None:
+    def _phase_done(self, phase: str) -> Reply:
+        if phase == "quit":
+            return Reply(exits=0)
         if phase == self.die_in:
-            self.dead = True
-            raise GuestConnectionLost(command=text, why="EOFError")
-
-    def start(self, command) -> "FakeProcess":
-        text = shlex.join(command) if isinstance(command, (list, tuple)) else command
-        self.commands.append(text + " &")
-        if self.dead:
-            raise GuestConnectionLost(command=text, why="the connection is closed")
-        return FakeProcess(self, text, int(command[1]) * 256 if isinstance(command, list) else 0)
-
-
-class FakeProcess:
-    """A phased program (swapcow): 'ready', then one 'done' line per phase name sent."""
-
-    def __init__(self, session: FakeSession, command: str, pages: int):
-        self.session, self.command, self.pages = session, command, pages
-        self.sent: list[str] = []
-        self.said_ready = False
-
-    def send(self, line: str) -> None:
-        if self.session.dead:
-            raise OSError("Socket is closed")       # what paramiko raises on a closed channel
-        self.sent.append(line)
-
-    def read_line(self, timeout: float) -> str:
-        if not self.said_ready:
-            self.said_ready = True
-            return f"ready pid={self.session.pid} pages={self.pages}"
-        phase = self.sent[-1]
-        if phase == self.session.die_in:
-            self.session.dead = True
-            raise GuestCommandFailed(command=self.command, status=-1, tail="(none)")
-        return self.session.current().said
-
-    def wait(self, timeout: float) -> int | None:
-        return 0
-
-    def close(self) -> None:
-        pass
+            self.lose_connection()
+            return Reply()
+        return Reply((self.current().said,))
 
 
 @dataclass

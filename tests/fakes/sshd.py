@@ -25,8 +25,8 @@ def _key_file(path: Path) -> paramiko.Ed25519Key:
 
 
 class _Server(paramiko.ServerInterface):
-    def __init__(self, client_key: paramiko.PKey):
-        self.client_key = client_key
+    def __init__(self, client_key: paramiko.PKey, sshd: "LocalSshd"):
+        self.client_key, self.sshd = client_key, sshd
 
     def get_allowed_auths(self, username):
         return "publickey"
@@ -36,9 +36,22 @@ class _Server(paramiko.ServerInterface):
         return paramiko.AUTH_SUCCESSFUL if ok else paramiko.AUTH_FAILED
 
     def check_channel_request(self, kind, chanid):
+        if self.sshd.refuse_channels > 0:       # as dropbear does while it tears down the last channel
+            self.sshd.refuse_channels -= 1
+            return paramiko.OPEN_FAILED_RESOURCE_SHORTAGE
         return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
+    def check_channel_pty_request(self, channel, term, width, height, pixelwidth, pixelheight, modes):
+        return True
+
+    def check_channel_shell_request(self, channel):
+        # a login shell without a terminal of its own: sh reading the channel, enough for a scripted session
+        threading.Thread(target=_execute, args=(channel, "sh"), daemon=True).start()
+        return True
+
     def check_channel_exec_request(self, channel, command):
+        if self.sshd.refuse_exec:
+            return False
         threading.Thread(target=_execute, args=(channel, command.decode()), daemon=True).start()
         return True
 
@@ -86,7 +99,8 @@ def _execute(channel, command: str) -> None:
 
 
 class LocalSshd:
-    """`with LocalSshd(folder) as server:` server.port, server.keys; stop() drops every connection."""
+    """`with LocalSshd(folder) as server:` server.port, server.keys; stop() drops every connection.
+    refuse_channels: how many of the next channel requests it refuses; refuse_exec: it refuses commands."""
 
     def __init__(self, folder: Path, port: int = 0):
         folder.mkdir(parents=True, exist_ok=True)
@@ -100,6 +114,7 @@ class LocalSshd:
         self.port = self.listener.getsockname()[1]
         self.transports: list[paramiko.Transport] = []
         self.running = True
+        self.refuse_channels, self.refuse_exec = 0, False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -112,7 +127,7 @@ class LocalSshd:
             transport.add_server_key(self.host_key)
             self.transports.append(transport)
             try:
-                transport.start_server(server=_Server(self.client_key))
+                transport.start_server(server=_Server(self.client_key, self))
             except (paramiko.SSHException, OSError, EOFError):     # a client that hung up (a refused host key)
                 transport.close()
 

@@ -1,3 +1,5 @@
+import threading
+
 import paramiko
 import pytest
 
@@ -93,6 +95,42 @@ def test_a_lost_connection_is_its_own_error(sshd, session):
         session.run("true")
     with pytest.raises(GuestConnectionLost, match="the connection is closed"):
         session.start("true")
+
+
+def test_a_refused_channel_is_asked_again_as_dropbear_needs(sshd, session):
+    sshd.refuse_channels = guest.CHANNEL_ATTEMPTS - 1
+    assert session.run("echo after the refusals").stdout == "after the refusals\n"
+    sshd.refuse_channels = guest.CHANNEL_ATTEMPTS
+    with pytest.raises(GuestConnectionLost, match=f"the guest refused {guest.CHANNEL_ATTEMPTS} channel openings"):
+        session.run("true")
+
+
+def test_a_command_the_server_will_not_start_is_a_lost_connection(sshd, session):
+    sshd.refuse_exec = True
+    with pytest.raises(GuestConnectionLost, match="lost during swapcow 64"):
+        session.start("swapcow 64")
+
+
+def test_the_interactive_shell_carries_the_terminal_both_ways_and_restores_it(session, monkeypatch):
+    import io
+    import os
+    import pty
+    import termios
+    master, slave = pty.openpty()
+    terminal = os.fdopen(slave, "rb", buffering=0)
+    before = termios.tcgetattr(terminal)
+    shown = io.BytesIO()
+    monkeypatch.setattr("sys.stdin", terminal)
+    monkeypatch.setattr("sys.stdout", type("Out", (), {"buffer": shown, "flush": lambda self: None})())
+    # typed once the terminal is raw: going raw flushes what was typed before (TCSAFLUSH)
+    typist = threading.Timer(0.5, os.write, (master, b"echo typed in the guest; exit 3\n"))
+    typist.start()
+    session.interactive_shell()
+    typist.join()
+    assert b"typed in the guest" in shown.getvalue()
+    assert termios.tcgetattr(terminal) == before, "the local terminal leaves raw mode"
+    terminal.close()
+    os.close(master)
 
 
 def test_connect_refuses_another_host_key_and_gives_up_in_time(sshd, tmp_path):

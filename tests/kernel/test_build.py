@@ -2,10 +2,10 @@ import json
 
 import pytest
 
+from harness import bench
 from harness.errors import CommandFailed, KconfigOptionDropped, MissingSymbol, PatchDoesNotApply, TreeChanged
 from harness.experiment import Variant
 from harness.kernel import build, kconfig, source
-from harness.measure import matrix
 from tests.kernel.test_patches import FORMAT_PATCH
 
 PROBES = ("wp_page_copy", "do_wp_page", "do_swap_page")
@@ -145,7 +145,7 @@ def test_a_dir_tree_is_built_from_a_private_copy_and_again_after_an_edit(tmp_pat
     assert (first.tree / "mm" / "memory.c").stat().st_ino != memory.stat().st_ino, "copied, not linked"
     assert first.source_state["files"] == len(source.state_of(fake_tree).files)
     assert json.loads((first.directory / "build.json").read_text())["source_state"] == first.source_state
-    assert matrix._build_facts(first)["source_state"] == first.source_state, "a run's metadata says it too"
+    assert bench._build_facts(first).source_state == first.source_state, "a run's metadata says it too"
     again = build.build_variant(Variant("base"), source.state_of(fake_tree), fragments, PROBES, cache)
     assert again.key == first.key and again.duration_s == first.duration_s, "an untouched tree is a cache hit"
     memory.write_text(memory.read_text() + "int edited;\n")

@@ -1,9 +1,11 @@
 """Object-code comparison: real gcc, objdump and readelf on small programs."""
 
+import json
 import subprocess
 
 import pytest
 
+from harness import results
 from harness.kernel import objdiff
 
 PROGRAM = """
@@ -89,4 +91,5 @@ def test_functions_in_init_sections_and_without_fentry_are_named(tmp_path):
     difference = objdiff.compare("five", "three", old, new)
     assert {"setup", "quiet", "traced"} <= set(difference.functions)
     assert difference.init == ["setup"] and difference.untraced == ["quiet"], difference
-    assert objdiff.touched_functions(difference.as_dict()) == difference.functions
+    stored = json.loads(json.dumps(results.RunMetadata(object_code={"five": difference}).to_dict()))
+    assert results.RunMetadata.from_dict(stored).object_code["five"] == difference, "as a run's metadata keeps it"

@@ -328,10 +328,10 @@ esac
 """
 
 
-def fake_apt(tmp_path, monkeypatch, apt_get=FAKE_APT):
+def fake_apt(tmp_path, monkeypatch, apt_get=FAKE_APT, apt_cache=FAKE_APT_CACHE):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, text in (("apt-get", apt_get), ("apt-cache", FAKE_APT_CACHE)):
+    for name, text in (("apt-get", apt_get), ("apt-cache", apt_cache)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")

@@ -6,10 +6,10 @@ import lzma
 
 import pytest
 
-from harness.guest.session import GuestResult
 from harness.kernel.layout import Layout
 from harness.measure import causes, collectors
 from tests.conftest import DATA
+from tests.fakes.guest import Answer, FakeSession
 
 RECORDED = DATA / "causes"
 PROBES = ("wp_page_copy", "do_wp_page", "do_swap_page")
@@ -132,26 +132,19 @@ def test_recorded_probe_output_gives_the_cause_each_phase_was_built_for(name, pi
     assert system == counted["system.cow_copies"] > counted["cow_copies"], "init, sshd and the shell copy too"
 
 
-class Refusing:
+def refusing() -> FakeSession:
     """A guest whose kprobe_events takes the counting probes but not the cause event."""
-
-    def __init__(self):
-        self.commands = []
-
-    def run(self, argv, check=True, timeout=600):
-        self.commands.append(argv)
-        refused = argv[1] == "cause"
-        return GuestResult(" ".join(argv), 1 if refused else 0, "", "kprobe_events refused: p:cow_cause ..."
-                           if refused else "", 0.01)
+    return FakeSession({"harness-collect setup *": "",
+                        "harness-collect cause *": Answer(stderr="kprobe_events refused: p:cow_cause ...", status=1)})
 
 
 def test_a_guest_that_refuses_the_cause_probe_leaves_the_causes_out_and_says_why():
-    session = Refusing()
+    session = refusing()
     said = collectors.setup(session, PROBES, LAYOUT)
     assert said == ("the guest refused the cause probe (kprobe_events refused: p:cow_cause ...): the cause "
                     "metrics are absent")
-    assert [argv[1] for argv in session.commands] == ["setup", "cause"]
-    assert collectors.setup(Refusing(), PROBES, Layout("wp_page_copy", unavailable="no zero_pfn")) == ""
+    assert [text.split()[1] for text in session.commands] == ["setup", "cause"]
+    assert collectors.setup(refusing(), PROBES, Layout("wp_page_copy", unavailable="no zero_pfn")) == ""
 
 
 def asleep(after: str) -> str:

@@ -4,12 +4,12 @@ failure path recorded with its cause."""
 
 import pytest
 
-from harness import experiment, results
+from harness import bench, experiment, results, workloads
 from harness.errors import DiskFull
 from harness.guest import vm
-from harness.measure import cell, matrix, workloads
+from harness.measure import cell, drivers
 from tests.analysis.test_verdict_errors import REFERENCE
-from tests.fakes.guest import FakeBooted, FakeBuild, FakeSession, booting, raw_phases, recordings
+from tests.fakes.guest import FakeBooted, FakeBuild, ReplayedSession, booting, raw_phases, recordings
 
 # raw/ keeps only the first cause records of a phase, so a replay (without the kernel's layout) has no causes
 BY_CAUSE = ("cow_copies.", "system.cow_copies.")
@@ -18,26 +18,26 @@ TIMED_HERE = {("idle", "duration_s"), ("swapout", "duration_s"), ("reswap", "dur
 
 @pytest.fixture(autouse=True)
 def no_idle_wait(monkeypatch):
-    monkeypatch.setattr(workloads, "IDLE_S", 0.0)
+    monkeypatch.setattr(drivers, "IDLE_S", 0.0)
 
 
 def request_for(tmp_path, name):
     spec = experiment.load(None)
     workload = workloads.load(name)
-    return matrix.RunRequest(spec, ((workload, workload.params()),), spec.variants, 1, tmp_path / "run")
+    return bench.RunRequest(spec, ((workload, workload.params()),), spec.variants, 1, tmp_path / "run")
 
 
 def job_for(request, planned: cell.Cell, variant: str) -> cell.Job:
     """The job as the reference run gave it: with the functions its patch changed, counted in every phase."""
     return cell.Job(planned, cell.Kernel.of(FakeBuild(variant), None), None, request.experiment,
-                    request.experiment.guest, calls=tuple(results.read_metadata(REFERENCE)["calls"]))
+                    request.experiment.guest, calls=results.read_metadata(REFERENCE).calls)
 
 
 def run(tmp_path, monkeypatch, name, variant="base", die_in="", causes=()):
-    session = FakeSession(recordings(name, variant), die_in=die_in)
+    session = ReplayedSession(recordings(name, variant), die_in=die_in)
     monkeypatch.setattr(cell.boot, "booted", booting(FakeBooted(session, list(causes))))
     request = request_for(tmp_path, name)
-    directory = results.RunDirectory.create(tmp_path / "run", {"probes": list(request.experiment.probes)})
+    directory = results.RunDirectory.create(tmp_path / "run", results.RunMetadata(probes=request.experiment.probes))
     workload, params = request.workloads[0]
     record, samples = cell.run_cell(job_for(request, cell.Cell(workload, params, 1, "counted"), variant),
                                     directory.path / "raw", tmp_path / "cache")
@@ -108,7 +108,7 @@ def test_the_console_names_the_oom_killer(tmp_path):
 def test_a_fault_of_the_harness_is_recorded_and_the_matrix_can_go_on(tmp_path, monkeypatch):
     def broken(self, phase):
         raise TypeError("a bug")
-    monkeypatch.setattr(workloads.PhasedProgram, "run_phase", broken)
+    monkeypatch.setattr(drivers.PhasedProgram, "run_phase", broken)
     record, samples, _, _ = run(tmp_path, monkeypatch, "swapcow")
     assert record.reason == "failed: harness fault TypeError: a bug" and samples == []
 
@@ -125,10 +125,10 @@ def test_a_gate_that_fails_makes_the_cell_invalid_with_its_reason(tmp_path, monk
     phases = recordings("swapcow")
     read = dict(phases)["read"]
     read.after = read.before          # the read phase brought nothing back
-    session = FakeSession(phases)
+    session = ReplayedSession(phases)
     monkeypatch.setattr(cell.boot, "booted", booting(FakeBooted(session)))
     request = request_for(tmp_path, "swapcow")
-    directory = results.RunDirectory.create(tmp_path / "run", {})
+    directory = results.RunDirectory.create(tmp_path / "run", results.RunMetadata())
     workload, params = request.workloads[0]
     record, samples = cell.run_cell(job_for(request, cell.Cell(workload, params, 1, "counted"), "base"),
                                     directory.path / "raw", tmp_path / "cache")

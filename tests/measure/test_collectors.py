@@ -2,6 +2,7 @@
 
 from harness.measure import collectors
 from tests.conftest import DATA
+from tests.fakes.guest import FakeSession
 from tests.measure.test_causes import asleep
 
 
@@ -136,23 +137,17 @@ def test_the_functions_a_patch_changed_are_counted_as_calls_in_every_phase():
     assert metrics["calls.never_called"] == 0 and "ftrace.never_called" not in metrics
 
 
-class Guest:
-    """What a guest's harness-collect answers to `calls`: the functions its kernel cannot profile."""
-    def __init__(self, unseen):
-        self.unseen, self.asked = unseen, []
-
-    def run(self, argv, check=True, timeout=None):
-        from harness.guest.session import GuestResult
-        self.asked.append(argv)
-        assert argv[:2] == ["harness-collect", "calls"], argv
-        said = "".join(f"unseen {function}\n" for function in argv[2:] if function in self.unseen)
-        return GuestResult(" ".join(argv), 0, said, "", 0.0)
+def guest_unable_to_profile(unseen) -> FakeSession:
+    """A guest whose harness-collect calls names the functions of unseen: its kernel cannot profile them."""
+    def calls(text, stdin):
+        return "".join(f"unseen {function}\n" for function in text.split()[2:] if function in unseen)
+    return FakeSession({"harness-collect calls *": calls})
 
 
 def test_a_function_the_guest_cannot_profile_is_named_and_not_counted():
-    guest = Guest({"page_mapcount"})
+    guest = guest_unable_to_profile({"page_mapcount"})
     assert collectors.count_calls(guest, ("do_wp_page", "page_mapcount")) == ["page_mapcount"]
-    assert collectors.count_calls(guest, ()) == [] and len(guest.asked) == 1, "nothing to ask: no command"
+    assert collectors.count_calls(guest, ()) == [] and len(guest.commands) == 1, "nothing to ask: no command"
 
 
 def test_the_guest_helper_profiles_the_functions_its_kernel_lists_and_names_the_rest(tmp_path):

@@ -7,9 +7,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from harness import bench
 from harness.cli import main
-from harness.measure import cell, matrix, workloads
-from tests.fakes.guest import FakeBooted, FakeBuild, FakeSession, booting, recordings
+from harness.measure import cell, drivers
+from tests.fakes.guest import FakeBooted, FakeBuild, ReplayedSession, booting, recordings
 
 
 @pytest.fixture
@@ -20,14 +21,14 @@ def replayed(monkeypatch):
     def booted(built, *args, **kwargs):
         booted_variants.append(built.variant)
         variant = "base" if built.variant == "control" else built.variant
-        return booting(FakeBooted(FakeSession(recordings("swapcow", variant))))(built, *args, **kwargs)
+        return booting(FakeBooted(ReplayedSession(recordings("swapcow", variant))))(built, *args, **kwargs)
 
-    monkeypatch.setattr(workloads, "IDLE_S", 0.0)
+    monkeypatch.setattr(drivers, "IDLE_S", 0.0)
     monkeypatch.setattr(cell.boot, "booted", booted)
-    monkeypatch.setattr(matrix.source, "fetch", lambda *a: None)
-    monkeypatch.setattr(matrix.build, "build_all", lambda exp, variants, cache: [FakeBuild(v.name) for v in variants])
-    monkeypatch.setattr(matrix.image, "build", lambda cache: type("Image", (), {"digest": "d"})())
-    monkeypatch.setattr(matrix.vm, "qemu_version", lambda: "QEMU fake")
+    monkeypatch.setattr(bench.source, "fetch", lambda *a: None)
+    monkeypatch.setattr(bench.build, "build_all", lambda exp, variants, cache: [FakeBuild(v.name) for v in variants])
+    monkeypatch.setattr(bench.image, "build", lambda cache: type("Image", (), {"digest": "d"})())
+    monkeypatch.setattr(bench.vm, "qemu_version", lambda: "QEMU fake")
     return booted_variants
 
 

@@ -1,9 +1,12 @@
 import re
+import shlex
 
 import pytest
 
+from harness import metrics, workloads
 from harness.errors import BadWorkload, UnknownWorkload
-from harness.measure import cell, metrics, workloads
+from harness.measure import cell, drivers
+from tests.fakes.guest import FakeSession
 
 
 def test_workloads_are_discovered_from_the_folder():
@@ -54,25 +57,25 @@ def test_choices_and_a_minimum_come_from_the_workload_file(tmp_path):
 
 
 def test_cycles_repeat_the_swap_phases():
-    driver = workloads.driver(workloads.load("swapcow"), {"size_mb": 4, "cycles": 2}, session=None)
+    driver = drivers.driver(workloads.load("swapcow"), {"size_mb": 4, "cycles": 2}, session=None)
     assert driver.phase_plan() == ["idle", "fill", "swapout", "read", "write", "swapout", "read", "write"]
 
 
 def test_redis_limit_mode_has_its_own_phases():
     redis = workloads.load("redis")
-    plan = workloads.driver(redis, redis.params({"mode": "limit"}), None).phase_plan()
+    plan = drivers.driver(redis, redis.params({"mode": "limit"}), None).phase_plan()
     assert plan == ["idle", "fill", "settle", "mixed"]
 
 
 def test_done_lines_are_parsed_and_checked():
-    assert workloads.parse_done("done write pages=4096 seconds=0.036676", "write") == {
+    assert drivers.parse_done("done write pages=4096 seconds=0.036676", "write") == {
         "pages": "4096", "seconds": "0.036676"}
     with pytest.raises(BadWorkload, match="unexpected answer 'error write madvise'"):
-        workloads.parse_done("error write madvise", "write")
+        drivers.parse_done("error write madvise", "write")
 
 
 SWAPCOW = workloads.load("swapcow")
-GATES = workloads.driver(SWAPCOW, SWAPCOW.params(), None).gates()
+GATES = drivers.driver(SWAPCOW, SWAPCOW.params(), None).gates()
 
 
 def phases(swapped_out=4096, swapped_in=4096, oom=0, pages=4096):
@@ -106,7 +109,7 @@ def test_a_missing_figure_fails_its_gate_with_a_hint():
 
 def test_redis_gates_the_read_share_and_the_reswap():
     redis = workloads.load("redis")
-    gates = workloads.driver(redis, redis.params(), None).gates()
+    gates = drivers.driver(redis, redis.params(), None).gates()
     good = {"swapout": {"pages": 5131, "process.swapped_out_pages": 5509},
             "read": {"process.swapped_in_pages": 4879}, "write": {"pages": 5000},
             "reswap": {"process.swapped_out_pages": 4919}}
@@ -116,7 +119,7 @@ def test_redis_gates_the_read_share_and_the_reswap():
     good["read"]["process.swapped_in_pages"] = 1
     assert cell.gate(gates, good)[0] == ("read: process.swapped_in_pages is 1, below 0.5 x "
                                            "swapout.process.swapped_out_pages (5,509)")
-    limit = workloads.driver(redis, redis.params({"mode": "limit"}), None).gates()
+    limit = drivers.driver(redis, redis.params({"mode": "limit"}), None).gates()
     assert [g.phase for g in limit] == ["mixed"]
     assert cell.gate(limit, {"mixed": {"pages": 5000, "vmstat.pswpin": 20}}) == [
         "mixed: vmstat.pswpin is 20, below 0.1 x mixed.pages (5,000)"]
@@ -136,7 +139,7 @@ def test_cycles_add_up_and_levels_do_not():
     totals = {}
     for _ in range(2):
         cell.accumulate(totals, {"cow_copies": 10, "memcg.swap_current_kb": 500},
-                           workloads.PhaseOutcome(100, 1.5, (("ops_per_s", 200.0),)))
+                           drivers.PhaseOutcome(100, 1.5, (("ops_per_s", 200.0),)))
     assert totals == {"cow_copies": 20, "memcg.swap_current_kb": 500, "pages": 200, "duration_s": 3.0,
                       "ops_per_s": 200.0}
 
@@ -154,28 +157,20 @@ def test_rates_divide_by_the_pages_of_the_same_boot():
 
 
 def test_phase_figures_are_kept_for_raw():
-    outcome = workloads.PhaseOutcome(4096, 0.25, (("ops_per_s", 200.0),), said="done write pages=4096 seconds=0.25")
+    outcome = drivers.PhaseOutcome(4096, 0.25, (("ops_per_s", 200.0),), said="done write pages=4096 seconds=0.25")
     assert outcome.raw() == ("== workload\npages 4096\nduration_s 0.25\nops_per_s 200.0\n"
                              "== workload said\ndone write pages=4096 seconds=0.25")
 
 
-class FakeSession:
-    """Answers redisdrive with a line recorded from a real redisdrive run."""
-
-    def __init__(self, answer):
-        self.answer, self.commands = answer, []
-
-    def run(self, command, **_):
-        self.commands.append(command)
-        return type("Result", (), {"stdout": self.answer + "\n"})()
-
-
 def test_redis_client_output_becomes_ops_and_latency():
     redis = workloads.load("redis")
-    session = FakeSession("done read ops=2000 seconds=0.002107 p50_ms=0.064 p99_ms=0.145 errors=0")
-    driver = workloads.driver(redis, redis.params({"keys": 2000}), session)
+    argv = ["redisdrive", "read", "2000", "2048", "64", "6379", "0"]
+    # a line recorded from a real redisdrive run
+    session = FakeSession({shlex.join(argv): "done read ops=2000 seconds=0.002107 p50_ms=0.064 p99_ms=0.145 "
+                                             "errors=0\n"})
+    driver = drivers.driver(redis, redis.params({"keys": 2000}), session)
     outcome = driver.run_phase("read")
-    assert session.commands == [["redisdrive", "read", "2000", "2048", "64", "6379", "0"]]
+    assert session.commands == [shlex.join(argv)]
     client = dict(outcome.client)
     assert round(client["ops_per_s"]) == round(2000 / 0.002107)
     assert (client["latency_p50_ms"], client["latency_p99_ms"]) == (0.064, 0.145)
@@ -184,8 +179,9 @@ def test_redis_client_output_becomes_ops_and_latency():
 
 def test_redis_lost_keys_make_the_run_invalid():
     redis = workloads.load("redis")
-    session = FakeSession("done check ops=2001 seconds=0.03 p50_ms=0 p99_ms=0 errors=0 keys=1990 short=0")
-    assert workloads.driver(redis, redis.params({"keys": 2000}), session).problems() == [
+    session = FakeSession({"redisdrive check 2000 2048 64 6379 0":
+                           "done check ops=2001 seconds=0.03 p50_ms=0 p99_ms=0 errors=0 keys=1990 short=0\n"})
+    assert drivers.driver(redis, redis.params({"keys": 2000}), session).problems() == [
         "redis lost 10 keys and 0 values are short"]
 
 
@@ -207,7 +203,7 @@ def test_expectations_and_requirements_name_phases_causes_and_options(tmp_path, 
 
 def test_forkcow_gates_the_cause_each_phase_expects_and_only_the_faults_of_its_reuse_phase():
     forkcow = workloads.load("forkcow")
-    driver = workloads.driver(forkcow, forkcow.params(), None)
+    driver = drivers.driver(forkcow, forkcow.params(), None)
     texts = {(g.phase, g.metric, g.share, g.of_phase, g.of_metric) for g in driver.gates()}
     assert texts == {("shared", "cow_copies.shared", 0.9, "shared", "pages"),
                      ("reuse", "wp_faults", 0.9, "reuse", "pages"),
@@ -236,7 +232,7 @@ def options(config):
 
 def test_phases_that_need_an_option_the_kernel_lacks_are_skipped_and_named(tmp_path):
     forkcow = workloads.load("forkcow")
-    driver = workloads.driver(forkcow, forkcow.params(), None)
+    driver = drivers.driver(forkcow, forkcow.params(), None)
     config = tmp_path / "config"
     config.write_text("CONFIG_SWAP=y\n# CONFIG_KSM is not set\n")
     plan, said = cell.kernel_phases(driver, options(config))
@@ -249,7 +245,7 @@ def test_phases_that_need_an_option_the_kernel_lacks_are_skipped_and_named(tmp_p
 
 def test_a_boot_without_probes_skips_the_gates_on_probed_metrics_but_not_the_others():
     forkcow = workloads.load("forkcow")
-    driver = workloads.driver(forkcow, forkcow.params(), None)
+    driver = drivers.driver(forkcow, forkcow.params(), None)
     timed = {"shared": {"pages": 2048, "vmstat.pgfault": 2100}, "reuse": {"pages": 2048},
              "zerowrite": {"pages": 4096}, "ksmmerge": {"pages": 4096}, "ksmwrite": {"pages": 100}}
     assert cell.gate(driver.gates(), timed) == ["ksmwrite: pages is 100, below 0.9 x ksmmerge.pages (4,096)"]

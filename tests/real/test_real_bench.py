@@ -1,7 +1,8 @@
-"""The real thing end to end: a reduced `harness bench` of the default experiment with --reps auto,
-and the same bench with two cells at once (--jobs 2) and a control (the baseline kernel booted again):
-the control must come out clean and the calibration pass, and base against patched must reach the
-verdicts of one cell at a time on as many samples."""
+"""The real thing end to end: a reduced `harness bench` of the default experiment with --reps auto
+(timed boots only where the guests get KVM), and the same bench with two cells at once (--jobs 2),
+a control (the baseline kernel booted again) and --timing: the control must come out clean and the
+calibration pass, and base against patched must reach the verdicts of one cell at a time on as many
+samples."""
 
 import json
 import shutil
@@ -12,7 +13,8 @@ import sys
 import pandas as pd
 import pytest
 
-from harness.measure import causes, collectors, metrics
+from harness import metrics
+from harness.measure import causes, collectors
 
 pytestmark = pytest.mark.real
 
@@ -69,26 +71,47 @@ def test_reduced_bench_with_auto_repetitions(auto_bench):
     assert_causes_add_up(out)
     report = (out / "report.md").read_text()
     assert "**better**" in report.splitlines()[2]
-    assert "## Instrumentation cost" in report and "- Repetitions: auto" in report
+    assert "- Repetitions: auto" in report
     assert report.index("## Patch coverage") < report.index("## Comparison") and "| swapcow/write | " in report
-    for name in ("copies", "copy-rate", "write-duration", "ops", "swapins", "swapouts", "reswap", "causes"):
+    for name in ("copies", "copy-rate", "swapins", "swapouts", "reswap", "causes"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 10_000
     metadata = json.loads((out / "metadata.json").read_text())
     assert (metadata["reps"], metadata["min_reps"], metadata["max_reps"]) == ("auto", 6, 7)
-    assert metadata["reps_done"] in (6, 7) and len(metadata["plan"]) == 2 * 2 * 2 * metadata["reps_done"]
     assert set(metadata["stage_seconds"]) >= {"fetch", "build", "image", "boots", "workloads", "analysis"}
-    runs = (out / "runs.csv").read_text()
-    assert runs.count(",timed,") == runs.count(",counted,") == 2 * 2 * metadata["reps_done"]
+    assert_timed_only_under_kvm(out, metadata, report, cells_per_mode=2 * 2 * metadata["reps_done"])
+
+
+def assert_timed_only_under_kvm(out, metadata: dict, report: str, cells_per_mode: int) -> None:
+    """A default bench: timed boots and timing rows where the guests ran under KVM; under TCG none, and the
+    report says why in one line."""
+    runs = pd.read_csv(out / "runs.csv")
+    timings = [r for r in json.loads((out / "comparison.json").read_text()) if metrics.meaning(r["metric"]).timing]
+    assert (runs["mode"] == "counted").sum() == cells_per_mode
+    timing_plots = {name: (out / "plots" / f"{name}.png").exists() for name in ("write-duration", "ops")}
+    if set(runs["accelerator"]) == {"kvm"}:
+        assert (runs["mode"] == "timed").sum() == cells_per_mode and timings and not metadata["untimed"]
+        assert all(timing_plots.values()), timing_plots
+        return
+    assert set(runs["accelerator"]) == {"tcg"}, set(runs["accelerator"])
+    assert set(runs["mode"]) == {"counted"} and timings == [] and metadata["modes"] == ["counted"]
+    assert not any(timing_plots.values()), f"a figure of timings that were not taken: {timing_plots}"
+    assert len(metadata["plan"]) == cells_per_mode and metadata["timing"] == "kvm"
+    [line] = [line for line in report.splitlines() if line.startswith("No timed boots were taken")]
+    assert line.startswith("No timed boots were taken: the guests run under TCG (") and "`--timing`" in line, line
+    print(f"\n[figure] default bench under TCG: {cells_per_mode} counted boots, no timed ones: {line}")
 
 
 def only(run, reps: int, variants: tuple, into):
-    """A copy of run with its first `reps` repetitions of `variants` only, as a fixed-repetition run without a
-    control (what --reps N would have planned with the same seed: a longer plan starts like the shorter one)."""
+    """A copy of run with its first `reps` repetitions of `variants` only, counted boots only, as a
+    fixed-repetition run without a control (what --reps N would have planned with the same seed: a longer
+    plan starts like the shorter one)."""
     shutil.copytree(run, into, ignore=shutil.ignore_patterns("raw", "plots"))
     for name in ("runs.csv", "samples.csv"):
         table = pd.read_csv(into / name, keep_default_na=False)
-        table[(table["rep"] <= reps) & table["variant"].isin(variants)].to_csv(into / name, index=False)
+        kept = (table["rep"] <= reps) & table["variant"].isin(variants) & (table["mode"] == "counted")
+        table[kept].to_csv(into / name, index=False)
     metadata = json.loads((into / "metadata.json").read_text())
+    metadata["modes"] = ["counted"]
     metadata = {key: value for key, value in metadata.items() if key not in ("min_reps", "max_reps")}
     metadata["variants"] = [variant for variant in metadata["variants"] if variant["name"] in variants]
     (into / "metadata.json").write_text(json.dumps({**metadata, "reps": reps, "reps_done": reps, "control": None}))
@@ -103,11 +126,12 @@ def compared(run) -> dict:
 
 
 def test_two_cells_at_once_calibrate_and_reach_the_verdicts_of_one_at_a_time(tmp_path, auto_bench):
-    """--jobs 2 with a control: the control (the baseline kernel booted again) gets no verdict, and base
-    against patched, on as many samples as the one-at-a-time bench's first 6 repetitions, gets the same
-    verdicts on the seed's effects and no primary verdict opposite to that bench's."""
+    """--jobs 2 with a control and --timing: the control (the baseline kernel booted again) gets no verdict,
+    every cell boots timed as well, and base against patched, on as many samples as the one-at-a-time bench's
+    first 6 repetitions, gets the same verdicts on the seed's effects and no primary verdict opposite to that
+    bench's."""
     out = tmp_path / "jobs2"
-    bench(out, *SWAP_WORKLOADS, "--reps", "6", "--seed", "1", "--jobs", "2", "--control")
+    bench(out, *SWAP_WORKLOADS, "--reps", "6", "--seed", "1", "--jobs", "2", "--control", "--timing")
     found = rows(out)
     claims = [(key, r["verdict"], r["p_value"], r["p_adjusted"]) for key, r in found.items()
               if key[3] == "control" and r["verdict"] in ("better", "worse")]
@@ -123,6 +147,9 @@ def test_two_cells_at_once_calibrate_and_reach_the_verdicts_of_one_at_a_time(tmp
     assert "- Cells: 2 cells at once on this machine (a local Dask cluster); at most 1 vCPU(s) per guest" in report
     runs = pd.read_csv(out / "runs.csv")
     assert runs["valid"].all() and len(runs) == 2 * 3 * 2 * 6, "every boot valid"
+    assert (runs["mode"] == "timed").sum() == 3 * 2 * 6 and "## Instrumentation cost" in report
+    timings = [key for key, r in found.items() if metrics.meaning(key[2]).timing and key[3] == "patched"]
+    assert ("swapcow", "write", "duration_s", "patched") in timings, timings
     assert set(runs["cpus"]) == {1} and set(runs["host"]) == {socket.gethostname()}
     one = compared(only(auto_bench[0], 6, ("base", "patched"), tmp_path / "jobs1"))
     two = compared(only(out, 6, ("base", "patched"), tmp_path / "jobs2-without-control"))

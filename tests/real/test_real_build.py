@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness import project
-from harness.kernel import patches
+from harness.kernel import importer
 from tests.conftest import SEED_MAIL
 
 pytestmark = pytest.mark.real
@@ -52,8 +52,8 @@ def test_default_source_is_linux_5_10_223(tree):
 
 
 def test_seed_imports_to_the_committed_patch(tree):
-    text = patches.import_message(SEED_MAIL.read_text(), tree,
-                                  author="David Hildenbrand <david@redhat.com>", upstream="53a05ad9f21d")
+    text = importer.import_message(SEED_MAIL.read_text(), tree,
+                                   author="David Hildenbrand <david@redhat.com>", upstream="53a05ad9f21d")
     assert text == SEED_PATCH.read_text()
     assert "@@ -3159,19 +3159,27 @@ static vm_fault_t do_wp_page(struct vm_fault *vmf)" in text
 

@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 
 from harness import project
-from harness.kernel import debian, patches, patchmail
+from harness.kernel import checkpatch, debian, importer, patchmail
 from tests.conftest import SEED_MAIL
-from tests.kernel.test_patches import hunk_lines, mangled_quote
+from tests.kernel.test_importer import hunk_lines, mangled_quote
 
 pytestmark = pytest.mark.real
 
@@ -142,17 +142,17 @@ def test_a_mangled_quote_of_the_follow_up_imports_byte_for_byte_after_the_first(
     mbox, diffs = series
     first, second = [part.text for part in patchmail.split_series(mbox)]
     quoted = patchmail.Part(mangled_quote(second), "a reply quoting patch 2/2")
-    imported = patches.import_series([patchmail.Part(first, "1/2"), quoted], tree, author="Ann Author <ann@e.org>")
+    imported = importer.import_series([patchmail.Part(first, "1/2"), quoted], tree, author="Ann Author <ann@e.org>")
     assert hunk_lines(imported[1].text) == hunk_lines(diffs[1])
 
 
 def test_the_seed_still_imports_byte_for_byte_and_passes_checkpatch_in_its_code(tmp_path, tree):
-    text = patches.import_message(SEED_MAIL.read_text(), tree, author="David Hildenbrand <david@redhat.com>",
-                                  upstream="53a05ad9f21d")
+    text = importer.import_message(SEED_MAIL.read_text(), tree, author="David Hildenbrand <david@redhat.com>",
+                                   upstream="53a05ad9f21d")
     assert text == SEED_PATCH.read_text()
-    findings = patches.checkpatch(SEED_PATCH, tree)
+    findings = checkpatch.run(SEED_PATCH, tree)
     assert findings is not None and [f for f in findings if f.in_code] == []
-    show("seed patch checkpatch", patches.checkpatch_summary(findings, tree))
+    show("seed patch checkpatch", checkpatch.summary(findings, tree))
 
 
 def test_a_comment_only_patch_runs_as_an_a_a_control_and_the_seed_names_its_functions(tmp_path, tree):
