@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .PHONY: setup test lint unit bench bench-build bench-kernels bench-boot bench-run bench-verdicts bench-rates bench-causes \
-	bench-jobs bench-coverage
+	bench-jobs bench-coverage bench-cost
 
 setup: $(VENV)/.installed
 	@git rev-parse --git-dir >/dev/null 2>&1 && git config core.hooksPath .githooks || true
@@ -60,3 +60,8 @@ bench-rates: setup
 
 bench-jobs: setup
 	$(BIN)/python benchmarks/parallel_cells.py
+
+# What make bench and .ci/run take, stage by stage, against their targets (warm cache; add
+# --empty-cache to the script's arguments for a new machine's figures).
+bench-cost: setup
+	$(BIN)/python benchmarks/cost.py bench ci
