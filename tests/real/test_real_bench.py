@@ -1,8 +1,8 @@
 """The real thing end to end: a reduced `harness bench` of the default experiment with --reps auto
-(timed boots only where the guests get KVM), and the same bench with two cells at once (--jobs 2),
-a control (the baseline kernel booted again) and --timing: the control must come out clean and the
-calibration pass, and base against patched must reach the verdicts of one cell at a time on as many
-samples."""
+(timed boots only where the guests get KVM), the same bench with two cells at once (--jobs 2) and a
+control (the baseline kernel booted again): the control must come out clean and the calibration pass, and
+base against patched must reach the verdicts of one cell at a time on as many samples; and a short bench
+with --timing, which boots timed as well wherever the guests run."""
 
 import json
 import shutil
@@ -22,8 +22,8 @@ SMALL = ("-p", "size_mb=16", "-p", "keys=4000")
 SWAP_WORKLOADS = ("--workload", "swapcow", "--workload", "redis")    # forkcow: test_real_causes.py
 
 
-def bench(out, *args):
-    result = subprocess.run([sys.executable, "-m", "harness", "bench", "-o", str(out), *SMALL, *args],
+def bench(out, *args, sizes=SMALL):
+    result = subprocess.run([sys.executable, "-m", "harness", "bench", "-o", str(out), *sizes, *args],
                             capture_output=True, text=True, timeout=3600)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -126,12 +126,12 @@ def compared(run) -> dict:
 
 
 def test_two_cells_at_once_calibrate_and_reach_the_verdicts_of_one_at_a_time(tmp_path, auto_bench):
-    """--jobs 2 with a control and --timing: the control (the baseline kernel booted again) gets no verdict,
-    every cell boots timed as well, and base against patched, on as many samples as the one-at-a-time bench's
+    """--jobs 2 with a control: the control (the baseline kernel booted again) gets no verdict, and base against
+    patched, on as many samples as the one-at-a-time bench's
     first 6 repetitions, gets the same verdicts on the seed's effects and no primary verdict opposite to that
     bench's."""
     out = tmp_path / "jobs2"
-    bench(out, *SWAP_WORKLOADS, "--reps", "6", "--seed", "1", "--jobs", "2", "--control", "--timing")
+    bench(out, *SWAP_WORKLOADS, "--reps", "6", "--seed", "1", "--jobs", "2", "--control")
     found = rows(out)
     claims = [(key, r["verdict"], r["p_value"], r["p_adjusted"]) for key, r in found.items()
               if key[3] == "control" and r["verdict"] in ("better", "worse")]
@@ -146,10 +146,7 @@ def test_two_cells_at_once_calibrate_and_reach_the_verdicts_of_one_at_a_time(tmp
     assert "rows at once (whole boots permuted) `control` against `base`: p = " in calibration, calibration
     assert "- Cells: 2 cells at once on this machine (a local Dask cluster); at most 1 vCPU(s) per guest" in report
     runs = pd.read_csv(out / "runs.csv")
-    assert runs["valid"].all() and len(runs) == 2 * 3 * 2 * 6, "every boot valid"
-    assert (runs["mode"] == "timed").sum() == 3 * 2 * 6 and "## Instrumentation cost" in report
-    timings = [key for key, r in found.items() if metrics.meaning(key[2]).timing and key[3] == "patched"]
-    assert ("swapcow", "write", "duration_s", "patched") in timings, timings
+    assert runs["valid"].all() and len(runs) == 3 * 2 * 6, "every boot valid"
     assert set(runs["cpus"]) == {1} and set(runs["host"]) == {socket.gethostname()}
     one = compared(only(auto_bench[0], 6, ("base", "patched"), tmp_path / "jobs1"))
     two = compared(only(out, 6, ("base", "patched"), tmp_path / "jobs2-without-control"))
@@ -195,6 +192,28 @@ def test_two_cells_at_once_calibrate_and_reach_the_verdicts_of_one_at_a_time(tmp
     agree = sum(one[key]["verdict"] == two[key]["verdict"] for key in one)
     print(f"\n[figure] --jobs 2 against --jobs 1 (first 6 reps, base and patched): the same n in {len(counts)} count "
           f"rows, primary verdicts {sorted(primary.values())}, {agree} of {len(one)} rows with the same verdict")
+
+
+def test_timing_boots_every_cell_timed_as_well_whatever_the_accelerator(tmp_path):
+    """--timing: a timed boot (no probes) beside every counted one, under TCG too, and the timing rows, the
+    instrumentation cost and the timing figures in the report, without the line that says none were taken."""
+    out = tmp_path / "timing"
+    bench(out, "--workload", "swapcow", "--reps", "2", "--seed", "1", "--timing", sizes=SMALL[:2])
+    runs = pd.read_csv(out / "runs.csv")
+    assert runs["valid"].all() and sorted(runs.groupby(["mode", "variant"]).size().items()) == \
+        [(("counted", "base"), 2), (("counted", "patched"), 2), (("timed", "base"), 2), (("timed", "patched"), 2)]
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["modes"] == ["counted", "timed"] and metadata["timing"] == "always" and not metadata["untimed"]
+    found = rows(out)
+    timings = {key[1:3] for key in found if metrics.meaning(key[2]).timing and key[3] == "patched"}
+    assert ("write", "duration_s") in timings and found[("swapcow", "write", "duration_s", "patched")]["n"] == 2
+    timed = pd.read_csv(out / "samples.csv")
+    timed = timed[timed["mode"] == "timed"]
+    assert not timed["metric"].str.startswith(("cow_copies", "perf.", "calls.")).any(), "a timed boot has no probes"
+    report = (out / "report.md").read_text()
+    assert "## Instrumentation cost" in report and "No timed boots were taken" not in report
+    assert (out / "plots" / "write-duration.png").stat().st_size > 10_000
+    print(f"\n[figure] --timing on {set(runs['accelerator'])}: {len(runs)} boots, timing rows {sorted(timings)}")
 
 
 def left_out(out) -> set[tuple[str, str, str]]:
