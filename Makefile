@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 
 test: setup lint
 	$(BIN)/harness doctor --install --tests >/dev/null
-	$(BIN)/pytest -n 2 -v -rfEsP --durations=25
+	$(BIN)/pytest -v -rfEsP --durations=25
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check harness tests benchmarks
