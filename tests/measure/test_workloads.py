@@ -1,11 +1,16 @@
 import re
 import shlex
+import socket
+import subprocess
+import time
 
 import pytest
 
 from harness import metrics, workloads
 from harness.errors import BadWorkload, UnknownWorkload
+from harness.guest import image
 from harness.measure import cell, drivers
+from harness.project import ROOT
 from tests.fakes.guest import FakeSession
 
 
@@ -263,3 +268,36 @@ def test_a_setting_may_name_its_workload_and_an_unknown_one_lists_the_parameters
         workloads.choose(("swapcow", "forkcow"), ("sise_mb=8",))
     with pytest.raises(BadWorkload, match="-p redis.size_mb=8 names a workload that does not run here"):
         workloads.choose(("swapcow",), ("redis.size_mb=8",))
+
+
+def test_the_redis_check_counts_lost_keys_and_short_values_on_a_real_redis_server(tmp_path):
+    """redisdrive against the host's redis-server (the one the image carries): the check pipelines its STRLENs
+    in batches, and a batch that does not divide the keys, a missing key and shortened values are counted."""
+    (tmp_path / "cache" / "programs").mkdir(parents=True)
+    program = image._compile_static(ROOT / "workloads" / "redis" / "redisdrive.c", tmp_path / "cache" / "programs")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    server = subprocess.Popen(["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                               "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def drive(*args):
+            return subprocess.run([program, *args, port, "0"], capture_output=True, text=True, check=True,
+                                  timeout=60).stdout
+        for _ in range(100):
+            if subprocess.run(["redis-cli", "-p", port, "ping"], capture_output=True, text=True).stdout == "PONG\n":
+                break
+            time.sleep(0.05)
+        assert drive("fill", "1000", "2048", "64").startswith("done fill ops=1000 ")
+        assert re.search(r" keys=1000 short=0$", drive("check", "1000", "2048", "7").strip())
+        for command in (["set", "key:5", "short"], ["del", "key:999"], ["setrange", "key:130", "2048", "x"]):
+            subprocess.run(["redis-cli", "-p", port, *command], capture_output=True, check=True)
+        said = drive("check", "1000", "2048", "64").strip()
+        assert said.startswith("done check ops=1001 ") and said.endswith(" keys=999 short=3"), said
+        redis = workloads.load("redis")
+        assert drivers.driver(redis, redis.params({"keys": 1000}), FakeSession({
+            "redisdrive check 1000 2048 64 6379 0": said + "\n"})).problems() == [
+            "redis lost 1 keys and 3 values are short"]
+    finally:
+        server.kill()
+        server.wait()

@@ -10,7 +10,7 @@
  *   mixed   KEYS operations on random keys, half BITCOUNT, half SETRANGE (limit mode); with
  *           SECONDS > 0, as many batches of them as SECONDS allow (a steady state's throughput)
  *   settle  mixed, with other random keys: brings the working set to its steady state first
- *   check   DBSIZE, and STRLEN of every key
+ *   check   DBSIZE, and STRLEN of every key (pipelined too)
  *
  * Commands go out in pipelined batches of PIPELINE. Prints one line:
  *   done PHASE ops=N seconds=S p50_ms=X p99_ms=Y errors=E [keys=K short=S]
@@ -190,14 +190,19 @@ int main(int argc, char **argv)
 		command(1, dbsize, dbsize_len);
 		flush_out();
 		count = reply();
-		for (i = 0; i < keys; i++) {
-			const char *strlen_cmd[] = { "STRLEN", key };
-			size_t lens[] = { 6, (size_t)snprintf(key, sizeof(key), "key:%ld", i) };
+		for (i = 0; i < keys; i += pipeline) {	/* in batches, as the phases: a round trip per key is slow */
+			long j, n = keys - i < pipeline ? keys - i : pipeline;
 
-			command(2, strlen_cmd, lens);
+			for (j = i; j < i + n; j++) {
+				const char *strlen_cmd[] = { "STRLEN", key };
+				size_t lens[] = { 6, (size_t)snprintf(key, sizeof(key), "key:%ld", j) };
+
+				command(2, strlen_cmd, lens);
+			}
 			flush_out();
-			if (reply() != value_bytes)
-				shortvals++;
+			for (j = 0; j < n; j++)
+				if (reply() != value_bytes)
+					shortvals++;
 		}
 		printf("done check ops=%ld seconds=%.6f p50_ms=0 p99_ms=0 errors=0 keys=%lld short=%ld\n",
 		       keys + 1, now() - started, count, shortvals);
