@@ -127,9 +127,8 @@ def compared(run) -> dict:
 
 def test_two_cells_at_once_calibrate_and_reach_the_verdicts_of_one_at_a_time(tmp_path, auto_bench):
     """--jobs 2 with a control: the control (the baseline kernel booted again) gets no verdict, and base against
-    patched, on as many samples as the one-at-a-time bench's
-    first 6 repetitions, gets the same verdicts on the seed's effects and no primary verdict opposite to that
-    bench's."""
+    patched, on as many samples as the one-at-a-time bench's first 6 repetitions, gets the same verdicts on the
+    seed's effects and no primary verdict opposite to that bench's."""
     out = tmp_path / "jobs2"
     bench(out, *SWAP_WORKLOADS, "--reps", "6", "--seed", "1", "--jobs", "2", "--control")
     found = rows(out)
