@@ -20,6 +20,7 @@ repetitions is an estimate that leans on those boots.
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ def reference_verdicts(run: Path) -> dict[tuple, str]:
 
 def sources(pools: dict, metadata: results.RunMetadata) -> dict:
     """The variants of a synthetic run: each kernel's pool, a control drawn from the baseline's."""
-    found = {name: pools[name] for name in pools}
+    found = dict(pools)
     if metadata.control:
         found[metadata.control] = pools[metadata.baseline]
     return found
@@ -61,7 +62,7 @@ def cost(samples, runs) -> dict[str, tuple[float, float]]:
 def power(run: Path, expected: dict, reps_list: list[int], tables: int, seed: int) -> tuple[list[str], dict]:
     samples, runs, metadata = results.read(run)
     pool = sources(resample.pools(samples, runs, metadata.baseline), metadata)
-    plan = compare.Plan(metadata.baseline, tuple(metadata.primary), float(metadata.margin_pct), metadata.control)
+    plan = replace(compare.Plan.from_metadata(metadata, metadata.baseline), design=compare.Design())  # one look
     kept = {key: verdict for key, verdict in expected.items() if key[0] in metadata.workloads}
     hits = {(key, reps): 0 for key in kept for reps in reps_list}
     control_claims = dict.fromkeys(reps_list, 0)
