@@ -61,6 +61,7 @@ PREREQUISITES = (
     Prerequisite("static busybox", "busybox-static", "guest userland", command="/bin/busybox", static=True),
     Prerequisite("redis-server", "redis-server", "redis workload (guest)", command="redis-server"),
     Prerequisite("redis-cli", "redis-tools", "redis workload (guest)", command="redis-cli"),
+    Prerequisite("stress-ng", "stress-ng", "stressng workload (guest)", command="stress-ng"),
     Prerequisite("dropbear", "dropbear-bin", "SSH server in the guest", command="dropbear"),
     Prerequisite("perf", "linux-perf", "counters in the guest", command="perf"),
     Prerequisite("sshd", "openssh-server", "the test of --cluster ssh:// (an sshd on loopback)",

@@ -9,8 +9,9 @@ A variant may name its own `source` (another kernel); comparing variants built f
 sources is allowed only when the experiment says `mixed_sources = true`, and such rows are
 marked in tables and reports: their difference is everything between the two kernels.
 
-`[guest]` is the machine (memory, CPUs, swap size, and the swap backend: a virtio disk or
-zram, which qemu-guest.config builds in; kconfigs/zram.config is merged when no fragment does);
+`[guest]` is the machine (memory, CPUs, swap size, the swap backend: a virtio disk, zram, which
+qemu-guest.config builds in, or zswap in front of the disk; kconfigs/zram.config or zswap.config is
+merged when no fragment builds the backend in; and the THP mode set at boot);
 `[parameters.WORKLOAD]` sets workload parameters (-p on the command line wins); `[sweep]` names
 axes whose points become a cell dimension (harness/sweep.py). Cells that ran on different machines
 (a cluster run, --cluster) are compared only when the host is a sweep axis (`host.name`) or the
@@ -107,14 +108,24 @@ class Variant:
 class GuestConfig:
     """The machine each variant boots in. Swap is sized so that workloads keep swap use
     below 50%: above it, 5.10 frees the swap slot on swap-in (vm_swap_full()). The swap
-    device is a virtio disk, or zram (compressed guest memory, swap_mb its size)."""
+    device is a virtio disk, zram (compressed guest memory, swap_mb its size), or zswap (a
+    compressed cache of zswap_pool_pct % of guest memory, zswap_compressor, in front of the
+    disk). thp is the transparent huge page mode set at boot ("": the kernel's default; a
+    kernel without THP ignores it). data_mb: a second virtio disk of that size whose page cache
+    a workload reads (the workload asks for it; 0: none)."""
     memory_mb: int = 1024
     cpus: int = 2
     swap_mb: int = 1024
     swap: str = "virtio-blk"
+    thp: str = ""
+    zswap_compressor: str = "lzo"
+    zswap_pool_pct: int = 20
+    data_mb: int = 0
 
 
-ZRAM_FRAGMENT = "zram"      # kconfigs/zram.config: merged when a boot swaps to zram and no fragment has zram
+# The fragment merged when a boot swaps to a backend that no fragment of the experiment builds in, and the
+# option that says a fragment does: kconfigs/zram.config, kconfigs/zswap.config.
+BACKEND_FRAGMENTS = {"zram": ("zram", "CONFIG_ZRAM"), "zswap": ("zswap", "CONFIG_ZSWAP")}
 
 
 @dataclass(frozen=True)
@@ -196,8 +207,9 @@ def from_dict(data: dict, path: Path) -> Experiment:
         raise BadExperiment(path=path, why=why)
 
     experiment = _read(data, path, fail)
-    if uses_zram(experiment) and not any(_turns_zram_on(name) for name in experiment.kconfigs):
-        experiment = replace(experiment, kconfigs=(*experiment.kconfigs, ZRAM_FRAGMENT))
+    for backend, (fragment, option) in BACKEND_FRAGMENTS.items():
+        if uses_backend(experiment, backend) and not any(_turns_on(name, option) for name in experiment.kconfigs):
+            experiment = replace(experiment, kconfigs=(*experiment.kconfigs, fragment))
     _check_switches(experiment, fail)
     _check_sources(experiment, fail)
     _check_rows(experiment, fail)
@@ -322,17 +334,18 @@ def _parameters(table, fail, known: dict) -> tuple:
     return tuple((name, tuple(values.items())) for name, values in table.items())
 
 
-def _turns_zram_on(fragment: str) -> bool:
-    """Whether the fragment called so sets CONFIG_ZRAM=y (kconfigs/qemu-guest.config does: one guest
+def _turns_on(fragment: str, option: str) -> bool:
+    """Whether the fragment called so sets option=y (kconfigs/qemu-guest.config sets CONFIG_ZRAM: one guest
     configuration serves a disk and zram alike, so a zram boot needs no build of its own)."""
     path = project.fragment_path(fragment)
-    return path is not None and re.search(r"^CONFIG_ZRAM=y\s*$", path.read_text(errors="replace"), re.M) is not None
+    return path is not None and re.search(rf"^{option}=y\s*$", path.read_text(errors="replace"), re.M) is not None
 
 
-def uses_zram(experiment: "Experiment") -> bool:
-    """True when some boot of the experiment swaps to zram (its guest, or a point of its sweep)."""
+def uses_backend(experiment: "Experiment", backend: str) -> bool:
+    """True when some boot of the experiment swaps to backend (its guest, or a point of its sweep)."""
     swept = [value for axis in experiment.sweep.axes if axis.name == "guest.swap" for value in axis.values]
-    return experiment.guest.swap == "zram" or "zram" in swept
+    return experiment.guest.swap == backend or backend in swept
+
 
 
 def _strings(data, key, fail) -> list[str]:

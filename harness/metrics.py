@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 # Why a write fault copied its page (harness/measure/causes.py): the suffixes of cow_copies.* metrics.
-CAUSES = ("zero_page", "ksm", "shared", "swapcache", "other_ref", "other")
+CAUSES = ("zero_page", "huge_page", "ksm", "shared", "swapcache", "other_ref", "other")
 
 
 @dataclass(frozen=True)
@@ -79,14 +79,87 @@ TABLE = (
             headline=True),
     Meaning("vmstat.pg*fault", "counter", "lower", "faults", "system"),
     Meaning("vmstat.pgscan_direct", "counter", "lower", "pages", "system", summary="pages scanned in direct reclaim"),
-    Meaning("vmstat.workingset_refault_anon", "counter", "lower", "pages", "system"),
+    Meaning("vmstat.workingset_refault_*", "counter", "lower", "pages", "system",
+            summary="reclaimed pages faulted back in while still in the workingset (their shadow entry was recent)"),
+    Meaning("vmstat.workingset_activate_*", "counter", "none", "pages", "system",
+            summary="refaulted pages activated at once: they were part of the workingset"),
+    Meaning("vmstat.workingset_restore_*", "counter", "none", "pages", "system",
+            summary="refaulted pages that had been active before they were reclaimed"),
+    Meaning("vmstat.pgscan_anon", "counter", "none", "pages", "system",
+            summary="anonymous pages reclaim scanned (kswapd, direct and memory-cgroup reclaim)"),
+    Meaning("vmstat.pgscan_file", "counter", "none", "pages", "system",
+            summary="page-cache pages reclaim scanned (kswapd, direct and memory-cgroup reclaim)"),
+    Meaning("vmstat.pgsteal_anon", "counter", "none", "pages", "system",
+            summary="anonymous pages reclaimed (to swap)"),
+    Meaning("vmstat.pgsteal_file", "counter", "none", "pages", "system", summary="page-cache pages reclaimed"),
+    Meaning("vmstat.pgactivate", "counter", "none", "pages", "system", summary="pages moved to an active LRU list"),
+    Meaning("vmstat.pgdeactivate", "counter", "none", "pages", "system",
+            summary="pages moved to an inactive LRU list"),
+    Meaning("vmstat.pgrefill", "counter", "none", "pages", "system",
+            summary="active pages scanned to refill the inactive lists"),
+    Meaning("vmstat.thp_fault_alloc", "counter", "none", "huge pages", "system",
+            summary="huge pages allocated at a page fault"),
+    Meaning("vmstat.thp_fault_fallback", "counter", "lower", "faults", "system",
+            summary="page faults that wanted a huge page and fell back to small pages"),
+    Meaning("vmstat.thp_collapse_alloc", "counter", "none", "huge pages", "system",
+            summary="huge pages khugepaged allocated to collapse a region into"),
+    Meaning("vmstat.thp_collapse_alloc_failed", "counter", "lower", "huge pages", "system",
+            summary="collapses that found no huge page"),
+    Meaning("vmstat.thp_split_pmd", "counter", "none", "splits", "system",
+            summary="huge-page mappings split into page tables (a COW of a huge page, a partial munmap, ...)"),
+    Meaning("vmstat.thp_split_page", "counter", "none", "splits", "system",
+            summary="huge pages split into small pages"),
+    Meaning("vmstat.thp_deferred_split_page", "counter", "none", "pages", "system",
+            summary="partly unmapped huge pages queued to be split"),
+    Meaning("vmstat.thp_swpout", "counter", "none", "huge pages", "system",
+            summary="huge pages swapped out whole"),
+    Meaning("vmstat.thp_swpout_fallback", "counter", "lower", "huge pages", "system",
+            summary="huge pages split before swap-out (no room for them whole)"),
+    Meaning("vmstat.zswpout", "counter", "none", "pages", "system", summary="pages zswap took in (6.x)"),
+    Meaning("vmstat.zswpin", "counter", "none", "pages", "system", summary="pages loaded back from zswap (6.x)"),
+    Meaning("vmstat.zswpwb", "counter", "lower", "pages", "system",
+            summary="pages zswap wrote back to the swap disk (6.x)"),
     Meaning("vmstat.oom_kill", "counter", "lower", "kills", "system"),
     Meaning("vmstat.*", "counter", "none", "events", "system"),
     Meaning("swap.used_pct", "level", "none", "%", "system",
             summary="swap in use in % of the swap device, the higher of the phase's start and end "
                     "(past 50% vm_swap_full() frees swap slots on swap-in)"),
     Meaning("memcg.*_kb", "level", "none", "KiB", "process", summary="memory cgroup reading at the end of the phase"),
+    Meaning("memcg.workingset_refault_*", "counter", "lower", "pages", "process",
+            summary="the workload's reclaimed pages faulted back in while still in its workingset"),
+    Meaning("memcg.pgscan", "counter", "none", "pages", "process", summary="pages reclaim scanned in the cgroup"),
+    Meaning("memcg.pgsteal", "counter", "none", "pages", "process", summary="pages reclaimed from the cgroup"),
+    Meaning("memcg.pg*activate", "counter", "none", "pages", "process",
+            summary="the cgroup's pages moved between the active and inactive LRU lists"),
+    Meaning("memcg.pgrefill", "counter", "none", "pages", "process"),
+    Meaning("memcg.workingset_*", "counter", "none", "pages", "process"),
     Meaning("memcg.*", "counter", "lower", "events", "process", summary="memory cgroup event count"),
+    Meaning("zswap.stored_pages", "level", "none", "pages", "system",
+            summary="pages held compressed in zswap at the end of the phase"),
+    Meaning("zswap.pool_kb", "level", "none", "KiB", "system", summary="zswap's pool at the end of the phase"),
+    Meaning("zswap.same_filled_pages", "level", "none", "pages", "system",
+            summary="zswap pages stored as one repeated word"),
+    Meaning("zswap.written_back_pages", "counter", "lower", "pages", "system",
+            summary="pages zswap wrote back to the swap disk to make room"),
+    Meaning("zswap.pool_limit_hit", "counter", "lower", "events", "system",
+            summary="stores that found zswap's pool at its limit (zswap_pool_pct)"),
+    Meaning("zswap.reject_*", "counter", "lower", "pages", "system",
+            summary="pages zswap refused (poor compression, no memory, ...): they went to the disk"),
+    Meaning("zswap.*", "counter", "none", "events", "system", summary="a zswap debugfs counter"),
+    Meaning("scan_per_reclaim", "rate", "lower", "pages per page", "system",
+            summary="(vmstat.pgscan_anon + pgscan_file) / (pgsteal_anon + pgsteal_file): pages scanned per page "
+                    "reclaimed in the phase"),
+    Meaning("refaults_per_reclaim", "rate", "lower", "pages per page", "system",
+            summary="(vmstat.workingset_refault_anon + _file) / pages reclaimed in the phase: what reclaim took "
+                    "that was needed again soon"),
+    Meaning("activations_per_reclaim", "rate", "none", "pages per page", "system",
+            summary="vmstat.pgactivate / pages reclaimed in the phase"),
+    Meaning("program.*", "counter", "none", "", "process",
+            summary="a figure the workload's program reported for the phase (its workload.toml says what)"),
+    Meaning("bogo_ops", "counter", "none", "ops", "process",
+            summary="stress-ng's bogo operations in the phase (all instances)"),
+    Meaning("bogo_ops_per_s", "level", "higher", "ops/s", "process", timing=True, headline=True,
+            summary="stress-ng's bogo operations per second of wall time"),
     Meaning("process.vmswap_kb", "level", "none", "KiB", "process"),
     Meaning("process.swapped_*_pages", "counter", "none", "pages", "process",
             summary="change of the workload process's VmSwap"),
@@ -139,6 +212,24 @@ def derive(phases: dict[str, dict], read_phase: str) -> None:
             figures["reuse_share"] = 1.0 - figures["copy_share"]
         if figures.get("process.swapped_out_pages") and "vmstat.pswpout" in figures:
             figures["pswpout_per_swapout"] = figures["vmstat.pswpout"] / figures["process.swapped_out_pages"]
+        reclaim_rates(figures)
         after_read = read_phase in order and position > order.index(read_phase)
         if after_read and swapped_in and "cow_copies" in figures:
             figures["cow_copies_per_swapin"] = figures["cow_copies"] / swapped_in
+
+
+def reclaim_rates(figures: dict) -> None:
+    """scan_per_reclaim, refaults_per_reclaim and activations_per_reclaim of a phase that reclaimed pages
+    (vmstat's anon and file steals; a kernel before 5.8 lacks them, and the rates)."""
+    stolen = [figures.get(f"vmstat.pgsteal_{kind}") for kind in ("anon", "file")]
+    if None in stolen or not sum(stolen):
+        return
+    reclaimed = sum(stolen)
+    scanned = [figures.get(f"vmstat.pgscan_{kind}") for kind in ("anon", "file")]
+    if None not in scanned:
+        figures["scan_per_reclaim"] = sum(scanned) / reclaimed
+    refaults = [figures.get(f"vmstat.workingset_refault_{kind}") for kind in ("anon", "file")]
+    if None not in refaults:
+        figures["refaults_per_reclaim"] = sum(refaults) / reclaimed
+    if "vmstat.pgactivate" in figures:
+        figures["activations_per_reclaim"] = figures["vmstat.pgactivate"] / reclaimed

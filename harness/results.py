@@ -100,8 +100,8 @@ class Run:
     duration_s: float | None = None
     warnings: str = ""
     point: str = ""              # the sweep point's label; "" without a sweep
-    swap: str = "virtio-blk"     # the swap backend: virtio-blk | zram
-    swap_compressor: str = ""    # zram's compression algorithm, as the guest kernel used it
+    swap: str = "virtio-blk"     # the swap backend: virtio-blk | zram | zswap
+    swap_compressor: str = ""    # zram's or zswap's compressor, as the guest kernel used it
     host: str = ""               # the machine the cell ran on (its hostname); format 4
 
     @property

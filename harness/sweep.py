@@ -32,7 +32,9 @@ from dataclasses import dataclass, fields, replace
 GUEST = "guest"
 HOST = "host"          # host.name: the machine a cell runs on (a cluster's worker host)
 MAX_AXES = 2
-SWAP_BACKENDS = ("virtio-blk", "zram")
+SWAP_BACKENDS = ("virtio-blk", "zram", "zswap")
+THP_MODES = ("", "never", "madvise", "always")   # "" leaves the kernel's own default
+ZSWAP_COMPRESSORS = ("lzo", "lzo-rle", "lz4", "zstd", "deflate")   # what a fragment may build in; lzo by default
 
 
 UNIT_SUFFIXES = (("_mb", "MiB"), ("_kb", "KiB"), ("_pct", "%"), ("_ms", "ms"), ("_s", "s"))
@@ -211,6 +213,18 @@ def check_guest_value(key: str, value, fail, where: str) -> None:
     if key == "swap":
         if value not in SWAP_BACKENDS:
             fail(f"{where} must be one of {', '.join(SWAP_BACKENDS)}, not {value!r}")
+    elif key == "thp":
+        if value not in THP_MODES:
+            fail(f"{where} must be one of {', '.join(m for m in THP_MODES if m)}, not {value!r}")
+    elif key == "zswap_compressor":
+        if value not in ZSWAP_COMPRESSORS:
+            fail(f"{where} must be one of {', '.join(ZSWAP_COMPRESSORS)}, not {value!r}")
+    elif key == "zswap_pool_pct":
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 100:
+            fail(f"{where} must be a whole number of percent from 1 to 100, not {value!r}")
+    elif key == "data_mb":      # set by a workload that reads a disk; 0: none
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            fail(f"{where} must be a whole number of MiB, 0 for no data disk, not {value!r}")
     elif isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         fail(f"{where} must be a positive whole number, not {value!r}")
 

@@ -12,7 +12,7 @@ from harness.errors import BadWorkload, UnknownWorkload
 
 EXPECTED_SHARE = 0.9     # of a phase's pages that must show the cause it expects
 REUSE = "reuse"          # an expectation that is no copy cause: write faults that keep their page
-DRIVERS = ("phased-program", "redis")   # the classes of harness/measure/drivers.py
+DRIVERS = ("phased-program", "redis", "stress-ng")   # the classes of harness/measure/drivers.py
 GATE = re.compile(r"^\s*(\w+)\.(\S+)\s*>=\s*([0-9]*\.?[0-9]+)\s*\*\s*(\w+)\.(\S+)\s*$")
 
 
@@ -176,7 +176,8 @@ def _load(path: Path) -> Workload:
 
 
 def _check_phase_tables(data: dict, phases, workload: str) -> None:
-    """[expects] names phases and causes (or "reuse"); [requires] names phases and CONFIG_ options."""
+    """[expects] names phases and causes (or "reuse"); [requires] names phases and CONFIG_ options or
+    absolute paths in the guest (a sysfs file of a kernel feature without an option of its own)."""
     known = (*metrics.CAUSES, REUSE)
     for table in ("expects", "requires"):
         for phase, value in data.get(table, {}).items():
@@ -184,8 +185,9 @@ def _check_phase_tables(data: dict, phases, workload: str) -> None:
                 raise BadWorkload(name=workload, why=f"[{table}] names phase '{phase}', not one of {', '.join(phases)}")
             if table == "expects" and value not in known:
                 raise BadWorkload(name=workload, why=f"[expects] {phase} = '{value}' is not one of {', '.join(known)}")
-            if table == "requires" and not re.fullmatch(r"CONFIG_\w+", str(value)):
-                raise BadWorkload(name=workload, why=f"[requires] {phase} = '{value}' is not a CONFIG_ option")
+            if table == "requires" and not re.fullmatch(r"CONFIG_\w+|/\S+", str(value)):
+                raise BadWorkload(name=workload, why=f"[requires] {phase} = '{value}' is neither a CONFIG_ option "
+                                                     "nor a path in the guest")
 
 def expectation_gates(expects: dict) -> list[str]:
     """The gates of a workload's [expects]: a copy cause must make up most of the phase's copies; a

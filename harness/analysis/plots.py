@@ -37,8 +37,10 @@ from harness.measure import causes  # noqa: E402
 from harness.results import RunMetadata  # noqa: E402
 
 COLOURS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
-CAUSE_COLOURS = dict(zip(causes.CAUSES, ("#8DA0CB", "#E78AC3", "#66C2A5", "#FC8D62", "#A6D854", "#B3B3B3")))
-CAUSE_HATCHES = dict(zip(causes.CAUSES, ("//", "\\\\", "xx", "..", "--", "oo")))
+CAUSE_COLOURS = {"zero_page": "#8DA0CB", "huge_page": "#FFD92F", "ksm": "#E78AC3", "shared": "#66C2A5",
+                 "swapcache": "#FC8D62", "other_ref": "#A6D854", "other": "#B3B3B3"}
+CAUSE_HATCHES = {"zero_page": "//", "huge_page": "++", "ksm": "\\\\", "shared": "xx", "swapcache": "..",
+                 "other_ref": "--", "other": "oo"}
 REFERENCE_SPAN = 1.5    # a sweep's reference line up to this factor above the data sets the y range
 LOG_SPAN = 30      # a panel whose medians differ by more than this factor gets a symmetric-log axis
 DPI = 150

@@ -54,7 +54,9 @@ def plan(build: Build, config: GuestConfig, boot_dir: Path, console_log: Path, a
     first = "kvm" if accel == "kvm" or (accel == "auto" and vm.kvm_openable()) else "tcg"
     return vm.VmSpec(kernel=build.bzimage, initrd=boot_dir / "initrd.cpio", swap_disk=boot_dir / "swap.img",
                      console_log=console_log, ssh_port=port, memory_mb=config.memory_mb, cpus=config.cpus,
-                     accel=first, append=append, swap=config.swap, swap_mb=config.swap_mb)
+                     accel=first, append=append, swap=config.swap, swap_mb=config.swap_mb, thp=config.thp,
+                     zswap_compressor=config.zswap_compressor, zswap_pool_pct=config.zswap_pool_pct,
+                     data_disk=boot_dir / "data.img" if config.data_mb else None)
 
 
 def dry_run(build: Build, config: GuestConfig, accel: str, cache_dir: Path) -> list[str]:
@@ -84,6 +86,8 @@ def booted(build: Build, image: guest_image.Image, config: GuestConfig, accel: s
         guest_image.boot_initrd(image, keys_root, boot_dir / "initrd.cpio")
         if config.swap != "zram":
             vm.make_swap_disk(boot_dir / "swap.img", config.swap_mb)
+        if config.data_mb:
+            vm.make_swap_disk(boot_dir / "data.img", config.data_mb)
         spec = plan(build, config, boot_dir, console_log, accel, vm.free_port(), append)
         qemu = vm.start_with_fallback(spec, accel, boot_dir / "qemu.log")
         _wait_ready(qemu, timeout)

@@ -2,7 +2,8 @@
 # /init of the guest initramfs. Brings up the system, the swap disk and the SSH server,
 # then reports readiness on the serial console. Settings come from the kernel command
 # line: harness.swap=DEVICE, or harness.swap=zram with harness.swap_mb=SIZE (compressed guest
-# memory; the kernel's default compressor).
+# memory; the kernel's default compressor); harness.data=DEVICE, a disk whose page cache a
+# workload reads, is /dev/harness-data. zswap= and transparent_hugepage= are the kernel's own.
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
 
@@ -26,6 +27,7 @@ for word in $(cat /proc/cmdline); do
 	case "$word" in
 	harness.swap=*) swap_device=${word#harness.swap=} ;;
 	harness.swap_mb=*) swap_mb=${word#harness.swap_mb=} ;;
+	harness.data=*) ln -sf "${word#harness.data=}" /dev/harness-data ;;
 	esac
 done
 if [ "$swap_device" = zram ]; then

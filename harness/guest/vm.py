@@ -47,13 +47,23 @@ class VmSpec:
     accel: str = "tcg"         # kvm | tcg (auto is resolved before a spec is made)
     append: str = ""
     swap: str = "virtio-blk"   # virtio-blk: swap_disk is the guest's /dev/vda | zram: swap_mb of guest memory
-    swap_mb: int = 0
+    swap_mb: int = 0           # | zswap: a compressed cache in front of the swap disk
+    thp: str = ""              # transparent_hugepage= (never | madvise | always); "" the kernel's default
+    zswap_compressor: str = "lzo"
+    zswap_pool_pct: int = 20
+    data_disk: Path | None = None   # a second virtio disk, the guest's /dev/harness-data
 
 
 def kernel_command_line(spec: VmSpec) -> str:
     swap = ["harness.swap=zram", f"harness.swap_mb={spec.swap_mb}"] if spec.swap == "zram" else \
         ["harness.swap=/dev/vda"]
-    words = ["console=ttyS0", "panic=-1", "oops=panic", *swap, "rdinit=/init"]
+    if spec.swap == "zswap":
+        swap += ["zswap.enabled=1", f"zswap.compressor={spec.zswap_compressor}", "zswap.zpool=zsmalloc",
+                 f"zswap.max_pool_percent={spec.zswap_pool_pct}"]
+    if spec.data_disk is not None:     # virtio disks take vda, vdb in the order of the command line
+        swap.append(f"harness.data=/dev/{'vda' if spec.swap == 'zram' else 'vdb'}")
+    thp = [f"transparent_hugepage={spec.thp}"] if spec.thp else []
+    words = ["console=ttyS0", "panic=-1", "oops=panic", *swap, *thp, "rdinit=/init"]
     return " ".join(words + ([spec.append] if spec.append else []))
 
 
@@ -67,6 +77,7 @@ def qemu_argv(spec: VmSpec) -> list[str]:
         "-append", kernel_command_line(spec),
         *(["-drive", f"file={spec.swap_disk},if=virtio,format=raw,cache=unsafe,discard=unmap"]
           if spec.swap != "zram" else []),
+        *(["-drive", f"file={spec.data_disk},if=virtio,format=raw,cache=unsafe"] if spec.data_disk is not None else []),
         "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22",
         "-device", "virtio-net-pci,netdev=net0",
         "-serial", f"file:{spec.console_log}",
@@ -120,7 +131,7 @@ def qemu_version() -> str:
 
 
 def make_swap_disk(path: Path, size_mb: int) -> None:
-    """A fresh sparse raw file (the guest formats it)."""
+    """A fresh sparse raw file (the guest formats a swap disk; a data disk reads as zeros)."""
     with open(path, "wb") as disk:
         disk.truncate(size_mb * 1024 * 1024)
 

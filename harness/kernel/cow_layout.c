@@ -22,6 +22,7 @@ void harness_cow_layout(void)
 	DEFINE(page_refcount, offsetof(struct page, _refcount));
 	DEFINE(PG_swapcache, PG_swapcache);
 	DEFINE(PG_swapbacked, PG_swapbacked);
+	DEFINE(PG_head, PG_head);
 	DEFINE(PAGE_MAPPING_FLAGS, PAGE_MAPPING_FLAGS);
 	DEFINE(PAGE_MAPPING_KSM, PAGE_MAPPING_KSM);
 	DEFINE(PTE_PFN_MASK, PTE_PFN_MASK);

@@ -3,7 +3,8 @@
 An option line right after a comment line `# optional` (or `# optional: why`) may be missing
 from the final config: one fragment set then serves kernels where the option was renamed or
 removed (CONFIG_ARCH_RANDOM is gone in 5.19, CONFIG_MEMCG_SWAP in 6.1). Every other option must
-come out of olddefconfig as the fragment asked.
+come out of olddefconfig as the last fragment that sets it asked (merge_config.sh lets a later
+fragment override an earlier one: thp.config turns on what qemu-guest.config leaves off).
 """
 
 import logging
@@ -78,10 +79,11 @@ def check_survival(fragments: list[Fragment], final_config: Path, tree: Path | N
     kernel. Optional options that did not survive are logged."""
     final = parse(final_config.read_text())
     dropped, skipped = [], []
+    last = {option: fragment for fragment in fragments for option in fragment.options()}   # a later fragment wins
     for fragment in fragments:
         optional = fragment.optional()
         for option, wanted in fragment.options().items():
-            if final.get(option, "n") != wanted:
+            if last[option] is fragment and final.get(option, "n") != wanted:
                 (skipped if option in optional else dropped).append((option, wanted, final.get(option, "n"), fragment))
     for option, wanted, actual, fragment in skipped:
         log.info("optional %s=%s of %s is %s in this kernel", option, wanted, fragment.shown, _shown(actual))

@@ -20,7 +20,8 @@ from harness import runner
 from harness.files import write_atomic
 
 FACTS_FILE = "cow-layout.json"
-FACTS_VERSION = 1      # bump when cow_layout.c or what is derived from it changes
+FACTS_VERSION = 1      # bump when cow_layout.c or what is derived from it changes (PG_head, added later, is
+                       # optional: a layout kept without it still serves every cause but a huge page's head)
 SOURCE = Path(__file__).with_name("cow_layout.c")
 ZERO_PFN_SYMBOL = "zero_pfn"
 _VALUE = re.compile(r'"->(\w+) \$?(-?\d+) ')
@@ -91,8 +92,9 @@ def _unsupported(tree: Path, system_map: Path, probe: str) -> str:
     text = memory_c.read_text(errors="replace")
     if not re.search(rf"\b{re.escape(probe)}\(struct vm_fault \*\w+\)", text):
         return f"{probe}() in mm/memory.c does not take a struct vm_fault * as its only argument"
-    if "get_page(vmf->page);" not in text:
-        return "do_wp_page() in mm/memory.c does not take a reference with get_page(vmf->page) before copying"
+    if "get_page(vmf->page);" not in text and "folio_get(folio);" not in text:
+        return ("do_wp_page() in mm/memory.c does not take a reference with get_page(vmf->page) (or, since 6.x, "
+                "folio_get(folio)) before copying")
     symbols = re.findall(r"^[0-9a-f]+ [dDbBrR] (\S+)$", system_map.read_text(), re.M) if system_map.is_file() else []
     if ZERO_PFN_SYMBOL not in symbols:
         return f"no data symbol {ZERO_PFN_SYMBOL} in System.map"
@@ -100,9 +102,9 @@ def _unsupported(tree: Path, system_map: Path, probe: str) -> str:
 
 
 def compile_argv(command_file: str, source: Path, output: Path) -> list[str]:
-    """The compiler command kbuild recorded for mm/memory.o (`cmd_mm/memory.o := ...`), turned into
-    one that writes the assembly of source to output: no ccache, no dependency file."""
-    line = next(line for line in command_file.splitlines() if line.startswith("cmd_"))
+    """The compiler command kbuild recorded for mm/memory.o (`cmd_mm/memory.o := ...`; `savedcmd_` since
+    Linux 6.3), turned into one that writes the assembly of source to output: no ccache, no dependency file."""
+    line = next(line for line in command_file.splitlines() if line.startswith(("cmd_", "savedcmd_")))
     argv = shlex.split(line.split(":=", 1)[1])
     if argv and argv[0] == "ccache":
         argv = argv[1:]

@@ -4,6 +4,12 @@ the built kernel (harness.kernel.layout). Each record gets exactly one cause, ch
 order:
 
 - `zero_page`: no struct page, and the PTE maps the shared zero page (a first write after a read);
+- `huge_page`: a page of a huge page or large folio, its head (PG_head) or a tail page (bit 0 of
+  compound_head): a transparent huge page whose mapping a write fault split (COW after fork), or a
+  multi-size THP. Its reference and map counts live in the head and in the compound (entire) map
+  count, which the probe does not read; on 5.10 and 6.12 do_wp_page() never reuses such a page.
+  Checked before `ksm`: a tail page's `mapping` slot holds other fields (6.12 keeps map counts
+  there, which can look like PAGE_MAPPING_KSM), and a KSM page is never part of a huge page;
 - `ksm`: a KSM page (page->mapping carries PAGE_MAPPING_KSM);
 - `shared`: mapped more than once (fork);
 - `swapcache`: in the swap cache, and the swap cache's reference is the only extra one
@@ -65,10 +71,10 @@ def classify(fields: dict, layout: Layout) -> str:
     if fields["page"] == 0:
         pfn = (fields["pte"] & v["PTE_PFN_MASK"]) >> v["PAGE_SHIFT"]
         return "zero_page" if pfn == fields["zero_pfn"] else "other"
+    if fields["head"] & 1 or ("PG_head" in v and fields["flags"] >> v["PG_head"] & 1):
+        return "huge_page"      # a tail page, or the head: the counts that decide reuse are the huge page's
     if fields["mapping"] & v["PAGE_MAPPING_FLAGS"] == v["PAGE_MAPPING_KSM"]:
         return "ksm"
-    if fields["head"] & 1:      # a tail page: its counts live in the head page, which the probe did not read
-        return "other"
     mapcount = fields["mapcount"] + 1       # _mapcount starts at -1
     if mapcount > 1:
         return "shared"

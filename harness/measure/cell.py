@@ -107,7 +107,7 @@ def _attempted(job: Job, raw_dir: Path, cache_dir: Path) -> tuple[results.Run, d
     phases: dict[str, dict] = {}
     try:
         # the repetition on the command line: in the console log, and for a test patch that breaks some boots
-        with boot.booted(job.kernel, job.image, job.guest, job.accel, raw_dir, cache_dir / "boots",
+        with boot.booted(job.kernel, job.image, guest_of(job), job.accel, raw_dir, cache_dir / "boots",
                          append=f"harness.rep={cell.rep}") as guest:
             record = replace(record, accelerator=guest.accelerator, qemu_version=guest.qemu_version,
                              boot_ready_s=round(guest.ready_s, 2))
@@ -172,8 +172,23 @@ def _samples(job: Job, phases: dict[str, dict]) -> list[results.Sample]:
             for phase, figures in phases.items() for metric, value in sorted(figures.items())]
 
 
+def guest_of(job: Job) -> GuestConfig:
+    """The machine of a cell: the job's guest, with the data disk its workload asks for (data_disk_mb)."""
+    asked = job.cell.workload.setting("data_disk_mb")
+    if not asked:
+        return job.guest
+    return replace(job.guest, data_mb=int(str(asked).format(**job.cell.parameters)))
+
+
 def compressor(session, swap: str) -> str:
-    """zram's compression algorithm as the guest uses it ('lzo [lzo-rle] zstd' -> 'lzo-rle'); '' for a disk."""
+    """The swap compressor as the guest uses it: zram's algorithm ('lzo [lzo-rle] zstd' -> 'lzo-rle') or
+    zswap's; '' for a disk. A zswap boot whose kernel did not turn zswap on fails here, with the reason."""
+    if swap == "zswap":
+        enabled = session.run("cat /sys/module/zswap/parameters/enabled", check=False).stdout.strip()
+        if enabled != "Y":
+            raise CellFailed(why="zswap is not on in the guest (a kernel without CONFIG_ZSWAP, or a compressor "
+                                 "or pool it lacks: see the console log); build with kconfigs/zswap.config")
+        return session.run("cat /sys/module/zswap/parameters/compressor").stdout.strip()
     if swap != "zram":
         return ""
     said = session.run(["cat", "/sys/block/zram0/comp_algorithm"]).stdout
@@ -189,7 +204,8 @@ def _measure(job: Job, session, raw_dir: Path):
     """
     counting, warnings = _set_up_counting(job, session)
     driver = drivers.driver(job.cell.workload, job.cell.parameters, session)
-    plan, skipped = kernel_phases(driver, job.kernel.options)
+    plan, skipped = kernel_phases(driver, job.kernel.options,
+                                  lambda path: session.run(["test", "-e", path], check=False).status == 0)
     findings = _run_phases(job, raw_dir, driver, plan, counting)
     return findings.phases, warnings + skipped + findings.warnings, findings.problems, driver.gates()
 
@@ -302,18 +318,22 @@ def layout_of(experiment: Experiment, built: build.Build) -> Layout | None:
     return layout.of_build(built.tree, built.system_map, experiment.cow_probe, built.directory)
 
 
-def kernel_phases(driver: drivers.Driver, options: dict) -> tuple[list[str], list[str]]:
+def kernel_phases(driver: drivers.Driver, options: dict, exists=None) -> tuple[list[str], list[str]]:
     """(the driver's phases that this kernel can run, a warning naming the ones it cannot): a workload's
-    `requires` maps a phase to the CONFIG_ option it needs, checked in the kernel's .config options."""
+    `requires` maps a phase to the CONFIG_ option it needs, checked in the kernel's .config options (all
+    run when they are unknown), or to a path that must exist in the booted guest (exists(path))."""
     plan, needs = driver.phase_plan(), dict(driver.workload.setting("requires", {}))
-    if not needs or not options:
+    if not needs:
         return plan, []
-    missing = {phase: option for phase, option in needs.items() if options.get(option) not in ("y", "m")}
+    missing = {phase: need for phase, need in needs.items()
+               if (need.startswith("CONFIG_") and options and options.get(need) not in ("y", "m"))
+               or (need.startswith("/") and exists is not None and not exists(need))}
     skipped = [phase for phase in dict.fromkeys(plan) if phase in missing]
     if not skipped:
         return plan, []
     said = ", ".join(f"{phase} ({missing[phase]})" for phase in skipped)
-    return [phase for phase in plan if phase not in missing], [f"phases skipped, the kernel lacks their option: {said}"]
+    kept = [phase for phase in plan if phase not in missing]
+    return kept, [f"phases skipped, the kernel lacks what they need: {said}"]
 
 
 def _stop(driver: drivers.Driver) -> None:

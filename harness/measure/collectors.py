@@ -16,9 +16,24 @@ from harness.measure import causes
 
 VMSTAT_FIELDS = ("pswpin", "pswpout", "pgfault", "pgmajfault", "pgreuse", "swap_ra", "swap_ra_hit",
                  "pgscan_direct", "pgscan_kswapd", "pgsteal_direct", "pgsteal_kswapd",
-                 "workingset_refault_anon", "oom_kill")
+                 "workingset_refault_anon", "oom_kill",
+                 # reclaim and the LRU (5.8 and later split scans and steals into anon and file)
+                 "pgscan_anon", "pgscan_file", "pgsteal_anon", "pgsteal_file", "pgactivate", "pgdeactivate",
+                 "pgrefill", "workingset_refault_file", "workingset_activate_anon", "workingset_activate_file",
+                 "workingset_restore_anon", "workingset_restore_file",
+                 # transparent huge pages (a kernel without THP has none of them)
+                 "thp_fault_alloc", "thp_fault_fallback", "thp_collapse_alloc", "thp_collapse_alloc_failed",
+                 "thp_split_page", "thp_split_pmd", "thp_deferred_split_page", "thp_swpout", "thp_swpout_fallback",
+                 # zswap (6.x counts these in vmstat; 5.10 only in debugfs: the zswap section)
+                 "zswpin", "zswpout", "zswpwb")
 MEMCG_DELTAS = ("memory.events.oom_kill", "memory.stat.pgfault", "memory.stat.pgmajfault",
-                "memory.stat.workingset_refault_anon")
+                "memory.stat.workingset_refault_anon", "memory.stat.workingset_refault_file",
+                "memory.stat.workingset_activate_anon", "memory.stat.workingset_activate_file",
+                "memory.stat.pgscan", "memory.stat.pgsteal", "memory.stat.pgactivate", "memory.stat.pgdeactivate",
+                "memory.stat.pgrefill")
+# zswap's debugfs files (what 5.10 has of zswap's counters): levels are read at the end of the phase, the
+# rest are events over the phase.
+ZSWAP_LEVELS = ("stored_pages", "pool_total_size", "same_filled_pages")
 MEMCG_LEVELS = ("memory.current", "memory.swap.current")
 SOFTWARE_EVENTS = ("page-faults", "major-faults", "minor-faults")
 CROSS_CHECK_TOLERANCE = 0.01
@@ -190,6 +205,7 @@ def phase_metrics(before: str, after: str, probes, cow_probe: str, has_process: 
     metrics: dict[str, float] = {}
     metrics.update(_vmstat(first, last))
     metrics.update(_memcg(first, last))
+    metrics.update(_zswap(first, last))
     metrics.update(_process(first, last))
     swap, swap_warnings = swap_use(first, last, _swapped_in(metrics))
     metrics.update(swap)
@@ -300,6 +316,26 @@ def _memcg(first: dict, last: dict) -> dict:
              if name in after and name in before}
     found.update({f"memcg.{name.replace('memory.', '').replace('.', '_')}_kb": after[name] // 1024
                   for name in MEMCG_LEVELS if name in after})
+    return found
+
+
+def _zswap(first: dict, last: dict) -> dict:
+    """zswap.NAME from its debugfs files ('/sys/kernel/debug/zswap/NAME:VALUE' lines): the levels at the end
+    of the phase (pool_total_size in KiB as zswap.pool_kb), every other file as its change over the phase."""
+    if "zswap" not in last or "zswap" not in first:
+        return {}
+    def read(text):
+        return {line.rsplit("/", 1)[-1].split(":")[0]: int(line.rsplit(":", 1)[1]) for line in text.splitlines()
+                if re.fullmatch(r"\S+:-?\d+", line.strip())}
+    before, after = read(first["zswap"]), read(last["zswap"])
+    found = {}
+    for name, value in after.items():
+        if name == "pool_total_size":
+            found["zswap.pool_kb"] = value // 1024
+        elif name in ZSWAP_LEVELS:
+            found[f"zswap.{name}"] = value
+        elif name in before:
+            found[f"zswap.{name}"] = value - before[name]
     return found
 
 

@@ -1,7 +1,10 @@
 """The drivers that run a workload (harness/workloads.py) phase by phase in a booted guest. A Python
 class exists only where behaviour differs: `phased-program` (a static program that takes phase names
-on stdin, e.g. swapcow) and `redis` (redis-server in a memory cgroup, driven by redisdrive)."""
+on stdin, e.g. swapcow; in a memory cgroup when the workload sets memory_max_mb), `redis`
+(redis-server in a memory cgroup, driven by redisdrive) and `stress-ng` (one stressor per phase)."""
 
+import re
+import shlex
 import time
 from dataclasses import dataclass
 
@@ -64,16 +67,34 @@ class Driver:
         texts = self.workload.setting("gates", []) + expectation_gates(self.workload.setting("expects", {}))
         return [Gate.parse(text, self.workload.name) for text in texts]
 
+    def make_cgroup(self, memory_max: str = "") -> None:
+        """The workload's cgroup v2 group (memory.max when given): its memcg counters are the workload's."""
+        self.session.run(f"echo +memory > /sys/fs/cgroup/cgroup.subtree_control && mkdir -p {CGROUP}")
+        if memory_max:
+            self.session.run(f"echo {memory_max} > {CGROUP}/memory.max")
+        self.cgroup = CGROUP
 
+
+def program_figures(fields: dict[str, str]) -> tuple[tuple[str, float], ...]:
+    """The numbers a program's 'done' line gives besides pages and seconds, as program.KEY figures."""
+    return tuple((f"program.{key}", float(value)) for key, value in fields.items()
+                 if key not in ("pages", "seconds") and re.fullmatch(r"-?\d+(\.\d+)?", value))
 
 
 class PhasedProgram(Driver):
-    """A static program from the workload's folder: 'ready pid=P pages=N', then one phase per line."""
+    """A static program from the workload's folder: 'ready pid=P pages=N', then one phase per line. With
+    memory_max_mb set, the program runs in its own memory cgroup limited to that many MiB."""
 
     def start(self) -> None:
         program = self.workload.setting("program")
         args = [str(arg).format(**self.params) for arg in self.workload.setting("args", [])]
-        self.process = self.session.start([program, *args])
+        limit = self.workload.setting("memory_max_mb")
+        if limit:
+            self.make_cgroup(f"{int(str(limit).format(**self.params))}M")
+            command = shlex.join([program, *args])
+            self.process = self.session.start(f"sh -c 'echo $$ > {CGROUP}/cgroup.procs && exec {command}'")
+        else:
+            self.process = self.session.start([program, *args])
         ready = self.process.read_line(timeout=120)
         fields = dict(word.split("=", 1) for word in ready.split()[1:] if "=" in word)
         if not ready.startswith("ready") or "pid" not in fields:
@@ -89,7 +110,7 @@ class PhasedProgram(Driver):
         self.process.send(phase)
         line = self.process.read_line(timeout=PHASE_TIMEOUT_S)
         fields = parse_done(line, phase)
-        return PhaseOutcome(int(fields.get("pages", 0)), float(fields["seconds"]), said=line)
+        return PhaseOutcome(int(fields.get("pages", 0)), float(fields["seconds"]), program_figures(fields), said=line)
 
     def stop(self) -> None:
         try:
@@ -113,9 +134,7 @@ class Redis(Driver):
 
     def start(self) -> None:
         run = self.session.run
-        run(f"echo +memory > /sys/fs/cgroup/cgroup.subtree_control && mkdir -p {CGROUP}")
-        if self.params["mode"] == "limit":
-            run(f"echo {self.params['limit_mb']}M > {CGROUP}/memory.max")
+        self.make_cgroup(f"{self.params['limit_mb']}M" if self.params["mode"] == "limit" else "")
         run(f"setsid sh -c 'echo $$ > {CGROUP}/cgroup.procs && exec redis-server --port {REDIS_PORT} --save \"\" "
             f"--appendonly no --protected-mode no' </dev/null >/tmp/redis.log 2>&1 &")
         for _ in range(200):
@@ -123,7 +142,6 @@ class Redis(Driver):
                 break
             time.sleep(0.1)
         self.pid = int(run(f"cat {CGROUP}/cgroup.procs").stdout.split()[0])
-        self.cgroup = CGROUP
 
     def run_phase(self, phase: str) -> PhaseOutcome:
         if phase in ("swapout", "reswap"):
@@ -171,7 +189,53 @@ class Redis(Driver):
         self.session.run(f"redis-cli -p {REDIS_PORT} shutdown nosave", check=False)
 
 
-DRIVERS = {"phased-program": PhasedProgram, "redis": Redis}
+class StressNg(Driver):
+    """stress-ng, one stressor per phase (the phase's name), in the workload's memory cgroup: `instances`
+    workers for STRESSOR_ops bogo operations (or `timeout_s`, whichever ends first), with the options of
+    the workload's [stressors] table. A phase is the whole stress-ng run: there is no one process to
+    follow, so its figures are the guest's and the cgroup's (system.cow_copies, vmstat, memcg)."""
+
+    def start(self) -> None:
+        self.make_cgroup()
+        self.pid = None
+
+    def run_phase(self, phase: str) -> PhaseOutcome:
+        options = dict(self.workload.setting("stressors", {})).get(phase, [])
+        ops = self.params.get(f"{phase}_ops")
+        limit = [f"--{phase}-ops", str(ops)] if ops else []
+        argv = ["stress-ng", f"--{phase}", str(self.params["instances"]), *limit,
+                *[str(option).format(**self.params) for option in options],
+                "--timeout", f"{self.params['timeout_s']}s", "--metrics-brief", "--yaml", "/tmp/stress-ng.yaml"]
+        command = shlex.join(argv)
+        started = time.monotonic()
+        result = self.session.run(f"sh -c 'echo $$ > {CGROUP}/cgroup.procs && exec {command}' 2>&1; "
+                                  "cat /tmp/stress-ng.yaml 2>/dev/null", timeout=PHASE_TIMEOUT_S, check=False)
+        seconds = time.monotonic() - started
+        ops, rate = stress_ng_metrics(result.stdout, phase)
+        if ops is None:
+            tail = " / ".join(result.stdout.strip().splitlines()[-3:])
+            raise BadWorkload(name=self.workload.name, why=f"stress-ng --{phase} gave no metrics (exit status "
+                                                           f"{result.status}): {tail}")
+        return PhaseOutcome(0, seconds, (("bogo_ops", ops), ("bogo_ops_per_s", rate)),
+                            said=result.stdout[-4000:])
+
+    def stop(self) -> None:
+        self.session.run("pkill -x stress-ng", check=False)
+
+
+def stress_ng_metrics(text: str, stressor: str) -> tuple[float | None, float | None]:
+    """(bogo ops, bogo ops per second of wall time) of stressor in stress-ng's --yaml metrics, or (None, None)."""
+    block = re.search(rf"^\s+- stressor: {re.escape(stressor)}\n((?:\s{{6,}}\S.*\n?)*)", text, re.M)
+    if not block:
+        return None, None
+    values = dict(re.findall(r"^\s+([\w-]+): (\S+)", block.group(1), re.M))
+    try:
+        return float(values["bogo-ops"]), float(values["bogo-ops-per-second-real-time"])
+    except (KeyError, ValueError):
+        return None, None
+
+
+DRIVERS = {"phased-program": PhasedProgram, "redis": Redis, "stress-ng": StressNg}
 
 
 def driver(workload: Workload, params: dict, session) -> Driver:

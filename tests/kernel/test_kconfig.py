@@ -19,7 +19,7 @@ def test_project_fragments_ask_for_what_the_collectors_need():
 
 
 def test_unknown_fragment_lists_the_known_ones():
-    with pytest.raises(UnknownFragment, match="instrumentation, qemu-guest"):
+    with pytest.raises(UnknownFragment, match="instrumentation, out-of-line, qemu-guest, thp"):
         kconfig.find(["nope"], project.KCONFIGS)
 
 

@@ -14,7 +14,7 @@ HEADERS = {
     "linux/mm.h": "#define offsetof(type, field) __builtin_offsetof(type, field)\n#include <linux/mm_types.h>\n"
                   "struct vm_fault { void *vma; unsigned long address; unsigned long orig_pte; struct page *page; };\n"
                   "#define PTE_PFN_MASK 0xffffffffff000UL\n#define PAGE_SHIFT 12\n",
-    "linux/page-flags.h": "enum pageflags { PG_locked, PG_owner_priv_1 = 8, PG_swapbacked = 19,\n"
+    "linux/page-flags.h": "enum pageflags { PG_locked, PG_owner_priv_1 = 8, PG_head = 16, PG_swapbacked = 19,\n"
                           "  PG_swapcache = PG_owner_priv_1 };\n"
                           "#define PAGE_MAPPING_FLAGS 3\n#define PAGE_MAPPING_KSM 3\n",
 }
@@ -42,7 +42,7 @@ def test_the_values_come_from_the_compiled_tree_and_are_kept(tmp_path):
     assert found.unavailable == ""
     assert found.values == {"vm_fault_page": 24, "vm_fault_orig_pte": 16, "page_flags": 0, "page_compound_head": 8,
                             "page_mapping": 24, "page_mapcount": 48, "page_refcount": 52, "PG_swapcache": 8,
-                            "PG_swapbacked": 19, "PAGE_MAPPING_FLAGS": 3, "PAGE_MAPPING_KSM": 3,
+                            "PG_swapbacked": 19, "PG_head": 16, "PAGE_MAPPING_FLAGS": 3, "PAGE_MAPPING_KSM": 3,
                             "PTE_PFN_MASK": 0xffffffffff000, "PAGE_SHIFT": 12}
     assert found.event("cow_cause") == (
         "p:cow_cause wp_page_copy page=+24($arg1):x64 pte=+16($arg1):x64 zero_pfn=@zero_pfn:x64 "
@@ -60,7 +60,8 @@ def test_the_values_come_from_the_compiled_tree_and_are_kept(tmp_path):
     ({"memory_c": "static int wp_page_copy(struct vm_fault *vmf, int extra)\n"},
      "wp_page_copy() in mm/memory.c does not take a struct vm_fault * as its only argument"),
     ({"memory_c": "static int wp_page_copy(struct vm_fault *vmf)\n"},
-     "do_wp_page() in mm/memory.c does not take a reference with get_page(vmf->page) before copying"),
+     "do_wp_page() in mm/memory.c does not take a reference with get_page(vmf->page) (or, since 6.x, "
+     "folio_get(folio)) before copying"),
     ({"system_map": "ffffffff81000000 T wp_page_copy\n"}, "no data symbol zero_pfn in System.map"),
 ])
 def test_a_kernel_without_the_facts_says_why(tmp_path, change, reason):
@@ -82,3 +83,6 @@ def test_the_compile_command_is_kbuilds_own_without_ccache_or_dependency_file():
                 "-DKBUILD_MODNAME='\"memory\"' -Os -c -o mm/memory.o mm/memory.c\n")
     assert layout.compile_argv(recorded, "/x/cow_layout.c", "out.s") == [
         "gcc", "-nostdinc", '-DKBUILD_MODNAME="memory"', "-Os", "-S", "-o", "out.s", "/x/cow_layout.c"]
+    saved = "savedcmd_" + recorded          # what kbuild of Linux 6.3 and later writes
+    assert layout.compile_argv(saved, "/x/cow_layout.c", "out.s") == \
+        layout.compile_argv(recorded, "/x/cow_layout.c", "out.s")

@@ -37,10 +37,23 @@ def fields(**changed):
     ({"flags": SWAPCACHE, "refcount": 3}, "other_ref"),
     ({"refcount": 3}, "other_ref"),
     ({}, "other"),
-    ({"head": 0xffffea00000a0001, "refcount": 0}, "other"),
+    ({"head": 0xffffea00000a0001, "refcount": 0}, "huge_page"),
+    ({"head": 0xffffea00000a0001, "refcount": 0, "mapcount": 1}, "huge_page"),
+    # 6.12 keeps a large folio's map counts in the first tail page, where mapping would be: not KSM
+    ({"head": 0xffffea00000a0001, "refcount": 0, "mapping": 0xffffffff00000003}, "huge_page"),
 ])
 def test_each_copy_gets_the_first_cause_that_holds(changed, cause):
     assert causes.classify(fields(**changed), LAYOUT) == cause
+
+
+def test_the_head_of_a_huge_page_is_one_when_the_layout_knows_pg_head_and_judged_alone_when_not():
+    """A layout kept before PG_head was derived serves every cause but the head's; a tail page it knows."""
+    head_bit = 16        # PG_head of the 5.10 build with thp.config (cow-layout.json)
+    with_head = Layout(LAYOUT.probe, {**LAYOUT.values, "PG_head": head_bit})
+    head = fields(flags=SWAPBACKED | 1 << head_bit, refcount=600)
+    assert causes.classify(head, with_head) == "huge_page"
+    assert causes.classify(head, LAYOUT) == "other_ref", "without PG_head, the head's counts decide"
+    assert causes.classify(fields(), with_head) == "other", "a small page is judged as before"
 
 
 def line(task, pid, tgid, values):

@@ -192,9 +192,9 @@ def test_redis_lost_keys_make_the_run_invalid():
 
 @pytest.mark.parametrize("table, message", [
     ('[expects]\nwrite = "shared"\n', "[expects] names phase 'write', not one of idle, fill"),
-    ('[expects]\nfill = "swap"\n', "[expects] fill = 'swap' is not one of zero_page, ksm, shared, swapcache, "
-                                   "other_ref, other, reuse"),
-    ('[requires]\nfill = "KSM"\n', "[requires] fill = 'KSM' is not a CONFIG_ option"),
+    ('[expects]\nfill = "swap"\n', "[expects] fill = 'swap' is not one of zero_page, huge_page, ksm, shared, "
+                                   "swapcache, other_ref, other, reuse"),
+    ('[requires]\nfill = "KSM"\n', "[requires] fill = 'KSM' is neither a CONFIG_ option nor a path in the guest"),
 ])
 def test_expectations_and_requirements_name_phases_causes_and_options(tmp_path, table, message):
     folder = tmp_path / "broken"
@@ -242,7 +242,7 @@ def test_phases_that_need_an_option_the_kernel_lacks_are_skipped_and_named(tmp_p
     config.write_text("CONFIG_SWAP=y\n# CONFIG_KSM is not set\n")
     plan, said = cell.kernel_phases(driver, options(config))
     assert plan == ["idle", "shared", "exit", "reuse", "zeroread", "zerowrite"]
-    assert said == ["phases skipped, the kernel lacks their option: ksmmerge (CONFIG_KSM), ksmwrite (CONFIG_KSM)"]
+    assert said == ["phases skipped, the kernel lacks what they need: ksmmerge (CONFIG_KSM), ksmwrite (CONFIG_KSM)"]
     config.write_text("CONFIG_KSM=y\n")
     assert cell.kernel_phases(driver, options(config)) == (driver.phase_plan(), [])
     assert cell.kernel_phases(driver, options(tmp_path / "none")) == (driver.phase_plan(), []), "no .config: all"
