@@ -112,7 +112,7 @@ def _attempted(job: Job, raw_dir: Path, cache_dir: Path) -> tuple[results.Run, d
             record = replace(record, accelerator=guest.accelerator, qemu_version=guest.qemu_version,
                              boot_ready_s=round(guest.ready_s, 2))
             with _explained(guest, raw_dir):
-                record = replace(record, swap_compressor=compressor(guest.session, job.guest.swap))
+                record = replace(record, swap_compressor=compressor(guest.session, job.guest))
                 phases, warnings, problems, gates = _measure(job, guest.session, raw_dir)
                 release = guest.session.run(["uname", "-r"]).stdout.strip()
         record = _judged(record, cell.workload, release, phases, warnings, problems, gates)
@@ -180,15 +180,22 @@ def guest_of(job: Job) -> GuestConfig:
     return replace(job.guest, data_mb=int(str(asked).format(**job.cell.parameters)))
 
 
-def compressor(session, swap: str) -> str:
+def compressor(session, guest: GuestConfig) -> str:
     """The swap compressor as the guest uses it: zram's algorithm ('lzo [lzo-rle] zstd' -> 'lzo-rle') or
-    zswap's; '' for a disk. A zswap boot whose kernel did not turn zswap on fails here, with the reason."""
+    zswap's; '' for a disk. A zswap boot fails here, with the reason, when its kernel did not turn zswap
+    on, or took another compressor than the one asked for (a kernel falls back to its default compressor
+    when it lacks the one on its command line)."""
+    swap = guest.swap
     if swap == "zswap":
         enabled = session.run("cat /sys/module/zswap/parameters/enabled", check=False).stdout.strip()
         if enabled != "Y":
-            raise CellFailed(why="zswap is not on in the guest (a kernel without CONFIG_ZSWAP, or a compressor "
-                                 "or pool it lacks: see the console log); build with kconfigs/zswap.config")
-        return session.run("cat /sys/module/zswap/parameters/compressor").stdout.strip()
+            raise CellFailed(why="zswap is not on in the guest (a kernel without CONFIG_ZSWAP?): build with "
+                                 "kconfigs/zswap.config")
+        used = session.run("cat /sys/module/zswap/parameters/compressor").stdout.strip()
+        if used != guest.zswap_compressor:
+            raise CellFailed(why=f"zswap compresses with {used}, not {guest.zswap_compressor}: the kernel lacks "
+                                 f"that compressor; add its CONFIG_CRYPTO_ option to a fragment")
+        return used
     if swap != "zram":
         return ""
     said = session.run(["cat", "/sys/block/zram0/comp_algorithm"]).stdout

@@ -15,6 +15,7 @@ PHASE_TIMEOUT_S = 1800
 IDLE_S = 2.0
 CGROUP = "/sys/fs/cgroup/harness-workload"
 REDIS_PORT = 6379
+STRESS_NG_YAML = "/tmp/stress-ng.yaml"
 PAGE = 4096
 
 
@@ -67,6 +68,11 @@ class Driver:
         texts = self.workload.setting("gates", []) + expectation_gates(self.workload.setting("expects", {}))
         return [Gate.parse(text, self.workload.name) for text in texts]
 
+    @staticmethod
+    def in_cgroup(argv) -> str:
+        """A shell command that runs argv inside the workload's cgroup (it joins, then execs)."""
+        return "sh -c " + shlex.quote(f"echo $$ > {CGROUP}/cgroup.procs && exec {shlex.join(argv)}")
+
     def make_cgroup(self, memory_max: str = "") -> None:
         """The workload's cgroup v2 group (memory.max when given): its memcg counters are the workload's."""
         self.session.run(f"echo +memory > /sys/fs/cgroup/cgroup.subtree_control && mkdir -p {CGROUP}")
@@ -91,8 +97,7 @@ class PhasedProgram(Driver):
         limit = self.workload.setting("memory_max_mb")
         if limit:
             self.make_cgroup(f"{int(str(limit).format(**self.params))}M")
-            command = shlex.join([program, *args])
-            self.process = self.session.start(f"sh -c 'echo $$ > {CGROUP}/cgroup.procs && exec {command}'")
+            self.process = self.session.start(self.in_cgroup([program, *args]))
         else:
             self.process = self.session.start([program, *args])
         ready = self.process.read_line(timeout=120)
@@ -195,6 +200,17 @@ class StressNg(Driver):
     the workload's [stressors] table. A phase is the whole stress-ng run: there is no one process to
     follow, so its figures are the guest's and the cgroup's (system.cow_copies, vmstat, memcg)."""
 
+    def phase_plan(self) -> list[str]:
+        """idle, then the stressors the `stressors` parameter chooses (a comma-separated subset of the phases)."""
+        known = [phase for phase in self.workload.phases if phase != "idle"]
+        asked = str(self.params.get("stressors", ",".join(known)))
+        chosen = [name.strip() for name in asked.split(",") if name.strip()]
+        unknown = [name for name in chosen if name not in known]
+        if unknown or not chosen:
+            raise BadWorkload(name=self.workload.name, why=f"stressors={','.join(chosen)}: choose from "
+                                                           f"{', '.join(known)}")
+        return ["idle", *[phase for phase in known if phase in chosen]]
+
     def start(self) -> None:
         self.make_cgroup()
         self.pid = None
@@ -205,11 +221,12 @@ class StressNg(Driver):
         limit = [f"--{phase}-ops", str(ops)] if ops else []
         argv = ["stress-ng", f"--{phase}", str(self.params["instances"]), *limit,
                 *[str(option).format(**self.params) for option in options],
-                "--timeout", f"{self.params['timeout_s']}s", "--metrics-brief", "--yaml", "/tmp/stress-ng.yaml"]
-        command = shlex.join(argv)
+                "--timeout", f"{self.params['timeout_s']}s", "--metrics-brief", "--yaml", STRESS_NG_YAML]
         started = time.monotonic()
-        result = self.session.run(f"sh -c 'echo $$ > {CGROUP}/cgroup.procs && exec {command}' 2>&1; "
-                                  "cat /tmp/stress-ng.yaml 2>/dev/null", timeout=PHASE_TIMEOUT_S, check=False)
+        # a fresh YAML file per phase, and stress-ng's own exit status as the command's
+        result = self.session.run(f"rm -f {STRESS_NG_YAML}; {self.in_cgroup(argv)} 2>&1; status=$?; "
+                                  f"cat {STRESS_NG_YAML} 2>/dev/null; exit $status", timeout=PHASE_TIMEOUT_S,
+                                  check=False)
         seconds = time.monotonic() - started
         ops, rate = stress_ng_metrics(result.stdout, phase)
         if ops is None:

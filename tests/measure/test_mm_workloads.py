@@ -5,7 +5,7 @@ tests/real/test_real_mm.py."""
 import pytest
 
 from harness import experiment, metrics, workloads
-from harness.errors import BadExperiment, BadWorkload
+from harness.errors import BadExperiment, BadWorkload, CellFailed
 from harness.guest import vm
 from harness.kernel import kconfig
 from harness.measure import cell, collectors, drivers
@@ -42,7 +42,7 @@ def test_thpcow_runs_nothing_but_idle_on_a_kernel_without_thp_and_says_so():
     plan, said = cell.kernel_phases(driver, {"CONFIG_SWAP": "y"}, lambda path: False)
     assert plan == ["idle"]
     assert said[0].startswith("phases skipped, the kernel lacks what they need: fault (CONFIG_TRANSPARENT_HUGEPAGE)")
-    assert "mthpcow (/sys/kernel/mm/transparent_hugepage/hugepages-64kB)" in said[0]
+    assert "mthpcow (/sys/kernel/mm/transparent_hugepage/hugepages-64kB/stats/anon_fault_alloc)" in said[0]
 
 
 def test_multi_size_thp_phases_run_where_the_guest_has_their_sysfs_folder():
@@ -52,7 +52,7 @@ def test_multi_size_thp_phases_run_where_the_guest_has_their_sysfs_folder():
     asked = []
     plan, said = cell.kernel_phases(driver, options, lambda path: asked.append(path) or True)
     assert plan == list(thpcow.phases) and said == []
-    assert set(asked) == {"/sys/kernel/mm/transparent_hugepage/hugepages-64kB"}
+    assert set(asked) == {"/sys/kernel/mm/transparent_hugepage/hugepages-64kB/stats/anon_fault_alloc"}
     plan, said = cell.kernel_phases(driver, options, lambda path: False)
     assert plan[-1] == "swapin" and "mthpfault" in said[0]
 
@@ -100,9 +100,9 @@ def _job(workload, params):
 def test_a_stress_ng_phase_runs_its_stressor_in_the_cgroup_and_reads_its_yaml():
     stressng = workloads.load("stressng")
     params = stressng.params({"vm_mb": 8})
-    command = (f"sh -c 'echo $$ > {drivers.CGROUP}/cgroup.procs && exec stress-ng --vm 1 --vm-ops 16000 --vm-bytes "
-               "8M --vm-keep --timeout 60s --metrics-brief --yaml /tmp/stress-ng.yaml' 2>&1; cat /tmp/stress-ng.yaml "
-               "2>/dev/null")
+    command = (f"rm -f /tmp/stress-ng.yaml; sh -c 'echo $$ > {drivers.CGROUP}/cgroup.procs && exec stress-ng --vm 1 "
+               "--vm-ops 16000 --vm-bytes 8M --vm-keep --timeout 60s --metrics-brief --yaml /tmp/stress-ng.yaml' 2>&1; "
+               "status=$?; cat /tmp/stress-ng.yaml 2>/dev/null; exit $status")
     yaml = STRESS_NG_YAML.replace("pageswap", "vm")
     session = FakeSession({f"echo +memory > /sys/fs/cgroup/cgroup.subtree_control && mkdir -p {drivers.CGROUP}": "",
                            command: Answer("stress-ng: info: [51] dispatching hogs: 1 vm\n" + yaml)})
@@ -111,6 +111,15 @@ def test_a_stress_ng_phase_runs_its_stressor_in_the_cgroup_and_reads_its_yaml():
     outcome = driver.run_phase("vm")
     assert dict(outcome.client) == {"bogo_ops": 200.0, "bogo_ops_per_s": 19264.670219}
     assert driver.pid is None, "no one process to follow: the phase's figures are the guest's and the cgroup's"
+
+
+def test_the_stressors_parameter_chooses_the_phases_in_the_workloads_order():
+    stressng = workloads.load("stressng")
+    plan = drivers.driver(stressng, stressng.params({"stressors": "pageswap, vm"}), None).phase_plan()
+    assert plan == ["idle", "vm", "pageswap"]
+    with pytest.raises(BadWorkload) as caught:
+        drivers.driver(stressng, stressng.params({"stressors": "vm,ksm"}), None).phase_plan()
+    assert "stressors=vm,ksm: choose from vm, fork, mmap, fault, madvise, pageswap" in str(caught.value)
 
 
 def test_a_stressor_that_gives_no_metrics_fails_its_phase_with_what_stress_ng_said():
@@ -127,6 +136,19 @@ def test_stress_ng_yaml_gives_the_bogo_ops_of_the_stressor_asked_for_only():
     assert drivers.stress_ng_metrics(STRESS_NG_YAML, "pageswap") == (200.0, 19264.670219)
     assert drivers.stress_ng_metrics(STRESS_NG_YAML, "vm") == (None, None)
     assert drivers.stress_ng_metrics("", "vm") == (None, None)
+
+
+def test_a_zswap_boot_fails_when_its_kernel_did_not_take_the_compressor_asked_for():
+    guest = experiment.GuestConfig(swap="zswap", zswap_compressor="lz4")
+    session = FakeSession({"cat /sys/module/zswap/parameters/enabled": "Y\n",
+                           "cat /sys/module/zswap/parameters/compressor": "lzo\n"})
+    with pytest.raises(CellFailed) as caught:
+        cell.compressor(session, guest)
+    assert str(caught.value).startswith("zswap compresses with lzo, not lz4: the kernel lacks that compressor")
+    assert cell.compressor(session, experiment.GuestConfig(swap="zswap")) == "lzo"
+    off = FakeSession({"cat /sys/module/zswap/parameters/enabled": Answer("", "No such file", 1)})
+    with pytest.raises(CellFailed, match="zswap is not on in the guest"):
+        cell.compressor(off, guest)
 
 
 def _snapshot(zswap: str, vmstat: str = "pswpout 0\n") -> str:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.real
 EXPERIMENT = "mm-four-kernels"
 KERNELS = [("base", "5.10."), ("v6.12", "6.12.")]
 HUGE_PAGES = 4096 // 512      # thpcow's areas at size_mb=16, in 2 MiB huge pages
-MTHP = "/sys/kernel/mm/transparent_hugepage/hugepages-64kB"
+MTHP = "/sys/kernel/mm/transparent_hugepage/hugepages-64kB/stats/anon_fault_alloc"
 
 
 def harness(*args, timeout=3600) -> subprocess.CompletedProcess:
@@ -87,11 +87,8 @@ def test_reclaim_reclaims_anon_and_page_cache_under_memory_max_and_counts_the_re
     assert refault["vmstat.workingset_refault_file"] >= 0.5 * refault["program.file_pages"]
     # what went to swap comes back (VmSwap's net change is small: reclaim pushes other pages out meanwhile)
     assert refault["vmstat.workingset_refault_anon"] >= over and refault["vmstat.pswpin"] >= over
-    for phase in (fill, refault, stream):
-        reclaimed = phase["vmstat.pgsteal_anon"] + phase["vmstat.pgsteal_file"]
-        assert phase["scan_per_reclaim"] == pytest.approx(
-            (phase["vmstat.pgscan_anon"] + phase["vmstat.pgscan_file"]) / reclaimed)
-        assert phase["scan_per_reclaim"] >= 1
+    for phase in (fill, refault, stream):      # reclaim takes no page it did not scan
+        assert phase["scan_per_reclaim"] >= 1 and phase["refaults_per_reclaim"] > 0
     show(f"reclaim on {run['kernel_release']}", "; ".join(
         f"{name} steal anon {p['vmstat.pgsteal_anon']:.0f} file {p['vmstat.pgsteal_file']:.0f}, refaults anon "
         f"{p['vmstat.workingset_refault_anon']:.0f} file {p['vmstat.workingset_refault_file']:.0f}, scan/reclaim "

@@ -22,7 +22,7 @@
  *              but by page tables (a split huge page): reused or copied, as the kernel decides
  *   swapout    MADV_PAGEOUT over C (huge pages swapped out whole or split first)
  *   swapin     read every page of C
- *   mthpfault  multi-size THP (Linux 6.8+): with 64 KiB folios on and PMD-size ones off, write every
+ *   mthpfault  multi-size THP (Linux 6.10+, which counts it): with 64 KiB folios on and PMD-size ones off, write every
  *              page of D (folios= the 64 KiB folios the kernel says it allocated at faults, -1 when it
  *              does not say; wanted= the 64 KiB folios D spans)
  *   mthpcow    fork a second child that maps D, write every page of D, let the child exit
@@ -165,8 +165,11 @@ static int keep_mapped(pid_t *child)
 		return -1;
 	fflush(stdout);
 	*child = fork();
-	if (*child < 0)
+	if (*child < 0) {
+		close(tell[0]);
+		close(tell[1]);
 		return -1;
+	}
 	if (*child == 0) {
 		char byte;
 
@@ -246,17 +249,21 @@ int main(int argc, char **argv)
 			long alloc_sleep = get(KHUGEPAGED "alloc_sleep_millisecs");
 			char old[32];
 
-			if (madvise(b, size, MADV_HUGEPAGE) || set(KHUGEPAGED "scan_sleep_millisecs", "0") ||
-			    set(KHUGEPAGED "alloc_sleep_millisecs", "0") || set(KHUGEPAGED "pages_to_scan", "4096")) {
-				printf("error %s khugepaged %s\n", phase, strerror(errno));
-				continue;
-			}
-			while (huge_kb(b) < (long)(size >> 10) && now() < deadline)
+			int failed = madvise(b, size, MADV_HUGEPAGE) || set(KHUGEPAGED "scan_sleep_millisecs", "0") ||
+				     set(KHUGEPAGED "alloc_sleep_millisecs", "0") ||
+				     set(KHUGEPAGED "pages_to_scan", "4096");
+			int error = errno;
+
+			while (!failed && huge_kb(b) < (long)(size >> 10) && now() < deadline)
 				usleep(20000);
 			snprintf(old, sizeof(old), "%ld", scan_sleep);	/* khugepaged back at its own pace */
 			set(KHUGEPAGED "scan_sleep_millisecs", old);
 			snprintf(old, sizeof(old), "%ld", alloc_sleep);
 			set(KHUGEPAGED "alloc_sleep_millisecs", old);
+			if (failed) {
+				printf("error %s khugepaged %s\n", phase, strerror(error));
+				continue;
+			}
 			printf("done %s pages=%zu seconds=%.6f hugepages=%zu huge=%ld\n", phase, pages,
 			       now() - started, size / HUGE, huge_kb(b) / (long)(HUGE >> 10));
 			continue;
@@ -271,7 +278,11 @@ int main(int argc, char **argv)
 			long before = get(MTHP "stats/anon_fault_alloc"), after;
 
 			if (set(MTHP "enabled", "always") || set(PMD_THP "enabled", "never")) {
-				printf("error %s no multi-size THP in this kernel (%s)\n", phase, strerror(errno));
+				int error = errno;
+
+				set(MTHP "enabled", "never");
+				set(PMD_THP "enabled", "inherit");
+				printf("error %s no multi-size THP in this kernel (%s)\n", phase, strerror(error));
 				continue;
 			}
 			write_part(d, size, 0, HUGE / page);
