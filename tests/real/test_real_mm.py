@@ -138,3 +138,14 @@ def test_the_coverage_map_shows_huge_page_and_reclaim_functions_run_by_the_new_w
     assert "reclaim/" not in lines["do_huge_pmd_wp_page"], "reclaim maps no huge page: " + said
     show("harness workloads --covers (5.10)", " | ".join(lines[f] for f in functions))
 
+
+
+def test_redis_runs_valid_on_6_12_and_copies_nothing_after_swap_in(tmp_path):
+    """The one shipped workload the four-kernel experiment leaves out, on the newest kernel."""
+    run, phases = measured(tmp_path / "run", "v6.12", "6.12.", "--workload", "redis")
+    read, write = phases["read"], phases["write"]
+    assert read["process.swapped_in_pages"] >= 0.5 * phases["swapout"]["process.swapped_out_pages"]
+    assert write["cow_copies_per_swapin"] < 0.01, "6.12 carries the seed's series: no copy after swap-in"
+    assert write["cow_copies.swapcache"] == 0
+    show(f"redis on {run['kernel_release']}", f"read swapped in {read['process.swapped_in_pages']:.0f} pages; write "
+         f"copies {write['cow_copies']:.0f} ({write['cow_copies_per_swapin']:.4f} per page swapped in)")
