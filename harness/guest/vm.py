@@ -245,7 +245,8 @@ class Qemu:
         alarming = [line for line in lines if _ALARM.search(line) and not line.startswith("HARNESS-GUEST-ERROR")][:2]
         tail = " | ".join(said + alarming + [line for line in lines[-3:] if line not in alarming])
         tail = tail or "(nothing on the console)"
-        if any("Initramfs unpacking failed" in line for line in lines):
+        # the kernel runs out of memory unpacking it, or QEMU refuses to load it at all ("initrd is too large")
+        if any("Initramfs unpacking failed" in line for line in lines) or "initrd is too large" in self.qemu_said():
             what += f" (the initramfs did not fit in {self.spec.memory_mb} MB: raise [guest] memory_mb)"
         return BootFailed(what=what, tail=tail, log=self.spec.console_log)
 

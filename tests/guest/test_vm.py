@@ -256,3 +256,11 @@ def test_the_run_asks_once_whether_kvm_works_and_the_boots_take_the_answer(tmp_p
     assert vm.kvm_works(tmp_path / "bzImage") == (works, why)
     assert len(probes) == 1 + works, "a failure is not probed again"
     assert not probes[0].exists(), "the probe's console file is gone with its folder"
+
+
+def test_an_initramfs_larger_than_the_guest_is_refused_by_qemu_and_names_the_setting(tmp_path):
+    qemu = vm.Qemu(spec(tmp_path), tmp_path / "qemu.log")
+    (tmp_path / "qemu.log").write_text("qemu: initrd is too large, cannot support.(max: 75333631, need 78115840)\n")
+    failure = str(qemu.failure("the guest exited before it was ready"))
+    assert "(the initramfs did not fit in 1024 MB: raise [guest] memory_mb)" in failure
+    assert "QEMU: qemu: initrd is too large" in failure
