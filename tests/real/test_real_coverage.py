@@ -1,4 +1,4 @@
-"""The real thing for patch coverage: a patch to mincore(2), which no shipped workload calls
+"""The real thing for patch coverage: a patch to mincore(2), which swapcow never calls
 (experiments/unexercised-mincore.toml), built and booted. The function profiler counts the changed
 function in every phase of every counted boot of both kernels, finds no call, and the run says first
 that it cannot tell what the patch does: no row of the variant claims no change."""
