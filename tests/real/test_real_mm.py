@@ -8,14 +8,13 @@ Uses the default cache (~/.cache/harness). From an empty cache the two builds ta
 minutes here.
 """
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from harness import workloads
+from tests.real.test_real_kernels import harness, show
 
 pytestmark = pytest.mark.real
 
@@ -23,17 +22,6 @@ EXPERIMENT = "mm-four-kernels"
 KERNELS = [("base", "5.10."), ("v6.12", "6.12.")]
 HUGE_PAGES = 4096 // 512      # thpcow's areas at size_mb=16, in 2 MiB huge pages
 MTHP = "/sys/kernel/mm/transparent_hugepage/hugepages-64kB/stats/anon_fault_alloc"
-
-
-def harness(*args, timeout=3600) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "harness", *map(str, args)], capture_output=True, text=True,
-                            timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
-def show(what: str, figure: str) -> None:
-    print(f"\n[figure] {what}: {figure}")
 
 
 def measured(out: Path, variant: str, release: str, *args, experiment: str = EXPERIMENT) -> tuple[dict, dict]:
