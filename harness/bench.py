@@ -30,7 +30,7 @@ from harness.analysis import compare, stats
 from harness.errors import BadExperiment, BadPlacement, BadWorkload, HarnessError, NotAResultDirectory
 from harness.experiment import Experiment
 from harness.guest import image, vm
-from harness.kernel import build, objdiff, patchmail, source
+from harness.kernel import build, objdiff, patchmail, selftests, source
 from harness.measure import dispatch, drivers, worker
 from harness.measure.cell import Cell, Job, Kernel, layout_of
 from harness.progress import Progress, Stopwatch
@@ -163,11 +163,13 @@ def warn_unreachable(request: RunRequest, enough: int) -> None:
 def plan(request: RunRequest, seed: int, reps: int | None = None) -> list[tuple[str, str, int, str, str]]:
     """(workload, variant, rep, mode, point) in run order: one block per repetition and workload, holding
     every variant in every mode at every sweep point once, shuffled with seed, so that host drift falls
-    on all alike."""
+    on all alike. A workload with `most_reps` gets no block past that repetition."""
     rng = random.Random(seed)
     cells = []
     for rep in range(1, (reps or request.reps) + 1):
         for workload, _ in request.workloads:
+            if workload.most_reps is not None and rep > workload.most_reps:
+                continue
             order = [(variant.name, mode, point) for variant in request.variants for mode in request.modes
                      for point in request.points(workload.name)]
             rng.shuffle(order)
@@ -184,10 +186,11 @@ def run(request: RunRequest, cache_dir: Path, stop=None) -> results.RunDirectory
     directory, seed, cells = _open(request)
     with dispatch.pool(request.placement, cache_dir, directory.path / "raw") as pool:     # fails before the builds
         builds, guest_image, stages, calls = _prepare(request, directory, cache_dir)
+        tests = selftests_of(request, builds, stages)
         request, cells = _untimed(request, directory, pool, builds, cells)
         cells_started = time.monotonic()
         cpus = _placed(request, pool, directory)
-        kernels = {name: _kernel(request, built) for name, built in builds.items()}
+        kernels = {name: _kernel(request, built, tests.get(name)) for name, built in builds.items()}
         image_digest = worker.digest_of(guest_image.path) if request.placement.remote else ""
 
         def job(cell):
@@ -283,11 +286,30 @@ def _recorder(directory: results.RunDirectory, progress: Progress, parallel: boo
     return started, finished
 
 
-def _kernel(request: RunRequest, built) -> tuple[Kernel, str]:
-    """A variant's Kernel as cells take it (the copy-cause layout when counted boots need it), and the
-    digest a remote worker keeps its bzImage under."""
+def selftests_of(request: RunRequest, builds: dict, stages: dict) -> dict[str, selftests.Built]:
+    """variant -> its tree's mm selftests, built (or kept from an earlier run) beside its kernel, when a workload
+    of the run runs them; the seconds it took go into stages."""
+    tests = [selftests.Test.of(name, table, workload.setting("helpers", ())) for workload, _ in request.workloads
+             if workload.driver == "selftests" for name, table in dict(workload.setting("tests", {})).items()]
+    if not tests:
+        return {}
+    started = time.monotonic()
+    found = {}
+    for name, built in builds.items():
+        if not built.tree.is_dir():
+            continue        # a fake build: no tree to build them from
+        found[name] = selftests.build(built.tree, built.directory / "selftests", tests)
+        if said := found[name].said():
+            log.warning("variant %s: %s", name, said)
+    stages["selftests"] = round(time.monotonic() - started, 1)
+    return found
+
+
+def _kernel(request: RunRequest, built, tests: selftests.Built | None = None) -> tuple[Kernel, str]:
+    """A variant's Kernel as cells take it (the copy-cause layout when counted boots need it, its selftests when
+    a workload runs them), and the digest a remote worker keeps its bzImage under."""
     wanted = "counted" in request.modes and request.experiment.probes
-    kernel = Kernel.of(built, layout_of(request.experiment, built) if wanted else None)
+    kernel = Kernel.of(built, layout_of(request.experiment, built) if wanted else None, tests)
     return kernel, worker.digest_of(built.bzimage) if request.placement.remote else ""
 
 

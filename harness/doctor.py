@@ -62,6 +62,8 @@ PREREQUISITES = (
     Prerequisite("redis-server", "redis-server", "redis workload (guest)", command="redis-server"),
     Prerequisite("redis-cli", "redis-tools", "redis workload (guest)", command="redis-cli"),
     Prerequisite("stress-ng", "stress-ng", "stressng workload (guest)", command="stress-ng"),
+    Prerequisite("libnuma (static)", "libnuma-dev", "the tree's KSM selftests (ksm_tests), linked statically",
+                 file="/usr/lib/x86_64-linux-gnu/libnuma.a"),
     Prerequisite("dropbear", "dropbear-bin", "SSH server in the guest", command="dropbear"),
     Prerequisite("perf", "linux-perf", "counters in the guest", command="perf"),
     Prerequisite("sshd", "openssh-server", "the test of --cluster ssh:// (an sshd on loopback)",

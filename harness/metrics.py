@@ -9,6 +9,9 @@ kprobes and profiler, because the probes slow down most the variant that hits th
 `headline`: shown in the short comparison table; a headline timing metric is also in the
 report's instrumentation cost table. `probed`: measured only on boots with kprobes (counted),
 so a boot without them (timed) has none, and a gate on it cannot be checked there.
+`must_be_zero`: a count of what went wrong (pages read back wrong, tests of the kernel's own that
+failed): one boot with one is a finding about the kernel (harness/analysis/integrity.py), never a
+statistic, so it has no direction.
 
 The first pattern that matches a name wins (fnmatch), so specific names come before the
 patterns that would also match them.
@@ -33,6 +36,7 @@ class Meaning:
     summary: str = ""
     headline: bool = False     # in the short table (compare without --all) and, if timing, the instrumentation cost
     probed: bool = False       # only counted boots (kprobes, perf, the cause records) have it
+    must_be_zero: bool = False  # a count of wrong data or failed tests: judged by integrity.py, not by statistics
 
 
 TABLE = (
@@ -63,6 +67,20 @@ TABLE = (
     Meaning("system.cow_copies.*", "counter", "lower", "copies", "system",
             summary="system.cow_copies of one cause", probed=True),
     Meaning("pages", "counter", "none", "pages", "process", summary="pages the phase touched or meant to move"),
+    Meaning("checked_pages", "counter", "none", "pages", "process",
+            summary="pages whose content the workload checked against what was written (each check counted)"),
+    Meaning("wrong_pages", "counter", "none", "pages", "process", headline=True, must_be_zero=True,
+            summary="checked pages that did not hold what was written: another process's data, or a lost write"),
+    Meaning("checked_values", "counter", "none", "values", "process",
+            summary="values the client read back and checked against what it wrote (redis)"),
+    Meaning("wrong_values", "counter", "none", "values", "process", headline=True, must_be_zero=True,
+            summary="values read back that are not what was written (redis)"),
+    Meaning("tests_passed", "counter", "none", "tests", "process",
+            summary="test cases of the kernel's own selftest that passed in the phase"),
+    Meaning("tests_failed", "counter", "none", "tests", "process", headline=True, must_be_zero=True,
+            summary="test cases of the kernel's own selftest that failed in the phase"),
+    Meaning("tests_skipped", "counter", "none", "tests", "process",
+            summary="test cases of the kernel's own selftest that skipped (a feature the kernel or guest lacks)"),
     Meaning("duration_s", "counter", "lower", "s", "process", timing=True, summary="wall time of the phase",
             headline=True),
     Meaning("ops_per_s", "level", "higher", "ops/s", "process", timing=True, summary="client operations per second",

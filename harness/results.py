@@ -9,7 +9,9 @@ boot without them (timings come from those). Format 1 files have no mode: every 
 counted. Format 3 adds `point` (the sweep point, harness/sweep.py; "" without a sweep) to both
 files, and the swap backend to runs.csv; older files read as one point on a virtio disk. Format 4 adds
 the `host` each cell ran on (cells may run on several machines, harness/measure/dispatch.py); older
-files read as run on the host their metadata names."""
+files read as run on the host their metadata names. Format 5 adds `findings` to runs.csv: what the
+boot read back wrong, or which test of the kernel's own failed (Finding, as JSON; empty when nothing
+was); older files read as boots that found nothing, since their workloads checked nothing."""
 
 import csv
 import functools
@@ -30,7 +32,7 @@ from harness import project
 from harness.errors import NewerFormat, NotAResultDirectory, NotComparable
 from harness.files import write_atomic
 
-FORMAT = 4
+FORMAT = 5
 
 
 def host_facts() -> "HostFacts":
@@ -79,6 +81,48 @@ def _parse(kind, text: str):
 
 
 @dataclass(frozen=True)
+class Finding:
+    """Something a phase of a boot found wrong: data read back that is not what was written (kind
+    `wrong_pages` or `wrong_values`: how many of how many checked, and the first wrong one with what was
+    expected and what was found), or a test of the kernel's own that failed (`failed_test`: its name in
+    `where`). A finding is about the kernel, never noise: harness/analysis/integrity.py judges it."""
+    phase: str
+    kind: str               # wrong_pages | wrong_values | failed_test
+    count: int = 1          # pages or values wrong; 1 for a test
+    checked: int = 0        # pages or values the phase checked; 0 for a test
+    where: str = ""         # the first wrong one ('child:17', 'key:42'), or the test's name
+    expected: str = ""
+    found: str = ""
+
+    def said(self) -> str:
+        """'4,096 of 4,096 pages wrong, first child:0: expected 0x.., found 0x..' or "test 'NAME' failed"."""
+        if self.kind == FAILED_TEST:
+            return f"test '{self.where}' failed"
+        if self.kind == KERNEL_BUG:
+            return f"the kernel said: {self.where}"
+        unit = self.kind.removeprefix("wrong_")
+        first = f", first {self.where}" if self.where else ""
+        values = f": expected {self.expected}, found {self.found}" if self.expected or self.found else ""
+        return f"{self.count:,} of {self.checked:,} {unit} wrong{first}{values}"
+
+
+FAILED_TEST = "failed_test"
+KERNEL_BUG = "kernel_bug"
+FINDING_KINDS = ("wrong_pages", "wrong_values", FAILED_TEST, KERNEL_BUG)
+NAMED_KINDS = (FAILED_TEST, KERNEL_BUG)     # findings told apart by their name, not only their phase
+
+
+def findings_text(findings: tuple[Finding, ...]) -> str:
+    """runs.csv's findings cell: a JSON list ('' for none)."""
+    return json.dumps([asdict(finding) for finding in findings]) if findings else ""
+
+
+def findings_of(text: str) -> tuple[Finding, ...]:
+    """The findings of a runs.csv cell (findings_text's inverse)."""
+    return tuple(Finding(**item) for item in json.loads(text)) if text.strip() else ()
+
+
+@dataclass(frozen=True)
 class Run:
     """One boot: a row of runs.csv."""
     variant: str
@@ -103,18 +147,21 @@ class Run:
     swap: str = "virtio-blk"     # the swap backend: virtio-blk | zram | zswap
     swap_compressor: str = ""    # zram's or zswap's compressor, as the guest kernel used it
     host: str = ""               # the machine the cell ran on (its hostname); format 4
+    findings: tuple[Finding, ...] = ()     # what the boot found wrong, valid or not; format 5
 
     @property
     def cell(self) -> tuple[str, str, int, str, str]:
         return (self.workload, self.variant, self.rep, self.mode, self.point)
 
     def to_row(self) -> dict[str, str]:
-        return {name: _text(value) for name, value in asdict(self).items()}
+        row = {f.name: _text(getattr(self, f.name)) for f in fields(self) if f.name != "findings"}
+        return {**row, "findings": findings_text(self.findings)}
 
     @classmethod
     def from_row(cls, row: dict[str, str]) -> "Run":
-        return cls(**{f.name: _parse(f.type, row[f.name]) for f in fields(cls)
-                      if row.get(f.name) is not None and (row[f.name] != "" or f.type is str)})
+        found = findings_of(row.get("findings") or "")
+        return cls(**{f.name: _parse(f.type, row[f.name]) for f in fields(cls) if f.name != "findings"
+                      and row.get(f.name) is not None and (row[f.name] != "" or f.type is str)}, findings=found)
 
 
 @dataclass(frozen=True)
@@ -470,20 +517,22 @@ def default_directory(experiment: str) -> Path:
 
 def read(path: Path):
     """(samples, runs, metadata) of a run directory, as pandas frames (valid a boolean, rep an
-    integer, every format's files alike) and its RunMetadata."""
+    integer, findings a tuple of Finding, every format's files alike) and its RunMetadata."""
     import pandas as pd
     for name in ("samples.csv", "runs.csv"):
         if not (path / name).is_file():
             raise NotAResultDirectory(path=path, missing=name)
     directory = RunDirectory.load(path)
     samples = pd.DataFrame([asdict(s) for s in directory.samples], columns=SAMPLE_COLUMNS)
-    runs = pd.DataFrame([asdict(r) for r in directory.runs], columns=RUN_COLUMNS)
+    runs = pd.DataFrame([{name: getattr(r, name) for name in RUN_COLUMNS} for r in directory.runs], columns=RUN_COLUMNS)
     samples = samples.astype({"rep": int, "value": float})
     runs = runs.astype({"rep": int, "valid": bool})
     return samples, runs, directory.metadata
 
 
-POOLED_METADATA = ("workloads", "primary", "margin_pct", "probes", "guest", "sweep", "discovery")
+# format: from format 5 on, the workloads check what they read back, which changes what their phases do and
+# take (redis values by content, stress-ng --verify): a folder of another format measured other programs
+POOLED_METADATA = ("format", "workloads", "primary", "margin_pct", "probes", "guest", "sweep", "discovery")
 
 
 def _pooled_value(metadata: RunMetadata, name: str) -> str:

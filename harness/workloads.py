@@ -2,17 +2,18 @@
 defaults and limits, gates and expectations. What the experiment, the checks and the analysis
 read; the drivers that run a workload in a booted guest are harness/measure/drivers.py."""
 
+import functools
 import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness import metrics, project
-from harness.errors import BadWorkload, UnknownWorkload
+from harness.errors import BadWorkload, HarnessError, UnknownWorkload
 
 EXPECTED_SHARE = 0.9     # of a phase's pages that must show the cause it expects
 REUSE = "reuse"          # an expectation that is no copy cause: write faults that keep their page
-DRIVERS = ("phased-program", "redis", "stress-ng")   # the classes of harness/measure/drivers.py
+DRIVERS = ("phased-program", "redis", "stress-ng", "selftests")   # the classes of harness/measure/drivers.py
 GATE = re.compile(r"^\s*(\w+)\.(\S+)\s*>=\s*([0-9]*\.?[0-9]+)\s*\*\s*(\w+)\.(\S+)\s*$")
 
 
@@ -93,6 +94,19 @@ class Workload:
     def setting(self, name, default=None):
         return dict(self.settings).get(name, default)
 
+    @property
+    def most_reps(self) -> int | None:
+        """`most_reps` of workload.toml: the repetitions a run gives this workload at most, whatever --reps says
+        (a workload whose rows are counts that must be 0 needs no test of significance); None: as many as the
+        run's."""
+        return self.setting("most_reps")
+
+    @property
+    def correctness(self) -> bool:
+        """`correctness = true` in workload.toml: it checks that the kernel is right (what the pages hold), not
+        what it does: `harness try` runs it whatever the coverage chose."""
+        return bool(self.setting("correctness", False))
+
 
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
@@ -140,6 +154,17 @@ def choose(names, settings, preset=None) -> tuple:
     return tuple((w, w.params({**(preset or {}).get(w.name, {}), **overrides[w.name]})) for w in chosen)
 
 
+@functools.cache
+def by_rule(name: str) -> bool:
+    """Whether a shipped workload's rows are judged by a rule, not by statistics (`most_reps`: the integrity
+    checks, the selftests): its must-be-zero rows decide, and its other rows, at one boot a variant, are there
+    to read; a statistic over them would only dilute the others'. False for a workload no longer shipped."""
+    try:
+        return load(name).most_reps is not None
+    except HarnessError:
+        return False
+
+
 def discover(folder: Path = project.WORKLOADS) -> dict[str, Workload]:
     return {path.parent.name: _load(path) for path in sorted(folder.glob("*/workload.toml"))}
 
@@ -172,6 +197,9 @@ def _load(path: Path) -> Workload:
         if name not in dict(parameters):
             raise BadWorkload(name=workload.name, why=f"[minimum] or [choices] names '{name}', not a parameter")
     workload.params()      # the defaults themselves must pass
+    most = workload.setting("most_reps")
+    if most is not None and (not isinstance(most, int) or isinstance(most, bool) or most < 1):
+        raise BadWorkload(name=workload.name, why=f"most_reps = {most!r}: a whole number of at least 1")
     return workload
 
 

@@ -23,14 +23,15 @@ def test_every_check_of_an_experiment_is_one_line(tmp_path, fake_tree):
     lines = [check.line() for check in checks.check_experiment(write_experiment(tmp_path, fake_tree), tmp_path)]
     assert lines[0] == f"ok   experiment {tmp_path / 'mine.toml'} loads: 4 variants, source dir:{fake_tree}"
     assert lines[1] == "ok   kconfig fragments "
-    assert lines[2].startswith("ok   workloads forkcow, reclaim, redis, stressng, swapcow, thpcow (forkcow: ")
+    assert lines[2].startswith("ok   workloads forkcow, integrity, reclaim, redis, selftests, stressng, swapcow, "
+                               "thpcow (forkcow: ")
     assert lines[3] == f"ok   variant first: 1 patch(es) (applies to dir:{fake_tree})"
     assert lines[4] == "ok   variant again: 0 patch(es) (the baseline's kernel)"
     assert lines[5].startswith("FAIL variant second: 1 patch(es): the series does not apply: second.patch: ")
     assert lines[5].endswith(f"(tree {fake_tree}): harness patch check shows where")
     assert lines[6] == "ok   primary row swapcow/write/cow_copies (counter, lower is better, in copies)"
     assert lines[7] == "FAIL primary row nonesuch/write/cow_copies: workload nonesuch does not run (forkcow, " \
-                       "reclaim, redis, stressng, swapcow, thpcow)"
+                       "integrity, reclaim, redis, selftests, stressng, swapcow, thpcow)"
     assert lines[8] == "FAIL primary row swapcow/squash/cow_copies: swapcow has no phase squash (idle, fill, " \
                        "swapout, read, write)"
     assert lines[9:] == ["ok   sweep axes guest.swap_mb = [24, 48]"]

@@ -80,7 +80,7 @@ class Profiled:
         return [self.built]
 
     @contextmanager
-    def booted(self, kernel, image, config, accel, log_dir, work_dir, timeout=None, append=""):
+    def booted(self, kernel, image, config, accel, log_dir, work_dir, timeout=None, append="", consoles=None):
         phases = recordings("swapcow", kernel.variant)
         if self.meant:
             phases = [(phase, replace(recording, said=recording.said.replace("pages=16384", f"pages={self.meant}")))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from harness import workloads
 from harness.analysis import compare
 
 
@@ -31,8 +32,11 @@ Pools = dict   # variant -> (workload, mode, point) -> Pool
 
 
 def pools(samples: pd.DataFrame, runs: pd.DataFrame, baseline: str = "base") -> Pools:
-    """Each variant's valid boots; variants with the baseline's patches (a control) join the baseline's pool."""
+    """Each variant's valid boots; variants with the baseline's patches (a control) join the baseline's pool. The
+    workloads judged by a rule (workloads.by_rule: a run gives them one boot, which a synthetic run of n boots could
+    only copy n times) are left out."""
     kept, _ = compare.valid_samples(samples, runs)
+    kept = kept[~kept["workload"].isin([name for name in kept["workload"].unique() if workloads.by_rule(name)])]
     hashes = runs.groupby("variant")["patch_hash"].first().astype(str).to_dict()
     kernel = {variant: baseline if hashes.get(variant) == hashes.get(baseline) else variant for variant in hashes}
     kept = kept.assign(kernel=kept["variant"].map(kernel), boot=kept["variant"] + ":" + kept["rep"].astype(str))

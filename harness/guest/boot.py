@@ -71,14 +71,17 @@ def dry_run(build: Build, config: GuestConfig, accel: str, cache_dir: Path) -> l
 
 @contextmanager
 def booted(build: Build, image: guest_image.Image, config: GuestConfig, accel: str, log_dir: Path,
-           work_dir: Path, timeout: float = BOOT_TIMEOUT_S, append: str = ""):
-    """Boot build in a fresh guest and yield a Booted; extra kernel parameters in append."""
+           work_dir: Path, timeout: float = BOOT_TIMEOUT_S, append: str = "", consoles: list | None = None):
+    """Boot build in a fresh guest and yield a Booted; extra kernel parameters in append. consoles, when given,
+    gets the path of this boot's console log before QEMU starts: it is there even when the boot fails."""
     log_dir.mkdir(parents=True, exist_ok=True)
     work_dir.mkdir(parents=True, exist_ok=True)
     sweep(work_dir)
     boot_dir = Path(tempfile.mkdtemp(prefix="boot-", dir=work_dir))
     (boot_dir / OWNER).write_text(_me())
     console_log = log_dir / f"console-{build.variant}-{time.strftime('%Y%m%d-%H%M%S')}-{boot_dir.name[5:]}.log"
+    if consoles is not None:
+        consoles.append(console_log)
     qemu = session = None
     try:
         keys_root = boot_dir / "keys-root"

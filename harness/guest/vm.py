@@ -33,6 +33,40 @@ _PR_SET_PDEATHSIG = 1
 _ALARM = re.compile(r"Kernel panic|BUG:|Oops|Unable to|No working init|Initramfs unpacking failed|"
                     r"Killed process|HARNESS-GUEST-ERROR")
 _OOM_KILLED = re.compile(r"Killed process \d+ \(([^)]+)\)")
+# What the kernel says when it finds itself wrong: a BUG_ON, an oops, a WARN_ON, a bad page or rss state.
+_KERNEL_FAULT = re.compile(r"(kernel BUG at \S+?)(?::\d+)?!|(BUG: .*)|"
+                           r"(general protection fault)|(Oops)\b|(WARNING): CPU: \d+ PID: \d+ at (\S+?)(?::\d+)? ")
+_RIP = re.compile(r"RIP: \S+:([\w.]+)\+0x")
+# The watchdogs' complaints are about time, which an emulated CPU on a loaded host does not keep: a soft
+# lockup names whatever function the stalled CPU was in. They are not the kernel finding itself wrong.
+_TIMING = re.compile(r"lockup|stall|hung task|blocked for more than", re.I)
+
+
+def kernel_faults(console: str) -> list[tuple[str, str]]:
+    """(what, as said) of each time the guest kernel found itself wrong on its console: 'kernel BUG at
+    mm/memory.c in do_swap_page' and the line it printed. The name leaves out line numbers and offsets, which
+    a patch moves, so that the same fault on two kernels has the same name; the watchdogs' complaints about
+    time (_TIMING) are left out."""
+    lines = console.splitlines()
+    found = []
+    for index, line in enumerate(lines):
+        match = _KERNEL_FAULT.search(line)
+        if not match or "HARNESS-GUEST-ERROR" in line or _TIMING.search(line):
+            continue
+        what = next(group for group in match.groups()[:5] if group)
+        if match.group(2):      # 'BUG: Bad page state in process x pfn:1f' -> its words up to the first field
+            words = match.group(2).split(" in process")[0].split()
+            what = " ".join(words[:next((k for k, w in enumerate(words) if k and re.search(r"[:\d]", w)), None)])
+            what = what.rstrip(",;.")
+        if match.group(5):
+            what = f"WARNING at {match.group(6)}"
+        after = lines[index + 1:index + 30]
+        end = next((k for k, later in enumerate(after) if _KERNEL_FAULT.search(later)), len(after))
+        rip = next((m.group(1) for m in map(_RIP.search, [line, *after[:end]]) if m), "")
+        name = f"{what.strip()} in {rip}" if rip else what.strip()
+        if name not in (known for known, _ in found):
+            found.append((name, line.strip()))
+    return found
 
 
 @dataclass(frozen=True)

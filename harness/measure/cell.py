@@ -17,12 +17,13 @@ from pathlib import Path
 
 from harness import files, metrics, results, workloads
 from harness import sweep as sweeps
-from harness.errors import CellFailed, DiskFull, HarnessError
+from harness.errors import BadWorkload, CellFailed, DiskFull, HarnessError
 from harness.experiment import Experiment, GuestConfig
-from harness.guest import boot
+from harness.guest import boot, vm
 from harness.guest import image as guest_image
 from harness.kernel import build, kconfig, layout
 from harness.kernel.layout import Layout
+from harness.kernel.selftests import Built as BuiltSelftests
 from harness.measure import collectors, drivers
 
 log = logging.getLogger("harness.matrix")
@@ -50,13 +51,14 @@ class Kernel:
     patch_hash: str = ""
     options: dict = field(default_factory=dict)     # CONFIG_ name -> value; {} when unknown (every phase runs)
     layout: Layout | None = None
+    selftests: BuiltSelftests | None = None         # the tree's own mm selftests, when a workload runs them
 
     @classmethod
-    def of(cls, built: build.Build, cow_layout: Layout | None) -> "Kernel":
+    def of(cls, built: build.Build, cow_layout: Layout | None, tests: BuiltSelftests | None = None) -> "Kernel":
         config = getattr(built, "config", None)
         options = kconfig.parse(config.read_text()) if config is not None and config.is_file() else {}
         return cls(built.variant, built.bzimage, built.release, built.source, built.config_hash, built.patch_hash,
-                   options, cow_layout)
+                   options, cow_layout, tests)
 
 
 @dataclass(frozen=True)
@@ -101,27 +103,89 @@ def run_cell(job: Job, raw_dir: Path, cache_dir: Path):
 
 
 def _attempted(job: Job, raw_dir: Path, cache_dir: Path) -> tuple[results.Run, dict[str, dict]]:
-    """(Run, phases) of one boot; a cell that failed has an invalid Run that says why, and no phases."""
+    """(Run, phases) of one boot; a cell that failed has an invalid Run that says why, and no phases. What its
+    phases found wrong before it failed stays in the Run: a wrong page is a finding whatever happens next."""
     cell = job.cell
     record = record_of(job, socket.gethostname())
     phases: dict[str, dict] = {}
+    so_far = _SoFar()
+    consoles: list[Path] = []   # this boot's console log (boot.booted names it before QEMU starts)
     try:
         # the repetition on the command line: in the console log, and for a test patch that breaks some boots
         with boot.booted(job.kernel, job.image, guest_of(job), job.accel, raw_dir, cache_dir / "boots",
-                         append=f"harness.rep={cell.rep}") as guest:
+                         append=f"harness.rep={cell.rep}", consoles=consoles) as guest:
             record = replace(record, accelerator=guest.accelerator, qemu_version=guest.qemu_version,
                              boot_ready_s=round(guest.ready_s, 2))
             with _explained(guest, raw_dir):
                 record = replace(record, swap_compressor=compressor(guest.session, job.guest))
-                phases, warnings, problems, gates = _measure(job, guest.session, raw_dir)
+                phases, warnings, problems, gates = _measure(job, guest.session, raw_dir, so_far)
                 release = guest.session.run(["uname", "-r"]).stdout.strip()
         record = _judged(record, cell.workload, release, phases, warnings, problems, gates)
         _say(job, warnings)
     except DiskFull:
         raise
     except Exception as error:      # a fault of the harness itself too: recorded, and the cells after it still run
-        record, phases = _failed(job, record, error), {}
+        record, phases = _failed(job, record, error), so_far.checks     # what the finished phases checked
+    crashed_in = so_far.ran[-1] if so_far.ran and record.reason.startswith("failed") else "boot"
+    record = replace(record, findings=merged(so_far.found + kernel_bugs(consoles, crashed_in)))
+    _say_found(job, record.findings)
     return record, phases
+
+
+@dataclass
+class _SoFar:
+    """What a cell has found as its phases end, kept when a later phase fails: what was read back wrong, the
+    phases started (the last one was running when the boot ended), and the figures of every check made (they
+    say that the check ran: harness/analysis/integrity.py weighs a variant's wrong page against them)."""
+    found: list[results.Finding] = field(default_factory=list)
+    ran: list[str] = field(default_factory=list)
+    checks: dict[str, dict] = field(default_factory=dict)
+
+    CHECKS = ("checked_", "wrong_", "tests_")
+
+    def ended(self, phase: str, outcome: drivers.PhaseOutcome) -> None:
+        self.found.extend(outcome.found(phase))
+        figures = self.checks.setdefault(phase, {})
+        for name, value in outcome.figures().items():
+            if name.startswith(self.CHECKS):
+                figures[name] = figures.get(name, 0) + value
+
+
+def kernel_bugs(consoles, phase: str) -> list[results.Finding]:
+    """What the kernel of this cell's boots said was wrong with itself (a BUG, an oops, a WARN) on their consoles,
+    as findings of `phase`: the phase that was running when the cell failed, else "boot" (the console has no
+    phases)."""
+    found = []
+    for console in consoles:
+        try:
+            text = console.read_text(errors="replace")
+        except FileNotFoundError:       # the boot never got as far as QEMU
+            continue
+        found += [results.Finding(phase, results.KERNEL_BUG, where=name, found=line)
+                  for name, line in vm.kernel_faults(text)]
+    return found
+
+
+def merged(found: list[results.Finding]) -> tuple[results.Finding, ...]:
+    """One finding per phase and kind of wrong data (a phase run over several cycles adds up the counts of the
+    runs that found some, the first wrong one kept), and every failed test once per phase."""
+    kept: dict[tuple, results.Finding] = {}
+    for finding in found:
+        test = finding.kind in results.NAMED_KINDS
+        key = (finding.phase, finding.kind) + ((finding.where,) if test else ())
+        first = kept.get(key)
+        if first is None:
+            kept[key] = finding
+        elif not test:
+            kept[key] = replace(first, count=first.count + finding.count, checked=first.checked + finding.checked)
+    return tuple(kept.values())
+
+
+def _say_found(job: Job, findings: tuple[results.Finding, ...]) -> None:
+    """Log what a cell found wrong as it ends: a wrong page is never only a line in runs.csv."""
+    for finding in findings:
+        log.error("%s rep %d %s %s: %s", job.kernel.variant, job.cell.rep, job.cell.workload.name, finding.phase,
+                  finding.said())
 
 
 @contextlib.contextmanager
@@ -203,17 +267,19 @@ def compressor(session, guest: GuestConfig) -> str:
     return chosen[0] if chosen else said.strip()
 
 
-def _measure(job: Job, session, raw_dir: Path):
-    """Run every phase of the workload with the collectors around it.
+def _measure(job: Job, session, raw_dir: Path, so_far: _SoFar):
+    """Run every phase of the workload with the collectors around it; what the phases find and check goes
+    into so_far as they end.
 
     Returns (phases, warnings, problems, gates): the figures of each phase, warnings to keep,
     reasons the run is invalid that the phases showed, and the workload's gates.
     """
     counting, warnings = _set_up_counting(job, session)
     driver = drivers.driver(job.cell.workload, job.cell.parameters, session)
+    warnings += driver.prepare(job.kernel)
     plan, skipped = kernel_phases(driver, job.kernel.options,
                                   lambda path: session.run(["test", "-e", path], check=False).status == 0)
-    findings = _run_phases(job, raw_dir, driver, plan, counting)
+    findings = _run_phases(job, raw_dir, driver, plan, counting, so_far)
     return findings.phases, warnings + skipped + findings.warnings, findings.problems, driver.gates()
 
 
@@ -266,22 +332,34 @@ class _Findings:
         self.problems += [f"{phase}: {p}" for p in counters.problems if f"{phase}: {p}" not in self.problems]
 
 
-def _run_phases(job: Job, raw_dir: Path, driver: drivers.Driver, plan: list[str], counting: _Counting) -> _Findings:
+def _run_phases(job: Job, raw_dir: Path, driver: drivers.Driver, plan: list[str], counting: _Counting,
+                so_far: _SoFar) -> _Findings:
     """Run the phases of plan in order, the workload started for the first that is not idle and stopped
-    after the last (or the one that failed)."""
+    after the last (or the one that failed); what each phase found and checked goes into so_far as it ends,
+    and what the workload's last check finds (driver.problems) after the last."""
     findings = _Findings()
     started_driver = False
     try:
         for index, phase in enumerate(plan):
+            so_far.ran.append(phase)
             if phase != "idle" and not started_driver:
                 driver.start()
                 started_driver = True
             with counting.around(driver, phase) as counters:
-                outcome = driver.idle() if phase == "idle" else driver.run_phase(phase)
+                try:
+                    outcome = driver.idle() if phase == "idle" else driver.run_phase(phase)
+                except BadWorkload as error:    # an error line that says what it read back wrong first
+                    so_far.found.extend(getattr(error, "found", []))
+                    raise
             write_raw(raw_dir, _raw_name(job, index, phase), counters.raw + "\n" + outcome.raw() + "\n")
+            so_far.ended(phase, outcome)
             findings.add(phase, counters, outcome)
             _log_phase(job, phase, counters, outcome)
-        findings.problems += driver.problems() if started_driver else []
+        if started_driver:
+            findings.problems += driver.problems()
+            for phase, checked in driver.final_checks.items():     # a check after the phases: its figures only
+                findings.phases.setdefault(phase, {}).update(checked.figures())
+                so_far.ended(phase, drivers.PhaseOutcome(0, 0.0, checked=checked))
     finally:
         if started_driver:
             _stop(driver)

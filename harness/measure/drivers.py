@@ -1,14 +1,17 @@
 """The drivers that run a workload (harness/workloads.py) phase by phase in a booted guest. A Python
 class exists only where behaviour differs: `phased-program` (a static program that takes phase names
 on stdin, e.g. swapcow; in a memory cgroup when the workload sets memory_max_mb), `redis`
-(redis-server in a memory cgroup, driven by redisdrive) and `stress-ng` (one stressor per phase)."""
+(redis-server in a memory cgroup, driven by redisdrive), `stress-ng` (one stressor per phase, with
+its --verify) and `selftests` (the kernel tree's own mm selftests, one program per phase)."""
 
 import re
 import shlex
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from harness.errors import BadWorkload
+from harness.results import FAILED_TEST, Finding
 from harness.workloads import Gate, Workload, expectation_gates
 
 PHASE_TIMEOUT_S = 1800
@@ -20,15 +23,59 @@ PAGE = 4096
 
 
 @dataclass(frozen=True)
+class Checked:
+    """What a phase checked of the data it read back: `checked` pages (or values) of which `wrong` were not
+    what was written, and the first wrong one (`first`: where, `expected`, `found`), as the program said."""
+    unit: str                   # pages | values
+    checked: int
+    wrong: int
+    first: str = ""
+    expected: str = ""
+    found: str = ""
+
+    def figures(self) -> dict[str, float]:
+        return {f"checked_{self.unit}": self.checked, f"wrong_{self.unit}": self.wrong}
+
+    def finding(self, phase: str) -> Finding | None:
+        if not self.wrong:
+            return None
+        return Finding(phase, f"wrong_{self.unit}", self.wrong, self.checked, self.first, self.expected, self.found)
+
+
+def checked_of(fields: dict[str, str], phase: str, unit: str = "pages") -> Checked | None:
+    """The data check of a 'done' line (checked=N wrong=M [first=W expected=X found=Y]); None when the line
+    has none. A count that is not a whole number is an error of the phase."""
+    if "checked" not in fields and "wrong" not in fields:
+        return None
+    try:
+        checked, wrong = int(fields.get("checked", "0")), int(fields.get("wrong", "0"))
+    except ValueError:
+        raise BadWorkload(name=phase, why=f"checked={fields.get('checked')} wrong={fields.get('wrong')}: "
+                                          "not whole numbers") from None
+    return Checked(unit, checked, wrong, fields.get("first", ""), fields.get("expected", ""), fields.get("found", ""))
+
+
+CHECK_FIELDS = ("pages", "seconds", "checked", "wrong", "first", "expected", "found")
+
+
+@dataclass(frozen=True)
 class PhaseOutcome:
     """What the workload itself says about a phase."""
     pages: int                  # pages the workload touched (or meant to move, for swap-out phases)
     duration_s: float
     client: tuple[tuple[str, float], ...] = ()   # ops_per_s, latency_p50_ms, latency_p99_ms
     said: str = ""              # the workload's own words, kept in raw/
+    checked: Checked | None = None               # what it checked of the data it read back
+    findings: tuple[Finding, ...] = ()           # what it found wrong besides (a failed test of the kernel's own)
 
     def figures(self) -> dict[str, float]:
-        return {"pages": self.pages, "duration_s": self.duration_s, **dict(self.client)}
+        checks = self.checked.figures() if self.checked is not None else {}
+        return {"pages": self.pages, "duration_s": self.duration_s, **dict(self.client), **checks}
+
+    def found(self, phase: str) -> tuple[Finding, ...]:
+        """Everything the phase found wrong."""
+        wrong = self.checked.finding(phase) if self.checked is not None else None
+        return ((wrong,) if wrong else ()) + self.findings
 
     def raw(self) -> str:
         """The figures as harness-collect style lines, for raw/: every figure of a sample is there."""
@@ -36,11 +83,20 @@ class PhaseOutcome:
         return "\n".join(["== workload", *lines] + (["== workload said", self.said] if self.said else []))
 
 
-def parse_done(line: str, phase: str) -> dict[str, str]:
-    """'done PHASE key=value ...' -> {key: value}; anything else is an error of the phase."""
+def parse_done(line: str, phase: str, unit: str = "pages") -> dict[str, str]:
+    """'done PHASE key=value ...' -> {key: value}; anything else is an error of the phase, which keeps what the
+    line says was read back wrong ('error PHASE why checked=N wrong=M first=...': the error's `found`)."""
     words = line.split()
     if len(words) < 2 or words[0] != "done" or words[1] != phase:
-        raise BadWorkload(name=phase, why=f"unexpected answer '{line}'")
+        error = BadWorkload(name=phase, why=f"unexpected answer '{line}'")
+        fields = dict(word.split("=", 1) for word in words[2:] if "=" in word)
+        try:
+            checked = checked_of(fields, phase, unit)
+        except BadWorkload:
+            checked = None
+        wrong = checked.finding(phase) if checked is not None else None
+        error.found = [wrong] if wrong else []
+        raise error
     return dict(word.split("=", 1) for word in words[2:] if "=" in word)
 
 
@@ -51,9 +107,15 @@ class Driver:
         self.workload, self.params, self.session = workload, params, session
         self.pid: int | None = None
         self.cgroup = ""
+        self.final_checks: dict[str, Checked] = {}    # what problems()' last check read back, by its phase name
 
     def phase_plan(self) -> list[str]:
         return list(self.workload.phases)
+
+    def prepare(self, kernel) -> list[str]:
+        """Put into the booted guest what this workload needs of the kernel's own build (its selftests), before
+        the phases are planned; returns warnings to keep with the run."""
+        return []
 
     def idle(self) -> PhaseOutcome:
         started = time.monotonic()
@@ -61,7 +123,8 @@ class Driver:
         return PhaseOutcome(0, time.monotonic() - started)
 
     def problems(self) -> list[str]:
-        """Reasons the run is invalid that only the workload can see (lost data)."""
+        """Reasons the run is invalid that only the workload can see (lost data); what its last check read back
+        goes into self.final_checks (wrong data is a finding, not a reason: the boot stays valid)."""
         return []
 
     def gates(self) -> list[Gate]:
@@ -84,7 +147,7 @@ class Driver:
 def program_figures(fields: dict[str, str]) -> tuple[tuple[str, float], ...]:
     """The numbers a program's 'done' line gives besides pages and seconds, as program.KEY figures."""
     return tuple((f"program.{key}", float(value)) for key, value in fields.items()
-                 if key not in ("pages", "seconds") and re.fullmatch(r"-?\d+(\.\d+)?", value))
+                 if key not in CHECK_FIELDS and re.fullmatch(r"-?\d+(\.\d+)?", value))
 
 
 class PhasedProgram(Driver):
@@ -115,7 +178,8 @@ class PhasedProgram(Driver):
         self.process.send(phase)
         line = self.process.read_line(timeout=PHASE_TIMEOUT_S)
         fields = parse_done(line, phase)
-        return PhaseOutcome(int(fields.get("pages", 0)), float(fields["seconds"]), program_figures(fields), said=line)
+        return PhaseOutcome(int(fields.get("pages", 0)), float(fields["seconds"]), program_figures(fields), said=line,
+                            checked=checked_of(fields, phase))
 
     def stop(self) -> None:
         try:
@@ -156,7 +220,8 @@ class Redis(Driver):
         pages = -(-self.params["keys"] * self.params["value_bytes"] // PAGE)
         client = (("ops_per_s", int(fields["ops"]) / max(float(fields["seconds"]), 1e-9)),
                   ("latency_p50_ms", float(fields["p50_ms"])), ("latency_p99_ms", float(fields["p99_ms"])))
-        return PhaseOutcome(pages, float(fields["seconds"]), client, said=line)
+        return PhaseOutcome(pages, float(fields["seconds"]), client, said=line,
+                            checked=checked_of(fields, phase, "values"))
 
     def _drive(self, phase: str) -> str:
         """redisdrive's 'done PHASE ...' line; the measured mixed phase runs duration_s seconds when set (the
@@ -183,7 +248,12 @@ class Redis(Driver):
                             said=f"memory.current {before} bytes before, target {target} bytes")
 
     def problems(self) -> list[str]:
+        """redisdrive check: every key there, with a value of its length (else the run is invalid) and the content
+        that was written (a wrong value is a finding of phase `check`)."""
         fields = parse_done(self._drive("check"), "check")
+        checked = checked_of(fields, "check", "values")
+        if checked is not None:
+            self.final_checks["check"] = checked
         lost = self.params["keys"] - int(fields["keys"])
         short = int(fields["short"])
         if lost or short:
@@ -221,7 +291,7 @@ class StressNg(Driver):
         limit = [f"--{phase}-ops", str(ops)] if ops else []
         argv = ["stress-ng", f"--{phase}", str(self.params["instances"]), *limit,
                 *[str(option).format(**self.params) for option in options],
-                "--timeout", f"{self.params['timeout_s']}s", "--metrics-brief", "--yaml", STRESS_NG_YAML]
+                "--timeout", f"{self.params['timeout_s']}s", "--verify", "--metrics-brief", "--yaml", STRESS_NG_YAML]
         started = time.monotonic()
         # a fresh YAML file per phase, and stress-ng's own exit status as the command's
         result = self.session.run(f"rm -f {STRESS_NG_YAML}; {self.in_cgroup(argv)} 2>&1; status=$?; "
@@ -233,11 +303,20 @@ class StressNg(Driver):
             tail = " / ".join(result.stdout.strip().splitlines()[-3:])
             raise BadWorkload(name=self.workload.name, why=f"stress-ng --{phase} gave no metrics (exit status "
                                                            f"{result.status}): {tail}")
-        return PhaseOutcome(0, seconds, (("bogo_ops", ops), ("bogo_ops_per_s", rate)),
-                            said=result.stdout[-4000:])
+        failed = stress_ng_failures(result.stdout)
+        said = (Finding(phase, FAILED_TEST, where=f"stress-ng --{phase} --verify", found=failed[0]),) if failed else ()
+        verified = (("tests_passed", 0 if failed else 1), ("tests_failed", 1 if failed else 0))   # the stressor, one case
+        return PhaseOutcome(0, seconds, (("bogo_ops", ops), ("bogo_ops_per_s", rate), *verified),
+                            said=result.stdout[-4000:], findings=said)
 
     def stop(self) -> None:
         self.session.run("pkill -x stress-ng", check=False)
+
+
+def stress_ng_failures(text: str) -> list[str]:
+    """What stress-ng's `fail:` lines say (its --verify found memory that does not hold what was written, or a
+    stressor failed), without the process id: 'vm: detected 3 bit errors while stressing memory'."""
+    return [match.group(1).strip() for match in re.finditer(r"^stress-ng: fail:\s+\[\d+\]\s+(.*)$", text, re.M)]
 
 
 def stress_ng_metrics(text: str, stressor: str) -> tuple[float | None, float | None]:
@@ -252,7 +331,118 @@ def stress_ng_metrics(text: str, stressor: str) -> tuple[float | None, float | N
         return None, None
 
 
-DRIVERS = {"phased-program": PhasedProgram, "redis": Redis, "stress-ng": StressNg}
+SELFTESTS_DIR = "/tmp/harness-selftests"
+KSFT_SKIP = 4           # a kselftest's exit status when it skipped
+TIMED_OUT = 124         # timeout(1)'s
+TAP_CASE = re.compile(r"^(not )?ok (\d+)\b\s*-?\s*(.*)$")
+
+
+class Selftests(Driver):
+    """The kernel tree's own mm selftests, built from the variant's tree (harness/kernel/selftests.py) and
+    copied into the guest: one test program per phase, at most timeout_s each. Its cases are the phase's
+    tests_passed, tests_failed and tests_skipped; each failed case is a finding (harness/analysis/integrity.py
+    makes it `broken` when the baseline kernel passes it)."""
+
+    def __init__(self, workload: Workload, params: dict, session):
+        super().__init__(workload, params, session)
+        self.unbuilt: dict[str, str] = {}
+
+    def tests(self) -> dict[str, dict]:
+        """phase -> its [tests.NAME] table; every phase but idle must have one, and every table a phase."""
+        tables = dict(self.workload.setting("tests", {}))
+        phases = [phase for phase in self.workload.phases if phase != "idle"]
+        if set(tables) != set(phases):
+            odd = sorted(set(tables) ^ set(phases))
+            raise BadWorkload(name=self.workload.name, why=f"[tests.NAME] and phases differ in {', '.join(odd)}")
+        return tables
+
+    def phase_plan(self) -> list[str]:
+        """idle, then the tests the `tests` parameter chooses (all by default) that the tree could build."""
+        known = list(self.tests())
+        asked = str(self.params.get("tests", "all"))
+        chosen = known if asked == "all" else [name.strip() for name in asked.split(",") if name.strip()]
+        unknown = [name for name in chosen if name not in known]
+        if unknown or not chosen:
+            raise BadWorkload(name=self.workload.name, why=f"tests={asked}: choose from all, {', '.join(known)}")
+        return ["idle", *[name for name in known if name in chosen and name not in self.unbuilt]]
+
+    def prepare(self, kernel) -> list[str]:
+        """Copy the kernel's selftests into the guest; the tests its tree could not build are left out, and said."""
+        built = getattr(kernel, "selftests", None)
+        if built is None or built.tarball is None or not Path(built.tarball).is_file():
+            why = built.said() if built is not None and (not built.folder or built.tarball is None) else \
+                "no selftests were built for this kernel here (a worker on another host gets none)"
+            self.unbuilt = {name: why for name in self.tests()}
+            return [why]
+        self.session.upload(Path(built.tarball), f"{SELFTESTS_DIR}.tar")
+        self.session.run(f"mkdir -p {SELFTESTS_DIR} && tar -x -f {SELFTESTS_DIR}.tar -C {SELFTESTS_DIR}")
+        self.unbuilt = dict(built.unbuilt)
+        chosen = set(self.phase_plan()) | set(self.unbuilt)
+        said = built.said() if any(name in chosen for name in self.unbuilt) else ""
+        return [said] if said else []
+
+    def start(self) -> None:
+        self.pid = None
+
+    def run_phase(self, phase: str) -> PhaseOutcome:
+        test = self.tests()[phase]
+        program = Path(test["sources"][0]).stem
+        argv = [f"./{program}", *[str(arg) for arg in test.get("args", [])]]
+        limit = int(self.params["timeout_s"])
+        started = time.monotonic()
+        result = self.session.run(f"cd {SELFTESTS_DIR} && timeout {limit} {shlex.join(argv)} 2>&1",
+                                  timeout=limit + 60, check=False)
+        seconds = time.monotonic() - started
+        passed, failed, skipped = selftest_cases(result.stdout, result.status, shlex.join(argv), limit)
+        figures = (("tests_passed", len(passed)), ("tests_failed", len(failed)), ("tests_skipped", len(skipped)))
+        found = tuple(Finding(phase, FAILED_TEST, where=name) for name in dict.fromkeys(failed))
+        return PhaseOutcome(0, seconds, figures, said=result.stdout[-8000:], findings=found)
+
+    def stop(self) -> None:
+        pass
+
+
+def selftest_cases(text: str, status: int, command: str, limit: int) -> tuple[list[str], list[str], list[str]]:
+    """(passed, failed, skipped) case names of a selftest's output: kselftest's TAP lines ('ok N name', 'not ok N
+    name', 'ok N # SKIP why'), else the program as one case by its exit status (0 passes, KSFT_SKIP skips). A
+    case is named after the '# [RUN] ...' line before it where there is one (cow, gup_longterm, ksm: there the
+    TAP line says only the outcome, 'No leak from parent into child'), so that a case has one name whether it
+    passes or fails. A program killed by the timeout, or one that failed without a failed case to show for it (a
+    crash after its last case), fails as a case of its own."""
+    passed, failed, skipped = [], [], []
+    running = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("# [RUN] "):
+            running = line.removeprefix("# [RUN] ").strip()
+            continue
+        match = TAP_CASE.match(line)
+        if not match:
+            continue
+        not_ok, number, rest = match.groups()
+        if rest.startswith("#"):
+            description, directive = "", rest[1:].strip()
+        else:
+            description, _, directive = (part.strip() for part in rest.partition(" # "))
+        name = running or description or directive or f"case {number}"
+        running = ""
+        if directive.upper().startswith(("SKIP", "XFAIL")):
+            skipped.append(name)
+        else:
+            (failed if not_ok else passed).append(name)
+    if status == TIMED_OUT:
+        failed.append(f"{command}: killed after {limit} s")
+    elif not (passed or failed or skipped):
+        if status in (0, KSFT_SKIP):
+            (passed if status == 0 else skipped).append(command)
+        else:
+            failed.append(f"{command}: exit status {status}")
+    elif status not in (0, KSFT_SKIP) and not failed:
+        failed.append(f"{command}: exit status {status}")
+    return passed, failed, skipped
+
+
+DRIVERS = {"phased-program": PhasedProgram, "redis": Redis, "stress-ng": StressNg, "selftests": Selftests}
 
 
 def driver(workload: Workload, params: dict, session) -> Driver:

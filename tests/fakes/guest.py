@@ -251,7 +251,10 @@ class ReplayedSession(FakeSession):
         return re.search(r"memory.current (\d+)", self.current().said).group(1) + "\n"
 
     def _check(self, text: str, stdin) -> str:
-        return f"done check keys={text.split()[2]} short=0\n"
+        """redisdrive check KEYS ...: every key there, every value as written (what the real one prints then)."""
+        keys = text.split()[2]
+        return (f"done check ops={int(keys) + 1} seconds=0.201339 checked={keys} wrong=0 p50_ms=0 p99_ms=0 "
+                f"errors=0 keys={keys} short=0\n")
 
     def _redisdrive(self, text: str, stdin) -> str:
         if text.split()[1] == self.die_in:
@@ -281,6 +284,7 @@ class FakeBooted:
     accelerator: str = "tcg"
     qemu_version: str = "QEMU emulator version 0.0.0 (fake)"
     ready_s: float = 1.5
+    console: Path | None = None     # the console log the boot wrote (a test puts a recorded one there)
 
     def explain(self, error: Exception) -> str:
         return "; ".join(self.causes + [f"then: {error}" if self.causes else str(error)])
@@ -289,8 +293,10 @@ class FakeBooted:
 def booting(booted: FakeBooted):
     """A stand-in for boot.booted that yields booted."""
     @contextmanager
-    def fake(build, image, config, accel, log_dir, work_dir, timeout=None, append=""):
+    def fake(build, image, config, accel, log_dir, work_dir, timeout=None, append="", consoles=None):
         booted.session.booted_with = append     # the kernel command line's words beyond the harness's own
+        if consoles is not None and booted.console is not None:
+            consoles.append(booted.console)     # a recorded console, as the real boot names its own
         yield booted
     return fake
 

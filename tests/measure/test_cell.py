@@ -11,6 +11,7 @@ from harness.errors import DiskFull
 from harness.guest import vm
 from harness.measure import cell, drivers
 from tests.analysis.test_verdict_errors import REFERENCE
+from tests.conftest import DATA
 from tests.fakes.guest import FakeBooted, FakeBuild, ReplayedSession, booting, raw_phases, recordings
 
 # raw/ keeps only the first cause records of a phase, so a replay (without the kernel's layout) has no causes
@@ -42,9 +43,9 @@ def job_for(request, planned: cell.Cell, variant: str) -> cell.Job:
                     request.experiment.guest, calls=results.read_metadata(REFERENCE).calls)
 
 
-def run(tmp_path, monkeypatch, name, variant="base", die_in="", causes=()):
+def run(tmp_path, monkeypatch, name, variant="base", die_in="", causes=(), console=None):
     session = ReplayedSession(recordings(name, variant), die_in=die_in)
-    monkeypatch.setattr(cell.boot, "booted", booting(FakeBooted(session, list(causes))))
+    monkeypatch.setattr(cell.boot, "booted", booting(FakeBooted(session, list(causes), console=console)))
     request = request_for(tmp_path, name)
     directory = results.RunDirectory.create(tmp_path / "run", results.RunMetadata(probes=request.experiment.probes))
     workload, params = request.workloads[0]
@@ -97,6 +98,60 @@ def test_qemu_gone_in_a_phase_fails_the_cell_with_the_cause_not_the_cleanup(tmp_
                                     "status -1"), record.reason
     assert "Socket is closed" not in record.reason, "stopping the program on a dead guest is no new error"
     assert record.duration_s is not None
+
+
+def test_a_kernel_bug_on_the_console_of_a_cell_that_died_is_a_finding_of_the_phase_it_died_in(tmp_path, monkeypatch):
+    """A real console: Linux 6.1 with a do_wp_page() that marks a swap-cache folio exclusive BUGs in the other
+    process's do_swap_page(). The boot is lost, and what the kernel said of itself stays with it."""
+    console = tmp_path / "console-base-20261206-092612-bjy936mc.log"
+
+    def dies(self, phase):
+        console.write_text((DATA / "console-6.1-bug-in-do_swap_page.log").read_text())
+        raise OSError("Socket is closed")
+    monkeypatch.setattr(drivers.PhasedProgram, "run_phase", dies)
+    other = tmp_path / "run" / "raw" / "console-base-fix-20261206-092613-aaaaaaaa.log"
+    other.parent.mkdir(parents=True)
+    other.write_text("kernel BUG at mm/rmap.c:12!\n")      # another boot's, at the same time: not this cell's
+    record, samples, _, _ = run(tmp_path, monkeypatch, "swapcow", causes=["QEMU exited (status 0)"], console=console)
+    assert not record.valid and record.reason.startswith("failed: QEMU exited (status 0)")
+    [finding] = record.findings
+    assert (finding.phase, finding.kind, finding.where) == ("fill", "kernel_bug",
+                                                            "kernel BUG at mm/memory.c in do_swap_page")
+    assert finding.found == "kernel BUG at mm/memory.c:3983!"
+
+
+def test_a_cell_that_dies_keeps_what_its_finished_phases_checked_and_an_error_line_what_it_found(tmp_path,
+                                                                                                 monkeypatch):
+    real = drivers.PhasedProgram.run_phase
+
+    def errs_in_read(self, phase):
+        if phase == "read":
+            drivers.parse_done("error read the child died checked=16384 wrong=3 first=child:5 expected=0x1 "
+                               "found=0x2", phase)
+        return real(self, phase)
+    monkeypatch.setattr(drivers.PhasedProgram, "run_phase", errs_in_read)
+    record, samples, _, _ = run(tmp_path, monkeypatch, "swapcow")
+    assert not record.valid and "unexpected answer 'error read the child died" in record.reason
+    assert {(s.phase, s.metric): s.value for s in samples if s.metric.endswith("_pages") and "check" in s.metric} \
+        == {("fill", "checked_pages"): 16384}, "the boot failed, but its fill phase did check its pages"
+    [finding] = record.findings
+    assert (finding.phase, finding.count, finding.where, finding.found) == ("read", 3, "child:5", "0x2")
+
+
+def test_the_kernels_own_complaints_are_named_without_the_line_numbers_a_patch_moves():
+    crash = (DATA / "console-6.1-bug-in-do_swap_page.log").read_text()
+    assert vm.kernel_faults(crash) == [("kernel BUG at mm/memory.c in do_swap_page",
+                                        "kernel BUG at mm/memory.c:3983!")]
+    said = ("[    3.1] WARNING: CPU: 1 PID: 184 at mm/rmap.c:1234 page_remove_rmap+0x1/0x2\n"
+            "RIP: 0010:page_remove_rmap+0x1/0x2\n"
+            "[    4.0] BUG: Bad page state in process integrity  pfn:3b3d5\n"
+            "[    5.0] BUG: Bad rss-counter state mm:000000006a6b3b29 type:MM_ANONPAGES val:1\n"
+            "HARNESS-GUEST-ERROR no swap device\n"
+            "[    6.0] watchdog: BUG: soft lockup - CPU#0 stuck for 23s! [integrity:184]\n"
+            "RIP: 0010:native_safe_halt+0xe/0x10\n")
+    assert [name for name, _ in vm.kernel_faults(said)] == [
+        "WARNING at mm/rmap.c in page_remove_rmap", "BUG: Bad page state", "BUG: Bad rss-counter state"]
+    assert vm.kernel_faults("random: crng init done\nHARNESS-GUEST-READY\n") == []
 
 
 def test_redis_losing_its_guest_names_the_phase_command_not_the_shutdown(tmp_path, monkeypatch):

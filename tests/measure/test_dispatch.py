@@ -197,7 +197,7 @@ def fake_host(tmp_path, monkeypatch):
     monkeypatch.setattr(drivers, "IDLE_S", 0.0)
 
     @contextmanager
-    def replayed(kernel, image, config, accel, log_dir, work_dir, timeout=None, append=""):
+    def replayed(kernel, image, config, accel, log_dir, work_dir, timeout=None, append="", consoles=None):
         yield FakeBooted(ReplayedSession(recordings("swapcow", kernel.variant)))
     monkeypatch.setattr(cell.boot, "booted", replayed)
     return bin_dir

@@ -101,16 +101,34 @@ def test_a_stress_ng_phase_runs_its_stressor_in_the_cgroup_and_reads_its_yaml():
     stressng = workloads.load("stressng")
     params = stressng.params({"vm_mb": 8})
     command = (f"rm -f /tmp/stress-ng.yaml; sh -c 'echo $$ > {drivers.CGROUP}/cgroup.procs && exec stress-ng --vm 1 "
-               "--vm-ops 16000 --vm-bytes 8M --vm-keep --timeout 60s --metrics-brief --yaml /tmp/stress-ng.yaml' 2>&1; "
-               "status=$?; cat /tmp/stress-ng.yaml 2>/dev/null; exit $status")
+               "--vm-ops 16000 --vm-bytes 8M --vm-keep --timeout 60s --verify --metrics-brief "
+               "--yaml /tmp/stress-ng.yaml' 2>&1; status=$?; cat /tmp/stress-ng.yaml 2>/dev/null; exit $status")
     yaml = STRESS_NG_YAML.replace("pageswap", "vm")
     session = FakeSession({f"echo +memory > /sys/fs/cgroup/cgroup.subtree_control && mkdir -p {drivers.CGROUP}": "",
                            command: Answer("stress-ng: info: [51] dispatching hogs: 1 vm\n" + yaml)})
     driver = drivers.driver(stressng, params, session)
     driver.start()
     outcome = driver.run_phase("vm")
-    assert dict(outcome.client) == {"bogo_ops": 200.0, "bogo_ops_per_s": 19264.670219}
+    assert dict(outcome.client) == {"bogo_ops": 200.0, "bogo_ops_per_s": 19264.670219, "tests_passed": 1,
+                                    "tests_failed": 0}, "the stressor's --verify is one case, and it passed"
     assert driver.pid is None, "no one process to follow: the phase's figures are the guest's and the cgroup's"
+    assert outcome.found("vm") == (), "--verify said nothing: nothing wrong"
+
+
+def test_a_stressor_whose_verification_fails_is_a_failed_test_with_what_stress_ng_said():
+    stressng = workloads.load("stressng")
+    said = ("stress-ng: info:  [51] dispatching hogs: 1 vm\n"
+            "stress-ng: fail:  [52] vm: detected 3 bit errors while stressing memory\n"
+            "stress-ng: fail:  [51] vm instance 0 corrupted bogo-ops counter\n")
+    session = FakeSession({"*stress-ng --vm 1*--verify*": Answer(said + STRESS_NG_YAML.replace("pageswap", "vm"),
+                                                                  status=2)})
+    outcome = drivers.driver(stressng, stressng.params(), session).run_phase("vm")
+    [finding] = outcome.found("vm")
+    assert (finding.kind, finding.where, finding.found) == ("failed_test", "stress-ng --vm --verify",
+                                                            "vm: detected 3 bit errors while stressing memory")
+    assert finding.said() == "test 'stress-ng --vm --verify' failed"
+    assert dict(outcome.client)["bogo_ops"] == 200.0, "the phase's figures stay: a wrong page is no lost boot"
+    assert dict(outcome.client)["tests_failed"] == 1
 
 
 def test_the_stressors_parameter_chooses_the_phases_in_the_workloads_order():
