@@ -588,7 +588,11 @@ def bench_command(obj, experiment_name, workload_names, variants, output, resume
                        "always" if timing else "kvm")
     request = _request(choices)
     report_path = bench.run_and_analyse(request, obj["cache_dir"])
+    broken = analysis.broken_lines(report_path)
+    for line in broken:
+        click.echo(line)
     click.echo(f"report: {report_path}")
+    _exit_if_broken(broken)
 
 
 @main.command(name="try")
@@ -653,6 +657,17 @@ def try_command(obj, patch_paths, kernel, tree, template, workload_names, settin
     for line in _findings(report_path):
         click.echo(line)
     click.echo(f"report: {report_path}")
+    _exit_if_broken(analysis.broken_lines(report_path))
+
+
+BROKEN_EXIT = 3     # the exit status of a command whose comparison found a variant broken
+
+
+def _exit_if_broken(lines: list[str]) -> None:
+    """Exit with BROKEN_EXIT when the comparison found a variant broken (its lines printed already): a script or a
+    CI job that runs the harness must not take a broken patch for a good one."""
+    if lines:
+        sys.exit(BROKEN_EXIT)
 
 
 def _say_chosen(found: trial.Trial) -> None:
@@ -667,10 +682,11 @@ def _say_chosen(found: trial.Trial) -> None:
 
 
 def _findings(report_path: Path) -> list[str]:
-    """The report's opening paragraphs (calibration, headline, discovery, lost boots), as plain text."""
-    lines = report_path.read_text().splitlines()[2:]
+    """The report's opening paragraphs (what was read back wrong, calibration, headline, discovery, lost boots),
+    as plain text, without its title."""
+    lines = report_path.read_text().splitlines()
     opening = lines[:next((k for k, line in enumerate(lines) if line.startswith("## ")), len(lines))]
-    return [line.replace("**", "") for line in opening if line]
+    return [line.replace("**", "") for line in opening if line and not line.startswith("# ")]
 
 
 @main.command(name="compare")
@@ -713,6 +729,7 @@ def compare_command(obj, run_dirs, baseline, output_format, show_all):
         click.echo()
         click.echo(tables.render_table(rows, show_all))
         click.echo(f"\n{comparison.invalid} invalid run(s) left out" if comparison.invalid else "")
+    _exit_if_broken(comparison.broken)
 
 
 @main.command(name="plot")
@@ -740,7 +757,12 @@ def report_command(obj, run_dir, experiment_name):
     if spec is None:
         raise UnknownExperiment(name=recorded.experiment or "?", folder=project.EXPERIMENTS,
                                 known=", ".join(project.names(project.EXPERIMENTS, ".toml")))
-    click.echo(f"report: {analysis.analyse(run_dir, spec, timed=False)}")
+    report_path = analysis.analyse(run_dir, spec, timed=False)
+    broken = analysis.broken_lines(report_path)
+    for line in broken:
+        click.echo(line)
+    click.echo(f"report: {report_path}")
+    _exit_if_broken(broken)
 
 
 def _verbose_too(command: click.Command) -> None:

@@ -114,18 +114,34 @@ def decided(directory: results.RunDirectory) -> bool:
     return compare.all_decided(compare.gather(kept, runs) | compare.boot_cells(runs), plan, order)
 
 
+def broken_lines(report: Path) -> list[str]:
+    """The lines that open a report when a variant is broken (harness/analysis/integrity.py), as plain text; []
+    when none is: what `bench`, `try` and `report` print first."""
+    said = []
+    for line in report.read_text().splitlines():
+        if line.startswith("# "):
+            break
+        if line.startswith("**BROKEN"):
+            said.append(line.replace("**", "").replace("`", ""))
+    return said
+
+
 CONFIRMATION = "confirm.toml"
 MAIL = "report.txt"
 
 
 def headline_key(experiment: Experiment | None, result: compare.Comparison) -> str:
     """WORKLOAD/PHASE/METRIC of the report's first sentence: the experiment's headline, its first primary row,
-    the strongest discovery (as the confirmation ranks them), or the first workload's copies in its write
-    phase."""
+    the strongest discovery (as the confirmation ranks them), or the copies of a write phase (of any phase, when
+    no workload has one)."""
     found = compare.confirmation_rows(result.rows) if result.plan.discovery else []
     if experiment is not None and (experiment.headline or experiment.primary):
         return experiment.headline or experiment.primary[0]
-    return found[0] if found else f"{result.rows[0].workload}/write/cow_copies" if result.rows else ""
+    if found:
+        return found[0]
+    copies = [r.key for r in result.rows if r.metric == "cow_copies"]
+    written = [key for key in copies if key.split("/")[1] == "write"]
+    return (written or copies or [r.key for r in result.rows] or [""])[0]
 
 
 def recorded_experiment(run_dir: Path) -> Experiment | None:

@@ -42,9 +42,9 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from harness import metrics, results
+from harness import metrics, results, workloads
 from harness import sweep as sweeps
-from harness.analysis import stats
+from harness.analysis import integrity, stats
 from harness.errors import NotComparable, UnknownVariant
 
 ALPHA = stats.ALPHA
@@ -56,7 +56,7 @@ PER_KERNEL_FIELDS = ("source", "config_hash")     # what mixed_sources lets diff
 JSON_KEYS = ("workload", "phase", "metric", "variant", "baseline", "n", "n_missing", "missing_reason", "median",
              "ci_low", "ci_high", "change_pct", "change_ci_low", "change_ci_high", "p_value", "verdict", "role",
              "p_adjusted", "margin_pct", "note", "exercised", "changed_calls")
-VERDICTS = ("better", "worse", "equivalent", "identical", "inconclusive", "not exercised")
+VERDICTS = (integrity.BROKEN, "better", "worse", "equivalent", "identical", "inconclusive", "not exercised")
 BASELINE = "baseline"       # the verdict word of a baseline row: what the others are compared with, not a finding
 RESTING = ("equivalent", "identical")      # verdicts a later boot can take back (decide())
 
@@ -178,6 +178,13 @@ class Comparison:
     notes: tuple[str, ...] = field(default=())
     whole_table: tuple[tuple[str, float, int], ...] = ()    # (control, p, rows) of whole_table_tests()
     coverage: object = None             # harness/analysis/coverage.Coverage, when the run knows its changes
+    wrong: tuple[integrity.Wrong, ...] = ()     # what the boots read back wrong, judged (integrity.judge)
+    checked: str = ""                   # integrity.clean_line: what the boots checked, when none of it was wrong
+
+    @property
+    def broken(self) -> list[integrity.Wrong]:
+        """The variants' phases that read back wrong data or failed a test the baseline kernel did not."""
+        return integrity.broken(self.wrong)
 
     @property
     def calibration_failed(self) -> list[Row]:
@@ -681,8 +688,10 @@ def confirmation_rows(rows: list[Row], limit: int = CONFIRM_LIMIT) -> list[str]:
 
 
 def all_decided(cells: Cells, plan: Plan, variants: list[str]) -> bool:
-    """The stopping rule of `--reps auto`: every primary row of every variant has a verdict."""
-    return all(d.verdict != "inconclusive" or (row[1:3] == BOOTS and not _losing(cells, row, plan.baseline))
+    """The stopping rule of `--reps auto`: every primary row of every variant has a verdict. A workload judged by a
+    rule (workloads.by_rule) gets no more repetitions, so its lost boots hold nothing open."""
+    return all(d.verdict != "inconclusive" or (row[1:3] == BOOTS and (not _losing(cells, row, plan.baseline)
+                                                                      or workloads.by_rule(row[0])))
                for row, d in decide(cells, plan, variants).items())
 
 
@@ -779,8 +788,9 @@ def compare_cells(cells: Cells, plan: Plan, variants: list[str]) -> list[Row]:
 
 class _Built(NamedTuple):
     """A row as compare_cells built it, and whether it is a member of the exploratory family (Benjamini-Hochberg):
-    a row without a decision that holds more than one value. The rest are the baseline's, the lost boots', the
-    decided primary rows and those of one value in every boot of both (p_adjusted 1: no test can tell)."""
+    a row without a decision that holds more than one value, of a workload judged by statistics. The rest are the
+    baseline's, the lost boots', the decided primary rows, those of one value in every boot of both (p_adjusted 1:
+    no test can tell) and those of a workload judged by a rule (workloads.by_rule: harness/analysis/integrity.py)."""
     row: Row
     explored: bool = False
 
@@ -813,7 +823,8 @@ def _measured_row(key: tuple, variant: str, by_variant: dict, cells: Cells, plan
         return _Built(Row(**fields, **change(base, values, same), **_decided(decision)))
     held = same and _lost_more(cells, workload, point, variant, plan.baseline)
     return _Built(Row(**fields, **change(base, values, same), verdict="identical" if same and not held
-                      else "inconclusive", p_adjusted=1.0 if same else None), explored=not same)
+                      else "inconclusive", p_adjusted=1.0 if same else None),
+                  explored=not same and not workloads.by_rule(workload))
 
 
 def _lost_more(cells: Cells, workload: str, point: str, variant: str, baseline: str) -> bool:
@@ -916,8 +927,11 @@ def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan(), orde
     rows = with_missing(rows, runs)
     if coverage is not None:
         rows = coverage.judged(rows)
+    judged = integrity.judge(runs, samples, plan.baseline, plan.controls)
+    rows = integrity.on_rows(rows, judged)
     looks = tuple(look for look, _ in looks_reached(plan, cells) if look is not None)
-    return Comparison(rows, invalid, plan, looks, whole_table=whole_table_tests(kept, plan, runs), coverage=coverage)
+    return Comparison(rows, invalid, plan, looks, whole_table=whole_table_tests(kept, plan, runs), coverage=coverage,
+                      wrong=judged, checked="" if judged else integrity.clean_line(samples))
 
 
 def whole_table_tests(kept: pd.DataFrame, plan: Plan, runs: pd.DataFrame) -> tuple[tuple[str, float, int], ...]:
@@ -930,6 +944,8 @@ def whole_table_tests(kept: pd.DataFrame, plan: Plan, runs: pd.DataFrame) -> tup
         groups, rows = [], 0
         mine = kept[kept["variant"].isin([plan.baseline, control])]
         for (workload, mode, _), part in mine.groupby(["workload", "mode", "point"], sort=False):
+            if workloads.by_rule(workload):
+                continue        # one boot a side, judged by a rule: nothing for a permutation test
             part = part[[source_mode(metric, modes.get(workload, set())) == mode for metric in part["metric"]]]
             group = _boot_matrix(part, control)
             if group is not None:

@@ -1,6 +1,7 @@
 """The summary a reviewer mails to a list: `harness compare --format email` and RUN/report.txt.
 
-Plain text, no line over 72 columns, no Markdown: the headline sentence, the calibration, what the
+Plain text, no line over 72 columns, no Markdown: what the boots read back wrong (a `broken` variant
+first of all), the headline sentence, the calibration, what the
 object code and the coverage say, how the rows were tested, then the rows that have a verdict
 with the kernels as columns, in the manner of mmtests' compare-kernels (the median, its change
 against the baseline and a mark for the verdict), a legend of the marks and the command that
@@ -17,9 +18,9 @@ from harness.analysis import compare, tables
 from harness.results import RunMetadata
 
 WIDTH = 72
-MARKS = {"better": "B", "worse": "W", "equivalent": "E", "identical": "I", "inconclusive": "?",
+MARKS = {"broken": "X", "better": "B", "worse": "W", "equivalent": "E", "identical": "I", "inconclusive": "?",
          "not exercised": "N"}
-DECIDED = ("better", "worse", "equivalent")
+DECIDED = ("broken", "better", "worse", "equivalent")
 BASE_COLUMN = 9          # the baseline's median
 VARIANT_COLUMN = 20      # a variant's median, change and mark
 LABEL_MIN = 20         # narrower, and the metric's name goes on a line of its own
@@ -39,12 +40,13 @@ def render(comparison: compare.Comparison, title: str, opening: list[str], metad
            command: str = "") -> str:
     """The whole mail body. opening: the report's first sentences (the headline finding first); order: the
     variants, the baseline first; command: what reproduces the run (default: the one the run recorded)."""
-    out = wrap(title.lstrip("# ")) + [""]
+    out = [line for said in tables.integrity_lines(comparison) for line in wrap(said) + [""]]
+    out += wrap(title.lstrip("# ")) + [""]
     for sentence in opening:
         out += wrap(sentence) + [""]
-    said = [line for line in tables.summary_lines(comparison) if not line.startswith("Exploratory:")]
-    calibrated = 1 if tables.calibration_line(comparison) else 0
-    for line in said[:calibrated] + object_code_lines(metadata) + said[calibrated:]:
+    calibration = [line for line in [tables.calibration_line(comparison)] if line]
+    said = [line for line in tables.method_lines(comparison) if not line.startswith("Exploratory:")]
+    for line in calibration + object_code_lines(metadata) + said:
         out += wrap(line)
     out += [""] + table(comparison.rows, order) + [""] + legend(comparison)
     out += [""] + reproduce(command or metadata.command)
@@ -142,10 +144,12 @@ def _number(value) -> str:
 
 def legend(comparison: compare.Comparison) -> list[str]:
     margin = comparison.plan.margin_pct
-    text = (f"B better, W worse, E equivalent (within +-{margin:g}%), I identical in every boot, ? inconclusive, "
-            "N not exercised (no phase ran the changed code). * marks an exploratory verdict (5% false-discovery "
-            "rate); unmarked verdicts of (P) primary rows hold a 5% family-wise error. Values are medians over "
-            "the valid boots; the change is the median of the pairwise ratios (Hodges-Lehmann).")
+    broken = ("X broken (read back wrong data, or failed a test of the kernel's own, that the baseline did not), "
+              if comparison.broken else "")
+    text = (f"{broken}B better, W worse, E equivalent (within +-{margin:g}%), I identical in every boot, "
+            "? inconclusive, N not exercised (no phase ran the changed code). * marks an exploratory verdict (5% "
+            "false-discovery rate); unmarked verdicts of (P) primary rows hold a 5% family-wise error. Values are "
+            "medians over the valid boots; the change is the median of the pairwise ratios (Hodges-Lehmann).")
     return wrap(text)
 
 

@@ -283,14 +283,17 @@ def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], head
 
 def _opening(run_dir: Path, comparison: compare.Comparison, runs: pd.DataFrame, metadata: results.RunMetadata,
              headline: str, confirm: Path | None) -> list[str]:
-    """The title, the calibration (in bold when it failed), the findings and the primary hypotheses' summary."""
+    """What was read back wrong (first of all, in bold: `broken` stands above every other verdict), the title, the
+    calibration (in bold when it failed), the findings and the primary hypotheses' summary."""
     calibration = tables.calibration_line(comparison)
-    lines = [title(metadata, run_dir), ""]
+    lines = [f"**{line}**" if line.startswith(("BROKEN", "WRONG")) else line
+             for line in tables.integrity_lines(comparison)]
+    lines = [line for said in lines for line in (said, "")] + [title(metadata, run_dir), ""]
     if calibration:
         lines += [f"**{calibration}**" if comparison.failed else calibration, ""]
     for sentence in findings(runs, metadata, comparison, headline, confirm):
         lines += [sentence, ""]
-    return lines + ["## Primary hypotheses", "", *tables.summary_lines(comparison)[1 if calibration else 0:], ""]
+    return lines + ["## Primary hypotheses", "", *tables.method_lines(comparison), ""]
 
 
 def _cost_section(cost: list[str]) -> list[str]:

@@ -9,6 +9,7 @@ import math
 import textwrap
 
 from harness import metrics
+from harness.analysis import integrity
 from harness.analysis.compare import ALPHA, BOOTS, Comparison, Row
 
 CONTROL_KINDS = {True: "the baseline kernel again", False: "object code identical to the baseline"}
@@ -43,7 +44,7 @@ def headline_rows(rows: list[Row], show_all: bool = False) -> list[Row]:
     if show_all:
         return rows
     nonzero = {r.key for r in rows if r.median != 0}
-    moved = {r.key for r in rows if r.verdict in ("better", "worse")}
+    moved = {r.key for r in rows if r.verdict in ("better", "worse", integrity.BROKEN)}
     primary = [r for r in rows if r.margin_pct is not None]
     rest = [r for r in rows if r.margin_pct is None and (metrics.meaning(r.metric).headline and r.key in nonzero
                                                          or r.key in moved)]
@@ -198,9 +199,23 @@ def calibration_power(comparison: Comparison, controls: list[str]) -> str:
             "smaller drifts pass unseen")
 
 
+def integrity_lines(comparison: Comparison) -> list[str]:
+    """What the boots read back wrong (integrity.lines), first of all: `broken` above every other verdict."""
+    present = {r.variant for r in comparison.rows}
+    controls = [name for name in comparison.plan.controls if name in present]
+    return integrity.lines(comparison.wrong, comparison.plan.baseline, controls)
+
+
 def summary_lines(comparison: Comparison) -> list[str]:
-    """What was tested and how, for the top of the table and of the report."""
-    lines = [line for line in [calibration_line(comparison)] if line]
+    """What was read back wrong, the calibration, then what was tested and how: the top of the table."""
+    return integrity_lines(comparison) + [line for line in [calibration_line(comparison)] if line] + \
+        method_lines(comparison)
+
+
+def method_lines(comparison: Comparison) -> list[str]:
+    """What was tested and how (summary_lines without what was wrong and the calibration): the report's and the
+    mail's, which say those two first."""
+    lines = []
     if comparison.coverage is not None:
         lines += comparison.coverage.summary()
     lines.append(_family_line(comparison))
@@ -213,7 +228,7 @@ def summary_lines(comparison: Comparison) -> list[str]:
               f"`{comparison.plan.baseline}`: {r.note}"
               for r in comparison.rows if (r.phase, r.metric) == BOOTS and r.verdict == "worse"]
     lines += list(comparison.notes)
-    return lines + _other_kernel_lines(comparison)
+    return lines + _other_kernel_lines(comparison) + ([comparison.checked] if comparison.checked else [])
 
 
 def _family_line(comparison: Comparison) -> str:
