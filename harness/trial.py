@@ -189,9 +189,23 @@ def prepare(paths: list[Path], kernel: str | None, tree: Path | None, template_n
             choice = (f"workloads named on the command line: {', '.join(chosen)}",)
         else:
             chosen, choice = choose(trial_spec, counted, (), cache_dir, accel, force)
+        chosen, choice = with_correctness(chosen, choice)
     kept = {workload: values for workload, values in parameters.items() if workload in (chosen or names)}
     text = experiment_text(name, spec, template, list(texts), chosen, choice, subject, command, kept)
     return Trial(text, name, slug, spec, texts, imported, chosen, changed, choice)
+
+
+def with_correctness(chosen: tuple, choice: tuple) -> tuple[tuple, tuple]:
+    """(workloads, why) with every shipped workload that checks the kernel is right (`correctness`) added to a
+    choice that runs any: whether the patch is right comes before whether it is faster. An empty choice (every
+    shipped workload runs) stays empty."""
+    if not chosen:
+        return chosen, choice
+    added = [name for name, workload in workloads.discover().items() if workload.correctness and name not in chosen]
+    if not added:
+        return chosen, choice
+    return (*chosen, *added), (*choice, f"always run, whatever the coverage chose: {', '.join(added)} (is the "
+                                        "kernel right: what the pages hold after every kind of copy and reuse)")
 
 
 def _changed(spec: experiment.Experiment, cache_dir: Path, force: bool) -> tuple[dict, tuple]:

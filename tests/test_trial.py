@@ -204,9 +204,13 @@ def test_a_trial_names_the_series_its_builds_and_the_workloads_asked_for(tmp_pat
     assert asked == [["base", "+1", "+1..2"]]
     assert (tried.source, tried.slug, tried.imported) == (f"dir:{fake_tree}", "mm-first", False)
     assert tried.changed == {"+1": ["do_wp_page"], "+1..2": ["do_wp_page", "wp_page_copy", "new_one"]}
-    assert tried.workloads == ("swapcow",) and tried.choice == ("workloads named on the command line: swapcow",)
+    assert tried.workloads == ("swapcow", "integrity", "selftests"), "whether the kernel is right comes first"
+    assert tried.choice == ("workloads named on the command line: swapcow", "always run, whatever the coverage "
+                            "chose: integrity, selftests (is the kernel right: what the pages hold after every kind "
+                            "of copy and reuse)")
     spec = experiment.load(str(tried.write(tmp_path / "run")))
-    assert [v.name for v in spec.variants] == ["base", "+1", "+1..2"] and spec.workloads == ("swapcow",)
+    assert [v.name for v in spec.variants] == ["base", "+1", "+1..2"]
+    assert spec.workloads == ("swapcow", "integrity", "selftests")
     assert spec.parameters_of("swapcow") == {"size_mb": 32}, "-p's values, not the defaults"
     assert tried.text.startswith("# Written by `harness try series.mbox` on ")
     assert "[parameters.swapcow]\nsize_mb = 32\n" in tried.text

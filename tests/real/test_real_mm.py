@@ -116,6 +116,33 @@ def test_zswap_takes_the_pages_swapcow_swaps_out_before_the_disk(tmp_path, varia
          f"{swapout['pages']:.0f} pages in {swapout['zswap.pool_kb']:.0f} KiB, pswpout {swapout['vmstat.pswpout']:.0f}")
 
 
+@pytest.mark.parametrize("variant, release", KERNELS)
+def test_integrity_and_the_trees_own_selftests_find_nothing_wrong_on_a_released_kernel(tmp_path, variant, release):
+    out = tmp_path / "run"
+    harness("run", "-e", EXPERIMENT, "--variant", variant, "--reps", "1", "-o", out, "--workload", "integrity",
+            "--workload", "selftests")
+    runs = pd.read_csv(out / "runs.csv", keep_default_na=False)
+    assert runs["valid"].astype(str).eq("True").all() and (runs["findings"] == "").all(), runs.to_dict("records")
+    assert runs["kernel_release"].astype(str).str.startswith(release).all()
+    samples = pd.read_csv(out / "samples.csv")
+    checks = samples.pivot_table(index=["workload", "phase"], columns="metric", values="value", aggfunc="first")
+    integrity = checks.loc["integrity"]
+    assert list(integrity.index.sort_values()) == sorted(workloads.load("integrity").phases), "THP and KSM too"
+    assert (integrity["checked_pages"] >= 512).all() and (integrity["wrong_pages"] == 0).all()
+    tests = checks.loc["selftests"].drop("idle")
+    assert (tests["tests_failed"] == 0).all()
+    assert tests.loc[["map_populate", "mremap_dontunmap", "mlock2"], "tests_passed"].min() >= 1
+    if variant == "v6.12":      # the COW tests, with the pins of CONFIG_GUP_TEST, and KSM's
+        assert tests.loc["cow", "tests_passed"] >= 300 and tests.loc["ksm_functional", "tests_passed"] >= 5
+        assert tests.loc["gup_longterm", "tests_passed"] >= 1, "CONFIG_GUP_TEST lets it pin"
+    else:
+        assert "cow" not in tests.index and "lacks: cow" in runs[runs["workload"] == "selftests"]["warnings"].iloc[0]
+    show(f"integrity and selftests on {runs['kernel_release'].iloc[0]}",
+         f"{integrity['checked_pages'].sum():,.0f} pages checked in {len(integrity)} phases, none wrong; selftests "
+         + ", ".join(f"{phase} {row.tests_passed:.0f}/{row.tests_passed + row.tests_failed:.0f}"
+                     for phase, row in tests.iterrows()))
+
+
 def test_the_coverage_map_shows_huge_page_and_reclaim_functions_run_by_the_new_workloads():
     functions = ["do_huge_pmd_wp_page", "__split_huge_pmd", "workingset_refault", "shrink_page_list"]
     said = harness("workloads", "-e", EXPERIMENT, "--covers", "--workload", "thpcow", "--workload", "reclaim",

@@ -36,6 +36,11 @@ def test_swapcow_copies_every_page_unpatched_and_almost_none_patched(tmp_path):
     assert values[("base", "write", "cow_copies_per_swapin")] > 0.95
     assert values[("patched", "write", "cow_copies_per_swapin")] < 0.05
     assert values[("base", "read", "ftrace.do_wp_page")] >= 0
+    for variant in ("base", "patched"):     # what it read back after the swap-in and after the write is its own
+        for phase in ("fill", "read", "write"):
+            assert values[(variant, phase, "checked_pages")] == 4096, (variant, phase)
+            assert values[(variant, phase, "wrong_pages")] == 0 and (variant, phase, "wrong_pages") in values
+    assert all(r["findings"] == "" for r in runs)
     assert (out / "metadata.json").is_file() and list((out / "raw").glob("console-base-*.log"))
     assert all(r["accelerator"] in ("kvm", "tcg") and r["kernel_release"].startswith("5.10.223") for r in runs)
 
@@ -51,6 +56,11 @@ def test_redis_copies_what_it_swapped_in_unpatched_and_keeps_its_keys(tmp_path):
     base_copies = values[("base", "write", "cow_copies")]
     assert base_copies >= 0.5 * values[("base", "read", "process.swapped_in_pages")]
     assert values[("patched", "write", "cow_copies")] <= 0.1 * base_copies
+    for variant in ("base", "patched"):     # every value read back by content: BITCOUNT after swap-in, GET at the end
+        assert values[(variant, "read", "checked_values")] == 6000
+        assert values[(variant, "check", "checked_values")] == 6000
+        assert values[(variant, "read", "wrong_values")] == values[(variant, "check", "wrong_values")] == 0
+    assert all(r["findings"] == "" for r in runs)
 
 
 def test_redis_limit_mode_swaps_under_a_fixed_memory_max(tmp_path):

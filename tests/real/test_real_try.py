@@ -2,6 +2,7 @@
 kernel, the workloads chosen by counted boots of the built kernel, and the seed measured as a
 discovery: the reviewer's one command, from a patch file to a report and a summary to mail."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -56,7 +57,8 @@ def test_a_patch_no_workload_runs_stops_before_any_measured_boot(tmp_path):
 
 
 def test_try_of_the_seed_ends_with_a_better_headline_and_a_mail(tmp_path):
-    """One workload (swapcow, at 8 MiB) to keep the cost down; six boots a side, the discovery's first look."""
+    """One workload asked for (swapcow, at 8 MiB) to keep the cost down; six boots a side, the discovery's first
+    look; and, one boot a side, the workloads that check the kernel is right, which find nothing wrong."""
     out = tmp_path / "seed"
     result = harness("try", SEED, "--workload", "swapcow", "-p", "size_mb=8", "-o", out)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -66,8 +68,11 @@ def test_try_of_the_seed_ends_with_a_better_headline_and_a_mail(tmp_path):
     assert ": better (FDR)" in headline, headline
     assert any(line.startswith("Exploratory (a discovery: no rows declared): ") for line in lines)
     assert lines[-1] == f"report: {out / 'report.md'}"
+    assert not any(line.startswith(("BROKEN", "WRONG")) for line in lines), "the seed is right"
+    checked = next(line for line in lines if line.startswith("Data checked in "))
     written = experiment.load(str(out / "try.toml"))
-    assert written.workloads == ("swapcow",) and written.discovery and len(written.variants) == 2
+    assert written.workloads == ("swapcow", "integrity", "selftests") and written.discovery
+    assert len(written.variants) == 2
     metadata = json.loads((out / "metadata.json").read_text())
     assert metadata["discovery"] is True and metadata["control"] == "control" and not metadata["primary"]
     confirm = experiment.load(str(out / "confirm.toml"))
@@ -78,4 +83,8 @@ def test_try_of_the_seed_ends_with_a_better_headline_and_a_mail(tmp_path):
     assert not control, "the baseline kernel again moves nowhere"
     text = (out / "report.txt").read_text()
     assert max(map(len, text.splitlines())) <= mail.WIDTH and "B*" in text
-    print(f"\n[figure] {headline[:200]}")
+    runs = [row for row in csv.DictReader(open(out / "runs.csv"))]
+    assert sorted((r["workload"], r["variant"]) for r in runs if r["workload"] != "swapcow") == [
+        (workload, variant) for workload in ("integrity", "selftests") for variant in ("base", "control", "patched")]
+    assert all(r["valid"] == "True" and r["findings"] == "" for r in runs), "nothing read back wrong, no test failed"
+    print(f"\n[figure] {headline[:200]}\n[figure] {checked}")
