@@ -318,8 +318,10 @@ def draw_causes(measured: pd.DataFrame, runs: pd.DataFrame, metadata: RunMetadat
 
 
 def _cause_panel(axis, medians: pd.Series, phases: list[str], present: list[str]) -> None:
-    """Stacked bars: phase groups, a bar per variant, a segment per cause."""
+    """Stacked bars: phase groups, a bar per variant, a segment per cause. A crowded panel (the integrity
+    workload's 14 phases) turns its sums and phase names so that they do not run into each other."""
     width = 0.8 / max(len(present), 1)
+    crowded = len(phases) * len(present) > 24
     ticks, labels = [], []
     for position, phase in enumerate(phases):
         for index, variant in enumerate(present):
@@ -332,13 +334,14 @@ def _cause_panel(axis, medians: pd.Series, phases: list[str], present: list[str]
                              hatch=CAUSE_HATCHES[cause], edgecolor="white", linewidth=0)
                     bottom += value
             axis.annotate(_short(bottom), (x, bottom), textcoords="offset points", xytext=(0, 3), ha="center",
-                          va="bottom", fontsize=7)
+                          va="bottom", fontsize=6 if crowded else 7, rotation=90 if crowded else 0)
             ticks.append(x)
             labels.append(variant)
     axis.set_xticks(ticks, labels, rotation=90, fontsize=7)
     for position, phase in enumerate(phases):
         axis.annotate(phase, (position, 0), xycoords=("data", "axes fraction"), xytext=(0, -60),
-                      textcoords="offset points", ha="center", va="top", fontsize=9)
+                      textcoords="offset points", ha="right" if crowded else "center", va="top",
+                      fontsize=8 if crowded else 9, rotation=30 if crowded else 0)
     axis.set_xlim(-0.6, len(phases) - 0.4)
     axis.set_ylim(0, axis.get_ylim()[1] * 1.15)
     axis.set_ylabel("copies per phase")

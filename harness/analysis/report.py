@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import metrics, results
+from harness import metrics, results, workloads
 from harness import sweep as sweeps
 from harness.analysis import compare, coverage, stats, tables
 from harness.files import write_atomic
@@ -212,7 +212,7 @@ def discovery_sentence(comparison: compare.Comparison, confirm: Path | None) -> 
     """'' unless the run was a discovery; then how many rows moved of those tested (the judged variants' rows
     with more than one value, as Benjamini-Hochberg counted them), that the first sentence was chosen after the
     fact, and the command that confirms them; when nothing moved, whether anything could have."""
-    if not comparison.plan.discovery:
+    if not comparison.plan.discovery or _by_rule_only(comparison.rows):
         return ""
     found = compare.discoveries(comparison.rows)
     tested = [r for r in comparison.rows if r.role == "exploratory" and r.variant != r.baseline
@@ -235,6 +235,12 @@ def discovery_sentence(comparison: compare.Comparison, confirm: Path | None) -> 
             f"{confirm_with}")
 
 
+def _by_rule_only(rows: list[compare.Row]) -> list[str]:
+    """The run's workloads when every one is judged by a rule (workloads.by_rule: integrity, selftests), else []."""
+    ran = list(dict.fromkeys(r.workload for r in rows))
+    return ran if ran and all(workloads.by_rule(name) for name in ran) else []
+
+
 def title(metadata: results.RunMetadata, run_dir: Path) -> str:
     return f"# {metadata.experiment or run_dir.name}: {metadata.description}".rstrip(": ")
 
@@ -249,9 +255,14 @@ def findings(runs: pd.DataFrame, metadata: results.RunMetadata, comparison: comp
     accelerator = ", ".join(sorted(set(valid["accelerator"].dropna().astype(str)))) or "?"
     ran = tuple(dict.fromkeys(runs["variant"].astype(str)))
     silent = comparison.coverage.headline() if comparison.coverage is not None else ""
-    said = [(silent + " " if silent else "") + headline_sentence(rows, headline, release, accelerator, ran)]
+    checks = _by_rule_only(rows)
+    said = [f"Only workloads that check the kernel is right ran here ({', '.join(checks)}), one repetition a "
+            f"variant: what they read back is the finding (above), and no row of theirs carries a statistic."
+            if checks else (silent + " " if silent else "") + headline_sentence(rows, headline, release, accelerator,
+                                                                                 ran)]
     said += [discovery_sentence(comparison, confirm), lost_sentence(rows)]
-    said.append(cause_sentence(rows, *headline.split("/")[:2]) if headline and not metadata.sweep else "")
+    said.append(cause_sentence(rows, *headline.split("/")[:2]) if headline and not metadata.sweep and not checks
+                else "")
     return [sentence for sentence in said if sentence]
 
 

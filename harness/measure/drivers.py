@@ -305,7 +305,7 @@ class StressNg(Driver):
                                                            f"{result.status}): {tail}")
         failed = stress_ng_failures(result.stdout)
         said = (Finding(phase, FAILED_TEST, where=f"stress-ng --{phase} --verify", found=failed[0]),) if failed else ()
-        verified = (("tests_passed", 0 if failed else 1), ("tests_failed", 1 if failed else 0))   # the stressor, one case
+        verified = (("tests_passed", 0 if failed else 1), ("tests_failed", 1 if failed else 0))     # one case each
         return PhaseOutcome(0, seconds, (("bogo_ops", ops), ("bogo_ops_per_s", rate), *verified),
                             said=result.stdout[-4000:], findings=said)
 
