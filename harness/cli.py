@@ -545,7 +545,10 @@ def run_command(obj, experiment_name, workload_names, variants, output, resume, 
                                 seed, modes, force=force, placement=placement))
     directory = bench.run(request, obj["cache_dir"])
     valid = sum(record.valid for record in directory.runs)
-    click.echo(f"{directory.path}: {valid} of {len(directory.runs)} runs valid")
+    wrong = [record for record in directory.runs if record.findings]
+    found = (f"; {len(wrong)} found something wrong (runs.csv `findings`; `harness compare` judges them against "
+             "the baseline)" if wrong else "")
+    click.echo(f"{directory.path}: {valid} of {len(directory.runs)} runs valid{found}")
 
 
 class _Reps(click.ParamType):

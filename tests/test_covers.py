@@ -52,7 +52,7 @@ def test_the_command_lists_workloads_and_refuses_functions_without_covers(tmp_pa
 
 # --- one counted boot per workload, through the real cell code, the guest replayed from the recorded run -----
 
-FUNCTIONS = {"do_wp_page": ["a"], "zap_pte_range": ["b"], "swap_setup": ["c"], "page_mapcount": ["d"],
+FUNCTIONS = {"do_wp_page": ["a"], "unmap_page_range": ["b"], "swap_setup": ["c"], "page_mapcount": ["d"],
              "shrink_page_list": ["e"]}
 
 
@@ -93,7 +93,7 @@ class Profiled:
 
 
 SWAPCOW = ((workloads.load("swapcow"), workloads.load("swapcow").params()),)
-ASKED = ["do_wp_page", "zap_pte_range", "swap_setup", "page_mapcount", "shrink_page_list", "do_mincore"]
+ASKED = ["do_wp_page", "unmap_page_range", "swap_setup", "page_mapcount", "shrink_page_list", "do_mincore"]
 
 
 def test_one_counted_boot_per_workload_answers_and_is_kept_with_the_build(tmp_path, monkeypatch):
@@ -101,13 +101,13 @@ def test_one_counted_boot_per_workload_answers_and_is_kept_with_the_build(tmp_pa
     spec = experiment.load(None)
     found = covers.profile(spec, "base", ASKED, SWAPCOW, tmp_path / "cache", "tcg")
     [session] = profiled.boots
-    assert "harness-collect calls do_wp_page zap_pte_range shrink_page_list" in session.commands, \
+    assert "harness-collect calls do_wp_page unmap_page_range shrink_page_list" in session.commands, \
         "only what the profiler can count is asked"
     assert found.source == "one counted boot per workload of base (linux-5.10.223, build base)"
     assert list(found.calls["do_wp_page"]) == [("swapcow", phase) for phase in
                                                ("idle", "fill", "swapout", "read", "write")], "in the order they ran"
-    assert found.calls["do_wp_page"][("swapcow", "write")] == 16550
-    assert found.calls["zap_pte_range"][("swapcow", "write")] == 191
+    assert found.calls["do_wp_page"][("swapcow", "write")] == 16551
+    assert found.calls["unmap_page_range"][("swapcow", "write")] == 189
     assert found.uncounted == {
         "swap_setup": "in an init section: it runs at boot, before any phase, and is freed after it",
         "page_mapcount": "no __fentry__ call, so the function profiler cannot see it (notrace, as every inline "
@@ -115,12 +115,12 @@ def test_one_counted_boot_per_workload_answers_and_is_kept_with_the_build(tmp_pa
         "do_mincore": "this kernel's vmlinux has no such function (inlined everywhere, misspelt, or not built)",
         "shrink_page_list": "the guest's profiler refused it (not in available_filter_functions)"}
     assert found.lines()[1:3] == ["do_wp_page: run by swapcow/fill, swapcow/swapout, swapcow/read, swapcow/write",
-                                  "  swapcow: idle 126, fill 163, swapout 166, read 164, write 16,550"]
+                                  "  swapcow: idle 128, fill 165, swapout 166, read 165, write 16,551"]
     [kept] = (profiled.built.directory / covers.FOLDER).iterdir()
     assert kept.name.startswith("swapcow-") and json.loads(kept.read_text())["shrink_page_list"] is None
-    again = covers.profile(spec, "base", ["do_wp_page", "zap_pte_range"], SWAPCOW, tmp_path / "cache", "tcg")
+    again = covers.profile(spec, "base", ["do_wp_page", "unmap_page_range"], SWAPCOW, tmp_path / "cache", "tcg")
     assert len(profiled.boots) == 1, "the kept counts answer a later question: no boot"
-    assert again.calls == {f: found.calls[f] for f in ("do_wp_page", "zap_pte_range")}
+    assert again.calls == {f: found.calls[f] for f in ("do_wp_page", "unmap_page_range")}
 
 
 def test_functions_the_profiler_cannot_count_boot_nothing(tmp_path, monkeypatch):
@@ -140,7 +140,7 @@ def test_an_invalid_profiling_boot_answers_now_and_is_not_kept(tmp_path, monkeyp
     profiled = Profiled(tmp_path, monkeypatch)
     profiled.meant = 32768       # the guest moved half of what the swapout phase meant to: the gates refuse the boot
     found = covers.profile(experiment.load(None), "base", ["do_wp_page"], SWAPCOW, tmp_path / "cache")
-    assert found.calls["do_wp_page"][("swapcow", "write")] == 16550
+    assert found.calls["do_wp_page"][("swapcow", "write")] == 16551
     assert "the profiling boot of swapcow on base was invalid (swapout: process.swapped_out_pages is 16,384, below " \
            "0.9 x swapout.pages (32,768); read: " in caplog.text
     assert caplog.messages[-1].endswith("): its counts answer now, and are not kept")

@@ -70,8 +70,8 @@ def test_a_replayed_cell_gives_the_reference_runs_figures(tmp_path, monkeypatch,
     assert differ == {}
     assert raw_phases(directory.path / "raw") == [phase for phase, _ in recordings(workload, variant)]
     assert any(command.startswith("harness-collect setup") for command in session.commands)
-    assert "harness-collect calls do_wp_page zap_pte_range" in session.commands, "what the reference run counted"
-    assert replayed[("write", "calls.zap_pte_range")] > 0 and ("write", "ftrace.zap_pte_range") not in replayed
+    assert "harness-collect calls do_wp_page unmap_page_range" in session.commands, "what the reference run counted"
+    assert replayed[("write", "calls.unmap_page_range")] > 0 and ("write", "ftrace.unmap_page_range") not in replayed
 
 
 def test_copies_per_swapin_tell_base_from_patched(tmp_path, monkeypatch):

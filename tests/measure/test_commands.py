@@ -47,6 +47,29 @@ def test_run_records_every_cell_and_says_how_many_are_valid(tmp_path, replayed):
     assert sorted(replayed) == ["base"] * 4 + ["patched"] * 4
 
 
+def test_run_says_how_many_boots_found_something_wrong(tmp_path, replayed, monkeypatch):
+    """A patched boot whose write phase read back two wrong pages: the run's last line counts it."""
+    import dataclasses
+
+    def wrong(phase, recording):
+        return dataclasses.replace(recording, said=recording.said.replace(
+            "wrong=0", "wrong=2 first=page:7 expected=0x0100000000000007 found=0x0200000000000007"))
+
+    def booted(built, *args, **kwargs):
+        replayed_cell = [(phase, wrong(phase, rec) if built.variant == "patched" and phase == "write" else rec)
+                         for phase, rec in recordings("swapcow", built.variant)]
+        return booting(FakeBooted(ReplayedSession(replayed_cell)))(built, *args, **kwargs)
+    monkeypatch.setattr(cell.boot, "booted", booted)
+    result = invoke(tmp_path, "run", "--workload", "swapcow", "--reps", "1", "-o", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith(
+        "2 of 2 runs valid; 1 found something wrong (runs.csv `findings`; `harness compare` judges them "
+        "against the baseline)")
+    [patched] = [r for r in csv.DictReader(open(tmp_path / "run" / "runs.csv")) if r["variant"] == "patched"]
+    [finding] = json.loads(patched["findings"])
+    assert (finding["phase"], finding["count"], finding["where"]) == ("write", 2, "page:7")
+
+
 def test_bench_compare_and_plot_from_replayed_cells(tmp_path, replayed):
     out = tmp_path / "bench"
     result = invoke(tmp_path, "bench", "--workload", "swapcow", "--reps", "2", "--control", "--seed", "1", "-o",
