@@ -131,14 +131,20 @@ MAIL = "report.txt"
 
 
 def headline_key(experiment: Experiment | None, result: compare.Comparison) -> str:
-    """WORKLOAD/PHASE/METRIC of the report's first sentence: the experiment's headline, its first primary row,
-    the strongest discovery (as the confirmation ranks them), or the copies of a write phase (of any phase, when
-    no workload has one)."""
+    """WORKLOAD/PHASE/METRIC of the report's first sentence: the experiment's headline, or else its first primary
+    row, of a workload that ran (`--workload swapcow` of an experiment whose headline is redis's); the
+    strongest discovery (as the confirmation ranks them); or the copies of a write phase (of any phase, when no
+    workload has one). A declared row that nothing measured is the sentence's row only when no other is."""
     found = compare.confirmation_rows(result.rows) if result.plan.discovery else []
-    if experiment is not None and (experiment.headline or experiment.primary):
-        return experiment.headline or experiment.primary[0]
+    declared = [key for key in ([experiment.headline, *experiment.primary] if experiment else []) if key]
+    ran = {row.workload for row in result.rows}       # with its boots/valid_share row, though every boot was lost
+    measured = [key for key in declared if key.split("/", 1)[0] in ran]
+    if measured:
+        return measured[0]
     if found:
         return found[0]
+    if declared and not ran:
+        return declared[0]
     copies = [r.key for r in result.rows if r.metric == "cow_copies"]
     written = [key for key in copies if key.split("/")[1] == "write"]
     return (written or copies or [r.key for r in result.rows] or [""])[0]

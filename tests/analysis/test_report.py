@@ -127,6 +127,18 @@ def test_a_variant_whose_boots_all_failed_is_named_in_the_first_line(tmp_path):
                             "see runs.csv for why (`base` has a median of"), first
 
 
+def test_the_first_line_is_of_a_declared_row_whose_workload_ran(tmp_path):
+    """The default experiment's headline is redis's; a run of swapcow alone opens with swapcow's primary row, not
+    with "No valid samples" of a workload nobody asked for."""
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    for name in ("runs.csv", "samples.csv"):
+        table = pd.read_csv(copy / name)
+        table[table["workload"] == "swapcow"].to_csv(copy / name, index=False)
+    first = analysis.analyse(copy, experiment.load(None)).read_text().splitlines()[2]
+    assert "cow_copies_per_swapin in the write phase of swapcow from a median of 1.01 to 0" in first, first
+
+
 def test_a_sweeps_warnings_count_the_boots_of_their_own_point():
     runs = pd.DataFrame({"workload": ["swapcow"] * 4, "variant": ["base"] * 4, "rep": [1, 2, 1, 2],
                          "point": ["swap_mb=72", "swap_mb=72", "swap_mb=256", "swap_mb=256"],
