@@ -136,7 +136,8 @@ def _version() -> str:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(_version(), "--version", prog_name="harness", message="%(prog)s %(version)s")
-@click.option("-v", "--verbose", is_flag=True, help="Show host commands and their output.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show host and guest commands with their output, and each phase as it ends.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=Path("~/.cache/harness").expanduser(),
               show_default=True, help="Kernel sources, builds, ccache and logs.")
 @click.pass_context
@@ -591,11 +592,10 @@ def bench_command(obj, experiment_name, workload_names, variants, output, resume
                        "always" if timing else "kvm")
     request = _request(choices)
     report_path = bench.run_and_analyse(request, obj["cache_dir"])
-    broken = analysis.broken_lines(report_path)
-    for line in broken:
+    for line in _findings(report_path) + _primary_table(report_path):
         click.echo(line)
     click.echo(f"report: {report_path}")
-    _exit_if_broken(broken)
+    _exit_if_broken(analysis.broken_lines(report_path))
 
 
 @main.command(name="try")
@@ -692,6 +692,20 @@ def _findings(report_path: Path) -> list[str]:
     return [line.replace("**", "") for line in opening if line and not line.startswith("# ")]
 
 
+def _primary_table(report_path: Path) -> list[str]:
+    """The report's table of the primary rows, with the line that says what was read back, after a blank line;
+    [] when the run declared no primary rows (a discovery)."""
+    lines = report_path.read_text().splitlines()
+    start = next((k for k, line in enumerate(lines) if line == "## Primary hypotheses"), None)
+    if start is None:
+        return []
+    section = lines[start + 1:next((k for k in range(start + 1, len(lines)) if lines[k].startswith("## ")),
+                                   len(lines))]
+    table = [line.replace("**", "") for line in section if line.startswith("|")]
+    checked = [line for line in section if line.startswith("Data checked in ")]
+    return [""] + checked + table if table else []
+
+
 @main.command(name="compare")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--baseline", help="Variant the others are compared with [default: the run's baseline].")
@@ -779,7 +793,9 @@ def _verbose_too(command: click.Command) -> None:
             _verbose_too(sub)
     elif command.name != "boot":
         command.params.append(click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, is_eager=True,
-                                           callback=verbose, help="Show host commands and their output."))
+                                           callback=verbose,
+                                           help="Show host and guest commands with their output, and each phase as "
+                                                "it ends."))
 
 
 for _command in main.commands.values():

@@ -124,7 +124,7 @@ class GuestSession:
     def _exec(self, command, timeout: float, stdin: bytes | None = None):
         """(command text, exit status, stdout bytes, stderr bytes, seconds) of one remote command."""
         text = shlex.join(command) if isinstance(command, (list, tuple)) else command
-        log.info("guest$ %s", text)
+        log.debug("guest$ %s", text)
         started = time.monotonic()
         channel = self._channel(text)
         channel.settimeout(timeout)
@@ -146,7 +146,7 @@ class GuestSession:
     def start(self, command) -> "GuestProcess":
         """Start a long-running command whose stdin and stdout the caller talks to line by line."""
         text = shlex.join(command) if isinstance(command, (list, tuple)) else command
-        log.info("guest$ %s &", text)
+        log.debug("guest$ %s &", text)
         channel = self._channel(text)
         try:
             channel.exec_command(text)

@@ -375,8 +375,8 @@ def _raw_name(job: Job, index: int, phase: str) -> str:
 
 def _log_phase(job: Job, phase: str, counters: collectors.PhaseCounters, outcome: drivers.PhaseOutcome) -> None:
     """Log what a phase took and the copies it made, as it ends."""
-    log.info("  %s rep %d %s %-8s %6.2f s  cow_copies %s", job.kernel.variant, job.cell.rep, job.cell.mode, phase,
-             outcome.duration_s, copies_said(counters.metrics))
+    log.debug("  %s rep %d %s %-8s %6.2f s  cow_copies %s", job.kernel.variant, job.cell.rep, job.cell.mode, phase,
+              outcome.duration_s, copies_said(counters.metrics))
 
 
 def write_raw(raw_dir: Path, name: str, text: str) -> Path:

@@ -333,7 +333,8 @@ def test_a_guest_with_too_little_memory_quotes_the_console(tmp_path, base_kernel
 
 @pytest.mark.real
 def test_boot_folders_left_by_kill_9_are_swept_by_the_next_boot(tmp_path, base_kernel):
-    process = subprocess.Popen([sys.executable, "-m", "harness", "boot", "--variant", "base", "--", "sleep", "120"],
+    process = subprocess.Popen([sys.executable, "-m", "harness", "-v", "boot", "--variant", "base", "--", "sleep",
+                                "120"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert wait_for_line(process.stderr, "guest$ sleep 120", timeout=300), "the guest command never started"
     [left] = list(BOOTS.glob("boot-*"))

@@ -75,7 +75,19 @@ def test_bench_compare_and_plot_from_replayed_cells(tmp_path, replayed):
     result = invoke(tmp_path, "bench", "--workload", "swapcow", "--reps", "2", "--control", "--seed", "1", "-o",
                     str(out))
     assert result.exit_code == 0, result.output
-    assert result.output.strip().endswith(f"report: {out / 'report.md'}")
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1] == f"report: {out / 'report.md'}"
+    assert lines[0].startswith("Calibration passed: `control` (the baseline kernel again)"), "the answer, at the end"
+    opening = (out / "report.md").read_text().split("\n## ")[0].splitlines()
+    headline = opening[4].replace("**", "")
+    assert lines[1] == headline and "cow_copies_per_swapin in the write phase of swapcow" in headline, \
+        "the headline sentence, after the calibration line, of the first primary row of a workload that ran"
+    table = lines[lines.index("") + 1:-1]
+    assert table[0] == "Data checked in 6 boots: 294,912 pages read back, none wrong"
+    assert table[1].startswith("| row | variant | n |")
+    assert [line.split(" | ")[:2] for line in table[3:]] == [["| swapcow/write/cow_copies_per_swapin", "patched"],
+                                                            ["| swapcow/write/cow_copies_per_swapin", "control"]]
+    assert not any(line.startswith("guest$") for line in lines), "the guest's commands only with -v"
     report = (out / "report.md").read_text()
     assert "Calibration passed: `control` (the baseline kernel again)" in report
     rows = json.loads(invoke(tmp_path, "compare", str(out), "--format", "json").output)

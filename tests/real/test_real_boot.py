@@ -56,7 +56,8 @@ def test_boot_runs_commands_over_ssh_with_swap_active():
 
 def test_sigterm_during_a_guest_command_leaves_no_qemu(tmp_path):
     cache = Path("~/.cache/harness").expanduser()
-    process = subprocess.Popen([sys.executable, "-m", "harness", "boot", "--variant", "base", "--", "sleep", "120"],
+    process = subprocess.Popen([sys.executable, "-m", "harness", "-v", "boot", "--variant", "base", "--", "sleep",
+                                "120"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     boots = cache / "boots"
     assert wait_for_line(process.stderr, "guest$ sleep 120", timeout=180), "the guest command never started"
