@@ -592,7 +592,7 @@ def bench_command(obj, experiment_name, workload_names, variants, output, resume
                        "always" if timing else "kvm")
     request = _request(choices)
     report_path = bench.run_and_analyse(request, obj["cache_dir"])
-    for line in _findings(report_path) + _primary_table(report_path):
+    for line in _findings(report_path) + _checked_and_claimed(report_path):
         click.echo(line)
     click.echo(f"report: {report_path}")
     _exit_if_broken(analysis.broken_lines(report_path))
@@ -657,7 +657,7 @@ def try_command(obj, patch_paths, kernel, tree, template, workload_names, settin
                        bench.MODES, max(max_reps, AUTO_FIRST_LOOK) if auto else None, True, False,
                        _placement(jobs, "", "", worker.WORKER_CACHE, None), "always" if timing else "kvm")
     report_path = bench.run_and_analyse(_request(choices), obj["cache_dir"])
-    for line in _findings(report_path):
+    for line in _findings(report_path) + _checked_and_claimed(report_path):
         click.echo(line)
     click.echo(f"report: {report_path}")
     _exit_if_broken(analysis.broken_lines(report_path))
@@ -692,9 +692,9 @@ def _findings(report_path: Path) -> list[str]:
     return [line.replace("**", "") for line in opening if line and not line.startswith("# ")]
 
 
-def _primary_table(report_path: Path) -> list[str]:
-    """The report's table of the primary rows, with the line that says what was read back, after a blank line;
-    [] when the run declared no primary rows (a discovery)."""
+def _checked_and_claimed(report_path: Path) -> list[str]:
+    """After a blank line, the report's line that says what was read back and its table of the primary rows (none
+    in a discovery); [] when it has neither."""
     lines = report_path.read_text().splitlines()
     start = next((k for k, line in enumerate(lines) if line == "## Primary hypotheses"), None)
     if start is None:
@@ -703,7 +703,7 @@ def _primary_table(report_path: Path) -> list[str]:
                                    len(lines))]
     table = [line.replace("**", "") for line in section if line.startswith("|")]
     checked = [line for line in section if line.startswith("Data checked in ")]
-    return [""] + checked + table if table else []
+    return [""] + checked + table if checked or table else []
 
 
 @main.command(name="compare")

@@ -260,7 +260,8 @@ def tried(monkeypatch, tmp_path, imported=False):
         asked.append(request)
         report = request.out_dir / "report.md"
         report.write_text("# try: seed\n\n**Calibration: the control moved nowhere.**\n\n`patched` changes "
-                          "cow_copies: **better (FDR)**.\n\n## Primary hypotheses\n\nnot shown\n")
+                          "cow_copies: **better (FDR)**.\n\n## Primary hypotheses\n\nDiscovery: not shown\n"
+                          "Data checked in 6 boots: 98,304 pages read back, none wrong\n\n## Warnings\n\nnot shown\n")
         return report
     monkeypatch.setattr(bench, "run_and_analyse", run_and_analyse)
     return asked
@@ -275,7 +276,8 @@ def test_try_says_what_it_chose_runs_bench_with_a_control_and_prints_the_finding
     assert lines[1].endswith("(imported: they did not apply as given)") and lines[1].startswith("patches: 0001-")
     assert "patched changes: do_wp_page, unmap_page_range" in lines and "swapcow: write calls do_wp_page" in lines
     assert f"experiment: {out / 'try.toml'}" in lines and (out / "patches").is_dir()
-    assert lines[-3:] == ["Calibration: the control moved nowhere.", "`patched` changes cow_copies: better (FDR).",
+    assert lines[-5:] == ["Calibration: the control moved nowhere.", "`patched` changes cow_copies: better (FDR).",
+                          "", "Data checked in 6 boots: 98,304 pages read back, none wrong",
                           f"report: {out / 'report.md'}"]
     [request] = asked
     assert request.control == "control" and request.reps == 2 and request.experiment.discovery
