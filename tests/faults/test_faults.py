@@ -287,8 +287,9 @@ def test_apt_get_is_stopped_when_it_fills_the_disk(tmp_path, monkeypatch):
 @pytest.mark.real
 def test_qemu_killed_in_a_phase_fails_that_cell_with_the_cause_and_the_run_goes_on(tmp_path, base_kernel):
     out = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "harness", "run", "--workload", "swapcow", "--variant", "base",
-                                "--reps", "2", "-p", "size_mb=64", "-p", "cycles=3", "--seed", "1", "-o", str(out)],
+    process = subprocess.Popen([sys.executable, "-m", "harness", "-v", "run", "--workload", "swapcow", "--variant",
+                                "base", "--reps", "2", "-p", "size_mb=64", "-p", "cycles=3", "--seed", "1", "-o",
+                                str(out)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert wait_for_line(process.stderr, "counted idle", timeout=600), "the first cell never reached its phases"
     [qemu] = qemu_processes(str(BOOTS))
