@@ -546,8 +546,8 @@ def run_command(obj, experiment_name, workload_names, variants, output, resume, 
                                 seed, modes, force=force, placement=placement))
     directory = bench.run(request, obj["cache_dir"])
     valid = sum(record.valid for record in directory.runs)
-    wrong = [record for record in directory.runs if record.findings]
-    found = (f"; {len(wrong)} found something wrong (runs.csv `findings`; `harness compare` judges them against "
+    wrong = sum(bool(record.findings) for record in directory.runs)
+    found = (f"; {wrong} found something wrong (runs.csv `findings`; `harness compare` judges them against "
              "the baseline)" if wrong else "")
     click.echo(f"{directory.path}: {valid} of {len(directory.runs)} runs valid{found}")
 
@@ -591,11 +591,7 @@ def bench_command(obj, experiment_name, workload_names, variants, output, resume
                        force, _placement(jobs, cluster, scheduler, worker_cache, ssh_config),
                        "always" if timing else "kvm")
     request = _request(choices)
-    report_path = bench.run_and_analyse(request, obj["cache_dir"])
-    for line in _findings(report_path) + _checked_and_claimed(report_path):
-        click.echo(line)
-    click.echo(f"report: {report_path}")
-    _exit_if_broken(analysis.broken_lines(report_path))
+    _end_with_the_answer(bench.run_and_analyse(request, obj["cache_dir"]))
 
 
 @main.command(name="try")
@@ -656,11 +652,7 @@ def try_command(obj, patch_paths, kernel, tree, template, workload_names, settin
     choices = _Choices(str(path), (), (), AUTO_FIRST_LOOK if auto else reps, out_dir, None, settings, accel, None,
                        bench.MODES, max(max_reps, AUTO_FIRST_LOOK) if auto else None, True, False,
                        _placement(jobs, "", "", worker.WORKER_CACHE, None), "always" if timing else "kvm")
-    report_path = bench.run_and_analyse(_request(choices), obj["cache_dir"])
-    for line in _findings(report_path) + _checked_and_claimed(report_path):
-        click.echo(line)
-    click.echo(f"report: {report_path}")
-    _exit_if_broken(analysis.broken_lines(report_path))
+    _end_with_the_answer(bench.run_and_analyse(_request(choices), obj["cache_dir"]))
 
 
 BROKEN_EXIT = 3     # the exit status of a command whose comparison found a variant broken
@@ -684,26 +676,25 @@ def _say_chosen(found: trial.Trial) -> None:
     click.echo("\n".join(found.choice))
 
 
-def _findings(report_path: Path) -> list[str]:
+def _end_with_the_answer(report_path: Path) -> None:
+    """What bench and try print last: the report's answer, its path, and BROKEN_EXIT when a variant is broken."""
+    for line in _answer(report_path.read_text().splitlines()):
+        click.echo(line)
+    click.echo(f"report: {report_path}")
+    _exit_if_broken(analysis.broken_lines(report_path))
+
+
+def _answer(report: list[str]) -> list[str]:
     """The report's opening paragraphs (what was read back wrong, calibration, headline, discovery, lost boots),
-    as plain text, without its title."""
-    lines = report_path.read_text().splitlines()
-    opening = lines[:next((k for k, line in enumerate(lines) if line.startswith("## ")), len(lines))]
-    return [line.replace("**", "") for line in opening if line and not line.startswith("# ")]
-
-
-def _checked_and_claimed(report_path: Path) -> list[str]:
-    """After a blank line, the report's line that says what was read back and its table of the primary rows (none
-    in a discovery); [] when it has neither."""
-    lines = report_path.read_text().splitlines()
-    start = next((k for k, line in enumerate(lines) if line == "## Primary hypotheses"), None)
-    if start is None:
-        return []
-    section = lines[start + 1:next((k for k in range(start + 1, len(lines)) if lines[k].startswith("## ")),
-                                   len(lines))]
-    table = [line.replace("**", "") for line in section if line.startswith("|")]
+    as plain text, without its title; then, after a blank line, its primary section's line that says what was read
+    back and its table of the primary rows (none in a discovery), when it has either."""
+    heads = [k for k, line in enumerate(report) if line.startswith("## ")] + [len(report)]
+    opening = [line.replace("**", "") for line in report[:heads[0]] if line and not line.startswith("# ")]
+    start = report.index("## Primary hypotheses") if "## Primary hypotheses" in report else None
+    section = report[start + 1:next(k for k in heads if k > start)] if start is not None else []
     checked = [line for line in section if line.startswith("Data checked in ")]
-    return [""] + checked + table if checked or table else []
+    table = [line.replace("**", "") for line in section if line.startswith("|")]
+    return opening + ([""] + checked + table if checked or table else [])
 
 
 @main.command(name="compare")
