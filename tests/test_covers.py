@@ -101,7 +101,7 @@ def test_one_counted_boot_per_workload_answers_and_is_kept_with_the_build(tmp_pa
     spec = experiment.load(None)
     found = covers.profile(spec, "base", ASKED, SWAPCOW, tmp_path / "cache", "tcg")
     [session] = profiled.boots
-    assert "harness-collect calls do_wp_page unmap_page_range shrink_page_list" in session.commands, \
+    assert "calls\tdo_wp_page\tunmap_page_range\tshrink_page_list" in session.requests("harness-collect"), \
         "only what the profiler can count is asked"
     assert found.source == "one counted boot per workload of base (linux-5.10.223, build base)"
     assert list(found.calls["do_wp_page"]) == [("swapcow", phase) for phase in

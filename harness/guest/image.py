@@ -67,9 +67,14 @@ def shared_libraries(binaries) -> list[Path]:
     return sorted(Path(path) for path in found)
 
 
+GUEST_TOOLS = Path(__file__).parent / "guest_tools"
+
+
 def workload_programs() -> dict[Path, str]:
-    """Static programs of workloads/*/*.c, compiled into the cache: source -> guest path."""
-    return {source: f"/usr/bin/{source.stem}" for source in sorted(project.WORKLOADS.glob("*/*.c"))}
+    """Static programs of workloads/*/*.c and of the harness's own guest tools (guest_tools/*.c), compiled
+    into the cache: source -> guest path."""
+    sources = sorted(project.WORKLOADS.glob("*/*.c")) + sorted(GUEST_TOOLS.glob("*.c"))
+    return {source: f"/usr/bin/{source.stem}" for source in sources}
 
 
 def _compile_static(source: Path, output_dir: Path) -> Path:
@@ -95,8 +100,9 @@ def contents(cache_dir: Path) -> dict[str, Path | str]:
         entries[str(library)] = library.resolve()
     entries.update(FILES)
     entries["/init"] = init_script()
-    for tool in sorted((Path(__file__).parent / "guest_tools").iterdir()):
-        entries[f"/usr/bin/{tool.name}"] = tool
+    for tool in sorted(GUEST_TOOLS.iterdir()):
+        if tool.suffix != ".c":
+            entries[f"/usr/bin/{tool.name}"] = tool
     return entries
 
 

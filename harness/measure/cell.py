@@ -274,19 +274,23 @@ def _measure(job: Job, session, raw_dir: Path, so_far: _SoFar):
     Returns (phases, warnings, problems, gates): the figures of each phase, warnings to keep,
     reasons the run is invalid that the phases showed, and the workload's gates.
     """
-    counting, warnings = _set_up_counting(job, session)
-    driver = drivers.driver(job.cell.workload, job.cell.parameters, session)
-    warnings += driver.prepare(job.kernel)
-    plan, skipped = kernel_phases(driver, job.kernel.options,
-                                  lambda path: session.run(["test", "-e", path], check=False).status == 0)
-    findings = _run_phases(job, raw_dir, driver, plan, counting, so_far)
+    collector = collectors.Collector(session)
+    try:
+        counting, warnings = _set_up_counting(job, collector)
+        driver = drivers.driver(job.cell.workload, job.cell.parameters, session)
+        warnings += driver.prepare(job.kernel)
+        plan, skipped = kernel_phases(driver, job.kernel.options,
+                                      lambda path: session.run(["test", "-e", path], check=False).status == 0)
+        findings = _run_phases(job, raw_dir, driver, plan, counting, so_far)
+    finally:
+        collector.close()
     return findings.phases, warnings + skipped + findings.warnings, findings.problems, driver.gates()
 
 
 @dataclass(frozen=True)
 class _Counting:
     """What the collectors count around every phase of a cell in its guest (no probes: a timed cell)."""
-    session: object
+    collector: collectors.Collector
     probes: tuple[str, ...]
     cow_probe: str
     fault_probe: str
@@ -295,26 +299,29 @@ class _Counting:
 
     def around(self, driver: drivers.Driver, phase: str) -> collectors.Phase:
         """The collectors around one phase: the workload process's own counters too, except in the idle phase."""
-        return collectors.Phase(self.session, self.probes, self.cow_probe, driver.pid if phase != "idle" else None,
+        return collectors.Phase(self.collector, self.probes, self.cow_probe, driver.pid if phase != "idle" else None,
                                 driver.cgroup, self.layout, self.fault_probe, self.calls)
 
 
-def _set_up_counting(job: Job, session) -> tuple[_Counting, list[str]]:
+def _set_up_counting(job: Job, collector: collectors.Collector) -> tuple[_Counting, list[str]]:
     """(what to count, warnings): the probes, the cause event and the calls set up in the guest of a
-    counted cell; the warnings name the causes and calls that cannot be counted on this kernel."""
+    counted cell, in one round trip; the warnings name the causes and calls that cannot be counted on
+    this kernel."""
     spec = job.experiment
     probes = spec.probes if job.cell.mode == "counted" else ()
     cow_layout = job.kernel.layout if probes else None
     warnings: list[str] = []
     if cow_layout is not None and cow_layout.unavailable:
         warnings.append(f"no copy causes on this kernel: {cow_layout.unavailable}")
-    if probes and (refused := collectors.setup(session, probes, cow_layout)):
-        warnings.append(refused)
-        cow_layout = None
+    unseen = list(job.calls)
+    if probes:
+        refused, unseen = collectors.start(collector, probes, cow_layout, job.calls)
+        if refused:
+            warnings.append(refused)
+            cow_layout = None
     # a function this kernel lacks (added or removed by a patch) has no calls.FUNCTION in its boots
-    unseen = collectors.count_calls(session, job.calls) if probes else job.calls
     calls = tuple(function for function in job.calls if function not in unseen)
-    return _Counting(session, probes, spec.cow_probe, spec.fault_probe, cow_layout, calls), warnings
+    return _Counting(collector, probes, spec.cow_probe, spec.fault_probe, cow_layout, calls), warnings
 
 
 @dataclass

@@ -1,9 +1,11 @@
-"""Counters around a phase: /proc/vmstat and memcg deltas, perf stat of kprobe and software
+"""Counters around a phase: /proc/vmstat and memcg deltas, perf counts of kprobe and software
 events (for the workload process and system-wide), and the ftrace function profiler as a
 cross-check of the copy count, and the cause of every copy (harness.measure.causes) from a
 kprobe event that records the old page's fields in the tracing buffer. The guest half is
-guest_tools/harness-collect, which takes the snapshots inside the perf window, so that vmstat,
-perf and the cause records count over the same commands.
+guest_tools/harness-collect.c, one process per boot that opens the counters with perf_event_open
+once and reads them at every phase boundary (the workload process's at every phase start, as
+`perf stat -p` did) and takes the snapshots inside the counting window, so that vmstat, perf and
+the cause records count over the same instructions. It prints the counts as `perf stat -x,` does.
 
 Nothing goes missing silently: a probed function that the profiler did not see has 0 hits;
 an event perf did not count, or a missing copy count, is a problem that makes the run invalid."""
@@ -11,6 +13,7 @@ an event perf did not count, or a missing copy count, is a problem that makes th
 import re
 from dataclasses import dataclass, field
 
+from harness.errors import GuestCommandFailed, HarnessError
 from harness.kernel.layout import Layout
 from harness.measure import causes
 
@@ -64,37 +67,74 @@ def perf_events(probes) -> str:
     return ",".join([f"kprobes:{probe}" for probe in probes] + list(SOFTWARE_EVENTS)) if probes else ""
 
 
-def count_calls(session, functions) -> list[str]:
-    """Add functions to the function profiler's filter of a guest set up for counting (setup() first);
-    returns those its kernel cannot profile (not in available_filter_functions: absent from this kernel,
-    notrace, or in an init section freed after boot). The profiler then counts them in every phase."""
-    if not functions:
-        return []
-    said = session.run(["harness-collect", "calls", *functions]).stdout
-    return [line.split(" ", 1)[1] for line in said.splitlines() if line.startswith("unseen ")]
+class Collector:
+    """The guest's harness-collect (guest_tools/harness-collect.c), one process per boot, spoken to a request
+    per line: its counters are opened once and read at every phase boundary, so that a boundary costs one
+    request and its reply, not a shell and a perf process started and stopped in the guest."""
+
+    def __init__(self, session):
+        self.process = session.start(["harness-collect"])
+
+    def ask(self, *requests: tuple, timeout: float = 120) -> list[tuple[str, str]]:
+        """(reply, error) of each request (its fields), sent at once and answered in order: one round trip
+        however many are asked. error is '' or what the guest said went wrong."""
+        for fields in requests:
+            self.process.send("\t".join(str(field) for field in fields))
+        return [self._reply(timeout) for _ in requests]
+
+    def _reply(self, timeout: float) -> tuple[str, str]:
+        lines = []
+        while True:
+            line = self.process.read_line(timeout)
+            if line == "== ok" or line.startswith("== error "):
+                return "\n".join(lines) + "\n", line.removeprefix("== error ").removeprefix("== ok")
+            lines.append(line)
+
+    def told(self, *fields, timeout: float = 120) -> str:
+        """The reply of one request; GuestCommandFailed, naming the request, when the guest says it failed."""
+        reply, error = self.ask(fields, timeout=timeout)[0]
+        if error:
+            raise GuestCommandFailed(command=f"harness-collect {fields[0]}", status=1, tail=error)
+        return reply
+
+    def close(self) -> None:
+        """Let it go; a guest that is gone already cannot be told, and that is no new error."""
+        try:
+            self.process.send("quit")
+        except HarnessError:
+            pass
+        self.process.close()
 
 
-def setup(session, probes, layout: Layout | None = None) -> str:
-    """Create the kprobe events and the profiler filter in a freshly booted guest, and the cause
-    event when the kernel's layout is known. Returns why the guest refused the cause event (a
-    kernel whose kprobes lack $arg1 or a fetch type), or ''; the run then has no cause metrics."""
-    session.run(["harness-collect", "setup", *probes])
-    if layout is None or layout.unavailable:
-        return ""
-    result = session.run(["harness-collect", "cause", layout.event(causes.EVENT), str(CAUSE_BUFFER_KB)],
-                         check=False)
-    if result.status != 0:
-        said = (result.stderr.strip().splitlines() or [f"exit status {result.status}"])[-1]
-        return f"the guest refused the cause probe ({said}): the cause metrics are absent"
-    return ""
+def start(collector: Collector, probes, layout: Layout | None = None, functions=()) -> tuple[str, list[str]]:
+    """Set up the counting of a freshly booted guest in one round trip: the kprobe events and the profiler's
+    filter of the probes, the cause event when the kernel's layout is known, the functions the profiler
+    also counts in every phase (calls.FUNCTION), then the whole guest's counters and the profiler started,
+    and a phase boundary for nothing: the idle phase then holds no first-time work of the collector's.
+    Returns (why the guest refused the cause event, or '': the run then has no cause metrics; the functions
+    its kernel cannot profile: not in available_filter_functions, as absent, notrace, or in an init section
+    freed after boot)."""
+    causes_too = layout is not None and not layout.unavailable
+    requests = [("setup", *probes)] + ([("cause", layout.event(causes.EVENT), CAUSE_BUFFER_KB)] if causes_too else [])
+    requests += [("calls", *functions)] if functions else []
+    requests += [("count", perf_events(probes)), ("warm",)]
+    replies = dict(zip((request[0] for request in requests), collector.ask(*requests)))
+    for request in ("setup", "calls", "count", "warm"):
+        if replies.get(request, ("", ""))[1]:
+            raise GuestCommandFailed(command=f"harness-collect {request}", status=1, tail=replies[request][1])
+    refused = replies["cause"][1] if causes_too else ""
+    said = f"the guest refused the cause probe ({refused}): the cause metrics are absent" if refused else ""
+    unseen = [line.split(" ", 1)[1] for line in replies.get("calls", ("", ""))[0].splitlines()
+              if line.startswith("unseen ")]
+    return said, unseen
 
 
 class Phase:
     """Context manager around one phase: `with Phase(...) as counters:`; counters filled on exit."""
 
-    def __init__(self, session, probes, cow_probe: str, pid: int | None = None, cgroup: str = "",
+    def __init__(self, collector: Collector, probes, cow_probe: str, pid: int | None = None, cgroup: str = "",
                  layout: Layout | None = None, fault_probe: str = "", calls=()):
-        self.session, self.probes, self.cow_probe, self.calls = session, tuple(probes), cow_probe, tuple(calls)
+        self.collector, self.probes, self.cow_probe, self.calls = collector, tuple(probes), cow_probe, tuple(calls)
         self.pid, self.cgroup = pid, cgroup
         self.layout = layout if layout is not None and not layout.unavailable and probes else None
         self.fault_probe = fault_probe
@@ -102,14 +142,13 @@ class Phase:
         self.before = ""
 
     def __enter__(self) -> PhaseCounters:
-        argv = ["harness-collect", "begin", perf_events(self.probes), str(self.pid or ""), self.cgroup]
-        self.before = self.session.run(argv, timeout=120).stdout
+        self.before = self.collector.told("begin", self.pid or "", self.cgroup)
         return self.counters
 
     def __exit__(self, kind, value, traceback):
         if kind is not None:    # the phase failed: the cell is over and the guest goes; nothing to count
             return False
-        after = self.session.run(["harness-collect", "end", self.cgroup, str(self.pid or "")], timeout=120).stdout
+        after = self.collector.told("end", self.cgroup, self.pid or "")
         metrics, warnings, problems = counted_phase(self.before, after, self.probes, self.cow_probe, self.pid,
                                                     self.layout, self.fault_probe, self.calls)
         self.counters.metrics.update(metrics)
@@ -211,7 +250,7 @@ def phase_metrics(before: str, after: str, probes, cow_probe: str, has_process: 
     metrics.update(swap)
     counted, idle, problems = _perf(last)
     metrics.update(counted)
-    metrics.update(_profiled(last, probes, calls))
+    metrics.update(_profiled(first, last, probes, calls))
     metrics.update(_copy_counts(metrics, cow_probe, fault_probe, has_process))
     problems += _missing_copy_counts(metrics, probes, cow_probe, has_process)
     warnings = swap_warnings + idle + (cross_check(metrics, cow_probe) if "perf system" in last else [])
@@ -246,12 +285,15 @@ def _perf(last: dict) -> tuple[dict, list[str], list[str]]:
     return counted, idle, problems
 
 
-def _profiled(last: dict, probes, calls) -> dict:
-    """The function profiler's hits: ftrace.FUNCTION of the probes and of every other function it saw that
-    is not one of the calls, and calls.FUNCTION of each of the calls (0 when it saw none)."""
+def _profiled(first: dict, last: dict, probes, calls) -> dict:
+    """The function profiler's hits in the phase (its counts at the end less those at the start: it runs for
+    the whole boot): ftrace.FUNCTION of the probes and of every other function it saw that is not one of the
+    calls, and calls.FUNCTION of each of the calls (0 when it saw none)."""
     if "profile" not in last:
         return {}
-    hits = parse_profile(last["profile"])
+    before = parse_profile(first.get("profile", ""))
+    hits = {function: count - before.get(function, 0) for function, count in parse_profile(last["profile"]).items()
+            if count > before.get(function, 0)}
     found = {}
     for function in dict.fromkeys([*probes, *hits]):
         if function in probes or function not in calls:

@@ -14,9 +14,9 @@ that a real guest fails. tests/guest/test_session_contract.py holds it to GuestS
 
 A recording is a cell's raw/ files from a real run (tests/data/cells/WORKLOAD-VARIANT-repN-
 MODE-NN-PHASE.txt): harness-collect's output before and after each phase, and what the
-workload said. ReplayedSession replays them in phase order: `harness-collect begin` answers the
-BEFORE part of the next phase, `end` its AFTER part; the workload's own answers (swapcow's
-'done' lines, redisdrive's, redis' memory.current) come from the same file.
+workload said. ReplayedSession replays them in phase order: harness-collect's `begin` request
+answers the BEFORE part of the next phase, `end` its AFTER part; the workload's own answers
+(swapcow's 'done' lines, redisdrive's, redis' memory.current) come from the same file.
 """
 
 import fnmatch
@@ -113,6 +113,7 @@ class FakeSession:
         self.answers, self.programs = dict(answers or {}), dict(programs or {})
         self.commands: list[str] = []       # every command in order, a started one with " &"
         self.files: dict[str, bytes] = {}   # what upload put in the guest
+        self.started: list[FakeProcess] = []  # every program started, in order
         self.dead = False                   # the connection is gone: every later command fails
 
     def run(self, command, timeout: float = 600, check: bool = True, stdin: bytes | None = None) -> GuestResult:
@@ -141,7 +142,12 @@ class FakeSession:
         """As GuestSession.start: the told program, spoken to line by line."""
         text = self._sent(command, " &")
         program = _told(self.programs, text)
-        return FakeProcess(self, text, program(text) if callable(program) else program)
+        self.started.append(FakeProcess(self, text, program(text) if callable(program) else program))
+        return self.started[-1]
+
+    def requests(self, program: str) -> list[str]:
+        """The lines sent to every started program whose command is program, in order."""
+        return [line for process in self.started if process.command == program for line in process.sent]
 
     def upload(self, local: Path, remote: str) -> None:
         """As GuestSession.upload: the file's bytes at remote in the guest."""
@@ -206,16 +212,37 @@ class FakeProcess:
         self.closed = True
 
 
+def collector(answers: dict) -> Program:
+    """harness-collect (guest_tools/harness-collect.c) as a Program: each request line (tab-separated fields)
+    answered by answers[its first field](fields after it) -> its reply text, or an Exception whose text the
+    real one says as '== error TEXT'; a request not in answers gets the real one's error for it."""
+    def reply(line: str) -> Reply:
+        name, *fields = line.split("\t")
+        if name == "quit":
+            return Reply(exits=0)
+        if name not in answers:
+            return Reply((f"== error unknown request {name}: setup, calls, cause, count, warm, begin, end or quit",))
+        try:
+            text = answers[name](fields)
+        except Exception as error:      # what the real one refuses, it says
+            return Reply((f"== error {error}",))
+        return Reply((*text.splitlines(), "== ok"))
+    return Program((), reply)
+
+
 class ReplayedSession(FakeSession):
     """A FakeSession told the answers of a recorded cell (recordings()), phase by phase. die_in: the
     phase during which the guest goes away (every later command fails as a lost connection would);
-    unseen: the functions the guest's function profiler cannot see (`harness-collect calls` names them,
+    unseen: the functions the guest's function profiler cannot see (harness-collect's `calls` names them,
     as the real one does)."""
 
     def __init__(self, phases: list[tuple[str, Recording]], die_in: str = "", pid: int = 4242,
                  unseen: tuple[str, ...] = ()):
         self.phases, self.die_in, self.pid, self.unseen, self._next = phases, die_in, pid, unseen, 0
-        super().__init__(self._recorded(), {"swapcow *": self._swapcow})
+        requests = {"setup": lambda probes: "",     # writes kprobe_events and the profiler's filter
+                    "calls": self._calls, "count": lambda events: "", "warm": lambda fields: "",
+                    "begin": lambda fields: self.current().before, "end": self._end}
+        super().__init__(self._recorded(), {"swapcow *": self._swapcow, "harness-collect": collector(requests)})
 
     def current(self) -> Recording:
         return self.phases[self._next][1]
@@ -224,10 +251,6 @@ class ReplayedSession(FakeSession):
         """What the recorded guest answers to each command of a cell ("": the command prints nothing)."""
         return {
             "uname -r": "5.10.223\n",
-            "harness-collect setup *": "",      # writes kprobe_events and the profiler's filter
-            "harness-collect calls *": self._calls,
-            "harness-collect begin *": lambda text, stdin: self.current().before,
-            "harness-collect end *": self._end,
             f"echo +memory > /sys/fs/cgroup/cgroup.subtree_control && mkdir -p {CGROUP}": "",
             f"setsid sh -c 'echo $$ > {CGROUP}/cgroup.procs && exec redis-server *": "",
             f"redis-cli -p {REDIS_PORT} ping": "PONG\n",
@@ -239,10 +262,10 @@ class ReplayedSession(FakeSession):
             f"redis-cli -p {REDIS_PORT} shutdown nosave": "",   # redis-cli says nothing of the closed connection
         }
 
-    def _calls(self, text: str, stdin) -> str:
-        return "".join(f"unseen {function}\n" for function in text.split()[2:] if function in self.unseen)
+    def _calls(self, functions: list[str]) -> str:
+        return "".join(f"unseen {function}\n" for function in functions if function in self.unseen)
 
-    def _end(self, text: str, stdin) -> str:
+    def _end(self, fields: list[str]) -> str:
         answer = self.current().after
         self._next += 1
         return answer

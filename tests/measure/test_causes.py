@@ -9,7 +9,7 @@ import pytest
 from harness.kernel.layout import Layout
 from harness.measure import causes, collectors
 from tests.conftest import DATA
-from tests.fakes.guest import Answer, FakeSession
+from tests.fakes.guest import FakeSession, collector
 
 RECORDED = DATA / "causes"
 PROBES = ("wp_page_copy", "do_wp_page", "do_swap_page")
@@ -145,19 +145,21 @@ def test_recorded_probe_output_gives_the_cause_each_phase_was_built_for(name, pi
     assert system == counted["system.cow_copies"] > counted["cow_copies"], "init, sshd and the shell copy too"
 
 
-def refusing() -> FakeSession:
+def refusing() -> collectors.Collector:
     """A guest whose kprobe_events takes the counting probes but not the cause event."""
-    return FakeSession({"harness-collect setup *": "",
-                        "harness-collect cause *": Answer(stderr="kprobe_events refused: p:cow_cause ...", status=1)})
+    def cause(fields):
+        raise ValueError(f"kprobe_events refused: {fields[0][:11]} ...")
+    answers = {"setup": lambda probes: "", "cause": cause, "count": lambda events: "", "warm": lambda fields: ""}
+    return collectors.Collector(FakeSession(programs={"harness-collect": collector(answers)}))
 
 
 def test_a_guest_that_refuses_the_cause_probe_leaves_the_causes_out_and_says_why():
-    session = refusing()
-    said = collectors.setup(session, PROBES, LAYOUT)
+    guest = refusing()
+    said, unseen = collectors.start(guest, PROBES, LAYOUT)
     assert said == ("the guest refused the cause probe (kprobe_events refused: p:cow_cause ...): the cause "
-                    "metrics are absent")
-    assert [text.split()[1] for text in session.commands] == ["setup", "cause"]
-    assert collectors.setup(refusing(), PROBES, Layout("wp_page_copy", unavailable="no zero_pfn")) == ""
+                    "metrics are absent") and unseen == []
+    assert [line.split("\t")[0] for line in guest.process.sent] == ["setup", "cause", "count", "warm"]
+    assert collectors.start(refusing(), PROBES, Layout("wp_page_copy", unavailable="no zero_pfn")) == ("", [])
 
 
 def asleep(after: str) -> str:

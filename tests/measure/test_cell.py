@@ -69,8 +69,11 @@ def test_a_replayed_cell_gives_the_reference_runs_figures(tmp_path, monkeypatch,
               if key not in TIMED_HERE and replayed[key] != pytest.approx(expected[key], rel=1e-12)}
     assert differ == {}
     assert raw_phases(directory.path / "raw") == [phase for phase, _ in recordings(workload, variant)]
-    assert any(command.startswith("harness-collect setup") for command in session.commands)
-    assert "harness-collect calls do_wp_page unmap_page_range" in session.commands, "what the reference run counted"
+    asked = session.requests("harness-collect")
+    assert [line.split("\t")[0] for line in asked[:4]] == ["setup", "calls", "count", "warm"], "once (no layout)"
+    assert asked[1] == "calls\tdo_wp_page\tunmap_page_range", "what the reference run counted"
+    assert [line.split("\t")[0] for line in asked[4:]] == ["begin", "end"] * len(recordings(workload, variant)) + \
+        ["quit"], "a request as each phase begins and one as it ends, nothing else"
     assert replayed[("write", "calls.unmap_page_range")] > 0 and ("write", "ftrace.unmap_page_range") not in replayed
 
 

@@ -1,8 +1,17 @@
 """Parsers of harness-collect output, against output recorded from a real 5.10 guest."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import guest
+from harness.errors import GuestCommandFailed
 from harness.measure import collectors
 from tests.conftest import DATA
-from tests.fakes.guest import FakeSession
+from tests.fakes.guest import FakeSession, collector
 from tests.measure.test_causes import asleep
 
 
@@ -137,33 +146,140 @@ def test_the_functions_a_patch_changed_are_counted_as_calls_in_every_phase():
     assert metrics["calls.never_called"] == 0 and "ftrace.never_called" not in metrics
 
 
-def guest_unable_to_profile(unseen) -> FakeSession:
+def guest_unable_to_profile(unseen) -> collectors.Collector:
     """A guest whose harness-collect calls names the functions of unseen: its kernel cannot profile them."""
-    def calls(text, stdin):
-        return "".join(f"unseen {function}\n" for function in text.split()[2:] if function in unseen)
-    return FakeSession({"harness-collect calls *": calls})
+    def calls(functions):
+        return "".join(f"unseen {function}\n" for function in functions if function in unseen)
+    answers = {"setup": lambda probes: "", "calls": calls, "count": lambda events: "", "warm": lambda fields: ""}
+    return collectors.Collector(FakeSession(programs={"harness-collect": collector(answers)}))
 
 
 def test_a_function_the_guest_cannot_profile_is_named_and_not_counted():
     guest = guest_unable_to_profile({"page_mapcount"})
-    assert collectors.count_calls(guest, ("do_wp_page", "page_mapcount")) == ["page_mapcount"]
-    assert collectors.count_calls(guest, ()) == [] and len(guest.commands) == 1, "nothing to ask: no command"
+    assert collectors.start(guest, PROBES, None, ("do_wp_page", "page_mapcount")) == ("", ["page_mapcount"])
+    assert [line.split("\t")[0] for line in guest.process.sent] == ["setup", "calls", "count", "warm"]
+    guest = guest_unable_to_profile(set())
+    assert collectors.start(guest, PROBES) == ("", []) and len(guest.process.sent) == 3, "no functions: no calls"
 
 
-def test_the_guest_helper_profiles_the_functions_its_kernel_lists_and_names_the_rest(tmp_path):
-    """harness-collect calls, run by sh on this host against a tracing folder laid out as the kernel's."""
-    import subprocess
-    from pathlib import Path
+def test_a_request_the_guest_refuses_fails_the_cell_naming_it():
+    def count(events):
+        raise ValueError("no event kprobes:wp_page_copy: No such file or directory")
+    guest = collectors.Collector(FakeSession(programs={"harness-collect": collector(
+        {"setup": lambda probes: "", "count": count})}))
+    with pytest.raises(GuestCommandFailed, match="harness-collect count.*no event kprobes:wp_page_copy"):
+        collectors.start(guest, PROBES)
 
-    from harness import guest
+
+@pytest.fixture(scope="module")
+def helper(tmp_path_factory) -> Path:
+    """The guest helper, compiled for this host as the image compiles it for the guest."""
+    folder = tmp_path_factory.mktemp("helper")
+    source = Path(guest.__file__).parent / "guest_tools" / "harness-collect.c"
+    subprocess.run(["gcc", "-static", "-O2", "-Wall", "-Werror", "-o", folder / "harness-collect", source], check=True)
+    return folder / "harness-collect"
+
+
+def asked(helper: Path, tracing: Path, *requests) -> list[str]:
+    """The helper's output for requests (lists of fields), run on this host against the tracing folder."""
+    text = "".join("\t".join(str(field) for field in fields) + "\n" for fields in requests)
+    return subprocess.run([helper], input=text, capture_output=True, text=True, check=True, timeout=60,
+                          env={"HARNESS_TRACING": str(tracing)}).stdout.splitlines()
+
+
+def tracing_folder(tmp_path: Path) -> Path:
+    """A tracing folder laid out as the kernel's, for the requests that only write and read its files."""
     tracing = tmp_path / "tracing"
     tracing.mkdir()
     (tracing / "available_filter_functions").write_text("do_wp_page\nunmap_page_range\ndo_wp_page\nfoo.isra.0\n")
+    for name in ("set_ftrace_filter", "kprobe_events", "function_profile_enabled"):
+        (tracing / name).write_text("")
+    return tracing
+
+
+def test_the_guest_helper_profiles_the_functions_its_kernel_lists_and_names_the_rest(helper, tmp_path):
+    tracing = tracing_folder(tmp_path)
     (tracing / "set_ftrace_filter").write_text("wp_page_copy\n")
-    script = Path(guest.__file__).parent / "guest_tools" / "harness-collect"
-    result = subprocess.run(["sh", script, "calls", "do_wp_page", "page_mapcount", "foo.isra.0", "foo"],
-                            capture_output=True, text=True, check=True,
-                            env={"PATH": "/usr/bin:/bin", "HARNESS_TRACING": str(tracing),
-                                 "HARNESS_STATE": str(tmp_path / "state")})
-    assert result.stdout.splitlines() == ["unseen page_mapcount", "unseen foo"]
+    said = asked(helper, tracing, ["calls", "do_wp_page", "page_mapcount", "foo.isra.0", "foo"])
+    assert said == ["unseen page_mapcount", "unseen foo", "== ok"]
     assert (tracing / "set_ftrace_filter").read_text().splitlines() == ["wp_page_copy", "do_wp_page", "foo.isra.0"]
+
+
+def test_the_guest_helper_sets_up_probes_and_refuses_what_it_does_not_know(helper, tmp_path):
+    tracing = tracing_folder(tmp_path)
+    (tracing / "set_ftrace_filter").write_text("left_from_before\n")
+    said = asked(helper, tracing, ["setup", "wp_page_copy", "do_wp_page"], ["count", "kprobes:nowhere"], ["bogus"])
+    assert said[0] == "== ok"
+    assert (tracing / "kprobe_events").read_text() == "p:wp_page_copy wp_page_copy\np:do_wp_page do_wp_page\n"
+    assert (tracing / "set_ftrace_filter").read_text() == "wp_page_copy\ndo_wp_page\n", "emptied first"
+    assert said[1] == "== error no event kprobes:nowhere: No such file or directory"
+    assert said[2].startswith("== error unknown request bogus")
+
+
+class HostSession:
+    """A session whose start() is a process already started on this host."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+
+    def start(self, command) -> "HostProcess":
+        return HostProcess(self.process)
+
+
+class HostProcess:
+    """GuestProcess's send, read_line and close for a process on this host."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+
+    def send(self, line: str) -> None:
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def read_line(self, timeout: float) -> str:
+        return self.process.stdout.readline().rstrip("\n")
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=10)
+
+
+def test_the_guest_helper_counts_a_process_and_its_children_in_its_phase_only(helper, tmp_path):
+    """Real perf_event_open on this host: the page faults of a process that touches 2,000 new pages in its phase
+    (and 3,000 in a child it forks then), counted per process and in the whole machine, and none of the 1,000
+    it touched before the phase began."""
+    if os.geteuid() != 0 and Path("/proc/sys/kernel/perf_event_paranoid").read_text().strip() not in ("-1", "0"):
+        pytest.skip("system-wide counters need root or kernel.perf_event_paranoid <= 0")
+    program = ("import mmap, os, sys\n"
+               "def touch(n):\n"
+               "    area = mmap.mmap(-1, n * 4096)\n"
+               "    for page in range(n): area[page * 4096] = 1\n"
+               "    return area\n"
+               "kept = touch(1000)\n"
+               "print('ready', flush=True); sys.stdin.readline()\n"
+               "more = touch(2000)\n"
+               "if os.fork() == 0:\n"
+               "    touch(3000); os._exit(0)\n"
+               "os.wait(); print('done', flush=True); sys.stdin.readline()\n")
+    workload = subprocess.Popen([sys.executable, "-c", program], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True)
+    try:
+        assert workload.stdout.readline() == "ready\n"
+        tracing = tracing_folder(tmp_path)
+        helper_process = subprocess.Popen([helper], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                          env={"HARNESS_TRACING": str(tracing)})
+        replies = collectors.Collector(HostSession(helper_process))
+        replies.told("count", "page-faults,minor-faults")
+        before = replies.told("begin", workload.pid, "")
+        workload.stdin.write("go\n")
+        workload.stdin.flush()
+        assert workload.stdout.readline() == "done\n"
+        after = replies.told("end", "", workload.pid)
+        replies.close()
+    finally:
+        workload.kill()
+    first, last = collectors.sections(before), collectors.sections(after)
+    assert set(first) == {"profile", "vmstat", "swap", "process"}
+    process, system = collectors.parse_perf_csv(last["perf process"]), collectors.parse_perf_csv(last["perf system"])
+    assert 5000 <= process["minor-faults"] < 5600, "the parent's 2,000 pages and its child's 3,000, not the 1,000"
+    assert system["page-faults"] >= process["page-faults"] >= process["minor-faults"]
