@@ -65,7 +65,6 @@ PREREQUISITES = (
     Prerequisite("libnuma (static)", "libnuma-dev", "the tree's KSM selftests (ksm_tests), linked statically",
                  file="/usr/lib/x86_64-linux-gnu/libnuma.a"),
     Prerequisite("dropbear", "dropbear-bin", "SSH server in the guest", command="dropbear"),
-    Prerequisite("perf", "linux-perf", "counters in the guest", command="perf"),
     Prerequisite("sshd", "openssh-server", "the test of --cluster ssh:// (an sshd on loopback)",
                  command="/usr/sbin/sshd", tests=True),
 )

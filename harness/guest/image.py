@@ -1,6 +1,6 @@
 """The guest's initramfs, assembled from the host's own binaries, and per-boot additions.
 
-The base image (busybox, dropbear, redis, perf, stress-ng, the workloads' static programs, every shared
+The base image (busybox, dropbear, redis, stress-ng, the workloads' static programs, every shared
 library they need, and /init) is cached by a hash of its contents. Each boot appends a small
 second cpio archive with that boot's SSH keys: the kernel unpacks concatenated archives in
 order, so the cached part never changes.
@@ -24,7 +24,6 @@ GUEST_PROGRAMS = {           # host binary -> path in the guest
     "dropbear": "/usr/sbin/dropbear",
     "redis-server": "/usr/bin/redis-server",
     "redis-cli": "/usr/bin/redis-cli",
-    "perf": "/usr/bin/perf",
     "stress-ng": "/usr/bin/stress-ng",
 }
 FILES = {
