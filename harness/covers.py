@@ -28,18 +28,27 @@ from harness.measure import cell, drivers
 
 log = logging.getLogger("harness.covers")
 FOLDER = "covers"
+SECONDS = "(seconds)"       # the key of the phases' durations among the functions of a kept boot (no function's name)
 
 
 @dataclass(frozen=True)
 class Map:
-    """function -> {(workload, phase): median calls}; and why a function has no counts."""
+    """function -> {(workload, phase): median calls}; and why a function has no counts; (workload, phase) ->
+    the phase's seconds (median), where known."""
     calls: dict = field(default_factory=dict)
     uncounted: dict = field(default_factory=dict)       # function -> why
     source: str = ""                                     # where the counts come from
+    seconds: dict = field(default_factory=dict)
 
     def phases(self, function: str) -> list[tuple[str, str]]:
         """(workload, phase) of the workload phases (not idle) that called function."""
         return [key for key, value in self.calls.get(function, {}).items() if value > 0 and key[1] != coverage.IDLE]
+
+    def rate(self, function: str, workload: str, phase: str) -> float | None:
+        """Calls of function per second of the phase; None when the phase's seconds are unknown."""
+        seconds = self.seconds.get((workload, phase))
+        calls = self.calls.get(function, {}).get((workload, phase))
+        return None if not seconds or calls is None else calls / seconds
 
     def lines(self) -> list[str]:
         """What `harness workloads --covers` prints: per function, the calls in every phase of each workload."""
@@ -84,7 +93,16 @@ def from_run(run_dir: Path, functions, variant: str | None = None) -> Map:
     if missing:
         raise CoverageUnknown(functions=", ".join(missing), where=f"the boots of {chosen} in {run_dir}",
                               counted=", ".join(metadata.calls) or "none")
-    return Map(found, {}, f"from the boots of {chosen} in {run_dir}")
+    return Map(found, {}, f"from the boots of {chosen} in {run_dir}", _seconds(samples, runs, chosen))
+
+
+def _seconds(samples, runs, variant: str) -> dict:
+    """(workload, phase) -> the median seconds of the phase over variant's valid counted boots (one point)."""
+    valid = runs[(runs["variant"] == variant) & runs["valid"] & (runs["mode"] == "counted")]
+    keys = ["variant", "workload", "rep", "mode", "point"]
+    timed = samples[samples["metric"] == "duration_s"].merge(valid[keys], on=keys)
+    return {(workload, phase): float(value) for (workload, phase), value in
+            timed.groupby(["workload", "phase"])["value"].median().items()}
 
 
 def profile(spec: Experiment, variant: str, functions, chosen, cache_dir: Path, accel: str = "auto") -> Map:
@@ -97,6 +115,7 @@ def profile(spec: Experiment, variant: str, functions, chosen, cache_dir: Path, 
     uncounted = {function: why for function in functions if (why := why_uncounted(function, facts))}
     wanted = [function for function in functions if function not in uncounted]
     found: dict = {function: {} for function in wanted}
+    seconds: dict = {}
     source = f"one counted boot per workload of {variant} ({built.release}, build {built.key})"
     if not wanted:
         return Map({}, uncounted, source)
@@ -105,7 +124,8 @@ def profile(spec: Experiment, variant: str, functions, chosen, cache_dir: Path, 
         kept = _kept(built.directory, workload.name, params, spec, image)
         known = json.loads(kept.read_text()) if kept.is_file() else {}
         missing = [function for function in wanted if function not in known]
-        if missing:
+        if missing or SECONDS not in known:     # kept before the phases' seconds were: counted again
+            missing = wanted if SECONDS not in known else missing
             counts, valid = _boot(spec, built, image, workload, params, missing, cache_dir, accel)
             known.update(counts)
             if valid:       # a boot the workload's gates refused answers now, and is not kept
@@ -119,7 +139,8 @@ def profile(spec: Experiment, variant: str, functions, chosen, cache_dir: Path, 
             ordered = sorted(known[function].items(), key=lambda item: plan.index(item[0]) if item[0] in plan
                              else len(plan))
             found[function].update({(workload.name, phase): value for phase, value in ordered})
-    return Map({f: counts for f, counts in found.items() if f not in uncounted}, uncounted, source)
+        seconds.update({(workload.name, phase): value for phase, value in known[SECONDS].items()})
+    return Map({f: counts for f, counts in found.items() if f not in uncounted}, uncounted, source, seconds)
 
 
 def _kept(directory: Path, workload: str, params: dict, spec: Experiment, image) -> Path:
@@ -131,8 +152,8 @@ def _kept(directory: Path, workload: str, params: dict, spec: Experiment, image)
 
 def _boot(spec: Experiment, built, image, workload, params, functions, cache_dir: Path,
           accel: str) -> tuple[dict, bool]:
-    """(function -> {phase: calls}, None where the guest could not profile it; whether the boot was valid),
-    from one counted boot."""
+    """(function -> {phase: calls}, None where the guest could not profile it, and SECONDS -> {phase: its
+    seconds}; whether the boot was valid), from one counted boot."""
     log.info("profiling %s on %s for %s", workload.name, built.variant, ", ".join(functions))
     job = cell.Job(cell.Cell(workload, params, 1, "counted"), cell.Kernel.of(built, None), image,
                    replace(spec, cow_causes=False), spec.guest, accel, calls=tuple(functions))
@@ -144,6 +165,7 @@ def _boot(spec: Experiment, built, image, workload, params, functions, cache_dir
         log.warning("the profiling boot of %s on %s was invalid (%s): its counts answer now, and are not kept",
                     workload.name, built.variant, run.reason)
     counts: dict = {function: None for function in functions}
+    counts[SECONDS] = {sample.phase: round(sample.value, 3) for sample in samples if sample.metric == "duration_s"}
     for sample in samples:
         if sample.metric.startswith(coverage.METRIC):
             function = sample.metric[len(coverage.METRIC):]

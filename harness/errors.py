@@ -73,7 +73,8 @@ class NoChangedCode(UserError):
 
 
 class UnexercisedPatch(UserError):
-    template = ("No shipped workload phase calls {functions} more than its idle phase does ({workloads}; {source}): "
+    template = ("No shipped workload phase calls {functions} far more often than its idle phase does ({workloads}; "
+                "{source}): "
                 "nothing here runs the patch; name a workload that does with --workload, or run every one "
                 "with --force (their rows will say `not exercised`)")
 

@@ -31,12 +31,14 @@ from harness import bench, covers, experiment, files, runner, workloads
 from harness.analysis import coverage
 from harness.errors import BadPatchInput, NoChangedCode, NotAGitTree, SeriesDoesNotApply, UnexercisedPatch
 from harness.kernel import build, debian, importer, patches, patchmail, source
+from harness.measure import drivers
 
 log = logging.getLogger("harness.try")
 
 SHORT_KERNEL = re.compile(r"\d+\.\d+")      # 6.1: Debian's newest linux-source-6.1
 PATCH_FOLDER = "patches"
 NAME = "try"            # the experiment's name (its file is try.toml in the run folder)
+FAR = 10                # a phase tells when it calls a changed function this many times as often per second as idle
 TEMPLATE_KEYS = ("kconfigs", "probes", "cow_probe", "fault_probe", "cow_causes", "coverage", "margin_pct")
 
 
@@ -221,9 +223,10 @@ def _changed(spec: experiment.Experiment, cache_dir: Path, force: bool) -> tuple
 
 def choose(spec: experiment.Experiment, functions: tuple, settings: tuple, cache_dir: Path, accel: str,
            force: bool) -> tuple[tuple, tuple]:
-    """(workloads, why): the shipped workloads with a phase that calls a changed function more often than the
-    workload's idle phase does, from one counted boot per workload of the last variant's kernel (the
-    baseline's for what the last variant removed)."""
+    """(workloads, why): the shipped workloads with a phase that calls a changed function far more often per
+    second than the workload's idle phase does (FAR times), busiest first, from one counted boot per workload
+    of the last variant's kernel (the baseline's for what the last variant removed); why says what each kept
+    workload calls, and what was left out and why."""
     names = tuple(workloads.discover())
     shipped = workloads.choose(names, settings, {name: spec.parameters_of(name) for name in names})
     if not functions:
@@ -233,21 +236,53 @@ def choose(spec: experiment.Experiment, functions: tuple, settings: tuple, cache
     removed = [function for function in found.uncounted if function not in found.calls]
     if removed and len(spec.variants) > 1:
         earlier = covers.profile(spec, spec.variants[0].name, removed, shipped, cache_dir, accel)
-        found = covers.Map({**found.calls, **earlier.calls}, earlier.uncounted, found.source)
-    ran: dict[str, list[tuple]] = {}
-    for function, counts in found.calls.items():
-        for (workload, phase), calls in counts.items():
-            idle = counts.get((workload, coverage.IDLE), 0.0)
-            if phase != coverage.IDLE and calls > idle:
-                ran.setdefault(workload, []).append((calls, f"{phase} {function} {calls:,.0f} (idle {idle:,.0f})"))
-    choice = [f"chosen by coverage ({found.source}): a phase calls a changed function more than idle does"]
-    for workload, said in ran.items():
-        busiest = [text for _, text in sorted(said, key=lambda item: -item[0])]
-        choice.append(f"  {workload}: " + "; ".join(busiest[:3]) + (" ..." if len(busiest) > 3 else ""))
+        found = covers.Map({**found.calls, **earlier.calls}, earlier.uncounted, found.source,
+                           {**earlier.seconds, **found.seconds})
+    ran, busiest = _telling(found)
+    kept = sorted(ran, key=lambda workload: -max(rate for rate, _ in ran[workload]))
+    choice = [f"chosen by coverage ({found.source}): a phase calls a changed function at least {FAR} times as "
+              "often per second as idle does (idle: at least 1 call per idle phase), busiest first"]
+    for workload in kept:
+        said = [text for _, text in sorted(ran[workload], key=lambda item: -item[0])]
+        choice.append(f"  {workload}: " + "; ".join(said[:3]) + (" ..." if len(said) > 3 else ""))
+    choice += [f"  left out: {workload}: {text}" for workload, text in busiest.items() if workload not in ran]
     choice += [f"  not counted: {function}: {why}" for function, why in found.uncounted.items()]
     if ran:
-        return tuple(name for name in names if name in ran), tuple(choice)
+        return tuple(kept), tuple(choice)
     if force:
         return (), (*choice, "  no workload phase calls them; --force runs every shipped workload (rows: not "
                              "exercised)")
     raise UnexercisedPatch(functions=", ".join(functions), workloads=", ".join(names), source=found.source)
+
+
+def _telling(found: covers.Map) -> tuple[dict, dict]:
+    """({workload: [(calls per second, what) of each phase and function far above its idle]}, {workload: what its
+    busiest phase called, for those left out}). Idle's rate is taken as at least one call per idle phase: the
+    least a phase can show. Without the phases' seconds (a run that did not record them), calls are compared
+    as they are, and more than idle is enough."""
+    ran: dict[str, list[tuple]] = {}
+    busiest: dict[str, tuple] = {}
+    for function, counts in found.calls.items():
+        for (workload, phase), calls in counts.items():
+            if phase == coverage.IDLE or not calls:
+                continue
+            rate, said, far = _against_idle(found, function, workload, phase)
+            if far:
+                ran.setdefault(workload, []).append((rate, said))
+            elif workload not in busiest or rate > busiest[workload][0]:
+                busiest[workload] = (rate, said)
+    return ran, {workload: text for workload, (_, text) in busiest.items()}
+
+
+def _against_idle(found: covers.Map, function: str, workload: str, phase: str) -> tuple[float, str, bool]:
+    """(calls per second of a phase, what it called, whether that is FAR times idle's rate)."""
+    calls, idle = found.calls[function][(workload, phase)], found.calls[function].get((workload, coverage.IDLE), 0.0)
+    rate = found.rate(function, workload, phase)
+    if rate is None:
+        return calls, f"{phase} {function} {calls:,.0f} (idle {idle:,.0f})", calls > idle
+    idle_seconds = found.seconds.get((workload, coverage.IDLE)) or drivers.IDLE_S
+    idle_rate = max(idle, 1.0) / idle_seconds
+    said = (f"{phase} {function} {calls:,.0f} in {found.seconds[(workload, phase)]:.2f} s, {rate:,.0f}/s "
+            f"(idle {idle:,.0f} in {idle_seconds:.2f} s)")
+    far = rate >= FAR * idle_rate
+    return rate, said + ("" if far else f": under {FAR} times idle's {idle_rate:,.0f}/s"), far

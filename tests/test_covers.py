@@ -116,11 +116,17 @@ def test_one_counted_boot_per_workload_answers_and_is_kept_with_the_build(tmp_pa
         "shrink_page_list": "the guest's profiler refused it (not in available_filter_functions)"}
     assert found.lines()[1:3] == ["do_wp_page: run by swapcow/fill, swapcow/swapout, swapcow/read, swapcow/write",
                                   "  swapcow: idle 128, fill 165, swapout 166, read 165, write 16,551"]
+    assert set(found.seconds) == set(found.calls["do_wp_page"]) and found.seconds[("swapcow", "idle")] == 0
+    assert found.rate("do_wp_page", "swapcow", "write") == 16551 / found.seconds[("swapcow", "write")] > 10000
     [kept] = (profiled.built.directory / covers.FOLDER).iterdir()
     assert kept.name.startswith("swapcow-") and json.loads(kept.read_text())["shrink_page_list"] is None
     again = covers.profile(spec, "base", ["do_wp_page", "unmap_page_range"], SWAPCOW, tmp_path / "cache", "tcg")
     assert len(profiled.boots) == 1, "the kept counts answer a later question: no boot"
     assert again.calls == {f: found.calls[f] for f in ("do_wp_page", "unmap_page_range")}
+    assert again.seconds == found.seconds, "and the phases' seconds"
+    kept.write_text(json.dumps({f: v for f, v in json.loads(kept.read_text()).items() if f != covers.SECONDS}))
+    covers.profile(spec, "base", ["do_wp_page"], SWAPCOW, tmp_path / "cache", "tcg")
+    assert len(profiled.boots) == 2, "counts kept without the phases' seconds are counted again"
 
 
 def test_functions_the_profiler_cannot_count_boot_nothing(tmp_path, monkeypatch):

@@ -86,28 +86,47 @@ def test_the_tree_is_built_at_its_head_commit(tmp_path):
     assert trial.kernel_spec("dir:/somewhere", None, TEMPLATE, tmp_path) == "dir:/somewhere"
 
 
-def profiled(calls: dict):
-    """covers.profile as a function of the counts given: {function: {(workload, phase): calls}}."""
+def profiled(calls: dict, seconds: dict | None = None):
+    """covers.profile as a function of the counts given: {function: {(workload, phase): calls}}, and the phases'
+    seconds {(workload, phase): s}."""
     def profile(spec, variant, functions, chosen, cache_dir, accel="auto"):
         assert variant == spec.variants[-1].name, "the last variant's kernel has every change of the series"
-        return covers.Map({f: calls[f] for f in functions if f in calls}, {}, f"boots of {variant}")
+        return covers.Map({f: calls[f] for f in functions if f in calls}, {}, f"boots of {variant}", seconds or {})
     return profile
 
 
-def test_workloads_are_those_whose_phases_call_the_changes_more_than_idle(tmp_path, monkeypatch):
+def test_workloads_are_those_whose_phases_call_the_changes_far_above_idle_per_second_busiest_first(
+        tmp_path, monkeypatch):
     monkeypatch.setattr(covers, "profile", profiled({
-        "do_wp_page": {("swapcow", "idle"): 120, ("swapcow", "write"): 16500, ("redis", "idle"): 120,
-                       ("redis", "write"): 5000, ("forkcow", "idle"): 125, ("forkcow", "exit"): 125}}))
+        "do_wp_page": {("swapcow", "idle"): 0, ("swapcow", "write"): 16500, ("redis", "idle"): 0,
+                       ("redis", "write"): 5600, ("forkcow", "idle"): 0, ("forkcow", "exit"): 0,
+                       ("reclaim", "idle"): 3, ("reclaim", "fill"): 330, ("reclaim", "stream"): 200}},
+        {("swapcow", "idle"): 0.5, ("swapcow", "write"): 0.4, ("redis", "idle"): 0.5, ("redis", "write"): 0.9,
+         ("forkcow", "idle"): 0.5, ("forkcow", "exit"): 0.02, ("reclaim", "idle"): 0.5, ("reclaim", "fill"): 6.0,
+         ("reclaim", "stream"): 8.0}))
     chosen, why = trial.choose(TEMPLATE, ("do_wp_page",), (), tmp_path, "tcg", False)
-    assert chosen == ("redis", "swapcow"), "forkcow calls it no more than idle does"
-    assert "swapcow: write do_wp_page 16,500 (idle 120)" in "\n".join(why)
+    assert chosen == ("swapcow", "redis"), "41,250 calls per second before 6,222; reclaim's 55/s is not 10 x 6/s"
+    said = "\n".join(why)
+    assert "  swapcow: write do_wp_page 16,500 in 0.40 s, 41,250/s (idle 0 in 0.50 s)" in said
+    assert ("  left out: reclaim: fill do_wp_page 330 in 6.00 s, 55/s (idle 3 in 0.50 s): under 10 times idle's "
+            "6/s") in said
+    assert "forkcow" not in said, "a workload that never calls it is not worth a line"
+
+
+def test_a_phase_without_seconds_is_compared_by_its_calls(tmp_path, monkeypatch):
+    monkeypatch.setattr(covers, "profile", profiled({
+        "do_wp_page": {("swapcow", "idle"): 120, ("swapcow", "write"): 16500, ("forkcow", "idle"): 125,
+                       ("forkcow", "exit"): 125}}))
+    chosen, why = trial.choose(TEMPLATE, ("do_wp_page",), (), tmp_path, "tcg", False)
+    assert chosen == ("swapcow",), "forkcow calls it no more than idle does"
+    assert "  left out: forkcow: exit do_wp_page 125 (idle 125)" in why
 
 
 def test_no_workload_running_the_patch_stops_before_a_measured_boot(tmp_path, monkeypatch):
     monkeypatch.setattr(covers, "profile", profiled({
         "__x64_sys_mincore": {("swapcow", "idle"): 0, ("swapcow", "write"): 0}}))
-    with pytest.raises(UnexercisedPatch, match="No shipped workload phase calls __x64_sys_mincore more than its "
-                                               "idle phase does .*--workload.*--force"):
+    with pytest.raises(UnexercisedPatch, match="No shipped workload phase calls __x64_sys_mincore far more often "
+                                               "than its idle phase does .*--workload.*--force"):
         trial.choose(TEMPLATE, ("__x64_sys_mincore",), (), tmp_path, "tcg", False)
     chosen, why = trial.choose(TEMPLATE, ("__x64_sys_mincore",), (), tmp_path, "tcg", True)
     assert chosen == () and "--force runs every shipped workload" in why[-1]
@@ -250,5 +269,5 @@ def test_a_function_the_series_removed_is_profiled_on_the_baseline(tmp_path, mon
     chosen, why = trial.choose(spec, ("do_wp_page", "old_helper"), (), tmp_path, "tcg", False)
     assert profiled_on == [("+1..2", ["do_wp_page", "old_helper"]), ("base", ["old_helper"])]
     assert chosen == ("redis", "swapcow")
-    assert why == ("chosen by coverage (boots of +1..2): a phase calls a changed function more than idle does",
-                   "  swapcow: write do_wp_page 9 (idle 1)", "  redis: fill old_helper 40 (idle 0)")
+    assert why[1:] == ("  redis: fill old_helper 40 (idle 0)", "  swapcow: write do_wp_page 9 (idle 1)"), \
+        "the busiest first"

@@ -304,7 +304,7 @@ def _calls_table(cover: Coverage, variant: str, counted) -> list[str]:
 def _ran(cover: Coverage, variant: str, workload: str, point: str, phase: str) -> str:
     ran = cover.exercised(variant, workload, point, phase)
     if ran and cover.background(variant, workload, point, phase):
-        return "yes, no more than idle: the collectors' commands, perhaps not the workload"
+        return "yes, no more than idle: the guest's background, perhaps not the workload"
     return "yes" if ran else "no" if ran is False else "?"
 
 

@@ -49,8 +49,8 @@ def test_a_patch_no_workload_runs_stops_before_any_measured_boot(tmp_path):
     result = harness("try", MINCORE, "-p", "stressors=vm,fork,mmap,fault", "-o", out)
     assert result.returncode == 1
     error = result.stderr.strip().splitlines()[-2]
-    assert error.startswith("error: No shipped workload phase calls __x64_sys_mincore more than its idle phase "
-                            "does"), error
+    assert error.startswith("error: No shipped workload phase calls __x64_sys_mincore far more often than its "
+                            "idle phase does"), error
     assert "--workload" in error and "--force" in error
     assert not out.exists(), "nothing was written, nothing was measured"
     print(f"\n[figure] {error[:160]}")
