@@ -216,6 +216,31 @@ def test_the_guest_helper_sets_up_probes_and_refuses_what_it_does_not_know(helpe
     assert said[2].startswith("== error unknown request bogus")
 
 
+def test_the_guest_helper_snapshots_the_workloads_cgroup_and_process_as_the_parsers_read_them(helper, tmp_path):
+    """Snapshots only (a timed boot): the cgroup's files as cgroup v2 writes them ("key N", no colon), the
+    process's status ("VmSwap:   N kB"); an OOM kill in the group between begin and end is counted."""
+    cgroup = tmp_path / "harness-workload"
+    cgroup.mkdir()
+    def group(oom_kill: int, pgfault: int, current: int) -> None:
+        (cgroup / "memory.events").write_text(f"low 0\nhigh 0\nmax 4\noom 1\noom_kill {oom_kill}\n"
+                                              "oom_group_kill 0\n")
+        (cgroup / "memory.stat").write_text(f"anon {current}\npgfault {pgfault}\npgmajfault 3\n")
+        (cgroup / "memory.current").write_text(f"{current}\n")
+        (cgroup / "memory.swap.current").write_text("8192\n")
+    tracing = tracing_folder(tmp_path)
+    group(0, 100, 1 << 20)
+    before = "\n".join(asked(helper, tracing, ["begin", os.getpid(), cgroup])[:-1])
+    group(1, 350, 3 << 20)
+    after = "\n".join(asked(helper, tracing, ["end", cgroup, os.getpid()])[:-1])
+    first, last = collectors.sections(before), collectors.sections(after)
+    assert set(first) == set(last) == {"vmstat", "swap", "process", "memcg"}, "no counters without count"
+    assert first["memcg"].splitlines()[:3] == ["memory.current 1048576", "memory.swap.current 8192",
+                                               "memory.events.oom_kill 0"]
+    metrics, warnings, problems = collectors.phase_metrics(before, after, (), "wp_page_copy", True)
+    assert (metrics["memcg.oom_kill"], metrics["memcg.pgfault"], metrics["memcg.current_kb"]) == (1, 250, 3072)
+    assert metrics["vmstat.pgfault"] >= 0 and "process.vmswap_kb" in metrics and problems == []
+
+
 class HostSession:
     """A session whose start() is a process already started on this host."""
 

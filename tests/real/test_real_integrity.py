@@ -1,6 +1,7 @@
 """The real thing for `broken`: a patch of our own that lets a child read its parent's writes (do_wp_page()
 reuses a page whose only other reference is the swap cache and leaves it there, while the child still holds a
-swap entry of it; patches/known-bad/), given to `harness try` on Linux 5.10 and on Debian's 6.1. Its write
+swap entry of it; patches/known-bad/), given to `harness try` on Linux 5.10 and on Debian's 6.12 (built as
+mm-four-kernels builds it, the configuration tests/real/test_real_mm.py uses: make test builds two). Its write
 faults copy fewer pages, which counted alone reads as `better`; the integrity workload reads back in the child
 what the parent wrote, and the first line of the report, of the mail and of the console says `broken`, and the
 command exits non-zero. The baseline kernel, booted twice (base and control), reads back nothing wrong.
@@ -22,17 +23,18 @@ from tests.real.test_real_try import harness
 pytestmark = pytest.mark.real
 
 KNOWN_BAD = ROOT / "patches" / "known-bad"
-V6_1 = next(v for v in experiment.load("do-wp-page-swapcache-6.1").variants if v.name == "v6.1")
-TRIALS = [("5.10.", None, KNOWN_BAD / "0001-mm-reuse-a-swap-cache-page-in-do_wp_page-and-keep-it.patch"),
-          ("6.1.", V6_1.source, KNOWN_BAD / "0001-mm-reuse-a-swap-cache-folio-in-do_wp_page-and-keep-i.patch")]
+V6_12 = next(v for v in experiment.load("mm-four-kernels").variants if v.name == "v6.12")
+TRIALS = [("5.10.", (), KNOWN_BAD / "0001-mm-reuse-a-swap-cache-page-in-do_wp_page-and-keep-it.patch"),
+          ("6.12.", ("--kernel", V6_12.source, "-e", "mm-four-kernels"),
+           KNOWN_BAD / "0001-mm-reuse-a-swap-cache-folio-in-wp_can_reuse_anon_fol.patch")]
 LEAKING = ("swapreadwrite", "swapwrite")     # the parent writes while the child still holds its swap entries
 
 
-@pytest.mark.parametrize("release, kernel, patch", TRIALS, ids=["5.10", "6.1"])
+@pytest.mark.parametrize("release, kernel, patch", TRIALS, ids=["5.10", "6.12"])
 def test_try_of_a_patch_that_shows_a_child_its_parents_writes_says_broken_first_and_fails(tmp_path, release,
                                                                                            kernel, patch):
     out = tmp_path / "try"
-    result = harness("try", patch, *(["--kernel", kernel] if kernel else []), "--workload", "integrity", "-o", out)
+    result = harness("try", patch, *kernel, "--workload", "integrity", "-o", out)
     assert result.returncode == BROKEN_EXIT, result.stdout[-3000:] + result.stderr[-3000:]
     said = result.stdout.splitlines()
     findings = said[said.index(f"experiment: {out / 'try.toml'}") + 1:]

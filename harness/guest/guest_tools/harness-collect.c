@@ -115,7 +115,8 @@ static void print_file(const char *path, const char *prefix)
 	fclose(file);
 }
 
-/* The lines of path that start with one of keys (a "Key:" of /proc), as "Key VALUE" (the number only). */
+/* The lines of path that are one of keys and a number ("Key: N kB" of /proc, "key N" of a cgroup's files), as
+ * "Key N". */
 static void print_keyed(const char *path, const char *const *keys, const char *rename_from, const char *rename_to)
 {
 	char line[512];
@@ -126,9 +127,13 @@ static void print_keyed(const char *path, const char *const *keys, const char *r
 	while (fgets(line, sizeof(line), file)) {
 		for (const char *const *key = keys; *key; key++) {
 			size_t length = strlen(*key);
+			const char *rest = line + length;
 			unsigned long long value;
 
-			if (strncmp(line, *key, length) || sscanf(line + length, ": %llu", &value) != 1)
+			if (strncmp(line, *key, length))
+				continue;
+			rest += *rest == ':';
+			if ((*rest != ' ' && *rest != '\t') || sscanf(rest, "%llu", &value) != 1)
 				continue;
 			fprintf(out, "%s %llu\n", rename_from && !strcmp(*key, rename_from) ? rename_to : *key, value);
 		}
