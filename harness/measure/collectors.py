@@ -451,10 +451,14 @@ def process_perf(name: str) -> bool:
 
 
 def shortened(after: str) -> str:
-    """The end-of-phase output for raw/, with the cause records cut to the first RAW_RECORDS."""
-    head, marker, records = after.partition("== cow causes\n")
+    """The end-of-phase output for raw/, with the cause records cut to the first RAW_RECORDS (every other
+    section kept whole, wherever it is)."""
+    head, marker, rest = after.partition("== cow causes\n")
     if not marker:
         return after
-    lines = [line for line in records.splitlines() if line and not line.startswith("#")]
-    kept = lines[:RAW_RECORDS] + ([f"... {len(lines) - RAW_RECORDS} more records"] if len(lines) > RAW_RECORDS else [])
-    return head + marker + "\n".join(kept)
+    lines = rest.splitlines()
+    last = next((index for index, line in enumerate(lines) if line.startswith("== ")), len(lines))
+    records = [line for line in lines[:last] if line and not line.startswith("#")]
+    kept = records[:RAW_RECORDS] + ([f"... {len(records) - RAW_RECORDS} more records"]
+                                    if len(records) > RAW_RECORDS else [])
+    return head + marker + "\n".join(kept + lines[last:])

@@ -117,6 +117,9 @@ def test_raw_keeps_the_first_records_and_says_how_many_more():
     kept = collectors.shortened("== vmstat\npgfault 1\n== cow causes\n# tracer: nop\n" + records)
     assert kept.startswith("== vmstat\npgfault 1\n== cow causes\nrecord 0\n")
     assert kept.endswith(f"record {collectors.RAW_RECORDS - 1}\n... {100 - collectors.RAW_RECORDS} more records")
+    perf = "== perf system\n16384,,kprobes:wp_page_copy,,100.00,,"
+    assert collectors.shortened("== cow causes\n" + records + "\n" + perf).endswith("more records\n" + perf), \
+        "a section after the records is kept whole"
 
 
 def recorded_phase(name: str) -> tuple[str, str]:
