@@ -74,7 +74,9 @@ def test_a_replayed_cell_gives_the_reference_runs_figures(tmp_path, monkeypatch,
     assert asked[1] == "calls\tdo_wp_page\tunmap_page_range", "what the reference run counted"
     assert [line.split("\t")[0] for line in asked[4:]] == ["begin", "end"] * len(recordings(workload, variant)) + \
         ["quit"], "a request as each phase begins and one as it ends, nothing else"
-    assert replayed[("write", "calls.unmap_page_range")] > 0 and ("write", "ftrace.unmap_page_range") not in replayed
+    assert ("write", "calls.unmap_page_range") in replayed and ("write", "ftrace.unmap_page_range") not in replayed, \
+        "a changed function is counted in every phase, 0 when nothing called it"
+    assert replayed[("write", "calls.do_wp_page")] >= replayed[("write", "cow_copies")], "every copy is a write fault"
 
 
 def test_copies_per_swapin_tell_base_from_patched(tmp_path, monkeypatch):
