@@ -1,7 +1,7 @@
 """Patch coverage: which functions each variant changed (the object-code diff against the baseline,
 harness/kernel/objdiff.py) and which workload phases ran them (`calls.FUNCTION`, counted by the
 function profiler in every phase of every counted boot, of the baseline and the variants alike; the
-whole guest's calls, so the collectors' own commands add a background that the idle phase shows).
+whole guest's calls: the idle phase, before the workload starts, shows the guest's background).
 
 A phase *exercised* a variant's patch when the median number of calls, over the phase's valid
 counted boots, of at least one of the functions it changed is above 0 on the baseline or on the
@@ -118,7 +118,7 @@ class Coverage:
 
     def background(self, variant: str, workload: str, point: str, phase: str) -> bool:
         """Whether a phase called the variant's changed functions no more than the idle phase before the workload
-        did, on both kernels: its calls may be the collectors' own commands, not the workload's."""
+        did, on both kernels: its calls may be the guest's background, not the workload's."""
         if phase == IDLE:
             return False
         calls = self.calls(variant, workload, point, phase)
@@ -271,8 +271,8 @@ def section(cover: Coverage) -> list[str]:
              "Median calls of each function a variant changed (every copy of it, in the whole guest, from the "
              f"function profiler) per phase of the counted boots, `{cover.baseline}` -> variant; `-`: no count "
              "there (that kernel lacks the function, or its profiler refused it). A phase ran the patch when one "
-             "median is above 0; the idle phase, before the workload starts, shows the background of the "
-             "collectors' own commands.", ""]
+             "median is above 0; the idle phase, before the workload starts, shows the guest's background (the "
+             "collectors start no process and take no fault).", ""]
     for variant, mine in cover.changed.items():
         lines += [f"### `{variant}`", ""]
         lines += _calls_table(cover, variant, mine.counted) if mine.counted else []

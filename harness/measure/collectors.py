@@ -50,6 +50,7 @@ SWAP_FULL_PCT = 50           # vm_swap_full(): past half, swap-in frees the swap
 PAGE = 4096
 CAUSE_BUFFER_KB = 8192       # per CPU: about 100,000 copies' records
 RAW_RECORDS = 40             # cause records kept in raw/ per phase (all of them are counted)
+CALLS_PER_REQUEST = 32       # functions in one `calls` request: harness-collect takes at most 63 fields a line
 
 
 @dataclass
@@ -116,15 +117,16 @@ def start(collector: Collector, probes, layout: Layout | None = None, functions=
     freed after boot)."""
     causes_too = layout is not None and not layout.unavailable
     requests = [("setup", *probes)] + ([("cause", layout.event(causes.EVENT), CAUSE_BUFFER_KB)] if causes_too else [])
-    requests += [("calls", *functions)] if functions else []
+    functions = list(functions)
+    requests += [("calls", *functions[at:at + CALLS_PER_REQUEST]) for at in range(0, len(functions), CALLS_PER_REQUEST)]
     requests += [("count", perf_events(probes)), ("warm",)]
-    replies = dict(zip((request[0] for request in requests), collector.ask(*requests)))
-    for request in ("setup", "calls", "count", "warm"):
-        if replies.get(request, ("", ""))[1]:
-            raise GuestCommandFailed(command=f"harness-collect {request}", status=1, tail=replies[request][1])
-    refused = replies["cause"][1] if causes_too else ""
+    replies = list(zip((request[0] for request in requests), collector.ask(*requests)))
+    failed = [(name, error) for name, (_, error) in replies if error and name != "cause"]
+    if failed:
+        raise GuestCommandFailed(command=f"harness-collect {failed[0][0]}", status=1, tail=failed[0][1])
+    refused = next((error for name, (_, error) in replies if name == "cause"), "")
     said = f"the guest refused the cause probe ({refused}): the cause metrics are absent" if refused else ""
-    unseen = [line.split(" ", 1)[1] for line in replies.get("calls", ("", ""))[0].splitlines()
+    unseen = [line.split(" ", 1)[1] for name, (reply, _) in replies if name == "calls" for line in reply.splitlines()
               if line.startswith("unseen ")]
     return said, unseen
 

@@ -162,6 +162,14 @@ def test_a_function_the_guest_cannot_profile_is_named_and_not_counted():
     assert collectors.start(guest, PROBES) == ("", []) and len(guest.process.sent) == 3, "no functions: no calls"
 
 
+def test_many_functions_are_asked_in_requests_the_helper_takes_and_every_unseen_one_named():
+    functions = [f"function_{n}" for n in range(70)]
+    guest = guest_unable_to_profile({"function_3", "function_69"})
+    assert collectors.start(guest, PROBES, None, functions) == ("", ["function_3", "function_69"])
+    asked = [line.split("\t") for line in guest.process.sent if line.startswith("calls\t")]
+    assert [len(fields) - 1 for fields in asked] == [32, 32, 6] and sum((f[1:] for f in asked), []) == functions
+
+
 def test_a_request_the_guest_refuses_fails_the_cell_naming_it():
     def count(events):
         raise ValueError("no event kprobes:wp_page_copy: No such file or directory")
@@ -214,6 +222,10 @@ def test_the_guest_helper_sets_up_probes_and_refuses_what_it_does_not_know(helpe
     assert (tracing / "set_ftrace_filter").read_text() == "wp_page_copy\ndo_wp_page\n", "emptied first"
     assert said[1] == "== error no event kprobes:nowhere: No such file or directory"
     assert said[2].startswith("== error unknown request bogus")
+    too_many = ["calls", *(f"function_{n}" for n in range(70))]
+    assert asked(helper, tracing, too_many, ["calls", "x" * 5000], ["calls", "do_wp_page"]) == [
+        "== error request calls: longer than 4095 bytes or 64 fields"] * 2 + ["== ok"], \
+        "never half a request: the next one is read whole"
 
 
 def test_the_guest_helper_snapshots_the_workloads_cgroup_and_process_as_the_parsers_read_them(helper, tmp_path):

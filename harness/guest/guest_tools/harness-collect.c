@@ -490,15 +490,26 @@ int main(void)
 	mlockall(MCL_CURRENT | MCL_FUTURE);
 	out = stdout;
 	while (fgets(line, sizeof(line), stdin)) {
-		int n = 0;
+		int n = 0, whole = strchr(line, '\n') != NULL;
+		char *tab = NULL;
 
 		line[strcspn(line, "\n")] = 0;
-		for (char *field = line, *tab; n < MAX_FIELDS; field = tab + 1) {
+		for (char *field = line; n < MAX_FIELDS; field = tab + 1) {
 			tab = strchr(field, '\t');
 			fields[n++] = field;
 			if (!tab)
 				break;
 			*tab = 0;
+		}
+		if (!whole || tab) {	/* never half a request: a line too long, or too many fields */
+			char name[33];
+
+			snprintf(name, sizeof(name), "%s", fields[0]);
+			while (!whole && fgets(line, sizeof(line), stdin) && !strchr(line, '\n'))
+				;
+			error_reply("request %s: longer than 4095 bytes or 64 fields", name, 0);
+			fflush(out);
+			continue;
 		}
 		if (!strcmp(fields[0], "quit"))
 			break;
