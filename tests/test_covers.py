@@ -116,7 +116,8 @@ def test_one_counted_boot_per_workload_answers_and_is_kept_with_the_build(tmp_pa
         "shrink_page_list": "the guest's profiler refused it (not in available_filter_functions)"}
     assert found.lines()[1:3] == ["do_wp_page: run by swapcow/fill, swapcow/write",
                                   "  swapcow: idle 0, fill 2, swapout 0, read 0, write 16,384"]
-    assert set(found.seconds) == set(found.calls["do_wp_page"]) and found.seconds[("swapcow", "idle")] == 0
+    assert set(found.seconds) == set(found.calls["do_wp_page"])
+    assert found.seconds[("swapcow", "idle")] < 0.1, "the test's idle phase sleeps 0 s"
     assert found.rate("do_wp_page", "swapcow", "write") == 16384 / found.seconds[("swapcow", "write")] > 10000
     [kept] = (profiled.built.directory / covers.FOLDER).iterdir()
     assert kept.name.startswith("swapcow-") and json.loads(kept.read_text())["shrink_page_list"] is None
