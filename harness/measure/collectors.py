@@ -50,6 +50,7 @@ SWAP_FULL_PCT = 50           # vm_swap_full(): past half, swap-in frees the swap
 PAGE = 4096
 CAUSE_BUFFER_KB = 8192       # per CPU: about 100,000 copies' records
 RAW_RECORDS = 40             # cause records kept in raw/ per phase (all of them are counted)
+QUIT_S = 10                  # what harness-collect may take to exit once told to quit
 CALLS_PER_REQUEST = 32       # functions in one `calls` request: harness-collect takes at most 63 fields a line
 
 
@@ -99,9 +100,13 @@ class Collector:
         return reply
 
     def close(self) -> None:
-        """Let it go; a guest that is gone already cannot be told, and that is no new error."""
+        """Let it go, and wait until it has exited, as a workload's program is let go: dropbear, still tearing
+        down the channel of a program that is exiting, failed to open the next command's channel ("Unable to
+        open channel.", once in an empty-cache .ci/run). A guest that is gone already cannot be told, and that
+        is no new error."""
         try:
             self.process.send("quit")
+            self.process.wait(timeout=QUIT_S)
         except HarnessError:
             pass
         self.process.close()

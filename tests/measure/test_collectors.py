@@ -276,6 +276,12 @@ class HostProcess:
     def read_line(self, timeout: float) -> str:
         return self.process.stdout.readline().rstrip("\n")
 
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
     def close(self) -> None:
         self.process.stdin.close()
         self.process.wait(timeout=10)
@@ -313,6 +319,7 @@ def test_the_guest_helper_counts_a_process_and_its_children_in_its_phase_only(he
         assert workload.stdout.readline() == "done\n"
         after = replies.told("end", "", workload.pid)
         replies.close()
+        assert helper_process.returncode == 0, "told to quit, it exits, and is waited for"
     finally:
         workload.kill()
     first, last = collectors.sections(before), collectors.sections(after)
