@@ -123,9 +123,9 @@ def profile(spec: Experiment, variant: str, functions, chosen, cache_dir: Path, 
     for workload, params in chosen:
         kept = _kept(built.directory, workload.name, params, spec, image)
         known = json.loads(kept.read_text()) if kept.is_file() else {}
-        missing = [function for function in wanted if function not in known]
-        if missing or SECONDS not in known:     # kept before the phases' seconds were: counted again
-            missing = wanted if SECONDS not in known else missing
+        # kept before the phases' seconds were: counted again, every function
+        missing = [function for function in wanted if function not in known] if SECONDS in known else wanted
+        if missing:
             counts, valid = _boot(spec, built, image, workload, params, missing, cache_dir, accel)
             known.update(counts)
             if valid:       # a boot the workload's gates refused answers now, and is not kept

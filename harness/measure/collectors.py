@@ -96,7 +96,7 @@ class Collector:
         """The reply of one request; GuestCommandFailed, naming the request, when the guest says it failed."""
         reply, error = self.ask(fields, timeout=timeout)[0]
         if error:
-            raise GuestCommandFailed(command=f"harness-collect {fields[0]}", status=1, tail=error)
+            raise refused(fields[0], error)
         return reply
 
     def close(self) -> None:
@@ -110,6 +110,11 @@ class Collector:
         except HarnessError:
             pass
         self.process.close()
+
+
+def refused(request: str, error: str) -> GuestCommandFailed:
+    """The error of a request harness-collect refused, naming it and saying why."""
+    return GuestCommandFailed(command=f"harness-collect {request}", status=1, tail=error)
 
 
 def start(collector: Collector, probes, layout: Layout | None = None, functions=()) -> tuple[str, list[str]]:
@@ -128,9 +133,9 @@ def start(collector: Collector, probes, layout: Layout | None = None, functions=
     replies = list(zip((request[0] for request in requests), collector.ask(*requests)))
     failed = [(name, error) for name, (_, error) in replies if error and name != "cause"]
     if failed:
-        raise GuestCommandFailed(command=f"harness-collect {failed[0][0]}", status=1, tail=failed[0][1])
-    refused = next((error for name, (_, error) in replies if name == "cause"), "")
-    said = f"the guest refused the cause probe ({refused}): the cause metrics are absent" if refused else ""
+        raise refused(*failed[0])
+    no_cause = next((error for name, (_, error) in replies if name == "cause"), "")
+    said = f"the guest refused the cause probe ({no_cause}): the cause metrics are absent" if no_cause else ""
     unseen = [line.split(" ", 1)[1] for name, (reply, _) in replies if name == "calls" for line in reply.splitlines()
               if line.startswith("unseen ")]
     return said, unseen
