@@ -5,7 +5,8 @@ warm cache (the builds are made first, untimed). Prints per --jobs: the wall tim
 metadata: start to finish, plus the analysis), the boots it ran, cells per minute of the cell stage,
 the repetitions --reps auto took, the vCPUs per guest, and the primary verdicts (which must not depend
 on --jobs). `--reuse JOBS=DIR` takes a finished run's figures instead of running it again (the
-reference run is `make bench` with --jobs 1).
+reference run is `make bench` with --jobs 1). Whether the counts are the same at every --jobs:
+`python benchmarks/cell_cost.py agree RUN-J1 RUN-J2`.
 
     python benchmarks/parallel_cells.py --jobs 1 --jobs 2 [--out DIR]
     python benchmarks/parallel_cells.py --reuse 1=results/reference-... --jobs 2

@@ -17,7 +17,9 @@ Cells run in blocks, one per repetition and workload, holding every
 repetition at a time until the `stop` callback says every primary hypothesis is decided.
 """
 
+import contextlib
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass, replace
@@ -36,7 +38,6 @@ from harness.measure.cell import Cell, Job, Kernel, layout_of
 from harness.progress import Progress, Stopwatch
 
 log = logging.getLogger("harness.matrix")
-worker_log = logging.getLogger("harness.worker")
 QEMU_OVERHEAD_MB = 256       # a guest's QEMU beside its memory (TCG's translation cache, device buffers)
 
 MODES = ("counted", "timed")
@@ -184,10 +185,17 @@ def run(request: RunRequest, cache_dir: Path, stop=None) -> results.RunDirectory
     """
     dispatch.check(request.placement)
     directory, seed, cells = _open(request)
-    with dispatch.pool(request.placement, cache_dir, directory.path / "raw") as pool:     # fails before the builds
+    with contextlib.ExitStack() as stack:
+        # workers elsewhere are met first, so that a cluster that cannot start fails before the builds; the cells
+        # at once here are known once the cells are: after the KVM probe
+        pool = stack.enter_context(dispatch.pool(request.placement, cache_dir, directory.path / "raw")) \
+            if request.placement.remote else None
         builds, guest_image, stages, calls = _prepare(request, directory, cache_dir)
         tests = selftests_of(request, builds, stages)
         request, cells = _untimed(request, directory, pool, builds, cells)
+        if pool is None:
+            request = replace(request, placement=cells_at_once(request, cells))
+            pool = stack.enter_context(dispatch.pool(request.placement, cache_dir, directory.path / "raw"))
         cells_started = time.monotonic()
         cpus = _placed(request, pool, directory)
         kernels = {name: _kernel(request, built, tests.get(name)) for name, built in builds.items()}
@@ -218,6 +226,32 @@ def _untimed(request: RunRequest, directory: results.RunDirectory, pool, builds:
     log.warning("no timed boots: %s; --timing takes them anyway", untimed)
     directory.update_metadata(modes=modes, plan=tuple(cells), untimed=untimed)
     return replace(request, modes=modes), cells
+
+
+def cores() -> int:
+    """This machine's cores, as --jobs auto counts them."""
+    return os.cpu_count() or 1
+
+
+def cells_at_once(request: RunRequest, cells: list) -> dispatch.Placement:
+    """The placement on this machine with --jobs auto decided: when every cell is counted (none timed), as many
+    cells at once as there are cores and memory for their guests, each guest with the vCPUs it asks: what a
+    guest counts does not depend on sharing cores (`make bench-jobs`: make bench's 57 cells two at a time
+    counted what one at a time counts, docs/measurements.md); when a cell is timed, one at a time, since
+    guests beside it would move its timings."""
+    placement = request.placement
+    if placement.jobs is not None:
+        return placement
+    guests = [point.guest(request.experiment.guest) for workload, _ in request.workloads
+              for point in request.points(workload.name).values()]
+    needed = max(guest.memory_mb for guest in guests) + QEMU_OVERHEAD_MB
+    if set(request.modes) != {"counted"}:
+        jobs, why = 1, "timed boots run alone"
+    else:
+        jobs = max(1, min(cores(), results.host_facts().memory_mb // needed, len(cells)))
+        why = "every boot is counted, none timed"
+    log.info("--jobs auto: %s (%s)", dispatch.Placement(jobs).describe(), why)
+    return replace(placement, jobs=jobs)
 
 
 def _kvm_works(request: RunRequest, pool, builds: dict) -> tuple[bool, str]:
@@ -274,8 +308,8 @@ def _recorder(directory: results.RunDirectory, progress: Progress, parallel: boo
         progress.step(job.label)
 
     def finished(job: Job, outcome: worker.Outcome) -> None:
-        for line in outcome.log:
-            worker_log.debug("[%s] %s", outcome.run.host, line)
+        for name, level, message in outcome.log:      # as the cell logged them, console and log file alike
+            logging.getLogger(name).log(level, "%s", message)
         for name, data in outcome.raw.items():
             files.write_bytes_atomic(directory.path / "raw" / name, data)
         directory.add(outcome.run, outcome.samples)
@@ -328,11 +362,13 @@ def job_at(request: RunRequest, kernels: dict, guest_image, image_digest: str, c
 
 def _placed(request: RunRequest, pool, directory: results.RunDirectory) -> int | None:
     """The most vCPUs a guest gets (None: what it asks), checked against the workers and recorded: cells
-    at once on one host share its cores and memory; a resumed run keeps the vCPUs it started with."""
+    at once on one host share its memory, and its cores when a cell is timed (counted cells share them:
+    cells_at_once); a resumed run keeps the vCPUs it started with."""
     guests = [point.guest(request.experiment.guest) for workload, _ in request.workloads
               for point in request.points(workload.name).values()]
     recorded = directory.metadata.placement if request.resume else None
-    cpus = _guest_cpus(request, recorded.guest_cpus if recorded else pool.cores_per_cell(),
+    counted_only = set(request.modes) == {"counted"}        # guests may share cores (cells_at_once)
+    cpus = _guest_cpus(request, recorded.guest_cpus if recorded else None if counted_only else pool.cores_per_cell(),
                        max(guest.cpus for guest in guests))
     _check_memory(request, pool.memory_per_cell_mb(), max(guest.memory_mb for guest in guests) + QEMU_OVERHEAD_MB)
     _check_hosts(request, {facts["host"] for facts in pool.workers.values()})
@@ -356,7 +392,7 @@ def _guest_cpus(request: RunRequest, cpus: int | None, asked: int) -> int | None
                            why=f"leaves {cpus} vCPU(s) per guest, and the sweep varies guest.cpus up to {asked}",
                            fix="run fewer cells at once (--jobs 1)")
     log.warning("%s: each guest gets %d vCPU(s), not the %d the experiment asks, so that the cells running at "
-                "once do not share cores", request.placement.describe(), cpus, asked)
+                "once do not share cores (timed boots)", request.placement.describe(), cpus, asked)
     return cpus
 
 

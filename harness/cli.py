@@ -42,6 +42,9 @@ log = logging.getLogger("harness")
 
 DEFAULT_REPS = 6         # bench's fixed repetitions: the smallest n at which an exact test can decide several rows
 AUTO_FIRST_LOOK = 6      # --reps auto: the first look
+JOBS_HELP = ("Cells at once: on this machine (a local Dask cluster) or on each --cluster host. 'auto': as many as the "
+             "cores when every boot is counted (the guests share cores, which moves no count), one at a time when "
+             "boots are timed. A number N with timed boots gives each guest at most the cores per cell.")
 
 
 class _ConsoleFilter(logging.Filter):
@@ -357,6 +360,22 @@ def boot_command(obj, experiment_name, variant, accel, dry_run, timeout, command
     sys.exit(result.status)
 
 
+class _NumberOrAuto(click.ParamType):
+    """--reps and --jobs: a number of at least 1, or 'auto'."""
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if str(value) == "auto":
+            return "auto"
+        try:
+            number = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+        if number < 1:
+            self.fail(f"{number} is not at least 1", param, ctx)
+        return number
+
+
 def _run_options(function):
     """The options `run` and `bench` share."""
     options = [
@@ -373,9 +392,7 @@ def _run_options(function):
         click.option("--seed", type=int, help="Seed of the cell order [default: random, recorded]."),
         click.option("--force", is_flag=True, help="Judge a variant whose object code is the baseline's as a "
                      "variant [default: it runs as an A/A control]."),
-        click.option("--jobs", type=click.IntRange(1), default=1, show_default=True,
-                     help="Cells at once: on this machine (a local Dask cluster; each guest gets at most the cores "
-                     "per cell), or on each --cluster host. Timings are cleanest with 1."),
+        click.option("--jobs", type=_NumberOrAuto(), default="auto", show_default=True, help=JOBS_HELP),
         click.option("--cluster", default="", metavar="ssh://HOST1,HOST2",
                      help="Run the cells on Dask workers started over SSH (the scheduler on HOST1); builds stay here."),
         click.option("--scheduler", default="", metavar="tcp://HOST:PORT",
@@ -410,8 +427,10 @@ class _Choices:
     timing: str = "always"      # bench.RunRequest.timing: "always" or "kvm"
 
 
-def _placement(jobs: int, cluster: str, scheduler: str, worker_cache: str, ssh_config: Path | None):
-    placement = dispatch.Placement(jobs, cluster, scheduler, worker_cache, str(ssh_config or ""))
+def _placement(jobs: int | str, cluster: str, scheduler: str, worker_cache: str, ssh_config: Path | None):
+    """The placement asked for; --jobs auto on a cluster is one cell at a time on each host."""
+    cells = None if jobs == "auto" and not (cluster or scheduler) else 1 if jobs == "auto" else jobs
+    placement = dispatch.Placement(cells, cluster, scheduler, worker_cache, str(ssh_config or ""))
     dispatch.check(placement)
     return placement
 
@@ -552,24 +571,9 @@ def run_command(obj, experiment_name, workload_names, variants, output, resume, 
     click.echo(f"{directory.path}: {valid} of {len(directory.runs)} runs valid{found}")
 
 
-class _Reps(click.ParamType):
-    name = "N|auto"
-
-    def convert(self, value, param, ctx):
-        if str(value) == "auto":
-            return "auto"
-        try:
-            number = int(value)
-        except ValueError:
-            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
-        if number < 1:
-            self.fail(f"{number} is not at least 1", param, ctx)
-        return number
-
-
 @main.command(name="bench")
 @_run_options
-@click.option("--reps", type=_Reps(), default=str(DEFAULT_REPS), show_default=True,
+@click.option("--reps", type=_NumberOrAuto(), default=str(DEFAULT_REPS), show_default=True,
               help=f"Boots per variant, workload and mode; 'auto': {AUTO_FIRST_LOOK} first, then one more block at "
                    "a time until every primary row is decided or --max-reps.")
 @click.option("--max-reps", type=click.IntRange(2), default=10, show_default=True, help="The limit of --reps auto.")
@@ -606,7 +610,7 @@ def bench_command(obj, experiment_name, workload_names, variants, output, resume
 @click.option("--workload", "workload_names", multiple=True,
               help="Run this workload (repeatable) [default: those whose phases call the changed functions].")
 @click.option("-p", "--param", "settings", multiple=True, help="Workload parameter [WORKLOAD.]NAME=VALUE (repeatable).")
-@click.option("--reps", type=_Reps(), default=str(DEFAULT_REPS), show_default=True,
+@click.option("--reps", type=_NumberOrAuto(), default=str(DEFAULT_REPS), show_default=True,
               help="Boots per variant, workload and mode; 'auto' adds boots only while a variant loses more of them "
                    "than the baseline (a discovery declares no rows to decide).")
 @click.option("--max-reps", type=click.IntRange(2), default=10, show_default=True, help="The limit of --reps auto.")
@@ -617,7 +621,7 @@ def bench_command(obj, experiment_name, workload_names, variants, output, resume
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
               help="Run directory [default: results/<timestamp>-try-<patch subject>].")
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True)
-@click.option("--jobs", type=click.IntRange(1), default=1, show_default=True, help="Cells at once on this machine.")
+@click.option("--jobs", type=_NumberOrAuto(), default="auto", show_default=True, help=JOBS_HELP)
 @click.option("--timing", is_flag=True, help="Boot each cell without probes as well, for timings, even where the "
               "guests run under TCG [default: only where they run under KVM].")
 @click.pass_obj

@@ -150,11 +150,13 @@ def test_a_cell_that_ran_elsewhere_is_recorded_with_its_raw_files_and_log_lines(
     invalid = results.Run("base", "swapcow", 1, "counted", valid=False, reason="gate: too few swapins", host="w1")
     outcome = worker.Outcome(invalid, [results.Sample("base", "swapcow", 1, "counted", "write", "cow_copies", 7)],
                              {"swapcow-base-rep1-counted-04-write.txt": b"figures\n"},
-                             ["harness.matrix INFO   base rep 1 counted write"])
+                             [("harness.matrix", logging.INFO, "  base rep 1 counted write"),
+                              ("harness.measure.collectors", logging.WARNING, "copies by cause add up to 3")])
     with caplog.at_level(logging.DEBUG, "harness"):
         finished(job, outcome)
     assert (directory.path / "raw" / "swapcow-base-rep1-counted-04-write.txt").read_bytes() == b"figures\n"
-    assert "[w1] harness.matrix INFO   base rep 1 counted write" in caplog.messages
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records[:2]] == list(outcome.log), \
+        "logged again as the cell logged them: a warning elsewhere is a warning here"
     assert any(message.startswith("cell 1/2 (swapcow, base, rep 1, counted, on w1: gate: too few swapins): ")
                for message in caplog.messages), caplog.messages
     again = results.RunDirectory.load(tmp_path / "run")

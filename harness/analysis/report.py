@@ -183,6 +183,8 @@ def placement_line(placement: results.PlacementFacts | None, runs: pd.DataFrame)
     said = placement.where or "?"
     if placement.guest_cpus is not None:
         said += f"; at most {placement.guest_cpus} vCPU(s) per guest, so that cells at once do not share cores"
+    elif (placement.jobs or 1) > 1:
+        said += "; every guest with the vCPUs it asks: counted boots share the cores"
     hosts = runs["host"].dropna().astype(str) if "host" in runs else pd.Series(dtype=str)
     if hosts.nunique() > 1 or placement.cluster or placement.scheduler:
         said += "; cells per host: " + ", ".join(f"{host} {count}" for host, count in sorted(hosts.value_counts()

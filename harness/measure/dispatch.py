@@ -32,7 +32,8 @@ STOP_TIMEOUT_S = 30.0         # for the workers to stop their guests
 
 @dataclass(frozen=True)
 class Placement:
-    jobs: int = 1                  # cells at once: on this machine, or per worker host of a cluster
+    jobs: int | None = 1           # cells at once: on this machine, or per worker host of a cluster;
+                                   # None: --jobs auto (bench.cells_at_once decides)
     cluster: str = ""              # ssh://[USER@]HOST[:PORT],...
     scheduler: str = ""            # tcp://HOST:PORT of a running Dask scheduler
     worker_cache: str = worker.WORKER_CACHE    # a remote worker's cache, on the worker
@@ -44,7 +45,7 @@ class Placement:
 
     @property
     def parallel(self) -> bool:
-        return self.remote or self.jobs > 1
+        return self.remote or (self.jobs or 1) > 1
 
     def describe(self) -> str:
         if self.cluster:
@@ -80,7 +81,7 @@ def ssh_hosts(text: str) -> list[dict]:
 
 def check(placement: Placement) -> None:
     """Refuse a placement that cannot work, before anything is built."""
-    if placement.jobs < 1:
+    if placement.jobs is not None and placement.jobs < 1:
         raise BadPlacement(option="--jobs", value=placement.jobs, why="is not at least 1", fix="give --jobs 1 or more")
     if placement.cluster and placement.scheduler:
         raise BadPlacement(option="--cluster", value=placement.cluster, why="and --scheduler both name workers",

@@ -41,7 +41,7 @@ class Outcome:
     run: results.Run
     samples: list
     raw: dict                      # file name -> bytes, when the worker does not share the run's folder
-    log: list                      # the harness's log lines of the cell, when captured
+    log: list                      # the harness's log records of the cell, when captured: (name, level, message)
 
 
 class ArtifactsMissing(Exception):
@@ -114,13 +114,14 @@ def _scratch(cache: Path) -> Path:
 
 
 class _Lines(logging.Handler):
+    """The records as (logger name, level, message): the submitting machine logs them again as they were."""
+
     def __init__(self):
         super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.lines: list[tuple[str, int, str]] = []
 
     def emit(self, record):
-        self.lines.append(self.format(record))
+        self.lines.append((record.name, record.levelno, record.getMessage()))
 
 
 @contextmanager

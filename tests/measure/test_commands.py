@@ -24,6 +24,7 @@ def replayed(monkeypatch):
         return booting(FakeBooted(ReplayedSession(recordings("swapcow", variant))))(built, *args, **kwargs)
 
     monkeypatch.setattr(drivers, "IDLE_S", 0.0)
+    monkeypatch.setattr(bench, "cores", lambda: 1)      # the replayed guests live in this process: one at a time
     monkeypatch.setattr(cell.boot, "booted", booted)
     monkeypatch.setattr(bench.source, "fetch", lambda *a: None)
     monkeypatch.setattr(bench.build, "build_all", lambda exp, variants, cache: [FakeBuild(v.name) for v in variants])

@@ -70,14 +70,14 @@ class FakePool:
         return self.memory
 
 
-def request_for(tmp_path, spec=None, jobs=2):
+def request_for(tmp_path, spec=None, jobs=2, modes=("counted", "timed")):
     spec = spec or experiment.load(None)
     swapcow = workloads.load("swapcow")
     return bench.RunRequest(spec, ((swapcow, swapcow.params()),), tuple(spec.variants), 1, tmp_path / "run",
-                             sweep=spec.sweep, placement=dispatch.Placement(jobs=jobs))
+                             modes=modes, sweep=spec.sweep, placement=dispatch.Placement(jobs=jobs))
 
 
-def test_cells_at_once_get_the_cores_per_cell_and_it_is_recorded(tmp_path, caplog):
+def test_cells_at_once_with_timed_boots_get_the_cores_per_cell_and_it_is_recorded(tmp_path, caplog):
     request = request_for(tmp_path)
     directory = results.RunDirectory.create(tmp_path / "run", results.RunMetadata())
     with caplog.at_level(logging.WARNING, "harness.matrix"):
@@ -90,6 +90,35 @@ def test_cells_at_once_get_the_cores_per_cell_and_it_is_recorded(tmp_path, caplo
     job = bench.job_at(request, {"base": (cell.Kernel.of(FakeBuild("base"), None), "")}, None, "", 1,
                         "swapcow", "base", 1, "counted", "")
     assert job.guest.cpus == 1 and job.guest.memory_mb == request.experiment.guest.memory_mb
+
+
+def test_counted_cells_at_once_share_cores_and_keep_the_vcpus_asked(tmp_path, caplog):
+    directory = results.RunDirectory.create(tmp_path / "run", results.RunMetadata())
+    with caplog.at_level(logging.WARNING, "harness.matrix"):
+        assert bench._placed(request_for(tmp_path, modes=("counted",)), FakePool(1, 4096), directory) is None
+    assert "vCPU" not in caplog.text
+    assert (directory.metadata.placement.jobs, directory.metadata.placement.guest_cpus) == (2, None)
+
+
+@pytest.mark.parametrize("modes, cores, memory_mb, cells, jobs", [
+    (("counted",), 2, 24000, 57, 2),          # this machine: both cores
+    (("counted",), 16, 19200, 57, 15),         # memory for 15 guests of 1,280 MiB (1,024 and QEMU's 256)
+    (("counted",), 16, 65536, 3, 3),           # no more than the cells
+    (("counted",), 1, 24000, 57, 1),
+    (("counted", "timed"), 16, 65536, 57, 1),  # a timed boot runs alone
+])
+def test_jobs_auto_runs_counted_cells_at_once_up_to_the_cores_and_timed_ones_alone(tmp_path, monkeypatch, caplog,
+                                                                                  modes, cores, memory_mb, cells,
+                                                                                  jobs):
+    monkeypatch.setattr(bench, "cores", lambda: cores)
+    monkeypatch.setattr(results, "host_facts", lambda: results.HostFacts(memory_mb=memory_mb))
+    request = request_for(tmp_path, jobs=None, modes=modes)
+    with caplog.at_level(logging.INFO, "harness"):
+        placement = bench.cells_at_once(request, [("swapcow", "base", 1, "counted", "")] * cells)
+    assert placement == dispatch.Placement(jobs=jobs)
+    assert caplog.messages == [f"--jobs auto: {placement.describe()} (" + (
+        "every boot is counted, none timed)" if modes == ("counted",) else "timed boots run alone)")]
+    assert bench.cells_at_once(request_for(tmp_path, jobs=3), []) == dispatch.Placement(jobs=3), "as asked"
 
 
 def test_a_resumed_run_keeps_the_vcpus_it_started_with(tmp_path):
@@ -159,7 +188,7 @@ def test_a_remote_worker_boots_its_own_copies_and_returns_the_raw_files(tmp_path
     assert booted == [(worker.artifact_path(tmp_path / "worker", job.kernel_digest),
                        worker.artifact_path(tmp_path / "worker", job.image_digest))]
     assert outcome.raw == {"swapcow-base-rep1-counted-00-idle.txt": b"figures\n"}
-    assert outcome.log == ["harness.matrix INFO   base rep 1 counted idle"]
+    assert outcome.log == [("harness.matrix", logging.INFO, "  base rep 1 counted idle")]
     assert list((tmp_path / "worker" / "cells").iterdir()) == [], "the cell's scratch folder is gone"
 
 
@@ -260,7 +289,7 @@ def test_a_running_cluster_runs_the_cells_and_sends_each_artifact_once(tmp_path,
         assert sorted(outcome.raw) == [f"swapcow-{variant}-rep1-counted-0{n}-{phase}.txt" for n, phase in
                                        enumerate(("idle", "fill", "swapout", "read", "write"))]
         assert {sample.phase for sample in outcome.samples} == {"idle", "fill", "swapout", "read", "write"}
-        assert any(line.startswith("harness.") for line in outcome.log), "the cell's log lines came back"
+        assert any(name.startswith("harness.") for name, _, _ in outcome.log), "the cell's log lines came back"
     assert not (tmp_path / "raw").exists(), "a remote worker's raw files travel back; nothing is written here"
     assert {p.name for p in (tmp_path / "worker" / "cells").iterdir()} == set(), "the scratch folders are gone"
 
