@@ -24,7 +24,7 @@ def test_qemu_argv_tcg(tmp_path):
     assert vm.qemu_argv(spec(tmp_path)) == [
         "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2",
         "-kernel", "/k/bzImage", "-initrd", "/b/initrd.cpio",
-        "-append", "console=ttyS0 panic=-1 oops=panic harness.swap=/dev/vda rdinit=/init",
+        "-append", "console=ttyS0 panic=-1 oops=panic harness.swap=/dev/vda tsc=reliable rdinit=/init",
         "-drive", "file=/b/swap.img,if=virtio,format=raw,cache=unsafe,discard=unmap",
         "-netdev", "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:10022-:22",
         "-device", "virtio-net-pci,netdev=net0",
@@ -35,6 +35,7 @@ def test_qemu_argv_tcg(tmp_path):
 def test_qemu_argv_kvm_uses_the_host_cpu(tmp_path):
     argv = vm.qemu_argv(spec(tmp_path, accel="kvm"))
     assert argv[1:5] == ["-accel", "kvm", "-cpu", "host"]
+    assert "tsc=reliable" not in argv[argv.index("-append") + 1], "KVM guests keep the kernel's own TSC checks"
 
 
 def test_network_is_restricted_with_one_forward_on_loopback(tmp_path):
@@ -143,7 +144,7 @@ def test_zram_swap_has_no_disk_and_tells_the_guest_its_size(tmp_path):
     argv = vm.qemu_argv(replace(spec(tmp_path), swap="zram", swap_mb=96))
     assert "-drive" not in argv
     assert argv[argv.index("-append") + 1] == \
-        "console=ttyS0 panic=-1 oops=panic harness.swap=zram harness.swap_mb=96 rdinit=/init"
+        "console=ttyS0 panic=-1 oops=panic harness.swap=zram harness.swap_mb=96 tsc=reliable rdinit=/init"
 
 
 def test_kvm_opens_only_where_the_device_can_be_opened_for_writing(tmp_path):
