@@ -52,6 +52,8 @@ class Placement:
             return f"Dask workers over SSH ({self.cluster}), {self.jobs} cell(s) at once on each"
         if self.scheduler:
             return f"the Dask cluster at {self.scheduler}"
+        if self.jobs is None:
+            return "as many cells at once on this machine as --jobs auto decides"
         return f"{self.jobs} cells at once on this machine (a local Dask cluster)" if self.jobs > 1 else \
             "one cell at a time on this machine"
 

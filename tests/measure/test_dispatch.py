@@ -51,6 +51,7 @@ def test_a_placement_that_cannot_work_is_one_line_naming_the_option(placement, m
 def test_the_placement_says_where_cells_run():
     assert dispatch.Placement().describe() == "one cell at a time on this machine"
     assert dispatch.Placement(jobs=2).describe() == "2 cells at once on this machine (a local Dask cluster)"
+    assert dispatch.Placement(jobs=None).describe() == "as many cells at once on this machine as --jobs auto decides"
     assert not dispatch.Placement().parallel and dispatch.Placement(jobs=2).parallel
     assert dispatch.Placement(cluster="ssh://a").remote and not dispatch.Placement(jobs=4).remote
 
