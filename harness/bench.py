@@ -68,6 +68,16 @@ class RunRequest:
         """label -> point, of the workload's cells."""
         return {point.label: point for point in self.sweep.points(workload)}
 
+    def guests(self) -> list:
+        """The guest of every point of every workload."""
+        return [point.guest(self.experiment.guest) for workload, _ in self.workloads
+                for point in self.points(workload.name).values()]
+
+    @property
+    def counted_only(self) -> bool:
+        """Every cell counted, none timed: guests may share cores (cells_at_once)."""
+        return set(self.modes) == {"counted"}
+
 
 CONTROL = "control"      # the name of the variant --control adds
 
@@ -242,16 +252,18 @@ def cells_at_once(request: RunRequest, cells: list) -> dispatch.Placement:
     placement = request.placement
     if placement.jobs is not None:
         return placement
-    guests = [point.guest(request.experiment.guest) for workload, _ in request.workloads
-              for point in request.points(workload.name).values()]
-    needed = max(guest.memory_mb for guest in guests) + QEMU_OVERHEAD_MB
-    if set(request.modes) != {"counted"}:
-        jobs, why = 1, "timed boots run alone"
-    else:
-        jobs = max(1, min(cores(), results.host_facts().memory_mb // needed, len(cells)))
+    if request.counted_only:
+        jobs = max(1, min(cores(), results.host_facts().memory_mb // _memory_per_cell_mb(request), len(cells)))
         why = "every boot is counted, none timed"
+    else:
+        jobs, why = 1, "timed boots run alone"
     log.info("--jobs auto: %s (%s)", dispatch.Placement(jobs).describe(), why)
     return replace(placement, jobs=jobs)
+
+
+def _memory_per_cell_mb(request: RunRequest) -> int:
+    """What a cell takes of its host's memory: the largest guest of the run and its QEMU."""
+    return max(guest.memory_mb for guest in request.guests()) + QEMU_OVERHEAD_MB
 
 
 def _kvm_works(request: RunRequest, pool, builds: dict) -> tuple[bool, str]:
@@ -364,19 +376,17 @@ def _placed(request: RunRequest, pool, directory: results.RunDirectory) -> int |
     """The most vCPUs a guest gets (None: what it asks), checked against the workers and recorded: cells
     at once on one host share its memory, and its cores when a cell is timed (counted cells share them:
     cells_at_once); a resumed run keeps the vCPUs it started with."""
-    guests = [point.guest(request.experiment.guest) for workload, _ in request.workloads
-              for point in request.points(workload.name).values()]
+    guests = request.guests()
     recorded = directory.metadata.placement if request.resume else None
-    counted_only = set(request.modes) == {"counted"}        # guests may share cores (cells_at_once)
-    cpus = _guest_cpus(request, recorded.guest_cpus if recorded else None if counted_only else pool.cores_per_cell(),
-                       max(guest.cpus for guest in guests))
-    _check_memory(request, pool.memory_per_cell_mb(), max(guest.memory_mb for guest in guests) + QEMU_OVERHEAD_MB)
+    cut = None if request.counted_only else pool.cores_per_cell()     # timed cells: no two guests share a core
+    cpus = _guest_cpus(request, recorded.guest_cpus if recorded else cut, max(guest.cpus for guest in guests))
+    _check_memory(request, pool.memory_per_cell_mb(), _memory_per_cell_mb(request))
     _check_hosts(request, {facts["host"] for facts in pool.workers.values()})
-    cells_at_once: dict[str, int] = {}
+    at_once: dict[str, int] = {}
     for facts in pool.workers.values():
-        cells_at_once[facts["host"]] = cells_at_once.get(facts["host"], 0) + facts.get("nthreads", 1)
+        at_once[facts["host"]] = at_once.get(facts["host"], 0) + facts.get("nthreads", 1)
     workers = {facts["host"]: results.WorkerFacts(facts["cores"], facts["memory_mb"], facts["kvm"], facts["qemu"],
-                                                  cells_at_once[facts["host"]]) for facts in pool.workers.values()}
+                                                  at_once[facts["host"]]) for facts in pool.workers.values()}
     directory.update_metadata(placement=results.PlacementFacts(
         **request.placement.as_dict(), where=request.placement.describe(), guest_cpus=cpus, workers=workers))
     return cpus

@@ -429,8 +429,9 @@ class _Choices:
 
 def _placement(jobs: int | str, cluster: str, scheduler: str, worker_cache: str, ssh_config: Path | None):
     """The placement asked for; --jobs auto on a cluster is one cell at a time on each host."""
-    cells = None if jobs == "auto" and not (cluster or scheduler) else 1 if jobs == "auto" else jobs
-    placement = dispatch.Placement(cells, cluster, scheduler, worker_cache, str(ssh_config or ""))
+    if jobs == "auto":
+        jobs = 1 if cluster or scheduler else None      # None: bench.cells_at_once decides
+    placement = dispatch.Placement(jobs, cluster, scheduler, worker_cache, str(ssh_config or ""))
     dispatch.check(placement)
     return placement
 
