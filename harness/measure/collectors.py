@@ -40,7 +40,6 @@ ZSWAP_LEVELS = ("stored_pages", "pool_total_size", "same_filled_pages")
 MEMCG_LEVELS = ("memory.current", "memory.swap.current")
 SOFTWARE_EVENTS = ("page-faults", "major-faults", "minor-faults")
 CROSS_CHECK_TOLERANCE = 0.01
-ASLEEP = "the workload process did not run during the phase (perf counted it for no time): its perf counts are 0"
 # Whole-guest counts may differ by a few copies more: the windows of perf and of the profiler (and the cause
 # records) open and close one after the other, and another process (the SSH server, a child of the collector's
 # shell) can copy a page in between. Measured over 19,506 phases of earlier runs: 19,494 equal, 8 one apart,
@@ -176,10 +175,7 @@ def counted_phase(before: str, after: str, probes, cow_probe: str, pid: int | No
     metrics, warnings, problems = phase_metrics(before, after, probes, cow_probe, has_process=pid is not None,
                                                 fault_probe=fault_probe, calls=calls)
     if layout is not None:
-        found, said, unseen = cause_metrics(sections(after), layout, pid, metrics)
-        if unseen:      # the process ran after all: what perf said of it is unknown, not 0
-            metrics = {name: value for name, value in metrics.items() if not process_perf(name)}
-            warnings = [warning for warning in warnings if warning != ASLEEP]
+        found, said = cause_metrics(sections(after), layout, pid, metrics)
         metrics.update(found)
         warnings.extend(said)
     return metrics, warnings, problems
@@ -234,15 +230,6 @@ def parse_profile(text: str) -> dict[str, int]:
     return hits
 
 
-def never_ran(text: str) -> bool:
-    """True when perf counted a task for no time at all: every event '<not counted>' with a run time of 0.
-    A per-process counter only runs while the process is on a CPU, so a process that slept through the
-    phase had no event in it: its counts are 0, not unknown."""
-    lines = [line.split(",") for line in text.splitlines() if line and not line.startswith("#")]
-    lines = [fields for fields in lines if len(fields) >= 4]
-    return bool(lines) and all(fields[0] == "<not counted>" and fields[3] in ("0", "") for fields in lines)
-
-
 def _event_name(event: str) -> str:
     return event.split(":", 1)[1] if event.startswith("kprobes:") else event
 
@@ -260,12 +247,12 @@ def phase_metrics(before: str, after: str, probes, cow_probe: str, has_process: 
     metrics.update(_process(first, last))
     swap, swap_warnings = swap_use(first, last, _swapped_in(metrics))
     metrics.update(swap)
-    counted, idle, problems = _perf(last)
+    counted, problems = _perf(last)
     metrics.update(counted)
     metrics.update(_profiled(first, last, probes, calls))
     metrics.update(_copy_counts(metrics, cow_probe, fault_probe, has_process))
     problems += _missing_copy_counts(metrics, probes, cow_probe, has_process)
-    warnings = swap_warnings + idle + (cross_check(metrics, cow_probe) if "perf system" in last else [])
+    warnings = swap_warnings + (cross_check(metrics, cow_probe) if "perf system" in last else [])
     return metrics, warnings, problems
 
 
@@ -275,26 +262,22 @@ def _swapped_in(metrics: dict) -> float:
     return max(metrics.get("vmstat.pswpin", 0), metrics.get("process.swapped_in_pages", 0))
 
 
-def _perf(last: dict) -> tuple[dict, list[str], list[str]]:
-    """(perf.EVENT of the workload process and perf.system.EVENT, [ASLEEP] when the process never ran,
-    problems: the events perf did not count)."""
+def _perf(last: dict) -> tuple[dict, list[str]]:
+    """(perf.EVENT of the workload process and perf.system.EVENT, problems: the events perf did not count).
+    A count of the process stands whatever run time perf gives it: harness-collect's events are never
+    multiplexed, and a guest keeping time in jiffies gives a process that ran for less than a tick a run
+    time of 0 (forkcow's reuse phase: 512 write faults, run time 0)."""
     counted: dict[str, float] = {}
-    idle: list[str] = []
     problems: list[str] = []
     for scope, prefix in (("system", "perf.system."), ("process", "perf.")):
         if f"perf {scope}" not in last:
             continue
-        asleep = scope == "process" and never_ran(last[f"perf {scope}"])
-        if asleep:
-            idle.append(ASLEEP)
         for event, count in parse_perf_csv(last[f"perf {scope}"]).items():
-            if asleep:
-                counted[prefix + _event_name(event)] = 0
-            elif count is None:
+            if count is None:
                 problems.append(f"perf did not count {event} ({scope})")
             else:
                 counted[prefix + _event_name(event)] = count
-    return counted, idle, problems
+    return counted, problems
 
 
 def _profiled(first: dict, last: dict, probes, calls) -> dict:
@@ -416,31 +399,20 @@ def cross_check(metrics: dict, cow_probe: str) -> list[str]:
     return []
 
 
-def cause_metrics(last: dict, layout: Layout, pid: int | None,
-                  counted: dict) -> tuple[dict, list[str], bool]:
-    """(cow_copies.CAUSE and system.cow_copies.CAUSE, warnings, whether perf's counts of the process are
-    refuted) from the end of a phase. Records the buffer lost leave the causes absent (never guessed); sums
-    that differ from the copy counts warn. perf may count the workload process for no time while the cause
-    records hold copies in it (seen in redis reswap phases: 19 and 2 copies by redis's threads, none of
-    which perf counted for any time; perf may not be watching a thread started in the phase): neither count
-    of the process can then be trusted, and both are left out."""
+def cause_metrics(last: dict, layout: Layout, pid: int | None, counted: dict) -> tuple[dict, list[str]]:
+    """(cow_copies.CAUSE of the process's thread group and system.cow_copies.CAUSE, warnings) from the end
+    of a phase. Records the buffer lost leave the causes absent (never guessed); sums that differ from
+    perf's copy counts warn."""
     if "cow causes" not in last:
-        return {}, ["no cause records from the guest: the cause metrics are absent"], False
+        return {}, ["no cause records from the guest: the cause metrics are absent"]
     lost = causes.parse_lost(last.get("cow causes lost", ""))
     if lost:
         return {}, [f"the tracing buffer lost {lost} cause records (more copies than {CAUSE_BUFFER_KB} KiB per CPU "
-                    "holds): the cause metrics are absent"], False
+                    "holds): the cause metrics are absent"]
     records, unreadable = causes.parse(last["cow causes"])
     found = causes.metrics(records, layout, pid)
     warnings = [f"{unreadable} cause records could not be read"] if unreadable else []
-    copied = sum(found.get(f"cow_copies.{cause}", 0) for cause in causes.CAUSES)
-    unseen = bool(copied) and never_ran(last.get("perf process", ""))
-    if unseen:
-        found = {name: value for name, value in found.items() if name.startswith("system.")}
-        warnings.append(f"perf counted the workload process for no time, yet {copied} of the phase's copies were "
-                        "recorded in it: its perf counts and copies by cause of this phase are unknown and left out")
-    warnings += _unequal_sums(found, counted, ("system.", "") if not unseen else ("system.",))
-    return found, warnings, unseen
+    return found, warnings + _unequal_sums(found, counted, ("system.", ""))
 
 
 def _unequal_sums(found: dict, counted: dict, scopes) -> list[str]:
@@ -455,11 +427,6 @@ def _unequal_sums(found: dict, counted: dict, scopes) -> list[str]:
             where = "the whole guest" if scope else "the workload process"
             warnings.append(f"copies by cause add up to {sum(parts)}, but perf counted {total:.0f} copies in {where}")
     return warnings
-
-
-def process_perf(name: str) -> bool:
-    """Whether a phase metric comes from perf's counters on the workload process."""
-    return name in ("cow_copies", "wp_faults") or (name.startswith("perf.") and not name.startswith("perf.system."))
 
 
 def shortened(after: str) -> str:

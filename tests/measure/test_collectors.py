@@ -12,7 +12,7 @@ from harness.errors import GuestCommandFailed
 from harness.measure import collectors
 from tests.conftest import DATA
 from tests.fakes.guest import FakeSession, collector
-from tests.measure.test_causes import asleep
+from tests.measure.test_causes import no_run_time
 
 
 def recorded(name):
@@ -64,16 +64,14 @@ def test_an_uncounted_event_or_a_missing_copy_count_is_a_problem():
         "no count of wp_page_copy from perf"]
 
 
-def test_a_process_that_slept_through_the_phase_has_zero_counts_and_a_warning():
-    """As recorded in a redis swapout phase (0.25 s, memory.max squeezed from outside): perf counted
-    redis-server for no time at all, so no event can have happened in it."""
+def test_a_process_counted_for_no_time_keeps_its_counts():
+    """A guest whose TSC failed calibration keeps time in jiffies: forkcow's reuse phase (512 write faults,
+    in less than a tick) read a run time of 0 in a CI run, and its counts were once taken for a process
+    that slept, so 0, and the boot was lost on its wp_faults gate. The counts are what the kernel counted."""
     before, after = recorded("collect-swapcow-base-write.txt")
-    metrics, warnings, problems = collectors.phase_metrics(before, asleep(after), PROBES, "wp_page_copy", True)
-    assert problems == [] and metrics["cow_copies"] == 0 and metrics["perf.page-faults"] == 0
-    assert warnings[0].startswith("the workload process did not run during the phase")
-    assert collectors.never_ran("<not counted>,,page-faults,0,100.00,,\n")
-    assert not collectors.never_ran("<not counted>,,page-faults,1200,100.00,,\n"), "it ran: a real gap"
-    assert not collectors.never_ran("")
+    metrics, warnings, problems = collectors.phase_metrics(before, no_run_time(after), PROBES, "wp_page_copy", True)
+    assert problems == [] and warnings == []
+    assert metrics["cow_copies"] == metrics["perf.wp_page_copy"] == 4096 and metrics["perf.page-faults"] == 4096
 
 
 def test_timed_boots_have_snapshots_only_and_no_problem():

@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 import pytest
 
-from harness.measure import causes, collectors
+from harness.measure import causes
 
 pytestmark = pytest.mark.real
 
@@ -24,10 +24,9 @@ def test_forkcow_copies_what_a_child_still_maps_and_reuses_after_it_exited(tmp_p
                             capture_output=True, text=True, timeout=3600)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = pd.read_csv(out / "runs.csv")
-    # In the exit phase the parent only reads a line, closes a pipe and waits for the child: perf may see it run
-    # for no time at all (1 of the reference run's 18 forkcow boots, 3 of 18 in a make bench of 2026-12-04), and
-    # the boot says so. Any other warning is a fault.
-    warned = set(runs["warnings"].dropna()) - {f"exit: {collectors.ASLEEP}"}
+    # Any warning is a fault: a count of a process that ran for less than a tick of a guest keeping time in
+    # jiffies stands (harness-collect prints it whatever the run time).
+    warned = set(runs["warnings"].dropna())
     assert runs["valid"].all() and not warned, runs[["variant", "reason", "warnings"]].to_dict("records")
     samples = pd.read_csv(out / "samples.csv")
     for variant in ("base", "patched"):

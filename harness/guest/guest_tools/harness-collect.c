@@ -321,8 +321,9 @@ static void follow(const char *pid)
 	closedir(tasks);
 }
 
-/* perf stat -x, lines of the process's counters: "<not counted>" with a run time of 0 when no
- * thread of it ran in the phase, as perf stat says of a process that slept through it. */
+/* perf stat -x, lines of the process's counters. The count stands whatever the run time says: a
+ * software or tracepoint event is never multiplexed, and a guest whose TSC failed calibration keeps
+ * time in jiffies, so a process that ran for less than a tick reads a run time of 0 with its counts. */
 static void print_process(void)
 {
 	if (!nevents || !events[0].threads)
@@ -342,8 +343,6 @@ static void print_process(void)
 		event->threads = 0;
 		if (!opened)
 			fprintf(out, "<not supported>,,%s,0,0.00,,\n", event->name);
-		else if (!running)
-			fprintf(out, "<not counted>,,%s,0,0.00,,\n", event->name);
 		else
 			fprintf(out, "%llu,,%s,%llu,100.00,,\n", (unsigned long long)value, event->name,
 			       (unsigned long long)running);
