@@ -134,11 +134,15 @@ def headline_key(experiment: Experiment | None, result: compare.Comparison) -> s
     """WORKLOAD/PHASE/METRIC of the report's first sentence: the experiment's headline, or else its first primary
     row, of a workload that ran (`--workload swapcow` of an experiment whose headline is redis's); the
     strongest discovery (as the confirmation ranks them); or the copies of a write phase (of any phase, when no
-    workload has one). A declared row that nothing measured is the sentence's row only when no other is."""
+    workload has one). A declared row is the sentence's row when some variant measured it, or when its workload
+    measured nothing at all (every boot lost: the sentence says so), never when its workload measured other rows
+    without it (stressng has no write phase); a row that nothing measured only when no other is."""
     found = compare.confirmation_rows(result.rows) if result.plan.discovery else []
     declared = [key for key in ([experiment.headline, *experiment.primary] if experiment else []) if key]
     ran = {row.workload for row in result.rows}       # with its boots/valid_share row, though every boot was lost
-    measured = [key for key in declared if key.split("/", 1)[0] in ran]
+    keys = {row.key for row in result.rows}
+    silent = ran - {row.workload for row in result.rows if (row.phase, row.metric) != compare.BOOTS}
+    measured = [key for key in declared if key in keys or key.split("/", 1)[0] in silent]
     if measured:
         return measured[0]
     if found:

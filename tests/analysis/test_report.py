@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import shutil
 
@@ -137,6 +138,26 @@ def test_the_first_line_is_of_a_declared_row_whose_workload_ran(tmp_path):
         table[table["workload"] == "swapcow"].to_csv(copy / name, index=False)
     first = analysis.analyse(copy, experiment.load(None)).read_text().splitlines()[2]
     assert "cow_copies_per_swapin in the write phase of swapcow from a median of 1.01 to 0" in first, first
+
+
+def test_a_declared_row_of_a_phase_the_workload_does_not_have_is_never_the_first_line(tmp_path):
+    """Held out: `try` of a patch only stress-ng ran opened with "No valid samples of cow_copies in the write
+    phase of stressng: see runs.csv for why" though every boot was valid: stressng has no write phase."""
+    copy = tmp_path / "run"
+    shutil.copytree(RUN, copy)
+    declared = dataclasses.replace(experiment.load(None), headline="swapcow/pageswap/cow_copies",
+                       primary=("swapcow/pageswap/cow_copies",))
+    first = analysis.analyse(copy, declared).read_text().splitlines()[2]
+    assert "No valid samples" not in first and "pageswap" not in first, first
+    assert first.startswith("On Linux 5.10.223 under TCG, `patched` changes cow_copies in the write phase of"), first
+    runs = pd.read_csv(copy / "runs.csv")
+    runs["reason"] = runs["reason"].astype(object)
+    lost = runs["workload"] == "swapcow"
+    runs.loc[lost, "valid"], runs.loc[lost, "reason"] = False, "failed: kernel panic"
+    runs.to_csv(copy / "runs.csv", index=False)
+    first = analysis.analyse(copy, declared).read_text().splitlines()[2]
+    assert first == "No valid samples of cow_copies in the pageswap phase of swapcow: see runs.csv for why.", \
+        "a declared row of a workload that measured nothing is the first line, and says so"
 
 
 def test_a_sweeps_warnings_count_the_boots_of_their_own_point():
