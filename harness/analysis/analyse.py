@@ -111,7 +111,7 @@ def decided(directory: results.RunDirectory) -> bool:
     if judged and all(cover.silent(variant) for variant in judged):
         return True
     kept, _ = compare.valid_samples(samples, runs)
-    return compare.all_decided(compare.gather(kept, runs) | compare.boot_cells(runs), plan, order)
+    return compare.all_decided(compare.gather(kept, runs) | compare.boot_cells(runs, plan.baseline), plan, order)
 
 
 def broken_lines(report: Path) -> list[str]:

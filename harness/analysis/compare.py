@@ -322,15 +322,29 @@ BOOTS = ("boots", "valid_share")     # the (phase, metric) of each workload's lo
 NOT_THE_KERNEL = ("failed: harness fault", "failed: worker ")    # invalid boots that say nothing of the kernel
 
 
-def boot_cells(runs: pd.DataFrame) -> Cells:
+def _lost(runs: pd.DataFrame, baseline: str | None) -> pd.Series:
+    """Which of runs (with points) count for the lost-boots rows: every valid boot, and every invalid one but a
+    failure of the harness or of its worker in a workload and point where the baseline failed so too (or with
+    no baseline named): a harness fault that only the variant's boots show may be the variant's doing (an
+    exception of paramiko's when its guest died), and is counted as lost."""
+    reasons = runs["reason"].fillna("").astype(str) if "reason" in runs else pd.Series("", index=runs.index)
+    ours = reasons.str.startswith(NOT_THE_KERNEL) & ~runs["valid"].astype(bool)
+    if baseline is None:
+        return ~ours
+    where = list(zip(runs["workload"], runs["point"]))
+    shown = {place for place, mine, variant in zip(where, ours, runs["variant"]) if mine and variant == baseline}
+    return pd.Series([not mine or place not in shown for place, mine in zip(where, ours)], index=runs.index)
+
+
+def boot_cells(runs: pd.DataFrame, baseline: str | None = None) -> Cells:
     """Per workload and point, each variant's repetitions as 1.0 where every boot of the repetition (counted and
     timed) was valid and 0.0 where one was lost: failed to boot or run, or failed a gate. A boot lost to the
-    harness itself or to its worker is left out; a repetition with nothing else has no value."""
+    harness itself or to its worker is left out where the baseline's boots show such a failure too (_lost); a
+    repetition with nothing else has no value."""
     if runs.empty:
         return {}
     runs = with_points(runs)
-    reasons = runs["reason"].fillna("").astype(str) if "reason" in runs else pd.Series("", index=runs.index)
-    counted = runs[runs["valid"].astype(bool) | ~reasons.str.startswith(NOT_THE_KERNEL)]
+    counted = runs[_lost(runs, baseline)]
     cells: Cells = {}
     for (workload, point, variant), part in counted.groupby(["workload", "point", "variant"], sort=False):
         kept = part.groupby("rep")["valid"].all()
@@ -339,21 +353,29 @@ def boot_cells(runs: pd.DataFrame) -> Cells:
     return cells
 
 
-def lost_reasons(runs: pd.DataFrame, workload: str, point: str, variant: str) -> str:
-    """'2 x reswap gate: ...; 1 x failed: ...': the invalid boots of one variant that count as lost."""
+def lost_reasons(runs: pd.DataFrame, workload: str, point: str, variant: str, baseline: str | None = None) -> str:
+    """'2 x reswap gate: ...; 1 x failed: ...': the invalid boots of one variant that count as lost (_lost)."""
     runs = with_points(runs)
+    runs = runs[_lost(runs, baseline)]
     mine = runs[(runs["workload"] == workload) & (runs["point"] == point) & (runs["variant"] == variant) &
                 ~runs["valid"].astype(bool)]
     reasons = mine["reason"].fillna("").astype(str) if "reason" in mine else pd.Series(dtype=str)
-    reasons = reasons[~reasons.str.startswith(NOT_THE_KERNEL)]
     return "; ".join(f"{count} x {reason or 'invalid'}" for reason, count in reasons.value_counts().items())
+
+
+def lost_more(rows: list["Row"]) -> list["Row"]:
+    """The lost-boots rows of the variants that lost a larger share of a workload's repetitions than the baseline,
+    whatever their verdict: where they are, the verdicts of that workload rest on the boots that passed."""
+    kept = {(r.workload, r.point): r.median for r in rows if (r.phase, r.metric) == BOOTS and r.variant == r.baseline}
+    return [r for r in rows if (r.phase, r.metric) == BOOTS and r.variant != r.baseline
+            and (r.workload, r.point) in kept and r.median < kept[(r.workload, r.point)]]
 
 
 def _with_reasons(row: "Row", runs: pd.DataFrame) -> "Row":
     """A lost-boots row with a note, with the reasons of its lost boots after it."""
     if (row.phase, row.metric) != BOOTS or not row.note:
         return row
-    reasons = lost_reasons(runs, row.workload, row.point, row.variant)
+    reasons = lost_reasons(runs, row.workload, row.point, row.variant, row.baseline)
     return replace(row, note=f"{row.note}: {reasons}") if reasons else row
 
 
@@ -512,7 +534,11 @@ def _sample(cells: Cells, baseline: str, row: FamilyRow, look: int | None) -> tu
     return base, other, _highest_rep(by_variant)
 
 
-def _survivors(cells: Cells, baseline: str, row: FamilyRow, look: int | None) -> str:
+SURVIVORS = "the boots left are those that passed"
+ON_SURVIVORS = "this rests on the boots that passed"
+
+
+def _survivors(cells: Cells, baseline: str, row: FamilyRow, look: int | None, why: str = SURVIVORS) -> str:
     """Why the boots of a row's variant are no fair sample ('' while they are): its workload lost a larger
     share of the variant's repetitions than of the baseline's, so the boots left are those that passed."""
     if row[1:3] == BOOTS or (row[0], *BOOTS, row[3]) not in cells:
@@ -521,7 +547,7 @@ def _survivors(cells: Cells, baseline: str, row: FamilyRow, look: int | None) ->
     if not len(base) or not len(other) or np.mean(other == 0) <= np.mean(base == 0):
         return ""
     return (f"{np.count_nonzero(other == 0)} of {len(other)} repetitions lost a boot (baseline: "
-            f"{np.count_nonzero(base == 0)} of {len(base)}): the boots left are those that passed")
+            f"{np.count_nonzero(base == 0)} of {len(base)}): {why}")
 
 
 def _reopened(cells: Cells, plan: Plan, row: FamilyRow, look: int | None, verdict: str) -> str | None:
@@ -604,13 +630,14 @@ def _settled(row: FamilyRow, facts: _Facts, p: dict[str, float], cells: Cells, p
     base, other, reps = facts.base, facts.other, facts.reps
     different, equivalent = p["difference"] <= ALPHA, p["equivalence"] <= ALPHA
     small = different and _inside(base, other, plan.margin_pct / 100)
-    held = _survivors(cells, plan.baseline, row, look) if not (different and not small) else ""
+    if different and not small:      # the tails' note withholds equivalence only
+        return Decision(_direction_verdict(row[2], base, other), p["difference"], facts.p_equivalence, reps,
+                        _survivors(cells, plan.baseline, row, look, ON_SURVIVORS))
+    held = _survivors(cells, plan.baseline, row, look)
     if held:
         return Decision("inconclusive", p["difference"], facts.p_equivalence, None, held)
     if len(base) and len(other) and one_value(base, other):
         return Decision("identical", p["difference"], facts.p_equivalence, reps)
-    if different and not small:      # the tails' note withholds equivalence only
-        return Decision(_direction_verdict(row[2], base, other), p["difference"], facts.p_equivalence, reps)
     if equivalent:
         return Decision("equivalent", p["equivalence"], facts.p_equivalence, reps,
                         "a difference smaller than the margin" if small else "")
@@ -888,8 +915,10 @@ def _exploratory_verdict(row: Row, gate_open: set[str], plan: Plan, cells: Cells
     if plan.discovery and _lost_more(cells, row.workload, row.point, row.variant, plan.baseline):
         return replace(row, note=NO_FAIR_SAMPLE)
     by_variant = cells[(row.workload, row.phase, row.metric, row.point)]
+    held = _survivors(cells, plan.baseline, (row.workload, row.phase, row.metric, row.point, row.variant), None,
+                      ON_SURVIVORS)
     return replace(row, verdict=_direction_verdict(row.metric, by_variant[plan.baseline][1],
-                                                   by_variant[row.variant][1]))
+                                                   by_variant[row.variant][1]), note=held or row.note)
 
 
 def other_sources(runs: pd.DataFrame, baseline: str) -> set[str]:
@@ -918,7 +947,7 @@ def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan(), orde
     if plan.baseline not in set(runs["variant"]):
         raise UnknownVariant(name=plan.baseline, experiment="this run", known=", ".join(sorted(set(runs["variant"]))))
     kept, invalid = valid_samples(samples, runs)
-    cells = gather(kept, runs) | boot_cells(runs)
+    cells = gather(kept, runs) | boot_cells(runs, plan.baseline)
     rows = compare_cells(cells, plan, variant_order(runs, plan.baseline, order))
     rows = [_with_reasons(row, runs) for row in rows]
     rows.sort(key=lambda row: sweeps.order(row.point))     # stable: within a point, the order compare_cells gave

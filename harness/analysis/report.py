@@ -69,13 +69,16 @@ def _change_sentence(r: compare.Row, base: compare.Row) -> str:
 
 
 def lost_sentence(rows: list[compare.Row]) -> str:
-    """'' unless a variant lost more repetitions than the baseline (a `worse` lost-boots row); then it, bold:
-    a patch that breaks a workload's gates yields invalid boots, not values, and this is where it shows."""
-    worse = [r for r in rows if (r.phase, r.metric) == compare.BOOTS and r.verdict == "worse"]
-    if not worse:
+    """'' unless a variant lost a larger share of a workload's repetitions than the baseline; then it, bold, with
+    the reasons and the verdict of the lost-boots row, whatever it is: a patch that breaks a workload's gates
+    yields invalid boots, not values, and the verdicts of that workload rest on the boots that passed."""
+    lost = compare.lost_more(rows)
+    if not lost:
         return ""
-    said = "; ".join(f"`{r.variant}` in {r.workload}{f' at {r.point}' if r.point else ''}: {r.note}" for r in worse)
-    return f"**Lost boots: a variant lost more repetitions than `{worse[0].baseline}` (worse): {said}.**"
+    said = "; ".join(f"`{r.variant}` in {r.workload}{f' at {r.point}' if r.point else ''}: {r.note} "
+                     f"({r.verdict})" for r in lost)
+    return (f"**Lost boots: a variant lost more repetitions than `{lost[0].baseline}`: {said}. The verdicts of "
+            "those workloads rest on the boots that passed.**")
 
 
 CAUSE_WORDS = {"zero_page": "zero-page copies", "ksm": "KSM copies", "shared": "copies of shared pages",
@@ -262,7 +265,8 @@ def findings(runs: pd.DataFrame, metadata: results.RunMetadata, comparison: comp
             f"variant: what they read back is the finding (above), and no row of theirs carries a statistic."
             if checks else (silent + " " if silent else "") + headline_sentence(rows, headline, release, accelerator,
                                                                                  ran)]
-    said += [discovery_sentence(comparison, confirm), lost_sentence(rows)]
+    said.insert(0, lost_sentence(rows))       # first: no finding below stands on a fair sample of the boots
+    said += [discovery_sentence(comparison, confirm)]
     said.append(cause_sentence(rows, *headline.split("/")[:2]) if headline and not metadata.sweep and not checks
                 else "")
     return [sentence for sentence in said if sentence]

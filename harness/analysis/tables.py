@@ -10,7 +10,7 @@ import textwrap
 
 from harness import metrics
 from harness.analysis import integrity
-from harness.analysis.compare import ALPHA, BOOTS, Comparison, Row
+from harness.analysis.compare import ALPHA, BOOTS, Comparison, Row, lost_more
 
 CONTROL_KINDS = {True: "the baseline kernel again", False: "object code identical to the baseline"}
 SHOWN_FAILED = 4        # failed control rows named in the calibration line
@@ -225,8 +225,7 @@ def method_lines(comparison: Comparison) -> list[str]:
                      "5%, not the family-wise error")
     lines += _short_lines(comparison.rows)
     lines += [f"LOST BOOTS: `{r.variant}` lost more repetitions of {r.workload}{_at(r)} than "
-              f"`{comparison.plan.baseline}`: {r.note}"
-              for r in comparison.rows if (r.phase, r.metric) == BOOTS and r.verdict == "worse"]
+              f"`{comparison.plan.baseline}` ({r.verdict}): {r.note}" for r in lost_more(comparison.rows)]
     lines += list(comparison.notes)
     return lines + _other_kernel_lines(comparison) + ([comparison.checked] if comparison.checked else [])
 

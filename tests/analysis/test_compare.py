@@ -606,6 +606,30 @@ def test_lost_boots_are_a_row_of_every_table_with_their_reasons(tmp_path):
     assert "boots   valid_share" in table and "[1] swapcow/boots/valid_share patched: 2 of 2 repetitions" in table
 
 
+def lose(run, copy, workload: str, variant: str, reps, reason: str):
+    """A copy of run whose boots of variant in workload at reps failed with reason."""
+    shutil.copytree(run, copy)
+    runs = pd.read_csv(copy / "runs.csv")
+    runs["reason"] = runs["reason"].astype(object)
+    lost = (runs["variant"] == variant) & (runs["workload"] == workload) & runs["rep"].isin(reps)
+    runs.loc[lost, ["valid", "reason"]] = [False, reason]
+    runs.to_csv(copy / "runs.csv", index=False)
+    return copy
+
+
+def test_a_verdict_on_the_boots_that_passed_says_so(tmp_path):
+    """A `better` that stands on the boots left after the variant lost more than the baseline carries the loss."""
+    reference = max(ROOT.glob("results/reference-*"))
+    copy = lose(reference, tmp_path / "run", "swapcow", "patched", [6], "write: a gate failed")
+    rows = {(r.key, r.variant): r for r in analysis.comparison([copy]).rows}
+    row = rows[("swapcow/write/cow_copies_per_swapin", "patched")]
+    assert (row.n, row.verdict) == (5, "better") and row.margin_pct is not None, row
+    assert row.note == "1 of 6 repetitions lost a boot (baseline: 0 of 6): this rests on the boots that passed"
+    explored = rows[("swapcow/write/cow_copies", "patched")]
+    assert explored.verdict == "better" and explored.note == row.note, "behind the open gate too"
+    assert rows[("redis/write/cow_copies_per_swapin", "patched")].note == "", "redis lost nothing"
+
+
 def split_reference(tmp_path, auto: bool, drift: float = 1.0) -> list:
     """The reference run as two folders: base and control in the first, patched and control in the second,
     the second's control values of redis/write/cow_copies_per_swapin times `drift`."""

@@ -12,6 +12,7 @@ from harness.analysis import analyse as analysis
 from harness.analysis import mail
 from harness.cli import main
 from harness.project import ROOT
+from tests.analysis.test_compare import lose
 from tests.conftest import DATA
 
 REFERENCE = max(ROOT.glob("results/reference-*"))
@@ -47,6 +48,28 @@ def test_the_reference_run_mails_in_72_columns(tmp_path):
                                                                  rel=5e-3), (values, medians)
     assert any(line.startswith("B better, W worse, E equivalent") for line in lines)
     assert lines[-1] == "Reproduce: harness bench --control --reps auto"
+
+
+def test_lost_boots_open_the_mail_with_their_reasons_whatever_the_verdict(tmp_path):
+    """Issue 37: with 5 of 6 boots lost the mail opened with "better" and showed the loss on line 32 as
+    "1/6 (5 invalid)", without the reason; an exception that is not one of ours (paramiko's, when a guest dies)
+    was a harness fault, never a lost boot. Now a harness fault only the variant shows counts as lost, and the
+    loss opens the mail, with one repetition lost of six as with five."""
+    copy = lose(REFERENCE, tmp_path / "five", "swapcow", "patched", range(2, 7),
+                "failed: harness fault: OSError: Socket is closed")
+    opening = email(tmp_path, copy).output.split("\n\n")[1].replace("\n  ", " ").replace("\n", " ")
+    assert opening.startswith("Lost boots: a variant lost more repetitions than base: patched in swapcow: 5 of 6 "
+                              "repetitions lost a boot (baseline: 0 of 6): 5 x failed: harness fault: OSError: Socket "
+                              "is closed ("), opening
+    one = lose(REFERENCE, tmp_path / "one", "forkcow", "patched", [6], "reuse: wp_faults is 0")
+    opening = email(tmp_path, one).output.split("\n\n")[1].replace("\n  ", " ").replace("\n", " ")
+    assert opening.startswith("Lost boots: a variant lost more repetitions than base: patched in forkcow: 1 of 6 "
+                              "repetitions lost a boot (baseline: 0 of 6): 1 x reuse: wp_faults is 0 (inconclusive)"), \
+        opening
+    both = lose(one, tmp_path / "both", "forkcow", "base", [6], "failed: harness fault: OSError: Socket is closed")
+    both = lose(both, tmp_path / "both2", "forkcow", "patched", [6], "failed: harness fault: OSError: Socket is closed")
+    text = email(tmp_path, both).output
+    assert "Lost boots" not in text, "a harness fault the baseline shows too says nothing of the variant"
 
 
 def test_report_txt_is_written_beside_report_md(tmp_path):

@@ -123,9 +123,11 @@ def test_a_variant_whose_boots_all_failed_is_named_in_the_first_line(tmp_path):
     runs.loc[runs["variant"] == "patched", "valid"] = False
     runs.loc[runs["variant"] == "patched", "reason"] = "failed: kernel panic"
     runs.to_csv(copy / "runs.csv", index=False)
-    first = analysis.analyse(copy, experiment.load(None)).read_text().splitlines()[2]
-    assert first.startswith("No valid samples of cow_copies_per_swapin in the write phase of redis from `patched`: "
-                            "see runs.csv for why (`base` has a median of"), first
+    lines = [line for line in analysis.analyse(copy, experiment.load(None)).read_text().splitlines()[2:6] if line]
+    assert lines[0].startswith("**Lost boots: a variant lost more repetitions than `base`: `patched` in swapcow: 2 of "
+                               "2 repetitions lost a boot (baseline: 0 of 2): 4 x failed: kernel panic"), lines
+    assert lines[1].startswith("No valid samples of cow_copies_per_swapin in the write phase of redis from "
+                               "`patched`: see runs.csv for why (`base` has a median of"), lines
 
 
 def test_the_first_line_is_of_a_declared_row_whose_workload_ran(tmp_path):
