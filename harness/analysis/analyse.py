@@ -137,7 +137,7 @@ def headline_key(experiment: Experiment | None, result: compare.Comparison) -> s
     workload has one). A declared row is the sentence's row when some variant measured it, or when its workload
     measured nothing at all (every boot lost: the sentence says so), never when its workload measured other rows
     without it (stressng has no write phase); a row that nothing measured only when no other is."""
-    found = compare.confirmation_rows(result.rows) if result.plan.discovery else []
+    found = compare.confirmation_rows(compare.discoveries(result.rows)) if result.plan.discovery else []
     declared = [key for key in ([experiment.headline, *experiment.primary] if experiment else []) if key]
     ran = {row.workload for row in result.rows}       # with its boots/valid_share row, though every boot was lost
     keys = {row.key for row in result.rows}
@@ -193,23 +193,27 @@ def reproduce_command(run_dir: Path, metadata: results.RunMetadata) -> str:
     design = " --reps auto" if metadata.reps == "auto" else f" --reps {metadata.reps or 6}"
     return f"harness bench -e {kept} --control{design}"
 DISCOVERY_LINE = re.compile(r"^discovery[ \t]*=[ \t]*true[ \t]*(#.*)?$", re.MULTILINE)
+PRIMARY_LINES = re.compile(r"^primary[ \t]*=[ \t]*\[[^\]]*\][ \t]*(#.*)?$", re.MULTILINE)     # an array of strings
 HEADLINE_LINE = re.compile(r"^headline\s*=.*\n", re.MULTILINE)
 
 
 def write_confirmation(run_dir: Path, result: compare.Comparison, metadata: results.RunMetadata) -> Path | None:
-    """RUN_DIR/confirm.toml: the discovery's experiment file with its strongest discoveries declared primary
-    (compare.confirmation_rows) and `discovery = true` dropped, so that one command tests them on fresh boots.
-    None when the experiment file is gone, or has no top-level `discovery = true` line to replace."""
+    """RUN_DIR/confirm.toml: the run's experiment file with its leads (compare.leads: a discovery's, or the rows a
+    closed gate kept quiet) declared primary (compare.confirmation_rows) in place of `discovery = true` or of the
+    primary rows, so that one command judges them on fresh boots. None when there are none, the experiment file is
+    gone, or it has no top-level line of either kind to replace."""
     kept = experiment_file(run_dir, metadata)
     text = kept.read_text() if kept else ""
     first_table = re.search(r"^\[", text, re.MULTILINE)
     top, tables = (text[:first_table.start()], text[first_table.start():]) if first_table else (text, "")
-    rows = compare.confirmation_rows(result.rows)
-    if not DISCOVERY_LINE.search(top) or not rows:
+    rows = compare.confirmation_rows(compare.leads(result.rows, result.plan))
+    replaced = DISCOVERY_LINE if result.plan.discovery else PRIMARY_LINES
+    if not replaced.search(top) or not rows:
         return None
-    declared = (f"# The strongest discoveries of {run_dir.name}, declared: a confirmatory run on fresh boots\n"
+    what = "discoveries" if result.plan.discovery else "unjudged moves"
+    declared = (f"# The strongest {what} of {run_dir.name}, declared: a confirmatory run on fresh boots\n"
                 "primary = [\n" + "".join(f'    "{row}",\n' for row in rows) + f']\nheadline = "{rows[0]}"')
-    top = DISCOVERY_LINE.sub(lambda _: declared, HEADLINE_LINE.sub("", top), count=1)
+    top = replaced.sub(lambda _: declared, HEADLINE_LINE.sub("", top), count=1)
     body = top + tables
     path = run_dir / CONFIRMATION
     experiments.from_dict(tomllib.loads(body), path)        # a file that would not load is a bug here, not later
@@ -228,7 +232,7 @@ def analyse(run_dir: Path, experiment: Experiment, baseline: str | None = None, 
                  + tables.render_markdown(result.rows, show_all=True) + "\n")
     figures = plots.plot_all(samples, runs, metadata, run_dir / "plots", result.rows)
     headline = headline_key(experiment, result)
-    confirm = write_confirmation(run_dir, result, metadata) if compare.discoveries(result.rows) else None
+    confirm = write_confirmation(run_dir, result, metadata) if compare.leads(result.rows, result.plan) else None
     path = report.write(run_dir, result, figures, headline, confirm)
     write_atomic(run_dir / MAIL, mail_text(run_dir, result, headline, runs, metadata, confirm))
     cover = json.loads(json.dumps(result.coverage.as_dict() if result.coverage is not None else {}))

@@ -688,14 +688,32 @@ def discoveries(rows: list[Row]) -> list[Row]:
     return sorted(found, key=lambda r: (r.p_adjusted, -abs(r.change_pct or 0.0)))
 
 
-def confirmation_rows(rows: list[Row], limit: int = CONFIRM_LIMIT) -> list[str]:
-    """The WORKLOAD/PHASE/METRIC rows a confirmatory run declares primary, from a discovery: per workload phase
+def unjudged(rows: list[Row], plan: Plan) -> list[Row]:
+    """Outside a discovery, what a closed gate keeps quiet: the exploratory rows with a direction of each judged
+    variant none of whose primary rows is better or worse, that moved at the exploratory level (Benjamini-Hochberg
+    p_adj within ALPHA), the strongest first. They have no verdict (the chance of a false verdict in a table that
+    shows no effect stays within 5% only so); they are leads to judge on fresh boots."""
+    if plan.discovery:
+        return []
+    gate_open = {r.variant for r in rows if r.margin_pct is not None and r.verdict in ("better", "worse")}
+    found = [r for r in rows if r.role == "exploratory" and r.variant not in gate_open and r.direction != "none"
+             and r.p_adjusted is not None and r.p_adjusted <= ALPHA and r.verdict not in ("better", "worse")]
+    return sorted(found, key=lambda r: (r.p_adjusted, -abs(r.change_pct or 0.0)))
+
+
+def leads(rows: list[Row], plan: Plan) -> list[Row]:
+    """The rows a confirmatory run would judge: a discovery's, or what a closed gate kept quiet (unjudged)."""
+    return discoveries(rows) if plan.discovery else unjudged(rows, plan)
+
+
+def confirmation_rows(found: list[Row], limit: int = CONFIRM_LIMIT) -> list[str]:
+    """The WORKLOAD/PHASE/METRIC rows a confirmatory run declares primary, from leads (strongest first): per phase
     the strongest discovery, preferring a count to a timing (counts are exact; timings under TCG are emulated),
     a headline metric (the short table's) and a rate (it moves less with what the boot happened to swap) to a
     raw count; each workload's strongest first, then each one's second, ...; a metric not chosen yet before one
     that is; never the idle phase; at most limit of them, since every primary row costs the family alpha."""
     best: dict[tuple, Row] = {}
-    for r in discoveries(rows):
+    for r in found:
         if r.phase == IDLE:
             continue        # the background before the workload starts: no claim about the workload
         meaning = metrics.meaning(r.metric)

@@ -240,6 +240,27 @@ def discovery_sentence(comparison: compare.Comparison, confirm: Path | None) -> 
             f"{confirm_with}")
 
 
+def unjudged_sentence(comparison: compare.Comparison, confirm: Path | None) -> str:
+    """'' unless a closed gate kept rows quiet (compare.unjudged); then, per variant, how many rows moved at the
+    exploratory level, the strongest of them with its medians, and the command that judges them on fresh boots."""
+    found = compare.unjudged(comparison.rows, comparison.plan)
+    if not found:
+        return ""
+    base = {(r.key, r.point): r.median for r in comparison.rows if r.variant == r.baseline}
+    parts = []
+    for variant in dict.fromkeys(r.variant for r in found):
+        mine = [r for r in found if r.variant == variant]
+        top = mine[0]
+        change = f", {top.change_pct:+.0f}%" if top.change_pct is not None else ""
+        parts.append(f"`{variant}` {len(mine)}, the strongest {top.metric} in the {top.phase} phase of {top.workload} "
+                     f"({_number(base[(top.key, top.point)])} to {_number(top.median)}{change}, p_adj "
+                     f"{top.p_adjusted:.2g})")
+    judge = f" Judge them on fresh boots: `harness bench -e {confirm} --control`." if confirm else ""
+    return (f"At the exploratory level ({compare.ALPHA:.0%} false-discovery rate) rows moved that have no verdict, "
+            f"since no primary row of their variant moved: {'; '.join(parts)}. Unjudged leads, not findings."
+            f"{judge}")
+
+
 def _by_rule_only(rows: list[compare.Row]) -> list[str]:
     """The run's workloads when every one is judged by a rule (workloads.by_rule: integrity, selftests), else []."""
     ran = list(dict.fromkeys(r.workload for r in rows))
@@ -266,7 +287,7 @@ def findings(runs: pd.DataFrame, metadata: results.RunMetadata, comparison: comp
             if checks else (silent + " " if silent else "") + headline_sentence(rows, headline, release, accelerator,
                                                                                  ran)]
     said.insert(0, lost_sentence(rows))       # first: no finding below stands on a fair sample of the boots
-    said += [discovery_sentence(comparison, confirm)]
+    said += [discovery_sentence(comparison, confirm), unjudged_sentence(comparison, confirm)]
     said.append(cause_sentence(rows, *headline.split("/")[:2]) if headline and not metadata.sweep and not checks
                 else "")
     return [sentence for sentence in said if sentence]

@@ -162,6 +162,32 @@ def test_a_declared_row_of_a_phase_the_workload_does_not_have_is_never_the_first
         "a declared row of a workload that measured nothing is the first line, and says so"
 
 
+def test_a_closed_gate_still_says_what_moved_and_how_to_judge_it(tmp_path):
+    """Held out: a patch that turned swap readahead off, run with the default primary rows: all `equivalent`,
+    rightly, and nothing else said while major faults in redis's read phase rose 523%. Here the reference run
+    with forkcow's reuse share (identical) as its only primary row: the copies that moved are named, unjudged,
+    and confirm.toml declares them primary for a run on fresh boots."""
+    copy = tmp_path / "run"
+    shutil.copytree(max(ROOT.glob("results/reference-*")), copy)
+    recorded = json.loads((copy / "metadata.json").read_text())
+    recorded.update(primary=["forkcow/reuse/reuse_share"],
+                    experiment_file=str(ROOT / "experiments" / "do-wp-page-swapcache.toml"))
+    (copy / "metadata.json").write_text(json.dumps(recorded))
+    text = analysis.analyse(copy, analysis.recorded_experiment(copy)).read_text()
+    said = next(line for line in text.splitlines() if line.startswith("At the exploratory level"))
+    assert "rows moved that have no verdict, since no primary row of their variant moved: `patched` " in said, said
+    assert f"Judge them on fresh boots: `harness bench -e {copy / 'confirm.toml'} --control`." in said
+    confirm = experiment.load(str(copy / "confirm.toml"))
+    assert confirm.primary and "forkcow/reuse/reuse_share" not in confirm.primary, confirm.primary
+    assert any(row.startswith(("swapcow/write/", "redis/write/")) for row in confirm.primary), confirm.primary
+    comparison = analysis.comparison([copy])
+    rows = {(r.key, r.variant): r for r in comparison.rows}
+    assert not [r for r in comparison.rows if r.role == "exploratory" and r.verdict in ("better", "worse")]
+    assert rows[("swapcow/write/cow_copies", "patched")] in compare.unjudged(comparison.rows, comparison.plan)
+    assert not [r for r in compare.unjudged(comparison.rows, comparison.plan) if r.variant == "control"], \
+        "the A/A control moved nothing"
+
+
 def test_a_sweeps_warnings_count_the_boots_of_their_own_point():
     runs = pd.DataFrame({"workload": ["swapcow"] * 4, "variant": ["base"] * 4, "rep": [1, 2, 1, 2],
                          "point": ["swap_mb=72", "swap_mb=72", "swap_mb=256", "swap_mb=256"],
