@@ -3,13 +3,17 @@ harness/kernel/objdiff.py) and which workload phases ran them (`calls.FUNCTION`,
 function profiler in every phase of every counted boot, of the baseline and the variants alike; the
 whole guest's calls: the idle phase, before the workload starts, shows the guest's background).
 
-A phase *exercised* a variant's patch when the median number of calls, over the phase's valid
-counted boots, of at least one of the functions it changed is above 0 on the baseline or on the
-variant. It did not when every function the variant changed outside init sections was counted on
-each kernel that has it, and none has such a median: then no statement of "no change" can be made
+A phase *exercised* a variant's patch when at least one of the functions it changed was called in
+the phase, in any valid counted boot of the baseline or the variant, more often per second than in
+the idle phase of those boots (every boot's calls and seconds added up, per phase): a phase that
+calls a function no more often than the guest's background does tells nothing of what the workload
+made it do. It did not when every function the variant changed outside init sections was counted on
+each kernel that has it, and none was so called: then no statement of "no change" can be made
 about that phase, and its rows get the verdict `not exercised` instead of `equivalent`, `identical`
-(and, for primary rows, `inconclusive`). When no boot of any workload phase called any of them,
-every row of the variant but a `better` or `worse` one is `not exercised`, and the report's
+(and, for primary rows, `inconclusive`). Coverage is per function, not per line: a phase that
+called a changed function may still not have taken the changed branch. When no boot of any
+workload phase called any of them, every row of the variant but a `better` or `worse` one is
+`not exercised`, and the report's
 headline says so first. Functions in init sections ran at boot, before any phase; functions the
 profiler cannot see (no `__fentry__` call: notrace, as every inline function's out-of-line copy is)
 or cannot tell apart (a name an unchanged function shares) are named, and while one of them is
@@ -61,6 +65,8 @@ class Coverage:
     changed: dict = field(default_factory=dict)     # variant -> Changed
     medians: dict = field(default_factory=dict)     # (variant, workload, point, phase) -> {function: median}
     maxima: dict = field(default_factory=dict)      # the same keys -> {function: most calls in one boot}
+    totals: dict = field(default_factory=dict)      # the same keys -> {function: calls in every boot together}
+    seconds: dict = field(default_factory=dict)     # the same keys -> the phase's seconds in every boot together
 
     def calls(self, variant: str, workload: str, point: str, phase: str) -> dict[str, list]:
         """function -> [median calls on the baseline, on the variant] in a phase (None: not counted there,
@@ -72,13 +78,28 @@ class Coverage:
         other = self.medians.get((variant, workload, point, phase), {})
         return {function: [base.get(function), other.get(function)] for function in mine.counted}
 
+    def above_idle(self, variant: str, workload: str, point: str, phase: str, function: str) -> bool:
+        """Whether the phase called function, in the boots of the baseline and the variant together, more often per
+        second than their idle phases did (of the idle phase itself, or with no idle phase counted: whether it
+        called it at all)."""
+        calls = idle = 0.0
+        seconds = idle_seconds = 0.0
+        for kernel in dict.fromkeys((self.baseline, variant)):
+            calls += self.totals.get((kernel, workload, point, phase), {}).get(function, 0.0)
+            seconds += self.seconds.get((kernel, workload, point, phase), 0.0)
+            idle += self.totals.get((kernel, workload, point, IDLE), {}).get(function, 0.0)
+            idle_seconds += self.seconds.get((kernel, workload, point, IDLE), 0.0)
+        if phase == IDLE or not idle_seconds:
+            return calls > 0
+        return calls > 0 and calls * idle_seconds > idle * seconds
+
     def exercised(self, variant: str, workload: str, point: str, phase: str) -> bool | None:
         """Whether the phase ran a function the variant changed (above); None when the run cannot tell."""
         mine = self.changed.get(variant)
         if mine is None or not mine.counted:
             return None
         calls = self.calls(variant, workload, point, phase)
-        if any(value is not None and value > 0 for pair in calls.values() for value in pair):
+        if any(self.above_idle(variant, workload, point, phase, function) for function in calls):
             return True
         if mine.uncounted:
             return None
@@ -117,15 +138,15 @@ class Coverage:
         return [function for function in mine.counted if function not in ran]
 
     def background(self, variant: str, workload: str, point: str, phase: str) -> bool:
-        """Whether a phase called the variant's changed functions no more than the idle phase before the workload
-        did, on both kernels: its calls may be the guest's background, not the workload's."""
+        """Whether a phase called a function the variant changed, but none more often per second than the idle
+        phase before the workload: its calls are the guest's background, not the workload's."""
         if phase == IDLE:
             return False
-        calls = self.calls(variant, workload, point, phase)
-        idle = self.calls(variant, workload, point, IDLE)
-        pairs = [(value, idle.get(function, [None, None])[side]) for function, pair in calls.items()
-                 for side, value in enumerate(pair) if value is not None]
-        return bool(pairs) and all(rest is not None and value <= rest for value, rest in pairs)
+        keys = [(kernel, workload, point, phase) for kernel in (self.baseline, variant)]
+        called = any(self.totals.get(key, {}).get(function, 0) > 0 for key in keys
+                     for function in self.changed[variant].counted)
+        return called and not any(self.above_idle(variant, workload, point, phase, function)
+                                  for function in self.changed[variant].counted)
 
     def judged(self, rows: list) -> list:
         """The comparison rows (harness/analysis/compare.Row) with `exercised` and `changed_calls`, and the
@@ -150,6 +171,9 @@ class Coverage:
             return replace(row, verdict=SILENT)
         if exercised is False and (row.verdict in compare.RESTING or row.margin_pct is not None):
             said = f"{where} ran none of the functions `{row.variant}` changed"
+            if row.phase != compare.BOOTS[0] and self.background(row.variant, row.workload, row.point, row.phase):
+                said = (f"{where} called the functions `{row.variant}` changed no more often per second than the "
+                        "idle phase (the guest's background)")
             return replace(row, verdict=SILENT, note=f"{row.note}; {said}" if row.note else said)
         return row
 
@@ -218,7 +242,7 @@ def of(samples: pd.DataFrame, runs: pd.DataFrame, metadata, baseline: str) -> Co
     differences = _differences([metadata] if isinstance(metadata, results.RunMetadata) else list(metadata), baseline)
     if not differences:
         return Coverage(baseline)
-    medians, maxima = _counted_calls(samples, runs)
+    medians, maxima, totals, seconds = _counted_calls(samples, runs)
     counted = {function for found in medians.values() for function in found}
     changed = {}
     for variant, difference in differences.items():
@@ -228,7 +252,7 @@ def of(samples: pd.DataFrame, runs: pd.DataFrame, metadata, baseline: str) -> Co
         changed[variant] = Changed(variant, tuple(functions), tuple(difference.init), tuple(difference.untraced),
                                    tuple(difference.shared), tuple(f for f in functions if f in counted),
                                    tuple(difference.added), tuple(difference.removed))
-    return Coverage(baseline, changed, medians, maxima)
+    return Coverage(baseline, changed, medians, maxima, totals, seconds)
 
 
 def _differences(recorded: list[results.RunMetadata], baseline: str) -> dict[str, results.ObjectCode]:
@@ -242,19 +266,27 @@ def _differences(recorded: list[results.RunMetadata], baseline: str) -> dict[str
     return differences
 
 
-def _counted_calls(samples: pd.DataFrame, runs: pd.DataFrame) -> tuple[dict, dict]:
-    """(medians, maxima) of the valid boots' calls: (variant, workload, point, phase) -> function -> figure."""
-    calls = samples[samples["metric"].astype(str).str.startswith(METRIC)]
-    calls, _ = compare.valid_samples(calls, runs)
+def _counted_calls(samples: pd.DataFrame, runs: pd.DataFrame) -> tuple[dict, dict, dict, dict]:
+    """(medians, maxima, totals) of the valid boots' calls: (variant, workload, point, phase) -> function ->
+    figure; and seconds: the same keys -> the phase's duration_s added up over the boots that counted calls."""
+    chosen = samples[samples["metric"].astype(str).str.startswith(METRIC) | (samples["metric"] == "duration_s")]
+    chosen, _ = compare.valid_samples(chosen, runs)
+    chosen = chosen.assign(point=chosen["point"].fillna("").astype(str))
+    calls = chosen[chosen["metric"].astype(str).str.startswith(METRIC)]
     medians: dict = {}
     maxima: dict = {}
+    totals: dict = {}
     for (variant, workload, at, phase, metric), values in calls.groupby(
-            [calls["variant"], calls["workload"], calls["point"].fillna(""), calls["phase"], calls["metric"]],
-            sort=False):
+            ["variant", "workload", "point", "phase", "metric"], sort=False):
         key, function = (str(variant), str(workload), str(at), str(phase)), metric[len(METRIC):]
         medians.setdefault(key, {})[function] = float(np.median(values["value"]))
         maxima.setdefault(key, {})[function] = float(values["value"].max())
-    return medians, maxima
+        totals.setdefault(key, {})[function] = float(values["value"].sum())
+    boots = calls[["variant", "workload", "point", "phase", "rep", "mode"]].drop_duplicates()
+    durations = chosen[chosen["metric"] == "duration_s"].merge(boots)
+    seconds = {(str(v), str(w), str(at), str(phase)): float(part["value"].sum())
+               for (v, w, at, phase), part in durations.groupby(["variant", "workload", "point", "phase"], sort=False)}
+    return medians, maxima, totals, seconds
 
 
 def _number(value: float | None) -> str:
@@ -270,9 +302,11 @@ def section(cover: Coverage) -> list[str]:
     lines = ["## Patch coverage", "",
              "Median calls of each function a variant changed (every copy of it, in the whole guest, from the "
              f"function profiler) per phase of the counted boots, `{cover.baseline}` -> variant; `-`: no count "
-             "there (that kernel lacks the function, or its profiler refused it). A phase ran the patch when one "
-             "median is above 0; the idle phase, before the workload starts, shows the guest's background (the "
-             "collectors start no process and take no fault).", ""]
+             "there (that kernel lacks the function, or its profiler refused it). A phase ran the patch when, in "
+             "every boot of both kernels together, it called one of them more often per second than the idle "
+             "phase did; the idle phase, before the workload starts, shows the guest's background (the "
+             "collectors start no process and take no fault). Coverage is per function, not per line: a phase "
+             "that called a changed function may not have taken the changed branch.", ""]
     for variant, mine in cover.changed.items():
         lines += [f"### `{variant}`", ""]
         lines += _calls_table(cover, variant, mine.counted) if mine.counted else []
@@ -303,8 +337,9 @@ def _calls_table(cover: Coverage, variant: str, counted) -> list[str]:
 
 def _ran(cover: Coverage, variant: str, workload: str, point: str, phase: str) -> str:
     ran = cover.exercised(variant, workload, point, phase)
-    if ran and cover.background(variant, workload, point, phase):
-        return "yes, no more than idle: the guest's background, perhaps not the workload"
+    if not ran and cover.background(variant, workload, point, phase):
+        return ("no: called no more often per second than idle (the guest's background)" if ran is False else
+                "?: called no more often per second than idle")
     return "yes" if ran else "no" if ran is False else "?"
 
 
