@@ -426,16 +426,40 @@ def outside_margin(values: np.ndarray, centre: float, margin: float) -> int:
     return int(np.count_nonzero(np.abs(values / centre - 1) > margin * (1 + 1e-9)))
 
 
+def beyond_baseline(base: np.ndarray, other: np.ndarray, margin: float) -> int:
+    """How many boots of the variant lie beyond the baseline's farthest boot on their side by more than the margin
+    (a fraction of the baseline's median; of nothing when the median is 0): however noisy the baseline, no boot of
+    it came near them."""
+    if not len(base) or not len(other):
+        return 0
+    centre = stats.median(base)
+    scale = abs(centre) if centre else 0.0
+    low, high = float(np.min(base)) - margin * scale, float(np.max(base)) + margin * scale
+    return int(np.count_nonzero((other < low * (1 + 1e-9) - 1e-12) | (other > high * (1 + 1e-9) + 1e-12)))
+
+
 def tails(base: np.ndarray, other: np.ndarray, margin: float) -> str:
-    """Why no `equivalent` may stand, '' if none: boots of the variant outside the margin around the baseline's
-    median while none of the baseline's are, or more often than the baseline's (Fisher's exact test). The
-    equivalence test is about the middle of the boots; a patch that misbehaves in some boots only (a race)
-    shows in the tails."""
+    """Why no `equivalent` may stand, '' if none: boots of the variant beyond the baseline's farthest boot by more
+    than the margin (beyond_baseline: one broken boot is enough, however noisy the baseline), or outside the margin
+    around the baseline's median while none of the baseline's are, or more often than the baseline's (Fisher's
+    exact test, which counts boots outside and not how far). The equivalence test is about the middle of the
+    boots; a patch that misbehaves in some boots only (a race) shows in the tails."""
+    far = beyond_baseline(base, other, margin)
+    if far:
+        return (f"{far} of {len(other)} boots beyond the baseline's farthest boot by more than +-{margin * 100:g}% "
+                f"of its median")
     centre = stats.median(base)
     out, base_out = outside_margin(other, centre, margin), outside_margin(base, centre, margin)
     if out and (not base_out or stats.more_often(out, len(other), base_out, len(base)) <= ALPHA):
         return f"{out} of {len(other)} boots outside +-{margin * 100:g}% (baseline: {base_out} of {len(base)})"
     return ""
+
+
+def tail_allowance(boots: int, level: float = 0.95) -> str:
+    """What an `equivalent` on boots of which none broke still allows: the highest share of broken boots (beyond
+    the baseline's by the margin) that `boots` clean ones do not rule out at level (exact: 1 - (1 - level)^(1/n))."""
+    return (f"no boot of {boots} beyond the baseline's by the margin: a failure in up to "
+            f"{1 - (1 - level) ** (1 / boots):.0%} of boots is not ruled out ({level:.0%})")
 
 
 def _inside(base: np.ndarray, other: np.ndarray, margin: float) -> bool:
@@ -639,8 +663,8 @@ def _settled(row: FamilyRow, facts: _Facts, p: dict[str, float], cells: Cells, p
     if len(base) and len(other) and one_value(base, other):
         return Decision("identical", p["difference"], facts.p_equivalence, reps)
     if equivalent:
-        return Decision("equivalent", p["equivalence"], facts.p_equivalence, reps,
-                        "a difference smaller than the margin" if small else "")
+        said = "; ".join(["a difference smaller than the margin"] * small + [tail_allowance(len(other))])
+        return Decision("equivalent", p["equivalence"], facts.p_equivalence, reps, said)
     note = facts.note or ("a difference smaller than the margin; equivalence not shown yet" if small else "")
     return Decision("inconclusive", p["difference"], facts.p_equivalence, None, note)
 
