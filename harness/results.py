@@ -32,7 +32,7 @@ from harness import project
 from harness.errors import NewerFormat, NotAResultDirectory, NotComparable
 from harness.files import write_atomic
 
-FORMAT = 5
+FORMAT = 6
 
 
 def host_facts() -> "HostFacts":
@@ -148,6 +148,8 @@ class Run:
     swap_compressor: str = ""    # zram's or zswap's compressor, as the guest kernel used it
     host: str = ""               # the machine the cell ran on (its hostname); format 4
     findings: tuple[Finding, ...] = ()     # what the boot found wrong, valid or not; format 5
+    image: str = ""              # the guest image's digest; format 6
+    host_kernel: str = ""        # `uname -r` of the machine the cell ran on; format 6
 
     @property
     def cell(self) -> tuple[str, str, int, str, str]:

@@ -34,9 +34,11 @@ def comparison(run_dirs: list[Path], baseline: str | None = None) -> compare.Com
     order = [name for metadata_of_run in metadata for name in metadata_of_run.variant_names]
     result = compare.compare(samples, runs, plan, order, coverage.of(samples, runs, metadata, chosen))
     if len(run_dirs) > 1:
-        result = replace(result, notes=(f"Pooled: {len(run_dirs)} run folders, one look at all their boots at "
-                                        f"{design.whole:.3g} of alpha; boots of different folders were not "
-                                        "interleaved", *drift_lines(samples, runs, plan, run_dirs)))
+        moved, said = drift(samples, runs, plan, run_dirs)
+        result = replace(result, drift=moved, notes=(
+            f"Pooled: {len(run_dirs)} run folders, one look at all their boots at {design.whole:.3g} of alpha; each "
+            "variant against the baseline kernel's boots of its own folders (the baseline and the controls)",
+            *([said] if said else [])))
     return result
 
 
@@ -54,10 +56,11 @@ def pooled_design(metadata: list[results.RunMetadata]) -> compare.Design:
                                                "combinations of repetitions")
 
 
-def drift_lines(samples, runs, plan: compare.Plan, run_dirs: list[Path]) -> list[str]:
+def drift(samples, runs, plan: compare.Plan, run_dirs: list[Path]) -> tuple[tuple[str, ...], str]:
     """Whether the baseline kernel (the baseline and its control) moved between the folders, row by primary row:
     each later folder's boots of it against the first folder's, exact rank tests, Holm across the rows and
-    folders. A drift means the pooled verdicts compare days as well as kernels."""
+    folders. (the rows that moved, each "ROW in FOLDER (p_adj P)": a failed calibration, since the pooled verdicts
+    would compare days as well as kernels; the line to print when none did)."""
     kernel = [plan.baseline, *([plan.control] if plan.control else [])]
     kept, _ = compare.valid_samples(samples, runs)
     kept = kept[kept["variant"].isin(kernel)]
@@ -74,16 +77,14 @@ def drift_lines(samples, runs, plan: compare.Plan, run_dirs: list[Path]) -> list
                 name = "/".join(key[:3]) + (f" at {key[3]}" if key[3] else "")
                 tests.append((name, folder, stats.rank_test(first, later), len(first), len(later)))
     if not tests:
-        return ["Drift between folders: not checked (no primary row measured in two folders)"]
+        return (), "Drift between folders: not checked (no primary row measured in two folders)"
     adjusted = stats.step_down([t[2] for t in tests], list(range(len(tests))))
-    moved = [(t, p) for t, p in zip(tests, adjusted) if p <= compare.ALPHA]
+    moved = tuple(f"{key} in {folder} (p_adj {p:.2g})" for (key, folder, *_), p in zip(tests, adjusted)
+                  if p <= compare.ALPHA)
     if moved:
-        said = "; ".join(f"{key} in {folder} (p_adj {p:.2g})" for (key, folder, *_), p in moved[:3])
-        return [f"DRIFT BETWEEN FOLDERS: the baseline kernel moved against {run_dirs[0]}: {said}: the pooled "
-                "verdicts compare days as well as kernels"]
-    smallest = min(adjusted)
-    return [f"Drift between folders: the baseline kernel's boots of each folder against {run_dirs[0]}, "
-            f"{len(tests)} primary rows: none moved (smallest p_adj {smallest:.2g})"]
+        return moved, ""
+    return (), (f"Drift between folders: the baseline kernel's boots of each folder against {run_dirs[0]}, "
+                f"{len(tests)} primary rows: none moved (smallest p_adj {min(adjusted):.2g})")
 
 
 def _require_controls(run_dirs: list[Path], runs, metadata: list[results.RunMetadata]) -> None:

@@ -51,7 +51,8 @@ ALPHA = stats.ALPHA
 DEFAULT_MARGIN_PCT = 5.0
 FIRST_LOOK_SHARE = 0.5          # of ALPHA, at the first look of a sequential design; the rest split evenly
 COMPARABILITY_FIELDS = ("source", "config_hash", "accelerator", "guest_memory_mb", "swap_mb", "swap",
-                        "swap_compressor", "cpus", "host")
+                        "swap_compressor", "cpus", "host", "qemu_version", "image", "host_kernel")
+PER_HOST_FIELDS = ("host", "qemu_version", "host_kernel")    # what mixed_hosts lets differ between cells
 PER_KERNEL_FIELDS = ("source", "config_hash")     # what mixed_sources lets differ between variants
 JSON_KEYS = ("workload", "phase", "metric", "variant", "baseline", "n", "n_missing", "missing_reason", "median",
              "ci_low", "ci_high", "change_pct", "change_ci_low", "change_ci_high", "p_value", "verdict", "role",
@@ -180,6 +181,7 @@ class Comparison:
     coverage: object = None             # harness/analysis/coverage.Coverage, when the run knows its changes
     wrong: tuple[integrity.Wrong, ...] = ()     # what the boots read back wrong, judged (integrity.judge)
     checked: str = ""                   # integrity.clean_line: what the boots checked, when none of it was wrong
+    drift: tuple[str, ...] = ()         # pooled: the primary rows the baseline kernel moved on between folders
 
     @property
     def broken(self) -> list[integrity.Wrong]:
@@ -197,7 +199,7 @@ class Comparison:
 
     @property
     def failed(self) -> bool:
-        return bool(self.calibration_failed or self.whole_table_failed)
+        return bool(self.calibration_failed or self.whole_table_failed or self.drift)
 
     @property
     def controls_present(self) -> list[str]:
@@ -260,8 +262,8 @@ def check_comparable(runs: pd.DataFrame, mixed_sources: bool = False, mixed_host
     """Refuse runs whose comparability fields differ (anything but the patches may not), within each sweep
     point. With mixed_sources the kernel source and config may differ between variants, not within one;
     with mixed_hosts the cells may come from several machines (a host sweep axis is a point of its own)."""
-    if mixed_hosts and "host" in runs:
-        runs = runs.drop(columns="host")
+    if mixed_hosts:
+        runs = runs.drop(columns=list(PER_HOST_FIELDS), errors="ignore")
     if "point" in runs and runs["point"].nunique() > 1:
         for _, part in runs.groupby("point"):
             check_comparable(part.drop(columns="point"), mixed_sources)
@@ -275,10 +277,11 @@ def check_comparable(runs: pd.DataFrame, mixed_sources: bool = False, mixed_host
             for _, part in valid.groupby("variant"):
                 check_comparable(part.drop(columns=[f for f in COMPARABILITY_FIELDS if f != name], errors="ignore"))
             continue
-        values = sorted(set(valid[name].astype(str)))
+        recorded = valid[name].astype(object).where(valid[name].notna(), "unrecorded").astype(str)
+        values = sorted(set(recorded))
         if len(values) > 1:
             if pooled:
-                values = [f"{value} in {', '.join(sorted(set(valid[valid[name].astype(str) == value]['run_dir'])))}"
+                values = [f"{value} in {', '.join(sorted(set(valid[recorded == value]['run_dir'])))}"
                           for value in values]
             hint = " (or, for a cluster's hosts, sweep host.name or set mixed_hosts = true)" if name == "host" else ""
             raise NotComparable(field=name, values=" vs ".join(values), hint=hint)
@@ -316,6 +319,35 @@ def gather(samples: pd.DataFrame, runs: pd.DataFrame) -> Cells:
         cells.setdefault((workload, phase, metric, point), {})[variant] = (
             part["rep"].to_numpy(dtype=int), part["value"].to_numpy(dtype=float))
     return cells
+
+
+def strata(kept: pd.DataFrame, runs: pd.DataFrame, plan: "Plan") -> Cells:
+    """Pooled folders compare days as well as kernels: for each row and variant, the boots of the baseline kernel
+    (the baseline and the controls, the variant itself left out) from the folders the variant's own boots came
+    from, keyed (baseline, variant) beside the variants (baseline_of reads them); {} for one folder. Each variant is
+    then judged against the baseline kernel of its own days: a day effect between folders shows in the
+    calibration (the control of one folder against the baseline of another), not as a change of the variant."""
+    if "run_dir" not in kept or kept["run_dir"].nunique() < 2:
+        return {}
+    kernel = [plan.baseline, *plan.controls]
+    folders = {folder: gather(kept[kept["run_dir"] == folder], runs[runs["run_dir"] == folder])
+               for folder in kept["run_dir"].unique()}
+    found: Cells = {}
+    for key in dict.fromkeys(key for cells in folders.values() for key in cells):
+        here = {folder: cells.get(key, {}) for folder, cells in folders.items()}
+        for variant in dict.fromkeys(v for by_variant in here.values() for v in by_variant if v != plan.baseline):
+            parts = [by_variant[name] for by_variant in here.values() if variant in by_variant
+                     for name in kernel if name != variant and name in by_variant]
+            if parts:
+                found.setdefault(key, {})[(plan.baseline, variant)] = (
+                    np.concatenate([reps for reps, _ in parts]), np.concatenate([values for _, values in parts]))
+    return found
+
+
+def baseline_of(by_variant: dict, baseline: str, variant: str) -> tuple:
+    """(reps, values) a variant is judged against: the baseline kernel of its own folders when pooled (strata),
+    else the baseline's."""
+    return by_variant.get((baseline, variant)) or by_variant[baseline]
 
 
 BOOTS = ("boots", "valid_share")     # the (phase, metric) of each workload's lost-boots row
@@ -553,7 +585,7 @@ def _sample(cells: Cells, baseline: str, row: FamilyRow, look: int | None) -> tu
     """The baseline's and the row variant's values up to look (empty where a side has none), and the highest
     repetition of the row's cell."""
     by_variant = cells.get(row[:4], {})
-    base = _up_to(by_variant[baseline], look) if baseline in by_variant else np.array([])
+    base = _up_to(baseline_of(by_variant, baseline, row[4]), look) if baseline in by_variant else np.array([])
     other = _up_to(by_variant[row[4]], look) if row[4] in by_variant else np.array([])
     return base, other, _highest_rep(by_variant)
 
@@ -846,7 +878,7 @@ def compare_cells(cells: Cells, plan: Plan, variants: list[str]) -> list[Row]:
     for key, by_variant in cells.items():
         if plan.baseline not in by_variant:
             continue
-        for variant in sorted(by_variant, key=lambda v: order.get(v, len(variants))):
+        for variant in sorted((v for v in by_variant if isinstance(v, str)), key=lambda v: order.get(v, len(variants))):
             decision = decisions.get((*key, variant))
             if key[1:3] == BOOTS:
                 built.append(_Built(_boots_row(key, variant, by_variant, plan, decision)))
@@ -880,7 +912,7 @@ def _measured_row(key: tuple, variant: str, by_variant: dict, cells: Cells, plan
     workload, phase, metric, point = key
     meaning = metrics.meaning(metric)
     primary = f"{workload}/{phase}/{metric}" in plan.primary
-    values, base = by_variant[variant][1], by_variant[plan.baseline][1]
+    values, base = by_variant[variant][1], baseline_of(by_variant, plan.baseline, variant)[1]
     fields = {"workload": workload, "phase": phase, "metric": metric, "point": point, "variant": variant,
               "baseline": plan.baseline, **describe(values), "direction": meaning.direction, "unit": meaning.unit,
               "role": "control" if variant in plan.controls else "primary" if primary else "exploratory",
@@ -959,7 +991,7 @@ def _exploratory_verdict(row: Row, gate_open: set[str], plan: Plan, cells: Cells
     by_variant = cells[(row.workload, row.phase, row.metric, row.point)]
     held = _survivors(cells, plan.baseline, (row.workload, row.phase, row.metric, row.point, row.variant), None,
                       ON_SURVIVORS)
-    return replace(row, verdict=_direction_verdict(row.metric, by_variant[plan.baseline][1],
+    return replace(row, verdict=_direction_verdict(row.metric, baseline_of(by_variant, plan.baseline, row.variant)[1],
                                                    by_variant[row.variant][1]), note=held or row.note)
 
 
@@ -990,6 +1022,8 @@ def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan(), orde
         raise UnknownVariant(name=plan.baseline, experiment="this run", known=", ".join(sorted(set(runs["variant"]))))
     kept, invalid = valid_samples(samples, runs)
     cells = gather(kept, runs) | boot_cells(runs, plan.baseline)
+    for key, by_variant in strata(kept, runs, plan).items():
+        cells[key] = {**cells[key], **by_variant}
     rows = compare_cells(cells, plan, variant_order(runs, plan.baseline, order))
     rows = [_with_reasons(row, runs) for row in rows]
     rows.sort(key=lambda row: sweeps.order(row.point))     # stable: within a point, the order compare_cells gave

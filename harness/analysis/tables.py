@@ -169,9 +169,15 @@ def calibration_line(comparison: Comparison) -> str:
     what = ", ".join(f"`{name}` ({CONTROL_KINDS[name == plan.control]})" for name in present)
     whole = "".join(f"; over all {rows} rows at once (whole boots permuted) `{name}` against "
                     f"`{plan.baseline}`: p = {p:.2g}" for name, p, rows in comparison.whole_table)
+    if comparison.drift and not comparison.calibration_failed and not comparison.whole_table_failed:
+        return (f"CALIBRATION FAILED: the baseline kernel moved between the pooled folders ("
+                f"{'; '.join(comparison.drift[:SHOWN_FAILED])}{' ...' if len(comparison.drift) > SHOWN_FAILED else ''}"
+                "): the pooled verdicts would compare days as well as kernels, and none can be trusted" + whole)
     if comparison.failed:
-        return (f"CALIBRATION FAILED: {what} differs from `{plan.baseline}` in {_failed_rows(comparison)}: no "
-                "verdict of this run can be trusted" + whole)
+        drifted = f"; the baseline kernel also moved between the pooled folders ({comparison.drift[0]} ...)" \
+            if comparison.drift else ""
+        return (f"CALIBRATION FAILED: {what} differs from `{plan.baseline}` in {_failed_rows(comparison)}{drifted}: "
+                "no verdict of this run can be trusted" + whole)
     return f"Calibration passed: {what} has no better/worse verdict against `{plan.baseline}`" + whole + \
         calibration_power(comparison, present)
 

@@ -10,6 +10,7 @@ experiment), so that it runs the same in this process or on a Dask worker elsewh
 
 import contextlib
 import logging
+import platform
 import socket
 import time
 from dataclasses import dataclass, field, replace
@@ -89,7 +90,9 @@ def record_of(job: Job, host: str) -> results.Run:
                        source=kernel.source or job.experiment.source,
                        kernel_release=kernel.release.removeprefix("linux-"), config_hash=kernel.config_hash,
                        patch_hash=kernel.patch_hash, guest_memory_mb=guest.memory_mb, swap_mb=guest.swap_mb,
-                       cpus=guest.cpus, point=cell.point.label, swap=guest.swap, host=host)
+                       cpus=guest.cpus, point=cell.point.label, swap=guest.swap, host=host,
+                       image=job.image.digest if job.image is not None else "",
+                       host_kernel=platform.release())
 
 
 def run_cell(job: Job, raw_dir: Path, cache_dir: Path):

@@ -352,8 +352,8 @@ def test_folders_are_pooled_like_one_run(tmp_path):
                   if r.variant != "control") == as_values
     assert pooled.plan.control == "control" and pooled.plan.design == compare.Design()
     notes = tables.summary_lines(pooled)
-    assert "Pooled: 2 run folders, one look at all their boots at 1 of alpha; boots of different folders were not " \
-           "interleaved" in notes
+    assert "Pooled: 2 run folders, one look at all their boots at 1 of alpha; each variant against the baseline " \
+           "kernel's boots of its own folders (the baseline and the controls)" in notes
     assert any(line.startswith("Drift between folders: the baseline kernel's boots of each folder against") and
                "none moved" in line for line in notes)
     assert not any(line.startswith("Pooled") for line in tables.summary_lines(single))
@@ -654,9 +654,10 @@ def test_a_verdict_on_the_boots_that_passed_says_so(tmp_path):
     assert rows[("redis/write/cow_copies_per_swapin", "patched")].note == "", "redis lost nothing"
 
 
-def split_reference(tmp_path, auto: bool, drift: float = 1.0) -> list:
+def split_reference(tmp_path, auto: bool, drift: float = 1.0, row=("redis", "write", "cow_copies_per_swapin"),
+                    moved=("control",)) -> list:
     """The reference run as two folders: base and control in the first, patched and control in the second,
-    the second's control values of redis/write/cow_copies_per_swapin times `drift`."""
+    the second's values of row, of the variants moved, times `drift`."""
     reference = max(ROOT.glob("results/reference-*"))
     folders = []
     for kept, scale in ((("base", "control"), 1.0), (("patched", "control"), drift)):
@@ -666,9 +667,9 @@ def split_reference(tmp_path, auto: bool, drift: float = 1.0) -> list:
             frame = pd.read_csv(reference / name)
             frame = frame[frame["variant"].isin(kept)]
             if name == "samples.csv":
-                moved = (frame["variant"] == "control") & (frame["workload"] == "redis") & \
-                    (frame["phase"] == "write") & (frame["metric"] == "cow_copies_per_swapin")
-                frame.loc[moved, "value"] *= scale
+                scaled = frame["variant"].isin(moved) & (frame["workload"] == row[0]) & \
+                    (frame["phase"] == row[1]) & (frame["metric"] == row[2])
+                frame.loc[scaled, "value"] *= scale
             frame.to_csv(folder / name, index=False)
         metadata = json.loads((reference / "metadata.json").read_text())
         if not auto:
@@ -696,9 +697,29 @@ def test_pooled_folders_of_reps_auto_take_the_alpha_their_designs_allow(tmp_path
 def test_a_baseline_that_moved_between_pooled_folders_is_named(tmp_path):
     steady = tables.summary_lines(analysis.comparison(split_reference(tmp_path / "steady", auto=False)))
     assert any(line.startswith("Drift between folders:") and "none moved" in line for line in steady)
-    moved = tables.summary_lines(analysis.comparison(split_reference(tmp_path / "moved", auto=False, drift=1.5)))
-    [line] = [line for line in moved if line.startswith("DRIFT BETWEEN FOLDERS")]
-    assert "redis/write/cow_copies_per_swapin in" in line and "compare days as well as kernels" in line
+    moved = analysis.comparison(split_reference(tmp_path / "moved", auto=False, drift=1.5))
+    line = tables.calibration_line(moved)
+    assert line.startswith("CALIBRATION FAILED: the baseline kernel moved between the pooled folders "
+                           "(redis/write/cow_copies_per_swapin in"), line
+    assert "compare days as well as kernels" in line and moved.failed
+
+
+def test_a_day_effect_between_pooled_folders_is_no_change_of_the_patch(tmp_path):
+    """Issue 37: folder A held base + control, folder B patched + control, and B's values of one row were scaled
+    by 1.06, a pure day effect. `harness compare A B` printed the drift line, passed the calibration and called
+    patched `worse`, +6.1% [4.9, 7.4]. Now patched is judged against B's control (the baseline kernel on its own
+    day), and the drift fails the calibration."""
+    row = ("redis", "reswap", "pswpout_per_swapout")
+    folders = split_reference(tmp_path, auto=False, drift=1.06, row=row, moved=("patched", "control"))
+    pooled = analysis.comparison(folders)
+    rows = {(r.key, r.variant): r for r in pooled.rows}
+    judged = rows[("/".join(row), "patched")]
+    assert judged.verdict not in ("better", "worse") and abs(judged.change_pct) < 2, judged
+    assert pooled.failed and tables.calibration_line(pooled).startswith(
+        "CALIBRATION FAILED: the baseline kernel moved between the pooled folders (redis/reswap/pswpout_per_swapout"
+        " in"), tables.calibration_line(pooled)
+    alone = analysis.comparison(folders[:1] + folders[:1])
+    assert not alone.failed
 
 
 def test_the_control_is_judged_on_every_row_at_once(tmp_path):
