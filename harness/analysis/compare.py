@@ -72,6 +72,19 @@ def smallest_deciding_reps(rows: int, reps: int, max_reps: int | None = None) ->
     return None
 
 
+DISCOVERY_REPS_LIMIT = 30     # repetitions a side past which discovery_reps() stops looking
+
+
+def discovery_reps(rows: int) -> int | None:
+    """The repetitions a side at which a discovery of `rows` rows can find a row that moves alone, in every boot:
+    its smallest exact p-value, 2 / C(2n, n), within Benjamini-Hochberg's bar for one rejection, ALPHA / rows.
+    Below it only rows that move by the dozen together can pass (the bar grows with the rejections)."""
+    for reps in range(2, DISCOVERY_REPS_LIMIT + 1):
+        if rows and stats.smallest_p(reps, reps) <= ALPHA / rows:
+            return reps
+    return None
+
+
 @dataclass(frozen=True)
 class Design:
     """When the primary hypotheses are tested: after looks[k] repetitions, at shares[k] x ALPHA.
@@ -182,6 +195,8 @@ class Comparison:
     wrong: tuple[integrity.Wrong, ...] = ()     # what the boots read back wrong, judged (integrity.judge)
     checked: str = ""                   # integrity.clean_line: what the boots checked, when none of it was wrong
     drift: tuple[str, ...] = ()         # pooled: the primary rows the baseline kernel moved on between folders
+    clusters: tuple[tuple[tuple[str, str], ...], ...] = ()   # a discovery's rows found, ((key, variant), ...) each
+    tested: int = 0                     # a discovery: the rows of the judged variants its family tested
 
     @property
     def broken(self) -> list[integrity.Wrong]:
@@ -744,6 +759,28 @@ def discoveries(rows: list[Row]) -> list[Row]:
     return sorted(found, key=lambda r: (r.p_adjusted, -abs(r.change_pct or 0.0)))
 
 
+def clusters(found: list[Row], cells: Cells, baseline: str) -> list[list[Row]]:
+    """The rows found, in clusters of rows that moved together in the same boots: of one workload, point and
+    variant, with the same boots of the two kernels on the high side of the pair's joint median. A cluster is one
+    finding: its rows are the same boots seen through several counters, not independent evidence; one odd boot
+    makes a cluster of false hits, one real effect a cluster of true ones."""
+    grouped: dict[tuple, list[Row]] = {}
+    for r in found:
+        by_variant = cells.get((r.workload, r.phase, r.metric, r.point), {})
+        if r.variant not in by_variant or baseline not in by_variant:
+            grouped.setdefault((r.workload, r.point, r.variant, r.key), []).append(r)
+            continue
+        base, other = baseline_of(by_variant, baseline, r.variant), by_variant[r.variant]
+        values = np.concatenate([base[1], other[1]])
+        high = values > np.median(values)
+        if _went_down(base[1], other[1]):
+            high = ~high        # the side the variant moved to, whichever way the counter goes
+        boots = tuple(sorted([("b", int(n)) for n in base[0][high[:len(base[0])]]] +
+                             [("v", int(n)) for n in other[0][high[len(base[0]):]]]))
+        grouped.setdefault((r.workload, r.point, r.variant, boots), []).append(r)
+    return list(grouped.values())
+
+
 def unjudged(rows: list[Row], plan: Plan) -> list[Row]:
     """Outside a discovery, what a closed gate keeps quiet: the exploratory rows with a direction of each judged
     variant none of whose primary rows is better or worse, that moved at the exploratory level (Benjamini-Hochberg
@@ -789,11 +826,30 @@ def confirmation_rows(found: list[Row], limit: int = CONFIRM_LIMIT) -> list[str]
 
 
 def all_decided(cells: Cells, plan: Plan, variants: list[str]) -> bool:
-    """The stopping rule of `--reps auto`: every primary row of every variant has a verdict. A workload judged by a
-    rule (workloads.by_rule) gets no more repetitions, so its lost boots hold nothing open."""
+    """The stopping rule of `--reps auto`: every primary row of every variant has a verdict; in a discovery, also
+    the repetitions at which a row that moves alone could be found (discovery_reps of the rows it tests). A
+    workload judged by a rule (workloads.by_rule) gets no more repetitions, so its lost boots hold nothing open."""
+    if plan.discovery:
+        needed = discovery_reps(tested_rows(cells, plan, variants))
+        if needed is not None and max((_highest_rep(by_variant) for by_variant in cells.values()), default=0) < needed:
+            return False
     return all(d.verdict != "inconclusive" or (row[1:3] == BOOTS and (not _losing(cells, row, plan.baseline)
                                                                       or workloads.by_rule(row[0])))
                for row, d in decide(cells, plan, variants).items())
+
+
+def tested_rows(cells: Cells, plan: Plan, variants: list[str]) -> int:
+    """How many rows of the judged variants (not the baseline, not a control) the exploratory family tests: those
+    of a workload judged by statistics holding more than one value over both kernels' boots."""
+    judged = [variant for variant in variants if variant != plan.baseline and variant not in plan.controls]
+    count = 0
+    for key, by_variant in cells.items():
+        if key[1:3] == BOOTS or workloads.by_rule(key[0]) or plan.baseline not in by_variant:
+            continue
+        base = by_variant[plan.baseline][1]
+        count += sum(1 for variant in judged if variant in by_variant
+                     and not one_value(base, by_variant[variant][1]))
+    return count
 
 
 def _losing(cells: Cells, row: tuple, baseline: str) -> bool:
@@ -1035,8 +1091,12 @@ def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan(), orde
     judged = integrity.judge(runs, samples, plan.baseline, plan.controls)
     rows = integrity.on_rows(rows, judged)
     looks = tuple(look for look, _ in looks_reached(plan, cells) if look is not None)
+    found = clusters(discoveries(rows), cells, plan.baseline) if plan.discovery else []
+    order = variant_order(runs, plan.baseline, order)
     return Comparison(rows, invalid, plan, looks, whole_table=whole_table_tests(kept, plan, runs), coverage=coverage,
-                      wrong=judged, checked="" if judged else integrity.clean_line(samples))
+                      wrong=judged, checked="" if judged else integrity.clean_line(samples),
+                      clusters=tuple(tuple((r.key, r.variant) for r in group) for group in found),
+                      tested=tested_rows(cells, plan, order) if plan.discovery else 0)
 
 
 def whole_table_tests(kept: pd.DataFrame, plan: Plan, runs: pd.DataFrame) -> tuple[tuple[str, float, int], ...]:

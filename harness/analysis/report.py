@@ -215,29 +215,40 @@ def timing_note(metadata: results.RunMetadata, accelerator: str) -> str:
 
 def discovery_sentence(comparison: compare.Comparison, confirm: Path | None) -> str:
     """'' unless the run was a discovery; then how many rows moved of those tested (the judged variants' rows
-    with more than one value, as Benjamini-Hochberg counted them), that the first sentence was chosen after the
-    fact, and the command that confirms them; when nothing moved, whether anything could have."""
+    with more than one value, as Benjamini-Hochberg counted them), in how many clusters of rows that moved
+    together in the same boots (compare.clusters: each one finding), that the first sentence was chosen after the
+    fact, and the command that confirms them; the repetitions at which a row that moves alone could pass, when
+    the run had fewer; when nothing moved, whether anything could have."""
     if not comparison.plan.discovery or _by_rule_only(comparison.rows):
         return ""
     found = compare.discoveries(comparison.rows)
     tested = [r for r in comparison.rows if r.role == "exploratory" and r.variant != r.baseline
               and r.p_adjusted is not None and r.verdict != "identical"]
+    bases = {(r.key, r.point): r.n for r in comparison.rows if r.variant == r.baseline}
+    reps = max((min(bases[(r.key, r.point)], r.n) for r in tested if r.n and bases.get((r.key, r.point))),
+               default=0)
+    needed = compare.discovery_reps(comparison.tested or len(tested))
+    alone = (f" A row that moves alone, in every boot, passes at {needed} + {needed} boots; this run has {reps} + "
+             f"{reps}: below that only rows that move by the dozen together can (--reps auto goes on to "
+             f"{needed})." if needed and reps < needed else "")
     if not found:
-        bases = {(r.key, r.point): r.n for r in comparison.rows if r.variant == r.baseline}
         floor = min((stats.smallest_p(bases[(r.key, r.point)], r.n) for r in tested
                      if r.n and bases.get((r.key, r.point))), default=1.0)
         could = "" if floor * len(tested) <= compare.ALPHA or len(tested) <= 1 else (
             f": at these boots no row could have (the smallest exact p, {floor:.2g}, cannot pass a family of "
             f"{len(tested)} rows; run more repetitions)")
         return (f"Exploratory (a discovery: no rows declared): no row of {len(tested)} tested moved at a "
-                f"{compare.ALPHA:.0%} false-discovery rate{could}.")
+                f"{compare.ALPHA:.0%} false-discovery rate{could}.{alone}")
     per = "; ".join(f"`{variant}` {sum(r.variant == variant for r in found)}" for variant in
                     dict.fromkeys(r.variant for r in found))
+    groups = len(comparison.clusters)
+    together = (f", in {groups} cluster{'s' * (groups != 1)} of rows that moved together in the same boots (a "
+                "cluster is one finding: its rows are the same boots seen through several counters)") if groups else ""
     confirm_with = f" Confirm them on fresh boots: `harness bench -e {confirm} --control`." if confirm else ""
     return (f"Exploratory (a discovery: no rows declared): {len(found)} of {len(tested)} rows tested moved at a "
-            f"{compare.ALPHA:.0%} false-discovery rate ({per}); the sentence above is the strongest of them, "
-            f"chosen after the fact, so its interval overstates how sure it is; a lead, not a claim."
-            f"{confirm_with}")
+            f"{compare.ALPHA:.0%} false-discovery rate ({per}){together}; the sentence above is the strongest of "
+            f"them, chosen after the fact, so its interval overstates how sure it is; a lead, not a claim."
+            f"{confirm_with}{alone}")
 
 
 def unjudged_sentence(comparison: compare.Comparison, confirm: Path | None) -> str:

@@ -6,7 +6,9 @@ primary effects in at least 95%; both with the default repetitions and with --re
 import functools
 from concurrent.futures import ProcessPoolExecutor
 
+import numpy as np
 import pytest
+from scipy.stats import binomtest
 
 from harness import cli, experiment, results
 from harness.analysis import compare, resample
@@ -129,3 +131,48 @@ def test_aa_sweeps_rarely_show_a_verdict_at_any_point(per_metric):
           f"{'per-metric' if per_metric else 'whole-boot'} draws from {SWEEP_RUN.name}): "
           f"P(any better/worse) = {any_claim / tables:.3f} of {tables} tables")
     assert any_claim / tables <= 0.05
+
+
+SINGLE = ("redis", "swapout", "system.cow_copies")     # 46 to 70 copies over the reference run's 12 A/A boots
+SINGLE_TABLES = 300
+
+
+def _single(args) -> tuple[int, int, int, int, float]:
+    """(tables, tables that found SINGLE worse, tables with any other better/worse row, reps used in all): a
+    discovery under --reps auto of a patched kernel that is the baseline's boots with SINGLE doubled in every boot
+    (one counter moves, nothing else), or (moved False) the baseline's boots unchanged: an A/A discovery."""
+    moved, seed, tables = args
+    base = reference_pools()["base"]
+    pool = base[(SINGLE[0], "counted", "")]
+    values = pool.values.copy()
+    values[:, pool.columns.index(SINGLE[1:])] *= 2 if moved else 1
+    sources = {"base": base, "patched": base | {(SINGLE[0], "counted", ""): resample.Pool(pool.columns, values)},
+               "control": base}
+    design, rng = plan(auto=True, discovery=True), np.random.default_rng(seed)
+    found = others = used_total = 0
+    for _ in range(tables):
+        rows, used = resample.table(sources, design, cli.AUTO_FIRST_LOOK, rng, max_reps=10)
+        made = {(r.workload, r.phase, r.metric, r.variant): r.verdict for r in rows if r.verdict in ("better", "worse")}
+        found += made.pop((*SINGLE, "patched"), None) == "worse"
+        others += bool(made)
+        used_total += used
+    return tables, found, others, used_total
+
+
+@pytest.mark.parametrize("moved", [True, False], ids=["one-counter", "aa"])
+def test_a_discovery_under_reps_auto_finds_a_counter_that_moves_alone(moved):
+    """Issue 37: at 6 + 6 Benjamini-Hochberg can pass nothing before about 18 rows share the smallest p, so a
+    patch that moves one counter was invisible to `try`. --reps auto of a discovery now goes on to the repetitions
+    at which a row that moves alone can pass (compare.discovery_reps, which the report states), and finds it; the
+    same design on A/A boots keeps the chance of any better/worse in a table within 5%, its 95% interval below 6%."""
+    with ProcessPoolExecutor(2) as pool:
+        parts = list(pool.map(_single, [(moved, seed, SINGLE_TABLES // 2) for seed in (1, 2)]))
+    tables, found, others, used = (sum(part[i] for part in parts) for i in range(4))
+    high = binomtest(others, tables).proportion_ci(0.95).high
+    print(f"discovery under --reps auto, {'SINGLE doubled' if moved else 'A/A'} ({REFERENCE.name}): {tables} tables, "
+          f"{'/'.join(SINGLE)} worse in {found / tables:.3f}, any other better/worse in {others / tables:.3f} "
+          f"(95% CI up to {high:.3f}), mean repetitions {used / tables:.2f}")
+    assert high < 0.06, "no other row: the patch moved one counter"
+    if moved:
+        assert found / tables >= 0.95
+        assert used / tables >= 8, "it went on past the first look, to the repetitions a lone row needs"
