@@ -17,6 +17,9 @@ from harness.workloads import Gate, Workload, expectation_gates
 PHASE_TIMEOUT_S = 1800
 IDLE_S = 0.5     # the guest does nothing in it but the workload is not started: benchmarks/idle_background.py
 CGROUP = "/sys/fs/cgroup/harness-workload"
+# Freeze the workload's cgroup and wait until every task in it is frozen (cgroup v2, Linux 5.2 and later).
+FREEZE = f"echo 1 > {CGROUP}/cgroup.freeze && until grep -qx 'frozen 1' {CGROUP}/cgroup.events; do sleep 0.01; done"
+THAW = f"echo 0 > {CGROUP}/cgroup.freeze"
 REDIS_PORT = 6379
 STRESS_NG_YAML = "/tmp/stress-ng.yaml"
 PAGE = 4096
@@ -212,7 +215,10 @@ class Redis(Driver):
             time.sleep(0.1)
         self.pid = int(run(f"cat {CGROUP}/cgroup.procs").stdout.split()[0])
 
+    frozen = False
+
     def run_phase(self, phase: str) -> PhaseOutcome:
+        self._thaw()
         if phase in ("swapout", "reswap"):
             return self._push_out()
         line = self._drive(phase)
@@ -234,9 +240,13 @@ class Redis(Driver):
         return lines[-1] if lines else ""
 
     def _push_out(self) -> PhaseOutcome:
-        """Move the server's memory to swap; pages = what should have moved."""
+        """Move the server's memory to swap; pages = what should have moved. The server is frozen (cgroup.freeze)
+        first, and stays so until the next phase: its own timer (serverCron, ten times a second) no longer touches
+        pages inside the window, so the phase counts the kernel's reclaim alone. Left running, the server faulted
+        0, 33, 99 or 132 times in a reswap window, as its timer happened to fall, and a calibration failed on it."""
         run = self.session.run
-        before = int(run(f"cat {CGROUP}/memory.current").stdout)
+        before = int(run(f"{FREEZE} && cat {CGROUP}/memory.current").stdout)
+        self.frozen = True
         started = time.monotonic()
         if self.params["mode"] == "madvise":
             run(["pageout", str(self.pid)], timeout=PHASE_TIMEOUT_S)
@@ -247,9 +257,15 @@ class Redis(Driver):
         return PhaseOutcome(max(0, before - target) // PAGE, time.monotonic() - started,
                             said=f"memory.current {before} bytes before, target {target} bytes")
 
+    def _thaw(self) -> None:
+        if self.frozen:
+            self.session.run(THAW)
+            self.frozen = False
+
     def problems(self) -> list[str]:
         """redisdrive check: every key there, with a value of its length (else the run is invalid) and the content
         that was written (a wrong value is a finding of phase `check`)."""
+        self._thaw()
         fields = parse_done(self._drive("check"), "check")
         checked = checked_of(fields, "check", "values")
         if checked is not None:
@@ -261,6 +277,8 @@ class Redis(Driver):
         return []
 
     def stop(self) -> None:
+        if self.frozen:
+            self.session.run(THAW, check=False)
         self.session.run(f"redis-cli -p {REDIS_PORT} shutdown nosave", check=False)
 
 

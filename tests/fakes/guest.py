@@ -30,7 +30,7 @@ from pathlib import Path
 
 from harness.errors import GuestCommandFailed, GuestConnectionLost, GuestTimedOut
 from harness.guest.session import GuestResult, _failed
-from harness.measure.drivers import CGROUP, REDIS_PORT
+from harness.measure.drivers import CGROUP, FREEZE, REDIS_PORT, THAW
 from tests.conftest import DATA
 
 CELLS = DATA / "cells"
@@ -256,6 +256,8 @@ class ReplayedSession(FakeSession):
             f"redis-cli -p {REDIS_PORT} ping": "PONG\n",
             f"cat {CGROUP}/cgroup.procs": f"{self.pid}\n",
             f"cat {CGROUP}/memory.current": self._memory_current,
+            f"{FREEZE} && cat {CGROUP}/memory.current": self._memory_current,
+            THAW: "",
             f"echo * > {CGROUP}/memory.max && echo max > {CGROUP}/memory.max": "",
             "redisdrive check *": self._check,      # before "redisdrive *": the first pattern that matches wins
             "redisdrive *": self._redisdrive,
