@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 .PHONY: setup test lint unit bench bench-build bench-kernels bench-boot bench-run bench-verdicts bench-rates bench-causes \
-	bench-jobs bench-coverage bench-cost
+	bench-jobs bench-coverage bench-cost bench-statistics
 
 setup: $(VENV)/.installed
 	@git rev-parse --git-dir >/dev/null 2>&1 && git config core.hooksPath .githooks || true
@@ -48,6 +48,10 @@ bench-run: setup
 
 bench-verdicts: setup
 	$(BIN)/python benchmarks/verdict_errors.py
+
+# Every figure of docs/statistics.md's "Simulated here", printed by the simulations that assert them.
+bench-statistics: setup
+	$(BIN)/pytest -q -s -m simulation tests/analysis -p no:warnings
 
 bench-causes: setup
 	$(BIN)/python benchmarks/cause_overhead.py
