@@ -17,8 +17,11 @@ from harness.workloads import Gate, Workload, expectation_gates
 PHASE_TIMEOUT_S = 1800
 IDLE_S = 0.5     # the guest does nothing in it but the workload is not started: benchmarks/idle_background.py
 CGROUP = "/sys/fs/cgroup/harness-workload"
-# Freeze the workload's cgroup and wait until every task in it is frozen (cgroup v2, Linux 5.2 and later).
-FREEZE = f"echo 1 > {CGROUP}/cgroup.freeze && until grep -qx 'frozen 1' {CGROUP}/cgroup.events; do sleep 0.01; done"
+# Freeze the workload's cgroup and wait until every task in it is frozen (cgroup v2, Linux 5.2 and later): at
+# most FREEZE_S seconds, then the command fails (a kernel without cgroup.freeze fails at once).
+FREEZE_S = 10
+FREEZE = (f"echo 1 > {CGROUP}/cgroup.freeze && for i in $(seq {FREEZE_S * 100}); do grep -qx 'frozen 1' "
+          f"{CGROUP}/cgroup.events && break; sleep 0.01; done && grep -qx 'frozen 1' {CGROUP}/cgroup.events")
 THAW = f"echo 0 > {CGROUP}/cgroup.freeze"
 REDIS_PORT = 6379
 STRESS_NG_YAML = "/tmp/stress-ng.yaml"
