@@ -366,32 +366,26 @@ def baseline_of(by_variant: dict, baseline: str, variant: str) -> tuple:
 
 
 BOOTS = ("boots", "valid_share")     # the (phase, metric) of each workload's lost-boots row
-NOT_THE_KERNEL = ("failed: harness fault", "failed: worker ")    # invalid boots that say nothing of the kernel
+NOT_THE_KERNEL = ("failed: worker ",)    # invalid boots that say nothing of the kernel: the Dask worker's
 
 
-def _lost(runs: pd.DataFrame, baseline: str | None) -> pd.Series:
-    """Which of runs (with points) count for the lost-boots rows: every valid boot, and every invalid one but a
-    failure of the harness or of its worker in a workload and point where the baseline failed so too (or with
-    no baseline named): a harness fault that only the variant's boots show may be the variant's doing (an
-    exception of paramiko's when its guest died), and is counted as lost."""
+def _lost(runs: pd.DataFrame) -> pd.Series:
+    """Which of runs count for the lost-boots rows: every valid boot, and every invalid one but a boot its Dask
+    worker lost (the machine's, not the kernel's). A fault of the harness counts, on every side: an exception of
+    paramiko's when a variant's guest died is the variant's doing, and Fisher's test weighs such faults against
+    the baseline's as it weighs any other lost boot."""
     reasons = runs["reason"].fillna("").astype(str) if "reason" in runs else pd.Series("", index=runs.index)
-    ours = reasons.str.startswith(NOT_THE_KERNEL) & ~runs["valid"].astype(bool)
-    if baseline is None:
-        return ~ours
-    where = list(zip(runs["workload"], runs["point"]))
-    shown = {place for place, mine, variant in zip(where, ours, runs["variant"]) if mine and variant == baseline}
-    return pd.Series([not mine or place not in shown for place, mine in zip(where, ours)], index=runs.index)
+    return runs["valid"].astype(bool) | ~reasons.str.startswith(NOT_THE_KERNEL)
 
 
-def boot_cells(runs: pd.DataFrame, baseline: str | None = None) -> Cells:
+def boot_cells(runs: pd.DataFrame) -> Cells:
     """Per workload and point, each variant's repetitions as 1.0 where every boot of the repetition (counted and
-    timed) was valid and 0.0 where one was lost: failed to boot or run, or failed a gate. A boot lost to the
-    harness itself or to its worker is left out where the baseline's boots show such a failure too (_lost); a
-    repetition with nothing else has no value."""
+    timed) was valid and 0.0 where one was lost: failed to boot or run, failed a gate, or the harness failed on it.
+    A boot its Dask worker lost is left out (_lost); a repetition with nothing else has no value."""
     if runs.empty:
         return {}
     runs = with_points(runs)
-    counted = runs[_lost(runs, baseline)]
+    counted = runs[_lost(runs)]
     cells: Cells = {}
     for (workload, point, variant), part in counted.groupby(["workload", "point", "variant"], sort=False):
         kept = part.groupby("rep")["valid"].all()
@@ -400,10 +394,10 @@ def boot_cells(runs: pd.DataFrame, baseline: str | None = None) -> Cells:
     return cells
 
 
-def lost_reasons(runs: pd.DataFrame, workload: str, point: str, variant: str, baseline: str | None = None) -> str:
+def lost_reasons(runs: pd.DataFrame, workload: str, point: str, variant: str) -> str:
     """'2 x reswap gate: ...; 1 x failed: ...': the invalid boots of one variant that count as lost (_lost)."""
     runs = with_points(runs)
-    runs = runs[_lost(runs, baseline)]
+    runs = runs[_lost(runs)]
     mine = runs[(runs["workload"] == workload) & (runs["point"] == point) & (runs["variant"] == variant) &
                 ~runs["valid"].astype(bool)]
     reasons = mine["reason"].fillna("").astype(str) if "reason" in mine else pd.Series(dtype=str)
@@ -422,7 +416,7 @@ def _with_reasons(row: "Row", runs: pd.DataFrame) -> "Row":
     """A lost-boots row with a note, with the reasons of its lost boots after it."""
     if (row.phase, row.metric) != BOOTS or not row.note:
         return row
-    reasons = lost_reasons(runs, row.workload, row.point, row.variant, row.baseline)
+    reasons = lost_reasons(runs, row.workload, row.point, row.variant)
     return replace(row, note=f"{row.note}: {reasons}") if reasons else row
 
 
@@ -1077,7 +1071,7 @@ def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan(), orde
     if plan.baseline not in set(runs["variant"]):
         raise UnknownVariant(name=plan.baseline, experiment="this run", known=", ".join(sorted(set(runs["variant"]))))
     kept, invalid = valid_samples(samples, runs)
-    cells = gather(kept, runs) | boot_cells(runs, plan.baseline)
+    cells = gather(kept, runs) | boot_cells(runs)
     for key, by_variant in strata(kept, runs, plan).items():
         cells[key] = {**cells[key], **by_variant}
     rows = compare_cells(cells, plan, variant_order(runs, plan.baseline, order))

@@ -53,8 +53,8 @@ def test_the_reference_run_mails_in_72_columns(tmp_path):
 def test_lost_boots_open_the_mail_with_their_reasons_whatever_the_verdict(tmp_path):
     """Issue 37: with 5 of 6 boots lost the mail opened with "better" and showed the loss on line 32 as
     "1/6 (5 invalid)", without the reason; an exception that is not one of ours (paramiko's, when a guest dies)
-    was a harness fault, never a lost boot. Now a harness fault only the variant shows counts as lost, and the
-    loss opens the mail, with one repetition lost of six as with five."""
+    was a harness fault, never a lost boot. Now a harness fault counts as lost, on every side, and the loss opens
+    the mail, with one repetition lost of six as with five."""
     copy = lose(REFERENCE, tmp_path / "five", "swapcow", "patched", range(2, 7),
                 "failed: harness fault: OSError: Socket is closed")
     opening = email(tmp_path, copy).output.split("\n\n")[1].replace("\n  ", " ").replace("\n", " ")
@@ -69,7 +69,7 @@ def test_lost_boots_open_the_mail_with_their_reasons_whatever_the_verdict(tmp_pa
     both = lose(one, tmp_path / "both", "forkcow", "base", [6], "failed: harness fault: OSError: Socket is closed")
     both = lose(both, tmp_path / "both2", "forkcow", "patched", [6], "failed: harness fault: OSError: Socket is closed")
     text = email(tmp_path, both).output
-    assert "Lost boots" not in text, "a harness fault the baseline shows too says nothing of the variant"
+    assert "Lost boots" not in text, "a harness fault the baseline shows as often says nothing of the variant"
 
 
 def test_report_txt_is_written_beside_report_md(tmp_path):
