@@ -112,7 +112,7 @@ def decided(directory: results.RunDirectory) -> bool:
     if judged and all(cover.silent(variant) for variant in judged):
         return True
     kept, _ = compare.valid_samples(samples, runs)
-    return compare.all_decided(compare.gather(kept, runs) | compare.boot_cells(runs, plan.baseline), plan, order)
+    return compare.all_decided(compare.gather(kept, runs) | compare.boot_cells(runs), plan, order)
 
 
 def broken_lines(report: Path) -> list[str]:
@@ -194,7 +194,8 @@ def reproduce_command(run_dir: Path, metadata: results.RunMetadata) -> str:
     design = " --reps auto" if metadata.reps == "auto" else f" --reps {metadata.reps or 6}"
     return f"harness bench -e {kept} --control{design}"
 DISCOVERY_LINE = re.compile(r"^discovery[ \t]*=[ \t]*true[ \t]*(#.*)?$", re.MULTILINE)
-PRIMARY_LINES = re.compile(r"^primary[ \t]*=[ \t]*\[[^\]]*\][ \t]*(#.*)?$", re.MULTILINE)     # an array of strings
+# an array of strings, over lines, with comments (a "]" in a comment or a string does not end it)
+PRIMARY_LINES = re.compile(r'^primary[ \t]*=[ \t]*\[(?:[^\]"#]|"[^"\n]*"|#[^\n]*)*\][ \t]*(#.*)?$', re.MULTILINE)
 HEADLINE_LINE = re.compile(r"^headline\s*=.*\n", re.MULTILINE)
 
 

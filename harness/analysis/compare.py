@@ -316,13 +316,14 @@ def valid_modes(valid: pd.DataFrame) -> dict[str, set[str]]:
     return {workload: set(part["mode"]) for workload, part in valid.groupby("workload")}
 
 
-def gather(samples: pd.DataFrame, runs: pd.DataFrame) -> Cells:
-    """Valid samples as arrays per row and variant, each metric from the boots that measure it."""
+def gather(samples: pd.DataFrame, runs: pd.DataFrame, modes: dict | None = None) -> Cells:
+    """Valid samples as arrays per row and variant, each metric from the boots that measure it (modes: the modes
+    each workload has valid boots in, when they are to be those of more runs than these)."""
     if samples.empty:
         return {}
     samples = with_points(samples)
-    valid = results.valid_runs(runs)
-    modes = valid_modes(valid)
+    if modes is None:
+        modes = valid_modes(results.valid_runs(runs))
     wanted = {(workload, name): source_mode(name, modes.get(workload, set()))
               for workload, name in samples[["workload", "metric"]].drop_duplicates().itertuples(index=False)}
     keep = [wanted[(workload, name)] == mode for workload, name, mode
@@ -345,7 +346,8 @@ def strata(kept: pd.DataFrame, runs: pd.DataFrame, plan: "Plan") -> Cells:
     if "run_dir" not in kept or kept["run_dir"].nunique() < 2:
         return {}
     kernel = [plan.baseline, *plan.controls]
-    folders = {folder: gather(kept[kept["run_dir"] == folder], runs[runs["run_dir"] == folder])
+    modes = valid_modes(results.valid_runs(runs))      # the pooled cells' choice of boots, in every folder
+    folders = {folder: gather(kept[kept["run_dir"] == folder], runs[runs["run_dir"] == folder], modes)
                for folder in kept["run_dir"].unique()}
     found: Cells = {}
     for key in dict.fromkeys(key for cells in folders.values() for key in cells):
@@ -476,7 +478,8 @@ def beyond_baseline(base: np.ndarray, other: np.ndarray, margin: float) -> int:
     centre = stats.median(base)
     scale = abs(centre) if centre else 0.0
     low, high = float(np.min(base)) - margin * scale, float(np.max(base)) + margin * scale
-    return int(np.count_nonzero((other < low * (1 + 1e-9) - 1e-12) | (other > high * (1 + 1e-9) + 1e-12)))
+    tolerance = 1e-9 * max(abs(low), abs(high)) + 1e-12      # a boot exactly at the bound is not beyond it
+    return int(np.count_nonzero((other < low - tolerance) | (other > high + tolerance)))
 
 
 def tails(base: np.ndarray, other: np.ndarray, margin: float) -> str:
@@ -1073,7 +1076,8 @@ def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan(), orde
     kept, invalid = valid_samples(samples, runs)
     cells = gather(kept, runs) | boot_cells(runs)
     for key, by_variant in strata(kept, runs, plan).items():
-        cells[key] = {**cells[key], **by_variant}
+        if key in cells:
+            cells[key] = {**cells[key], **by_variant}
     rows = compare_cells(cells, plan, variant_order(runs, plan.baseline, order))
     rows = [_with_reasons(row, runs) for row in rows]
     rows.sort(key=lambda row: sweeps.order(row.point))     # stable: within a point, the order compare_cells gave
