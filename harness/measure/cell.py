@@ -355,6 +355,8 @@ def _run_phases(job: Job, raw_dir: Path, driver: drivers.Driver, plan: list[str]
             if phase != "idle" and not started_driver:
                 driver.start()
                 started_driver = True
+            if started_driver:
+                driver.before(phase)
             with counting.around(driver, phase) as counters:
                 try:
                     outcome = driver.idle() if phase == "idle" else driver.run_phase(phase)

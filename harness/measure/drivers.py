@@ -17,6 +17,7 @@ from harness.workloads import Gate, Workload, expectation_gates
 PHASE_TIMEOUT_S = 1800
 IDLE_S = 0.5     # the guest does nothing in it but the workload is not started: benchmarks/idle_background.py
 CGROUP = "/sys/fs/cgroup/harness-workload"
+PUSH_OUT = ("swapout", "reswap")     # redis's phases that squeeze the server's memory out to swap
 # Freeze the workload's cgroup and wait until every task in it is frozen (cgroup v2, Linux 5.2 and later): at
 # most FREEZE_S seconds, then the command fails (a kernel without cgroup.freeze fails at once).
 FREEZE_S = 10
@@ -123,6 +124,9 @@ class Driver:
         the phases are planned; returns warnings to keep with the run."""
         return []
 
+    def before(self, phase: str) -> None:
+        """What the workload does before a phase's counting window opens (nothing, unless a driver says)."""
+
     def idle(self) -> PhaseOutcome:
         started = time.monotonic()
         time.sleep(IDLE_S)
@@ -219,10 +223,18 @@ class Redis(Driver):
         self.pid = int(run(f"cat {CGROUP}/cgroup.procs").stdout.split()[0])
 
     frozen = False
+    held_bytes = 0
+
+    def before(self, phase: str) -> None:
+        """Before a phase's window: thaw the server if a push-out froze it, and freeze it before the next push-out
+        (memory.current read while it is frozen), so that neither the freeze, its wait nor the thaw is counted."""
+        self._thaw()
+        if phase in PUSH_OUT:
+            self.frozen = True          # before the command: a freeze that fails half-way is thawed all the same
+            self.held_bytes = int(self.session.run(f"{FREEZE} && cat {CGROUP}/memory.current").stdout)
 
     def run_phase(self, phase: str) -> PhaseOutcome:
-        self._thaw()
-        if phase in ("swapout", "reswap"):
+        if phase in PUSH_OUT:
             return self._push_out()
         line = self._drive(phase)
         fields = parse_done(line, phase)
@@ -243,13 +255,13 @@ class Redis(Driver):
         return lines[-1] if lines else ""
 
     def _push_out(self) -> PhaseOutcome:
-        """Move the server's memory to swap; pages = what should have moved. The server is frozen (cgroup.freeze)
-        first, and stays so until the next phase: its own timer (serverCron, ten times a second) no longer touches
-        pages inside the window, so the phase counts the kernel's reclaim alone. Left running, the server faulted
-        0, 33, 99 or 132 times in a reswap window, as its timer happened to fall, and a calibration failed on it."""
+        """Move the server's memory to swap; pages = what should have moved. The server was frozen (cgroup.freeze)
+        before the window opened (before()), and stays so until the next phase's: its own timer (serverCron, ten
+        times a second) no longer touches pages inside the window, so the phase counts the kernel's reclaim alone.
+        Left running, the server faulted 0, 33, 99 or 132 times in a reswap window, as its timer happened to fall,
+        and a calibration failed on it."""
         run = self.session.run
-        before = int(run(f"{FREEZE} && cat {CGROUP}/memory.current").stdout)
-        self.frozen = True
+        before = self.held_bytes
         started = time.monotonic()
         if self.params["mode"] == "madvise":
             run(["pageout", str(self.pid)], timeout=PHASE_TIMEOUT_S)
