@@ -144,7 +144,7 @@ def test_aa_sweeps_rarely_show_a_verdict_at_any_point(per_metric):
     assert any_claim / tables <= 0.05 and below_six_percent(resample.Tally(tables, any_claim, 0, 0.0))
 
 
-SINGLE = ("redis", "swapout", "system.cow_copies")     # 56 to 59 copies over the reference run's 12 A/A boots
+SINGLE = ("redis", "swapout", "system.cow_copies")     # 21 to 23 copies over the reference run's 12 A/A boots
 SINGLE_TABLES = {True: 300, False: 1000}     # A/A: enough that the interval of a 3-4% rate excludes 6%
 
 
