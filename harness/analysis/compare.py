@@ -196,7 +196,6 @@ class Comparison:
     checked: str = ""                   # integrity.clean_line: what the boots checked, when none of it was wrong
     drift: tuple[str, ...] = ()         # pooled: the primary rows the baseline kernel moved on between folders
     clusters: tuple[tuple[tuple[str, str], ...], ...] = ()   # a discovery's rows found, ((key, variant), ...) each
-    tested: int = 0                     # a discovery: the rows of the judged variants its family tested
 
     @property
     def broken(self) -> list[integrity.Wrong]:
@@ -1090,11 +1089,9 @@ def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan(), orde
     rows = integrity.on_rows(rows, judged)
     looks = tuple(look for look, _ in looks_reached(plan, cells) if look is not None)
     found = clusters(discoveries(rows), cells, plan.baseline) if plan.discovery else []
-    order = variant_order(runs, plan.baseline, order)
     return Comparison(rows, invalid, plan, looks, whole_table=whole_table_tests(kept, plan, runs), coverage=coverage,
                       wrong=judged, checked="" if judged else integrity.clean_line(samples),
-                      clusters=tuple(tuple((r.key, r.variant) for r in group) for group in found),
-                      tested=tested_rows(cells, plan, order) if plan.discovery else 0)
+                      clusters=tuple(tuple((r.key, r.variant) for r in group) for group in found))
 
 
 def whole_table_tests(kept: pd.DataFrame, plan: Plan, runs: pd.DataFrame) -> tuple[tuple[str, float, int], ...]:

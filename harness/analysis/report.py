@@ -227,7 +227,7 @@ def discovery_sentence(comparison: compare.Comparison, confirm: Path | None) -> 
     bases = {(r.key, r.point): r.n for r in comparison.rows if r.variant == r.baseline}
     reps = max((min(bases[(r.key, r.point)], r.n) for r in tested if r.n and bases.get((r.key, r.point))),
                default=0)
-    needed = compare.discovery_reps(comparison.tested or len(tested))
+    needed = compare.discovery_reps(len(tested))
     alone = (f" A row that moves alone, in every boot, passes at {needed} + {needed} boots; this run has {reps} + "
              f"{reps}: below that only rows that move by the dozen together can (--reps auto goes on to "
              f"{needed})." if needed and reps < needed else "")

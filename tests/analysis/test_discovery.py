@@ -122,16 +122,22 @@ def test_a_moved_run_finds_its_experiment_beside_it(discovered, tmp_path):
 def test_the_discovery_says_its_clusters_and_the_repetitions_a_lone_row_needs(discovered):
     """The seed's rows moved together in the same boots: a handful of clusters, not dozens of findings; and at
     6 + 6 a row that moves alone cannot pass, which the sentence says with the repetitions it would need."""
-    _, result = discovered
+    run, result = discovered
     moved = compare.discoveries(result.rows)
     grouped = [set(group) for group in result.clusters]
     assert sum(map(len, grouped)) == len(moved) and 1 <= len(grouped) < len(moved) / 2, (len(grouped), len(moved))
     assert all(len({key.split("/")[0] for key, _ in group}) == 1 for group in grouped), "one workload's boots each"
     sentence = report.discovery_sentence(result, None)
     assert f"in {len(grouped)} clusters of rows that moved together in the same boots" in sentence, sentence
-    needed = compare.discovery_reps(result.tested)
+    tested = sum(r.role == "exploratory" and r.variant == "patched" and r.p_adjusted is not None
+                 and r.verdict != "identical" for r in result.rows)
+    needed = compare.discovery_reps(tested)
+    samples, runs, _ = results.read(run)
+    cells = compare.gather(compare.valid_samples(samples, runs)[0], runs)
+    assert compare.tested_rows(cells, result.plan, ["base", "patched", "control"]) == tested, \
+        "the rows the report counts are those --reps auto counts: it takes the repetitions the report names"
     assert needed is not None and needed > 6
     assert f"A row that moves alone, in every boot, passes at {needed} + {needed} boots; this run has 6 + 6" in \
         sentence, sentence
-    assert compare.stats.smallest_p(needed, needed) <= compare.ALPHA / result.tested < \
+    assert compare.stats.smallest_p(needed, needed) <= compare.ALPHA / tested < \
         compare.stats.smallest_p(needed - 1, needed - 1)
