@@ -28,8 +28,8 @@ import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from harness import project
-from harness.errors import NewerFormat, NotAResultDirectory, NotComparable
+from harness import comparability, project
+from harness.errors import NewerFormat, NotAResultDirectory
 from harness.files import write_atomic
 
 FORMAT = 6
@@ -532,20 +532,6 @@ def read(path: Path):
     return samples, runs, directory.metadata
 
 
-# format: from format 5 on, the workloads check what they read back, which changes what their phases do and
-# take (redis values by content, stress-ng --verify): a folder of another format measured other programs
-POOLED_METADATA = ("format", "workloads", "primary", "margin_pct", "probes", "guest", "sweep", "discovery")
-
-
-def _pooled_value(metadata: RunMetadata, name: str) -> str:
-    """A field as pooling compares it."""
-    return json.dumps(_jsonable(getattr(metadata, name)), sort_keys=True)
-
-
-def _jsonable(value):
-    return asdict(value) if hasattr(value, "__dataclass_fields__") else value
-
-
 def read_many(paths: list[Path]):
     """(samples, runs, [metadata]) of several run directories pooled, each row tagged with its
     folder in `run_dir` and its repetition made unique across folders.
@@ -559,11 +545,7 @@ def read_many(paths: list[Path]):
     if len(frames) == 1:
         samples, runs, metadata = frames[0]
         return samples.assign(run_dir=str(paths[0])), runs.assign(run_dir=str(paths[0])), [metadata]
-    for name in POOLED_METADATA:
-        values = {_pooled_value(metadata, name) for _, _, metadata in frames}
-        if len(values) > 1:
-            raise NotComparable(field=name, values=" vs ".join(
-                f"{_pooled_value(metadata, name)} in {path}" for path, (_, _, metadata) in zip(paths, frames)))
+    comparability.check_folders(paths, [metadata for _, _, metadata in frames])
     offset = 0
     pooled_samples, pooled_runs = [], []
     for path, (samples, runs, _) in zip(paths, frames):
@@ -571,10 +553,5 @@ def read_many(paths: list[Path]):
         pooled_runs.append(runs.assign(run_dir=str(path), rep=runs["rep"] + offset))
         offset += int(runs["rep"].max()) if len(runs) else 0
     runs = pd.concat(pooled_runs, ignore_index=True)
-    for variant, part in runs.groupby("variant"):
-        hashes = sorted(set(part["patch_hash"].astype(str)))
-        if len(hashes) > 1:
-            raise NotComparable(field=f"patch_hash of variant {variant}", values=" vs ".join(
-                f"{h} in {', '.join(sorted(set(part[part['patch_hash'].astype(str) == h]['run_dir'])))}"
-                for h in hashes))
+    comparability.check_patches(runs)
     return pd.concat(pooled_samples, ignore_index=True), runs, [metadata for _, _, metadata in frames]

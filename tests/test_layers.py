@@ -18,7 +18,7 @@ STAGES = ("base", "kernel", "guest", "measure", "analysis", "top")
 TOP = {"bench", "trial", "covers", "checks", "cache", "cli", "__main__"}
 EXPLAINED = {
     "base": "errors, files, project, progress, runner, doctor (host tools); experiment, workloads, metrics, sweep "
-            "(the input model); results (the run folder's records)",
+            "(the input model); results (the run folder's records), comparability (what may be compared)",
     "kernel": "source (debian), patchmail, importer (reindent, checkpatch), patches, kconfig, build, objdiff, "
               "layout",
     "guest": "image, vm, session, boot",

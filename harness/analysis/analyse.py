@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import comparability, results
 from harness import experiment as experiments
-from harness import results
 from harness.analysis import compare, coverage, mail, plots, report, stats, tables
 from harness.errors import HarnessError, PoolWithoutControl
 from harness.experiment import Experiment
@@ -28,8 +28,7 @@ def comparison(run_dirs: list[Path], baseline: str | None = None) -> compare.Com
     # a control is its run's baseline booted again: it calibrates a comparison against that baseline only
     control = next((m.control for m in metadata if m.control and m.baseline == chosen), None)
     design = plan.design if len(run_dirs) == 1 else pooled_design(metadata)
-    mixed = any(m.mixed_sources for m in metadata)
-    hosts = all(m.mixed_hosts for m in metadata)
+    mixed, hosts = comparability.allowances(metadata)
     plan = replace(plan, control=control, design=design, mixed_sources=mixed, mixed_hosts=hosts)
     order = [name for metadata_of_run in metadata for name in metadata_of_run.variant_names]
     result = compare.compare(samples, runs, plan, order, coverage.of(samples, runs, metadata, chosen))

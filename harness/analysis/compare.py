@@ -42,18 +42,14 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from harness import metrics, results, workloads
+from harness import comparability, metrics, results, workloads
 from harness import sweep as sweeps
 from harness.analysis import integrity, stats
-from harness.errors import NotComparable, UnknownVariant
+from harness.errors import UnknownVariant
 
 ALPHA = stats.ALPHA
 DEFAULT_MARGIN_PCT = 5.0
 FIRST_LOOK_SHARE = 0.5          # of ALPHA, at the first look of a sequential design; the rest split evenly
-COMPARABILITY_FIELDS = ("source", "config_hash", "accelerator", "guest_memory_mb", "swap_mb", "swap",
-                        "swap_compressor", "cpus", "host", "qemu_version", "image", "host_kernel")
-PER_HOST_FIELDS = ("host", "qemu_version", "host_kernel")    # what mixed_hosts lets differ between cells
-PER_KERNEL_FIELDS = ("source", "config_hash")     # what mixed_sources lets differ between variants
 JSON_KEYS = ("workload", "phase", "metric", "variant", "baseline", "n", "n_missing", "missing_reason", "median",
              "ci_low", "ci_high", "change_pct", "change_ci_low", "change_ci_high", "p_value", "verdict", "role",
              "p_adjusted", "margin_pct", "note", "exercised", "changed_calls")
@@ -270,35 +266,6 @@ def valid_samples(samples: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFra
     good = results.valid_runs(runs)[keys]
     kept = samples.merge(good.astype({"rep": int}), on=keys)
     return kept, len(runs) - len(results.valid_runs(runs))
-
-
-def check_comparable(runs: pd.DataFrame, mixed_sources: bool = False, mixed_hosts: bool = False) -> None:
-    """Refuse runs whose comparability fields differ (anything but the patches may not), within each sweep
-    point. With mixed_sources the kernel source and config may differ between variants, not within one;
-    with mixed_hosts the cells may come from several machines (a host sweep axis is a point of its own)."""
-    if mixed_hosts:
-        runs = runs.drop(columns=list(PER_HOST_FIELDS), errors="ignore")
-    if "point" in runs and runs["point"].nunique() > 1:
-        for _, part in runs.groupby("point"):
-            check_comparable(part.drop(columns="point"), mixed_sources)
-        return
-    valid = results.valid_runs(runs)
-    pooled = "run_dir" in valid and valid["run_dir"].nunique() > 1
-    for name in COMPARABILITY_FIELDS:
-        if name not in valid:
-            continue
-        if mixed_sources and name in PER_KERNEL_FIELDS:
-            for _, part in valid.groupby("variant"):
-                check_comparable(part.drop(columns=[f for f in COMPARABILITY_FIELDS if f != name], errors="ignore"))
-            continue
-        recorded = valid[name].astype(object).where(valid[name].notna(), "unrecorded").astype(str)
-        values = sorted(set(recorded))
-        if len(values) > 1:
-            if pooled:
-                values = [f"{value} in {', '.join(sorted(set(valid[recorded == value]['run_dir'])))}"
-                          for value in values]
-            hint = " (or, for a cluster's hosts, sweep host.name or set mixed_hosts = true)" if name == "host" else ""
-            raise NotComparable(field=name, values=" vs ".join(values), hint=hint)
 
 
 def source_mode(metric: str, modes: set[str]) -> str:
@@ -1069,7 +1036,7 @@ def compare(samples: pd.DataFrame, runs: pd.DataFrame, plan: Plan = Plan(), orde
 
     order: the experiment's variant order (rows follow it, the baseline first). coverage: what each variant
     changed and which phases ran it (harness/analysis/coverage.py): rows about code that did not run say so."""
-    check_comparable(runs, plan.mixed_sources, plan.mixed_hosts)
+    comparability.check_runs(results.valid_runs(runs), plan.mixed_sources, plan.mixed_hosts)
     if plan.baseline not in set(runs["variant"]):
         raise UnknownVariant(name=plan.baseline, experiment="this run", known=", ".join(sorted(set(runs["variant"]))))
     kept, invalid = valid_samples(samples, runs)
