@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import results
-from harness.analysis import compare, resample
+from harness.analysis import records, resample
 from harness.project import ROOT
 
 REFERENCE = max(ROOT.glob("results/reference-*"))
@@ -62,7 +62,7 @@ def cost(samples, runs) -> dict[str, tuple[float, float]]:
 def power(run: Path, expected: dict, reps_list: list[int], tables: int, seed: int) -> tuple[list[str], dict]:
     samples, runs, metadata = results.read(run)
     pool = sources(resample.pools(samples, runs, metadata.baseline), metadata)
-    plan = replace(compare.Plan.from_metadata(metadata, metadata.baseline), design=compare.Design())  # one look
+    plan = replace(records.Plan.from_metadata(metadata, metadata.baseline), design=records.Design())  # one look
     kept = {key: verdict for key, verdict in expected.items() if key[0] in metadata.workloads}
     hits = {(key, reps): 0 for key in kept for reps in reps_list}
     control_claims = dict.fromkeys(reps_list, 0)

@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 
 from harness import results
-from harness.analysis import compare
+from harness.analysis import sampling
 from harness.project import ROOT
 
 PAIRS = (("swapcow", "write", "cow_copies", "cow_copies_per_swapin"),
@@ -29,7 +29,7 @@ def main():
     parser.add_argument("run_dir", nargs="?", type=Path, default=max(ROOT.glob("results/reference-*")))
     args = parser.parse_args()
     samples, runs, metadata = results.read(args.run_dir)
-    cells = compare.gather(compare.valid_samples(samples, runs)[0], runs)
+    cells = sampling.gather(sampling.valid_samples(samples, runs)[0], runs)
     order = metadata.variant_names
     print(f"Spread (coefficient of variation) over the valid boots of {args.run_dir.name}")
     print("| workload | phase | variant | n | count | its CV | rate | its CV |")

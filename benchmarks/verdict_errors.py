@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from harness import cli, experiment, results
-from harness.analysis import compare, resample
+from harness.analysis import records, resample
 from harness.project import ROOT
 
 
@@ -37,8 +37,8 @@ def main():
             (True, True, True, False), (False, False, False, False), (False, False, True, False),
             (True, False, False, True), (True, True, False, True), (False, False, False, True)):
         sources = {"base": pools["base"], "patched": pools["base" if aa else "patched"], "control": pools["base"]}
-        design = compare.Design.sequential(cli.AUTO_FIRST_LOOK, args.max_reps) if auto else compare.Design()
-        plan = compare.Plan("base", () if discovery else spec.primary, spec.margin_pct, "control", design,
+        design = records.Design.sequential(cli.AUTO_FIRST_LOOK, args.max_reps) if auto else records.Design()
+        plan = records.Plan("base", () if discovery else spec.primary, spec.margin_pct, "control", design,
                             discovery=discovery)
         started = time.monotonic()
         tally = resample.tally(sources, plan, cli.AUTO_FIRST_LOOK if auto else cli.DEFAULT_REPS, args.tables, 1,

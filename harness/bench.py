@@ -28,7 +28,7 @@ from pathlib import Path
 from harness import files, results, workloads
 from harness import sweep as sweeps
 from harness.analysis import analyse as analysis
-from harness.analysis import compare, stats
+from harness.analysis import looks, stats
 from harness.errors import BadExperiment, BadPlacement, BadWorkload, HarnessError, NotAResultDirectory
 from harness.experiment import Experiment
 from harness.guest import image, vm
@@ -151,7 +151,7 @@ def measured_primary(spec: Experiment, chosen) -> tuple[str, ...]:
 
 def primary_rows(request: RunRequest) -> int:
     """How many primary rows the run's comparison will judge: each primary row at every point of its
-    workload, for every variant but the baseline (the family compare.decide tests them in)."""
+    workload, for every variant but the baseline (the family family.decide tests them in)."""
     points = sum(len(request.points(row.split("/")[0])) for row in request.primary)
     return points * (len(request.variants) - 1)
 
@@ -166,7 +166,7 @@ def warn_unreachable(request: RunRequest, enough: int) -> None:
                     "and the false-discovery bar divides 5%% among hundreds of rows; use --reps %d or more", last,
                     smallest, enough)
     rows = primary_rows(request)
-    if rows and compare.smallest_deciding_reps(rows, request.reps, request.max_reps) is None:
+    if rows and looks.smallest_deciding_reps(rows, request.reps, request.max_reps) is None:
         log.warning("with %s repetitions and %d primary rows no primary row can be decided (the smallest exact "
                     "p-value is %.2g): use more --reps or --reps auto", last, rows, smallest)
 

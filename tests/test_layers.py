@@ -23,7 +23,8 @@ EXPLAINED = {
               "layout",
     "guest": "image, vm, session, boot",
     "measure": "one cell: drivers, collectors, causes, cell, dispatch, worker",
-    "analysis": "stats, compare (verdicts), tables (their renderings), coverage, plots, report, mail, analyse",
+    "analysis": "stats; records, sampling, looks, family, discovery, compare (the verdicts, room by room); tables "
+                "(their renderings), coverage, integrity, resample, plots, report, mail, analyse",
     "top": "bench (the conductor), trial (`try`), covers, checks, cache, cli",
 }
 

@@ -7,7 +7,7 @@ import statistics
 import pytest
 
 from harness import metrics, results
-from harness.analysis import compare
+from harness.analysis import sampling
 from harness.project import ROOT
 from tests.conftest import DATA
 
@@ -48,7 +48,7 @@ def coefficient_of_variation(values) -> float:
 ])
 def test_on_the_reference_run_the_rates_spread_less_than_the_counts(workload, phase, count, rate):
     samples, runs, _ = results.read(REFERENCE)
-    cells = compare.gather(compare.valid_samples(samples, runs)[0], runs)
+    cells = sampling.gather(sampling.valid_samples(samples, runs)[0], runs)
     counts, rates = cells[(workload, phase, count, "")]["base"][1], cells[(workload, phase, rate, "")]["base"][1]
     print(f"{REFERENCE.name} base {workload} {phase}: {count} spreads {coefficient_of_variation(counts):.2%}, "
           f"{rate} {coefficient_of_variation(rates):.2%}")

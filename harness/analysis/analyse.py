@@ -12,19 +12,19 @@ import numpy as np
 
 from harness import comparability, results
 from harness import experiment as experiments
-from harness.analysis import compare, coverage, mail, plots, report, stats, tables
+from harness.analysis import compare, coverage, discovery, family, mail, plots, records, report, sampling, stats, tables
 from harness.errors import HarnessError, PoolWithoutControl
 from harness.experiment import Experiment
 from harness.files import write_atomic
 
 
-def comparison(run_dirs: list[Path], baseline: str | None = None) -> compare.Comparison:
+def comparison(run_dirs: list[Path], baseline: str | None = None) -> records.Comparison:
     """The comparison of one run directory, or of several pooled (then one look at all the data)."""
     samples, runs, metadata = results.read_many(run_dirs)
     if len(run_dirs) > 1:
         _require_controls(run_dirs, runs, metadata)
     chosen = baseline or metadata[0].baseline
-    plan = compare.Plan.from_metadata(metadata[0], chosen)
+    plan = records.Plan.from_metadata(metadata[0], chosen)
     # a control is its run's baseline booted again: it calibrates a comparison against that baseline only
     control = next((m.control for m in metadata if m.control and m.baseline == chosen), None)
     design = plan.design if len(run_dirs) == 1 else pooled_design(metadata)
@@ -41,31 +41,31 @@ def comparison(run_dirs: list[Path], baseline: str | None = None) -> compare.Com
     return result
 
 
-def pooled_design(metadata: list[results.RunMetadata]) -> compare.Design:
+def pooled_design(metadata: list[results.RunMetadata]) -> records.Design:
     """One look at the pooled boots, at the alpha the folders' designs allow: a folder of `--reps auto` could
     have stopped after any of its looks, so its number of boots depends on its data; the pooled test rejects
     only if the test at one of the combinations of boots the folders could have stopped at would, so it takes
     ALPHA divided by their number (Bonferroni over them). Folders of a fixed design leave the whole ALPHA."""
     stops = 1
     for of_run in metadata:
-        stops *= max(1, len(compare.Plan.from_metadata(of_run).design.looks))
+        stops *= max(1, len(records.Plan.from_metadata(of_run).design.looks))
     if stops == 1:
-        return compare.Design()
-    return compare.Design(whole=1 / stops, why=f"the folders' --reps auto designs could have stopped at {stops} "
+        return records.Design()
+    return records.Design(whole=1 / stops, why=f"the folders' --reps auto designs could have stopped at {stops} "
                                                "combinations of repetitions")
 
 
-def drift(samples, runs, plan: compare.Plan, run_dirs: list[Path]) -> tuple[tuple[str, ...], str]:
+def drift(samples, runs, plan: records.Plan, run_dirs: list[Path]) -> tuple[tuple[str, ...], str]:
     """Whether the baseline kernel (the baseline and its control) moved between the folders, row by primary row:
     each later folder's boots of it against the first folder's, exact rank tests, Holm across the rows and
     folders. (the rows that moved, each "ROW in FOLDER (p_adj P)": a failed calibration, since the pooled verdicts
     would compare days as well as kernels; the line to print when none did)."""
     kernel = [plan.baseline, *([plan.control] if plan.control else [])]
-    kept, _ = compare.valid_samples(samples, runs)
+    kept, _ = sampling.valid_samples(samples, runs)
     kept = kept[kept["variant"].isin(kernel)]
     by_folder = {}
     for folder in run_dirs:      # each metric from its own boots (the mode) and at its own sweep point, as compared
-        cells = compare.gather(kept[kept["run_dir"] == str(folder)], runs[runs["run_dir"] == str(folder)])
+        cells = sampling.gather(kept[kept["run_dir"] == str(folder)], runs[runs["run_dir"] == str(folder)])
         by_folder[folder] = {key: np.concatenate([by_variant[v][1] for v in kernel if v in by_variant])
                              for key, by_variant in cells.items() if "/".join(key[:3]) in plan.primary}
     tests = []
@@ -79,7 +79,7 @@ def drift(samples, runs, plan: compare.Plan, run_dirs: list[Path]) -> tuple[tupl
         return (), "Drift between folders: not checked (no primary row measured in two folders)"
     adjusted = stats.step_down([t[2] for t in tests], list(range(len(tests))))
     moved = tuple(f"{key} in {folder} (p_adj {p:.2g})" for (key, folder, *_), p in zip(tests, adjusted)
-                  if p <= compare.ALPHA)
+                  if p <= records.ALPHA)
     if moved:
         return moved, ""
     return (), (f"Drift between folders: the baseline kernel's boots of each folder against {run_dirs[0]}, "
@@ -102,16 +102,16 @@ def decided(directory: results.RunDirectory) -> bool:
     discovery, which declares none, when no variant loses more repetitions than the baseline), or when
     no workload phase ran the changes of any variant judged: more boots of code that does not run tell nothing."""
     samples, runs, metadata = results.read(directory.path)
-    plan = compare.Plan.from_metadata(metadata, metadata.baseline)
+    plan = records.Plan.from_metadata(metadata, metadata.baseline)
     if not plan.primary and not plan.discovery:
         return False        # nothing declared, nothing to stop on: every look is taken
-    order = compare.variant_order(runs, plan.baseline)
+    order = sampling.variant_order(runs, plan.baseline)
     judged = [variant for variant in order[1:] if variant not in plan.controls]
     cover = coverage.of(samples, runs, metadata, plan.baseline)
     if judged and all(cover.silent(variant) for variant in judged):
         return True
-    kept, _ = compare.valid_samples(samples, runs)
-    return compare.all_decided(compare.gather(kept, runs) | compare.boot_cells(runs), plan, order)
+    kept, _ = sampling.valid_samples(samples, runs)
+    return family.all_decided(sampling.gather(kept, runs) | sampling.boot_cells(runs), plan, order)
 
 
 def broken_lines(report: Path) -> list[str]:
@@ -130,18 +130,18 @@ CONFIRMATION = "confirm.toml"
 MAIL = "report.txt"
 
 
-def headline_key(experiment: Experiment | None, result: compare.Comparison) -> str:
+def headline_key(experiment: Experiment | None, result: records.Comparison) -> str:
     """WORKLOAD/PHASE/METRIC of the report's first sentence: the experiment's headline, or else its first primary
     row, of a workload that ran (`--workload swapcow` of an experiment whose headline is redis's); the
     strongest discovery (as the confirmation ranks them); or the copies of a write phase (of any phase, when no
     workload has one). A declared row is the sentence's row when some variant measured it, or when its workload
     measured nothing at all (every boot lost: the sentence says so), never when its workload measured other rows
     without it (stressng has no write phase); a row that nothing measured only when no other is."""
-    found = compare.confirmation_rows(compare.discoveries(result.rows)) if result.plan.discovery else []
+    found = discovery.confirmation_rows(discovery.discoveries(result.rows)) if result.plan.discovery else []
     declared = [key for key in ([experiment.headline, *experiment.primary] if experiment else []) if key]
     ran = {row.workload for row in result.rows}       # with its boots/valid_share row, though every boot was lost
     keys = {row.key for row in result.rows}
-    silent = ran - {row.workload for row in result.rows if (row.phase, row.metric) != compare.BOOTS}
+    silent = ran - {row.workload for row in result.rows if (row.phase, row.metric) != sampling.BOOTS}
     measured = [key for key in declared if key in keys or key.split("/", 1)[0] in silent]
     if measured:
         return measured[0]
@@ -173,7 +173,7 @@ def experiment_file(run_dir: Path, metadata: results.RunMetadata) -> Path | None
     return Path(kept) if kept and Path(kept).is_file() else beside if beside.is_file() else None
 
 
-def mail_text(run_dir: Path, result: compare.Comparison, headline: str, runs, metadata: results.RunMetadata,
+def mail_text(run_dir: Path, result: records.Comparison, headline: str, runs, metadata: results.RunMetadata,
               confirm: Path | None = None) -> str:
     """What `harness compare --format email` prints and report.txt holds (harness/analysis/mail.py); runs and
     metadata: the run folder's, as results.read gives them."""
@@ -198,16 +198,16 @@ PRIMARY_LINES = re.compile(r'^primary[ \t]*=[ \t]*\[(?:[^\]"#]|"[^"\n]*"|#[^\n]*
 HEADLINE_LINE = re.compile(r"^headline\s*=.*\n", re.MULTILINE)
 
 
-def write_confirmation(run_dir: Path, result: compare.Comparison, metadata: results.RunMetadata) -> Path | None:
-    """RUN_DIR/confirm.toml: the run's experiment file with its leads (compare.leads: a discovery's, or the rows a
-    closed gate kept quiet) declared primary (compare.confirmation_rows) in place of `discovery = true` or of the
+def write_confirmation(run_dir: Path, result: records.Comparison, metadata: results.RunMetadata) -> Path | None:
+    """RUN_DIR/confirm.toml: the run's experiment file with its leads (discovery.leads: a discovery's, or the rows a
+    closed gate kept quiet) declared primary (discovery.confirmation_rows) in place of `discovery = true` or of the
     primary rows, so that one command judges them on fresh boots. None when there are none, the experiment file is
     gone, or it has no top-level line of either kind to replace."""
     kept = experiment_file(run_dir, metadata)
     text = kept.read_text() if kept else ""
     first_table = re.search(r"^\[", text, re.MULTILINE)
     top, tables = (text[:first_table.start()], text[first_table.start():]) if first_table else (text, "")
-    rows = compare.confirmation_rows(compare.leads(result.rows, result.plan))
+    rows = discovery.confirmation_rows(discovery.leads(result.rows, result.plan))
     replaced = DISCOVERY_LINE if result.plan.discovery else PRIMARY_LINES
     if not replaced.search(top) or not rows:
         return None
@@ -233,7 +233,7 @@ def analyse(run_dir: Path, experiment: Experiment, baseline: str | None = None, 
                  + tables.render_markdown(result.rows, show_all=True) + "\n")
     figures = plots.plot_all(samples, runs, metadata, run_dir / "plots", result.rows)
     headline = headline_key(experiment, result)
-    confirm = write_confirmation(run_dir, result, metadata) if compare.leads(result.rows, result.plan) else None
+    confirm = write_confirmation(run_dir, result, metadata) if discovery.leads(result.rows, result.plan) else None
     path = report.write(run_dir, result, figures, headline, confirm)
     write_atomic(run_dir / MAIL, mail_text(run_dir, result, headline, runs, metadata, confirm))
     cover = json.loads(json.dumps(result.coverage.as_dict() if result.coverage is not None else {}))

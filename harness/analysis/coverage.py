@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from harness import results
-from harness.analysis import compare
+from harness.analysis import records, sampling
 
 IDLE = "idle"
 METRIC = "calls."
@@ -149,7 +149,7 @@ class Coverage:
                                   for function in self.changed[variant].counted)
 
     def judged(self, rows: list) -> list:
-        """The comparison rows (harness/analysis/compare.Row) with `exercised` and `changed_calls`, and the
+        """The comparison rows (harness/analysis/records.Row) with `exercised` and `changed_calls`, and the
         verdict `not exercised` where a row would claim no change about code its phase did not run."""
         quiet = {variant for variant in self.changed if self.silent(variant)}     # once per variant, not per row
         return [self._judged(row, row.variant in quiet) for row in rows]
@@ -157,7 +157,7 @@ class Coverage:
     def _judged(self, row, quiet: bool):
         if row.variant not in self.changed or row.variant == self.baseline:
             return row
-        if (row.phase, row.metric) == compare.BOOTS:
+        if (row.phase, row.metric) == sampling.BOOTS:
             exercised, calls = self.workload_exercised(row.variant, row.workload, row.point), None
             where = f"no phase of {row.workload}"
         else:
@@ -169,9 +169,9 @@ class Coverage:
             return row
         if quiet:       # the headline and the coverage say why, once
             return replace(row, verdict=SILENT)
-        if exercised is False and (row.verdict in compare.RESTING or row.margin_pct is not None):
+        if exercised is False and (row.verdict in records.RESTING or row.margin_pct is not None):
             said = f"{where} ran none of the functions `{row.variant}` changed"
-            if row.phase != compare.BOOTS[0] and self.background(row.variant, row.workload, row.point, row.phase):
+            if row.phase != sampling.BOOTS[0] and self.background(row.variant, row.workload, row.point, row.phase):
                 said = (f"{where} called the functions `{row.variant}` changed no more often per second than the "
                         "idle phase (the guest's background)")
             return replace(row, verdict=SILENT, note=f"{row.note}; {said}" if row.note else said)
@@ -270,7 +270,7 @@ def _counted_calls(samples: pd.DataFrame, runs: pd.DataFrame) -> tuple[dict, dic
     """(medians, maxima, totals) of the valid boots' calls: (variant, workload, point, phase) -> function ->
     figure; and seconds: the same keys -> the phase's duration_s added up over the boots that counted calls."""
     chosen = samples[samples["metric"].astype(str).str.startswith(METRIC) | (samples["metric"] == "duration_s")]
-    chosen, _ = compare.valid_samples(chosen, runs)
+    chosen, _ = sampling.valid_samples(chosen, runs)
     chosen = chosen.assign(point=chosen["point"].fillna("").astype(str))
     calls = chosen[chosen["metric"].astype(str).str.startswith(METRIC)]
     medians: dict = {}

@@ -14,7 +14,7 @@ import re
 import shlex
 import textwrap
 
-from harness.analysis import compare, tables
+from harness.analysis import records, tables
 from harness.results import RunMetadata
 
 WIDTH = 72
@@ -36,7 +36,7 @@ def wrap(text: str, indent: str = "") -> list[str]:
                          break_on_hyphens=False, break_long_words=True)
 
 
-def render(comparison: compare.Comparison, title: str, opening: list[str], metadata: RunMetadata, order: list[str],
+def render(comparison: records.Comparison, title: str, opening: list[str], metadata: RunMetadata, order: list[str],
            command: str = "") -> str:
     """The whole mail body. opening: the report's first sentences (the headline finding first); order: the
     variants, the baseline first; command: what reproduces the run (default: the one the run recorded)."""
@@ -67,7 +67,7 @@ def object_code_lines(metadata: RunMetadata) -> list[str]:
     return lines
 
 
-def chosen_rows(rows: list[compare.Row]) -> list[tuple]:
+def chosen_rows(rows: list[records.Row]) -> list[tuple]:
     """(workload, phase, metric, point) of the rows worth mailing: the primary rows, and every row where a
     variant has a decided verdict (better, worse, equivalent), in the comparison's order."""
     keys = [(r.workload, r.phase, r.metric, r.point) for r in rows
@@ -75,7 +75,7 @@ def chosen_rows(rows: list[compare.Row]) -> list[tuple]:
     return list(dict.fromkeys(keys))
 
 
-def table(rows: list[compare.Row], order: list[str]) -> list[str]:
+def table(rows: list[records.Row], order: list[str]) -> list[str]:
     """The rows with a verdict, kernels as columns; as many variant columns as fit in WIDTH, the rest in
     further blocks that repeat the baseline."""
     keys = chosen_rows(rows)
@@ -115,7 +115,7 @@ def _block(keys: list[tuple], by_key: dict, baseline: str, block: list[str], not
     return out
 
 
-def _cell(r: compare.Row | None, base: compare.Row | None) -> tuple[str, str]:
+def _cell(r: records.Row | None, base: records.Row | None) -> tuple[str, str]:
     """'   0  -100% B*': a variant's median, its change and the mark of its verdict; and a note when the
     change and the medians point in opposite directions."""
     if r is None:
@@ -142,7 +142,7 @@ def _number(value) -> str:
     return text if len(text) <= 8 else f"{value:.3g}"
 
 
-def legend(comparison: compare.Comparison) -> list[str]:
+def legend(comparison: records.Comparison) -> list[str]:
     margin = comparison.plan.margin_pct
     broken = ("X broken (read back wrong data, or failed a test of the kernel's own, that the baseline did not), "
               if comparison.broken else "")

@@ -31,7 +31,7 @@ from harness import (  # noqa: E402
     results,
 )
 from harness import sweep as sweeps  # noqa: E402
-from harness.analysis import compare, stats  # noqa: E402
+from harness.analysis import records, sampling, stats  # noqa: E402
 from harness.kernel import patchmail  # noqa: E402
 from harness.measure import causes  # noqa: E402
 from harness.results import RunMetadata  # noqa: E402
@@ -115,14 +115,14 @@ def subtitle(metadata: RunMetadata, runs: pd.DataFrame) -> str:
     return (f"Linux {everywhere[0]}, {accel}" if len(everywhere) == 1 else accel) + f" | {patches}"
 
 
-def claimed(row: compare.Row) -> bool:
+def claimed(row: records.Row) -> bool:
     """Whether a row's verdict is worth a label: not inconclusive, and `identical` on primary rows only (off
     them it marks the many counters that stay 0)."""
-    return row.verdict not in ("inconclusive", compare.BASELINE) and \
+    return row.verdict not in ("inconclusive", records.BASELINE) and \
         (row.verdict != "identical" or row.margin_pct is not None)
 
 
-def legend_label(variant: str, rows: list[compare.Row], baseline: str) -> str:
+def legend_label(variant: str, rows: list[records.Row], baseline: str) -> str:
     """'patched: write better, reswap equivalent' from the figure's rows of one variant; without such a verdict,
     the words its rows have in the tables ('patched: inconclusive')."""
     if variant == baseline:
@@ -133,7 +133,7 @@ def legend_label(variant: str, rows: list[compare.Row], baseline: str) -> str:
 
 
 def draw(figure: Figure, samples: pd.DataFrame, runs: pd.DataFrame, metadata: RunMetadata, out_dir: Path,
-         rows: list[compare.Row], order: list[str]) -> list[Path]:
+         rows: list[records.Row], order: list[str]) -> list[Path]:
     chosen = samples[samples["metric"] == figure.metric]
     if figure.phases:
         chosen = chosen[chosen["phase"].isin(figure.phases)]
@@ -266,12 +266,12 @@ NUMBERS = FuncFormatter(lambda value, _: _short(value))     # the labels' notati
 
 
 def plot_all(samples: pd.DataFrame, runs: pd.DataFrame, metadata: RunMetadata, out_dir: Path,
-             rows: list[compare.Row] | None = None) -> list[Path]:
+             rows: list[records.Row] | None = None) -> list[Path]:
     """Every figure that the run has data for; returns the files written (valid runs only)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    kept, _ = compare.valid_samples(samples, runs)
+    kept, _ = sampling.valid_samples(samples, runs)
     valid_runs = results.valid_runs(runs)
-    cells = compare.gather(kept, runs) if len(kept) else {}
+    cells = sampling.gather(kept, runs) if len(kept) else {}
     # a sweep's workloads are drawn along its axis; the one-point figures hold the workloads it does not vary
     measured = pd.DataFrame([{"workload": w, "phase": p, "metric": m, "variant": v, "value": value}
                              for (w, p, m, point), by_variant in cells.items() if not point
@@ -357,8 +357,8 @@ def sweep_rows(sweep: sweeps.Sweep, metadata: RunMetadata) -> list[str]:
     return list(dict.fromkeys(sweep.plots or metadata.primary))
 
 
-def draw_sweep(cells: compare.Cells, sweep: sweeps.Sweep, runs: pd.DataFrame, metadata: RunMetadata, out_dir: Path,
-               rows: list[compare.Row], order: list[str]) -> list[Path]:
+def draw_sweep(cells: records.Cells, sweep: sweeps.Sweep, runs: pd.DataFrame, metadata: RunMetadata, out_dir: Path,
+               rows: list[records.Row], order: list[str]) -> list[Path]:
     """sweep-WORKLOAD-PHASE-METRIC.png (and .svg) for every row drawn along the axis that has data."""
     paths = []
     for key in sweep_rows(sweep, metadata):
@@ -374,7 +374,7 @@ def draw_sweep(cells: compare.Cells, sweep: sweeps.Sweep, runs: pd.DataFrame, me
 
 
 def sweep_figure(key: str, axes: tuple, data: dict, sweep: sweeps.Sweep, metadata: RunMetadata, runs: pd.DataFrame,
-                 rows: list[compare.Row], order: list[str]):
+                 rows: list[records.Row], order: list[str]):
     """The figure of one row: a panel per value of the second axis (one panel with one axis)."""
     workload, phase, metric = key.split("/")
     x_axis, panel_axis = axes[0], (axes[1] if len(axes) > 1 else None)
@@ -419,7 +419,7 @@ def _positions(axis_spec: sweeps.Axis) -> dict:
     return {value: (float(value) if numeric else float(index)) for index, value in enumerate(axis_spec.values)}
 
 
-def _sweep_panel(axis, x_axis: sweeps.Axis, data: dict, rows: list[compare.Row], order: list[str]) -> float:
+def _sweep_panel(axis, x_axis: sweeps.Axis, data: dict, rows: list[records.Row], order: list[str]) -> float:
     """Lines, bands and raw points of every variant; returns the highest value drawn."""
     positions = _positions(x_axis)
     span = (max(positions.values()) - min(positions.values())) or 1.0

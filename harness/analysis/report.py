@@ -9,13 +9,13 @@ import pandas as pd
 
 from harness import metrics, results, workloads
 from harness import sweep as sweeps
-from harness.analysis import compare, coverage, stats, tables
+from harness.analysis import coverage, discovery, records, sampling, stats, tables
 from harness.files import write_atomic
 
 COST_PHASES = ("read", "write", "mixed")
 
 
-def headline_sentence(rows: list[compare.Row], headline: str, release: str, accelerator: str,
+def headline_sentence(rows: list[records.Row], headline: str, release: str, accelerator: str,
                       ran: tuple[str, ...] = ()) -> str:
     """The finding in one sentence; a sweep's, one clause per point. ran: the variants that booted."""
     chosen = [r for r in rows if r.key == headline]
@@ -28,7 +28,7 @@ def headline_sentence(rows: list[compare.Row], headline: str, release: str, acce
         f"On Linux {release} under {accelerator.upper()}, " + found
 
 
-def _headline_at(rows: list[compare.Row], headline: str, point: str, ran: tuple[str, ...] = ()) -> str:
+def _headline_at(rows: list[records.Row], headline: str, point: str, ran: tuple[str, ...] = ()) -> str:
     workload, phase, metric = headline.split("/")
     chosen = [r for r in rows if r.key == headline and r.point == point]
     base = next((r for r in chosen if r.variant == r.baseline), None)
@@ -50,7 +50,7 @@ def _headline_at(rows: list[compare.Row], headline: str, point: str, ran: tuple[
     return (f"At {point}: " if point else "") + "; ".join(_change_sentence(r, base) for r in others) + "."
 
 
-def _change_sentence(r: compare.Row, base: compare.Row) -> str:
+def _change_sentence(r: records.Row, base: records.Row) -> str:
     """What one variant did to the headline row: the medians, the change with its interval and tests, the
     verdict."""
     tied = r.change_ci_low is not None and r.change_ci_low == r.change_ci_high
@@ -68,11 +68,11 @@ def _change_sentence(r: compare.Row, base: compare.Row) -> str:
             f"{')' if change else ''}: **{r.verdict}**{fdr}" + (f" ({r.note})" if r.note else ""))
 
 
-def lost_sentence(rows: list[compare.Row]) -> str:
+def lost_sentence(rows: list[records.Row]) -> str:
     """'' unless a variant lost a larger share of a workload's repetitions than the baseline; then it, bold, with
     the reasons and the verdict of the lost-boots row, whatever it is: a patch that breaks a workload's gates
     yields invalid boots, not values, and the verdicts of that workload rest on the boots that passed."""
-    lost = compare.lost_more(rows)
+    lost = sampling.lost_more(rows)
     if not lost:
         return ""
     said = "; ".join(f"`{r.variant}` in {r.workload}{f' at {r.point}' if r.point else ''}: {r.note} "
@@ -86,7 +86,7 @@ CAUSE_WORDS = {"zero_page": "zero-page copies", "ksm": "KSM copies", "shared": "
                "other": "other copies"}
 
 
-def cause_sentence(rows: list[compare.Row], workload: str, phase: str) -> str:
+def cause_sentence(rows: list[records.Row], workload: str, phase: str) -> str:
     """Which cause of copies moved in a phase: per variant, the cause whose median changed most."""
     chosen = [r for r in rows if (r.workload, r.phase) == (workload, phase) and r.metric.startswith("cow_copies.")]
     base = {r.metric: r for r in chosen if r.variant == r.baseline}
@@ -115,7 +115,7 @@ def _number(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 or value == int(value) else f"{value:.3g}"
 
 
-def primary_table(rows: list[compare.Row]) -> list[str]:
+def primary_table(rows: list[records.Row]) -> list[str]:
     """Markdown lines: every primary row of every variant, with the look that decided it."""
     chosen = [r for r in rows if r.margin_pct is not None and r.variant != r.baseline]
     if not chosen:
@@ -159,8 +159,8 @@ def instrumentation_cost(samples: pd.DataFrame, order: list[str]) -> list[str]:
     return lines
 
 
-def boots_used(runs: pd.DataFrame, comparison: compare.Comparison, metadata: results.RunMetadata) -> list[str]:
-    runs = compare.with_points(runs)
+def boots_used(runs: pd.DataFrame, comparison: records.Comparison, metadata: results.RunMetadata) -> list[str]:
+    runs = sampling.with_points(runs)
     lines = []
     for (workload, point, variant, mode), part in runs.groupby(["workload", "point", "variant", "mode"], sort=False):
         valid = part["valid"].astype(bool)
@@ -213,32 +213,32 @@ def timing_note(metadata: results.RunMetadata, accelerator: str) -> str:
     return TIMING_NOTE.get(accelerator, TIMING_NOTE["tcg"])
 
 
-def discovery_sentence(comparison: compare.Comparison, confirm: Path | None) -> str:
+def discovery_sentence(comparison: records.Comparison, confirm: Path | None) -> str:
     """'' unless the run was a discovery; then how many rows moved of those tested (the judged variants' rows
     with more than one value, as Benjamini-Hochberg counted them), in how many clusters of rows that moved
-    together in the same boots (compare.clusters: each one finding), that the first sentence was chosen after the
+    together in the same boots (discovery.clusters: each one finding), that the first sentence was chosen after the
     fact, and the command that confirms them; the repetitions at which a row that moves alone could pass, when
     the run had fewer; when nothing moved, whether anything could have."""
     if not comparison.plan.discovery or _by_rule_only(comparison.rows):
         return ""
-    found = compare.discoveries(comparison.rows)
+    found = discovery.discoveries(comparison.rows)
     tested = [r for r in comparison.rows if r.role == "exploratory" and r.variant != r.baseline
               and r.p_adjusted is not None and r.verdict != "identical"]
     bases = {(r.key, r.point): r.n for r in comparison.rows if r.variant == r.baseline}
     reps = max((min(bases[(r.key, r.point)], r.n) for r in tested if r.n and bases.get((r.key, r.point))),
                default=0)
-    needed = compare.discovery_reps(len(tested))
+    needed = discovery.discovery_reps(len(tested))
     alone = (f" A row that moves alone, in every boot, passes at {needed} + {needed} boots; this run has {reps} + "
              f"{reps}: below that only rows that move by the dozen together can (--reps auto goes on to "
              f"{needed})." if needed and reps < needed else "")
     if not found:
         floor = min((stats.smallest_p(bases[(r.key, r.point)], r.n) for r in tested
                      if r.n and bases.get((r.key, r.point))), default=1.0)
-        could = "" if floor * len(tested) <= compare.ALPHA or len(tested) <= 1 else (
+        could = "" if floor * len(tested) <= records.ALPHA or len(tested) <= 1 else (
             f": at these boots no row could have (the smallest exact p, {floor:.2g}, cannot pass a family of "
             f"{len(tested)} rows; run more repetitions)")
         return (f"Exploratory (a discovery: no rows declared): no row of {len(tested)} tested moved at a "
-                f"{compare.ALPHA:.0%} false-discovery rate{could}.{alone}")
+                f"{records.ALPHA:.0%} false-discovery rate{could}.{alone}")
     per = "; ".join(f"`{variant}` {sum(r.variant == variant for r in found)}" for variant in
                     dict.fromkeys(r.variant for r in found))
     groups = len(comparison.clusters)
@@ -246,15 +246,15 @@ def discovery_sentence(comparison: compare.Comparison, confirm: Path | None) -> 
                 "cluster is one finding: its rows are the same boots seen through several counters)") if groups else ""
     confirm_with = f" Confirm them on fresh boots: `harness bench -e {confirm} --control`." if confirm else ""
     return (f"Exploratory (a discovery: no rows declared): {len(found)} of {len(tested)} rows tested moved at a "
-            f"{compare.ALPHA:.0%} false-discovery rate ({per}){together}; the sentence above is the strongest of "
+            f"{records.ALPHA:.0%} false-discovery rate ({per}){together}; the sentence above is the strongest of "
             f"them, chosen after the fact, so its interval overstates how sure it is; a lead, not a claim."
             f"{confirm_with}{alone}")
 
 
-def unjudged_sentence(comparison: compare.Comparison, confirm: Path | None) -> str:
-    """'' unless a closed gate kept rows quiet (compare.unjudged); then, per variant, how many rows moved at the
+def unjudged_sentence(comparison: records.Comparison, confirm: Path | None) -> str:
+    """'' unless a closed gate kept rows quiet (discovery.unjudged); then, per variant, how many rows moved at the
     exploratory level, the strongest of them with its medians, and the command that judges them on fresh boots."""
-    found = compare.unjudged(comparison.rows, comparison.plan)
+    found = discovery.unjudged(comparison.rows, comparison.plan)
     if not found:
         return ""
     base = {(r.key, r.point): r.median for r in comparison.rows if r.variant == r.baseline}
@@ -267,12 +267,12 @@ def unjudged_sentence(comparison: compare.Comparison, confirm: Path | None) -> s
                      f"({_number(base[(top.key, top.point)])} to {_number(top.median)}{change}, p_adj "
                      f"{top.p_adjusted:.2g})")
     judge = f" Judge them on fresh boots: `harness bench -e {confirm} --control`." if confirm else ""
-    return (f"At the exploratory level ({compare.ALPHA:.0%} false-discovery rate) rows moved that have no verdict, "
+    return (f"At the exploratory level ({records.ALPHA:.0%} false-discovery rate) rows moved that have no verdict, "
             f"since no primary row of their variant moved: {'; '.join(parts)}. Unjudged leads, not findings."
             f"{judge}")
 
 
-def _by_rule_only(rows: list[compare.Row]) -> list[str]:
+def _by_rule_only(rows: list[records.Row]) -> list[str]:
     """The run's workloads when every one is judged by a rule (workloads.by_rule: integrity, selftests), else []."""
     ran = list(dict.fromkeys(r.workload for r in rows))
     return ran if ran and all(workloads.by_rule(name) for name in ran) else []
@@ -282,7 +282,7 @@ def title(metadata: results.RunMetadata, run_dir: Path) -> str:
     return f"# {metadata.experiment or run_dir.name}: {metadata.description}".rstrip(": ")
 
 
-def findings(runs: pd.DataFrame, metadata: results.RunMetadata, comparison: compare.Comparison, headline: str,
+def findings(runs: pd.DataFrame, metadata: results.RunMetadata, comparison: records.Comparison, headline: str,
              confirm: Path | None = None) -> list[str]:
     """The report's opening sentences after the calibration: the headline finding (after what the coverage
     rules out), the discovery, lost boots, and which cause of copies moved."""
@@ -304,7 +304,7 @@ def findings(runs: pd.DataFrame, metadata: results.RunMetadata, comparison: comp
     return [sentence for sentence in said if sentence]
 
 
-def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], headline: str,
+def write(run_dir: Path, comparison: records.Comparison, plots: list[Path], headline: str,
           confirm: Path | None = None) -> Path:
     """RUN_DIR/report.md: the findings first, then how they were reached, then where the boots came from."""
     samples, runs, metadata = results.read(run_dir)
@@ -330,7 +330,7 @@ def write(run_dir: Path, comparison: compare.Comparison, plots: list[Path], head
     return path
 
 
-def _opening(run_dir: Path, comparison: compare.Comparison, runs: pd.DataFrame, metadata: results.RunMetadata,
+def _opening(run_dir: Path, comparison: records.Comparison, runs: pd.DataFrame, metadata: results.RunMetadata,
              headline: str, confirm: Path | None) -> list[str]:
     """What was read back wrong (first of all, in bold: `broken` stands above every other verdict), the title, the
     calibration (in bold when it failed), the findings and the primary hypotheses' summary."""
@@ -353,7 +353,7 @@ def _cost_section(cost: list[str]) -> list[str]:
             "without (timed); the comparison takes timings from the timed boots only.", "", *cost, ""]
 
 
-def _comparison_section(comparison: compare.Comparison, valid: int) -> list[str]:
+def _comparison_section(comparison: records.Comparison, valid: int) -> list[str]:
     """Every row of the comparison, one table per workload and sweep point."""
     rows = comparison.rows
     lines = ["## Comparison", "",

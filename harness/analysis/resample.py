@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from harness import workloads
-from harness.analysis import compare
+from harness.analysis import compare, family, records, sampling
 
 
 @dataclass(frozen=True)
@@ -35,22 +35,22 @@ def pools(samples: pd.DataFrame, runs: pd.DataFrame, baseline: str = "base") -> 
     """Each variant's valid boots; variants with the baseline's patches (a control) join the baseline's pool. The
     workloads judged by a rule (workloads.by_rule: a run gives them one boot, which a synthetic run of n boots could
     only copy n times) are left out."""
-    kept, _ = compare.valid_samples(samples, runs)
+    kept, _ = sampling.valid_samples(samples, runs)
     kept = kept[~kept["workload"].isin([name for name in kept["workload"].unique() if workloads.by_rule(name)])]
     hashes = runs.groupby("variant")["patch_hash"].first().astype(str).to_dict()
     kernel = {variant: baseline if hashes.get(variant) == hashes.get(baseline) else variant for variant in hashes}
     kept = kept.assign(kernel=kept["variant"].map(kernel), boot=kept["variant"] + ":" + kept["rep"].astype(str))
     found: Pools = {}
-    kept = compare.with_points(kept)
+    kept = sampling.with_points(kept)
     for (name, workload, mode, point), part in kept.groupby(["kernel", "workload", "mode", "point"]):
         table = part.pivot_table(index="boot", columns=["phase", "metric"], values="value", aggfunc="first")
         found.setdefault(name, {})[(workload, mode, point)] = Pool(tuple(table.columns), table.to_numpy(dtype=float))
     return found
 
 
-def draw(sources: dict[str, dict], reps: int, rng: np.random.Generator, per_metric: bool = False) -> compare.Cells:
+def draw(sources: dict[str, dict], reps: int, rng: np.random.Generator, per_metric: bool = False) -> records.Cells:
     """Cells of a synthetic run: for each variant, `reps` boots drawn with replacement from its source pools."""
-    cells: compare.Cells = {}
+    cells: records.Cells = {}
     modes = {}
     for by_key in sources.values():
         for workload, mode, _ in by_key:
@@ -64,7 +64,7 @@ def draw(sources: dict[str, dict], reps: int, rng: np.random.Generator, per_metr
                 drawn = pool.values[rng.integers(0, len(pool.values), size=reps)]
             rep_numbers = np.arange(1, reps + 1)
             for column, (phase, metric) in enumerate(pool.columns):
-                if compare.source_mode(metric, modes[workload]) != mode:
+                if sampling.source_mode(metric, modes[workload]) != mode:
                     continue
                 values = drawn[:, column]
                 present = ~np.isnan(values)
@@ -74,9 +74,9 @@ def draw(sources: dict[str, dict], reps: int, rng: np.random.Generator, per_metr
     return cells
 
 
-def up_to(cells: compare.Cells, reps: int) -> compare.Cells:
+def up_to(cells: records.Cells, reps: int) -> records.Cells:
     """The cells as they stood after `reps` repetitions (a variant without a value by then is left out)."""
-    kept: compare.Cells = {}
+    kept: records.Cells = {}
     for key, by_variant in cells.items():
         trimmed = {}
         for variant, (numbers, values) in by_variant.items():
@@ -88,21 +88,21 @@ def up_to(cells: compare.Cells, reps: int) -> compare.Cells:
     return kept
 
 
-def run(sources: dict, plan: compare.Plan, reps: int, rng: np.random.Generator, per_metric: bool = False,
-        max_reps: int | None = None) -> tuple[compare.Cells, int]:
+def run(sources: dict, plan: records.Plan, reps: int, rng: np.random.Generator, per_metric: bool = False,
+        max_reps: int | None = None) -> tuple[records.Cells, int]:
     """(cells, repetitions used) of one synthetic run: fixed reps, or sequential from reps to max_reps, stopped
     by the stopping rule of `harness bench --reps auto`."""
     if max_reps is None:
         return draw(sources, reps, rng, per_metric), reps
     full = draw(sources, max_reps, rng, per_metric)
     used = reps
-    while used < max_reps and not compare.all_decided(up_to(full, used), plan, list(sources)):
+    while used < max_reps and not family.all_decided(up_to(full, used), plan, list(sources)):
         used += 1
     return up_to(full, used), used
 
 
-def table(sources: dict, plan: compare.Plan, reps: int, rng: np.random.Generator, per_metric: bool = False,
-          max_reps: int | None = None) -> tuple[list[compare.Row], int]:
+def table(sources: dict, plan: records.Plan, reps: int, rng: np.random.Generator, per_metric: bool = False,
+          max_reps: int | None = None) -> tuple[list[records.Row], int]:
     """(rows, repetitions used) of one synthetic run: fixed reps, or sequential from reps to max_reps."""
     cells, used = run(sources, plan, reps, rng, per_metric, max_reps)
     return compare.compare_cells(cells, plan, list(sources)), used
@@ -124,7 +124,7 @@ class Tally:
                 f"mean repetitions {self.reps_used:.2f}")
 
 
-def tally(sources: dict, plan: compare.Plan, reps: int, tables: int, seed: int, per_metric: bool = False,
+def tally(sources: dict, plan: records.Plan, reps: int, tables: int, seed: int, per_metric: bool = False,
           max_reps: int | None = None, expected: dict | None = None) -> Tally:
     """Count verdicts over `tables` synthetic runs. expected: {(workload, phase, metric, variant): verdict}
     ((workload, phase, metric, point, variant) for a sweep's rows)."""

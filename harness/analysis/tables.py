@@ -10,7 +10,8 @@ import textwrap
 
 from harness import metrics
 from harness.analysis import integrity
-from harness.analysis.compare import ALPHA, BOOTS, Comparison, Row, lost_more
+from harness.analysis.records import ALPHA, Comparison, Row
+from harness.analysis.sampling import BOOTS, lost_more
 
 CONTROL_KINDS = {True: "the baseline kernel again", False: "object code identical to the baseline"}
 SHOWN_FAILED = 4        # failed control rows named in the calibration line

@@ -10,7 +10,7 @@ import pytest
 
 from harness import experiment, results
 from harness.analysis import analyse as analysis
-from harness.analysis import compare, report, resample, tables
+from harness.analysis import compare, family, looks, records, report, resample, sampling, stats, tables
 from harness.errors import NotComparable, PoolWithoutControl
 from harness.project import ROOT
 from tests.conftest import DATA
@@ -22,7 +22,7 @@ FAR_ONE_OF_6 = "1 of 6 boots beyond the baseline's farthest boot by more than +-
 FAR_ONE_OF_7 = "1 of 7 boots beyond the baseline's farthest boot by more than +-5% of its median"
 
 
-def cells_of(values: dict) -> compare.Cells:
+def cells_of(values: dict) -> records.Cells:
     """{(phase, metric): {variant: [values, ...]}} -> Cells of workload 'w', reps 1..n."""
     return {("w", phase, metric, ""): {variant: (np.arange(1, len(v) + 1), np.asarray(v, dtype=float))
                                    for variant, v in by_variant.items()}
@@ -42,7 +42,7 @@ def test_a_large_primary_effect_is_better_and_a_tight_one_equivalent():
     cells = cells_of({("write", "cow_copies"): {"base": BASE_COPIES, "patched": [3, 3, 3, 4, 3, 2]},
                       ("reswap", "vmstat.pswpout"): {"base": BASE_IO_RATE,
                                                      "patched": [v * 1.003 for v in BASE_IO_RATE]}})
-    rows = verdicts(compare.compare_cells(cells, compare.Plan("base", PRIMARY), ["base", "patched"]))
+    rows = verdicts(compare.compare_cells(cells, records.Plan("base", PRIMARY), ["base", "patched"]))
     copies, io = rows[("write", "cow_copies", "patched")], rows[("reswap", "vmstat.pswpout", "patched")]
     assert (copies.verdict, copies.role, copies.margin_pct) == ("better", "primary", 5.0)
     assert copies.p_value == pytest.approx(2 / 924) and copies.p_adjusted == pytest.approx(2 * 2 / 924)
@@ -53,11 +53,11 @@ def test_a_large_primary_effect_is_better_and_a_tight_one_equivalent():
 
 def test_a_change_beyond_the_margin_is_not_equivalent_and_small_n_is_inconclusive():
     wide = cells_of({("reswap", "vmstat.pswpout"): {"base": BASE_IO, "patched": [v * 1.08 for v in BASE_IO]}})
-    plan = compare.Plan("base", ("w/reswap/vmstat.pswpout",))
+    plan = records.Plan("base", ("w/reswap/vmstat.pswpout",))
     assert verdicts(compare.compare_cells(wide, plan, ["base", "patched"]))[
         ("reswap", "vmstat.pswpout", "patched")].verdict == "worse"
     small = cells_of({("write", "cow_copies"): {"base": [16384, 16384], "patched": [0, 0]}})
-    row = verdicts(compare.compare_cells(small, compare.Plan("base", ("w/write/cow_copies",)),
+    row = verdicts(compare.compare_cells(small, records.Plan("base", ("w/write/cow_copies",)),
                                          ["base", "patched"]))[("write", "cow_copies", "patched")]
     assert row.verdict == "inconclusive", "2 + 2 boots cannot reach 5%, however far apart"
     assert row.p_value == pytest.approx(1 / 3) and row.change_ci_low == -100 and row.change_ci_high is None
@@ -66,8 +66,8 @@ def test_a_change_beyond_the_margin_is_not_equivalent_and_small_n_is_inconclusiv
 def test_with_more_variants_the_family_grows_and_the_control_is_checked():
     cells = cells_of({("write", "cow_copies"): {"base": BASE_COPIES[:5], "patched": [3, 3, 3, 4, 3],
                                                 "control": [5150, 4800, 4790, 5500, 5300]}})
-    plan = compare.Plan("base", ("w/write/cow_copies",), control="control")
-    comparison = compare.Comparison(compare.compare_cells(cells, plan, ["base", "patched", "control"]), 0, plan)
+    plan = records.Plan("base", ("w/write/cow_copies",), control="control")
+    comparison = records.Comparison(compare.compare_cells(cells, plan, ["base", "patched", "control"]), 0, plan)
     rows = verdicts(comparison.rows)
     assert rows[("write", "cow_copies", "patched")].p_adjusted == pytest.approx(2 * 2 / 252)
     assert rows[("write", "cow_copies", "patched")].verdict == "better"
@@ -76,7 +76,7 @@ def test_with_more_variants_the_family_grows_and_the_control_is_checked():
     assert tables.calibration_line(comparison).startswith("Calibration passed")
     assert "standard deviations of a primary row with 80% probability" in tables.calibration_line(comparison)
     shifted = cells_of({("write", "cow_copies"): {"base": BASE_COPIES, "control": [v * 0.5 for v in BASE_COPIES]}})
-    failed = compare.Comparison(compare.compare_cells(shifted, plan, ["base", "control"]), 0, plan)
+    failed = records.Comparison(compare.compare_cells(shifted, plan, ["base", "control"]), 0, plan)
     assert tables.calibration_line(failed).startswith(
         "CALIBRATION FAILED: `control` (the baseline kernel again) differs")
 
@@ -86,7 +86,7 @@ def test_exploratory_verdicts_wait_for_a_primary_difference():
     same = {"base": BASE_COPIES, "patched": BASE_COPIES[::-1]}
     cells = cells_of({("write", "cow_copies"): same, ("read", "vmstat.pgfault"): strong,
                       ("read", "perf.do_wp_page"): strong})
-    plan = compare.Plan("base", ("w/write/cow_copies",))
+    plan = records.Plan("base", ("w/write/cow_copies",))
     closed = verdicts(compare.compare_cells(cells, plan, ["base", "patched"]))
     assert closed[("read", "vmstat.pgfault", "patched")].verdict == "inconclusive", "the gate is closed"
     assert closed[("read", "vmstat.pgfault", "patched")].p_adjusted == pytest.approx(2 / 924 * 2 / 2)
@@ -101,23 +101,23 @@ def test_without_primary_rows_there_is_no_verdict_only_adjusted_p():
     strong = {"base": [10, 11, 12, 13, 14, 15], "patched": [50, 51, 52, 53, 54, 55]}
     cells = cells_of({("read", "vmstat.pgfault"): strong, ("read", "vmstat.pswpin"): strong,
                       ("idle", "vmstat.oom_kill"): {"base": [0] * 6, "patched": [0] * 6}})
-    rows = verdicts(compare.compare_cells(cells, compare.Plan(), ["base", "patched"]))
+    rows = verdicts(compare.compare_cells(cells, records.Plan(), ["base", "patched"]))
     assert rows[("read", "vmstat.pgfault", "patched")].verdict == "inconclusive", "nothing was declared"
     assert rows[("read", "vmstat.pgfault", "patched")].p_adjusted == pytest.approx(2 / 924)
     assert rows[("idle", "vmstat.oom_kill", "patched")].p_adjusted == 1.0, "identical everywhere: not in the family"
 
 
 def test_sequential_looks_spend_alpha_and_stop_when_everything_is_decided():
-    design = compare.Design.sequential(6, 10)
+    design = records.Design.sequential(6, 10)
     assert design.looks == (6, 7, 8, 9, 10) and sum(design.shares) == pytest.approx(1)
-    plan = compare.Plan("base", ("w/write/cow_copies",), design=design)
+    plan = records.Plan("base", ("w/write/cow_copies",), design=design)
     cells = cells_of({("write", "cow_copies"): {"base": BASE_COPIES, "patched": [3, 3, 3, 4, 3, 2]}})
-    assert compare.all_decided(cells, plan, ["base", "patched"])
+    assert family.all_decided(cells, plan, ["base", "patched"])
     row = verdicts(compare.compare_cells(cells, plan, ["base", "patched"]))[("write", "cow_copies", "patched")]
     assert row.verdict == "better" and row.decided_after == 6
     assert row.p_adjusted == pytest.approx(2 / 924 / design.shares[0]), "scaled by the first look's share"
     noisy = cells_of({("write", "cow_copies"): {"base": BASE_COPIES, "patched": BASE_COPIES[::-1]}})
-    assert not compare.all_decided(noisy, plan, ["base", "patched"])
+    assert not family.all_decided(noisy, plan, ["base", "patched"])
 
 
 def test_a_row_decided_at_a_look_keeps_its_verdict():
@@ -125,13 +125,13 @@ def test_a_row_decided_at_a_look_keeps_its_verdict():
     patched = [0.9934, 1.0, 0.9766, 0.9974, 0.9872, 0.9923, 0.9942, 0.9964, 1.0037, 1.0101]   # about +2%
     cells = cells_of({("reswap", "pswpout_per_swapout"): {"base": base, "patched": patched}})
     key = ("w", "reswap", "pswpout_per_swapout", "", "patched")
-    fixed = compare.decide(cells, compare.Plan("base", ("w/reswap/pswpout_per_swapout",)), ["base", "patched"])[key]
+    fixed = family.decide(cells, records.Plan("base", ("w/reswap/pswpout_per_swapout",)), ["base", "patched"])[key]
     assert (fixed.verdict, fixed.note) == ("equivalent", "a difference smaller than the margin; "
-                                           + compare.tail_allowance(10)), \
+                                           + looks.tail_allowance(10)), \
         "all ten boots at once find the 2%, and that it is smaller than the margin"
-    plan = compare.Plan("base", ("w/reswap/pswpout_per_swapout",), design=compare.Design.sequential(6, 10))
-    first = compare.decide(resample.up_to(cells, 6), plan, ["base", "patched"])[key]
-    last = compare.decide(cells, plan, ["base", "patched"])[key]
+    plan = records.Plan("base", ("w/reswap/pswpout_per_swapout",), design=records.Design.sequential(6, 10))
+    first = family.decide(resample.up_to(cells, 6), plan, ["base", "patched"])[key]
+    last = family.decide(cells, plan, ["base", "patched"])[key]
     assert (first.verdict, first.decided_after) == ("equivalent", 6), "within the 5% margin after six"
     assert (last.verdict, last.decided_after) == ("equivalent", 6), "the stopping rule counted on that verdict"
 
@@ -142,19 +142,19 @@ RESWAP_KEY = ("w", "reswap", "pswpout_per_swapout", "", "patched")
 
 def test_a_difference_whose_interval_crosses_the_margin_is_a_verdict_one_inside_is_not():
     base = [0.981, 0.979, 0.986, 0.981, 0.975, 0.984]
-    plan = compare.Plan("base", (RESWAP,))
+    plan = records.Plan("base", (RESWAP,))
     for shift, verdict, note in ((1.045, "worse", ""), (1.08, "worse", ""),
                                  (1.04, "equivalent", "a difference smaller than the margin"),
                                  (1.006, "equivalent", "a difference smaller than the margin"),
                                  (1.003, "equivalent", "")):
         patched = [value * shift for value in reversed(base)]
-        decision = compare.decide(cells_of({("reswap", "pswpout_per_swapout"): {"base": base, "patched": patched}}),
+        decision = family.decide(cells_of({("reswap", "pswpout_per_swapout"): {"base": base, "patched": patched}}),
                                   plan, ["base", "patched"])[RESWAP_KEY]
-        low, high = compare.stats.ratio_change(np.array(base), np.array(patched))[1]
+        low, high = stats.ratio_change(np.array(base), np.array(patched))[1]
         inside = 0.95 <= low and high <= 1.05
-        note = "; ".join([note] * bool(note) + [compare.tail_allowance(6)] * (verdict == "equivalent"))
+        note = "; ".join([note] * bool(note) + [looks.tail_allowance(6)] * (verdict == "equivalent"))
         assert (decision.verdict, decision.note) == (verdict, note), (shift, low, high, decision)
-        assert (verdict == "worse") == (decision.p_adjusted <= compare.ALPHA and not inside), (shift, low, high)
+        assert (verdict == "worse") == (decision.p_adjusted <= records.ALPHA and not inside), (shift, low, high)
 
 
 def test_no_equivalent_while_a_boot_of_the_variant_lies_outside_the_margin_and_none_of_the_baseline():
@@ -162,13 +162,13 @@ def test_no_equivalent_while_a_boot_of_the_variant_lies_outside_the_margin_and_n
     passes), the tail is not."""
     share = "w/reuse/reuse_share"
     key = ("w", "reuse", "reuse_share", "", "patched")
-    plan = compare.Plan("base", (share,))
+    plan = records.Plan("base", (share,))
     whole = cells_of({("reuse", "reuse_share"): {"base": [1.0] * 6, "patched": [1.0] * 6}})
-    assert compare.decide(whole, plan, ["base", "patched"])[key].verdict == "identical"
+    assert family.decide(whole, plan, ["base", "patched"])[key].verdict == "identical"
     noisy_base = [0.99, 1.0, 1.01, 0.98, 1.0, 1.02]
     broken = cells_of({("reuse", "reuse_share"): {"base": noisy_base, "patched": [1.0, 0.99, 1.01, 0.0, 1.0, 1.0]}})
-    assert stats_equivalence(broken, key) <= compare.ALPHA, "the location test alone would say equivalent"
-    decision = compare.decide(broken, plan, ["base", "patched"])[key]
+    assert stats_equivalence(broken, key) <= records.ALPHA, "the location test alone would say equivalent"
+    decision = family.decide(broken, plan, ["base", "patched"])[key]
     assert decision.verdict == "inconclusive" and decision.note == FAR_ONE_OF_6
     [row] = [r for r in compare.compare_cells(broken, plan, ["base", "patched"]) if r.variant == "patched"]
     assert row.as_json()["note"] == decision.note
@@ -177,16 +177,16 @@ def test_no_equivalent_while_a_boot_of_the_variant_lies_outside_the_margin_and_n
     # the baseline has a boot outside too: one against one is no evidence, six of ten against one is (Fisher)
     both = cells_of({("reuse", "reuse_share"): {"base": noisy_base[:5] + [0.9],
                                                "patched": [1.0, 0.99, 1.01, 0.9, 1.0, 1.0]}})
-    assert compare.decide(both, plan, ["base", "patched"])[key].verdict == "equivalent"
+    assert family.decide(both, plan, ["base", "patched"])[key].verdict == "equivalent"
     ten = np.array(noisy_base[:5] + [0.9] + noisy_base[1:5])
-    assert compare.tails(ten, np.array([1.0] * 5 + [0.9] * 5), 0.05) == "", "5 of 10 against 1 of 10: p = 0.07"
-    assert compare.tails(ten, np.array([1.0] * 4 + [0.9] * 6), 0.05) == \
+    assert looks.tails(ten, np.array([1.0] * 5 + [0.9] * 5), 0.05) == "", "5 of 10 against 1 of 10: p = 0.07"
+    assert looks.tails(ten, np.array([1.0] * 4 + [0.9] * 6), 0.05) == \
         "6 of 10 boots outside +-5% (baseline: 1 of 10)", "6 of 10 against 1 of 10: p = 0.029"
 
 
 def stats_equivalence(cells, key) -> float:
     by_variant = cells[key[:4]]
-    return compare.stats.equivalence_p(by_variant["base"][1], by_variant["patched"][1], 0.05)
+    return stats.equivalence_p(by_variant["base"][1], by_variant["patched"][1], 0.05)
 
 
 def test_a_broken_boot_withholds_equivalent_however_noisy_the_baseline():
@@ -194,38 +194,38 @@ def test_a_broken_boot_withholds_equivalent_however_noisy_the_baseline():
     stand on a sample holding a broken boot, at any distance. A boot beyond the baseline's farthest by more than
     the margin withholds it; one inside the baseline's spread does not."""
     key = ("w", "reswap", "pswpout_per_swapout", "", "patched")
-    plan = compare.Plan("base", ("w/reswap/pswpout_per_swapout",))
+    plan = records.Plan("base", ("w/reswap/pswpout_per_swapout",))
     base = [0.98, 0.99, 1.0, 1.0, 1.01, 0.91]         # one boot at -9%, as on redis/swapout/system.cow_copies
     for last, verdict in ((0.92, "equivalent"), (0.87, "equivalent"), (0.85, "inconclusive"), (0.5, "inconclusive")):
         patched = [1.0, 0.99, 1.01, 1.0, 0.98, last]
-        decision = compare.decide(cells_of({("reswap", "pswpout_per_swapout"): {"base": base, "patched": patched}}),
+        decision = family.decide(cells_of({("reswap", "pswpout_per_swapout"): {"base": base, "patched": patched}}),
                                   plan, ["base", "patched"])[key]
         assert decision.verdict == verdict, (last, decision)
         if verdict == "inconclusive":
             assert decision.note == FAR_ONE_OF_6, decision
         else:
             assert decision.note.endswith("a failure in up to 39% of boots is not ruled out (95%)"), decision
-    assert compare.tail_allowance(6) == ("no boot of 6 beyond the baseline's by the margin: a failure in up to 39% "
+    assert looks.tail_allowance(6) == ("no boot of 6 beyond the baseline's by the margin: a failure in up to 39% "
                                          "of boots is not ruled out (95%)")
 
 
 def test_a_row_decided_equivalent_is_opened_again_by_a_later_broken_boot():
     share = "w/reuse/reuse_share"
     key = ("w", "reuse", "reuse_share", "", "patched")
-    plan = compare.Plan("base", (share,), design=compare.Design.sequential(6, 10))
+    plan = records.Plan("base", (share,), design=records.Design.sequential(6, 10))
     cells = cells_of({("reuse", "reuse_share"): {"base": [1.0] * 7, "patched": [1.0] * 6 + [0.0]}})
-    first = compare.decide(resample.up_to(cells, 6), plan, ["base", "patched"])[key]
+    first = family.decide(resample.up_to(cells, 6), plan, ["base", "patched"])[key]
     assert (first.verdict, first.decided_after) == ("identical", 6)
-    later = compare.decide(cells, plan, ["base", "patched"])[key]
+    later = family.decide(cells, plan, ["base", "patched"])[key]
     assert later.verdict == "inconclusive" and later.note == FAR_ONE_OF_7
-    assert not compare.all_decided(cells, plan, ["base", "patched"]), "the run goes on: more boots may show more"
+    assert not family.all_decided(cells, plan, ["base", "patched"]), "the run goes on: more boots may show more"
     noisy = [1.0, 0.99, 1.01, 1.0, 0.98, 1.02]
     cells = cells_of({("reuse", "reuse_share"): {"base": noisy + [1.0], "patched": noisy[::-1] + [0.0]}})
-    first = compare.decide(resample.up_to(cells, 6), plan, ["base", "patched"])[key]
+    first = family.decide(resample.up_to(cells, 6), plan, ["base", "patched"])[key]
     assert (first.verdict, first.decided_after) == ("equivalent", 6)
-    later = compare.decide(cells, plan, ["base", "patched"])[key]
+    later = family.decide(cells, plan, ["base", "patched"])[key]
     assert later.verdict == "inconclusive" and later.note == FAR_ONE_OF_7
-    assert not compare.all_decided(cells, plan, ["base", "patched"]), "the run goes on: more boots may show more"
+    assert not family.all_decided(cells, plan, ["base", "patched"]), "the run goes on: more boots may show more"
 
 
 def test_another_baseline_has_no_control(tmp_path):
@@ -239,7 +239,7 @@ def test_another_baseline_has_no_control(tmp_path):
         "a control is the recorded baseline again: it says nothing about another baseline"
 
 
-def row_values(samples: pd.DataFrame, row: compare.Row) -> tuple[np.ndarray, np.ndarray]:
+def row_values(samples: pd.DataFrame, row: records.Row) -> tuple[np.ndarray, np.ndarray]:
     """The values of a row's baseline and variant in one mode (the counted boots' when both have it)."""
     mine = samples[(samples["workload"] == row.workload) & (samples["phase"] == row.phase) &
                    (samples["metric"] == row.metric)]
@@ -251,15 +251,15 @@ def row_values(samples: pd.DataFrame, row: compare.Row) -> tuple[np.ndarray, np.
 
 def test_the_golden_run_cannot_decide_with_two_boots_a_side():
     samples, runs, metadata = results.read(RUN)
-    comparison = compare.compare(samples, runs, compare.Plan.from_metadata(metadata))
+    comparison = compare.compare(samples, runs, records.Plan.from_metadata(metadata))
     assert comparison.invalid == 0
-    measured = [r for r in comparison.rows if (r.phase, r.metric) != compare.BOOTS]
-    assert {r.verdict for r in measured if not compare.one_value(*row_values(samples, r)) and r.variant != r.baseline} \
-        == {"inconclusive"}
+    measured = [r for r in comparison.rows if (r.phase, r.metric) != sampling.BOOTS]
+    assert {r.verdict for r in measured
+            if not sampling.one_value(*row_values(samples, r)) and r.variant != r.baseline} == {"inconclusive"}
     assert {r.verdict for r in comparison.rows if r.variant == r.baseline} == {"baseline"}
     assert {r.verdict for r in measured if r.variant != r.baseline and
-            compare.one_value(*row_values(samples, r))} == {"identical"}, "a counter at 0 in all four boots"
-    assert {(r.workload, r.verdict, r.median) for r in comparison.rows if (r.phase, r.metric) == compare.BOOTS
+            sampling.one_value(*row_values(samples, r))} == {"identical"}, "a counter at 0 in all four boots"
+    assert {(r.workload, r.verdict, r.median) for r in comparison.rows if (r.phase, r.metric) == sampling.BOOTS
             and r.variant != r.baseline} == {("swapcow", "identical", 1.0), ("redis", "identical", 1.0)}
     found = {(r.workload, r.phase, r.metric, r.variant): r for r in comparison.rows}
     assert found[("swapcow", "write", "cow_copies", "base")].median == 4096
@@ -350,7 +350,7 @@ def test_folders_are_pooled_like_one_run(tmp_path):
     as_values = sorted((r.key, r.variant, r.n, r.median, r.p_value) for r in single.rows)
     assert sorted((r.key, r.variant, r.n, r.median, r.p_value) for r in pooled.rows
                   if r.variant != "control") == as_values
-    assert pooled.plan.control == "control" and pooled.plan.design == compare.Design()
+    assert pooled.plan.control == "control" and pooled.plan.design == records.Design()
     notes = tables.summary_lines(pooled)
     assert "Pooled: 2 run folders, one look at all their boots at 1 of alpha; each variant against the baseline " \
            "kernel's boots of its own folders (the baseline and the controls)" in notes
@@ -470,7 +470,7 @@ def swept(tmp_path, second_swap_mb=512):
 
 
 def test_a_sweep_compares_point_by_point_and_the_family_counts_every_point(tmp_path):
-    plan = compare.Plan("base", ("swapcow/write/cow_copies",))
+    plan = records.Plan("base", ("swapcow/write/cow_copies",))
     single = {(r.key, r.variant): r for r in compare.compare(*results.read(RUN)[:2], plan).rows}
     rows = compare.compare(*results.read(swept(tmp_path))[:2], plan).rows
     by_point = {(r.point, r.key, r.variant): r for r in rows}
@@ -533,7 +533,7 @@ def test_a_row_of_one_value_gets_the_figures_of_the_general_path(value):
     give must be what the general path gives, sign of zero and infinities included."""
     for n, m in ((6, 6), (3, 5), (1, 1), (10, 7)):
         base, other = np.full(n, value), np.full(m, value)
-        worked_out = compare._change(base, other, compare.one_value(base, other))
+        worked_out = compare._change(base, other, sampling.one_value(base, other))
         assert repr(compare.change(base, other)) == repr(worked_out), (value, n, m)
         assert repr(compare.describe(other)) == repr(compare._described(other)), (value, m)
     assert repr(compare.describe(np.full(6, -0.0))["median"]) == "-0.0"
@@ -556,7 +556,7 @@ def test_a_repetition_is_lost_when_a_boot_of_it_fails_or_the_harness_does_but_no
              ["valid", "reason"]] = [False, "failed: harness fault KeyError: 'x'"]
     runs.loc[(runs["variant"] == "base") & (runs["rep"] == 4), ["valid", "reason"]] = \
         [False, "failed: worker tcp://h:1 on h was lost during the cell; it runs once more on another worker"]
-    cells = compare.boot_cells(runs)
+    cells = sampling.boot_cells(runs)
     reps, values = cells[("w", "boots", "valid_share", "")]["patched"]
     assert reps.tolist() == [1, 2, 3, 4, 5, 6] and values.tolist() == [1, 0, 1, 1, 0, 1]
     reps, values = cells[("w", "boots", "valid_share", "")]["base"]
@@ -564,13 +564,13 @@ def test_a_repetition_is_lost_when_a_boot_of_it_fails_or_the_harness_does_but_no
         "rep 3 lost its timed boot to a fault of the harness; rep 4 had nothing but boots its worker lost"
 
 
-def lost_decision(lost: dict, reps: int = 6, design: compare.Design = compare.Design()):
+def lost_decision(lost: dict, reps: int = 6, design: records.Design = records.Design()):
     runs = runs_of(lost, reps)
     primary = {"base": [0.98, 0.99, 1.0, 1.01, 1.02, 0.97, 0.985, 1.005, 0.995, 1.015][:reps]}
     primary["patched"] = primary["base"][::-1]
-    cells = cells_of({("reswap", "pswpout_per_swapout"): primary}) | compare.boot_cells(runs)
-    plan = compare.Plan("base", (RESWAP,), design=design)
-    decisions = compare.decide(cells, plan, ["base", "patched"])
+    cells = cells_of({("reswap", "pswpout_per_swapout"): primary}) | sampling.boot_cells(runs)
+    plan = records.Plan("base", (RESWAP,), design=design)
+    decisions = family.decide(cells, plan, ["base", "patched"])
     return decisions[("w", "boots", "valid_share", "", "patched")], decisions[RESWAP_KEY]
 
 
@@ -593,16 +593,16 @@ def test_a_variant_that_loses_more_repetitions_is_worse_inside_the_primary_famil
     assert with_every.p_adjusted >= row.p_adjusted, "the family grew by one"
     ten, _ = lost_decision({"patched": [1, 2, 4, 5, 7, 8, 9]}, reps=10)
     assert ten.verdict == "worse", "7 of 10 against 0 of 10: p = 0.0015"
-    auto = compare.Design.sequential(6, 10)
-    assert compare.all_decided(cells_of({("reswap", "pswpout_per_swapout"): {"base": [1.0] * 6,
+    auto = records.Design.sequential(6, 10)
+    assert family.all_decided(cells_of({("reswap", "pswpout_per_swapout"): {"base": [1.0] * 6,
                                                                             "patched": [1.0] * 6}})
-                               | compare.boot_cells(runs_of({"base": [3]})),
-                               compare.Plan("base", (RESWAP,), design=auto), ["base", "patched"]), \
+                               | sampling.boot_cells(runs_of({"base": [3]})),
+                               records.Plan("base", (RESWAP,), design=auto), ["base", "patched"]), \
         "a lost-boots row where the baseline lost more does not hold the run"
-    assert not compare.all_decided(cells_of({("reswap", "pswpout_per_swapout"): {"base": [1.0] * 6,
+    assert not family.all_decided(cells_of({("reswap", "pswpout_per_swapout"): {"base": [1.0] * 6,
                                                                                 "patched": [1.0] * 6}})
-                                   | compare.boot_cells(runs_of({"patched": [3]})),
-                                   compare.Plan("base", (RESWAP,), design=auto), ["base", "patched"]), \
+                                   | sampling.boot_cells(runs_of({"patched": [3]})),
+                                   records.Plan("base", (RESWAP,), design=auto), ["base", "patched"]), \
         "one where the variant lost more does: more repetitions can show it"
 
 
@@ -729,10 +729,10 @@ def test_a_day_effect_between_pooled_folders_is_no_change_of_the_patch(tmp_path)
 def test_the_control_is_judged_on_every_row_at_once(tmp_path):
     reference = max(ROOT.glob("results/reference-*"))
     samples, runs, metadata = results.read(reference)
-    plan = compare.Plan.from_metadata(metadata)
+    plan = records.Plan.from_metadata(metadata)
     clean = compare.compare(samples, runs, plan)
     [(name, p, rows)] = clean.whole_table
-    assert name == "control" and p > compare.ALPHA and rows > 500
+    assert name == "control" and p > records.ALPHA and rows > 500
     assert f"over all {rows} rows at once (whole boots permuted) `control` against `base`: p = " in \
         tables.calibration_line(clean)
     # the patched kernel standing in for the control: every row at once sees it, p at the resolution of the
@@ -741,19 +741,19 @@ def test_the_control_is_judged_on_every_row_at_once(tmp_path):
     moved = samples.assign(variant=samples["variant"].replace({"control": "spare", "patched": "control"}))
     standing_in = compare.compare(moved, swapped, plan)
     [(_, p, _)] = standing_in.whole_table
-    assert p <= compare.ALPHA and tables.calibration_line(standing_in).startswith("CALIBRATION FAILED"), p
+    assert p <= records.ALPHA and tables.calibration_line(standing_in).startswith("CALIBRATION FAILED"), p
 
 
 def test_lost_boots_alone_open_no_exploratory_gate_and_a_row_left_out_shows_its_family_p():
     runs = runs_of({"patched": [1, 2, 3, 4, 5, 6]})
     cells = cells_of({("write", "cow_copies"): {"base": BASE_COPIES, "patched": [3, 3, 3, 4, 3, 2]}}) | \
-        compare.boot_cells(runs)
-    rows = {(r.phase, r.metric, r.variant): r for r in compare.compare_cells(cells, compare.Plan("base", ()),
+        sampling.boot_cells(runs)
+    rows = {(r.phase, r.metric, r.variant): r for r in compare.compare_cells(cells, records.Plan("base", ()),
                                                                              ["base", "patched"])}
     assert rows[("boots", "valid_share", "patched")].verdict == "worse"
     assert rows[("write", "cow_copies", "patched")].verdict == "inconclusive", \
         "a lost-boots verdict is no declared finding: the exploratory rows stay closed"
     left_out, _ = lost_decision({"patched": [1, 2, 3, 4]})
     assert left_out.verdict == "inconclusive" and left_out.p_adjusted == pytest.approx(
-        min(1.0, compare.stats.more_often(4, 6, 0, 6) * 2)), "the p it would have had in a family of two"
+        min(1.0, stats.more_often(4, 6, 0, 6) * 2)), "the p it would have had in a family of two"
 

@@ -7,7 +7,7 @@ import shutil
 import pandas as pd
 
 from harness import results
-from harness.analysis import analyse, compare, coverage, report, tables
+from harness.analysis import analyse, compare, coverage, family, records, report, sampling, tables
 from tests.conftest import DATA
 
 SEED = DATA / "run-coverage"          # the default experiment, swapcow 16 MiB, 2 + 2 counted boots
@@ -27,7 +27,7 @@ def test_the_seed_ran_its_changes_in_every_phase_and_its_verdicts_stand():
     calls = cover.calls("patched", "swapcow", "", "write")
     assert calls["do_wp_page"][0] >= 4096 and calls["do_wp_page"][1] >= 4096, "a write fault on every page"
     assert cover.exercised("patched", "swapcow", "", "write") is True and not cover.silent("patched")
-    plain = compare.compare(samples, runs, compare.Plan.from_metadata(metadata))
+    plain = compare.compare(samples, runs, records.Plan.from_metadata(metadata))
     judged = analyse.comparison([SEED])
     assert [r.verdict for r in judged.rows] == [r.verdict for r in plain.rows], "code that ran: nothing to change"
     row = by_key(judged)[("write", "cow_copies", "patched")]
@@ -106,7 +106,7 @@ def test_a_phase_that_ran_none_of_the_changes_has_no_claim_of_no_change(tmp_path
     read = [r for r in comparison.rows if r.phase == "read" and r.variant == "patched"]
     assert {r.exercised for r in read} == {False}
     assert "not exercised" in {r.verdict for r in read}
-    assert not {r.verdict for r in read} & set(compare.RESTING), "no claim of no change in the read phase"
+    assert not {r.verdict for r in read} & set(records.RESTING), "no claim of no change in the read phase"
     said = next(r for r in read if r.verdict == "not exercised")
     assert said.note == "the read phase of swapcow ran none of the functions `patched` changed"
     assert rows[("write", "cow_copies", "patched")].exercised is True
@@ -122,10 +122,10 @@ def test_more_boots_are_not_asked_for_a_patch_no_workload_runs(tmp_path):
     primary = (samples["variant"] == "mincore") & (samples["metric"] == "cow_copies_per_swapin")
     samples.loc[primary, "value"] = samples.loc[primary, "value"] * [0.9, 1.0, 1.1]
     samples.to_csv(copy / "samples.csv", index=False)
-    plan = compare.Plan.from_metadata(results.read_metadata(copy))
-    kept, _ = compare.valid_samples(samples, pd.read_csv(copy / "runs.csv"))
-    cells = compare.gather(kept, pd.read_csv(copy / "runs.csv"))
-    assert not compare.all_decided(cells, plan, ["base", "mincore"]), "undecided by the statistics alone"
+    plan = records.Plan.from_metadata(results.read_metadata(copy))
+    kept, _ = sampling.valid_samples(samples, pd.read_csv(copy / "runs.csv"))
+    cells = sampling.gather(kept, pd.read_csv(copy / "runs.csv"))
+    assert not family.all_decided(cells, plan, ["base", "mincore"]), "undecided by the statistics alone"
     assert analyse.decided(results.RunDirectory.load(copy))
     assert not analyse.decided(results.RunDirectory.load(SEED)), "2 + 2 boots decide nothing, and the seed ran"
 
@@ -175,7 +175,7 @@ def test_a_phase_that_calls_no_more_often_than_idle_did_not_run_the_patch(tmp_pa
                                                                                             "", "write")
     assert not cover.silent("mincore"), "called, so not silent: only that phase ran nothing of its own"
     write = [r for r in comparison.rows if r.variant == "mincore" and r.phase == "write"]
-    assert "not exercised" in {r.verdict for r in write} and not {r.verdict for r in write} & set(compare.RESTING)
+    assert "not exercised" in {r.verdict for r in write} and not {r.verdict for r in write} & set(records.RESTING)
     assert any(r.note.endswith("the write phase of swapcow called the functions `mincore` changed no more often "
                                "per second than the idle phase (the guest's background)") for r in write), \
         [r.note for r in write]

@@ -10,7 +10,7 @@ import pytest
 
 from harness import experiment, results
 from harness.analysis import analyse as analysis
-from harness.analysis import compare, report, tables
+from harness.analysis import discovery, records, report, sampling, stats, tables
 from harness.errors import BadExperiment
 from harness.project import ROOT
 
@@ -49,7 +49,7 @@ def discovered(tmp_path_factory, request):
 def test_every_row_is_judged_without_a_gate(discovered):
     _, result = discovered
     assert result.plan.discovery and not result.plan.primary
-    moved = compare.discoveries(result.rows)
+    moved = discovery.discoveries(result.rows)
     assert {r.variant for r in moved} == {"patched"}
     assert not result.calibration_failed, "the control (the baseline again, a family of its own) moves nowhere"
     control = [r for r in result.rows if r.variant == "control" and r.p_adjusted is not None]
@@ -83,7 +83,7 @@ def test_the_confirmation_declares_one_row_per_phase(discovered):
 
 def test_a_discovery_that_found_nothing_writes_no_confirmation(discovered):
     run, result = discovered
-    quiet = compare.Comparison([r for r in result.rows if r.variant != "patched"], 0, result.plan)
+    quiet = records.Comparison([r for r in result.rows if r.variant != "patched"], 0, result.plan)
     assert analysis.write_confirmation(run, quiet, results.read_metadata(run)) is None
     assert "no row of" in report.discovery_sentence(quiet, None)
 
@@ -92,7 +92,7 @@ def test_a_discovery_too_small_to_find_anything_says_so(discovered):
     _, result = discovered
     rows = [replace(r, n=2, p_adjusted=1.0, verdict="inconclusive") if r.variant == "patched" else
             replace(r, n=2) if r.variant == r.baseline else r for r in result.rows]
-    quiet = compare.Comparison(rows, 0, result.plan)
+    quiet = records.Comparison(rows, 0, result.plan)
     tested = sum(r.variant == "patched" and r.role == "exploratory" and r.verdict != "identical" for r in rows)
     sentence = report.discovery_sentence(quiet, None)
     assert f"no row of {tested + sum(r.variant == 'control' and r.p_adjusted is not None for r in rows)}" \
@@ -123,7 +123,7 @@ def test_the_discovery_says_its_clusters_and_the_repetitions_a_lone_row_needs(di
     """The seed's rows moved together in the same boots: a handful of clusters, not dozens of findings; and at
     6 + 6 a row that moves alone cannot pass, which the sentence says with the repetitions it would need."""
     run, result = discovered
-    moved = compare.discoveries(result.rows)
+    moved = discovery.discoveries(result.rows)
     grouped = [set(group) for group in result.clusters]
     assert sum(map(len, grouped)) == len(moved) and 1 <= len(grouped) < len(moved) / 2, (len(grouped), len(moved))
     assert all(len({key.split("/")[0] for key, _ in group}) == 1 for group in grouped), "one workload's boots each"
@@ -131,13 +131,13 @@ def test_the_discovery_says_its_clusters_and_the_repetitions_a_lone_row_needs(di
     assert f"in {len(grouped)} clusters of rows that moved together in the same boots" in sentence, sentence
     tested = sum(r.role == "exploratory" and r.variant == "patched" and r.p_adjusted is not None
                  and r.verdict != "identical" for r in result.rows)
-    needed = compare.discovery_reps(tested)
+    needed = discovery.discovery_reps(tested)
     samples, runs, _ = results.read(run)
-    cells = compare.gather(compare.valid_samples(samples, runs)[0], runs)
-    assert compare.tested_rows(cells, result.plan, ["base", "patched", "control"]) == tested, \
+    cells = sampling.gather(sampling.valid_samples(samples, runs)[0], runs)
+    assert discovery.tested_rows(cells, result.plan, ["base", "patched", "control"]) == tested, \
         "the rows the report counts are those --reps auto counts: it takes the repetitions the report names"
     assert needed is not None and needed > 6
     assert f"A row that moves alone, in every boot, passes at {needed} + {needed} boots; this run has 6 + 6" in \
         sentence, sentence
-    assert compare.stats.smallest_p(needed, needed) <= compare.ALPHA / tested < \
-        compare.stats.smallest_p(needed - 1, needed - 1)
+    assert stats.smallest_p(needed, needed) <= records.ALPHA / tested < \
+        stats.smallest_p(needed - 1, needed - 1)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from harness import experiment, results
 from harness.analysis import analyse as analysis
-from harness.analysis import compare, integrity, tables
+from harness.analysis import compare, family, integrity, records, tables
 from harness.cli import BROKEN_EXIT, main
 from harness.results import Finding
 from tests.conftest import DATA
@@ -81,7 +81,7 @@ def test_one_wrong_page_on_the_variant_alone_is_broken_with_the_phase_the_pages_
     row = {(r.variant, r.phase, r.metric): r for r in result.rows if r.workload == "swapcow"}
     assert row[("patched", "write", "wrong_pages")].verdict == "broken"
     assert row[("patched", "write", "cow_copies_per_swapin")].verdict != "broken", "the statistics stay as they are"
-    assert "broken" in compare.VERDICTS and "broken" in [r.verdict for r in tables.headline_rows(result.rows)]
+    assert "broken" in records.VERDICTS and "broken" in [r.verdict for r in tables.headline_rows(result.rows)]
 
 
 def test_wrong_pages_on_the_baseline_too_are_the_kernels_problem_not_the_patchs(tmp_path):
@@ -193,10 +193,10 @@ def test_rows_judged_by_a_rule_join_no_family_and_hold_no_run_open():
                                                       "patched": (np.arange(1, 7), np.array([0, 1, 0, 2, 0, 1.0]))},
              ("integrity", "boots", "valid_share", ""): {"base": (np.array([1]), np.array([1.0])),
                                                           "patched": (np.array([1]), np.array([0.0]))}}
-    plan = compare.Plan("base", discovery=True)
+    plan = records.Plan("base", discovery=True)
     rows = {(r.workload, r.variant): r for r in compare.compare_cells(cells, plan, ["base", "patched"])
             if r.metric == "cow_copies"}
     assert rows[("integrity", "patched")].p_adjusted is None, "n = 1 + 1 is not a member of the discovery's family"
     assert rows[("swapcow", "patched")].p_adjusted is not None
-    assert compare.all_decided(cells, compare.Plan("base", ("swapcow/write/cow_copies",)), ["base", "patched"]), \
+    assert family.all_decided(cells, records.Plan("base", ("swapcow/write/cow_copies",)), ["base", "patched"]), \
         "integrity's lost boot cannot be repeated: it holds --reps auto open for nothing"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from harness import cli
-from harness.analysis import compare, resample
+from harness.analysis import family, records, resample, sampling
 from tests.analysis.test_verdict_errors import plan, reference_pools
 
 pytestmark = pytest.mark.simulation
@@ -63,10 +63,10 @@ def _seen(args) -> Seen:
     equivalent = on_broken = clean = worse = used_total = 0
     for _ in range(tables):
         cells, used = resample.run(sources, design, reps, rng, max_reps=max_reps)
-        verdict = compare.decide(cells, design, list(sources))[key].verdict
+        verdict = family.decide(cells, design, list(sources))[key].verdict
         has_broken = bool((cells[ROW]["patched"][1] == 0).any())
-        equivalent += verdict in compare.RESTING
-        on_broken += verdict in compare.RESTING and has_broken
+        equivalent += verdict in records.RESTING
+        on_broken += verdict in records.RESTING and has_broken
         clean += not has_broken
         worse += verdict == "worse"
         used_total += used
@@ -111,13 +111,13 @@ def _noisy(args) -> tuple[int, int, int]:
     sources, rng = broken_sources(2, NOISY, 0.5), np.random.default_rng(seed)
     pool = sources["base"][(NOISY[0], "counted", NOISY[3])]
     lowest = np.nanmin(pool.values[:, pool.columns.index(NOISY[1:3])])
-    design = compare.Plan("base", ("/".join(NOISY[:3]),), 5.0, "control")
+    design = records.Plan("base", ("/".join(NOISY[:3]),), 5.0, "control")
     on_broken = equivalent = 0
     for _ in range(tables):
         cells = resample.draw(sources, reps, rng)
-        verdict = compare.decide(cells, design, list(sources))[(*NOISY, "patched")].verdict
-        equivalent += verdict in compare.RESTING
-        on_broken += verdict in compare.RESTING and bool((cells[NOISY]["patched"][1] < lowest).any())
+        verdict = family.decide(cells, design, list(sources))[(*NOISY, "patched")].verdict
+        equivalent += verdict in records.RESTING
+        on_broken += verdict in records.RESTING and bool((cells[NOISY]["patched"][1] < lowest).any())
     return tables, on_broken, equivalent
 
 
@@ -127,7 +127,7 @@ def test_a_broken_boot_on_a_noisy_row_withholds_equivalent(reps):
     of 12 at -9%; here redis/read/system.cow_copies: 3 of 12 at +6.4% to +12.8%) Fisher's test let
     `equivalent` stand on a sample holding a broken boot in 6-8% of 400 tables at 10 + 10: one baseline boot
     outside the margin against one of the variant is no evidence, however far out it lies. The distance rule
-    (compare.beyond_baseline) withholds it in every table."""
+    (looks.beyond_baseline) withholds it in every table."""
     with ProcessPoolExecutor(2) as pool:
         parts = list(pool.map(_noisy, [(reps, seed, TABLES // 2) for seed in (1, 2)]))
     tables, on_broken, equivalent = (sum(part[i] for part in parts) for i in range(3))
@@ -148,13 +148,13 @@ def _lost_power(args) -> tuple[int, float]:
         full, _ = resample.run(sources, design, max_reps or reps, rng)
         boots = {variant: (np.arange(1, len(lost) + 1), np.where(lost, 0.0, 1.0) if variant == "patched"
                            else np.ones(len(lost))) for variant in sources}
-        full[("forkcow", *compare.BOOTS, "")] = boots
+        full[("forkcow", *sampling.BOOTS, "")] = boots
         used = reps
-        while max_reps and used < max_reps and not compare.all_decided(resample.up_to(full, used), design,
+        while max_reps and used < max_reps and not family.all_decided(resample.up_to(full, used), design,
                                                                        list(sources)):
             used += 1
         cells = resample.up_to(full, used)
-        worse += compare.decide(cells, design, list(sources))[("forkcow", *compare.BOOTS, "", "patched")].verdict \
+        worse += family.decide(cells, design, list(sources))[("forkcow", *sampling.BOOTS, "", "patched")].verdict \
             == "worse"
         used_total += used
     return worse, used_total / tables

@@ -9,7 +9,7 @@ import pytest
 from harness import bench, cli, experiment, metrics, results
 from harness import sweep as sweeps
 from harness.analysis import analyse as analysis
-from harness.analysis import compare, plots, report
+from harness.analysis import discovery, plots, report, sampling
 from harness.errors import BadExperiment
 from harness.project import ROOT
 from tests.analysis.test_compare import with_lost_boots
@@ -183,8 +183,8 @@ def test_a_closed_gate_still_says_what_moved_and_how_to_judge_it(tmp_path):
     comparison = analysis.comparison([copy])
     rows = {(r.key, r.variant): r for r in comparison.rows}
     assert not [r for r in comparison.rows if r.role == "exploratory" and r.verdict in ("better", "worse")]
-    assert rows[("swapcow/write/cow_copies", "patched")] in compare.unjudged(comparison.rows, comparison.plan)
-    assert not [r for r in compare.unjudged(comparison.rows, comparison.plan) if r.variant == "control"], \
+    assert rows[("swapcow/write/cow_copies", "patched")] in discovery.unjudged(comparison.rows, comparison.plan)
+    assert not [r for r in discovery.unjudged(comparison.rows, comparison.plan) if r.variant == "control"], \
         "the A/A control moved nothing"
 
 
@@ -249,7 +249,7 @@ SWEEP = DATA / "sweep-run"   # real: swapcow 32 MiB at 48, 96 and 160 MiB of swa
 def test_a_sweep_is_drawn_along_its_axis_with_the_experiments_reference_lines(tmp_path):
     samples, runs, metadata = results.read(SWEEP)
     sweep = sweeps.Sweep.from_dict(metadata.sweep)
-    cells = compare.gather(compare.valid_samples(samples, runs)[0], runs)
+    cells = sampling.gather(sampling.valid_samples(samples, runs)[0], runs)
     data = {point: by_variant for (w, p, m, point), by_variant in cells.items()
             if (w, p, m) == ("swapcow", "write", "cow_copies")}
     rows = analysis.comparison([SWEEP]).rows

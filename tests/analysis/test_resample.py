@@ -3,13 +3,13 @@
 import numpy as np
 
 from harness import results
-from harness.analysis import compare, resample
+from harness.analysis import compare, records, resample
 from tests.conftest import DATA
 
 
 def sources():
     samples, runs, metadata = results.read(DATA / "run-small")
-    return resample.pools(samples, runs), compare.Plan.from_metadata(metadata, "base")
+    return resample.pools(samples, runs), records.Plan.from_metadata(metadata, "base")
 
 
 def test_pools_hold_each_kernels_valid_boots_by_workload_and_mode():
@@ -49,7 +49,7 @@ def test_a_metric_only_some_boots_have_is_left_out_of_a_draw_that_missed_them():
         cells = resample.draw(sources, 2, np.random.default_rng(seed))
         for by_variant in cells.values():
             assert all(len(values) for _, values in by_variant.values())
-        rows = compare.compare_cells(cells, compare.Plan("base", (), 5.0, None, compare.Design()), ["base", "patched"])
+        rows = compare.compare_cells(cells, records.Plan("base", (), 5.0, None, records.Design()), ["base", "patched"])
         assert {row.metric for row in rows} <= {"copy_share", "cow_copies"}
         early = resample.up_to(resample.draw(sources, 6, np.random.default_rng(seed)), 1)
         assert all(len(values) for by_variant in early.values() for _, values in by_variant.values())

@@ -1,7 +1,7 @@
 """The renderings of a comparison (harness/analysis/tables.py): the table, the words of a change and a verdict."""
 
 from harness.analysis import analyse as analysis
-from harness.analysis import compare, tables
+from harness.analysis import records, tables
 from tests.conftest import DATA
 
 RUN = DATA / "run-small"   # a real 2-rep run of the default experiment (swapcow 16 MiB, redis 4000 keys)
@@ -12,11 +12,11 @@ def test_headline_table_fits_100_columns():
     assert max(len(line) for line in tables.render_table(rows).splitlines()) <= 100
 
 
-def a_row(**fields) -> compare.Row:
+def a_row(**fields) -> records.Row:
     values = {"workload": "w", "phase": "write", "metric": "cow_copies", "variant": "patched", "baseline": "base",
               "n": 6, "median": 1.0, "mean": 1.0, "stddev": 0.0, "ci_low": None, "ci_high": None, "change_pct": 0.0,
               "change_ci_low": -1.0, "change_ci_high": 1.0, "p_value": 0.5, "verdict": "inconclusive"}
-    return compare.Row(**(values | fields))
+    return records.Row(**(values | fields))
 
 
 def test_the_tables_say_what_an_interval_and_a_verdict_are():

@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import binomtest
 
 from harness import cli, experiment, results
-from harness.analysis import compare, resample
+from harness.analysis import records, resample
 from harness.project import ROOT
 
 pytestmark = pytest.mark.simulation
@@ -29,12 +29,12 @@ EFFECTS = {("swapcow", "write", "cow_copies_per_swapin", "patched"): "better",
            ("redis", "write", "cow_copies_per_swapin", "patched"): "better"}
 
 
-def plan(auto: bool, discovery: bool = False) -> compare.Plan:
+def plan(auto: bool, discovery: bool = False) -> records.Plan:
     """The default experiment's plan; as a discovery (what `harness try` runs), with no row declared."""
-    design = compare.Design.sequential(cli.AUTO_FIRST_LOOK, 10) if auto else compare.Design()
+    design = records.Design.sequential(cli.AUTO_FIRST_LOOK, 10) if auto else records.Design()
     if discovery:
-        return compare.Plan("base", (), EXPERIMENT.margin_pct, "control", design, discovery=True)
-    return compare.Plan("base", EXPERIMENT.primary, EXPERIMENT.margin_pct, "control", design)
+        return records.Plan("base", (), EXPERIMENT.margin_pct, "control", design, discovery=True)
+    return records.Plan("base", EXPERIMENT.primary, EXPERIMENT.margin_pct, "control", design)
 
 
 @functools.cache
@@ -125,7 +125,7 @@ def sweep_tally(args) -> resample.Tally:
     per_metric, seed, tables = args
     samples, runs, _ = results.read(SWEEP_RUN)
     base = resample.pools(samples, runs)["base"]
-    return resample.tally({"base": base, "patched": base}, compare.Plan("base", SWEEP.primary, SWEEP.margin_pct),
+    return resample.tally({"base": base, "patched": base}, records.Plan("base", SWEEP.primary, SWEEP.margin_pct),
                           SWEEP_REPS, tables, seed, per_metric)
 
 
@@ -178,7 +178,7 @@ def _single(args) -> tuple[int, int, int, int, float]:
 def test_a_discovery_under_reps_auto_finds_a_counter_that_moves_alone(moved):
     """Issue 37: at 6 + 6 Benjamini-Hochberg can pass nothing before about 18 rows share the smallest p, so a
     patch that moves one counter was invisible to `try`. --reps auto of a discovery now goes on to the repetitions
-    at which a row that moves alone can pass (compare.discovery_reps, which the report states), and finds it; the
+    at which a row that moves alone can pass (discovery.discovery_reps, which the report states), and finds it; the
     same design on A/A boots keeps the chance of any better/worse in a table within 5%, its 95% interval below 6%."""
     with ProcessPoolExecutor(2) as pool:
         parts = list(pool.map(_single, [(moved, seed, SINGLE_TABLES[moved] // 2) for seed in (1, 2)]))
