@@ -171,8 +171,8 @@ def warn_unreachable(request: RunRequest, enough: int) -> None:
                     "p-value is %.2g): use more --reps or --reps auto", last, rows, smallest)
 
 
-def plan(request: RunRequest, seed: int, reps: int | None = None) -> list[tuple[str, str, int, str, str]]:
-    """(workload, variant, rep, mode, point) in run order: one block per repetition and workload, holding
+def plan(request: RunRequest, seed: int, reps: int | None = None) -> list[results.PlannedCell]:
+    """The cells in run order: one block per repetition and workload, holding
     every variant in every mode at every sweep point once, shuffled with seed, so that host drift falls
     on all alike. A workload with `most_reps` gets no block past that repetition."""
     rng = random.Random(seed)
@@ -184,7 +184,7 @@ def plan(request: RunRequest, seed: int, reps: int | None = None) -> list[tuple[
             order = [(variant.name, mode, point) for variant in request.variants for mode in request.modes
                      for point in request.points(workload.name)]
             rng.shuffle(order)
-            cells += [(workload.name, name, rep, mode, point) for name, mode, point in order]
+            cells += [results.PlannedCell(workload.name, name, rep, mode, point) for name, mode, point in order]
     return cells
 
 
@@ -212,7 +212,7 @@ def run(request: RunRequest, cache_dir: Path, stop=None) -> results.RunDirectory
         image_digest = worker.digest_of(guest_image.path) if request.placement.remote else ""
 
         def job(cell):
-            return replace(job_at(request, kernels, guest_image, image_digest, cpus, *cell), calls=calls)
+            return replace(job_at(request, kernels, guest_image, image_digest, cpus, cell), calls=calls)
 
         cells = _blocks(request, directory, pool, seed, cells, job, stop)
         if getattr(pool, "sent", None):
@@ -221,7 +221,8 @@ def run(request: RunRequest, cache_dir: Path, stop=None) -> results.RunDirectory
     return directory
 
 
-def _untimed(request: RunRequest, directory: results.RunDirectory, pool, builds: dict, cells: list):
+def _untimed(request: RunRequest, directory: results.RunDirectory, pool, builds: dict,
+             cells: list[results.PlannedCell]):
     """(request, planned cells), without the timed ones when the request takes timings only under KVM and
     the guests get TCG here; why, in the metadata and the log."""
     if request.timing != "kvm" or not {"counted", "timed"} <= set(request.modes):
@@ -230,7 +231,7 @@ def _untimed(request: RunRequest, directory: results.RunDirectory, pool, builds:
     if works:
         return request, cells
     modes = tuple(mode for mode in request.modes if mode != "timed")
-    cells = [cell for cell in cells if cell[3] != "timed"]
+    cells = [cell for cell in cells if cell.mode != "timed"]
     untimed = (f"the guests run under TCG ({why}), where a guest second is the emulator's, not the hardware's: "
                "the counts say what the patch does")
     log.warning("no timed boots: %s; --timing takes them anyway", untimed)
@@ -243,7 +244,7 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
-def cells_at_once(request: RunRequest, cells: list) -> dispatch.Placement:
+def cells_at_once(request: RunRequest, cells: list[results.PlannedCell]) -> dispatch.Placement:
     """The placement on this machine with --jobs auto decided: when every cell is counted (none timed), as many
     cells at once as there are cores and memory for their guests, each guest with the vCPUs it asks: what a
     guest counts does not depend on sharing cores (`make bench-jobs`: make bench's 57 cells two at a time
@@ -277,7 +278,8 @@ def _kvm_works(request: RunRequest, pool, builds: dict) -> tuple[bool, str]:
     return vm.kvm_works(builds[request.variants[0].name].bzimage)
 
 
-def _blocks(request: RunRequest, directory: results.RunDirectory, pool, seed: int, cells: list, job, stop) -> list:
+def _blocks(request: RunRequest, directory: results.RunDirectory, pool, seed: int,
+            cells: list[results.PlannedCell], job, stop) -> list[results.PlannedCell]:
     """Run the planned cells not done yet; with --reps auto, one more block of repetitions at a time until
     stop(directory) or max_reps. The cells planned in the end."""
     limit = len(plan(request, seed, request.max_reps)) if request.max_reps else None
@@ -287,7 +289,7 @@ def _blocks(request: RunRequest, directory: results.RunDirectory, pool, seed: in
         progress = Progress("cell", len(cells), len(cells) - len(todo), limit, logger=log)
         started, finished = _recorder(directory, progress, request.placement.parallel)
         pool.run([job(cell) for cell in todo], started, finished)
-        reached = max(cell[2] for cell in cells)
+        reached = max(cell.rep for cell in cells)
         if not request.max_reps or reached >= request.max_reps or stop is None or stop(directory):
             return cells
         log.info("after %d repetitions some primary hypotheses are undecided: one more block", reached)
@@ -295,7 +297,8 @@ def _blocks(request: RunRequest, directory: results.RunDirectory, pool, seed: in
         directory.update_metadata(plan=cells)
 
 
-def _finish(directory: results.RunDirectory, stages: dict, cells_started: float, cells: list) -> None:
+def _finish(directory: results.RunDirectory, stages: dict, cells_started: float,
+            cells: list[results.PlannedCell]) -> None:
     """The run's end in its metadata: when, the stages' seconds, the repetitions done."""
     # cells: the wall time of the cell stage; boots and workloads: the cells' own time, which cells at once overlap
     boots = sum(record.boot_ready_s or 0 for record in directory.runs)
@@ -303,7 +306,7 @@ def _finish(directory: results.RunDirectory, stages: dict, cells_started: float,
     stages.update(cells=round(time.monotonic() - cells_started, 1), boots=round(boots, 1),
                   workloads=round(cells_s - boots, 1))
     directory.update_metadata(finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), stage_seconds=stages,
-                              reps_done=max(cell[2] for cell in cells))
+                              reps_done=max(cell.rep for cell in cells))
 
 
 def run_and_analyse(request: RunRequest, cache_dir: Path) -> Path:
@@ -360,14 +363,14 @@ def _kernel(request: RunRequest, built, tests: selftests.Built | None = None) ->
 
 
 def job_at(request: RunRequest, kernels: dict, guest_image, image_digest: str, cpus: int | None,
-           workload_name: str, variant_name: str, rep: int, mode: str, label: str) -> Job:
+           planned: results.PlannedCell) -> Job:
     """The Job of a planned cell: its point's guest, with at most cpus vCPUs (None: as asked)."""
     by_name = {workload.name: (workload, params) for workload, params in request.workloads}
-    cell = cell_at(request, *by_name[workload_name], rep, mode, label)
+    cell = cell_at(request, *by_name[planned.workload], planned.rep, planned.mode, planned.point)
     guest = cell.point.guest(request.experiment.guest)
     if cpus is not None and guest.cpus > cpus:
         guest = replace(guest, cpus=cpus)
-    kernel, kernel_digest = kernels[variant_name]
+    kernel, kernel_digest = kernels[planned.variant]
     return Job(cell, kernel, guest_image, request.experiment, guest, request.accel, cell.point.host, kernel_digest,
                image_digest)
 
@@ -442,7 +445,7 @@ def _open(request: RunRequest):
         if metadata.format != results.FORMAT or not metadata.plan:
             raise NotAResultDirectory(path=request.out_dir, missing=f"a format {results.FORMAT} metadata.json "
                                       f"(it is format {metadata.format}, from an older harness)")
-        return directory, metadata.seed, list(metadata.plan)
+        return directory, metadata.seed, [results.PlannedCell(*cell) for cell in metadata.plan]
     seed = request.seed if request.seed is not None else random.SystemRandom().randrange(2**31)
     cells = plan(request, seed)
     directory = results.RunDirectory.create(request.out_dir, replace(_metadata(request), seed=seed, plan=tuple(cells)))

@@ -122,6 +122,15 @@ def findings_of(text: str) -> tuple[Finding, ...]:
     return tuple(Finding(**item) for item in json.loads(text)) if text.strip() else ()
 
 
+class PlannedCell(typing.NamedTuple):
+    """One boot of the plan, in the order the run takes them (RunMetadata.plan): what a Run records as its cell."""
+    workload: str
+    variant: str
+    rep: int
+    mode: str
+    point: str
+
+
 @dataclass(frozen=True)
 class Run:
     """One boot: a row of runs.csv."""
@@ -152,8 +161,8 @@ class Run:
     host_kernel: str = ""        # `uname -r` of the machine the cell ran on; format 6
 
     @property
-    def cell(self) -> tuple[str, str, int, str, str]:
-        return (self.workload, self.variant, self.rep, self.mode, self.point)
+    def cell(self) -> PlannedCell:
+        return PlannedCell(self.workload, self.variant, self.rep, self.mode, self.point)
 
     def to_row(self) -> dict[str, str]:
         row = {f.name: _text(getattr(self, f.name)) for f in fields(self) if f.name != "findings"}
@@ -323,7 +332,7 @@ class RunMetadata:
     host: HostFacts = HostFacts()
     started: str = ""
     seed: int | None = None
-    plan: tuple[tuple, ...] = ()         # (workload, variant, rep, mode, point) in the order they run
+    plan: tuple[tuple, ...] = ()         # PlannedCell's fields (no point before format 3), in the order they run
     builds: dict[str, BuildFacts] = field(default_factory=dict)
     cow_layout: dict = field(default_factory=dict)
     image: str = ""
@@ -471,7 +480,7 @@ class RunDirectory:
         write_atomic(self.path / "samples.csv", _csv(SAMPLE_COLUMNS, (s.to_row() for s in self.samples)))
         write_atomic(self.path / "runs.csv", _csv(RUN_COLUMNS, (r.to_row() for r in self.runs)))
 
-    def done(self) -> set[tuple[str, str, int, str, str]]:
+    def done(self) -> set[PlannedCell]:
         """The cells recorded, valid or not."""
         return {run.cell for run in self.runs}
 

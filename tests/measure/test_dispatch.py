@@ -89,7 +89,7 @@ def test_cells_at_once_with_timed_boots_get_the_cores_per_cell_and_it_is_recorde
     assert placement.workers == {"vm": results.WorkerFacts(cores=2, memory_mb=4096, kvm=False, qemu="Q",
                                                            cells_at_once=2)}
     job = bench.job_at(request, {"base": (cell.Kernel.of(FakeBuild("base"), None), "")}, None, "", 1,
-                        "swapcow", "base", 1, "counted", "")
+                        results.PlannedCell("swapcow", "base", 1, "counted", ""))
     assert job.guest.cpus == 1 and job.guest.memory_mb == request.experiment.guest.memory_mb
 
 
