@@ -135,6 +135,8 @@ class GuestSession:
                 channel.shutdown_write()
             stdout, stderr = _drain(channel, started + timeout)
             status = channel.recv_exit_status()
+            if status == -1 and _gone(channel):
+                raise GuestConnectionLost(command=text, why="it went before the command's exit status came")
         except socket.timeout:
             raise GuestTimedOut(command=text, timeout=timeout) from None
         except (paramiko.SSHException, EOFError, OSError) as error:
@@ -216,10 +218,12 @@ class GuestProcess:
         self.command, self.channel = command, channel
         self.stdin = channel.makefile_stdin("wb")
         self.stdout = channel.makefile("rb")
+        self.closed = False     # closed here: its end is ours, not the guest's
 
     def send(self, line: str) -> None:
-        """Write a line to the program; GuestCommandFailed, as read_line gives at its end, once the program
-        has exited or its channel is closed or lost (paramiko's "Socket is closed" says none of that)."""
+        """Write a line to the program; as read_line fails at its end (GuestCommandFailed or GuestConnectionLost)
+        once the program has exited or its channel is closed or lost (paramiko's "Socket is closed" says none of
+        that)."""
         try:
             self.stdin.write((line + "\n").encode())
             self.stdin.flush()
@@ -227,7 +231,9 @@ class GuestProcess:
             raise self._ended() from None
 
     def read_line(self, timeout: float) -> str:
-        """The next line of output; GuestTimedOut if none comes in time, GuestCommandFailed at EOF."""
+        """The next line of output; GuestTimedOut if none comes in time; at EOF GuestCommandFailed with the
+        program's exit status (-1 when its channel was closed here first), or GuestConnectionLost when the
+        connection went before the program exited."""
         self.channel.settimeout(timeout)
         try:
             line = self.stdout.readline()
@@ -239,9 +245,12 @@ class GuestProcess:
         output_log.debug(text)
         return text
 
-    def _ended(self) -> GuestCommandFailed:
-        """The program is gone: its exit status (-1 when its channel closed before it exited) and stderr."""
+    def _ended(self) -> GuestCommandFailed | GuestConnectionLost:
+        """The program is gone: its exit status (-1 when its channel closed before it exited) and stderr, or
+        the connection is."""
         status = self.channel.recv_exit_status() if self.channel.exit_status_ready() else -1
+        if status == -1 and not self.closed and _gone(self.channel):
+            return GuestConnectionLost(command=self.command, why="it went before the program exited")
         ready = self.channel.recv_stderr_ready()
         stderr = self.channel.recv_stderr(65536).decode(errors="replace") if ready else ""
         return GuestCommandFailed(command=self.command, status=status, tail=stderr.strip() or "(none)")
@@ -256,7 +265,17 @@ class GuestProcess:
         return self.channel.recv_exit_status()
 
     def close(self) -> None:
+        self.closed = True
         self.channel.close()
+
+
+def _gone(channel) -> bool:
+    """Whether a channel that gave no exit status went with its connection: the guest sent no end of file on it,
+    or the connection is down. A program the guest killed by a signal ends with an end of file and no exit
+    status (dropbear says `exit-signal`, which paramiko does not keep): that is the program's end, not the
+    connection's."""
+    transport = channel.get_transport()
+    return not channel.eof_received or transport is None or not transport.is_active()
 
 
 def _drain(channel, deadline: float) -> tuple[bytes, bytes]:

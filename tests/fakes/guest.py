@@ -5,9 +5,11 @@ through the real cell, workload, collector and metric code.
 FakeSession answers only what a test told it: a command's stdout, stderr, exit status and the
 seconds it takes, and the programs it may start. As GuestSession does, it raises
 GuestCommandFailed on a non-zero status unless check=False, GuestTimedOut when a command takes
-longer than its timeout, and GuestConnectionLost once the connection is gone. A started program
-fails a read with its exit status and stderr once it has exited, and with status -1 once its channel
-is closed or lost; from then on it refuses lines (OSError), as paramiko does. A command it was
+longer than its timeout, and GuestConnectionLost once the connection is gone, or when it goes while a
+command runs (lose_connection(after=SECONDS): after that many seconds of the commands' told time). A
+started program fails a read with its exit status and stderr once it has exited, with status -1 once
+its channel is closed here, and with GuestConnectionLost once the connection went before it exited;
+from then on it refuses lines the same way. A command it was
 not told about raises NotTold, a GuestCommandFailed with status 127 (a shell's "not found"),
 even under check=False: what a real guest would answer is unknown, and "" would let a test pass
 that a real guest fails. tests/guest/test_session_contract.py holds it to GuestSession.
@@ -115,11 +117,17 @@ class FakeSession:
         self.files: dict[str, bytes] = {}   # what upload put in the guest
         self.started: list[FakeProcess] = []  # every program started, in order
         self.dead = False                   # the connection is gone: every later command fails
+        self.lost_after: float | None = None   # the connection goes after this many seconds of commands
 
     def run(self, command, timeout: float = 600, check: bool = True, stdin: bytes | None = None) -> GuestResult:
         """As GuestSession.run: the GuestResult; GuestCommandFailed on a non-zero status when check."""
         text = self._sent(command)
         answer = self._answer(text, stdin)
+        if self.lost_after is not None and self.lost_after < min(answer.seconds, timeout):
+            self.lose_connection()
+            raise GuestConnectionLost(command=text, why="it went before the command's exit status came")
+        if self.lost_after is not None:
+            self.lost_after -= answer.seconds
         if answer.seconds > timeout:
             raise GuestTimedOut(command=text, timeout=timeout)
         if check and answer.status != 0:
@@ -161,9 +169,13 @@ class FakeSession:
             raise _failed(text, 1, f"cat: {remote}: No such file or directory")
         Path(local).write_bytes(self.files[remote])
 
-    def lose_connection(self) -> None:
-        """The guest goes away (QEMU died): every later command raises GuestConnectionLost."""
-        self.dead = True
+    def lose_connection(self, after: float = 0) -> None:
+        """The guest goes away (QEMU died), now or after `after` seconds of the commands' told time: every
+        command from then on raises GuestConnectionLost, the one running then too."""
+        if after:
+            self.lost_after = after
+        else:
+            self.dead = True
 
     def close(self) -> None:
         self.lose_connection()
@@ -181,7 +193,7 @@ class FakeProcess:
         self.closed = False
 
     def send(self, line: str) -> None:
-        """As GuestProcess.send: GuestCommandFailed, as read_line gives, once the channel is closed (the
+        """As GuestProcess.send: what read_line raises at the program's end, once the channel is closed (the
         program exited, or was closed or lost)."""
         # a real guest closes the channel just after the exit status; paramiko then refuses to send
         if self.session.dead or self.closed or self.status is not None:
@@ -193,11 +205,14 @@ class FakeProcess:
 
     def read_line(self, timeout: float) -> str:
         """The next line; GuestTimedOut while the program says nothing, GuestCommandFailed once it is gone
-        (its exit status and stderr, status -1 when its channel was closed or lost before it exited)."""
+        (its exit status and stderr, status -1 when its channel was closed here before it exited), or
+        GuestConnectionLost when the connection went first."""
         if self.printed:
             return self.printed.popleft()
         if self.status is None and not (self.session.dead or self.closed):
             raise GuestTimedOut(command=self.command, timeout=timeout)
+        if self.status is None and not self.closed:
+            raise GuestConnectionLost(command=self.command, why="it went before the program exited")
         status = -1 if self.status is None else self.status
         tail, self.stderr = self.stderr.strip() or "(none)", ""      # read once, as paramiko's recv_stderr
         raise GuestCommandFailed(command=self.command, status=status, tail=tail)

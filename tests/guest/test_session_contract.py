@@ -7,6 +7,7 @@ Where the fake differs it is stricter, by design: a command it was not told abou
 guest returns status 127, and start() raises it where a real guest fails at the first read.
 """
 
+import threading
 import time
 
 import pytest
@@ -38,7 +39,8 @@ PROGRAMS = {
 
 @pytest.fixture(params=["fake", "real"])
 def side(request, tmp_path):
-    """(session, lose_connection) of one side: a connected session, and what makes its guest go away."""
+    """(session, lose_connection) of one side: a connected session, and what makes its guest go away (now, or
+    `after` seconds from now)."""
     if request.param == "fake":
         fake = FakeSession(TOLD, PROGRAMS)
         yield fake, fake.lose_connection
@@ -46,7 +48,7 @@ def side(request, tmp_path):
     with LocalSshd(tmp_path / "sshd") as server:
         real = GuestSession(server.port, server.keys)
         real.connect(timeout=10)
-        yield real, server.stop
+        yield real, lambda after=0: threading.Timer(after, server.stop).start() if after else server.stop()
         real.close()
 
 
@@ -140,14 +142,24 @@ def test_a_lost_connection_fails_the_program_and_every_later_command(side):
     guest, lose_connection = side
     process = guest.start(["sleep", "30"])
     lose_connection()
-    with pytest.raises(GuestCommandFailed) as raised:
+    with pytest.raises(GuestConnectionLost, match="during sleep 30 .it went before the program exited"):
         process.read_line(timeout=10)
-    assert raised.value.fields["status"] == -1, "no exit status came"
-    assert process.wait(timeout=1) == -1
+    assert process.wait(timeout=1) == -1, "no exit status came"
+    with pytest.raises(GuestConnectionLost, match="during sleep 30"):
+        process.send("more")
     with pytest.raises(GuestConnectionLost):
         guest.run("echo still here")
     with pytest.raises(GuestConnectionLost, match="the connection is closed"):
         guest.start(ECHOER)
+
+
+def test_a_connection_lost_while_a_command_runs_fails_it_whatever_check_says(side):
+    guest, lose_connection = side
+    lose_connection(after=0.5)
+    with pytest.raises(GuestConnectionLost, match="during sleep 5 .it went before the command's exit status came"):
+        guest.run(["sleep", "5"], check=False)
+    with pytest.raises(GuestConnectionLost, match="the connection is closed"):
+        guest.run("echo still here", check=False)
 
 
 def test_a_closed_session_refuses_commands(guest):
