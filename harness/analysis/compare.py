@@ -50,7 +50,7 @@ from harness.analysis import integrity, stats
 from harness.analysis.discovery import clusters, discoveries
 from harness.analysis.family import ON_SURVIVORS, decide, losing, survivors
 from harness.analysis.looks import direction_verdict, looks_reached
-from harness.analysis.records import ALPHA, BASELINE, Cells, Comparison, Decision, Plan, Row
+from harness.analysis.records import ALPHA, BASELINE, Cells, Comparison, Decision, FamilyRow, Plan, Row
 from harness.analysis.sampling import (
     BOOTS,
     baseline_of,
@@ -189,8 +189,8 @@ def _measured_row(key: tuple, variant: str, by_variant: dict, cells: Cells, plan
 
 def _lost_more(cells: Cells, workload: str, point: str, variant: str, baseline: str) -> bool:
     """Whether the variant lost a larger share of the workload's repetitions than the baseline (losing)."""
-    boots = (workload, *BOOTS, point, variant)
-    return boots[:4] in cells and losing(cells, boots, baseline)
+    boots = FamilyRow(workload, *BOOTS, point, variant)
+    return boots.cell in cells and losing(cells, boots, baseline)
 
 
 def _boots_row(key: tuple, variant: str, by_variant: dict, plan: Plan, decision: Decision | None) -> Row:
@@ -219,8 +219,8 @@ def _exploratory_verdicts(built: list[_Built], decisions: dict, plan: Plan, cell
     wherever the variant kept as large a share of its repetitions as the baseline (else the boots left are those
     that passed the gates, and the row says so)."""
     adjusted = _false_discovery(built, plan)
-    gate_open = {row[4] for row, decision in decisions.items()      # the declared rows: not the lost boots
-                 if decision.verdict in ("better", "worse") and row[1:3] != BOOTS}
+    gate_open = {row.variant for row, decision in decisions.items()      # the declared rows: not the lost boots
+                 if decision.verdict in ("better", "worse") and (row.phase, row.metric) != BOOTS}
     return [_exploratory_verdict(replace(row, p_adjusted=p_adjusted), gate_open, plan, cells) if explored else row
             for (row, explored), p_adjusted in zip(built, adjusted)]
 
@@ -248,7 +248,7 @@ def _exploratory_verdict(row: Row, gate_open: set[str], plan: Plan, cells: Cells
     if plan.discovery and _lost_more(cells, row.workload, row.point, row.variant, plan.baseline):
         return replace(row, note=NO_FAIR_SAMPLE)
     by_variant = cells[(row.workload, row.phase, row.metric, row.point)]
-    held = survivors(cells, plan.baseline, (row.workload, row.phase, row.metric, row.point, row.variant), None,
+    held = survivors(cells, plan.baseline, FamilyRow(row.workload, row.phase, row.metric, row.point, row.variant), None,
                       ON_SURVIVORS)
     return replace(row, verdict=direction_verdict(row.metric, baseline_of(by_variant, plan.baseline, row.variant)[1],
                                                    by_variant[row.variant][1]), note=held or row.note)

@@ -86,18 +86,18 @@ def _family_rows(cells: Cells, plan: Plan, variants: list[str]) -> list[FamilyRo
     points: dict[str, list[str]] = {}
     for workload, phase, metric, point in cells:
         points.setdefault(f"{workload}/{phase}/{metric}", []).append(point)
-    rows = [(*key.split("/"), point, variant) for key in plan.primary for point in points.get(key, [""])
+    rows = [FamilyRow(*key.split("/"), point, variant) for key in plan.primary for point in points.get(key, [""])
             for variant in variants if variant != plan.baseline]
-    return rows + [(key[0], *BOOTS, key[3], variant) for key, by_variant in cells.items() if key[1:3] == BOOTS
+    return rows + [FamilyRow(key[0], *BOOTS, key[3], variant) for key, by_variant in cells.items() if key[1:3] == BOOTS
                    for variant in variants if variant != plan.baseline and variant in by_variant]
 
 
 def _sample(cells: Cells, baseline: str, row: FamilyRow, look: int | None) -> tuple[np.ndarray, np.ndarray, int]:
     """The baseline's and the row variant's values up to look (empty where a side has none), and the highest
     repetition of the row's cell."""
-    by_variant = cells.get(row[:4], {})
-    base = up_to(baseline_of(by_variant, baseline, row[4]), look) if baseline in by_variant else np.array([])
-    other = up_to(by_variant[row[4]], look) if row[4] in by_variant else np.array([])
+    by_variant = cells.get(row.cell, {})
+    base = up_to(baseline_of(by_variant, baseline, row.variant), look) if baseline in by_variant else np.array([])
+    other = up_to(by_variant[row.variant], look) if row.variant in by_variant else np.array([])
     return base, other, highest_rep(by_variant)
 
 
@@ -108,9 +108,10 @@ ON_SURVIVORS = "this rests on the boots that passed"
 def survivors(cells: Cells, baseline: str, row: FamilyRow, look: int | None, why: str = SURVIVORS) -> str:
     """Why the boots of a row's variant are no fair sample ('' while they are): its workload lost a larger
     share of the variant's repetitions than of the baseline's, so the boots left are those that passed."""
-    if row[1:3] == BOOTS or (row[0], *BOOTS, row[3]) not in cells:
+    lost = FamilyRow(row.workload, *BOOTS, row.point, row.variant)
+    if (row.phase, row.metric) == BOOTS or lost.cell not in cells:
         return ""
-    base, other, _ = _sample(cells, baseline, (row[0], *BOOTS, row[3], row[4]), look)
+    base, other, _ = _sample(cells, baseline, lost, look)
     if not len(base) or not len(other) or np.mean(other == 0) <= np.mean(base == 0):
         return ""
     return (f"{np.count_nonzero(other == 0)} of {len(other)} repetitions lost a boot (baseline: "
@@ -161,7 +162,7 @@ def _hypotheses(rows: list[FamilyRow], state: _Verdicts, cells: Cells, plan: Pla
             continue     # decided: its verdict stands (the stopping rule counted on it)
         base, other, highest = _sample(cells, plan.baseline, row, look)
         reps = look if look is not None else highest
-        if row[1:3] != BOOTS:
+        if (row.phase, row.metric) != BOOTS:
             hypotheses += _row_hypotheses(row, base, other, reps, plan.margin_pct / 100)
         elif len(base) and len(other):
             lost.append((row, base, other, reps))
@@ -198,7 +199,7 @@ def _settled(row: FamilyRow, facts: _Facts, p: dict[str, float], cells: Cells, p
     different, equivalent = p["difference"] <= ALPHA, p["equivalence"] <= ALPHA
     small = different and inside(base, other, plan.margin_pct / 100)
     if different and not small:      # the tails' note withholds equivalence only
-        return Decision(direction_verdict(row[2], base, other), p["difference"], facts.p_equivalence, reps,
+        return Decision(direction_verdict(row.metric, base, other), p["difference"], facts.p_equivalence, reps,
                         survivors(cells, plan.baseline, row, look, ON_SURVIVORS))
     held = survivors(cells, plan.baseline, row, look)
     if held:
@@ -252,14 +253,17 @@ def all_decided(cells: Cells, plan: Plan, variants: list[str]) -> bool:
         needed = discovery_reps(tested_rows(cells, plan, variants))
         if needed is not None and max((highest_rep(by_variant) for by_variant in cells.values()), default=0) < needed:
             return False
-    return all(d.verdict != "inconclusive" or (row[1:3] == BOOTS and (not losing(cells, row, plan.baseline)
-                                                                      or workloads.by_rule(row[0])))
-               for row, d in decide(cells, plan, variants).items())
+    for row, decision in decide(cells, plan, variants).items():
+        held = (row.phase, row.metric) != BOOTS or (losing(cells, row, plan.baseline)
+                                                    and not workloads.by_rule(row.workload))
+        if decision.verdict == "inconclusive" and held:
+            return False
+    return True
 
 
-def losing(cells: Cells, row: tuple, baseline: str) -> bool:
+def losing(cells: Cells, row: FamilyRow, baseline: str) -> bool:
     """Whether the variant of a lost-boots row has lost a larger share of its repetitions than the baseline:
     then the run goes on, since more repetitions can show it; otherwise the row does not hold it."""
-    by_variant = cells[row[:4]]
-    lost = {name: float(np.mean(by_variant[name][1] == 0)) for name in (baseline, row[4]) if name in by_variant}
-    return len(lost) == 2 and lost[row[4]] > lost[baseline]
+    by_variant = cells[row.cell]
+    lost = {name: float(np.mean(by_variant[name][1] == 0)) for name in (baseline, row.variant) if name in by_variant}
+    return len(lost) == 2 and lost[row.variant] > lost[baseline]

@@ -3,6 +3,7 @@ of each row (Row) and of the whole (Comparison), a primary row's Decision, and t
 compare.py says how they are decided; tables.py words them."""
 
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -188,11 +189,25 @@ class CalibrationPower:
     shift: float | None
 
 
-Cells = dict   # (workload, phase, metric, point) -> variant -> (reps array, values array)
+# What a comparison decides on: per row (workload, phase, metric, point), per variant, the repetitions of its boots
+# and the values they gave, in the same order. A pooled comparison adds the baseline kernel of each variant's own
+# folders under (baseline, variant) (sampling.strata).
+Sample = tuple[np.ndarray, np.ndarray]
+Cells = dict[tuple[str, str, str, str], dict[str | tuple[str, str], Sample]]
 
 
-# A row of the primary family: (workload, phase, metric, point, variant)
-FamilyRow = tuple
+class FamilyRow(NamedTuple):
+    """A hypothesis row of the primary family: a primary row, or a workload's lost-boots row, of one variant."""
+    workload: str
+    phase: str
+    metric: str
+    point: str
+    variant: str
+
+    @property
+    def cell(self) -> tuple[str, str, str, str]:
+        """The row's key in Cells."""
+        return (self.workload, self.phase, self.metric, self.point)
 
 
 @dataclass(frozen=True)
