@@ -1,4 +1,6 @@
-"""The one door for host commands.
+"""The one door for host commands: run() for a command the harness waits for, lines_of() for one whose output
+is streamed to the caller, start() for a program that runs beside it (QEMU). No other module starts a process
+(tests/test_runner.py checks it).
 
 argv is a list from start to finish; the shell-quoted command line is logged before it runs;
 output goes to the log (and, at -v, the console); a timeout kills the whole process group, and
@@ -9,6 +11,7 @@ output.
 """
 
 import collections
+import ctypes
 import logging
 import os
 import re
@@ -30,6 +33,9 @@ output_log = logging.getLogger("harness.output")
 TAIL_LINES = 20
 KILL_GRACE_S = 3.0
 SPACE_POLL_S = 0.25
+_PR_SET_PDEATHSIG = 1       # prctl(2)
+PIPE, DEVNULL, STDOUT = subprocess.PIPE, subprocess.DEVNULL, subprocess.STDOUT
+Process = subprocess.Popen
 
 
 @dataclass(frozen=True)
@@ -87,8 +93,11 @@ def _launched(argv: list[str], cwd, env: dict, stdin_text: str | None) -> subpro
             stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
             start_new_session=True, text=True, errors="replace")
     except FileNotFoundError:
-        raise MissingHostTool(what=f"Command '{argv[0]}'",
-                              fix="run 'harness doctor' to see how to install it") from None
+        raise _missing(argv) from None
+
+
+def _missing(argv: list[str]) -> MissingHostTool:
+    return MissingHostTool(what=f"Command '{argv[0]}'", fix="run 'harness doctor' to see how to install it")
 
 
 def _read_all(process, stdin_text: str | None, lines: list[str], log_file, on_line, echo: bool) -> None:
@@ -143,6 +152,52 @@ def announce(argv, cwd=None) -> None:
 def output_of(argv, **kwargs) -> str:
     """Run argv and return its output, stripped."""
     return run(argv, **kwargs).output.strip()
+
+
+def start(argv, *, stdout=DEVNULL, stderr=STDOUT, text: bool = False) -> Process:
+    """argv started beside the harness, announced, in a process group of its own that gets SIGKILL when the
+    harness dies, whatever kills it; the caller stops it with kill_group()."""
+    argv = [str(part) for part in argv]
+    announce(argv)
+    try:
+        return subprocess.Popen(argv, stdin=DEVNULL, stdout=stdout, stderr=stderr, text=text, start_new_session=True,
+                                preexec_fn=_die_with_parent)
+    except FileNotFoundError:
+        raise _missing(argv) from None
+
+
+def lines_of(argv):
+    """The output lines of argv, streamed to the caller and kept out of the log (a disassembly has millions);
+    the process group is killed when the caller stops reading, CommandFailed with stderr's tail on failure."""
+    argv = [str(part) for part in argv]
+    announce(argv)
+    with subprocess.Popen(argv, stdout=PIPE, stderr=PIPE, text=True, errors="replace",
+                          start_new_session=True) as process:
+        try:
+            yield from (line.rstrip("\n") for line in process.stdout)
+            process.wait()
+        finally:
+            kill_group(process)
+        if process.returncode != 0:
+            raise CommandFailed(command=quote(argv), status=process.returncode,
+                                tail=process.stderr.read()[-500:].strip())
+
+
+def exited_within(process: Process, seconds: float | None) -> bool:
+    """Whether process exits within seconds (None: waits for it)."""
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when the harness dies, whatever kills it."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
 
 
 def kill_group(process: subprocess.Popen) -> None:

@@ -1,9 +1,13 @@
+import ast
+import os
+import signal
 import time
 
 import pytest
 
 from harness import runner
 from harness.errors import CommandFailed, CommandTimedOut, MissingHostTool
+from harness.project import ROOT
 
 
 def test_run_returns_output_and_writes_log(tmp_path):
@@ -138,3 +142,55 @@ def test_a_full_disk_named_by_a_relative_path_is_looked_for_where_the_tool_write
     line = "tar: ./usr/src/linux-source-5.10.tar.xz: Cannot write: No space left on device"
     with pytest.raises(DiskFull, match=f"while writing {tmp_path}:"):
         runner.run(["sh", "-c", f"echo '{line}'; exit 2"], watch_space=tmp_path)
+
+
+# what starts a process, besides the subprocess module itself
+STARTERS = {"system", "popen", "fork", "forkpty", "posix_spawn", "posix_spawnp", "spawnl", "spawnlp", "spawnv",
+            "spawnvp", "execv", "execve", "execvp", "execvpe", "execl", "execle", "execlp", "execlpe"}
+
+
+def test_only_the_runner_starts_processes():
+    doors = []
+    for path in sorted((ROOT / "harness").rglob("*.py")):
+        if path.name == "runner.py" and path.parent.name == "harness":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import) and any(alias.name in ("subprocess", "pty") for alias in node.names) \
+                    or isinstance(node, ast.ImportFrom) and node.module in ("subprocess", "pty"):
+                doors.append(f"{path.relative_to(ROOT)}:{node.lineno} imports subprocess")
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os" \
+                    and node.attr in STARTERS:
+                doors.append(f"{path.relative_to(ROOT)}:{node.lineno} calls os.{node.attr}")
+    assert not doors, "\n".join(doors)
+
+
+def test_a_started_program_is_announced_runs_in_its_own_group_and_dies_with_its_group(caplog, tmp_path):
+    with caplog.at_level("INFO", "harness.run"):
+        process = runner.start(["sh", "-c", f"sleep 60 & echo $! > {tmp_path / 'child'}; wait"])
+    assert "$ sh -c" in caplog.text, "logged before it runs"
+    try:
+        assert os.getpgid(process.pid) == process.pid != os.getpgid(0), "a process group of its own"
+        deadline = time.monotonic() + 5
+        while not (tmp_path / "child").is_file() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        runner.kill_group(process)
+    assert process.returncode == -signal.SIGTERM and runner.exited_within(process, 0)
+    time.sleep(0.2)
+    assert not alive(int((tmp_path / "child").read_text())), "its child dies with the group"
+    with pytest.raises(MissingHostTool, match="no-such-tool-xyz"):
+        runner.start(["no-such-tool-xyz"])
+
+
+def test_streamed_lines_come_as_printed_and_a_failure_carries_stderr():
+    assert list(runner.lines_of(["printf", "a\\nb\\n"])) == ["a", "b"]
+    with pytest.raises(CommandFailed, match="status 3.*bad news"):
+        list(runner.lines_of(["sh", "-c", "echo out; echo bad news >&2; exit 3"]))
+
+
+def test_a_reader_that_stops_early_leaves_no_process(tmp_path):
+    lines = runner.lines_of(["sh", "-c", f"echo $$ > {tmp_path / 'pid'}; while :; do echo y; done"])
+    assert next(lines) == "y"
+    lines.close()
+    time.sleep(0.2)
+    assert not alive(int((tmp_path / "pid").read_text()))

@@ -7,13 +7,10 @@ QEMU always goes away: on success, on error, on Ctrl-C and on SIGTERM (the CLI t
 into SystemExit), and with PR_SET_PDEATHSIG even when the harness is killed outright.
 """
 
-import ctypes
 import logging
 import os
 import re
-import signal
 import socket
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -29,7 +26,6 @@ KVM_PROGRESS_S = 5.0
 # kernel lets it be reaped: a cause is looked for after waiting this long for the exit.
 EXIT_SETTLE_S = 2.0
 KERNEL_STARTED = "Linux version"
-_PR_SET_PDEATHSIG = 1
 _ALARM = re.compile(r"Kernel panic|BUG:|Oops|Unable to|No working init|Initramfs unpacking failed|"
                     r"Killed process|HARNESS-GUEST-ERROR")
 _OOM_KILLED = re.compile(r"Killed process \d+ \(([^)]+)\)")
@@ -145,18 +141,18 @@ def kvm_boots(kernel: Path | None, scratch: Path) -> tuple[bool | None, str]:
             "console=ttyS0 panic=-1", "-serial", f"file:{console}", "-display", "none", "-monitor", "none",
             "-nodefaults", "-no-reboot"]
     started = time.monotonic()
-    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          preexec_fn=_die_with_parent) as qemu:
-        try:
-            while time.monotonic() - started < KVM_PROGRESS_S and qemu.poll() is None:
-                if console.is_file() and KERNEL_STARTED in console.read_text(errors="replace"):
-                    return True, f"a guest printed its first line in {time.monotonic() - started:.1f} s"
-                time.sleep(0.1)
-            if qemu.poll() is not None:
-                return False, "QEMU exited: " + (qemu.stderr.read().strip().splitlines() or ["?"])[-1]
-            return False, f"the guest printed no kernel output in {KVM_PROGRESS_S:g} s (nested virtualisation?)"
-        finally:
-            qemu.kill()
+    qemu = runner.start(argv, stderr=runner.PIPE, text=True)
+    try:
+        while time.monotonic() - started < KVM_PROGRESS_S and qemu.poll() is None:
+            if console.is_file() and KERNEL_STARTED in console.read_text(errors="replace"):
+                return True, f"a guest printed its first line in {time.monotonic() - started:.1f} s"
+            time.sleep(0.1)
+        if qemu.poll() is not None:
+            return False, "QEMU exited: " + (qemu.stderr.read().strip().splitlines() or ["?"])[-1]
+        return False, f"the guest printed no kernel output in {KVM_PROGRESS_S:g} s (nested virtualisation?)"
+    finally:
+        runner.kill_group(qemu)
+        qemu.stderr.close()
 
 
 def free_port() -> int:
@@ -193,7 +189,7 @@ class Qemu:
     def __init__(self, spec: VmSpec, qemu_log: Path):
         self.spec = spec
         self.qemu_log = qemu_log
-        self.process: subprocess.Popen | None = None
+        self.process: runner.Process | None = None
         self.started = 0.0
 
     def __enter__(self):
@@ -205,12 +201,9 @@ class Qemu:
         self.stop()
 
     def start(self) -> None:
-        argv = qemu_argv(self.spec)
-        runner.announce(argv)
         self.spec.console_log.write_text("")
         with open(self.qemu_log, "ab") as sink:
-            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
-                                            start_new_session=True, preexec_fn=_die_with_parent)
+            self.process = runner.start(qemu_argv(self.spec), stdout=sink)
         _running.add(self)
         self.started = time.monotonic()
 
@@ -235,11 +228,7 @@ class Qemu:
         return False
 
     def wait_exit(self, timeout: float) -> bool:
-        try:
-            self.process.wait(timeout=timeout)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
+        return runner.exited_within(self.process, timeout)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -247,13 +236,6 @@ class Qemu:
             if self.process.returncode is None:
                 self.process.wait()
         _running.discard(self)
-
-    def _exits_within(self, seconds: float) -> bool:
-        try:
-            self.process.wait(timeout=seconds)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
 
     def qemu_said(self) -> str:
         """The last lines QEMU itself printed (errors), or '(nothing)'."""
@@ -266,7 +248,7 @@ class Qemu:
     def causes(self) -> list[str]:
         """What QEMU and the console say went wrong: QEMU gone, the OOM killer, a panic; [] if nothing."""
         found = []
-        if self.process is not None and self._exits_within(EXIT_SETTLE_S):
+        if self.process is not None and self.wait_exit(EXIT_SETTLE_S):
             said = self.qemu_said()
             found.append(f"QEMU exited (status {self.process.returncode}"
                          + (f", it said: {said})" if said != "(nothing)" else ")"))
@@ -288,14 +270,6 @@ class Qemu:
         if any("Initramfs unpacking failed" in line for line in lines) or "initrd is too large" in self.qemu_said():
             what += f" (the initramfs did not fit in {self.spec.memory_mb} MB: raise [guest] memory_mb)"
         return BootFailed(what=what, tail=tail, log=self.spec.console_log)
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGKILL when the harness dies, whatever kills it."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
 
 
 _kvm_failed: str = ""   # why KVM did not work, remembered for the rest of this process

@@ -16,12 +16,10 @@ out-of-line copy is, or the cold part of another function).
 import hashlib
 import json
 import re
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
 from harness import runner
-from harness.errors import CommandFailed
 from harness.files import write_atomic
 from harness.results import ObjectCode
 
@@ -81,7 +79,7 @@ def disassembled(vmlinux: Path) -> dict:
     def close():
         if name is not None:
             hashes.setdefault(name, []).append(digest.hexdigest()[:16])
-    for line in _lines_of(["objdump", "-d", "--no-show-raw-insn", "-w", str(vmlinux)]):
+    for line in runner.lines_of(["objdump", "-d", "--no-show-raw-insn", "-w", str(vmlinux)]):
         if match := _FUNCTION.match(line):
             close()
             name, digest, first = match.group(1), hashlib.sha256(), True
@@ -99,21 +97,6 @@ def disassembled(vmlinux: Path) -> dict:
     close()
     return {"functions": {name: sorted(copies) for name, copies in hashes.items()}, "init": sorted(init - live),
             "untraced": sorted(untraced)}
-
-
-def _lines_of(argv: list[str]):
-    """The output lines of argv, streamed (a disassembly has millions: not for the log)."""
-    runner.announce(argv)
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
-                          start_new_session=True) as process:
-        try:
-            yield from (line.rstrip("\n") for line in process.stdout)
-            process.wait()
-        finally:
-            runner.kill_group(process)
-        if process.returncode != 0:
-            raise CommandFailed(command=runner.quote(argv), status=process.returncode,
-                                tail=process.stderr.read()[-500:].strip())
 
 
 def normalise(instruction: str) -> str:

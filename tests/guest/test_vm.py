@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import runner
 from harness.guest import vm
 from tests.conftest import FAKES
 from tests.test_runner import alive
@@ -232,8 +233,8 @@ def test_a_qemu_not_started_has_no_console_and_said_nothing(tmp_path, fake_qemu)
 def test_a_libc_without_prctl_still_starts_qemu(tmp_path, fake_qemu, monkeypatch):
     def no_libc(*args, **kwargs):
         raise OSError("libc.so.6: cannot open shared object file")
-    monkeypatch.setattr(vm.ctypes, "CDLL", no_libc)
-    assert vm._die_with_parent() is None
+    monkeypatch.setattr(runner.ctypes, "CDLL", no_libc)
+    assert runner._die_with_parent() is None
     with vm.Qemu(spec(tmp_path), tmp_path / "qemu.log") as qemu:
         assert qemu.wait_for(vm.KERNEL_STARTED, 5)
 

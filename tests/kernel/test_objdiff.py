@@ -6,6 +6,7 @@ import subprocess
 import pytest
 
 from harness import results
+from harness.errors import CommandFailed
 from harness.kernel import objdiff
 
 PROGRAM = """
@@ -64,7 +65,7 @@ def test_copies_of_a_static_function_are_counted(tmp_path):
 
 
 def test_a_failing_disassembler_is_a_command_error(tmp_path):
-    with pytest.raises(objdiff.CommandFailed, match="objdump"):
+    with pytest.raises(CommandFailed, match="objdump"):
         objdiff.function_hashes(tmp_path / "missing")
 
 
