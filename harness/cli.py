@@ -1,5 +1,6 @@
 """Command line: parse, call one function, print. The only place that catches HarnessError."""
 
+import _thread
 import functools
 import json
 import logging
@@ -9,6 +10,7 @@ import signal
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from dataclasses import dataclass
 from importlib import metadata as package_metadata
@@ -112,22 +114,30 @@ def _guarded(function):
         log.debug("harness %s", " ".join(sys.argv[1:]))
         try:
             return function(*args, **kwargs)
-        except (HarnessError, OSError) as error:
-            if isinstance(error, OSError):
-                if error.errno not in FULL:
-                    raise
+        except BaseException as error:
+            if _stop_asked is not None or isinstance(error, KeyboardInterrupt):
+                _stopped(error, log_path)
+            if isinstance(error, OSError) and error.errno in FULL:
                 error = disk_full(Path(error.filename or context.obj["cache_dir"]))
+            if not isinstance(error, HarnessError):
+                raise
             log.debug("error: %s", error)
             click.echo(f"error: {error}", err=True)
             click.echo(f"(log: {log_path})", err=True)
             sys.exit(1)
-        except KeyboardInterrupt:
-            click.echo(f"interrupted (log: {log_path})", err=True)
-            sys.exit(130)
-        except Terminated as stop:
-            click.echo(f"terminated by SIGTERM (log: {log_path})", err=True)
-            sys.exit(stop.code)
     return wrapper
+
+
+def _stopped(error: BaseException, log_path: Path) -> None:
+    """Ctrl-C or SIGTERM: one line and the exit status of the signal, whatever the stop broke on its way out (a
+    lock it interrupted in the standard library, a guest command it cut short), which goes to the log only."""
+    if not isinstance(error, (KeyboardInterrupt, Terminated)):
+        log.debug("stopping: %s: %s", type(error).__name__, error, exc_info=error)
+    if _stop_asked == signal.SIGTERM:
+        click.echo(f"terminated by SIGTERM (log: {log_path})", err=True)
+        sys.exit(128 + signal.SIGTERM)
+    click.echo(f"interrupted (log: {log_path})", err=True)
+    sys.exit(130)
 
 
 def _version() -> str:
@@ -147,16 +157,56 @@ def _version() -> str:
 def main(context, verbose, cache_dir):
     """Build a kernel with and without an mm patch, boot both, measure what changed."""
     context.obj = {"verbose": verbose, "cache_dir": cache_dir.expanduser().resolve()}
-    signal.signal(signal.SIGTERM, _terminate)
+    _stop_on_signals()
 
 
 class Terminated(SystemExit):
     """SIGTERM, raised where the harness is: it unwinds like Ctrl-C."""
 
 
+_stop_asked: int | None = None      # the signal that asked the harness to stop, once one has
+
+
 def _terminate(signum, frame):
     """SIGTERM unwinds like Ctrl-C, so that child process groups and staging folders are cleaned up."""
+    global _stop_asked
+    _stop_asked = signum
     raise Terminated(128 + signum)
+
+
+def _interrupt(signum, frame):
+    """Ctrl-C, as Python's own handler, remembered."""
+    global _stop_asked
+    _stop_asked = signum
+    raise KeyboardInterrupt
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM unwinds like Ctrl-C, and either is remembered (_guarded reports the stop whatever it broke on its
+    way out); a stop that lands in a finalizer is made again. Python
+    runs a signal's handler wherever the main thread is, and when that is a __del__ (Dask's futures, paramiko's
+    channels and Popen objects have them, run whenever the last reference goes) it prints the exception as
+    "ignored" and goes on: the run would finish as if never asked to stop."""
+    signal.signal(signal.SIGTERM, _terminate)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:    # not where SIGINT is ignored
+        signal.signal(signal.SIGINT, _interrupt)
+    sys.unraisablehook = _stop_again
+
+
+STOP_AGAIN_S = 0.05     # after the finalizer: a signal made again at once would land in it (or in this hook)
+
+
+def _stop_again(unraisable) -> None:
+    """sys.unraisablehook: a stop swallowed by a finalizer is made again from another thread a moment later, when
+    the main thread has left the finalizer; anything else is printed as Python would."""
+    stops = {Terminated: signal.SIGTERM, KeyboardInterrupt: signal.SIGINT}
+    again = next((number for kind, number in stops.items() if isinstance(unraisable.exc_value, kind)), None)
+    if again is None:
+        sys.__unraisablehook__(unraisable)
+        return
+    timer = threading.Timer(STOP_AGAIN_S, _thread.interrupt_main, args=(again,))
+    timer.daemon = True
+    timer.start()
 
 
 @main.command(name="doctor")

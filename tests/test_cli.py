@@ -1,3 +1,4 @@
+import pytest
 from click.testing import CliRunner
 
 from harness.cli import main
@@ -343,3 +344,30 @@ def test_boot_without_a_command_needs_a_terminal(tmp_path, monkeypatch):
     booted_here(monkeypatch, {})
     result = invoke(tmp_path, "boot", "--variant", "base")
     assert result.exit_code == 1 and "No command given and stdin is not a terminal: pass one after --" in result.output
+
+
+FINALIZER_STOP = """
+import os, signal, sys, time
+from harness import cli
+cli._stop_on_signals()
+
+class Finalized:
+    def __del__(self):          # the signal's handler runs in here, where Python only prints what it raises
+        os.kill(os.getpid(), signal.{name})
+        time.sleep(0.2)
+
+Finalized()
+time.sleep(3)
+print("went on")
+"""
+
+
+@pytest.mark.parametrize("name, status, said", [("SIGTERM", 143, ""), ("SIGINT", -2, "KeyboardInterrupt")])
+def test_a_stop_that_lands_in_a_finalizer_still_stops(name, status, said):
+    # where Python alone prints "Exception ignored in: <function Finalized.__del__ ...>" and goes on
+    import subprocess
+    import sys
+    ran = subprocess.run([sys.executable, "-c", FINALIZER_STOP.format(name=name)], capture_output=True, text=True,
+                         timeout=30)
+    assert "went on" not in ran.stdout and "Exception ignored" not in ran.stderr, ran.stderr
+    assert ran.returncode == status and ran.stderr.strip().endswith(said), ran.stderr

@@ -299,8 +299,12 @@ def start_with_fallback(spec: VmSpec, accel: str, qemu_log: Path) -> Qemu:
             log.debug("accelerator: TCG (KVM: %s)", _kvm_failed)
         return _started(replace(spec, accel="tcg"), qemu_log)
     qemu = _started(replace(spec, accel="kvm"), qemu_log)
-    if accel == "kvm" or qemu.wait_for(KERNEL_STARTED, KVM_PROGRESS_S):
-        return qemu
+    try:
+        if accel == "kvm" or qemu.wait_for(KERNEL_STARTED, KVM_PROGRESS_S):
+            return qemu
+    except BaseException:       # Ctrl-C or SIGTERM while KVM is tried: the caller never got this QEMU to stop
+        qemu.stop()
+        raise
     if qemu.running():
         _kvm_failed = f"the guest printed no kernel output in {KVM_PROGRESS_S:g} s (nested virtualisation?)"
     else:

@@ -24,7 +24,9 @@ from harness.errors import DiskFull
 from harness.guest import image
 from harness.kernel import build, debian
 from tests.conftest import DATA
+from tests.guest.test_vm import FAKES
 from tests.real.test_real_boot import qemu_processes, wait_for_line
+from tests.test_runner import alive
 
 pytestmark = pytest.mark.faults
 
@@ -178,6 +180,59 @@ def test_sigterm_prints_one_line(tmp_path, fake_tree):
     [line] = [line for line in stderr.splitlines() if "terminated" in line]
     assert line.startswith("terminated by SIGTERM (log: ") and "Traceback" not in stderr, stderr
     show("SIGTERM during a build", process.returncode, line)
+
+
+# SIGTERM in each stage of a boot, on a fake kernel tree and a fake QEMU (which hangs under KVM, and under TCG
+# prints a banner and waits, never ready): the -v line that says the harness is in the stage, and the QEMU it
+# waits for before the signal
+STOP_STAGES = {
+    "image": (r"\$ ldd ", ""),
+    "KVM probe": (r"\$ qemu-system-x86_64 -accel kvm", "kvm"),
+    "boot": (r"\$ qemu-system-x86_64 -accel tcg", "tcg"),
+}
+
+
+@pytest.mark.parametrize("stage", STOP_STAGES)
+def test_sigterm_in_each_stage_of_a_boot_stops_it_and_leaves_nothing(tmp_path, fake_tree, stage):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shutil.copy(FAKES / "fake-qemu", bin_dir / "qemu-system-x86_64")
+    starts = tmp_path / "qemu.starts"
+    path = tmp_path / "fake.toml"
+    path.write_text(f'source = "dir:{fake_tree}"\nkconfigs = ["qemu-guest"]\n[[variants]]\nname = "base"\n')
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_QEMU_STARTS": str(starts)}
+    process = subprocess.Popen([sys.executable, "-m", "harness", "-v", "--cache-dir", str(cache), "boot", "-e",
+                                str(path), "--variant", "base", "true"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=env)
+    pattern, accel = STOP_STAGES[stage]
+    said = stopped_at(process, pattern)
+    deadline = time.monotonic() + 10
+    while accel and accel not in (starts.read_text() if starts.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    said += process.communicate(timeout=60)[0]
+    assert process.returncode == 128 + signal.SIGTERM, said[-3000:]
+    [line] = [line for line in said.splitlines() if "terminated" in line]
+    assert line.startswith("terminated by SIGTERM (log: ") and "Traceback" not in said, said[-3000:]
+    pids = [int(entry.split()[1]) for entry in starts.read_text().splitlines()] if starts.exists() else []
+    assert bool(pids) == (stage != "image") and not [pid for pid in pids if alive(pid)], "no QEMU outlives it"
+    assert partial_files(cache) == [] and list((cache / "boots").glob("boot-*")) == []
+    assert [p.name for p in (cache / "images").iterdir() if p.is_dir() and p.name != "programs"] == []
+    show(f"SIGTERM during the {stage}", process.returncode, line)
+
+
+def stopped_at(process: subprocess.Popen, pattern: str, timeout: float = 120) -> str:
+    """What process printed up to and with the first line that matches pattern (a -v line: the stage begins)."""
+    said, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            raise AssertionError("the harness ended before the stage: " + "".join(said)[-3000:])
+        said.append(line)
+        if re.match(pattern, line):
+            return "".join(said)
+    raise AssertionError(f"no line {pattern} in {timeout:g} s")
 
 
 def test_two_harnesses_make_the_guest_programs_and_image_at_once(tmp_path):
@@ -385,6 +440,40 @@ def gone(deadline_s: float = 20) -> bool:
     while qemu_processes(str(BOOTS)) and time.monotonic() < deadline:
         time.sleep(0.2)
     return qemu_processes(str(BOOTS)) == []
+
+
+@pytest.mark.real
+def test_sigterm_in_a_phase_stops_the_cell_and_leaves_no_guest(tmp_path, base_kernel):
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "harness", "-v", "run", "--workload", "swapcow", "--variant",
+                                "base", "--reps", "1", "-p", "size_mb=16", "--jobs", "1", "-o", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    said = stopped_at(process, r"\s+base rep 1 counted fill\s")      # fill has ended: swapout runs
+    process.send_signal(signal.SIGTERM)
+    said += process.communicate(timeout=120)[0]
+    assert process.returncode == 128 + signal.SIGTERM, said[-3000:]
+    assert "terminated by SIGTERM (log: " in said and "Traceback" not in said, said[-3000:]
+    assert gone(), "no QEMU outlives the stop"
+    assert partial_files(out) == [] and not (out / "runs.csv").exists(), "the cell cut short is not recorded"
+    assert (out / "metadata.json").is_file(), "the run explains itself and can be resumed"
+    show("SIGTERM during a phase", process.returncode, "no QEMU left; no cell recorded")
+
+
+def test_sigterm_in_the_analysis_leaves_no_half_written_file(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(project.ROOT / "results" / "try-6.1-20261202-174942-copy-not-exclusive", run)
+    before = {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()}
+    process = subprocess.Popen([sys.executable, "-m", "harness", "-v", "report", str(run)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    said = stopped_at(process, r"harness -v report ")
+    time.sleep(2.0)       # the report takes about 9 s here: the comparison, then the plots
+    process.send_signal(signal.SIGTERM)
+    said += process.communicate(timeout=60)[0]
+    assert process.returncode == 128 + signal.SIGTERM, said[-3000:]
+    assert "terminated by SIGTERM (log: " in said and "Traceback" not in said, said[-3000:]
+    assert partial_files(run) == []
+    assert {path.name for path in run.iterdir() if path.is_file()} == set(before), "no file half made"
+    show("SIGTERM during the analysis", process.returncode, "no file half written")
 
 
 @pytest.mark.real
