@@ -13,7 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
-from harness import cli, experiment, results
+from harness import bench, experiment, results
 from harness.analysis import records, resample
 from harness.project import ROOT
 
@@ -37,15 +37,15 @@ def main():
             (True, True, True, False), (False, False, False, False), (False, False, True, False),
             (True, False, False, True), (True, True, False, True), (False, False, False, True)):
         sources = {"base": pools["base"], "patched": pools["base" if aa else "patched"], "control": pools["base"]}
-        design = records.Design.sequential(cli.AUTO_FIRST_LOOK, args.max_reps) if auto else records.Design()
+        design = records.Design.sequential(bench.AUTO_FIRST_LOOK, args.max_reps) if auto else records.Design()
         plan = records.Plan("base", () if discovery else spec.primary, spec.margin_pct, "control", design,
                             discovery=discovery)
         started = time.monotonic()
-        tally = resample.tally(sources, plan, cli.AUTO_FIRST_LOOK if auto else cli.DEFAULT_REPS, args.tables, 1,
+        tally = resample.tally(sources, plan, bench.AUTO_FIRST_LOOK if auto else bench.DEFAULT_REPS, args.tables, 1,
                                per_metric, args.max_reps if auto else None, None if aa else effects)
         draws = ("discovery, " if discovery else "") + ("A/A, " if aa else "base/patched, ") + \
             ("per metric" if per_metric else "whole boots")
-        reps = f"auto ({cli.AUTO_FIRST_LOOK}..{args.max_reps})" if auto else str(cli.DEFAULT_REPS)
+        reps = f"auto ({bench.AUTO_FIRST_LOOK}..{args.max_reps})" if auto else str(bench.DEFAULT_REPS)
         found = "-" if aa else f"{tally.found / tally.tables:.3f}"
         print(f"| {draws} | {reps} | {tally.any_claim / tally.tables:.3f} | {tally.claims / tally.tables:.3f} | "
               f"{found} | {tally.reps_used:.2f} | {time.monotonic() - started:.0f} |", flush=True)

@@ -25,11 +25,20 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from harness import experiment as experiments
 from harness import files, results, workloads
 from harness import sweep as sweeps
 from harness.analysis import analyse as analysis
 from harness.analysis import looks, stats
-from harness.errors import BadExperiment, BadPlacement, BadWorkload, HarnessError, NotAResultDirectory
+from harness.errors import (
+    BadExperiment,
+    BadPlacement,
+    BadWorkload,
+    HarnessError,
+    NotAResultDirectory,
+    OutputNotEmpty,
+    ResumeTakesNoChoices,
+)
 from harness.experiment import Experiment
 from harness.guest import image, vm
 from harness.kernel import build, objdiff, patchmail, selftests, source
@@ -80,12 +89,60 @@ class RunRequest:
 
 
 CONTROL = "control"      # the name of the variant --control adds
+DEFAULT_REPS = 6         # bench's fixed repetitions: the smallest n at which an exact test can decide several rows
+AUTO_FIRST_LOOK = 6      # --reps auto: the first look
 
 
-def new_request(spec: Experiment, workload_names, settings, variant_names, reps: int, out_dir: Path, accel: str,
-                modes, command_line: str, seed: int | None, max_reps: int | None, control: bool,
-                force: bool = False, placement: dispatch.Placement = dispatch.Placement(),
-                timing: str = "always") -> RunRequest:
+@dataclass(frozen=True)
+class Asked:
+    """What `run`, `bench` or `try` was asked, in the user's words, before the experiment is read (request())."""
+    experiment_name: str | None = None
+    workload_names: tuple[str, ...] = ()
+    variants: tuple[str, ...] = ()
+    reps: int = 1
+    output: Path | None = None
+    resume: Path | None = None
+    settings: tuple[str, ...] = ()        # -p NAME=VALUE
+    accel: str = "auto"
+    seed: int | None = None
+    modes: tuple[str, ...] = ("counted",)
+    max_reps: int | None = None
+    control: bool = False
+    force: bool = False
+    placement: dispatch.Placement = dispatch.Placement()
+    timing: str = "always"                # RunRequest.timing
+    command_line: str = ""
+    fixed: tuple[str, ...] = ()           # options that fix the plan, given on the command line (--reps...)
+
+
+def request(asked: Asked) -> RunRequest:
+    """The run asked for: a new one into a fresh folder, or the interrupted one in asked.resume, which finishes
+    as it was planned (ResumeTakesNoChoices for an option that would change the plan)."""
+    spec = experiments.load(asked.experiment_name)
+    if asked.resume:
+        given = [option for option, value in (("--workload", asked.workload_names), ("--variant", asked.variants),
+                                              ("-p", asked.settings), ("-o", asked.output),
+                                              ("--control", asked.control), ("--seed", asked.seed is not None),
+                                              ("--force", asked.force), *((name, True) for name in asked.fixed))
+                 if value]
+        if given:
+            raise ResumeTakesNoChoices(path=asked.resume, options=", ".join(given))
+        return resumed_request(spec, asked.resume, asked.accel, asked.placement)
+    out_dir = asked.output or results.default_directory(spec.name)
+    if not results.RunDirectory.is_fresh(out_dir):
+        raise OutputNotEmpty(path=out_dir)
+    made = new_request(spec, workload_names=asked.workload_names, settings=asked.settings,
+                       variant_names=asked.variants, reps=asked.reps, out_dir=out_dir, accel=asked.accel,
+                       modes=asked.modes, command_line=asked.command_line, seed=asked.seed, max_reps=asked.max_reps,
+                       control=asked.control, force=asked.force, placement=asked.placement, timing=asked.timing)
+    warn_unreachable(made, DEFAULT_REPS)
+    return made
+
+
+def new_request(spec: Experiment, *, workload_names=(), settings=(), variant_names=(), reps: int, out_dir: Path,
+                accel: str = "auto", modes=("counted",), command_line: str = "", seed: int | None = None,
+                max_reps: int | None = None, control: bool = False, force: bool = False,
+                placement: dispatch.Placement = dispatch.Placement(), timing: str = "always") -> RunRequest:
     """The request for a new run: the workloads (the experiment's, or all) with their parameters, the
     variants asked for (the baseline first, and the baseline again as `control` when asked)."""
     names = workload_names or spec.workloads or tuple(workloads.discover())

@@ -12,7 +12,6 @@ import tempfile
 import textwrap
 import threading
 import time
-from dataclasses import dataclass
 from importlib import metadata as package_metadata
 from pathlib import Path
 
@@ -29,8 +28,6 @@ from harness.errors import (
     NoCommand,
     NoSuchTree,
     NothingToCompare,
-    OutputNotEmpty,
-    ResumeTakesNoChoices,
     TryOutputNotEmpty,
     UnknownExperiment,
 )
@@ -42,8 +39,6 @@ from harness.measure import dispatch, drivers, worker
 
 log = logging.getLogger("harness")
 
-DEFAULT_REPS = 6         # bench's fixed repetitions: the smallest n at which an exact test can decide several rows
-AUTO_FIRST_LOOK = 6      # --reps auto: the first look
 JOBS_HELP = ("Cells at once: on this machine (a local Dask cluster) or on each --cluster host. 'auto': as many as the "
              "cores when every boot is counted (the guests share cores, which moves no count), one at a time when "
              "boots are timed. A number N with timed boots gives each guest at most the cores per cell.")
@@ -298,6 +293,35 @@ def _tree(text: str | None, cache_dir: Path, experiment_name: str | None = None)
     return source.fetch(source.parse_spec(spec.source), cache_dir), f"{spec.source}, experiment {spec.name}'s kernel"
 
 
+class _NumberOrAuto(click.ParamType):
+    """--reps and --jobs: a number of at least 1, or 'auto'."""
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if str(value) == "auto":
+            return "auto"
+        try:
+            number = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+        if number < 1:
+            self.fail(f"{number} is not at least 1", param, ctx)
+        return number
+
+
+# options several commands take, declared once
+_EXPERIMENT = click.option("-e", "--experiment", "experiment_name", help="Experiment name in experiments/ or a .toml "
+                           "path.")
+_ACCEL = click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True,
+                      help="auto uses KVM when a guest makes progress under it, else TCG.")
+_JOBS = click.option("--jobs", type=_NumberOrAuto(), default="auto", show_default=True, help=JOBS_HELP)
+_MAX_REPS = click.option("--max-reps", type=click.IntRange(2), default=10, show_default=True,
+                         help="The limit of --reps auto.")
+_TIMING_EVEN_UNDER_TCG = click.option("--timing", is_flag=True, help="Boot each cell without probes as well, for "
+                                      "timings, even where the guests run under TCG [default: only where they run "
+                                      "under KVM].")
+
+
 _EXPERIMENT_TREE = click.option("-e", "--experiment", "experiment_name",
                                 help="Take the kernel tree from this experiment's source [default: the default "
                                      "experiment's].")
@@ -362,7 +386,7 @@ def patch_check(obj, patch_files, tree, experiment_name):
 
 
 @main.command(name="build")
-@click.option("-e", "--experiment", "experiment_name", help="Experiment name in experiments/ or a .toml path.")
+@_EXPERIMENT
 @click.option("--variant", "variants", multiple=True, help="Variant to build (repeatable) [default: all].")
 @click.option("--rebuild", is_flag=True, help="Build again even when a cached build exists.")
 @click.pass_obj
@@ -376,10 +400,9 @@ def build_command(obj, experiment_name, variants, rebuild):
 
 
 @main.command(name="boot", context_settings={"ignore_unknown_options": True})
-@click.option("-e", "--experiment", "experiment_name", help="Experiment name in experiments/ or a .toml path.")
+@_EXPERIMENT
 @click.option("--variant", required=True, help="Variant whose kernel to boot.")
-@click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True,
-              help="auto uses KVM when a guest makes progress under it, else TCG.")
+@_ACCEL
 @click.option("--dry-run", is_flag=True, help="Print the QEMU command line and exit.")
 @click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds the guest command may take.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -410,26 +433,10 @@ def boot_command(obj, experiment_name, variant, accel, dry_run, timeout, command
     sys.exit(result.status)
 
 
-class _NumberOrAuto(click.ParamType):
-    """--reps and --jobs: a number of at least 1, or 'auto'."""
-    name = "N|auto"
-
-    def convert(self, value, param, ctx):
-        if str(value) == "auto":
-            return "auto"
-        try:
-            number = int(value)
-        except ValueError:
-            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
-        if number < 1:
-            self.fail(f"{number} is not at least 1", param, ctx)
-        return number
-
-
 def _run_options(function):
     """The options `run` and `bench` share."""
     options = [
-        click.option("-e", "--experiment", "experiment_name", help="Experiment name in experiments/ or a .toml path."),
+        _EXPERIMENT,
         click.option("--workload", "workload_names", multiple=True,
                      help="Workload (repeatable) [default: the experiment's]."),
         click.option("--variant", "variants", multiple=True, help="Variant (repeatable) [default: all]."),
@@ -438,11 +445,11 @@ def _run_options(function):
         click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=Path),
                      help="Finish the interrupted run in this directory."),
         click.option("-p", "--param", "settings", multiple=True, help="Workload parameter NAME=VALUE (repeatable)."),
-        click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True),
+        _ACCEL,
         click.option("--seed", type=int, help="Seed of the cell order [default: random, recorded]."),
         click.option("--force", is_flag=True, help="Judge a variant whose object code is the baseline's as a "
                      "variant [default: it runs as an A/A control]."),
-        click.option("--jobs", type=_NumberOrAuto(), default="auto", show_default=True, help=JOBS_HELP),
+        _JOBS,
         click.option("--cluster", default="", metavar="ssh://HOST1,HOST2",
                      help="Run the cells on Dask workers started over SSH (the scheduler on HOST1); builds stay here."),
         click.option("--scheduler", default="", metavar="tcp://HOST:PORT",
@@ -457,26 +464,6 @@ def _run_options(function):
     return function
 
 
-@dataclass(frozen=True)
-class _Choices:
-    """What `run` and `bench` were asked to do, before the experiment is read."""
-    experiment_name: str | None
-    workload_names: tuple
-    variants: tuple
-    reps: int
-    output: Path | None
-    resume: Path | None
-    settings: tuple
-    accel: str
-    seed: int | None
-    modes: tuple = ("counted",)
-    max_reps: int | None = None
-    control: bool = False
-    force: bool = False
-    placement: dispatch.Placement = dispatch.Placement()
-    timing: str = "always"      # bench.RunRequest.timing: "always" or "kvm"
-
-
 def _placement(jobs: int | str, cluster: str, scheduler: str, worker_cache: str, ssh_config: Path | None):
     """The placement asked for; --jobs auto on a cluster is one cell at a time on each host."""
     if jobs == "auto":
@@ -486,35 +473,16 @@ def _placement(jobs: int | str, cluster: str, scheduler: str, worker_cache: str,
     return placement
 
 
-def _request(choices: _Choices) -> bench.RunRequest:
-    spec = experiment.load(choices.experiment_name)
-    if choices.resume:
-        _refuse_new_choices(choices)
-        return bench.resumed_request(spec, choices.resume, choices.accel, choices.placement)
-    out_dir = choices.output or results.default_directory(spec.name)
-    if not results.RunDirectory.is_fresh(out_dir):
-        raise OutputNotEmpty(path=out_dir)
-    request = bench.new_request(spec, choices.workload_names, choices.settings, choices.variants, choices.reps,
-                                 out_dir, choices.accel, choices.modes, shlex.join(["harness", *sys.argv[1:]]),
-                                 choices.seed, choices.max_reps, choices.control, choices.force, choices.placement,
-                                 choices.timing)
-    bench.warn_unreachable(request, DEFAULT_REPS)
-    return request
-
-
-def _refuse_new_choices(choices: _Choices) -> None:
-    """--resume finishes a run as it was planned: options that would change it are refused."""
-    given = [option for option, value in (("--workload", choices.workload_names), ("--variant", choices.variants),
-                                          ("-p", choices.settings), ("-o", choices.output),
-                                          ("--control", choices.control), ("--seed", choices.seed is not None),
-                                          ("--force", choices.force))
-             if value]
+def _fixed_on_the_command_line() -> tuple[str, ...]:
+    """The options that fix a run's plan and were given on this command line (what --resume refuses)."""
     context = click.get_current_context(silent=True)
-    if context and any(context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
-                       for name in ("reps", "max_reps", "no_probes", "timing") if name in context.params):
-        given.append("--reps/--max-reps/--timing/--no-probes")
-    if given:
-        raise ResumeTakesNoChoices(path=choices.resume, options=", ".join(given))
+    given = context and any(context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+                            for name in ("reps", "max_reps", "no_probes", "timing") if name in context.params)
+    return ("--reps/--max-reps/--timing/--no-probes",) if given else ()
+
+
+def _command_line() -> str:
+    return shlex.join(["harness", *sys.argv[1:]])
 
 
 @main.group(name="experiment")
@@ -562,7 +530,7 @@ def metrics_command(obj, workload, run_dirs):
 
 
 @main.command(name="workloads")
-@click.option("-e", "--experiment", "experiment_name", help="Experiment name in experiments/ or a .toml path.")
+@_EXPERIMENT
 @click.option("--covers", "asked", is_flag=True, help="Say which workload phases call each FUNCTION.")
 @click.option("--variant", help="Whose kernel (and, with --run, whose boots) answers --covers [default: the "
               "baseline].")
@@ -570,7 +538,7 @@ def metrics_command(obj, workload, run_dirs):
 @click.option("-p", "--param", "settings", multiple=True, help="Workload parameter NAME=VALUE (repeatable).")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Take the counts from this run's counted boots instead of profiling boots.")
-@click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True)
+@_ACCEL
 @click.argument("functions", nargs=-1)
 @click.pass_obj
 @_guarded
@@ -612,8 +580,9 @@ def run_command(obj, experiment_name, workload_names, variants, output, resume, 
     """Boot each variant (fresh boot and swap disk per repetition) and measure the workloads."""
     modes = ("timed",) if no_probes else bench.MODES if timing else ("counted",)
     placement = _placement(jobs, cluster, scheduler, worker_cache, ssh_config)
-    request = _request(_Choices(experiment_name, workload_names, variants, reps, output, resume, settings, accel,
-                                seed, modes, force=force, placement=placement))
+    request = bench.request(bench.Asked(
+        experiment_name, workload_names, variants, reps, output, resume, settings, accel, seed, modes, force=force,
+        placement=placement, command_line=_command_line(), fixed=_fixed_on_the_command_line()))
     directory = bench.run(request, obj["cache_dir"])
     valid = sum(record.valid for record in directory.runs)
     wrong = sum(bool(record.findings) for record in directory.runs)
@@ -624,13 +593,12 @@ def run_command(obj, experiment_name, workload_names, variants, output, resume, 
 
 @main.command(name="bench")
 @_run_options
-@click.option("--reps", type=_NumberOrAuto(), default=str(DEFAULT_REPS), show_default=True,
-              help=f"Boots per variant, workload and mode; 'auto': {AUTO_FIRST_LOOK} first, then one more block at "
-                   "a time until every primary row is decided or --max-reps.")
-@click.option("--max-reps", type=click.IntRange(2), default=10, show_default=True, help="The limit of --reps auto.")
+@click.option("--reps", type=_NumberOrAuto(), default=str(bench.DEFAULT_REPS), show_default=True,
+              help=f"Boots per variant, workload and mode; 'auto': {bench.AUTO_FIRST_LOOK} first, then one more "
+                   "block at a time until every primary row is decided or --max-reps.")
+@_MAX_REPS
 @click.option("--control", is_flag=True, help="Interleave the baseline kernel once more as variant 'control'.")
-@click.option("--timing", is_flag=True, help="Boot each cell without probes as well, for timings, even where the "
-              "guests run under TCG [default: only where they run under KVM].")
+@_TIMING_EVEN_UNDER_TCG
 @click.pass_obj
 @_guarded
 def bench_command(obj, experiment_name, workload_names, variants, output, resume, settings, accel, seed, force,
@@ -640,13 +608,12 @@ def bench_command(obj, experiment_name, workload_names, variants, output, resume
     Every cell boots with probes (counts) in each repetition, and, where the guests run under KVM (or
     with --timing), once more without them (timings): under TCG a guest second is the emulator's.
     """
-    auto = reps == "auto"
-    choices = _Choices(experiment_name, workload_names, variants, AUTO_FIRST_LOOK if auto else reps, output, resume,
-                       settings, accel, seed, bench.MODES, max(max_reps, AUTO_FIRST_LOOK) if auto else None, control,
-                       force, _placement(jobs, cluster, scheduler, worker_cache, ssh_config),
-                       "always" if timing else "kvm")
-    request = _request(choices)
-    _end_with_the_answer(bench.run_and_analyse(request, obj["cache_dir"]))
+    asked = bench.Asked(experiment_name, workload_names, variants, output=output, resume=resume, settings=settings,
+                        accel=accel, seed=seed, modes=bench.MODES, control=control, force=force,
+                        placement=_placement(jobs, cluster, scheduler, worker_cache, ssh_config),
+                        timing="always" if timing else "kvm", command_line=_command_line(),
+                        fixed=_fixed_on_the_command_line(), **_repetitions(reps, max_reps))
+    _end_with_the_answer(bench.run_and_analyse(bench.request(asked), obj["cache_dir"]))
 
 
 @main.command(name="try")
@@ -661,20 +628,19 @@ def bench_command(obj, experiment_name, workload_names, variants, output, resume
 @click.option("--workload", "workload_names", multiple=True,
               help="Run this workload (repeatable) [default: those whose phases call the changed functions].")
 @click.option("-p", "--param", "settings", multiple=True, help="Workload parameter [WORKLOAD.]NAME=VALUE (repeatable).")
-@click.option("--reps", type=_NumberOrAuto(), default=str(DEFAULT_REPS), show_default=True,
+@click.option("--reps", type=_NumberOrAuto(), default=str(bench.DEFAULT_REPS), show_default=True,
               help="Boots per variant, workload and mode; 'auto' adds boots only while a variant loses more of them "
                    "than the baseline (a discovery declares no rows to decide).")
-@click.option("--max-reps", type=click.IntRange(2), default=10, show_default=True, help="The limit of --reps auto.")
+@_MAX_REPS
 @click.option("--dry-run", is_flag=True, help="Print the experiment, the changed functions and the workloads "
               "chosen; build only what choosing them needs, and measure nothing.")
 @click.option("--force", is_flag=True, help="Run even when the patch changes no object code (as an A/A control) "
               "or no workload runs it (every shipped workload).")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
               help="Run directory [default: results/<timestamp>-try-<patch subject>].")
-@click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True)
-@click.option("--jobs", type=_NumberOrAuto(), default="auto", show_default=True, help=JOBS_HELP)
-@click.option("--timing", is_flag=True, help="Boot each cell without probes as well, for timings, even where the "
-              "guests run under TCG [default: only where they run under KVM].")
+@_ACCEL
+@_JOBS
+@_TIMING_EVEN_UNDER_TCG
 @click.pass_obj
 @_guarded
 def try_command(obj, patch_paths, kernel, tree, template, workload_names, settings, reps, max_reps, dry_run, force,
@@ -703,11 +669,17 @@ def try_command(obj, patch_paths, kernel, tree, template, workload_names, settin
         raise TryOutputNotEmpty(path=out_dir)
     path = found.write(out_dir)
     click.echo(f"experiment: {path}")
-    auto = reps == "auto"
-    choices = _Choices(str(path), (), (), AUTO_FIRST_LOOK if auto else reps, out_dir, None, settings, accel, None,
-                       bench.MODES, max(max_reps, AUTO_FIRST_LOOK) if auto else None, True, False,
-                       _placement(jobs, "", "", worker.WORKER_CACHE, None), "always" if timing else "kvm")
-    _end_with_the_answer(bench.run_and_analyse(_request(choices), obj["cache_dir"]))
+    asked = bench.Asked(str(path), output=out_dir, settings=settings, accel=accel, modes=bench.MODES, control=True,
+                        placement=_placement(jobs, "", "", worker.WORKER_CACHE, None),
+                        timing="always" if timing else "kvm", command_line=command, **_repetitions(reps, max_reps))
+    _end_with_the_answer(bench.run_and_analyse(bench.request(asked), obj["cache_dir"]))
+
+
+def _repetitions(reps: int | str, max_reps: int) -> dict:
+    """Asked's reps and max_reps for --reps N or --reps auto (its first look, up to --max-reps)."""
+    if reps == "auto":
+        return {"reps": bench.AUTO_FIRST_LOOK, "max_reps": max(max_reps, bench.AUTO_FIRST_LOOK)}
+    return {"reps": reps, "max_reps": None}
 
 
 BROKEN_EXIT = 3     # the exit status of a command whose comparison found a variant broken

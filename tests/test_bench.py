@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from harness import bench, experiment, results, workloads
-from harness.errors import HarnessError
+from harness.errors import BadExperiment, HarnessError, OutputNotEmpty, ResumeTakesNoChoices
 from harness.measure import cell, worker
 from harness.progress import Progress
 from tests.fakes.guest import FakeBuild
@@ -121,10 +121,9 @@ def test_a_setting_may_not_fix_what_the_sweep_varies(tmp_path):
     spec = experiment.from_dict({"variants": [{"name": "base"}], "sweep": {"swapcow": {"size_mb": [8, 16]}}},
                                 tmp_path / "sweep.toml")
     with pytest.raises(HarnessError, match="-p size_mb is the sweep axis swapcow.size_mb"):
-        bench.new_request(spec, ("swapcow",), ("size_mb=32",), (), 1, tmp_path / "run", "tcg", ("counted",), "",
-                           None, None, False)
-    request = bench.new_request(spec, ("swapcow",), ("cycles=2",), (), 1, tmp_path / "run", "tcg", ("counted",),
-                                 "", None, None, False)
+        bench.new_request(spec, workload_names=("swapcow",), settings=("size_mb=32",), reps=1, out_dir=tmp_path / "run")
+    request = bench.new_request(spec, workload_names=("swapcow",), settings=("cycles=2",), reps=1,
+                                out_dir=tmp_path / "run")
     assert request.sweep == spec.sweep and request.workloads[0][1]["cycles"] == 2
 
 
@@ -264,3 +263,35 @@ def test_remote_workers_get_timed_boots_only_when_each_can_open_kvm(tmp_path):
     assert bench._kvm_works(request, pool, {}) == (False, "/dev/kvm cannot be opened on w2")
     pool.workers["b"]["kvm"] = True
     assert bench._kvm_works(request, pool, {}) == (True, "/dev/kvm cannot be opened on ")
+
+
+def test_bench_warns_when_its_repetitions_cannot_decide(tmp_path, caplog):
+    bench.request(bench.Asked(workload_names=("swapcow",), reps=3, output=tmp_path / "out", seed=1, modes=bench.MODES))
+    assert "with 3 repetitions and 1 primary rows no primary row can be decided" in caplog.text
+    caplog.clear()
+    bench.request(bench.Asked(workload_names=("swapcow",), reps=6, output=tmp_path / "out2", seed=1,
+                              modes=bench.MODES))
+    assert "cannot be decided" not in caplog.text and "no primary row" not in caplog.text
+
+
+def test_control_boots_the_baseline_kernel_again(tmp_path):
+    request = bench.request(bench.Asked(workload_names=("swapcow",), reps=6, output=tmp_path / "out", seed=1,
+                                        modes=bench.MODES, control=True))
+    assert [v.name for v in request.variants] == ["base", "patched", "control"]
+    assert request.variants[2].patches == request.variants[0].patches == ()
+    assert request.control == "control" and request.primary == ("swapcow/write/cow_copies_per_swapin",)
+    toml = tmp_path / "with-control.toml"
+    toml.write_text('[[variants]]\nname = "base"\n[[variants]]\nname = "control"\n')
+    with pytest.raises(BadExperiment, match="a variant is called 'control'"):
+        bench.request(bench.Asked(str(toml), ("swapcow",), reps=6, output=tmp_path / "o2", modes=bench.MODES,
+                                  control=True))
+
+
+def test_a_resumed_run_refuses_what_would_change_its_plan_and_a_new_one_a_folder_in_use(tmp_path):
+    with pytest.raises(ResumeTakesNoChoices, match="--workload, --seed, --reps/--max-reps/--timing/--no-probes"):
+        bench.request(bench.Asked(workload_names=("swapcow",), seed=2, resume=tmp_path, fixed=(
+            "--reps/--max-reps/--timing/--no-probes",)))
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputNotEmpty):
+        bench.request(bench.Asked(workload_names=("swapcow",), output=tmp_path / "used"))

@@ -133,14 +133,6 @@ def test_bench_refuses_repetitions_it_cannot_read(tmp_path):
     assert result.exit_code == 2 and "'many' is neither a number nor 'auto'" in result.output
 
 
-def test_bench_warns_when_its_repetitions_cannot_decide(tmp_path, caplog):
-    from harness import bench, cli
-    choices = cli._Choices(None, ("swapcow",), (), 3, tmp_path / "out", None, (), "auto", 1, bench.MODES)
-    cli._request(choices)
-    assert "with 3 repetitions and 1 primary rows no primary row can be decided" in caplog.text
-    caplog.clear()
-    cli._request(cli._Choices(None, ("swapcow",), (), 6, tmp_path / "out2", None, (), "auto", 1, bench.MODES))
-    assert "cannot be decided" not in caplog.text and "no primary row" not in caplog.text
 
 
 def test_python_dash_m_harness_is_the_cli(monkeypatch, capsys):

@@ -13,7 +13,7 @@ from math import comb
 import numpy as np
 import pytest
 
-from harness import cli
+from harness import bench
 from harness.analysis import family, records, resample, sampling
 from tests.analysis.test_verdict_errors import plan, reference_pools
 
@@ -51,8 +51,8 @@ class Seen:
                 f"{self.worse / self.tables:.3f}, mean repetitions {self.reps_used:.2f}")
 
 
-DESIGNS = {"6 + 6": (False, cli.DEFAULT_REPS, None), "10 + 10": (False, 10, None),
-           "--reps auto": (True, cli.AUTO_FIRST_LOOK, 10)}
+DESIGNS = {"6 + 6": (False, bench.DEFAULT_REPS, None), "10 + 10": (False, 10, None),
+           "--reps auto": (True, bench.AUTO_FIRST_LOOK, 10)}
 
 
 def _seen(args) -> Seen:

@@ -4,13 +4,11 @@ import shutil
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import pytest
 
-from harness import bench, cli, experiment, metrics, results
+from harness import experiment, metrics, results
 from harness import sweep as sweeps
 from harness.analysis import analyse as analysis
 from harness.analysis import discovery, plots, report, sampling
-from harness.errors import BadExperiment
 from harness.project import ROOT
 from tests.analysis.test_compare import with_lost_boots
 from tests.conftest import DATA
@@ -44,17 +42,6 @@ def test_plots_and_report_from_a_golden_run(tmp_path):
     assert "analysis" in results.RunDirectory.load(copy).metadata.stage_seconds
 
 
-def test_control_boots_the_baseline_kernel_again(tmp_path):
-    choices = cli._Choices(None, ("swapcow",), (), 6, tmp_path / "out", None, (), "auto", 1, bench.MODES, None, True)
-    request = cli._request(choices)
-    assert [v.name for v in request.variants] == ["base", "patched", "control"]
-    assert request.variants[2].patches == request.variants[0].patches == ()
-    assert request.control == "control" and request.primary == ("swapcow/write/cow_copies_per_swapin",)
-    toml = tmp_path / "with-control.toml"
-    toml.write_text('[[variants]]\nname = "base"\n[[variants]]\nname = "control"\n')
-    with pytest.raises(BadExperiment, match="a variant is called 'control'"):
-        cli._request(cli._Choices(str(toml), ("swapcow",), (), 6, tmp_path / "o2", None, (), "auto", 1,
-                                  bench.MODES, None, True))
 
 
 def test_the_report_lists_the_functions_whose_code_a_variant_changed(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from harness import cli, experiment, results
+from harness import bench, experiment, results
 from harness.analysis import records, resample
 from harness.project import ROOT
 
@@ -31,7 +31,7 @@ EFFECTS = {("swapcow", "write", "cow_copies_per_swapin", "patched"): "better",
 
 def plan(auto: bool, discovery: bool = False) -> records.Plan:
     """The default experiment's plan; as a discovery (what `harness try` runs), with no row declared."""
-    design = records.Design.sequential(cli.AUTO_FIRST_LOOK, 10) if auto else records.Design()
+    design = records.Design.sequential(bench.AUTO_FIRST_LOOK, 10) if auto else records.Design()
     if discovery:
         return records.Plan("base", (), EXPERIMENT.margin_pct, "control", design, discovery=True)
     return records.Plan("base", EXPERIMENT.primary, EXPERIMENT.margin_pct, "control", design)
@@ -51,7 +51,7 @@ def sources(aa: bool) -> dict:
 
 def _tally(args) -> resample.Tally:
     aa, auto, per_metric, discovery, seed, tables = args
-    reps = cli.AUTO_FIRST_LOOK if auto else cli.DEFAULT_REPS
+    reps = bench.AUTO_FIRST_LOOK if auto else bench.DEFAULT_REPS
     return resample.tally(sources(aa), plan(auto, discovery), reps, tables, seed, per_metric, 10 if auto else None,
                           None if aa else EFFECTS)
 
@@ -82,7 +82,7 @@ def upper(tally: resample.Tally) -> str:
 @pytest.mark.parametrize("per_metric", [False, True], ids=["whole-boot", "per-metric"])
 def test_aa_tables_rarely_show_a_verdict(auto, per_metric):
     tally = simulate(aa=True, auto=auto, per_metric=per_metric)
-    print(f"A/A ({'auto' if auto else cli.DEFAULT_REPS} reps, {'per-metric' if per_metric else 'whole-boot'} "
+    print(f"A/A ({'auto' if auto else bench.DEFAULT_REPS} reps, {'per-metric' if per_metric else 'whole-boot'} "
           f"draws from {REFERENCE.name}): {tally.line()}{upper(tally)}")
     assert tally.any_claim / tally.tables <= 0.05 and below_six_percent(tally)
 
@@ -90,7 +90,7 @@ def test_aa_tables_rarely_show_a_verdict(auto, per_metric):
 @pytest.mark.parametrize("auto", [False, True], ids=["default-reps", "reps-auto"])
 def test_the_seed_effects_are_found(auto):
     tally = simulate(aa=False, auto=auto)
-    print(f"base/patched ({'auto' if auto else cli.DEFAULT_REPS} reps, whole-boot draws from {REFERENCE.name}): "
+    print(f"base/patched ({'auto' if auto else bench.DEFAULT_REPS} reps, whole-boot draws from {REFERENCE.name}): "
           f"{tally.line()}")
     assert tally.found / tally.tables >= 0.95
 
@@ -100,7 +100,7 @@ def test_aa_discoveries_rarely_show_a_verdict(per_metric):
     """A discovery (no row declared, every row judged by the false-discovery rate, no gate): with every variant
     the baseline kernel, the chance of any better/worse row in a table stays within 5%."""
     tally = simulate(aa=True, auto=False, per_metric=per_metric, discovery=True, tables=DISCOVERY_TABLES)
-    print(f"A/A discovery ({cli.DEFAULT_REPS} reps, {'per-metric' if per_metric else 'whole-boot'} draws from "
+    print(f"A/A discovery ({bench.DEFAULT_REPS} reps, {'per-metric' if per_metric else 'whole-boot'} draws from "
           f"{REFERENCE.name}): {tally.line()}{upper(tally)}")
     assert tally.any_claim / tally.tables <= 0.05 and below_six_percent(tally)
 
@@ -109,7 +109,7 @@ def test_discoveries_find_the_seed_effects():
     """The same discovery on base/patched draws finds the seed's effects (better, at the first look), and the
     control, the baseline again in a family of its own, rarely fails the calibration beside them."""
     tally = simulate(aa=False, auto=False, discovery=True, tables=DISCOVERY_TABLES)
-    print(f"base/patched discovery ({cli.DEFAULT_REPS} reps, whole-boot draws from {REFERENCE.name}): "
+    print(f"base/patched discovery ({bench.DEFAULT_REPS} reps, whole-boot draws from {REFERENCE.name}): "
           f"{tally.line()}")
     assert tally.found / tally.tables >= 0.95
     assert tally.claims / tally.tables >= len(EFFECTS)
@@ -164,7 +164,7 @@ def _single(args) -> tuple[int, int, int, int, float]:
     found = others = used_total = 0
     false_share = 0.0
     for _ in range(tables):
-        rows, used = resample.table(sources, design, cli.AUTO_FIRST_LOOK, rng, max_reps=10)
+        rows, used = resample.table(sources, design, bench.AUTO_FIRST_LOOK, rng, max_reps=10)
         made = {(r.workload, r.phase, r.metric, r.variant): r.verdict for r in rows if r.verdict in ("better", "worse")}
         found += made.get((*SINGLE, "patched")) == "worse"
         false = [key for key in made if key != (*SINGLE, "patched") or not moved]     # A/A: every verdict is false
