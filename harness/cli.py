@@ -1,4 +1,5 @@
-"""Command line: parse, call one function, print. The only place that catches HarnessError."""
+"""Command line: parse, call one function, print. A HarnessError that reaches a command becomes one line and the
+log path (harness/errors.py says where else one is caught, and why)."""
 
 import _thread
 import functools

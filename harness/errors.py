@@ -2,7 +2,10 @@
 
 `UserError`: the input is wrong (bad patch, unknown variant, missing host tool).
 `WorldError`: the world did not cooperate (download failed, command crashed).
-Only the CLI catches them; it prints `str(error)` and the log path.
+One that reaches the CLI is printed as one line, `str(error)`, with the log path (exit 1). Below it they are
+caught only where they are a result, not a failure of the command: a cell records the error of its boot as the
+reason it is invalid, a check (`harness experiment check`, `doctor`) lists it as failed, and a few callers catch
+one to try the next way (an experiment file that is not one, a collector that is already gone).
 """
 
 
