@@ -3,7 +3,6 @@ workloads it chooses (the real builds and boots: tests/real/test_real_try.py).""
 
 import json
 import logging
-import subprocess
 import tomllib
 
 import pytest
@@ -19,7 +18,7 @@ from harness.errors import (
 )
 from harness.kernel import objdiff
 from harness.project import ROOT
-from tests.conftest import DATA, SEED_MAIL
+from tests.conftest import DATA, SEED_MAIL, git_repo
 from tests.kernel.test_debian import DIGEST, FAKE_POLICY
 from tests.kernel.test_importer import COVER, SERIES
 from tests.kernel.test_patches import NEW_FILE
@@ -69,13 +68,7 @@ def test_a_patch_for_another_kernel_names_the_hunk(tmp_path):
 
 def test_the_tree_is_built_at_its_head_commit(tmp_path):
     repo = tmp_path / "linux"
-    repo.mkdir()
-    (repo / "Makefile").write_text("VERSION = 6\n")
-    git = ["git", "-C", str(repo), "-c", "user.name=a", "-c", "user.email=a@b"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "."], check=True)
-    subprocess.run([*git, "commit", "-qm", "one"], check=True)
-    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    head = git_repo(repo, {"Makefile": "VERSION = 6\n"})
     assert trial.kernel_spec(None, repo, TEMPLATE, tmp_path) == f"git:{repo.resolve()}@{head}"
     with pytest.raises(NotAGitTree):
         trial.kernel_spec(None, DATA / "excerpt", TEMPLATE, tmp_path)     # a folder inside this repository
@@ -145,13 +138,7 @@ def test_the_kernel_is_named_once_and_a_dirty_tree_is_built_at_head(tmp_path, ca
                                             r"the kernel\): pass one of them$"):
         trial.kernel_spec("6.1", tmp_path, TEMPLATE, tmp_path)
     repo = tmp_path / "linux"
-    repo.mkdir()
-    (repo / "Makefile").write_text("VERSION = 6\n")
-    git = ["git", "-C", str(repo), "-c", "user.name=a", "-c", "user.email=a@b"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "."], check=True)
-    subprocess.run([*git, "commit", "-qm", "one"], check=True)
-    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    head = git_repo(repo, {"Makefile": "VERSION = 6\n"})
     (repo / "Makefile").write_text("VERSION = 7\n")
     assert trial.kernel_spec(None, repo, TEMPLATE, tmp_path) == f"git:{repo.resolve()}@{head}"
     assert f"{repo} has uncommitted changes: the build takes HEAD ({head[:12]}) without them" in caplog.messages

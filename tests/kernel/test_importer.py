@@ -1,10 +1,9 @@
-import subprocess
 
 import pytest
 
 from harness.errors import HunkAnchorsTwice, HunkNotAnchored, PatchParseError
 from harness.kernel import importer, patches, patchmail
-from tests.conftest import DATA, SEED_MAIL
+from tests.conftest import DATA, SEED_MAIL, git, git_repo
 from tests.kernel.test_patches import FORMAT_PATCH, SECOND
 
 SEED = SEED_MAIL.read_text()
@@ -117,14 +116,9 @@ def hunk_lines(text: str) -> list[str]:
 
 def test_a_mangled_quote_of_a_brace_less_body_imports_byte_for_byte(tmp_path, fake_tree):
     (fake_tree / "mm" / "wp.c").write_text(BEFORE)
-    git = ["git", "-c", "user.name=Ann", "-c", "user.email=ann@example.org"]
-    subprocess.run([*git, "init", "-q", str(tmp_path / "repo")], check=True)
-    (tmp_path / "repo" / "mm").mkdir()
-    (tmp_path / "repo" / "mm" / "wp.c").write_text(BEFORE)
-    subprocess.run([*git, "-C", str(tmp_path / "repo"), "add", "."], check=True)
-    subprocess.run([*git, "-C", str(tmp_path / "repo"), "commit", "-qm", "before"], check=True)
+    git_repo(tmp_path / "repo", {"mm/wp.c": BEFORE}, "before")
     (tmp_path / "repo" / "mm" / "wp.c").write_text(AFTER)
-    diff = subprocess.run(["git", "-C", str(tmp_path / "repo"), "diff"], capture_output=True, text=True).stdout
+    diff = git(tmp_path / "repo", "diff")
     clean = ("From: Ann Author <ann@example.org>\nSubject: [PATCH] mm: drop the swap cache reference\n\n"
              "Body.\n\nSigned-off-by: Ann Author <ann@example.org>\n---\n" + diff)
     imported = importer.import_message(mangled_quote(clean), fake_tree, author="Ann Author <ann@example.org>")

@@ -24,6 +24,7 @@ from harness.errors import (
     TreeChanged,
 )
 from harness.kernel import debian, source
+from tests.conftest import git
 
 SHA = "f733d27d239d65598d96d7a72f71ac50f49f2380192a1b3b4ca2f5ad5144dd63"
 
@@ -96,8 +97,6 @@ def test_an_archive_without_a_kernel_tree_is_named(tmp_path):
     assert list((tmp_path / "cache" / "sources").iterdir()) == []
 
 
-def git(repo, *args):
-    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
 
 
 def test_git_spec_archives_the_ref(tmp_path):

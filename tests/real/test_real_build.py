@@ -6,8 +6,6 @@ builds with --rebuild so that the build itself is exercised every time.
 """
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,26 +13,23 @@ import pytest
 from harness import project
 from harness.kernel import importer
 from tests.conftest import SEED_MAIL
+from tests.real.cli import harness
 
 pytestmark = pytest.mark.real
 
 SEED_PATCH = project.PATCHES / "0001-mm-optimize-do_wp_page-for-exclusive-pages-in-the-swapcache.patch"
 
 
-def harness(*args) -> str:
-    result = subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
 def tree() -> Path:
-    return Path(harness("source", "fetch").strip())
+    return Path(harness("source", "fetch").stdout.strip())
 
 
 @pytest.fixture(scope="module")
 def builds(tree) -> dict[str, Path]:
-    output = harness("build", "--variant", "base", "--variant", "patched", "--rebuild")
+    output = harness("build", "--variant", "base", "--variant", "patched", "--rebuild").stdout
     found = dict(re.findall(r"^(\w+): (\S+/bzImage) ", output, re.M))
     assert set(found) == {"base", "patched"}, output
     return {name: Path(path).parent for name, path in found.items()}

@@ -9,13 +9,13 @@ tests' 5.10 builds (same fragments), so each is a cached build plus a copy of th
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from harness import project
 from harness.kernel import objdiff
+from tests.real.cli import harness
 
 pytestmark = pytest.mark.real
 
@@ -28,10 +28,6 @@ EDITS = {
 }
 
 
-def harness(*args) -> str:
-    result = subprocess.run([sys.executable, "-m", "harness", *map(str, args)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
 
 
 def git(tree: Path, *args) -> str:
@@ -49,7 +45,7 @@ def edit(tree: Path, function: str) -> None:
 @pytest.fixture(scope="module")
 def work_tree(tmp_path_factory) -> Path:
     """Debian's 5.10 tree as a git work tree with one commit on master."""
-    pristine = Path(harness("source", "fetch").strip())
+    pristine = Path(harness("source", "fetch").stdout.strip())
     tree = tmp_path_factory.mktemp("dir-tree") / "linux"
     subprocess.run(["cp", "-a", str(pristine), str(tree)], check=True)
     subprocess.run(["chmod", "-R", "u+w", str(tree)], check=True)
@@ -75,7 +71,7 @@ def experiment_file(work_tree, tmp_path_factory) -> Path:
 
 def build(experiment_file: Path) -> tuple[Path, float]:
     """The build folder of the base variant and the seconds the build took (as recorded)."""
-    output = harness("build", "-e", experiment_file)
+    output = harness("build", "-e", experiment_file).stdout
     found = re.search(r"^base: (\S+)/bzImage \(.*, (\d+) s\)$", output, re.M)
     assert found, output
     return Path(found.group(1)), float(found.group(2))

@@ -12,7 +12,6 @@ import json
 import logging
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +21,7 @@ from harness import project
 from harness.kernel import checkpatch, debian, importer, patchmail
 from tests.conftest import SEED_MAIL
 from tests.kernel.test_importer import hunk_lines, mangled_quote
+from tests.real.cli import harness, show
 
 pytestmark = pytest.mark.real
 
@@ -29,15 +29,8 @@ SEED_PATCH = project.PATCHES / "0001-mm-optimize-do_wp_page-for-exclusive-pages-
 GIT = ["git", "-c", "user.name=Ann Author", "-c", "user.email=ann@example.org"]
 
 
-def harness(*args, timeout=3600) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "harness", *map(str, args)], capture_output=True, text=True,
-                            timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
 
 
-def show(what: str, figure: str) -> None:
-    print(f"\n[figure] {what}: {figure}")
 
 
 @pytest.fixture(scope="module")

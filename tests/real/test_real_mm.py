@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from harness import workloads
-from tests.real.test_real_kernels import harness, show
+from tests.real.cli import harness, show
 
 pytestmark = pytest.mark.real
 

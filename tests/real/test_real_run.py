@@ -1,20 +1,18 @@
 """The real thing: swapcow and redis on base and patched, counted by perf in the guest."""
 
 import csv
-import subprocess
-import sys
 from collections import defaultdict
 
 import pytest
+
+from tests.real.cli import harness
 
 pytestmark = pytest.mark.real
 
 
 def harness_run(tmp_path, *args):
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "harness", "run", "-o", str(out), *args],
-                            capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, result.stderr[-3000:]
+    harness("run", "-o", out, *args, timeout=1200)
     runs = list(csv.DictReader(open(out / "runs.csv")))
     values = defaultdict(float)
     for row in csv.DictReader(open(out / "samples.csv")):
@@ -92,10 +90,8 @@ def test_redis_madvise_mode_pushes_the_server_out_with_process_madvise(tmp_path)
 
 def test_timed_boots_run_without_probes_beside_counted_ones(tmp_path):
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "harness", "run", "-o", str(out), "--workload", "swapcow",
-                             "--variant", "base", "--timing", "-p", "size_mb=16"], capture_output=True, text=True,
-                            timeout=1200)
-    assert result.returncode == 0, result.stderr[-3000:]
+    harness("run", "-o", out, "--workload", "swapcow", "--variant", "base", "--timing", "-p", "size_mb=16",
+            timeout=1200)
     runs = list(csv.DictReader(open(out / "runs.csv")))
     assert sorted((r["mode"], r["valid"]) for r in runs) == [("counted", "True"), ("timed", "True")], runs
     metrics = defaultdict(set)

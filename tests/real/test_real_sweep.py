@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from harness import project
+from tests.real.cli import harness
 
 pytestmark = pytest.mark.real
 
@@ -31,10 +32,6 @@ def experiment_file(tmp_path, guest: str, sweep: str = "") -> str:
     return str(path)
 
 
-def harness(*argv, timeout=3600):
-    result = subprocess.run([sys.executable, "-m", "harness", *argv], capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
 
 
 def test_copies_follow_half_the_swap_and_the_point_past_it_is_named(tmp_path):
