@@ -258,7 +258,8 @@ def run(request: RunRequest, cache_dir: Path, stop=None) -> results.RunDirectory
         pool = stack.enter_context(dispatch.pool(request.placement, cache_dir, directory.path / "raw")) \
             if request.placement.remote else None
         builds, guest_image, stages, calls = _prepare(request, directory, cache_dir)
-        tests = selftests_of(request, builds, stages)
+        tests, seconds = selftests_of(request, builds)
+        stages = stages if seconds is None else {**stages, "selftests": seconds}
         request, cells = _untimed(request, directory, pool, builds, cells)
         if pool is None:
             request = replace(request, placement=cells_at_once(request, cells))
@@ -360,8 +361,8 @@ def _finish(directory: results.RunDirectory, stages: dict, cells_started: float,
     # cells: the wall time of the cell stage; boots and workloads: the cells' own time, which cells at once overlap
     boots = sum(record.boot_ready_s or 0 for record in directory.runs)
     cells_s = sum(record.duration_s or 0 for record in directory.runs)
-    stages.update(cells=round(time.monotonic() - cells_started, 1), boots=round(boots, 1),
-                  workloads=round(cells_s - boots, 1))
+    stages = {**stages, "cells": round(time.monotonic() - cells_started, 1), "boots": round(boots, 1),
+              "workloads": round(cells_s - boots, 1)}
     directory.update_metadata(finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), stage_seconds=stages,
                               reps_done=max(cell.rep for cell in cells))
 
@@ -392,13 +393,13 @@ def _recorder(directory: results.RunDirectory, progress: Progress, parallel: boo
     return started, finished
 
 
-def selftests_of(request: RunRequest, builds: dict, stages: dict) -> dict[str, selftests.Built]:
-    """variant -> its tree's mm selftests, built (or kept from an earlier run) beside its kernel, when a workload
-    of the run runs them; the seconds it took go into stages."""
+def selftests_of(request: RunRequest, builds: dict) -> tuple[dict[str, selftests.Built], float | None]:
+    """(variant -> its tree's mm selftests, built (or kept from an earlier run) beside its kernel, when a workload
+    of the run runs them; the seconds that took, None when none does)."""
     tests = [selftests.Test.of(name, table, workload.setting("helpers", ())) for workload, _ in request.workloads
              if workload.driver == "selftests" for name, table in dict(workload.setting("tests", {})).items()]
     if not tests:
-        return {}
+        return {}, None
     started = time.monotonic()
     found = {}
     for name, built in builds.items():
@@ -407,8 +408,7 @@ def selftests_of(request: RunRequest, builds: dict, stages: dict) -> dict[str, s
         found[name] = selftests.build(built.tree, built.directory / "selftests", tests)
         if said := found[name].said():
             log.warning("variant %s: %s", name, said)
-    stages["selftests"] = round(time.monotonic() - started, 1)
-    return found
+    return found, round(time.monotonic() - started, 1)
 
 
 def _kernel(request: RunRequest, built, tests: selftests.Built | None = None) -> tuple[Kernel, str]:

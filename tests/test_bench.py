@@ -67,6 +67,8 @@ def test_resume_runs_only_the_cells_not_done(tmp_path, fake_cells):
     assert len(fake_cells) == 2 and not set(fake_cells) & set(done_before)
     assert len(directory.runs) == 4
     assert directory.metadata.finished and directory.metadata.stage_seconds["cells"] >= 0
+    assert list(directory.metadata.stage_seconds) == ["fetch", "build", "image", "object code", "cow layout", "cells",
+                                                      "boots", "workloads"], "the stages in the order they ran"
     assert directory.metadata.placement.where == "one cell at a time on this machine"
 
 
