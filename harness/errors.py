@@ -266,6 +266,7 @@ class GuestTimedOut(WorldError):
 
 class GuestConnectionLost(WorldError):
     template = "The SSH connection to the guest was lost during {command} ({why}): the guest's console log says why"
+    output = ""         # what the command printed before the connection went (GuestSession.run)
 
 
 class ClusterFailed(WorldError):

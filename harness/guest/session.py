@@ -136,7 +136,9 @@ class GuestSession:
             stdout, stderr = _drain(channel, started + timeout)
             status = channel.recv_exit_status()
             if status == -1 and _gone(channel):
-                raise GuestConnectionLost(command=text, why="it went before the command's exit status came")
+                lost = GuestConnectionLost(command=text, why="it went before the command's exit status came")
+                lost.output = (stdout + stderr).decode(errors="replace")
+                raise lost
         except socket.timeout:
             raise GuestTimedOut(command=text, timeout=timeout) from None
         except (paramiko.SSHException, EOFError, OSError) as error:

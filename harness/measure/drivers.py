@@ -10,7 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import BadWorkload
+from harness.errors import BadWorkload, GuestConnectionLost
+from harness.guest.session import GuestResult
 from harness.results import FAILED_TEST, Finding
 from harness.workloads import Gate, Workload, expectation_gates
 
@@ -367,6 +368,7 @@ def stress_ng_metrics(text: str, stressor: str) -> tuple[float | None, float | N
 SELFTESTS_DIR = "/tmp/harness-selftests"
 KSFT_SKIP = 4           # a kselftest's exit status when it skipped
 TIMED_OUT = 124         # timeout(1)'s
+LOST = -1               # a test during which the connection to the guest went
 TAP_CASE = re.compile(r"^(not )?ok (\d+)\b\s*-?\s*(.*)$")
 
 
@@ -423,8 +425,13 @@ class Selftests(Driver):
         argv = [f"./{program}", *[str(arg) for arg in test.get("args", [])]]
         limit = int(self.params["timeout_s"])
         started = time.monotonic()
-        result = self.session.run(f"cd {SELFTESTS_DIR} && timeout {limit} {shlex.join(argv)} 2>&1",
-                                  timeout=limit + 60, check=False)
+        try:
+            result = self.session.run(f"cd {SELFTESTS_DIR} && timeout {limit} {shlex.join(argv)} 2>&1",
+                                      timeout=limit + 60, check=False)
+        except GuestConnectionLost as lost:
+            # the guest went during the test (a kernel that died in it, most likely): the test failed, with the
+            # cases it printed before; the next command fails the cell with the cause
+            result = GuestResult(lost.fields["command"], LOST, lost.output, "", time.monotonic() - started)
         seconds = time.monotonic() - started
         passed, failed, skipped = selftest_cases(result.stdout, result.status, shlex.join(argv), limit)
         figures = (("tests_passed", len(passed)), ("tests_failed", len(failed)), ("tests_skipped", len(skipped)))
@@ -465,6 +472,8 @@ def selftest_cases(text: str, status: int, command: str, limit: int) -> tuple[li
             (failed if not_ok else passed).append(name)
     if status == TIMED_OUT:
         failed.append(f"{command}: killed after {limit} s")
+    elif status == LOST:
+        failed.append(f"{command}: the guest went away during it")
     elif not (passed or failed or skipped):
         if status in (0, KSFT_SKIP):
             (passed if status == 0 else skipped).append(command)

@@ -125,9 +125,11 @@ class FakeSession:
         answer = self._answer(text, stdin)
         if self.lost_after is not None and self.lost_after < min(answer.seconds, timeout):
             self.lose_connection()
-            raise GuestConnectionLost(command=text, why="it went before the command's exit status came")
+            lost = GuestConnectionLost(command=text, why="it went before the command's exit status came")
+            lost.output = answer.stdout + answer.stderr       # told as what it printed before the guest went
+            raise lost
         if self.lost_after is not None:
-            self.lost_after -= answer.seconds
+            self.lost_after -= min(answer.seconds, timeout)
         if answer.seconds > timeout:
             raise GuestTimedOut(command=text, timeout=timeout)
         if check and answer.status != 0:

@@ -43,6 +43,7 @@ def test_tap_cases_are_counted_and_named_after_the_run_line_before_them():
     ("segfault\n", 139, ([], ["./map_populate: exit status 139"], [])),     # a crash
     ("ok 1 first\n", 124, (["first"], ["./map_populate: killed after 300 s"], [])),    # the timeout
     ("ok 1 first\n", 1, (["first"], ["./map_populate: exit status 1"], [])),          # failed after its cases
+    ("ok 1 first\n", drivers.LOST, (["first"], ["./map_populate: the guest went away during it"], [])),
 ])
 def test_a_program_without_a_failed_case_is_judged_by_its_exit_status(output, status, expected):
     assert drivers.selftest_cases(output, status, "./map_populate", 300) == expected
@@ -137,3 +138,20 @@ def test_a_kernel_without_built_selftests_skips_every_test_and_says_why():
     said = driver.prepare(_Kernel(None))
     assert said == ["no selftests were built for this kernel here (a worker on another host gets none)"]
     assert driver.phase_plan() == ["idle"]
+
+
+def test_a_guest_that_goes_away_during_a_test_fails_it_with_the_cases_it_printed(tree, tmp_path):
+    # a kernel that dies in a test is the finding: the test fails, its cases so far are kept
+    built = selftests.build(tree, tmp_path / "out", TESTS)
+    workload = workloads.load("selftests")
+    session = FakeSession({
+        "mkdir -p /tmp/harness-selftests && tar -x -f /tmp/harness-selftests.tar -C /tmp/harness-selftests": "",
+        "cd /tmp/harness-selftests && timeout 300 ./cow 2>&1": Answer(COW_OUTPUT.split("# [RUN] vmsplice")[0],
+                                                                       seconds=5)})
+    driver = drivers.driver(workload, workload.params(), session)
+    driver.prepare(_Kernel(selftests.Built(built.folder, built.tarball, ("cow",), {})))
+    session.lose_connection(after=1)
+    outcome = driver.run_phase("cow")
+    assert dict(outcome.client) == {"tests_passed": 1, "tests_failed": 2, "tests_skipped": 0}
+    assert [finding.where for finding in outcome.found("cow")] == [
+        "Basic COW after fork() ... with PTE-mapped THP (2048 kB)", "./cow: the guest went away during it"]
