@@ -1,7 +1,6 @@
 """Command line: parse, call one function, print. A HarnessError that reaches a command becomes one line and the
 log path (harness/errors.py says where else one is caught, and why)."""
 
-import _thread
 import functools
 import json
 import logging
@@ -13,6 +12,7 @@ import tempfile
 import textwrap
 import threading
 import time
+from dataclasses import dataclass
 from importlib import metadata as package_metadata
 from pathlib import Path
 
@@ -109,9 +109,9 @@ def _guarded(function):
             sys.exit(1)
         log.debug("harness %s", " ".join(sys.argv[1:]))
         try:
-            return function(*args, **kwargs)
+            done = function(*args, **kwargs)
         except BaseException as error:
-            if _stop_asked is not None or isinstance(error, KeyboardInterrupt):
+            if _stop.asked is not None or isinstance(error, KeyboardInterrupt):
                 _stopped(error, log_path)
             if isinstance(error, OSError) and error.errno in FULL:
                 error = disk_full(Path(error.filename or context.obj["cache_dir"]))
@@ -121,15 +121,19 @@ def _guarded(function):
             click.echo(f"error: {error}", err=True)
             click.echo(f"(log: {log_path})", err=True)
             sys.exit(1)
+        if _stop.asked is not None:      # a stop a finalizer swallowed before the command ended: still a stop
+            _stopped(None, log_path)
+        return done
     return wrapper
 
 
-def _stopped(error: BaseException, log_path: Path) -> None:
+def _stopped(error: BaseException | None, log_path: Path) -> None:
     """Ctrl-C or SIGTERM: one line and the exit status of the signal, whatever the stop broke on its way out (a
     lock it interrupted in the standard library, a guest command it cut short), which goes to the log only."""
-    if not isinstance(error, (KeyboardInterrupt, Terminated)):
+    _stop.reported = True
+    if error is not None and not isinstance(error, (KeyboardInterrupt, Terminated)):
         log.debug("stopping: %s: %s", type(error).__name__, error, exc_info=error)
-    if _stop_asked == signal.SIGTERM:
+    if _stop.asked == signal.SIGTERM:
         click.echo(f"terminated by SIGTERM (log: {log_path})", err=True)
         sys.exit(128 + signal.SIGTERM)
     click.echo(f"interrupted (log: {log_path})", err=True)
@@ -160,49 +164,67 @@ class Terminated(SystemExit):
     """SIGTERM, raised where the harness is: it unwinds like Ctrl-C."""
 
 
-_stop_asked: int | None = None      # the signal that asked the harness to stop, once one has
+@dataclass
+class _StopState:
+    """What this process was asked to stop by, and how far the stop got."""
+    asked: int | None = None        # the signal, once one came
+    raised: int = 0                 # stops the handlers raised
+    swallowed: int = 0              # of them, those a finalizer dropped (sys.unraisablehook saw them)
+    reported: bool = False          # _stopped() has said it: the harness is on its way out
+    hook: object = None             # the unraisablehook before ours
+
+
+_stop = _StopState()
+STOP_AGAIN_S = 0.05     # after the finalizer: a signal made again at once would land in it (or in the hook)
 
 
 def _terminate(signum, frame):
     """SIGTERM unwinds like Ctrl-C, so that child process groups and staging folders are cleaned up."""
-    global _stop_asked
-    _stop_asked = signum
+    _stop.asked, _stop.raised = signum, _stop.raised + 1
     raise Terminated(128 + signum)
 
 
 def _interrupt(signum, frame):
     """Ctrl-C, as Python's own handler, remembered."""
-    global _stop_asked
-    _stop_asked = signum
+    _stop.asked, _stop.raised = signum, _stop.raised + 1
     raise KeyboardInterrupt
 
 
 def _stop_on_signals() -> None:
-    """SIGTERM unwinds like Ctrl-C, and either is remembered (_guarded reports the stop whatever it broke on its
-    way out); a stop that lands in a finalizer is made again. Python
-    runs a signal's handler wherever the main thread is, and when that is a __del__ (Dask's futures, paramiko's
-    channels and Popen objects have them, run whenever the last reference goes) it prints the exception as
-    "ignored" and goes on: the run would finish as if never asked to stop."""
+    """SIGTERM unwinds like Ctrl-C, and either is remembered (_guarded reports the stop whatever it broke on its way
+    out, or when the command ends); a stop that lands in a finalizer is made again. Python runs a signal's handler
+    wherever the main thread is, and when that is a __del__ (Dask's futures, paramiko's channels and Popen objects
+    have them, run whenever the last reference goes) it prints the exception as "ignored" and goes on: the run
+    would finish as if never asked to stop."""
+    global _stop
+    _stop = _StopState(hook=sys.unraisablehook)
     signal.signal(signal.SIGTERM, _terminate)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:    # not where SIGINT is ignored
         signal.signal(signal.SIGINT, _interrupt)
     sys.unraisablehook = _stop_again
 
 
-STOP_AGAIN_S = 0.05     # after the finalizer: a signal made again at once would land in it (or in this hook)
-
-
 def _stop_again(unraisable) -> None:
-    """sys.unraisablehook: a stop swallowed by a finalizer is made again from another thread a moment later, when
-    the main thread has left the finalizer; anything else is printed as Python would."""
+    """sys.unraisablehook: a stop a finalizer dropped is made again from another thread a moment later, once the
+    main thread has left the finalizer; not while another stop is on its way out (the harness is cleaning up, which
+    a stop made again would cut short). Anything else goes to the hook before ours."""
     stops = {Terminated: signal.SIGTERM, KeyboardInterrupt: signal.SIGINT}
     again = next((number for kind, number in stops.items() if isinstance(unraisable.exc_value, kind)), None)
     if again is None:
-        sys.__unraisablehook__(unraisable)
+        (_stop.hook or sys.__unraisablehook__)(unraisable)
         return
-    timer = threading.Timer(STOP_AGAIN_S, _thread.interrupt_main, args=(again,))
+    _stop.swallowed += 1
+    if _stop.raised > _stop.swallowed or _stop.reported:
+        return
+    timer = threading.Timer(STOP_AGAIN_S, _interrupt_unless_reported, args=(again,))
     timer.daemon = True
     timer.start()
+
+
+def _interrupt_unless_reported(signum: int) -> None:
+    """The signal again, to the main thread: a real one, which also ends a wait it is blocked in."""
+    if not _stop.reported:
+        signal.pthread_kill(threading.main_thread().ident, signum)
 
 
 @main.command(name="doctor")

@@ -349,7 +349,7 @@ class Finalized:
         time.sleep(0.2)
 
 Finalized()
-time.sleep(3)
+time.sleep(30)      # a wait the stop made again must end, not outlast
 print("went on")
 """
 
@@ -359,7 +359,38 @@ def test_a_stop_that_lands_in_a_finalizer_still_stops(name, status, said):
     # where Python alone prints "Exception ignored in: <function Finalized.__del__ ...>" and goes on
     import subprocess
     import sys
+    import time
+    started = time.monotonic()
     ran = subprocess.run([sys.executable, "-c", FINALIZER_STOP.format(name=name)], capture_output=True, text=True,
-                         timeout=30)
+                         timeout=60)
+    assert time.monotonic() - started < 20, "the wait after the finalizer was ended by the stop"
     assert "went on" not in ran.stdout and "Exception ignored" not in ran.stderr, ran.stderr
     assert ran.returncode == status and ran.stderr.strip().endswith(said), ran.stderr
+
+
+STOP_BEFORE_THE_END = """
+import os, signal, sys, time
+import click
+from harness import cli
+
+@cli.main.command(name="quick")
+@click.pass_obj
+@cli._guarded
+def quick(obj):
+    class Finalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
+    Finalized()
+
+cli.main(["--cache-dir", sys.argv[1], "quick"])
+"""
+
+
+def test_a_stop_a_finalizer_swallowed_just_before_the_command_ended_is_still_the_exit_status(tmp_path):
+    import subprocess
+    import sys
+    ran = subprocess.run([sys.executable, "-c", STOP_BEFORE_THE_END, str(tmp_path / "cache")], capture_output=True,
+                         text=True, timeout=30)
+    assert ran.returncode == 143, ran.stderr
+    assert ran.stderr.startswith("terminated by SIGTERM (log: ") and "Exception ignored" not in ran.stderr, ran.stderr
