@@ -1,6 +1,6 @@
 """The one door for host commands: run() for a command the harness waits for, lines_of() for one whose output
-is streamed to the caller, start() for a program that runs beside it (QEMU). No other module starts a process
-(tests/test_runner.py checks it).
+is streamed to the caller, start() for a program that runs beside it (QEMU). No other module of the harness
+starts a process itself (tests/test_runner.py checks it); Dask's LocalCluster starts its worker processes.
 
 argv is a list from start to finish; the shell-quoted command line is logged before it runs;
 output goes to the log (and, at -v, the console); a timeout kills the whole process group, and
@@ -171,8 +171,11 @@ def lines_of(argv):
     the process group is killed when the caller stops reading, CommandFailed with stderr's tail on failure."""
     argv = [str(part) for part in argv]
     announce(argv)
-    with subprocess.Popen(argv, stdout=PIPE, stderr=PIPE, text=True, errors="replace",
-                          start_new_session=True) as process:
+    try:
+        started = subprocess.Popen(argv, stdout=PIPE, stderr=PIPE, text=True, errors="replace", start_new_session=True)
+    except FileNotFoundError:
+        raise _missing(argv) from None
+    with started as process:
         try:
             yield from (line.rstrip("\n") for line in process.stdout)
             process.wait()

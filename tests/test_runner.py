@@ -184,6 +184,8 @@ def test_a_started_program_is_announced_runs_in_its_own_group_and_dies_with_its_
 
 def test_streamed_lines_come_as_printed_and_a_failure_carries_stderr():
     assert list(runner.lines_of(["printf", "a\\nb\\n"])) == ["a", "b"]
+    with pytest.raises(MissingHostTool, match="no-such-tool-xyz"):
+        list(runner.lines_of(["no-such-tool-xyz"]))
     with pytest.raises(CommandFailed, match="status 3.*bad news"):
         list(runner.lines_of(["sh", "-c", "echo out; echo bad news >&2; exit 3"]))
 
