@@ -4,7 +4,7 @@
 `WorldError`: the world did not cooperate (download failed, command crashed).
 One that reaches the CLI is printed as one line, `str(error)`, with the log path (exit 1). Below it they are
 caught only where they are a result, not a failure of the command: a cell records the error of its boot as the
-reason it is invalid, a check (`harness experiment check`, `doctor`) lists it as failed, and a few callers catch
+reason it is invalid, `harness experiment check` lists it as a failed check, and a few callers catch
 one to try the next way (an experiment file that is not one, a collector that is already gone).
 """
 
