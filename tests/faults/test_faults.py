@@ -21,7 +21,7 @@ import pytest
 
 from harness import experiment, project, results
 from harness.errors import DiskFull
-from harness.guest import image
+from harness.guest import image, vm
 from harness.kernel import build, debian
 from tests.conftest import DATA
 from tests.guest.test_vm import FAKES
@@ -194,6 +194,8 @@ STOP_STAGES = {
 
 @pytest.mark.parametrize("stage", STOP_STAGES)
 def test_sigterm_in_each_stage_of_a_boot_stops_it_and_leaves_nothing(tmp_path, fake_tree, stage):
+    if stage == "KVM probe" and not vm.kvm_openable():
+        pytest.skip("/dev/kvm cannot be opened here: a boot goes straight to TCG, with no KVM attempt to stop")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     shutil.copy(FAKES / "fake-qemu", bin_dir / "qemu-system-x86_64")

@@ -4,9 +4,9 @@ import subprocess
 import sys
 
 
-def harness(*args, timeout: float = 3600, check: bool = True) -> subprocess.CompletedProcess:
-    """What `harness ARGS` did (arguments as strings); with check, its exit status 0 asserted, the tails of its output
-    in the message."""
+def harness(*args, timeout: float | None = 3600, check: bool = True) -> subprocess.CompletedProcess:
+    """What `harness ARGS` did (arguments as strings), within timeout seconds (None: however long it takes); with
+    check, its exit status 0 asserted, the tails of its output in the message."""
     result = subprocess.run([sys.executable, "-m", "harness", *map(str, args)], capture_output=True, text=True,
                             timeout=timeout)
     if check:

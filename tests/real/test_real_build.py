@@ -24,12 +24,12 @@ SEED_PATCH = project.PATCHES / "0001-mm-optimize-do_wp_page-for-exclusive-pages-
 
 @pytest.fixture(scope="module")
 def tree() -> Path:
-    return Path(harness("source", "fetch").stdout.strip())
+    return Path(harness("source", "fetch", timeout=None).stdout.strip())
 
 
 @pytest.fixture(scope="module")
 def builds(tree) -> dict[str, Path]:
-    output = harness("build", "--variant", "base", "--variant", "patched", "--rebuild").stdout
+    output = harness("build", "--variant", "base", "--variant", "patched", "--rebuild", timeout=None).stdout
     found = dict(re.findall(r"^(\w+): (\S+/bzImage) ", output, re.M))
     assert set(found) == {"base", "patched"}, output
     return {name: Path(path).parent for name, path in found.items()}

@@ -45,7 +45,7 @@ def edit(tree: Path, function: str) -> None:
 @pytest.fixture(scope="module")
 def work_tree(tmp_path_factory) -> Path:
     """Debian's 5.10 tree as a git work tree with one commit on master."""
-    pristine = Path(harness("source", "fetch").stdout.strip())
+    pristine = Path(harness("source", "fetch", timeout=None).stdout.strip())
     tree = tmp_path_factory.mktemp("dir-tree") / "linux"
     subprocess.run(["cp", "-a", str(pristine), str(tree)], check=True)
     subprocess.run(["chmod", "-R", "u+w", str(tree)], check=True)
@@ -71,7 +71,7 @@ def experiment_file(work_tree, tmp_path_factory) -> Path:
 
 def build(experiment_file: Path) -> tuple[Path, float]:
     """The build folder of the base variant and the seconds the build took (as recorded)."""
-    output = harness("build", "-e", experiment_file).stdout
+    output = harness("build", "-e", experiment_file, timeout=None).stdout
     found = re.search(r"^base: (\S+)/bzImage \(.*, (\d+) s\)$", output, re.M)
     assert found, output
     return Path(found.group(1)), float(found.group(2))
