@@ -197,7 +197,7 @@ def _stop_on_signals() -> None:
     have them, run whenever the last reference goes) it prints the exception as "ignored" and goes on: the run
     would finish as if never asked to stop."""
     global _stop
-    _stop = _StopState(hook=sys.unraisablehook)
+    _stop = _StopState(hook=_stop.hook if sys.unraisablehook is _stop_again else sys.unraisablehook)
     signal.signal(signal.SIGTERM, _terminate)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:    # not where SIGINT is ignored
         signal.signal(signal.SIGINT, _interrupt)

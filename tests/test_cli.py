@@ -394,3 +394,15 @@ def test_a_stop_a_finalizer_swallowed_just_before_the_command_ended_is_still_the
                          text=True, timeout=30)
     assert ran.returncode == 143, ran.stderr
     assert ran.stderr.startswith("terminated by SIGTERM (log: ") and "Exception ignored" not in ran.stderr, ran.stderr
+
+
+def test_commands_run_one_after_another_keep_the_hook_that_was_there_first(tmp_path, monkeypatch):
+    import sys
+
+    from harness import cli
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    cli._stop_on_signals()
+    cli._stop_on_signals()      # a second command in the same process (CliRunner, a test)
+    sys.unraisablehook(type("Unraisable", (), {"exc_value": ValueError("from a __del__")})())
+    assert len(seen) == 1, "anything but a stop goes to the hook before ours, once"
