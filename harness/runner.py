@@ -212,11 +212,8 @@ def kill_group(process: subprocess.Popen) -> None:
             os.killpg(process.pid, sig)
         except ProcessLookupError:
             return
-        try:
-            process.wait(timeout=wait)
+        if exited_within(process, wait):
             return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 class _Timer(threading.Timer):
