@@ -25,6 +25,7 @@ from harness.guest import image, vm
 from harness.kernel import build, debian
 from tests.conftest import DATA
 from tests.guest.test_vm import FAKES
+from tests.real import cli
 from tests.real.test_real_boot import qemu_processes, wait_for_line
 from tests.test_runner import alive
 
@@ -35,9 +36,9 @@ BOOTS = CACHE / "boots"
 
 
 def harness(*args, cache: Path | None = None, timeout=900):
+    """What `harness ARGS` did, with its cache in cache when given; its exit status is the test's to judge."""
     prefix = ["--cache-dir", str(cache)] if cache else []
-    return subprocess.run([sys.executable, "-m", "harness", *prefix, *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return cli.harness(*prefix, *args, timeout=timeout, check=False)
 
 
 def show(fault: str, code, message: str) -> None:
