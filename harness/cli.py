@@ -651,6 +651,9 @@ def bench_command(obj, experiment_name, workload_names, variants, output, resume
 @click.option("--workload", "workload_names", multiple=True,
               help="Run this workload (repeatable) [default: those whose phases call the changed functions].")
 @click.option("-p", "--param", "settings", multiple=True, help="Workload parameter [WORKLOAD.]NAME=VALUE (repeatable).")
+@click.option("--guest", "guest_settings", multiple=True, metavar="KEY=VALUE",
+              help="The machine the variants boot in, over the template's [guest] (repeatable): swap=zram, "
+                   "memory_mb=2048, thp=always...")
 @click.option("--reps", type=_NumberOrAuto(), default=str(bench.DEFAULT_REPS), show_default=True,
               help="Boots per variant, workload and mode; 'auto' adds boots only while a variant loses more of them "
                    "than the baseline (a discovery declares no rows to decide).")
@@ -666,8 +669,8 @@ def bench_command(obj, experiment_name, workload_names, variants, output, resume
 @_TIMING_EVEN_UNDER_TCG
 @click.pass_obj
 @_guarded
-def try_command(obj, patch_paths, kernel, tree, template, workload_names, settings, reps, max_reps, dry_run, force,
-                output, accel, jobs, timing):
+def try_command(obj, patch_paths, kernel, tree, template, workload_names, settings, guest_settings, reps, max_reps,
+                dry_run, force, output, accel, jobs, timing):
     """Build the kernel without and with PATCH... (files, mboxes, folders of patches or quoted mails; a
     series gives cumulative variants), pick the workloads that run the code it changes, run them with a
     control, and report what changed, as a discovery: every row at a 5% false-discovery rate.
@@ -681,8 +684,9 @@ def try_command(obj, patch_paths, kernel, tree, template, workload_names, settin
     out_dir = output or None
     if out_dir and not results.RunDirectory.is_fresh(out_dir):
         raise TryOutputNotEmpty(path=out_dir)
+    guest = trial.guest_settings(guest_settings)     # a typo costs no download
     found = trial.prepare(list(patch_paths), kernel, tree, template, workload_names, settings, obj["cache_dir"],
-                          accel, force, command)
+                          accel, force, command, guest)
     _say_chosen(found)
     if dry_run:
         click.echo("\n" + found.text)

@@ -115,6 +115,10 @@ class BadPatchInput(UserError):
     template = "{path} cannot be imported as asked ({why}): {fix}"
 
 
+class BadGuestSetting(UserError):
+    template = "--guest {setting}: {why}"
+
+
 class HunkNotAnchored(UserError):
     template = ("Hunk {hunk} of {file} ({header}) anchors nowhere in {tree}: the patch is for another "
                 "version of {file}; pick the tree it was written for")

@@ -135,7 +135,7 @@ def parse_label(label: str) -> dict[str, object]:
     values = {}
     for part in filter(None, label.split(",")):
         name, _, text = part.partition("=")
-        values[name] = _number(text)
+        values[name] = number(text)
     return values
 
 
@@ -145,7 +145,8 @@ def order(label: str) -> tuple:
                  for value in parse_label(label).values())
 
 
-def _number(text: str):
+def number(text: str):
+    """A setting's text as it means: '24' -> 24, '0.5' -> 0.5, 'zram' -> 'zram'."""
     for kind in (int, float):
         try:
             return kind(text)

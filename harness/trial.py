@@ -27,9 +27,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import bench, covers, experiment, files, runner, workloads
+from harness import bench, covers, experiment, files, runner, sweep, workloads
 from harness.analysis import coverage
-from harness.errors import BadPatchInput, NoChangedCode, NotAGitTree, SeriesDoesNotApply, UnexercisedPatch
+from harness.errors import (
+    BadGuestSetting,
+    BadPatchInput,
+    NoChangedCode,
+    NotAGitTree,
+    SeriesDoesNotApply,
+    UnexercisedPatch,
+)
 from harness.kernel import build, debian, importer, patches, patchmail, source
 from harness.measure import drivers
 
@@ -135,10 +142,10 @@ def variants(names: list[str]) -> list[tuple[str, list[str]]]:
 
 def experiment_text(name: str, spec: str, template: experiment.Experiment, patch_names: list[str],
                     chosen: tuple = (), choice: tuple = (), subject: str = "", command: str = "",
-                    parameters: dict | None = None) -> str:
-    """The experiment file of a trial: the template's kernel configuration, probes and guest, the kernel, the
-    variants, the workloads chosen and why, their parameters (the template's, and -p's: workload -> {name:
-    value} where not the default), and `discovery = true`."""
+                    parameters: dict | None = None, guest: dict | None = None) -> str:
+    """The experiment file of a trial: the template's kernel configuration, probes and guest (with --guest's
+    settings over it), the kernel, the variants, the workloads chosen and why, their parameters (the template's,
+    and -p's: workload -> {name: value} where not the default), and `discovery = true`."""
     def value(item) -> str:
         return json.dumps(list(item) if isinstance(item, tuple) else item)    # a JSON scalar or list is TOML too
 
@@ -155,7 +162,8 @@ def experiment_text(name: str, spec: str, template: experiment.Experiment, patch
     for variant, names in variants(patch_names):
         lines += ["[[variants]]", f"name = {value(variant)}",
                   f"patches = {value([f'{PATCH_FOLDER}/{n}' for n in names])}", ""]
-    lines += ["[guest]"] + [f"{key} = {value(item)}" for key, item in vars(template.guest).items()] + [""]
+    machine = {**vars(template.guest), **(guest or {})}
+    lines += ["[guest]"] + [f"{key} = {value(item)}" for key, item in machine.items()] + [""]
     for workload, values in (parameters if parameters is not None else dict(template.parameters)).items():
         values = dict(values)
         if values:
@@ -165,9 +173,10 @@ def experiment_text(name: str, spec: str, template: experiment.Experiment, patch
 
 def prepare(paths: list[Path], kernel: str | None, tree: Path | None, template_name: str | None,
             workload_names: tuple, settings: tuple, cache_dir: Path, accel: str = "auto", force: bool = False,
-            command: str = "") -> Trial:
+            command: str = "", guest: dict | None = None) -> Trial:
     """Everything `try` decides before a measured boot: the kernel, the patches, the builds and what they
-    changed, and the workloads (profiled on the builds unless named)."""
+    changed, and the workloads (profiled on the builds, in the guest the trial boots, unless named). guest:
+    [guest] settings over the template's (guest_settings())."""
     template = experiment.load(template_name)
     names = tuple(workload_names) or tuple(workloads.discover())
     given = workloads.choose(names, settings, {n: template.parameters_of(n) for n in names})   # a typo costs no build
@@ -183,7 +192,7 @@ def prepare(paths: list[Path], kernel: str | None, tree: Path | None, template_n
     with tempfile.TemporaryDirectory(prefix="harness-try-") as scratch:
         folder = Path(scratch)
         draft = Trial(experiment_text(name, spec, template, list(texts), subject=subject, command=command,
-                                      parameters=parameters), name, slug, spec, texts, imported)
+                                      parameters=parameters, guest=guest), name, slug, spec, texts, imported)
         trial_spec = experiment.load(str(draft.write(folder)))
         changed, counted = _changed(trial_spec, cache_dir, force)
         if workload_names:
@@ -193,8 +202,25 @@ def prepare(paths: list[Path], kernel: str | None, tree: Path | None, template_n
             chosen, choice = choose(trial_spec, counted, (), cache_dir, accel, force)
         chosen, choice = with_correctness(chosen, choice)
     kept = {workload: values for workload, values in parameters.items() if workload in (chosen or names)}
-    text = experiment_text(name, spec, template, list(texts), chosen, choice, subject, command, kept)
+    text = experiment_text(name, spec, template, list(texts), chosen, choice, subject, command, kept, guest)
     return Trial(text, name, slug, spec, texts, imported, chosen, changed, choice)
+
+
+def guest_settings(settings: tuple) -> dict:
+    """--guest KEY=VALUE settings as {key: value}, each checked as the [guest] table checks it: swap=zram ->
+    {'swap': 'zram'}, memory_mb=2048 -> {'memory_mb': 2048}; BadGuestSetting names the first bad one."""
+    known = tuple(experiment.GuestConfig.__dataclass_fields__)
+    found = {}
+    for setting in settings:
+        key, equals, text = setting.partition("=")
+        if not equals or key not in known:
+            raise BadGuestSetting(setting=setting, why=f"takes KEY=VALUE with KEY one of {', '.join(known)}")
+        found[key] = sweep.number(text)
+
+        def fail(why: str, setting=setting) -> None:
+            raise BadGuestSetting(setting=setting, why=why.removeprefix(f"--guest {key} "))
+        sweep.check_guest_value(key, found[key], fail, f"--guest {key}")
+    return found
 
 
 def with_correctness(chosen: tuple, choice: tuple) -> tuple[tuple, tuple]:

@@ -9,6 +9,7 @@ import pytest
 
 from harness import covers, experiment, results, trial
 from harness.errors import (
+    BadGuestSetting,
     BadPatchInput,
     HunkNotAnchored,
     NoChangedCode,
@@ -220,6 +221,37 @@ def test_a_trial_names_the_series_its_builds_and_the_workloads_asked_for(tmp_pat
     assert spec.parameters_of("swapcow") == {"size_mb": 32}, "-p's values, not the defaults"
     assert tried.text.startswith("# Written by `harness try series.mbox` on ")
     assert "[parameters.swapcow]\nsize_mb = 32\n" in tried.text
+
+
+def test_guest_settings_are_the_machine_the_trial_and_its_profile_boot(tmp_path, fake_tree, monkeypatch):
+    patch = tmp_path / "first.patch"
+    patch.write_text(SERIES.split("\nFrom 2222")[0] + "\n")
+    builds_of(monkeypatch, tmp_path, {"base": {"do_wp_page": "a"}, "patched": {"do_wp_page": "A"}})
+    profiled_in = []
+
+    def profile(spec, variant, functions, chosen, cache_dir, accel="auto"):
+        profiled_in.append(spec.guest)
+        return covers.Map({"do_wp_page": {("swapcow", "idle"): 1, ("swapcow", "write"): 900}}, {}, "boots")
+    monkeypatch.setattr(covers, "profile", profile)
+    guest = trial.guest_settings(("swap=zram", "memory_mb=2048"))
+    assert guest == {"swap": "zram", "memory_mb": 2048}
+    tried = trial.prepare([patch], f"dir:{fake_tree}", None, None, (), (), tmp_path / "cache", guest=guest)
+    spec = experiment.load(str(tried.write(tmp_path / "run")))
+    assert (spec.guest.swap, spec.guest.memory_mb) == ("zram", 2048)
+    assert spec.guest.swap_mb == TEMPLATE.guest.swap_mb and spec.guest.cpus == TEMPLATE.guest.cpus
+    assert [(g.swap, g.memory_mb) for g in profiled_in] == [("zram", 2048)], "coverage is read in that machine too"
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("swap=zrm", "--guest swap=zrm: must be one of virtio-blk, zram, zswap, not 'zrm'"),
+    ("swap", "--guest swap: takes KEY=VALUE with KEY one of memory_mb, cpus, swap_mb, swap, thp, "),
+    ("ram=2048", "--guest ram=2048: takes KEY=VALUE with KEY one of memory_mb, "),
+    ("memory_mb=lots", "--guest memory_mb=lots: must be a positive whole number, not 'lots'"),
+])
+def test_a_bad_guest_setting_is_named_with_what_it_takes(setting, message):
+    with pytest.raises(BadGuestSetting) as raised:
+        trial.guest_settings(("cpus=2", setting))
+    assert str(raised.value).startswith(message)
 
 
 def test_a_patch_that_changes_no_object_code_stops_before_any_boot(tmp_path, fake_tree, monkeypatch):
