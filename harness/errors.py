@@ -150,7 +150,9 @@ class PackageNotFound(UserError):
 
 class MissingSymbol(UserError):
     template = ("Symbol {symbol} is not in System.map of variant {variant} (inlined or compiled out): "
-                "probes need it; change the kconfig fragments or drop it from the experiment's probes")
+                "probes need it; add kconfigs/out-of-line.config to the fragments (what keeps a function with one "
+                "caller out of line; `harness try -e mm-four-kernels` takes them so) or drop it from the "
+                "experiment's probes")
 
 
 class MissingPackages(UserError):
