@@ -142,26 +142,37 @@ def variants(names: list[str]) -> list[tuple[str, list[str]]]:
 
 def experiment_text(name: str, spec: str, template: experiment.Experiment, patch_names: list[str],
                     chosen: tuple = (), choice: tuple = (), subject: str = "", command: str = "",
-                    parameters: dict | None = None, guest: dict | None = None) -> str:
+                    parameters: dict | None = None, guest: dict | None = None, primary: tuple = (),
+                    sources: dict | None = None) -> str:
     """The experiment file of a trial: the template's kernel configuration, probes and guest (with --guest's
     settings over it), the kernel, the variants, the workloads chosen and why, their parameters (the template's,
-    and -p's: workload -> {name: value} where not the default), and `discovery = true`."""
+    and -p's: workload -> {name: value} where not the default), and `discovery = true`; or, with primary rows,
+    those rows declared (the first the headline) instead. patch_names: a list of file names (the variants of
+    variants()), or {variant: its file names}; sources: {variant: its own kernel SPEC} (mixed_sources)."""
     def value(item) -> str:
         return json.dumps(list(item) if isinstance(item, tuple) else item)    # a JSON scalar or list is TOML too
 
+    sources = sources or {}
     lines = [f"# Written by `{command or 'harness try'}` on {time.strftime('%Y-%m-%d %H:%M')}; run it",
-             "# again, edited or not, with: harness bench -e THIS_FILE --control",
+             "# again, edited or not, with: harness bench -e THIS_FILE" + ("" if primary else " --control"),
              f"description = {value(subject or 'harness try')}",
              f"source = {value(spec)}"]
+    lines += ["mixed_sources = true"] if any(own != spec for own in sources.values()) else []
     lines += [f"{key} = {value(getattr(template, key))}" for key in TEMPLATE_KEYS]
     lines += [f"# {line}" for line in choice]
     lines += [f"workloads = {value(chosen)}" if chosen else "# workloads: every one shipped"]
-    lines += ["# Nobody declared what the patch should change: every row is tested at a 5% false-discovery rate,",
-              "# and the report writes confirm.toml, with the rows found declared primary, to test on fresh boots.",
-              "discovery = true", ""]
-    for variant, names in variants(patch_names):
+    if primary:
+        lines += [f"primary = {value(primary)}", f"headline = {value(primary[0])}", ""]
+    else:
+        lines += ["# Nobody declared what the patch should change: every row is tested at a 5% false-discovery "
+                  "rate,", "# and the report writes confirm.toml, with the rows found declared primary, to test on "
+                  "fresh boots.", "discovery = true", ""]
+    named = patch_names.items() if isinstance(patch_names, dict) else variants(patch_names)
+    for variant, names in named:
         lines += ["[[variants]]", f"name = {value(variant)}",
-                  f"patches = {value([f'{PATCH_FOLDER}/{n}' for n in names])}", ""]
+                  f"patches = {value([f'{PATCH_FOLDER}/{n}' for n in names])}"]
+        lines += [f"source = {value(sources[variant])}"] if sources.get(variant, spec) != spec else []
+        lines += [""]
     machine = {**vars(template.guest), **(guest or {})}
     lines += ["[guest]"] + [f"{key} = {value(item)}" for key, item in machine.items()] + [""]
     for workload, values in (parameters if parameters is not None else dict(template.parameters)).items():
@@ -179,8 +190,7 @@ def prepare(paths: list[Path], kernel: str | None, tree: Path | None, template_n
     [guest] settings over the template's (guest_settings())."""
     template = experiment.load(template_name)
     names = tuple(workload_names) or tuple(workloads.discover())
-    given = workloads.choose(names, settings, {n: template.parameters_of(n) for n in names})   # a typo costs no build
-    parameters = {w.name: {k: v for k, v in params.items() if v != dict(w.parameters)[k]} for w, params in given}
+    parameters = set_parameters(names, settings, template)      # a typo costs no build
     spec = kernel_spec(kernel, tree, template, cache_dir)
     tree_path = source.fetch(source.parse_spec(spec), cache_dir)
     texts, imported = patch_texts(paths, tree_path)
@@ -204,6 +214,13 @@ def prepare(paths: list[Path], kernel: str | None, tree: Path | None, template_n
     kept = {workload: values for workload, values in parameters.items() if workload in (chosen or names)}
     text = experiment_text(name, spec, template, list(texts), chosen, choice, subject, command, kept, guest)
     return Trial(text, name, slug, spec, texts, imported, chosen, changed, choice)
+
+
+def set_parameters(names: tuple, settings: tuple, template: experiment.Experiment) -> dict:
+    """{workload: {name: value}} of the workloads named, where the template's parameters and -p's settings
+    differ from the workload's defaults; BadWorkload for an unknown workload, name or value."""
+    given = workloads.choose(names, settings, {name: template.parameters_of(name) for name in names})
+    return {w.name: {k: v for k, v in params.items() if v != dict(w.parameters)[k]} for w, params in given}
 
 
 def guest_settings(settings: tuple) -> dict:
