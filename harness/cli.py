@@ -20,15 +20,18 @@ import click
 import pandas as pd
 
 from harness import bench, cache, checks, covers, doctor, experiment, project, results, trial, workloads
+from harness import bisect as bisects
 from harness.analysis import analyse as analysis
 from harness.analysis import plots, tables
 from harness.errors import (
+    BisectOutputNotEmpty,
     CacheUnusable,
     HarnessError,
     MissingPackages,
     NoCommand,
     NoSuchTree,
     NothingToCompare,
+    ResumeTakesNoChoices,
     TryOutputNotEmpty,
     UnknownExperiment,
 )
@@ -700,6 +703,68 @@ def try_command(obj, patch_paths, kernel, tree, template, workload_names, settin
                         placement=_placement(jobs, "", "", worker.WORKER_CACHE, None),
                         timing="always" if timing else "kvm", command_line=command, **_repetitions(reps, max_reps))
     _end_with_the_answer(bench.run_and_analyse(bench.request(asked), obj["cache_dir"]))
+
+
+@main.command(name="bisect")
+@click.option("--tree", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="A kernel git repository whose commits from --good to --bad are bisected.")
+@click.option("--good", help="A commit that behaves as before (left out: the candidates come after it).")
+@click.option("--bad", help="A later commit that moves the row (its first-parent history is bisected).")
+@click.option("--series", "patch_paths", multiple=True, type=click.Path(exists=True, path_type=Path),
+              metavar="PATCH", help="Bisect a series instead (repeatable; files, mboxes, folders): the first patch "
+              "whose prefix moves the row, on --kernel.")
+@click.option("--kernel", help="The kernel a --series applies to: a source SPEC, or 5.10, 6.1... [default: the "
+              "template experiment's kernel].")
+@click.option("--row", help="WORKLOAD/PHASE/METRIC: the row whose verdict decides each step.")
+@click.option("-e", "--experiment", "template", help="The experiment whose kernel configuration, probes and guest "
+              "the runs take [default: the default experiment].")
+@click.option("-p", "--param", "settings", multiple=True, help="Workload parameter [WORKLOAD.]NAME=VALUE (repeatable).")
+@click.option("--guest", "guest_settings", multiple=True, metavar="KEY=VALUE",
+              help="The machine the kernels boot in, over the template's [guest] (repeatable).")
+@_MAX_REPS
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+              help="The bisection's folder [default: results/<timestamp>-bisect-<row>].")
+@click.option("--resume", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Go on with the interrupted bisection in this folder, from the steps done.")
+@_ACCEL
+@_JOBS
+@click.pass_obj
+@_guarded
+def bisect_command(obj, tree, good, bad, patch_paths, kernel, row, template, settings, guest_settings, max_reps,
+                   output, resume, accel, jobs):
+    """Find the first commit from --good to --bad (or the first patch of a --series) that moves a counted row.
+
+    The ends are measured first (the bad end against the good one, counted boots, --reps auto): the row must be
+    better or worse there. Each step boots the candidate in the middle against the good end in a run of its own
+    and takes the verdict's word: the ends' verdict is bad, no change is good, anything else (or a build that
+    fails, or no valid boot) skips it, as git bisect skip does. The folder gets report.md, steps.csv and a plot.
+    """
+    runs = bisects.Runs(obj["cache_dir"], accel, _placement(jobs, "", "", worker.WORKER_CACHE, None))
+    if resume:
+        given = [name for name, value in (("--tree", tree), ("--good", good), ("--bad", bad), ("--series", patch_paths),
+                                          ("--kernel", kernel), ("--row", row), ("-e", template), ("-p", settings),
+                                          ("--guest", guest_settings), ("-o", output)) if value]
+        if given:
+            raise ResumeTakesNoChoices(path=resume, options=", ".join(given))
+        found, out = bisects.Bisection.load(resume), resume
+    else:
+        if not row:
+            raise click.UsageError("--row WORKLOAD/PHASE/METRIC is required")
+        if bool(tree) == bool(patch_paths) or (tree and not (good and bad)) or (patch_paths and (good or bad)):
+            raise click.UsageError("pass --tree with --good and --bad, or --series PATCH... (with --kernel)")
+        out = output or results.default_directory("bisect-" + row.replace("/", "-"))
+        if out.exists() and any(out.iterdir()):
+            raise BisectOutputNotEmpty(path=out)
+        guest = trial.guest_settings(guest_settings)
+        found = bisects.new(row, template, settings, guest, max_reps, _command_line(), obj["cache_dir"], out, tree,
+                            good or "", bad or "", patch_paths, kernel)
+        click.echo(f"bisecting {row}: {len(found.candidates) - 1} candidate(s) after {found.candidates[0].name}, "
+                   f"at most {bisects.most_steps(len(found.candidates))} step(s) without skips; folder {out}")
+    found = bisects.run(found, out, runs)
+    report = bisects.write(found, out)
+    for line in bisects.answer(found):
+        click.echo(line)
+    click.echo(f"report: {report}")
 
 
 def _repetitions(reps: int | str, max_reps: int) -> dict:

@@ -60,6 +60,28 @@ class NothingToCompare(UserError):
                 "pass a folder with the other variants too (they are pooled), or run them all in a new folder")
 
 
+class NotAGitRepository(UserError):
+    template = "--tree {path} is not in a git repository: pass a kernel git checkout (or a bare repository)"
+
+
+class BisectNeedsAMove(UserError):
+    template = "Nothing to bisect: {why}; {fix}"
+
+
+class BadRow(UserError):
+    template = "--row {row}: {why}"
+
+
+class BisectOutputNotEmpty(UserError):
+    template = ("Folder {path} is not empty: pick another -o, or go on with the bisection in it with 'harness bisect "
+                "--resume {path}'")
+
+
+class NotABisection(UserError):
+    template = ("{path} holds no bisect.json: pass the folder `harness bisect` wrote (its -o), or start a new "
+                "bisection without --resume")
+
+
 class NotAGitTree(UserError):
     template = ("--tree {path} is not the top of a git work tree: pass the top of a kernel git checkout, or "
                 "--kernel dir:PATH for a folder as it is")

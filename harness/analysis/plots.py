@@ -503,3 +503,35 @@ def _references(axis, x_axis: sweeps.Axis, key: str, sweep: sweeps.Sweep, fixed:
 
 def _label(x_axis: sweeps.Axis, value, fixed: dict) -> str:
     return sweeps.Point(tuple({x_axis.name: value, **fixed}.items())).label
+
+
+DECISION_COLOURS = {"good": COLOURS[0], "bad": COLOURS[3], "skip": "#8C8C8C"}
+
+
+def bisection_plot(points: list[tuple[int, str, str, tuple]], row: str, names: list[str], out_dir: Path) -> Path:
+    """A bisection's row along its candidates, oldest first (names; the good end first, the bad end last): the
+    boots of each kernel measured, (index, name, good | bad | skip, values), coloured by what it was taken
+    for, with its median. Written as row.png and row.svg in out_dir; the SVG's path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    width = min(MAX_WIDTH_IN, max(8.0, 0.45 * len(names) + 3))
+    fig, axis = plt.subplots(figsize=(width, PANEL_HEIGHT_IN))
+    rng = np.random.default_rng(20220128)
+    medians = []
+    for index, _, decided, values in points:
+        if len(values):
+            medians.append(_column(axis, index, np.asarray(values, dtype=float), 0.6,
+                                   DECISION_COLOURS.get(decided, "#333333"), rng))
+    shown = range(len(names)) if len(names) <= 40 else sorted({index for index, *_ in points})
+    axis.set_xticks(list(shown), [names[index] for index in shown], rotation=60, ha="right", fontsize=7)
+    axis.set_xlim(-0.7, len(names) - 0.3)
+    axis.set_xlabel("candidates, oldest first (the good end on the left, the bad end on the right)")
+    _y_scale(axis, medians, row.split("/")[2])
+    axis.yaxis.set_major_formatter(NUMBERS)
+    axis.grid(axis="y", alpha=0.3)
+    axis.spines[["top", "right"]].set_visible(False)
+    for decided, colour in DECISION_COLOURS.items():
+        axis.scatter([], [], color=colour, label=f"taken as {decided}")
+    axis.legend(fontsize=8, loc="best")
+    _titled(fig, f"Bisection of {row}", "each kernel measured against the good end in a run of its own",
+            CAPTION.split(" Counts")[0], width)
+    return _save(fig, out_dir, "row")[1]
