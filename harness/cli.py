@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from harness import bench, cache, checks, covers, doctor, experiment, project, results, trial, workloads
+from harness import bench, cache, checks, covers, doctor, experiment, history, project, results, trial, workloads
 from harness import bisect as bisects
 from harness.analysis import analyse as analysis
 from harness.analysis import plots, tables
@@ -765,6 +765,23 @@ def bisect_command(obj, tree, good, bad, patch_paths, kernel, row, template, set
     for line in bisects.answer(found):
         click.echo(line)
     click.echo(f"report: {report}")
+
+
+@main.command(name="history")
+@click.argument("folders", nargs=-1, type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Where history.csv and index.html go [default: history/ in the first FOLDER].")
+@click.pass_obj
+@_guarded
+def history_command(obj, folders, output):
+    """Index every run folder in or below FOLDER... [default: results/]: history.csv (one row per run and
+    variant: kernel, patches, experiment, date, verdicts) and index.html, a static page with a plot per primary
+    row across the runs and kernels, links to the reports, and the runs that disagree flagged."""
+    folders = list(folders) or [project.ROOT / "results"]
+    table, page, count = history.write(folders, output or folders[0] / "history")
+    click.echo(f"{count} run(s)")
+    click.echo(f"index: {table}")
+    click.echo(f"page: {page}")
 
 
 def _repetitions(reps: int | str, max_reps: int) -> dict:

@@ -3,7 +3,7 @@ package brings it. `make setup` installs the missing ones through `harness docto
 
 Three sets: the submitting machine's (HOST: everything that builds and boots), a worker's (WORKER:
 what a machine that only boots the kernels it is sent needs, `harness doctor --worker`), and what
-only the tests need (TESTS: an sshd the cluster test starts on loopback)."""
+only the tests need (TESTS: an sshd the cluster test starts on loopback, a browser for the history page)."""
 
 import os
 import shutil
@@ -67,6 +67,8 @@ PREREQUISITES = (
     Prerequisite("dropbear", "dropbear-bin", "SSH server in the guest", command="dropbear"),
     Prerequisite("sshd", "openssh-server", "the test of --cluster ssh:// (an sshd on loopback)",
                  command="/usr/sbin/sshd", tests=True),
+    Prerequisite("chromium", "chromium", "the test that loads `harness history`'s page in a real browser",
+                 command="chromium", tests=True),
 )
 HOST = tuple(item for item in PREREQUISITES if not item.tests)
 WORKER = tuple(item for item in PREREQUISITES if item.worker)

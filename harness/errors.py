@@ -77,6 +77,11 @@ class BisectOutputNotEmpty(UserError):
                 "--resume {path}'")
 
 
+class NoRuns(UserError):
+    template = ("No run folder (metadata.json with comparison.json) in or below {folders}: pass results/ or the "
+                "folders `harness bench` and `harness try` wrote")
+
+
 class NotABisection(UserError):
     template = ("{path} holds no bisect.json: pass the folder `harness bisect` wrote (its -o), or start a new "
                 "bisection without --resume")

@@ -13,9 +13,9 @@ PACKAGE = ROOT / "harness"
 # The stages in data-flow order. The base is what every stage reads: the input model (experiment,
 # workload definitions, the metric table, sweeps), the results folder's records, and the doors to the
 # outside world. The top conducts the stages: bench runs them, try chooses what bench runs, bisect runs
-# bench along commits, the CLI calls them.
+# bench along commits, history reads the runs bench left, the CLI calls them.
 STAGES = ("base", "kernel", "guest", "measure", "analysis", "top")
-TOP = {"bench", "trial", "bisect", "covers", "checks", "cache", "cli", "__main__"}
+TOP = {"bench", "trial", "bisect", "history", "covers", "checks", "cache", "cli", "__main__"}
 EXPLAINED = {
     "base": "errors, files, project, progress, runner, doctor (host tools); experiment, workloads, metrics, sweep "
             "(the input model); results (the run folder's records), comparability (what may be compared)",
@@ -25,8 +25,8 @@ EXPLAINED = {
     "measure": "one cell: drivers, collectors, causes, cell, dispatch, worker",
     "analysis": "stats; records, sampling, looks, family, discovery, compare (the verdicts, room by room); tables "
                 "(their renderings), coverage, integrity, resample, plots, report, mail, analyse",
-    "top": "bench (the conductor), trial (`try`), bisect (runs of bench along commits), "
-           "covers, checks, cache, cli",
+    "top": "bench (the conductor), trial (`try`), bisect (runs of bench along commits), history (the runs "
+           "indexed), covers, checks, cache, cli",
 }
 
 

@@ -10,6 +10,7 @@ A sweep's run (harness/sweep.py) is drawn along its axis instead: per plotted ro
 against the first axis (a panel per value of a second one), a line per variant through the
 medians with the interval as a band, every raw point, and the experiment's reference lines."""
 
+import io
 import math
 import os
 import textwrap
@@ -535,3 +536,42 @@ def bisection_plot(points: list[tuple[int, str, str, tuple]], row: str, names: l
     _titled(fig, f"Bisection of {row}", "each kernel measured against the good end in a run of its own",
             CAPTION.split(" Counts")[0], width)
     return _save(fig, out_dir, "row")[1]
+
+
+def history_svg(row: str, verdicts: list, flagged: dict) -> str:
+    """One row across runs (harness/history.py's Verdicts: each run's baseline and variants, oldest run first):
+    the median and its interval, coloured by kernel release, a square for a variant and a circle for a
+    baseline, a red edge where the run disagrees with another; the SVG's text, to put inline in a page."""
+    ordered = sorted(verdicts, key=lambda v: (v.started, v.run, v.verdict != "baseline", v.variant))
+    kernels = list(dict.fromkeys(v.kernel for v in ordered))
+    width = min(MAX_WIDTH_IN, max(8.0, 0.32 * len(ordered) + 3))
+    fig, axis = plt.subplots(figsize=(width, 4.2))
+    medians = []
+    for x, verdict in enumerate(ordered):
+        if verdict.median is None:
+            continue
+        colour = COLOURS[kernels.index(verdict.kernel) % len(COLOURS)]
+        low = verdict.median if verdict.ci_low is None else verdict.ci_low
+        high = verdict.median if verdict.ci_high is None else verdict.ci_high
+        axis.errorbar(x, verdict.median, yerr=[[max(verdict.median - low, 0)], [max(high - verdict.median, 0)]],
+                      fmt="s" if verdict.verdict != "baseline" else "o", color=colour, capsize=2, markersize=5,
+                      markeredgecolor="#C00000" if (verdict.run, verdict.variant) in flagged else colour)
+        medians.append(verdict.median)
+    labels = [f"{v.started[:10]} {v.run[:26]} {v.variant}" + ("" if v.verdict == "baseline" else f" ({v.verdict})")
+              for v in ordered]
+    axis.set_xticks(range(len(ordered)), labels, rotation=70, ha="right", fontsize=6)
+    axis.set_xlim(-0.7, len(ordered) - 0.3)
+    _y_scale(axis, medians, row.split("/")[2])
+    axis.yaxis.set_major_formatter(NUMBERS)
+    axis.grid(axis="y", alpha=0.3)
+    axis.spines[["top", "right"]].set_visible(False)
+    for kernel in kernels:
+        axis.scatter([], [], color=COLOURS[kernels.index(kernel) % len(COLOURS)], label=kernel or "?")
+    axis.legend(fontsize=7, loc="best", title="kernel", title_fontsize=7)
+    axis.set_title(f"{row}: each run's baseline (circle) and variants (square), oldest run first", fontsize=9)
+    fig.tight_layout()
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+    plt.close(fig)
+    text = buffer.getvalue()
+    return text[text.index("<svg"):]
