@@ -349,21 +349,23 @@ class Finalized:
         time.sleep(0.2)
 
 Finalized()
-time.sleep(30)      # a wait the stop made again must end, not outlast
+time.sleep(600)     # a wait the stop made again must end, not outlast (the test gives up long before)
 print("went on")
 """
 
 
 @pytest.mark.parametrize("name, status, said", [("SIGTERM", 143, ""), ("SIGINT", -2, "KeyboardInterrupt")])
 def test_a_stop_that_lands_in_a_finalizer_still_stops(name, status, said):
-    # where Python alone prints "Exception ignored in: <function Finalized.__del__ ...>" and goes on
+    # where Python alone prints "Exception ignored in: <function Finalized.__del__ ...>" and goes on. No bound on
+    # the time: on a loaded machine the child's start (importing the harness) alone took 26 s; a stop that is lost
+    # leaves it in its 600 s wait, which the timeout ends.
     import subprocess
     import sys
-    import time
-    started = time.monotonic()
-    ran = subprocess.run([sys.executable, "-c", FINALIZER_STOP.format(name=name)], capture_output=True, text=True,
-                         timeout=60)
-    assert time.monotonic() - started < 20, "the wait after the finalizer was ended by the stop"
+    try:
+        ran = subprocess.run([sys.executable, "-c", FINALIZER_STOP.format(name=name)], capture_output=True,
+                             text=True, timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the stop that landed in the finalizer was lost: the wait after it went on")
     assert "went on" not in ran.stdout and "Exception ignored" not in ran.stderr, ran.stderr
     assert ran.returncode == status and ran.stderr.strip().endswith(said), ran.stderr
 
@@ -391,7 +393,7 @@ def test_a_stop_a_finalizer_swallowed_just_before_the_command_ended_is_still_the
     import subprocess
     import sys
     ran = subprocess.run([sys.executable, "-c", STOP_BEFORE_THE_END, str(tmp_path / "cache")], capture_output=True,
-                         text=True, timeout=30)
+                         text=True, timeout=240)
     assert ran.returncode == 143, ran.stderr
     assert ran.stderr.startswith("terminated by SIGTERM (log: ") and "Exception ignored" not in ran.stderr, ran.stderr
 
