@@ -84,7 +84,8 @@ def read(path: Path, top: Path) -> Run:
         facts = builds.get(variant)
         if facts is None:
             return ""
-        return f"{facts.source or metadata.source}|{facts.patch_hash}|{facts.config_hash}"
+        return "|".join([facts.key, facts.source or metadata.source, ";".join(facts.patches), facts.patch_hash,
+                         facts.config_hash])
 
     def release(variant: str) -> str:
         facts = builds.get(variant)
