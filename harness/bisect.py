@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from harness import bench, experiment, files, metrics, results, runner, trial, workloads
+from harness.analysis import coverage
 from harness.errors import (
     BadRow,
     BisectNeedsAMove,
@@ -184,14 +185,8 @@ def _said(measured: Measured) -> str:
     """'worse, 12 -> 2,048 (+17,000%), p = 0.0022, n = 6'."""
     change = f" ({measured.change_pct:+,.1f}%)" if measured.change_pct is not None else ""
     p = f", p = {measured.p_value:.2g}" if measured.p_value is not None else ""
-    return (f"{measured.verdict}, {_number(measured.baseline_median)} -> {_number(measured.median)}{change}{p}, "
-            f"n = {measured.n}")
-
-
-def _number(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.0f}" if abs(value) >= 100 or value == int(value) else f"{value:.3g}"
+    return (f"{measured.verdict}, {coverage.number(measured.baseline_median)} -> "
+            f"{coverage.number(measured.median)}{change}{p}, n = {measured.n}")
 
 
 # --- the candidates ------------------------------------------------------------------------------------------
@@ -439,8 +434,8 @@ def write(bisection: Bisection, folder: Path) -> Path:
         p = f"{row['p_value']:.2g}" if row["p_value"] is not None else "-"
         link = f"[{row['candidate']}]({row['folder']}/report.md)"
         lines.append(f"| {row['step'] or 'ends'} | {link} | {row['subject']} | {row['verdict'] or '-'} | "
-                     f"{_number(row['good_median'])} -> {_number(row['median'])} | {change} | {p} | {row['n']} | "
-                     f"{row['decision']} |")
+                     f"{coverage.number(row['good_median'])} -> {coverage.number(row['median'])} | {change} | {p} | "
+                     f"{row['n']} | {row['decision']} |")
     skipped = [row for row in rows[1:] if row["decision"] == SKIP]
     lines += [""] + [f"Skipped {row['candidate']}: {row['why']}" for row in skipped] + ([""] if skipped else [])
     lines += [f"![{bisection.row} along the candidates](plots/{plot.name})", "",

@@ -222,7 +222,7 @@ class Coverage:
             ran = []
             for workload, point, phase in self.phases(variant):
                 calls = self.calls(variant, workload, point, phase)
-                busy = [f"{f} {_number(b)}->{_number(v)}" for f, (b, v) in calls.items()
+                busy = [f"{f} {number(b)}->{number(v)}" for f, (b, v) in calls.items()
                         if (b or 0) > 0 or (v or 0) > 0]
                 if busy:
                     ran.append(f"{workload}{f' at {point}' if point else ''}/{phase} ({', '.join(busy[:2])})")
@@ -289,7 +289,9 @@ def _counted_calls(samples: pd.DataFrame, runs: pd.DataFrame) -> tuple[dict, dic
     return medians, maxima, totals, seconds
 
 
-def _number(value: float | None) -> str:
+def number(value: float | None) -> str:
+    """A count as the reports write it: '-' for none, whole and thousands separated when whole or from 100 up,
+    else 3 significant digits."""
     if value is None:
         return "-"
     return f"{value:,.0f}" if value == int(value) or abs(value) >= 100 else f"{value:.3g}"
@@ -323,7 +325,7 @@ def _calls_table(cover: Coverage, variant: str, counted) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for workload, point, phase in keys:
         calls = cover.calls(variant, workload, point, phase)
-        cells = [f"{_number(calls[f][0])} -> {_number(calls[f][1])}" for f in shown]
+        cells = [f"{number(calls[f][0])} -> {number(calls[f][1])}" for f in shown]
         where = f"{workload}{f' at {point}' if point else ''}/{phase}" + \
             (" (before the workload: background)" if phase == IDLE else "")
         lines.append(f"| {where} | " + " | ".join(cells) + f" | {_ran(cover, variant, workload, point, phase)} |")

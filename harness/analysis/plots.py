@@ -220,9 +220,7 @@ def _panel(axis, data: pd.DataFrame, present: list[str], order: list[str], workl
     axis.set_title(workload, fontsize=10)
     axis.set_ylabel(unit)
     _y_scale(axis, medians, unit)
-    axis.yaxis.set_major_formatter(NUMBERS)
-    axis.grid(axis="y", alpha=0.3)
-    axis.spines[["top", "right"]].set_visible(False)
+    _plain(axis)
 
 
 def _column(axis, x: float, values: np.ndarray, width: float, colour: str, rng) -> float:
@@ -264,6 +262,13 @@ def _short(value: float) -> str:
 
 
 NUMBERS = FuncFormatter(lambda value, _: _short(value))     # the labels' notation on every axis
+
+
+def _plain(axis) -> None:
+    """The look of every panel's y axis: the labels' numbers, horizontal grid lines, no top or right frame."""
+    axis.yaxis.set_major_formatter(NUMBERS)
+    axis.grid(axis="y", alpha=0.3)
+    axis.spines[["top", "right"]].set_visible(False)
 
 
 def plot_all(samples: pd.DataFrame, runs: pd.DataFrame, metadata: RunMetadata, out_dir: Path,
@@ -346,9 +351,7 @@ def _cause_panel(axis, medians: pd.Series, phases: list[str], present: list[str]
     axis.set_xlim(-0.6, len(phases) - 0.4)
     axis.set_ylim(0, axis.get_ylim()[1] * 1.15)
     axis.set_ylabel("copies per phase")
-    axis.yaxis.set_major_formatter(NUMBERS)
-    axis.grid(axis="y", alpha=0.3)
-    axis.spines[["top", "right"]].set_visible(False)
+    _plain(axis)
 
 
 # --- sweeps: the metric along the axis ------------------------------------------------------
@@ -527,9 +530,7 @@ def bisection_plot(points: list[tuple[int, str, str, tuple]], row: str, names: l
     axis.set_xlim(-0.7, len(names) - 0.3)
     axis.set_xlabel("candidates, oldest first (the good end on the left, the bad end on the right)")
     _y_scale(axis, medians, row.split("/")[2])
-    axis.yaxis.set_major_formatter(NUMBERS)
-    axis.grid(axis="y", alpha=0.3)
-    axis.spines[["top", "right"]].set_visible(False)
+    _plain(axis)
     for decided, colour in DECISION_COLOURS.items():
         axis.scatter([], [], color=colour, label=f"taken as {decided}")
     axis.legend(fontsize=8, loc="best")
@@ -562,9 +563,7 @@ def history_svg(row: str, verdicts: list, flagged: dict) -> str:
     axis.set_xticks(range(len(ordered)), labels, rotation=70, ha="right", fontsize=6)
     axis.set_xlim(-0.7, len(ordered) - 0.3)
     _y_scale(axis, medians, row.split("/")[2])
-    axis.yaxis.set_major_formatter(NUMBERS)
-    axis.grid(axis="y", alpha=0.3)
-    axis.spines[["top", "right"]].set_visible(False)
+    _plain(axis)
     for kernel in kernels:
         axis.scatter([], [], color=COLOURS[kernels.index(kernel) % len(COLOURS)], label=kernel or "?")
     axis.legend(fontsize=7, loc="best", title="kernel", title_fontsize=7)

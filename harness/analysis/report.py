@@ -42,9 +42,9 @@ def _headline_at(rows: list[records.Row], headline: str, point: str, ran: tuple[
         if silent:
             return (f"No valid samples of {metric} in the {phase} phase of {workload} from "
                     f"{', '.join(f'`{v}`' for v in silent)}: see runs.csv for why (`{base.variant}` has a median "
-                    f"of {_number(base.median)} over {base.n} boots).")
+                    f"of {coverage.number(base.median)} over {base.n} boots).")
         return (f"Only `{base.variant}` ran here, so there is nothing to compare it with: {metric} in the {phase} "
-                f"phase of {workload} has a median of {_number(base.median)} over {base.n} boots.")
+                f"phase of {workload} has a median of {coverage.number(base.median)} over {base.n} boots.")
     if base is None:
         return f"No valid samples of {metric} in the {phase} phase of {workload}: see runs.csv for why."
     return (f"At {point}: " if point else "") + "; ".join(_change_sentence(r, base) for r in others) + "."
@@ -64,7 +64,8 @@ def _change_sentence(r: records.Row, base: records.Row) -> str:
     other = " (another kernel)" if r.other_source else ""
     fdr = " (FDR)" if tables.verdict_text(r) != r.verdict else ""
     return (f"`{r.variant}`{other} changes {r.metric} in the {r.phase} phase of {r.workload} from a median of "
-            f"{_number(base.median)} to {_number(r.median)}{change}{p_value}{adjusted}; n = {base.n} + {r.n}"
+            f"{coverage.number(base.median)} to {coverage.number(r.median)}{change}{p_value}{adjusted}; "
+            f"n = {base.n} + {r.n}"
             f"{')' if change else ''}: **{r.verdict}**{fdr}" + (f" ({r.note})" if r.note else ""))
 
 
@@ -102,17 +103,13 @@ def cause_sentence(rows: list[records.Row], workload: str, phase: str) -> str:
         words = CAUSE_WORDS.get(moved.metric.split(".", 1)[1], moved.metric)
         fdr = ", FDR" if tables.verdict_text(moved) != moved.verdict else ""
         verdict = f" ({moved.verdict}{fdr})" if moved.verdict != "inconclusive" else ""
-        parts.append(f"in `{variant}` the {words} went from {_number(base[moved.metric].median)} to "
-                     f"{_number(moved.median)}{verdict}")
+        parts.append(f"in `{variant}` the {words} went from {coverage.number(base[moved.metric].median)} to "
+                     f"{coverage.number(moved.median)}{verdict}")
     return f"By cause, in the {phase} phase of {workload}: " + "; ".join(parts) + "." if parts else ""
 
 
 def _pct(value: float | None) -> str:
     return "unbounded" if value is None else f"{value:+.1f}%"
-
-
-def _number(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 100 or value == int(value) else f"{value:.3g}"
 
 
 def primary_table(rows: list[records.Row]) -> list[str]:
@@ -127,8 +124,9 @@ def primary_table(rows: list[records.Row]) -> list[str]:
         change = tables.change_text(r, base[(r.key, r.point)].median, lambda value, low: _pct(value)) or "-"
         variant = r.variant + (" (other kernel)" if r.other_source else "")
         key, at = (r.key, r.point), f" at {r.point}" if r.point else ""
-        lines.append(f"| {r.key}{at} | {variant} | {base[key].n} + {r.n} | {_number(base[key].median)} | "
-                     f"{_number(r.median)} | {change} | {r.p_value:.2g} | {r.p_equivalence:.2g} | {r.p_adjusted:.2g} | "
+        lines.append(f"| {r.key}{at} | {variant} | {base[key].n} + {r.n} | {coverage.number(base[key].median)} | "
+                     f"{coverage.number(r.median)} | {change} | {r.p_value:.2g} | {r.p_equivalence:.2g} | "
+                     f"{r.p_adjusted:.2g} | "
                      f"**{r.verdict}**{f' ({r.note})' if r.note else ''} | {r.decided_after or '-'} |")
     return lines
 
@@ -264,7 +262,7 @@ def unjudged_sentence(comparison: records.Comparison, confirm: Path | None) -> s
         top = mine[0]
         change = f", {top.change_pct:+.0f}%" if top.change_pct is not None else ""
         parts.append(f"`{variant}` {len(mine)}, the strongest {top.metric} in the {top.phase} phase of {top.workload} "
-                     f"({_number(base[(top.key, top.point)])} to {_number(top.median)}{change}, p_adj "
+                     f"({coverage.number(base[(top.key, top.point)])} to {coverage.number(top.median)}{change}, p_adj "
                      f"{top.p_adjusted:.2g})")
     judge = f" Judge them on fresh boots: `harness bench -e {confirm} --control`." if confirm else ""
     return (f"At the exploratory level ({records.ALPHA:.0%} false-discovery rate) rows moved that have no verdict, "
