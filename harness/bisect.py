@@ -232,15 +232,15 @@ def check_row(row: str, template: experiment.Experiment, settings: tuple) -> dic
     name, phase, metric = parts
     if name not in workloads.discover():
         raise BadRow(row=row, why=f"no workload {name}; the workloads are {', '.join(workloads.discover())}")
-    parameters = trial.set_parameters((name,), settings, template)
-    (workload, values), = workloads.choose((name,), settings, {name: template.parameters_of(name)})
+    given = workloads.choose((name,), settings, {name: template.parameters_of(name)})
+    (workload, values), = given
     phases = drivers.driver(workload, values, None).phase_plan()
     if phase not in phases:
         raise BadRow(row=row, why=f"{name} runs the phases {', '.join(phases)} with these parameters")
     if metrics.meaning(metric).direction == "none":
         raise BadRow(row=row, why=f"metric {metric} has no direction in harness/metrics.py, so no verdict on it "
                                   "is better or worse; pick one that has (`harness metrics` lists them)")
-    return parameters
+    return trial.non_default(given)
 
 
 def new(row: str, template_name: str | None, settings: tuple, guest: dict, max_reps: int, command: str,

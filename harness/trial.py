@@ -190,7 +190,8 @@ def prepare(paths: list[Path], kernel: str | None, tree: Path | None, template_n
     [guest] settings over the template's (guest_settings())."""
     template = experiment.load(template_name)
     names = tuple(workload_names) or tuple(workloads.discover())
-    parameters = set_parameters(names, settings, template)      # a typo costs no build
+    given = workloads.choose(names, settings, {n: template.parameters_of(n) for n in names})   # a typo costs no build
+    parameters = non_default(given)
     spec = kernel_spec(kernel, tree, template, cache_dir)
     tree_path = source.fetch(source.parse_spec(spec), cache_dir)
     texts, imported = patch_texts(paths, tree_path)
@@ -216,10 +217,9 @@ def prepare(paths: list[Path], kernel: str | None, tree: Path | None, template_n
     return Trial(text, name, slug, spec, texts, imported, chosen, changed, choice)
 
 
-def set_parameters(names: tuple, settings: tuple, template: experiment.Experiment) -> dict:
-    """{workload: {name: value}} of the workloads named, where the template's parameters and -p's settings
-    differ from the workload's defaults; BadWorkload for an unknown workload, name or value."""
-    given = workloads.choose(names, settings, {name: template.parameters_of(name) for name in names})
+def non_default(given) -> dict:
+    """{workload: {name: value}} of workloads.choose()'s (workload, parameters) pairs: the values that differ
+    from the workload's defaults (the template's and -p's settings)."""
     return {w.name: {k: v for k, v in params.items() if v != dict(w.parameters)[k]} for w, params in given}
 
 
