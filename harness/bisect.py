@@ -8,8 +8,9 @@ to BAD. Each step then runs the candidate nearest the middle of those left again
 a run folder of its own (steps/NN-NAME/, a run like any other), and takes the same verdict code's word for it:
 
 - the ends' verdict: the candidate behaves like BAD (`bad`, whether that is an improvement or a regression);
-- `equivalent`, `identical`, or `not exercised` (its phase ran none of the code the candidate changed, and the
-  row did not move): it behaves like GOOD (`good`);
+- `equivalent`, `identical`, or `not exercised` (its phase ran none of the functions the candidate changed, and
+  the row showed no move a verdict calls better or worse; the boots alone may not have settled it): it behaves
+  like GOOD (`good`);
 - anything else (`inconclusive` at --max-reps, the other direction), a build that fails, a kernel with no valid
   boot: `skip`, as `git bisect skip`, and the untested candidate nearest the middle is tried instead.
 
